@@ -1,0 +1,5 @@
+"""`python -m niah` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,321 @@
+"""The `niah` command line: run, report, doctor, sdpa verify, sdpa bench.
+
+Options are parsed into a RunConfig here and nothing else happens in this module; heavy
+imports (mlx, mlx-lm, pandas) live inside the command bodies so `--help` is instant. Every
+NiahError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import NiahError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Needle-in-a-haystack long-context checks for MLX models.")
+sdpa_app = typer.Typer(no_args_is_help=True, help="niah's chunked SDPA: verify and benchmark.")
+app.add_typer(sdpa_app, name="sdpa")
+
+P_PROMPT, P_RUN, P_SDPA, P_KV, P_OUT = "Prompt", "Running", "Attention", "KV cache", "Output and gating"
+
+
+def _fail(exc: NiahError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=exc.exit_code)
+
+
+@app.command()
+def run(
+    context: str = typer.Option("1k,2k", "--context", "-c", help="Context lengths: 8000, 4k, 128k, 1m; comma list.", rich_help_panel=P_PROMPT),
+    depth: str = typer.Option("0,0.5,1", "--depth", "-d", help="Needle depths 0..1: list 0,0.5,1 or range 0:1:0.1.", rich_help_panel=P_PROMPT),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="mlx-lm hub id, MLX model folder, or .gguf file (default: embedded SmolLM2-135M-Instruct).", rich_help_panel=P_RUN),
+    samples: int = typer.Option(1, "--samples", "-n", help="Trials per cell (different needle values).", rich_help_panel=P_PROMPT),
+    seed: int = typer.Option(0, "--seed", help="Seed for haystack and needle values.", rich_help_panel=P_PROMPT),
+    needle: Optional[str] = typer.Option(None, "--needle", help="Needle template with {value}.", rich_help_panel=P_PROMPT),
+    question: Optional[str] = typer.Option(None, "--question", help="Question asked after the haystack.", rich_help_panel=P_PROMPT),
+    answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with.", rich_help_panel=P_PROMPT),
+    value_kind: str = typer.Option("number", "--value-kind", help="Needle value: number (7 digits), uuid, words.", rich_help_panel=P_PROMPT),
+    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
+    max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
+    allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
+    prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
+    sdpa: str = typer.Option("auto", "--sdpa", help="Attention route: auto, stock, chunked.", rich_help_panel=P_SDPA),
+    chunk_threshold: Optional[int] = typer.Option(None, "--chunk-threshold", help="Key length from which chunking applies (default 65536).", rich_help_panel=P_SDPA),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Keys per chunk (default 32768).", rich_help_panel=P_SDPA),
+    kv_bits: Optional[str] = typer.Option(None, "--kv-bits", help="Quantized KV cache bits: 4, 8 or a list 4,8 (none = float).", rich_help_panel=P_KV),
+    kv_group_size: int = typer.Option(64, "--kv-group-size", help="Group size of the quantized KV cache.", rich_help_panel=P_KV),
+    max_kv_size: Optional[str] = typer.Option(None, "--max-kv-size", help="Rotating KV cache size(s), comma list.", rich_help_panel=P_KV),
+    out: str = typer.Option("results", "--out", "-o", help="Folder for run folders.", rich_help_panel=P_OUT),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume this run folder (its config is reused).", rich_help_panel=P_OUT),
+    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1).", rich_help_panel=P_OUT),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one testcase per trial.", rich_help_panel=P_OUT),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write every trial as CSV.", rich_help_panel=P_OUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=P_OUT),
+):
+    """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
+    from . import config as C
+
+    try:
+        if fail_under is not None and not 0 <= fail_under <= 1:
+            raise NiahError(f"--fail-under {fail_under:g} is outside [0, 1]: use a fraction like 0.9")
+        if resume is not None:
+            from .store import load_config
+
+            cfg = load_config(resume)
+            folder = resume
+        else:
+            cfg = C.RunConfig(
+                model=model or "default",
+                contexts=C.parse_contexts(context),
+                depths=C.parse_depths(depth),
+                samples=samples,
+                seed=seed,
+                needle=needle if needle is not None else C.DEFAULT_NEEDLE,
+                question=question if question is not None else C.DEFAULT_QUESTION,
+                answer_prefix=answer_prefix if answer_prefix is not None else C.DEFAULT_ANSWER_PREFIX,
+                value_kind=value_kind,
+                haystack=_haystack_arg(haystack),
+                prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
+                max_tokens=max_tokens,
+                sdpa=sdpa,
+                chunk_threshold=chunk_threshold,
+                chunk_size=chunk_size,
+                kv_bits=C.parse_int_list(kv_bits, what="--kv-bits", allowed=(2, 3, 4, 5, 6, 8),
+                                         allow_none=True) if kv_bits else (None,),
+                kv_group_size=kv_group_size,
+                max_kv_size=C.parse_int_list(max_kv_size, what="--max-kv-size") if max_kv_size else (None,),
+                allow_beyond_trained=allow_beyond_trained,
+                prefix_reuse=prefix_reuse,
+                out=out,
+            )
+            for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
+                if v is not None and v < 1:
+                    raise NiahError(f"{name} {v} is not allowed: use a positive token count")
+            folder = None
+        _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv)
+    except NiahError as exc:
+        _fail(exc)
+
+
+def _haystack_arg(value: str) -> str:
+    if value in ("prose", "noise"):
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")
+    return str(path.resolve())
+
+
+def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from . import report, runner
+    from .distributed import group_info
+
+    rank, world = group_info()
+    console = Console(stderr=True)
+
+    class Bar(runner.Progress):
+        def __init__(self):
+            self.bar = None
+
+        def start(self, total):
+            if quiet or total == 0:
+                return
+            self.bar = Progress(TextColumn("[bold]niah"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.description}"), TimeElapsedColumn(),
+                                TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total)
+
+        def trial_done(self, record):
+            if self.bar is not None:
+                desc = f"{record['context']} @ {record['depth']:g}: {record['verdict']}"
+                self.bar.update(self.task, advance=1, description=desc)
+
+        def stop(self):
+            if self.bar is not None:
+                self.bar.stop()
+
+    bar = Bar()
+    try:
+        result = runner.run_sweep(cfg, folder=folder, progress=bar,
+                                  rank=rank if world > 1 else None, world=world)
+    except KeyboardInterrupt:
+        bar.stop()
+        typer.echo("interrupted: finished trials are saved; run the same command again or "
+                   "niah run --resume <run folder> to finish the rest", err=True)
+        raise typer.Exit(code=130)
+    finally:
+        bar.stop()
+    if world > 1:
+        from .distributed import gather_and_merge
+
+        result = gather_and_merge(result, rank=rank, world=world)
+        if result is None:
+            return
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    records = result.records
+    typer.echo(f"Run folder: {result.folder}")
+    typer.echo(f"Model: {records[0]['model'] if records else cfg.model} · device "
+               f"{records[0]['device'] if records else '?'} · {result.ran} run, "
+               f"{result.skipped_done} already done")
+    typer.echo("")
+    typer.echo(report.format_table(records))
+    typer.echo("")
+    typer.echo(report.totals_line(records))
+    sus = [r for r in records if report.suspect(r)]
+    for r in sus:
+        typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
+    if junit:
+        report.junit(records, junit)
+    if csv:
+        report.export(records, csv=csv)
+    if fail_under is not None:
+        acc = report.accuracy(records) or 0.0
+        if acc < fail_under:
+            typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
+            raise typer.Exit(code=1)
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run folders made by niah run."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="One row per trial, every field."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="One object per trial."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="One row per trial (needs pyarrow)."),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="PNG heatmap of accuracy."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="JUnit XML, one testcase per trial."),
+    compare: bool = typer.Option(False, "--compare", help="Compare runs cell by cell (first is the baseline)."),
+    effective_threshold: float = typer.Option(0.85, "--effective-threshold", help="Effective context: accuracy >= this x the shortest context's."),
+    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this."),
+):
+    """Print and export reports of one or more run folders."""
+    try:
+        _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
+                heatmap_path=heatmap, junit=junit, compare=compare,
+                effective_threshold=effective_threshold, fail_under=fail_under)
+    except NiahError as exc:
+        _fail(exc)
+
+
+def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, compare,
+            effective_threshold, fail_under) -> None:
+    import warnings as _w
+
+    from . import report, store
+
+    loaded = []
+    for folder in runs:
+        if not Path(folder).is_dir():
+            raise NiahError(f"run folder {str(folder)!r} does not exist: give a folder made by niah run")
+        cfg = store.load_config(folder)
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            recs = list(store.latest_by_key(store.read_trials(folder)).values())
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
+        if not recs:
+            raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
+        loaded.append((str(folder), cfg, recs))
+    hashes = {cfg.hash() for _, cfg, _ in loaded}
+    if len(loaded) > 1 and len(hashes) > 1 and not compare:
+        raise NiahError("these runs have different configs: pass --compare to compare them "
+                        "cell by cell, or report them one at a time")
+    if compare and len(loaded) < 2:
+        raise NiahError("--compare needs two or more run folders")
+    if compare:
+        typer.echo(report.compare([(Path(n).name, r) for n, _, r in loaded]))
+        records = [r for _, _, recs in loaded for r in recs]
+    else:
+        records = [r for _, _, recs in loaded for r in recs]
+        for name, cfg, recs in loaded:
+            typer.echo(f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}")
+        typer.echo("")
+        typer.echo(report.format_table(records))
+        typer.echo("")
+        typer.echo(report.totals_line(records))
+        eff = report.effective_context(records, threshold=effective_threshold)
+        from .config import format_context
+
+        typer.echo(f"Effective context (>= {effective_threshold:.0%} of the shortest context's "
+                   f"accuracy): {format_context(eff) if eff else 'none'}")
+        for r in records:
+            why = report.suspect(r)
+            if why:
+                typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g} sample {r['sample']}: {why}")
+    if markdown:
+        title = ", ".join(Path(n).name for n, _, _ in loaded)
+        report._writable(markdown).write_text(report.format_markdown(records, title=title))
+    report.export(records, csv=csv, json_path=json_path, parquet=parquet)
+    if heatmap_path:
+        report.heatmap(records, heatmap_path, title=f"{records[0]['model']}")
+    if junit:
+        report.junit(records, junit)
+    if fail_under is not None:
+        acc = report.accuracy(records) or 0.0
+        if acc < fail_under:
+            typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
+            raise typer.Exit(code=1)
+
+
+@app.command()
+def doctor(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Also size a run of this model."),
+    context: Optional[str] = typer.Option(None, "--context", "-c", help="Context to size (with --model)."),
+    kv_bits: Optional[int] = typer.Option(None, "--kv-bits", help="Quantized KV bits for sizing."),
+):
+    """Check the installation: MLX, device, BLAS, mlx-lm, the embedded model; size a run."""
+    from .doctor import doctor_report
+
+    try:
+        typer.echo(doctor_report(model=model, context=context, kv_bits=kv_bits))
+    except NiahError as exc:
+        _fail(exc)
+
+
+@sdpa_app.command("verify")
+def sdpa_verify(
+    quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
+    long: bool = typer.Option(True, "--long/--no-long", help="Include 128K/256K-key cases where memory allows."),
+):
+    """Check every route against the reference over the upstream proposal's test plan."""
+    from .verify import run_verify
+
+    ok = run_verify(quick=quick, long=long, echo=typer.echo)
+    raise typer.Exit(code=0 if ok else 1)
+
+
+@sdpa_app.command("bench")
+def sdpa_bench(
+    quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
+):
+    """Time stock against each route (see benchmarks/sdpa.py for the full table)."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "sdpa.py"
+    if not script.is_file():
+        _fail(NiahError("benchmarks/sdpa.py is not installed with this package: run it from a source checkout"))
+    sys.argv = [str(script)] + (["--quick"] if quick else [])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def main() -> None:
+    """Console entry point: make sure a fast BLAS is loaded on Linux CPU, then run the app."""
+    from .blas import ensure_fast_blas
+
+    ensure_fast_blas()
+    app()
+
+
+if __name__ == "__main__":
+    main()

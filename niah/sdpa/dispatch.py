@@ -1,0 +1,247 @@
+"""Routing for niah's SDPA: stock fused, query-split, or key-chunked with a logsumexp merge.
+
+Routes
+- ``stock``: mx.fast.scaled_dot_product_attention unchanged (always used below the threshold,
+  so short contexts are bit-identical to stock).
+- ``q-split``: queries split into blocks, the stock fused kernel per block, each block evaluated
+  on its own: exact, no merge, bounded work per dispatch. With a causal mask each block only
+  reads the keys it can see.
+- ``kv-chunks``: keys split into chunks; each chunk gives (out, lse) from a fused kernel of
+  niah's own where one passed its self-test, else from the plain-ops reference; chunks are
+  merged by a streaming logsumexp merge and evaluated one at a time, so no GPU command buffer
+  spans the whole key range (the macOS watchdog is per command buffer).
+- ``auto``: stock below the threshold; above it kv-chunks on Metal and CPU (watchdog, and
+  bounded memory for the unfused CPU path), q-split on CUDA for long query blocks, else stock.
+
+Configuration: arguments, then NIAH_SDPA_CHUNK_THRESHOLD / NIAH_SDPA_CHUNK_SIZE /
+NIAH_SDPA_Q_BLOCK, then MLX_SDPA_CHUNK_THRESHOLD / MLX_SDPA_CHUNK_SIZE, then the defaults.
+`FORCE_ROUTE` (or the `force_route` context manager) overrides the route for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from .merge import Accumulator
+from .reference import attention_with_lse, quantized_attention_with_lse
+
+DEFAULT_THRESHOLD = 65536
+DEFAULT_CHUNK_SIZE = 32768
+DEFAULT_Q_BLOCK = 1024
+ROUTES = ("stock", "q-split", "kv-chunks", "auto")
+
+# The test override switch: when set, every call takes this route (threshold ignored).
+FORCE_ROUTE: str | None = None
+
+# mx.fast's own function, captured before any patching so the stock route never recurses.
+STOCK_SDPA = mx.fast.scaled_dot_product_attention
+
+
+@contextlib.contextmanager
+def force_route(route: str | None):
+    """Force a route for the duration (tests)."""
+    global FORCE_ROUTE
+    if route is not None and route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}: use one of {', '.join(ROUTES)}")
+    old, FORCE_ROUTE = FORCE_ROUTE, route
+    try:
+        yield
+    finally:
+        FORCE_ROUTE = old
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        raw = os.environ.get(name)
+        if raw:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a whole number: set it like {name}=65536") from None
+            if value <= 0:
+                raise ValueError(f"{name}={raw!r} must be positive")
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    threshold: int
+    chunk_size: int
+    q_block: int
+
+
+def resolve_config(*, threshold: int | None = None, chunk_size: int | None = None,
+                   q_block: int | None = None) -> ChunkConfig:
+    """Arguments, then NIAH_SDPA_*, then MLX_SDPA_CHUNK_*, then defaults."""
+    t = threshold or _env_int("NIAH_SDPA_CHUNK_THRESHOLD", "MLX_SDPA_CHUNK_THRESHOLD") or DEFAULT_THRESHOLD
+    c = chunk_size or _env_int("NIAH_SDPA_CHUNK_SIZE", "MLX_SDPA_CHUNK_SIZE") or DEFAULT_CHUNK_SIZE
+    qb = q_block or _env_int("NIAH_SDPA_Q_BLOCK") or DEFAULT_Q_BLOCK
+    return ChunkConfig(threshold=int(t), chunk_size=int(c), q_block=int(qb))
+
+
+def backend() -> str:
+    """'metal', 'cuda' or 'cpu': where the default device runs."""
+    if mx.default_device() == mx.cpu:
+        return "cpu"
+    if mx.metal.is_available():
+        return "metal"
+    if hasattr(mx, "cuda") and mx.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
+                 backend_name: str | None = None) -> str:
+    """The route a call of these sizes takes."""
+    if FORCE_ROUTE is not None and FORCE_ROUTE != "auto":
+        return FORCE_ROUTE
+    if route not in ("auto", "chunked") and route in ROUTES:
+        return route if kL >= config.threshold or route == "stock" else "stock"
+    if kL < config.threshold:
+        return "stock"
+    if route == "chunked":
+        return "kv-chunks"
+    name = backend_name or backend()
+    if name == "cuda":
+        return "q-split" if qL > config.q_block else "stock"
+    return "kv-chunks"
+
+
+def _slice_mask_keys(mask, start: int, stop: int, kL: int):
+    if mask is None or isinstance(mask, str):
+        return mask
+    if mask.shape[-1] == 1 and kL != 1:
+        return mask
+    return mask[..., start:stop]
+
+
+def _slice_mask_rows(mask, start: int, stop: int):
+    if mask is None or isinstance(mask, str) or mask.ndim < 2 or mask.shape[-2] == 1:
+        return mask
+    return mask[..., start:stop, :]
+
+
+def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
+              chunk_fn=None, evaluate: bool = True) -> tuple[mx.array, mx.array]:
+    """Key-chunked attention with a streaming lse merge; returns (out, lse)."""
+    qL, kL = q.shape[2], k.shape[2]
+    shift_total = kL - qL  # causal: row i sees key j when j <= i + shift_total
+    causal = isinstance(mask, str)
+    if causal and mask != "causal":
+        raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
+    fn = chunk_fn or attention_with_lse
+    acc = Accumulator()
+    for start in range(0, kL, chunk_size):
+        stop = min(start + chunk_size, kL)
+        if causal and start > (qL - 1) + shift_total:
+            break  # no row sees these keys
+        kc, vc = k[:, :, start:stop], v[:, :, start:stop]
+        chunk_sinks = sinks if start == 0 else None
+        if causal:
+            shift = shift_total - start
+            if shift >= stop - start - 1:  # every row sees the whole chunk
+                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks)
+            else:
+                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks,
+                              causal_shift=shift)
+        else:
+            out, lse = fn(q, kc, vc, scale=scale, mask=_slice_mask_keys(mask, start, stop, kL),
+                          sinks=chunk_sinks)
+        acc.add(out, lse)
+        if evaluate:
+            mx.eval(acc.out, acc.lse)
+    return acc.result()
+
+
+def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
+            evaluate: bool = True, **kwargs) -> mx.array:
+    """Query blocks through the stock fused kernel, each evaluated on its own."""
+    stock = stock or STOCK_SDPA
+    qL, kL = q.shape[2], k.shape[2]
+    causal = isinstance(mask, str)
+    outs = []
+    for a in range(0, qL, q_block):
+        b = min(a + q_block, qL)
+        qb = q[:, :, a:b]
+        if causal:
+            visible = kL - qL + b  # last row of the block sees keys [0, visible)
+            o = stock(qb, k[:, :, :visible], v[:, :, :visible], scale=scale, mask="causal",
+                      sinks=sinks, **kwargs)
+        else:
+            o = stock(qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b), sinks=sinks,
+                      **kwargs)
+        if evaluate:
+            mx.eval(o)
+        outs.append(o)
+    return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=2)
+
+
+def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
+             config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
+             chunk_fn=None, **kwargs) -> mx.array:
+    """Run attention on the chosen route; `log` counts the routes taken."""
+    config = config or resolve_config()
+    name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config)
+    if log is not None:
+        log[name] += 1
+    stock = stock or STOCK_SDPA
+    if name == "stock":
+        return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
+    if name == "q-split":
+        return q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=config.q_block,
+                       stock=stock, **kwargs)
+    if chunk_fn is None:
+        from ..kernels import chunk_attention_fn
+
+        chunk_fn = chunk_attention_fn(q=q, k=k)
+    out, _ = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                       chunk_size=config.chunk_size, chunk_fn=chunk_fn)
+    return out
+
+
+def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None,
+                                 chunk_size: int | None = None, threshold: int | None = None,
+                                 stream=None) -> mx.array:
+    """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold."""
+    config = resolve_config(threshold=threshold, chunk_size=chunk_size)
+    extra = {"stream": stream} if stream is not None else {}
+    return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, **extra)
+
+
+def quantized_dispatch(q, qk, qv, *, scale: float, mask=None, group_size: int = 64,
+                       bits: int = 8, route: str = "auto", config: ChunkConfig | None = None,
+                       log: Counter | None = None, stock=None) -> mx.array:
+    """mlx-lm's quantized-KV attention, key-chunked past the threshold."""
+    config = config or resolve_config()
+    kL = qk[0].shape[-2]
+    name = choose_route(qL=q.shape[2], kL=kL, route=route, config=config)
+    if name != "kv-chunks" and kL >= config.threshold and route != "stock":
+        name = "kv-chunks"  # quantized K/V have no fused kernel to split queries over
+    if log is not None:
+        log["quantized-" + name] += 1
+    if name == "stock" or name == "q-split":
+        return stock(q, qk, qv, scale=scale, mask=mask, group_size=group_size, bits=bits)
+    causal = isinstance(mask, str)
+    qL = q.shape[2]
+    acc = Accumulator()
+    for start in range(0, kL, config.chunk_size):
+        stop = min(start + config.chunk_size, kL)
+        kc = tuple(t[..., start:stop, :] for t in qk)
+        vc = tuple(t[..., start:stop, :] for t in qv)
+        if causal:
+            out, lse = quantized_attention_with_lse(q, kc, vc, scale=scale, mask=None,
+                                                    causal_shift=kL - qL - start,
+                                                    group_size=group_size, bits=bits)
+        else:
+            out, lse = quantized_attention_with_lse(q, kc, vc, scale=scale,
+                                                    mask=_slice_mask_keys(mask, start, stop, kL),
+                                                    group_size=group_size, bits=bits)
+        acc.add(out, lse)
+        mx.eval(acc.out, acc.lse)
+    return acc.result()[0]

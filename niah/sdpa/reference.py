@@ -1,0 +1,112 @@
+"""Plain-ops attention that also returns the logsumexp: the ground truth on every backend.
+
+Everything is computed in float32 (float64 is not available on every MLX backend; tests use
+NumPy float64 for the deepest reference). GQA is done by reshaping the queries into
+``[B, Hkv, G, qL, D]`` so K/V are never tiled. Masks follow mx.fast semantics: None,
+"causal" (lower-right aligned), a bool array (True = attend) or an additive array,
+broadcastable to ``[B, Hq, qL, kL]``. ``causal_shift`` lets a key chunk keep absolute
+positions: query row i sees chunk key j when ``j <= i + causal_shift``.
+
+A fully masked row returns zeros and lse = -inf (never NaN).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+
+def _grouped_mask(mask: mx.array, *, B: int, Hkv: int, G: int, qL: int, kL: int) -> mx.array:
+    """Reshape a mask broadcastable to [B, Hq, qL, kL] into [B|1, Hkv|1, G|1, qL|1, kL]."""
+    while mask.ndim < 4:
+        mask = mx.expand_dims(mask, 0)
+    mB, mH, mq, mk = mask.shape
+    if mH == 1:
+        return mx.expand_dims(mask, 2)  # [mB, 1, 1, mq, mk]
+    return mask.reshape(mB, Hkv, G, mq, mk)
+
+
+def causal_keep(*, qL: int, kL: int, shift: int) -> mx.array:
+    """[qL, kL] bool: row i keeps key j when j <= i + shift."""
+    rows = mx.arange(qL)[:, None]
+    cols = mx.arange(kL)[None, :]
+    return cols <= rows + shift
+
+
+def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
+                       sinks: mx.array | None = None, causal_shift: int | None = None,
+                       stream=None) -> tuple[mx.array, mx.array]:
+    """Attention over all of k/v; returns (out in q.dtype, lse float32 [B, Hq, qL])."""
+    B, Hq, qL, D = q.shape
+    Hkv, kL = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    qf = (q.astype(mx.float32) * scale).reshape(B, Hkv, G, qL, D)
+    kf = mx.expand_dims(k.astype(mx.float32), 2)
+    vf = mx.expand_dims(v.astype(mx.float32), 2)
+    scores = qf @ kf.swapaxes(-1, -2)  # [B, Hkv, G, qL, kL]
+
+    keep = None
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
+        shift = kL - qL if causal_shift is None else causal_shift
+        keep = causal_keep(qL=qL, kL=kL, shift=shift)
+    elif mask is not None:
+        gm = _grouped_mask(mask, B=B, Hkv=Hkv, G=G, qL=qL, kL=kL)
+        if gm.dtype == mx.bool_:
+            keep = gm
+        else:
+            scores = scores + gm.astype(mx.float32)
+    elif causal_shift is not None:
+        keep = causal_keep(qL=qL, kL=kL, shift=causal_shift)
+    if keep is not None:
+        scores = mx.where(keep, scores, -mx.inf)
+
+    m = mx.max(scores, axis=-1, keepdims=True)
+    if sinks is not None:
+        s = sinks.astype(mx.float32).reshape(1, Hkv, G, 1, 1)
+        m = mx.maximum(m, s)
+    m_safe = mx.where(mx.isinf(m) & (m < 0), 0.0, m)
+    p = mx.exp(scores - m_safe)
+    denom = mx.sum(p, axis=-1, keepdims=True)
+    if sinks is not None:
+        denom = denom + mx.exp(s - m_safe)
+    out = (p @ vf) / mx.where(denom > 0, denom, 1.0)
+    lse = mx.where(denom > 0, m_safe + mx.log(mx.where(denom > 0, denom, 1.0)), -mx.inf)
+    out = out.reshape(B, Hq, qL, D).astype(q.dtype)
+    return out, lse.reshape(B, Hq, qL)
+
+
+def quantized_attention_with_lse(q: mx.array, qk: tuple, qv: tuple, *, scale: float,
+                                 mask=None, causal_shift: int | None = None,
+                                 group_size: int = 64, bits: int = 8) -> tuple[mx.array, mx.array]:
+    """attention_with_lse over mlx-lm's quantized K/V triples (weight, scales, biases)."""
+    B, Hq, qL, D = q.shape
+    Hkv, kL = qk[0].shape[1], qk[0].shape[2]
+    G = Hq // Hkv
+    qs = (q * scale).reshape(B, Hkv, G, qL, D)
+    qk = tuple(mx.expand_dims(t, 2) for t in qk)
+    qv = tuple(mx.expand_dims(t, 2) for t in qv)
+    scores = mx.quantized_matmul(qs, *qk, transpose=True, group_size=group_size,
+                                 bits=bits).astype(mx.float32)
+    keep = None
+    if isinstance(mask, str):
+        keep = causal_keep(qL=qL, kL=kL, shift=kL - qL if causal_shift is None else causal_shift)
+    elif mask is not None:
+        gm = _grouped_mask(mask, B=B, Hkv=Hkv, G=G, qL=qL, kL=kL)
+        if gm.dtype == mx.bool_:
+            keep = gm
+        else:
+            scores = scores + gm.astype(mx.float32)
+    elif causal_shift is not None:
+        keep = causal_keep(qL=qL, kL=kL, shift=causal_shift)
+    if keep is not None:
+        scores = mx.where(keep, scores, -mx.inf)
+    m = mx.max(scores, axis=-1, keepdims=True)
+    m_safe = mx.where(mx.isinf(m) & (m < 0), 0.0, m)
+    p = mx.exp(scores - m_safe)
+    denom = mx.sum(p, axis=-1, keepdims=True)
+    out = mx.quantized_matmul(p.astype(q.dtype), *qv, transpose=False, group_size=group_size,
+                              bits=bits).astype(mx.float32)
+    out = out / mx.where(denom > 0, denom, 1.0)
+    lse = mx.where(denom > 0, m_safe + mx.log(mx.where(denom > 0, denom, 1.0)), -mx.inf)
+    return out.reshape(B, Hq, qL, D).astype(q.dtype), lse.reshape(B, Hq, qL)
