@@ -49,15 +49,20 @@ def preload_active() -> bool:
     return "openblas" in os.environ.get("LD_PRELOAD", "")
 
 
+def would_reexec() -> bool:
+    """True when ensure_fast_blas would re-execute this process."""
+    if not sys.platform.startswith("linux") or preload_active():
+        return False
+    if os.environ.get("NIAH_NO_BLAS_REEXEC") or os.environ.get("NIAH_BLAS_REEXECED"):
+        return False
+    return find_openblas() is not None
+
+
 def ensure_fast_blas() -> None:
     """Re-exec this command with OpenBLAS preloaded when that would help (Linux CPU only)."""
-    if not sys.platform.startswith("linux") or preload_active():
-        return
-    if os.environ.get("NIAH_NO_BLAS_REEXEC") or os.environ.get("NIAH_BLAS_REEXECED"):
+    if not would_reexec():
         return
     lib = find_openblas()
-    if lib is None:
-        return
     env = dict(os.environ)
     env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
     env["NIAH_BLAS_REEXECED"] = "1"

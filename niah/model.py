@@ -123,6 +123,18 @@ def dequantize_model(model, *, dtype=None):
     return len(replaced)
 
 
+def cast_floats(model, dtype: str) -> str:
+    """Cast float32 parameters (norms, biases) to `dtype`; quantized tensors are untouched."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    target = getattr(mx, dtype)
+    model.update(tree_map(lambda a: a.astype(target) if a.dtype == mx.float32 else a,
+                          model.parameters()))
+    mx.eval(model.parameters())
+    return dtype
+
+
 def _count_bytes(model) -> int:
     from mlx.utils import tree_flatten
 
@@ -164,6 +176,12 @@ class ModelSession:
         if dequantize is None:
             dequantize = backend() == "cpu"
         self.dequantized = bool(dequantize and dequantize_model(self.model))
+        # GGUF norms arrive as float32 and promote every activation (and the KV cache) to
+        # float32, which the GPU backends run through unfused attention. On a GPU, keep float
+        # parameters in float16 so attention takes the fused kernels.
+        self.compute_dtype = "float32"
+        if backend() in ("cuda", "metal"):
+            self.compute_dtype = cast_floats(self.model, "float16")
         layers = getattr(self.model, "layers", [])
         attn = getattr(layers[0], "self_attn", None) if layers else None
         n_kv = int(getattr(attn, "n_kv_heads", 0) or 0)

@@ -66,6 +66,14 @@ class TrialWriter:
         self.path = Path(folder) / name
         try:
             self._fh = open(self.path, "a", encoding="utf-8")
+            # A crash mid-write leaves a partial last line: end it so the next record starts
+            # on a line of its own (the partial one is then skipped as corrupt).
+            if self.path.stat().st_size:
+                with open(self.path, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        self._fh.write("\n")
+                        self._fh.flush()
         except OSError as exc:
             raise NiahError(f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out") from None
 

@@ -9,11 +9,21 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import pytest  # noqa: E402
+
 from niah.blas import ensure_fast_blas  # noqa: E402
 
-ensure_fast_blas()
 
-import pytest  # noqa: E402
+def pytest_configure(config):
+    # pytest has redirected fds 1/2 for capturing by now; give them back before re-executing,
+    # or the new process would write into pytest's capture file.
+    capman = config.pluginmanager.getplugin("capturemanager")
+    from niah.blas import would_reexec
+
+    if would_reexec():
+        if capman is not None:
+            capman.stop_global_capturing()
+        ensure_fast_blas()
 
 from niah.config import default_model_path  # noqa: E402
 

@@ -1,0 +1,163 @@
+"""The CLI through typer.testing.CliRunner: a real end-to-end run on SmolLM2 at 1K, every bad
+input (one line, exit 2), interrupt and resume, gating and exports."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from niah.cli import app
+
+runner = CliRunner()
+
+
+def _mask_seconds(text: str) -> str:
+    """Seconds vary run to run: replace them by T and re-align columns to two spaces."""
+    text = re.sub(r"\d+(\.\d+)? s\)", "T s)", re.sub(r"; \d+(\.\d+)? s$", "; T s", text, flags=re.M))
+    return "\n".join(re.sub(r" {2,}", "  ", line).rstrip() for line in text.splitlines())
+
+
+def _run(*args, **kw):
+    return runner.invoke(app, ["run", *args], catch_exceptions=False, **kw)
+
+
+def test_help_is_instant_and_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("run", "report", "doctor", "sdpa"):
+        assert cmd in result.output
+
+
+@pytest.mark.slow
+def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
+    out = tmp_path / "res"
+    result = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out), "-q",
+                  "--junit", str(tmp_path / "j.xml"), "--csv", str(tmp_path / "t.csv"),
+                  "--fail-under", "1.0")
+    assert result.exit_code == 0, result.output
+    folder = next(out.iterdir())
+    lines = _mask_seconds(result.stdout).splitlines()
+    assert lines[0] == f"Run folder: {folder}"
+    assert lines[1] == "Model: SmolLM2-135M-Instruct.Q4_1.gguf · device cpu (AMD EPYC) · 3 run, 0 already done" \
+        or lines[1].startswith("Model: SmolLM2-135M-Instruct.Q4_1.gguf · device cpu")
+    assert lines[2:] == [
+        "",
+        "Context  Depth 0%  Depth 50%  Depth 100%  Accuracy",
+        "1K  PASS (T s)  PASS (T s)  PASS (T s)  100%",
+        "",
+        "Total: 3 trials, 3 PASS, 0 FAIL; accuracy 100%; T s",
+    ]
+    recs = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    required = ["model", "context", "context_tokens", "depth", "needle_index", "needle_depth",
+                "value", "response", "verdict", "prefill_s", "prefill_tps", "ttft_s",
+                "decode_tps", "peak_memory_bytes", "sdpa_route", "mlx_version", "device",
+                "config_hash", "seed", "sample"]
+    for r in recs:
+        assert all(k in r for k in required)
+        assert r["context_tokens"] == 1024 and r["verdict"] == "PASS" and r["sdpa_route"] == "stock"
+        assert r["peak_memory_bytes"] > 0 and r["prefill_s"] > 0
+    # the same command again does nothing new
+    again = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out), "-q")
+    assert "0 run, 3 already done" in again.stdout
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert (tmp_path / "t.csv").read_text().count("\n") == 4
+
+
+BAD = [
+    (["--context", "128q"], "error: bad context '128q': use a positive token count like 8000, 4k or 1m"),
+    (["--context", "0"], "error: bad context '0': use a positive whole token count like 8000, 4k or 1m"),
+    (["--context", "-4k"], "error: bad context '-4k': use a positive token count like 8000, 4k or 1m"),
+    (["--depth", "1.5"], "error: depth 1.5 is outside [0, 1]: use fractions like 0.1 or 0:1:0.1"),
+    (["--depth", "0:1"], "error: bad depth range '0:1': use start:stop:step like 0:1:0.1"),
+    (["--samples", "0"], "error: --samples 0 is not allowed: use 1 or more"),
+    (["--needle", "no value here"], "error: the needle template has no {value} placeholder: write it like 'The secret passkey is {value}.'"),
+    (["--model", "/nope/model.gguf"], "error: GGUF file '/nope/model.gguf' not found: check the path"),
+    (["--model", "./missing-folder"], "error: model path './missing-folder' does not exist: check the path, or give a hub id like mlx-community/SmolLM2-135M-Instruct-8bit"),
+    (["--haystack", "/nope/hay.txt"], "error: haystack path '/nope/hay.txt' does not exist: give a .txt file, a folder of them, prose or noise"),
+    (["--sdpa", "fast"], "error: unknown --sdpa 'fast': use one of stock, chunked, auto"),
+    (["--fail-under", "2"], "error: --fail-under 2 is outside [0, 1]: use a fraction like 0.9"),
+    (["--kv-bits", "7"], "error: bad --kv-bits value '7': use 2, 3, 4, 5, 6, 8"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2(args, message, tmp_path):
+    result = _run(*args, "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr == message + "\n"
+    assert result.stdout == ""
+
+
+def test_model_dependent_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cases = [
+        (["--model", "mlx-community/not-a-real-model-xyz"],
+         "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
+        (["--context", "16k"],
+         "error: context 16384 is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+        (["--context", "50"],
+         "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
+    ]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\xfa not utf8")
+    cases += [
+        (["--haystack", str(empty)], f"error: haystack {str(empty)!r} is empty: give a file with text or use --haystack prose"),
+        (["--haystack", str(binary)], f"error: haystack file {str(binary)!r} is not UTF-8 text: convert it (iconv -t utf-8)"),
+    ]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    folder_msg = "error: cannot write to output folder"
+    cases.append((["--out", str(blocker / "sub")], folder_msg))
+    for args, message in cases:
+        full = [*args] if "--out" in args else [*args, "--out", str(tmp_path / "o")]
+        result = _run(*full, "--context" if "--context" not in args else "--quiet", *(["1k"] if "--context" not in args else []))
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypatch):
+    from niah.model import ModelSession
+
+    original = ModelSession.generate
+    calls = {"n": 0}
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", flaky)
+    args = ["--context", "512", "--depth", "0,0.5,1", "--out", str(tmp_path), "-q", "--max-tokens", "12"]
+    result = _run(*args)
+    assert result.exit_code == 130
+    assert result.stderr.startswith("interrupted: finished trials are saved")
+    folder = next(tmp_path.iterdir())
+    assert len((folder / "trials.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(ModelSession, "generate", original)
+    # a corrupt line (a crash mid-write) is skipped with a warning, the rest kept
+    with open(folder / "trials.jsonl", "a") as fh:
+        fh.write('{"key": "c512-d0.5-s0-kvfp-mall-p2048", "verd')
+    with pytest.warns(UserWarning, match="skipped corrupt line 2"):
+        result = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 run, 1 already done" in result.stdout
+    from niah.store import latest_by_key, read_trials
+
+    with pytest.warns(UserWarning):
+        recs = read_trials(folder)
+    assert len(latest_by_key(recs)) == 3 and len(recs) == 3  # nothing lost, nothing duplicated
+
+
+def test_resume_of_missing_folder(tmp_path):
+    result = _run("--resume", str(tmp_path / "none"))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {str(tmp_path / 'none')!r} is not a niah run folder (no config.json): give a folder made by niah run\n"

