@@ -87,8 +87,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     info = session.info
     warnings = check_contexts(config, info.trained_context)
     folder = Path(folder) if folder else store.run_folder(config, info.name)
-    if rank in (None, 0):
-        store.prepare_folder(folder, config)
+    store.prepare_folder(folder, config)  # every rank: identical content, atomic replace
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro)

@@ -32,12 +32,12 @@ def prepare_folder(folder: Path, config: RunConfig) -> None:
     """Create the folder and write config.json; one clear error when it cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
+        probe = folder / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
         data = config.to_dict()
         data["config_hash"] = config.hash()
-        tmp = folder / (CONFIG_FILE + ".tmp")
+        tmp = folder / f"{CONFIG_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, folder / CONFIG_FILE)
     except OSError as exc:

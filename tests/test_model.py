@@ -26,11 +26,12 @@ def _logits(model, ids):
     return model(mx.array([ids]))[0].astype(mx.float32)
 
 
-def test_gguf_loader_matches_dequantized_weights(gguf_path, session):
+def test_gguf_loader_matches_dequantized_weights(gguf_path):
     """The quantized model (as loaded) against the same weights dequantized to float32."""
     import mlx.nn as nn
 
     quant = ModelSession(gguf_path, dequantize=False)
+    session = ModelSession(gguf_path, dequantize=True)
     assert isinstance(quant.model.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
     assert quant.model.model.layers[0].self_attn.q_proj.bits == 4
     assert quant.model.model.embed_tokens.bits == 8
@@ -67,7 +68,8 @@ def test_forced_chunking_matches_stock_logits(session):
     with sdpa.patched("chunked", threshold=128, chunk_size=100) as state:
         out = _logits(session.model, ids)
     assert state.routes["kv-chunks"] == session.info.n_layers
-    assert mx.abs(out - ref).max().item() < 2e-3 * max(1.0, mx.abs(ref).max().item())
+    rel = 1e-2 if session.compute_dtype == "float16" else 2e-3
+    assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     assert mx.all(mx.argmax(out, -1) == mx.argmax(ref, -1)).item()
 
 
@@ -98,7 +100,7 @@ def test_quantized_kv_axis_is_recorded(session, tmp_path):
                     max_tokens=10, out=str(tmp_path))
     result = run_sweep(cfg, session=session)
     assert [r["kv_bits"] for r in result.records] == [None, 8]
-    assert all(r["verdict"] == PASS for r in result.records), [r["response"] for r in result.records]
+    assert all(r["verdict"] == PASS for r in result.records), [(r["response"], r.get("error")) for r in result.records]
 
 
 def test_memory_preflight_skips_instead_of_crashing(session, tmp_path, monkeypatch):
