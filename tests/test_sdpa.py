@@ -160,6 +160,13 @@ def test_quantized_kv_path_is_chunked():
     v = mx.random.normal((1, 2, 900, 64)).astype(dt)
     qk, qv = mx.quantize(k, group_size=64, bits=8), mx.quantize(v, group_size=64, bits=8)
     cache = QuantizedKVCache(group_size=64, bits=8)
+    if backend() == "cuda":
+        # MLX 0.32's CUDA quantized_matmul has no kernel for these attention shapes (measured on
+        # the H100): mlx-lm's own stock path fails the same way, so there is nothing to compare.
+        with pytest.raises(RuntimeError, match="quantized_matmul"):
+            mx.eval(base.quantized_scaled_dot_product_attention(q * 1, qk, qv, scale=0.125,
+                                                                mask="causal", group_size=64, bits=8))
+        return
     ref = base.quantized_scaled_dot_product_attention(q * 1, qk, qv, scale=0.125, mask="causal",  # it scales q in place
                                                       group_size=64, bits=8)
     with sdpa.patched("chunked", threshold=256, chunk_size=200) as state:
