@@ -124,6 +124,7 @@ def load_gguf_model(path: str | Path):
     path = Path(path)
     weights, meta = _load_raw(path)
     args = model_args(meta)
+    args["tie_word_embeddings"] = "output.weight" not in weights
     arch = args["model_type"]
     module = importlib.import_module(f"mlx_lm.models.{arch}")
     margs = module.ModelArgs.from_dict(args)
@@ -133,9 +134,6 @@ def load_gguf_model(path: str | Path):
         target = map_tensor_name(name)
         if target is not None:
             mapped[target] = value
-    tied = "lm_head.weight" not in mapped
-    if hasattr(margs, "tie_word_embeddings"):
-        margs.tie_word_embeddings = tied
     model = module.Model(margs)
 
     # Quantize exactly the layers whose tensors arrived quantized, with their own bits.

@@ -32,6 +32,26 @@ def causal_keep(*, qL: int, kL: int, shift: int) -> mx.array:
     return cols <= rows + shift
 
 
+def _apply_mask(scores: mx.array, mask, *, causal_shift: int | None, B: int, Hkv: int,
+                G: int) -> mx.array:
+    """Scores [B, Hkv, G, qL, kL] with the mask applied (-inf where a key is not kept)."""
+    qL, kL = scores.shape[-2], scores.shape[-1]
+    keep = None
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
+        keep = causal_keep(qL=qL, kL=kL, shift=kL - qL if causal_shift is None else causal_shift)
+    elif mask is not None:
+        gm = _grouped_mask(mask, B=B, Hkv=Hkv, G=G, qL=qL, kL=kL)
+        if gm.dtype == mx.bool_:
+            keep = gm
+        else:
+            scores = scores + gm.astype(mx.float32)
+    elif causal_shift is not None:
+        keep = causal_keep(qL=qL, kL=kL, shift=causal_shift)
+    return scores if keep is None else mx.where(keep, scores, -mx.inf)
+
+
 def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
                        sinks: mx.array | None = None, causal_shift: int | None = None,
                        stream=None) -> tuple[mx.array, mx.array]:
@@ -44,23 +64,7 @@ def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, m
     vf = mx.expand_dims(v.astype(mx.float32), 2)
     scores = qf @ kf.swapaxes(-1, -2)  # [B, Hkv, G, qL, kL]
 
-    keep = None
-    if isinstance(mask, str):
-        if mask != "causal":
-            raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
-        shift = kL - qL if causal_shift is None else causal_shift
-        keep = causal_keep(qL=qL, kL=kL, shift=shift)
-    elif mask is not None:
-        gm = _grouped_mask(mask, B=B, Hkv=Hkv, G=G, qL=qL, kL=kL)
-        if gm.dtype == mx.bool_:
-            keep = gm
-        else:
-            scores = scores + gm.astype(mx.float32)
-    elif causal_shift is not None:
-        keep = causal_keep(qL=qL, kL=kL, shift=causal_shift)
-    if keep is not None:
-        scores = mx.where(keep, scores, -mx.inf)
-
+    scores = _apply_mask(scores, mask, causal_shift=causal_shift, B=B, Hkv=Hkv, G=G)
     m = mx.max(scores, axis=-1, keepdims=True)
     if sinks is not None:
         s = sinks.astype(mx.float32).reshape(1, Hkv, G, 1, 1)
@@ -88,19 +92,7 @@ def quantized_attention_with_lse(q: mx.array, qk: tuple, qv: tuple, *, scale: fl
     qv = tuple(mx.expand_dims(t, 2) for t in qv)
     scores = mx.quantized_matmul(qs, *qk, transpose=True, group_size=group_size,
                                  bits=bits).astype(mx.float32)
-    keep = None
-    if isinstance(mask, str):
-        keep = causal_keep(qL=qL, kL=kL, shift=kL - qL if causal_shift is None else causal_shift)
-    elif mask is not None:
-        gm = _grouped_mask(mask, B=B, Hkv=Hkv, G=G, qL=qL, kL=kL)
-        if gm.dtype == mx.bool_:
-            keep = gm
-        else:
-            scores = scores + gm.astype(mx.float32)
-    elif causal_shift is not None:
-        keep = causal_keep(qL=qL, kL=kL, shift=causal_shift)
-    if keep is not None:
-        scores = mx.where(keep, scores, -mx.inf)
+    scores = _apply_mask(scores, mask, causal_shift=causal_shift, B=B, Hkv=Hkv, G=G)
     m = mx.max(scores, axis=-1, keepdims=True)
     m_safe = mx.where(mx.isinf(m) & (m < 0), 0.0, m)
     p = mx.exp(scores - m_safe)
