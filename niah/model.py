@@ -207,19 +207,23 @@ class ModelSession:
 
     def make_cache(self, *, kv_bits: int | None = None, kv_group_size: int = 64,
                    max_kv_size: int | None = None):
-        from mlx_lm.models.cache import QuantizedKVCache, make_prompt_cache
+        """The model's own caches, with every plain KVCache made rotating (max_kv_size) or
+        quantized (kv_bits). mlx-lm ignores max_kv_size for models with their own make_cache
+        (llama among them); niah applies it to their plain KV caches."""
+        from mlx_lm.models.cache import KVCache, QuantizedKVCache, RotatingKVCache, make_prompt_cache
 
-        if kv_bits is not None:
-            if max_kv_size is not None:
-                raise NiahError("--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
-                                "quantized rotating cache): sweep them separately")
-            if hasattr(self.model, "make_cache"):
-                caches = self.model.make_cache()
-                return [c.to_quantized(group_size=kv_group_size, bits=kv_bits)
-                        if hasattr(c, "to_quantized") else c for c in caches]
-            return [QuantizedKVCache(group_size=kv_group_size, bits=kv_bits)
-                    for _ in self.model.layers]
-        return make_prompt_cache(self.model, max_kv_size=max_kv_size)
+        if kv_bits is not None and max_kv_size is not None:
+            raise NiahError("--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
+                            "quantized rotating cache): sweep them separately")
+        caches = make_prompt_cache(self.model, max_kv_size=max_kv_size)
+        out = []
+        for c in caches:
+            if type(c) is KVCache and max_kv_size is not None:
+                c = RotatingKVCache(max_size=max_kv_size, keep=4)
+            elif type(c) is KVCache and kv_bits is not None:
+                c = QuantizedKVCache(group_size=kv_group_size, bits=kv_bits)
+            out.append(c)
+        return out
 
     def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
                  max_tokens: int = 32) -> Generation:

@@ -122,3 +122,13 @@ def test_memory_preflight_skips_instead_of_crashing(session, tmp_path, monkeypat
     cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), out=str(tmp_path))
     (rec,) = run_sweep(cfg, session=session).records
     assert rec["verdict"] == "SKIP" and rec["error"].startswith("skipped: needs about")
+
+
+def test_rotating_cache_axis_falls_back_to_independent_prefill(session, tmp_path):
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5, 1.0), max_kv_size=(256,),
+                    max_tokens=8, out=str(tmp_path))
+    result = run_sweep(cfg, session=session)
+    assert [r["max_kv_size"] for r in result.records] == [256, 256]
+    assert {r["prefix_reuse"] for r in result.records} == {"untrimmable-cache"}
+    assert all(r["reused_tokens"] == 0 for r in result.records)
+    assert all(r["verdict"] in ("PASS", "FAIL", "NULL") for r in result.records)
