@@ -44,6 +44,7 @@ def run(
     max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
+    shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),
     sdpa: str = typer.Option("auto", "--sdpa", help="Attention route: auto, stock, chunked.", rich_help_panel=P_SDPA),
     chunk_threshold: Optional[int] = typer.Option(None, "--chunk-threshold", help="Key length from which chunking applies (default 65536).", rich_help_panel=P_SDPA),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Keys per chunk (default 32768).", rich_help_panel=P_SDPA),
@@ -91,6 +92,7 @@ def run(
                 max_kv_size=C.parse_int_list(max_kv_size, what="--max-kv-size") if max_kv_size else (None,),
                 allow_beyond_trained=allow_beyond_trained,
                 prefix_reuse=prefix_reuse,
+                shard=shard,
                 out=out,
             )
             for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
@@ -146,6 +148,8 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
 
     bar = Bar()
     try:
+        if rank:
+            bar = runner.Progress()  # one progress bar, on rank 0
         result = runner.run_sweep(cfg, folder=folder, progress=bar,
                                   rank=rank if world > 1 else None, world=world)
     except KeyboardInterrupt:
@@ -160,7 +164,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
 
         result = gather_and_merge(result, rank=rank, world=world)
         if result is None:
-            return
+            return  # rank 0 reports
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
     records = result.records

@@ -157,12 +157,13 @@ class RunConfig:
     max_kv_size: tuple[int | None, ...] = (None,)
     allow_beyond_trained: bool = False
     prefix_reuse: bool = True
+    shard: str = "none"            # "tensor": one model sharded across the mlx.launch group
     out: str = DEFAULT_OUT
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # Fields that do not change what a trial measures (where it is written, how it is run).
     _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "prefix_reuse",
-                 "allow_beyond_trained")
+                 "allow_beyond_trained", "shard")
 
     def __post_init__(self):
         if self.samples < 1:
@@ -178,6 +179,8 @@ class RunConfig:
             )
         if self.sdpa not in SDPA_ROUTES:
             raise NiahError(f"unknown --sdpa {self.sdpa!r}: use one of {', '.join(SDPA_ROUTES)}")
+        if self.shard not in ("none", "tensor"):
+            raise NiahError(f"unknown --shard {self.shard!r}: use none or tensor")
         if self.max_tokens < 1:
             raise NiahError(f"--max-tokens {self.max_tokens} is not allowed: use 1 or more")
         for step in self.prefill_steps:

@@ -144,7 +144,8 @@ def _count_bytes(model) -> int:
 class ModelSession:
     """A loaded model, its tokenizer and what the harness needs to know about it."""
 
-    def __init__(self, spec: str | None = None, *, dequantize: bool | None = None):
+    def __init__(self, spec: str | None = None, *, dequantize: bool | None = None,
+                 shard_group=None):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above)."""
         import os
 
@@ -193,6 +194,24 @@ class ModelSession:
                               trained_context=int(trained) if trained else None,
                               n_layers=len(layers), n_kv_heads=n_kv, head_dim=head_dim,
                               n_heads=n_heads, weight_bytes=_count_bytes(self.model))
+        if shard_group is not None and shard_group.size() > 1:
+            self._shard(shard_group)
+
+    def _shard(self, group) -> None:
+        """Tensor-parallel: split every layer's heads and MLP across the group (mlx-lm's
+        Model.shard), so a model too large for one machine runs across several."""
+        import mlx.core as mx
+
+        n = group.size()
+        if not hasattr(self.model, "shard"):
+            raise NiahError(f"mlx-lm cannot tensor-shard {self.info.name!r}: run it on one "
+                            "machine per rank without --shard")
+        if self.info.n_heads % n or self.info.n_kv_heads % n:
+            raise NiahError(f"{self.info.name} has {self.info.n_heads} heads and "
+                            f"{self.info.n_kv_heads} KV heads, which {n} ranks cannot split "
+                            "evenly: launch a number of ranks that divides both")
+        self.model.shard(group)
+        mx.eval(self.model.parameters())
 
     def _eos_ids(self) -> set[int]:
         ids = set()

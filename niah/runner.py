@@ -38,6 +38,7 @@ class Progress:
 
     def start(self, total: int) -> None: ...
     def trial_done(self, record: dict) -> None: ...
+    def stop(self) -> None: ...
 
 
 def _versions() -> tuple[str, str]:
@@ -83,7 +84,14 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     from .sdpa.dispatch import backend, choose_route
 
     progress = progress or Progress()
-    session = session or ModelSession(config.model)
+    sharded = config.shard == "tensor" and world > 1
+    if session is None:
+        group = None
+        if sharded:
+            import mlx.core as mx
+
+            group = mx.distributed.init()
+        session = ModelSession(config.model, shard_group=group)
     info = session.info
     warnings = check_contexts(config, info.trained_context)
     folder = Path(folder) if folder else store.run_folder(config, info.name)
@@ -97,7 +105,9 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
                         f"and question ({minimum} tokens at least): use a longer --context")
 
     grid = build_grid(config)
-    mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 else grid
+    # Sharded: every rank runs every trial together (one model across the group); rank 0
+    # writes. Otherwise each rank takes its share of the grid.
+    mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
     done = store.finished_keys(folder)
     todo = [s for s in mine if s.key not in done]
     progress.start(len(todo))
@@ -106,7 +116,12 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     chash = config.hash()
     ran = 0
 
-    with store.TrialWriter(folder, rank=rank if world > 1 else None) as writer, \
+    writer_rank = rank if world > 1 and not sharded else None
+    if sharded and rank:
+        writer_cm = _NullWriter()
+    else:
+        writer_cm = store.TrialWriter(folder, rank=writer_rank)
+    with writer_cm as writer, \
             patched(_patch_route(config.sdpa), threshold=config.chunk_threshold,
                     chunk_size=config.chunk_size) as state:
         for group in prefix_groups(todo).values():
@@ -169,6 +184,19 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     records = [latest[s.key] for s in grid if s.key in latest]
     return RunResult(folder=folder, config=config, records=records, ran=ran,
                      skipped_done=len(mine) - len(todo), warnings=warnings)
+
+
+class _NullWriter:
+    """Ranks other than 0 of a sharded run compute the same trials and write nothing."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
 def _patch_route(route: str) -> str:

@@ -72,3 +72,32 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
     all_keys = [json.loads(l)["key"] for p in folder.glob("trials*.jsonl") for l in p.read_text().splitlines()]
     assert sorted(all_keys) == sorted(mrecs) and len(all_keys) == 4  # nothing lost or duplicated
     assert lost in json.loads((folder / "trials.jsonl").read_text().splitlines()[0])["key"]
+
+
+@pytest.mark.slow
+def test_tensor_sharded_model_across_three_ranks(tmp_path):
+    """One model split across ranks (mlx-lm's Model.shard): SmolLM2's 9 heads and 3 KV heads
+    divide by 3. Every rank computes every trial; rank 0 alone writes and reports."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = ["run", "--context", "512", "--depth", "0,1", "--max-tokens", "10", "-q"]
+    sharded = subprocess.run([_launcher(), "-n", "3", "--backend", "ring", "--", sys.executable,
+                              "-m", "niah", *args, "--shard", "tensor", "--out", str(tmp_path / "tp")],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert sharded.returncode == 0, sharded.stdout + sharded.stderr
+    folder = next((tmp_path / "tp").iterdir())
+    assert [p.name for p in folder.glob("trials*.jsonl")] == ["trials.jsonl"]
+    recs = [json.loads(l) for l in (folder / "trials.jsonl").read_text().splitlines()]
+    single = subprocess.run([sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr
+    srecs = [json.loads(l) for l in next((tmp_path / "one").iterdir()).joinpath("trials.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in recs] == [r["verdict"] for r in srecs] == ["PASS", "PASS"]
+    assert sharded.stdout.count("Total: 2 trials") == 1  # one report, from rank 0
+
+    two = subprocess.run([_launcher(), "-n", "2", "--backend", "ring", "--", sys.executable, "-m",
+                          "niah", *args, "--shard", "tensor", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    # mlx.launch itself exits 0 here; it reports each rank's code
+    assert "exited with code 2" in two.stderr
+    assert ("error: SmolLM2-135M-Instruct.Q4_1.gguf has 9 heads and 3 KV heads, which 2 ranks "
+            "cannot split evenly: launch a number of ranks that divides both") in two.stderr
