@@ -132,3 +132,26 @@ def test_rotating_cache_axis_falls_back_to_independent_prefill(session, tmp_path
     assert {r["prefix_reuse"] for r in result.records} == {"untrimmable-cache"}
     assert all(r["reused_tokens"] == 0 for r in result.records)
     assert all(r["verdict"] in ("PASS", "FAIL", "NULL") for r in result.records)
+
+
+def test_out_of_memory_is_recorded_as_error_and_retried_on_resume(session, tmp_path, monkeypatch):
+    original = ModelSession.generate
+    calls = {"n": 0}
+
+    def oom_once(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("[malloc] Unable to allocate 123456789 bytes")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", oom_once)
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
+                    out=str(tmp_path))
+    first = run_sweep(cfg, session=session)
+    assert [r["verdict"] for r in first.records].count("ERROR") == 1
+    err = next(r for r in first.records if r["verdict"] == "ERROR")
+    assert err["error"] == "RuntimeError: [malloc] Unable to allocate 123456789 bytes"
+    assert any(r["verdict"] == PASS for r in first.records)  # the run went on
+    again = run_sweep(cfg, session=session, folder=first.folder)
+    assert again.ran == 1 and again.skipped_done == 1  # only the ERROR trial is retried
+    assert [r["verdict"] for r in again.records] == [PASS, PASS]
