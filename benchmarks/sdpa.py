@@ -85,7 +85,7 @@ def main() -> None:
                 continue
             base = ms if label == "stock" else base
             ratio = f"{base / ms:.2f}x" if base else "-"
-            print(f"| {name} | {qL} | {kL} | {label} | {ms:.3f} | {fl / ms / 1e9:.1f} | "
+            print(f"| {name} | {qL} | {kL} | {label} | {ms:.3f} | {fl / ms / 1e9:.{1 if gpu else 3}f} | "
                   f"{kv_gb / ms * 1e3:.0f} | {ratio} |", flush=True)
         del q, k, v
         mx.clear_cache()
