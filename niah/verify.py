@@ -123,7 +123,7 @@ def _err(a, ref: np.ndarray, *, rows_ok: np.ndarray | None = None) -> float:
     return float(diff.max()) if diff.size else 0.0
 
 
-def check_case(case: Case, *, routes=("kv-chunks", "q-split")) -> list[dict]:
+def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[dict]:
     """Run one case on each route; rows of (route, error, stock error, tolerance, ok)."""
     import mlx.core as mx
 
@@ -149,9 +149,18 @@ def check_case(case: Case, *, routes=("kv-chunks", "q-split")) -> list[dict]:
     for route in routes:
         if route == "kv-chunks":
             fn = chunk_attention_fn(q=q, k=k)
+            if fn is not None:
+                fn.splits_keys = False  # one launch per host chunk, as on Metal
             out, lse = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
                                  chunk_size=case.chunk, chunk_fn=fn)
             label = "kv-chunks" + ("/fused" if fn is not None else "/reference")
+            finite = bool(mx.all(mx.isfinite(out)).item())
+        elif route == "fused":
+            fn = chunk_attention_fn(q=q, k=k)
+            if fn is None:
+                continue
+            out, _ = fn(q, k, v, scale=scale, mask=mask, sinks=sinks)  # whole range, split-K
+            label = "fused (one launch)"
             finite = bool(mx.all(mx.isfinite(out)).item())
         else:
             out = q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=max(1, case.qL // 3))
@@ -194,5 +203,15 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
             echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<20} "
                  f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
                  f"{'PASS' if row['ok'] else 'FAIL'}")
+    from .kernels import self_test_results
+
+    tests = self_test_results()
+    if tests:
+        echo(f"fused kernel self-tests on {tests[0].device} (first use of each variant):")
+        for t in tests:
+            n += 1
+            ok_all &= t.ok
+            echo(f"  {t.kernel:<52} {t.case:<58} {t.error:>9.2e} {t.tolerance:>9.2e}  "
+                 f"{'PASS' if t.ok else 'FAIL ' + t.detail}")
     echo(f"{n} checks: {'all PASS' if ok_all else 'FAILURES above'}")
     return ok_all

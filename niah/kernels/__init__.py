@@ -1,12 +1,161 @@
 """Fused attention-with-logsumexp kernels (CUDA and Metal), built lazily and self-tested.
 
-`chunk_attention_fn(q=..., k=...)` returns a callable with the signature of
-niah.sdpa.reference.attention_with_lse when a fused kernel exists for this backend, dtype and
-head dim and has passed its first-use self-test; otherwise None (the caller uses the reference).
+`chunk_attention_fn(q=..., k=...)` returns a `FusedAttention` (a callable with the signature of
+niah.sdpa.reference.attention_with_lse) when this backend has a kernel for the dtype and head
+dim (float16/bfloat16; D in flash.SUPPORTED_HEAD_DIMS), else None and the caller uses the
+reference. float32 always takes the reference: it is exact there and rare at long context.
+
+Safety on hardware nobody here ran: the first call of each kernel variant (backend, dtype, head
+dim, tile, mask/causal/sinks/split flags) in a process first runs a small case with the same
+variant against the float32 reference. A compile error or a mismatch marks the variant failed:
+that call and every later one fall back to the reference, and one RuntimeWarning names the
+device, the kernel and the case. `self_test_results()` lists every verdict (niah sdpa verify
+prints them); `reset()` forgets them (tests).
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from . import flash
+
+SELF_TEST_TOL = {"float16": 4e-3, "bfloat16": 3e-2}
+LSE_TOL = 1e-2
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    backend: str
+    device: str
+    kernel: str
+    case: str
+    ok: bool
+    error: float
+    tolerance: float
+    detail: str = ""
+
+
+_RESULTS: dict[tuple, SelfTest] = {}
+
+
+def reset() -> None:
+    """Forget self-test verdicts and built kernels (tests)."""
+    _RESULTS.clear()
+    flash._KERNELS.clear()
+
+
+def self_test_results() -> list[SelfTest]:
+    return list(_RESULTS.values())
+
+
+def _backend() -> str:
+    from ..sdpa.dispatch import backend
+
+    return backend()
+
+
+def _device() -> str:
+    try:
+        info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
+        return str(info.get("device_name") or info.get("architecture") or "gpu")
+    except Exception:  # noqa: BLE001 - the name is only for messages
+        return str(mx.default_device())
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).split(".")[-1]
+
+
+class FusedAttention:
+    """attention_with_lse through niah's kernel, self-tested per variant, else the reference."""
+
+    def __init__(self, backend_name: str, *, impl=None):
+        self.backend_name = backend_name
+        self.impl = impl or flash.flash_attention_with_lse
+        # On CUDA one launch covers the whole key range (split-K on the device); on Metal each
+        # chunk is its own command buffer (the watchdog is per command buffer).
+        self.splits_keys = backend_name == "cuda"
+
+    def variant(self, q, k, *, mask, sinks, causal_shift):
+        tile, splits, _ = flash.plan(q_shape=q.shape, k_shape=k.shape,
+                                     backend_name=self.backend_name)
+        flags = flash.flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
+        return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags)
+
+    def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
+                 stream=None):
+        from ..sdpa.reference import attention_with_lse
+
+        if scale <= 0 or not flash.supported(backend_name=self.backend_name, dtype=q.dtype,
+                                             D=q.shape[-1]):
+            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                                      causal_shift=causal_shift)
+        key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift)
+        if key not in _RESULTS:
+            _RESULTS[key] = self._self_test(key)
+            if not _RESULTS[key].ok:
+                r = _RESULTS[key]
+                warnings.warn(
+                    f"niah: fused attention kernel {r.kernel} failed its self-test on {r.device} "
+                    f"({r.case}): {r.detail}; using the reference route for it",
+                    RuntimeWarning, stacklevel=2)
+        if not _RESULTS[key].ok:
+            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                                      causal_shift=causal_shift)
+        return self.impl(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift,
+                         backend_name=self.backend_name, stream=stream)
+
+    def _self_test(self, key) -> SelfTest:
+        from ..sdpa.reference import attention_with_lse
+
+        backend_name, dtype_name, D, tile, flags = key
+        G, Hkv = 2, 2
+        qL = tile.rows // G + 3  # two row tiles, the second partly filled
+        kL = 3 * tile.bc + 5     # three key tiles, the last partly filled
+        splits = 2 if flags.split else 1
+        case = (f"{dtype_name} B1 H{G * Hkv}/{Hkv} q{qL} k{kL} D{D} tile {tile} "
+                f"{flags.label()} splits {splits}")
+        kernel = f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
+        device = _device()
+        tol = SELF_TEST_TOL[dtype_name]
+        try:
+            key_ = mx.random.key(1234)
+            kq, kk, kv, km, ks = mx.random.split(key_, 5)
+            dt = getattr(mx, dtype_name)
+            q = mx.random.normal((1, G * Hkv, qL, D), key=kq).astype(dt)
+            k = mx.random.normal((1, Hkv, kL, D), key=kk).astype(dt)
+            v = mx.random.normal((1, Hkv, kL, D), key=kv).astype(dt)
+            mask = "causal" if flags.causal else None
+            if flags.mask == 1:
+                keep = mx.random.uniform(shape=(1, 1, qL, kL), key=km) > 0.3
+                mask = keep | (mx.arange(kL) == 0)
+            elif flags.mask == 2:
+                mask = mx.random.normal((qL, kL), key=km).astype(dt)
+            sinks = mx.random.normal((G * Hkv,), key=ks).astype(dt) if flags.sinks else None
+            out, lse = self.impl(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks,
+                                 backend_name=backend_name, tile=tile, splits=splits)
+            ref, ref_lse = attention_with_lse(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks)
+            mx.eval(out, lse, ref, ref_lse)
+            err = mx.max(mx.abs(out.astype(mx.float32) - ref.astype(mx.float32))).item()
+            finite = mx.isfinite(ref_lse)
+            lse_err = mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item()
+            same_inf = bool(mx.all(mx.isfinite(lse) == finite).item())
+        except Exception as exc:  # noqa: BLE001 - compile or launch failure: fall back
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return SelfTest(backend_name, device, kernel, case, False, float("nan"), tol,
+                            f"{type(exc).__name__}: {first[:300]}")
+        ok = err <= tol and lse_err <= LSE_TOL and same_inf and err == err
+        detail = "" if ok else (f"max error {err:.3g} (tolerance {tol:.1g}), lse error {lse_err:.3g}"
+                                f"{'' if same_inf else ', masked rows differ'}")
+        return SelfTest(backend_name, device, kernel, case, ok, err, tol, detail)
+
 
 def chunk_attention_fn(*, q, k):
-    return None
+    """A FusedAttention for this backend, dtype and head dim, or None (use the reference)."""
+    name = _backend()
+    if not flash.supported(backend_name=name, dtype=q.dtype, D=q.shape[-1]):
+        return None
+    return FusedAttention(name)

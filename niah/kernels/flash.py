@@ -1,0 +1,239 @@
+"""Host side of niah's fused attention-with-logsumexp kernels (CUDA and Metal).
+
+`flash_attention_with_lse(q, k, v, scale=..., mask=..., sinks=..., causal_shift=...)` has the
+signature and semantics of niah.sdpa.reference.attention_with_lse (out in q.dtype, natural-log
+lse in float32, fully masked rows give zeros and -inf) and runs one forward launch over the key
+range, split along the keys into `splits` parts when there are too few row tiles to fill the
+GPU, followed by a small combine launch (FlashAttention-2's split-KV scheme).
+
+Tiles (`Tile`): MW warps (simdgroups) per block along the rows, each owning MT tiles of 16 query
+rows, and BC keys per step. `choose_tile` picks by the number of packed rows (G * qL);
+`TILE_OVERRIDE` (tests, benchmarks) forces one.
+
+Sources live next to this file: flash_common.cuh + flash_fwd.cu + flash_combine.cu for CUDA,
+flash_common.metal + flash_fwd.metal + flash_combine.metal for Metal; the two are kept in step.
+`SOURCE_PATCH` (tests only) rewrites a kernel source before it is built, to prove that a broken
+kernel is caught by the self-test.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+
+HERE = Path(__file__).resolve().parent
+SUPPORTED_DTYPES = ("float16", "bfloat16")
+SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
+SM_COUNT = {"cuda": 132, "metal": 32}  # H100 SXM; a mid-size Apple GPU (only shapes splits)
+
+# Test switches (explicit overrides; None in normal use).
+TILE_OVERRIDE: "Tile | None" = None
+SPLITS_OVERRIDE: int | None = None
+SOURCE_PATCH = None  # callable(name: str, source: str) -> str
+
+
+@dataclass(frozen=True)
+class Tile:
+    mw: int  # warps (simdgroups) along rows
+    mt: int  # 16-row tiles per warp
+    bc: int  # keys per step
+
+    @property
+    def rows(self) -> int:
+        return self.mw * self.mt * 16
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.mw
+
+    def smem_bytes(self, D: int) -> int:
+        lds = D + 8
+        return 2 * (self.rows * lds + 4 * self.bc * lds)
+
+    def __str__(self) -> str:
+        return f"{self.mw}x{self.mt}x{self.bc}"
+
+
+@dataclass(frozen=True)
+class Flags:
+    causal: bool
+    mask: int  # 0 none, 1 bool keep, 2 additive
+    sinks: bool
+    split: bool
+
+    def label(self) -> str:
+        parts = ["causal" if self.causal else "", ["", "bool", "additive"][self.mask],
+                 "sinks" if self.sinks else "", "split" if self.split else ""]
+        return "+".join(p for p in parts if p) or "plain"
+
+
+def supported(*, backend_name: str, dtype, D: int) -> bool:
+    name = str(dtype).split(".")[-1]
+    return backend_name in ("cuda", "metal") and name in SUPPORTED_DTYPES and D in SUPPORTED_HEAD_DIMS
+
+
+def choose_tile(*, rows: int, D: int, backend_name: str = "cuda") -> Tile:
+    if TILE_OVERRIDE is not None:
+        return TILE_OVERRIDE
+    if backend_name == "metal":  # 32 KB of threadgroup memory: Q, K and V tiles, one stage
+        if D > 128:
+            return Tile(mw=1, mt=1, bc=16)
+        return Tile(mw=2, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
+    if D > 128:
+        return Tile(mw=4, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
+    if rows <= 16:
+        return Tile(mw=1, mt=1, bc=64)
+    if rows <= 64:
+        return Tile(mw=4, mt=1, bc=64)
+    return Tile(mw=4, mt=2, bc=64)
+
+
+def resident_blocks(tile: Tile, D: int, backend_name: str) -> int:
+    """Blocks of this tile one SM (GPU core) holds at once, by shared memory and threads."""
+    smem = 227 * 1024 if backend_name == "cuda" else 32 * 1024
+    by_smem = smem // tile.smem_bytes(D) if backend_name == "cuda" else 1
+    return max(1, min(by_smem, 2048 // tile.threads, 32))
+
+
+def choose_splits(*, blocks: int, kL: int, tile: Tile, D: int = 128, backend_name: str = "cuda") -> int:
+    """Key splits so that about two waves of resident blocks run, each over >= 8 key tiles.
+
+    More splits only add combine work (measured: 260 splits cost ~0.3 ms at decode)."""
+    if SPLITS_OVERRIDE is not None:
+        return max(1, min(SPLITS_OVERRIDE, math.ceil(kL / tile.bc)))
+    target = 2 * resident_blocks(tile, D, backend_name) * SM_COUNT.get(backend_name, 32)
+    if blocks >= target // 2:
+        return 1
+    want = math.ceil(target / blocks)
+    most = max(1, kL // (8 * tile.bc))
+    return max(1, min(want, most))
+
+
+def _float_bits(x: float) -> int:
+    return struct.unpack("<i", struct.pack("<f", float(x)))[0]
+
+
+def _read(name: str) -> str:
+    src = (HERE / name).read_text()
+    return SOURCE_PATCH(name, src) if SOURCE_PATCH is not None else src
+
+
+_KERNELS: dict = {}
+
+
+def _fwd_kernel(backend_name: str, tile: Tile, D: int):
+    key = ("fwd", backend_name, tile, D, id(SOURCE_PATCH))
+    if key not in _KERNELS:
+        if backend_name == "cuda":
+            _KERNELS[key] = mx.fast.cuda_kernel(
+                name=f"niah_flash_fwd_{tile}",
+                input_names=["q", "k", "v", "params", "mask", "sinks"],
+                output_names=["out", "lse"],
+                header=_read("flash_common.cuh"),
+                source=_read("flash_fwd.cu"),
+                ensure_row_contiguous=False,
+                shared_memory=tile.smem_bytes(D),
+            )
+        else:
+            _KERNELS[key] = mx.fast.metal_kernel(
+                name=f"niah_flash_fwd_{tile}",
+                input_names=["q", "k", "v", "params", "mask", "sinks"],
+                output_names=["out", "lse"],
+                header=_read("flash_common.metal"),
+                source=_read("flash_fwd.metal"),
+                ensure_row_contiguous=False,
+            )
+    return _KERNELS[key]
+
+
+def _combine_kernel(backend_name: str):
+    key = ("combine", backend_name, id(SOURCE_PATCH))
+    if key not in _KERNELS:
+        make = mx.fast.cuda_kernel if backend_name == "cuda" else mx.fast.metal_kernel
+        header = _read("flash_common.cuh" if backend_name == "cuda" else "flash_common.metal")
+        source = _read("flash_combine.cu" if backend_name == "cuda" else "flash_combine.metal")
+        _KERNELS[key] = make(name="niah_flash_combine", input_names=["opart", "lpart", "sinks"],
+                             output_names=["out", "lse"], header=header, source=source)
+    return _KERNELS[key]
+
+
+def flags_for(*, mask, sinks, causal_shift, split: bool) -> Flags:
+    causal = isinstance(mask, str) or (mask is None and causal_shift is not None)
+    kind = 0
+    if mask is not None and not isinstance(mask, str):
+        kind = 1 if mask.dtype == mx.bool_ else 2
+    return Flags(causal=causal, mask=kind, sinks=sinks is not None, split=split)
+
+
+def plan(*, q_shape, k_shape, backend_name: str, tile: Tile | None = None,
+         splits: int | None = None) -> tuple[Tile, int, int]:
+    """(tile, splits, keys per split) for these shapes."""
+    B, Hq, qL, D = q_shape
+    Hkv, kL = k_shape[1], k_shape[2]
+    rows = (Hq // Hkv) * qL
+    tile = tile or choose_tile(rows=rows, D=D, backend_name=backend_name)
+    row_tiles = math.ceil(rows / tile.rows)
+    if splits is None:
+        splits = choose_splits(blocks=row_tiles * B * Hkv, kL=kL, tile=tile, D=D,
+                               backend_name=backend_name)
+    split_len = math.ceil(math.ceil(kL / splits) / tile.bc) * tile.bc
+    splits = max(1, math.ceil(kL / split_len))
+    return tile, splits, split_len
+
+
+def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
+                             sinks: mx.array | None = None, causal_shift: int | None = None,
+                             backend_name: str = "cuda", tile: Tile | None = None,
+                             splits: int | None = None, stream=None) -> tuple[mx.array, mx.array]:
+    """Fused attention over all of k/v: (out in q.dtype, lse float32 [B, Hq, qL])."""
+    B, Hq, qL, D = q.shape
+    Hkv, kL = k.shape[1], k.shape[2]
+    if isinstance(mask, str) and mask != "causal":
+        raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
+    tile, splits, split_len = plan(q_shape=q.shape, k_shape=k.shape, backend_name=backend_name,
+                                   tile=tile, splits=splits)
+    flags = flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
+    if isinstance(mask, str):
+        shift = kL - qL
+    elif mask is None and causal_shift is not None:
+        shift = int(causal_shift)
+    else:
+        shift = 0
+    params = mx.array([shift, _float_bits(scale), split_len], dtype=mx.int32)
+    if flags.mask:
+        mask_arr = mx.broadcast_to(mask, (B, Hq, qL, kL))
+    else:
+        mask_arr = mx.zeros((1, 1, 1, 1), dtype=mx.bool_)
+    sinks_arr = sinks.astype(q.dtype) if sinks is not None else mx.zeros((1,), dtype=q.dtype)
+    rows = (Hq // Hkv) * qL
+    row_tiles = math.ceil(rows / tile.rows)
+    template = [("T", q.dtype), ("D", D), ("MW", tile.mw), ("MT", tile.mt), ("BC", tile.bc),
+                ("CAUSAL", flags.causal), ("MASK", flags.mask), ("SINKS", flags.sinks),
+                ("SPLIT", flags.split)]
+    if flags.split:
+        out_shapes = [(splits, B, Hq, qL, D), (splits, B * Hq * qL)]
+        out_dtypes = [mx.float32, mx.float32]
+    else:
+        out_shapes = [(B, Hq, qL, D), (B, Hq, qL)]
+        out_dtypes = [q.dtype, mx.float32]
+    extra = {"stream": stream} if stream is not None else {}
+    kern = _fwd_kernel(backend_name, tile, D)
+    out, lse = kern(inputs=[q, k, v, params, mask_arr, sinks_arr],
+                    template=template,
+                    grid=(row_tiles * tile.threads, B * Hkv, splits),
+                    threadgroup=(tile.threads, 1, 1),
+                    output_shapes=out_shapes, output_dtypes=out_dtypes, **extra)
+    if not flags.split:
+        return out, lse
+    comb = _combine_kernel(backend_name)
+    total = B * Hq * qL * D
+    out, lse2 = comb(inputs=[out, lse, sinks_arr],
+                     template=[("T", q.dtype), ("D", D), ("SINKS", flags.sinks)],
+                     grid=(total, 1, 1), threadgroup=(256, 1, 1),
+                     output_shapes=[(B, Hq, qL, D), (B, Hq, qL)],
+                     output_dtypes=[q.dtype, mx.float32], **extra)
+    return out, lse2

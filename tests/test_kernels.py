@@ -1,0 +1,226 @@
+"""niah's fused attention kernels: correctness against the reference, self-test and fallback.
+
+GPU tests (marked cuda and metal) run the real kernel of whichever backend is present and sweep
+dtypes, head dims, GQA ratios, masks, sinks, key splits and odd lengths against a float32
+reference with per-dtype tolerances; they prove that a deliberately broken kernel (wrong math,
+or a compile error) is caught by the first-use self-test and falls back to the reference with
+one warning. CPU tests exercise the same self-test logic with an injected implementation.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import mlx.core as mx
+import pytest
+
+from niah import kernels
+from niah.kernels import FusedAttention, chunk_attention_fn, flash
+from niah.sdpa.dispatch import backend, force_route, kv_chunks, dispatch
+from niah.sdpa.reference import attention_with_lse
+
+BACKEND = backend()
+ON_KERNEL_GPU = BACKEND in ("cuda", "metal")
+
+
+def gpu_test(f):
+    """Marked cuda, metal and gpu (selected by -m); skipped where neither backend exists."""
+    for mark in (pytest.mark.skipif(not ON_KERNEL_GPU, reason="needs MLX's CUDA or Metal backend"),
+                 pytest.mark.gpu, pytest.mark.metal, pytest.mark.cuda):
+        f = mark(f)
+    return f
+
+
+TOL = {mx.float16: 4e-3, mx.bfloat16: 3e-2}
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    kernels.reset()
+    yield
+    flash.SOURCE_PATCH = None
+    flash.TILE_OVERRIDE = None
+    flash.SPLITS_OVERRIDE = None
+    kernels.reset()
+
+
+def _inputs(*, dtype, B, Hq, Hkv, qL, kL, D, mask, seed=0, sinks=False):
+    keys = mx.random.split(mx.random.key(seed), 5)
+    q = mx.random.normal((B, Hq, qL, D), key=keys[0]).astype(dtype)
+    k = mx.random.normal((B, Hkv, kL, D), key=keys[1]).astype(dtype)
+    v = mx.random.normal((B, Hkv, kL, D), key=keys[2]).astype(dtype)
+    m = None
+    if mask == "causal":
+        m = "causal"
+    elif mask == "bool":
+        m = (mx.random.uniform(shape=(B, 1, qL, kL), key=keys[3]) > 0.3) | (mx.arange(kL) == 0)
+    elif mask == "additive":
+        m = (2 * mx.random.normal((1, Hq, qL, kL), key=keys[3])).astype(dtype)
+    s = mx.random.normal((Hq,), key=keys[4]).astype(dtype) if sinks else None
+    return q, k, v, m, s
+
+
+def _max_err(a, b):
+    return mx.max(mx.abs(a.astype(mx.float32) - b.astype(mx.float32))).item()
+
+
+def _check(q, k, v, m, s, *, causal_shift=None, splits=None, tile=None):
+    fn = FusedAttention(BACKEND)
+    out, lse = flash.flash_attention_with_lse(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s,
+                                              causal_shift=causal_shift, backend_name=BACKEND,
+                                              splits=splits, tile=tile)
+    ref, ref_lse = attention_with_lse(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s,
+                                      causal_shift=causal_shift)
+    finite = mx.isfinite(ref_lse)
+    assert mx.all(mx.isfinite(lse) == finite).item()
+    assert mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item() < 1e-2
+    assert _max_err(out, ref) < TOL[q.dtype]
+    assert fn is not None
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+@pytest.mark.parametrize("D", [64, 80, 128, 256])
+@pytest.mark.parametrize("G", [1, 4])
+@pytest.mark.parametrize("qL,kL,mask", [(1, 1500, "none"), (37, 1459, "causal"), (200, 200, "causal"),
+                                        (16, 3000, "causal")])
+def test_kernel_matches_reference(dtype, D, G, qL, kL, mask):
+    _check(*_inputs(dtype=dtype, B=2, Hq=2 * G, Hkv=2, qL=qL, kL=kL, D=D, mask=mask))
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+@pytest.mark.parametrize("case", ["bool", "additive", "sinks", "sinks-split", "shift", "split",
+                                  "all-masked-rows", "gqa16", "odd-batch"])
+def test_kernel_masks_sinks_splits(dtype, case):
+    kw = dict(dtype=dtype, B=1, Hq=8, Hkv=2, qL=33, kL=1055, D=64, mask="none")
+    if case in ("bool", "additive"):
+        _check(*_inputs(**{**kw, "mask": case}))
+    elif case == "sinks":
+        _check(*_inputs(**{**kw, "mask": "causal"}, sinks=True))
+    elif case == "sinks-split":
+        _check(*_inputs(**{**kw, "mask": "causal"}, sinks=True), splits=3)
+    elif case == "shift":
+        _check(*_inputs(**kw), causal_shift=500)
+    elif case == "split":
+        _check(*_inputs(**{**kw, "qL": 4, "kL": 5001, "mask": "causal"}), splits=7)
+    elif case == "all-masked-rows":  # rows 0..19 see no key: zeros and lse -inf
+        _check(*_inputs(**kw), causal_shift=-20)
+    elif case == "gqa16":
+        _check(*_inputs(**{**kw, "Hq": 32, "qL": 16, "mask": "causal"}))
+    elif case == "odd-batch":
+        _check(*_inputs(**{**kw, "B": 3, "qL": 300, "kL": 300, "mask": "causal"}))
+
+
+@gpu_test
+def test_kernel_reads_strided_views():
+    buf = mx.random.normal((1, 2, 4096, 128)).astype(mx.bfloat16)
+    q = mx.random.normal((1, 16, 8, 128)).astype(mx.bfloat16).transpose(0, 2, 1, 3)  # mlx-lm layout
+    k, v = buf[:, :, :3000], buf[:, :, 1000:4000]  # slices of a cache buffer
+    _check(q, k, v, "causal", None)
+    kt = mx.random.normal((1, 2, 128, 3000)).astype(mx.bfloat16).swapaxes(-1, -2)  # D not contiguous
+    _check(q, kt, v, "causal", None)
+
+
+@gpu_test
+def test_kv_chunks_route_uses_the_kernel():
+    q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=8, Hkv=2, qL=16, kL=5000, D=128, mask="causal")
+    with force_route("kv-chunks"):
+        out = dispatch(q, k, v, scale=128 ** -0.5, mask=m)
+    ref, _ = attention_with_lse(q, k, v, scale=128 ** -0.5, mask=m)
+    assert _max_err(out, ref) < TOL[mx.bfloat16]
+    results = kernels.self_test_results()
+    assert results and all(r.ok for r in results), results
+
+
+@gpu_test
+@pytest.mark.parametrize("patch,expect", [
+    (lambda name, src: src.replace("* LOG2E;", "* 1.0f;", 1) if "fwd" in name else src, "max error"),
+    (lambda name, src: src + "\nthis is not a kernel;\n" if "fwd" in name else src, "Error"),
+])
+def test_broken_kernel_falls_back_with_one_warning(patch, expect):
+    flash.SOURCE_PATCH = patch
+    q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=20, kL=700, D=64, mask="causal")
+    fn = chunk_attention_fn(q=q, k=k)
+    with pytest.warns(RuntimeWarning, match="failed its self-test") as rec:
+        out, lse = fn(q, k, v, scale=0.125, mask=m)
+    assert expect in str(rec[0].message) and BACKEND in str(rec[0].message)
+    ref, ref_lse = attention_with_lse(q, k, v, scale=0.125, mask=m)
+    assert _max_err(out, ref) == 0.0  # the reference answered
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        fn(q, k, v, scale=0.125, mask=m)
+    assert [r.ok for r in kernels.self_test_results()] == [False]
+
+
+# --- CPU: the self-test logic with an injected implementation --------------------------------
+
+def _fake_impl(bug: float):
+    def impl(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, backend_name=None,
+             tile=None, splits=None, stream=None):
+        return attention_with_lse(q, k, v, scale=scale * bug, mask=mask, sinks=sinks,
+                                  causal_shift=causal_shift)
+    return impl
+
+
+def test_self_test_passes_a_correct_kernel_and_uses_it():
+    calls = []
+    good = _fake_impl(1.0)
+
+    def impl(*a, **kw):
+        calls.append(kw.get("tile"))
+        return good(*a, **kw)
+
+    fn = FusedAttention("cuda", impl=impl)
+    q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="causal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(q, k, v, scale=0.125, mask=m)
+        fn(q, k, v, scale=0.125, mask=m)
+    assert len(calls) == 3  # one self-test, two real calls
+    (r,) = kernels.self_test_results()
+    assert r.ok and r.kernel.startswith("cuda:float16:D64:")
+
+
+def test_self_test_catches_a_wrong_kernel_and_falls_back_once():
+    fn = FusedAttention("metal", impl=_fake_impl(1.5))
+    q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=4, Hkv=2, qL=5, kL=300, D=128, mask="none")
+    with pytest.warns(RuntimeWarning, match=r"fused attention kernel metal:bfloat16:D128:.* failed "
+                                            r"its self-test on .*max error"):
+        out, _ = fn(q, k, v, scale=0.1, mask=m)
+    ref, _ = attention_with_lse(q, k, v, scale=0.1, mask=m)
+    assert _max_err(out, ref) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(q, k, v, scale=0.1, mask=m)
+    # another variant (causal) gets its own self-test
+    with pytest.warns(RuntimeWarning):
+        fn(q, k, v, scale=0.1, mask="causal")
+    assert len(kernels.self_test_results()) == 2
+
+
+def test_self_test_turns_a_compile_error_into_a_fallback():
+    def impl(*a, **kw):
+        raise RuntimeError("nvrtc: error: identifier \"oops\" is undefined\nmore")
+
+    fn = FusedAttention("cuda", impl=impl)
+    q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=2, Hkv=2, qL=2, kL=100, D=64, mask="none")
+    with pytest.warns(RuntimeWarning, match=r"RuntimeError: nvrtc: error: identifier \"oops\" is undefined;"):
+        out, _ = fn(q, k, v, scale=0.125)
+    assert _max_err(out, attention_with_lse(q, k, v, scale=0.125)[0]) == 0.0
+
+
+def test_no_kernel_for_float32_or_cpu():
+    q = mx.zeros((1, 2, 4, 64))
+    if BACKEND == "cpu":
+        assert chunk_attention_fn(q=q.astype(mx.float16), k=q) is None
+    assert chunk_attention_fn(q=q, k=q) is None  # float32 takes the reference
+
+
+def test_plan_splits_only_when_the_gpu_would_idle():
+    t, s, n = flash.plan(q_shape=(1, 32, 1, 128), k_shape=(1, 8, 1 << 20, 128), backend_name="cuda")
+    assert (t.rows, s) == (16, 99) and n * s >= 1 << 20
+    t, s, _ = flash.plan(q_shape=(1, 32, 2048, 128), k_shape=(1, 8, 131072, 128), backend_name="cuda")
+    assert s == 1 and t.rows == 128
+    t, s, _ = flash.plan(q_shape=(1, 2, 1, 64), k_shape=(1, 2, 100, 64), backend_name="cuda")
+    assert s == 1  # too few keys to split
