@@ -51,7 +51,7 @@ def main() -> None:
         shapes = [("decode", 1, 65536, False), ("decode", 1, 262144, False),
                   ("decode", 1, 1048576, False), ("prefill", 2048, 65536, True),
                   ("prefill", 2048, 131072, True), ("prefill", 2048, 262144, True),
-                  ("qL16", 16, 262144, True)]
+                  ("qL16", 16, 262144, True), ("qL64", 64, 131072, True)]
         chunk = args.chunk
     routes = [r for r in args.routes.split(",") if r]
     print(f"# niah sdpa bench on {device_description()}, mlx {mx.__version__}, {dtype}, "

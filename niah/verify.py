@@ -193,6 +193,7 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
     echo(header)
     ok_all = True
     n = 0
+    within = [0, 0]  # fused rows whose error is <= 2x stock's own error, of all fused rows
     for case in cases(quick=quick, long=long):
         if case.long and not _memory_allows(case):
             echo(f"{case.name:<26} {case.dtype:<9} {_shape(case):<34} skipped: not enough memory")
@@ -200,6 +201,9 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
         for row in check_case(case):
             n += 1
             ok_all &= row["ok"]
+            if "fused" in row["route"]:
+                within[0] += row["error"] <= 2 * row["stock_error"]
+                within[1] += 1
             echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<20} "
                  f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
                  f"{'PASS' if row['ok'] else 'FAIL'}")
@@ -213,5 +217,7 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
             ok_all &= t.ok
             echo(f"  {t.kernel:<52} {t.case:<58} {t.error:>9.2e} {t.tolerance:>9.2e}  "
                  f"{'PASS' if t.ok else 'FAIL ' + t.detail}")
+    if within[1]:
+        echo(f"fused routes within 2x of stock's own error: {within[0]}/{within[1]}")
     echo(f"{n} checks: {'all PASS' if ok_all else 'FAILURES above'}")
     return ok_all

@@ -44,10 +44,10 @@ def signature(name: str, source: str, inputs: list[tuple[str, str, int]],
     return f"{tpl}void {name}(\n  " + ",\n  ".join(params) + ") {\n" + source + "\n}\n"
 
 
-def fwd_unit(tile: flash.Tile, D: int, dtype: str, flags: flash.Flags) -> str:
+def fwd_unit(tile: flash.Tile, D: int, dtype: str, flags: flash.Flags, *, out32: bool = False) -> str:
     src = (KDIR / "flash_fwd.metal").read_text()
     mask_t = "bool" if flags.mask == 1 else dtype
-    out_t = "float" if flags.split else dtype
+    out_t = "float" if flags.split or out32 else dtype
     body = signature("fwd", src,
                      [("q", dtype, 4), ("k", dtype, 4), ("v", dtype, 4), ("params", "int", 1),
                       ("mask", mask_t, 4), ("sinks", dtype, 1)],
@@ -60,12 +60,12 @@ def fwd_unit(tile: flash.Tile, D: int, dtype: str, flags: flash.Flags) -> str:
     return body + f"auto* instance_{abs(hash(args))} = &fwd<{args}>;\n"
 
 
-def combine_unit(D: int, dtype: str, sinks: bool) -> str:
+def combine_unit(D: int, dtype: str, sinks: bool, *, name: str = "combine") -> str:
     src = (KDIR / "flash_combine.metal").read_text()
-    body = signature("combine", src, [("opart", "float", 5), ("lpart", "float", 2), ("sinks", dtype, 1)],
+    body = signature(name, src, [("opart", "float", 5), ("lpart", "float", 2), ("sinks", dtype, 1)],
                      [("out", dtype), ("lse", "float")],
-                     [("T", "typename"), ("D", "int"), ("SINKS", "bool")])
-    return body + f"auto* instance = &combine<{dtype}, {D}, {str(sinks).lower()}>;\n"
+                     [("O", "typename"), ("D", "int"), ("SINKS", "bool")])
+    return body + f"auto* {name}_instance = &{name}<{dtype}, {D}, {str(sinks).lower()}>;\n"
 
 
 def compile_unit(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
@@ -92,7 +92,7 @@ def test_metal_forward_sources_type_check(tmp_path):
         for dtype in ("half", "bfloat16_t"):
             for flags in (flash.Flags(True, 0, False, False), flash.Flags(False, 1, True, True),
                           flash.Flags(False, 2, False, False), flash.Flags(True, 0, True, True)):
-                units.append(fwd_unit(tile, D, dtype, flags).replace("void fwd(", f"void fwd_{len(units)}(")
+                units.append(fwd_unit(tile, D, dtype, flags, out32=flags.mask == 2).replace("void fwd(", f"void fwd_{len(units)}(")
                              .replace("&fwd<", f"&fwd_{len(units)}<"))
     res = compile_unit(tmp_path, "\n".join(units))
     assert res.returncode == 0, res.stderr[-4000:]
@@ -100,7 +100,8 @@ def test_metal_forward_sources_type_check(tmp_path):
 
 @pytest.mark.skipif(COMPILER is None, reason="needs clang++ or g++")
 def test_metal_combine_source_type_checks(tmp_path):
-    res = compile_unit(tmp_path, combine_unit(128, "bfloat16_t", True))
+    res = compile_unit(tmp_path, combine_unit(128, "bfloat16_t", True) +
+                       combine_unit(64, "float", False, name="combine32"))
     assert res.returncode == 0, res.stderr[-4000:]
 
 

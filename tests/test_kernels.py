@@ -157,7 +157,7 @@ def test_broken_kernel_falls_back_with_one_warning(patch, expect):
 
 def _fake_impl(bug: float):
     def impl(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, backend_name=None,
-             tile=None, splits=None, stream=None):
+             tile=None, splits=None, out_dtype=None, stream=None):
         return attention_with_lse(q, k, v, scale=scale * bug, mask=mask, sinks=sinks,
                                   causal_shift=causal_shift)
     return impl

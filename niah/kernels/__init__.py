@@ -79,21 +79,28 @@ class FusedAttention:
         # chunk is its own command buffer (the watchdog is per command buffer).
         self.splits_keys = backend_name == "cuda"
 
-    def variant(self, q, k, *, mask, sinks, causal_shift):
+    def variant(self, q, k, *, mask, sinks, causal_shift, out_dtype=None):
         tile, splits, _ = flash.plan(q_shape=q.shape, k_shape=k.shape,
                                      backend_name=self.backend_name)
         flags = flash.flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
-        return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags)
+        out = _dtype_name(out_dtype or q.dtype)
+        return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags, out)
 
     def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
-                 stream=None):
+                 out_dtype=None, stream=None):
+        """(out, lse); out in q.dtype, or float32 when out_dtype=mx.float32 (merge partials)."""
         from ..sdpa.reference import attention_with_lse
+
+        def reference():
+            out, lse = attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                                          causal_shift=causal_shift)
+            return out, lse
 
         if scale <= 0 or not flash.supported(backend_name=self.backend_name, dtype=q.dtype,
                                              D=q.shape[-1]):
-            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                      causal_shift=causal_shift)
-        key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift)
+            return reference()
+        key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift,
+                           out_dtype=out_dtype)
         if key not in _RESULTS:
             _RESULTS[key] = self._self_test(key)
             if not _RESULTS[key].ok:
@@ -103,22 +110,23 @@ class FusedAttention:
                     f"({r.case}): {r.detail}; using the reference route for it",
                     RuntimeWarning, stacklevel=2)
         if not _RESULTS[key].ok:
-            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                      causal_shift=causal_shift)
+            return reference()
+        extra = {"out_dtype": out_dtype} if out_dtype is not None else {}
         return self.impl(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift,
-                         backend_name=self.backend_name, stream=stream)
+                         backend_name=self.backend_name, stream=stream, **extra)
 
     def _self_test(self, key) -> SelfTest:
         from ..sdpa.reference import attention_with_lse
 
-        backend_name, dtype_name, D, tile, flags = key
+        backend_name, dtype_name, D, tile, flags, out_name = key
         G, Hkv = 2, 2
         qL = tile.rows // G + 3  # two row tiles, the second partly filled
         kL = 3 * tile.bc + 5     # three key tiles, the last partly filled
         splits = 2 if flags.split else 1
         case = (f"{dtype_name} B1 H{G * Hkv}/{Hkv} q{qL} k{kL} D{D} tile {tile} "
                 f"{flags.label()} splits {splits}")
-        kernel = f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
+        kernel = (f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
+                  f"{'' if out_name == dtype_name else ':out-' + out_name}")
         device = _device()
         tol = SELF_TEST_TOL[dtype_name]
         try:
@@ -135,8 +143,9 @@ class FusedAttention:
             elif flags.mask == 2:
                 mask = mx.random.normal((qL, kL), key=km).astype(dt)
             sinks = mx.random.normal((G * Hkv,), key=ks).astype(dt) if flags.sinks else None
+            extra = {} if out_name == dtype_name else {"out_dtype": getattr(mx, out_name)}
             out, lse = self.impl(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks,
-                                 backend_name=backend_name, tile=tile, splits=splits)
+                                 backend_name=backend_name, tile=tile, splits=splits, **extra)
             ref, ref_lse = attention_with_lse(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks)
             mx.eval(out, lse, ref, ref_lse)
             err = mx.max(mx.abs(out.astype(mx.float32) - ref.astype(mx.float32))).item()

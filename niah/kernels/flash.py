@@ -188,8 +188,10 @@ def plan(*, q_shape, k_shape, backend_name: str, tile: Tile | None = None,
 def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
                              sinks: mx.array | None = None, causal_shift: int | None = None,
                              backend_name: str = "cuda", tile: Tile | None = None,
-                             splits: int | None = None, stream=None) -> tuple[mx.array, mx.array]:
-    """Fused attention over all of k/v: (out in q.dtype, lse float32 [B, Hq, qL])."""
+                             splits: int | None = None, out_dtype=None,
+                             stream=None) -> tuple[mx.array, mx.array]:
+    """Fused attention over all of k/v: (out in out_dtype or q.dtype, lse float32 [B, Hq, qL])."""
+    out_dtype = out_dtype or q.dtype
     B, Hq, qL, D = q.shape
     Hkv, kL = k.shape[1], k.shape[2]
     if isinstance(mask, str) and mask != "causal":
@@ -219,7 +221,7 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
         out_dtypes = [mx.float32, mx.float32]
     else:
         out_shapes = [(B, Hq, qL, D), (B, Hq, qL)]
-        out_dtypes = [q.dtype, mx.float32]
+        out_dtypes = [out_dtype, mx.float32]
     extra = {"stream": stream} if stream is not None else {}
     kern = _fwd_kernel(backend_name, tile, D)
     out, lse = kern(inputs=[q, k, v, params, mask_arr, sinks_arr],
@@ -232,8 +234,8 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
     comb = _combine_kernel(backend_name)
     total = B * Hq * qL * D
     out, lse2 = comb(inputs=[out, lse, sinks_arr],
-                     template=[("T", q.dtype), ("D", D), ("SINKS", flags.sinks)],
+                     template=[("O", out_dtype), ("D", D), ("SINKS", flags.sinks)],
                      grid=(total, 1, 1), threadgroup=(256, 1, 1),
                      output_shapes=[(B, Hq, qL, D), (B, Hq, qL)],
-                     output_dtypes=[q.dtype, mx.float32], **extra)
+                     output_dtypes=[out_dtype, mx.float32], **extra)
     return out, lse2

@@ -2,7 +2,8 @@
 // logsumexp and applies the sinks. One thread per output element;
 // the loads of both passes are independent of each other, so unrolled loops keep many in flight.
 // Inputs: opart float32 [S, B, Hq, qL, D], lpart float32 [S, B*Hq*qL], sinks [Hq] (or a dummy).
-// Outputs: out T [B, Hq, qL, D], lse float32 [B, Hq, qL]. Mirrors flash_combine.metal.
+// Outputs: out O [B, Hq, qL, D] (the input dtype, or float32 for host-side merging),
+// lse float32 [B, Hq, qL]. Mirrors flash_combine.metal.
 
 using namespace niah_fa;
 const int S = opart_shape[0];
@@ -31,5 +32,5 @@ if (m != -INFINITY) {
   }
   if (SINKS) tot += expf(sink - m);
 }
-out[idx] = T(tot > 0.f ? acc / tot : 0.f);
+out[idx] = O(tot > 0.f ? acc / tot : 0.f);
 if (d == 0) lse[row] = tot > 0.f ? m + logf(tot) : -INFINITY;

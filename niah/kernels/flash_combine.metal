@@ -2,7 +2,8 @@
 // logsumexp and applies the sinks. One thread per output element;
 // the loads of both passes are independent of each other, so unrolled loops keep many in flight. Mirrors flash_combine.cu.
 // Inputs: opart float32 [S, B, Hq, qL, D], lpart float32 [S, B*Hq*qL], sinks [Hq] (or a dummy).
-// Outputs: out T [B, Hq, qL, D], lse float32 [B, Hq, qL].
+// Outputs: out O [B, Hq, qL, D] (the input dtype, or float32 for host-side merging),
+// lse float32 [B, Hq, qL].
 
 const int S = opart_shape[0];
 const int Hq = opart_shape[2];
@@ -28,5 +29,5 @@ if (m != -INFINITY) {
   }
   if (SINKS) tot += metal::exp(sink - m);
 }
-out[idx] = T(tot > 0.0f ? acc / tot : 0.0f);
+out[idx] = O(tot > 0.0f ? acc / tot : 0.0f);
 if (d == 0) lse[row] = tot > 0.0f ? m + metal::log(tot) : -INFINITY;

@@ -147,10 +147,15 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
     if causal and mask != "causal":
         raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
     fn = chunk_fn or attention_with_lse
-    if getattr(fn, "splits_keys", False):
+    fused = hasattr(fn, "splits_keys")
+    if fused and fn.splits_keys:
         # The fused CUDA kernel splits the keys on the device (split-K + combine) in one launch;
         # host-side chunks exist for the Metal watchdog and would only add launches here.
         chunk_size = max(chunk_size, kL)
+    if chunk_size >= kL:  # one chunk: no merge, no intermediate evaluation
+        return fn(q, k, v, scale=scale, mask=mask, sinks=sinks)
+    # Several chunks: fused partials stay float32 until the merge (one rounding, at the end).
+    extra = {"out_dtype": mx.float32} if fused else {}
     acc = Accumulator()
     for start in range(0, kL, chunk_size):
         stop = min(start + chunk_size, kL)
@@ -161,17 +166,18 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
         if causal:
             shift = shift_total - start
             if shift >= stop - start - 1:  # every row sees the whole chunk
-                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks)
+                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks, **extra)
             else:
                 out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks,
-                              causal_shift=shift)
+                              causal_shift=shift, **extra)
         else:
             out, lse = fn(q, kc, vc, scale=scale, mask=_slice_mask_keys(mask, start, stop, kL),
-                          sinks=chunk_sinks)
+                          sinks=chunk_sinks, **extra)
         acc.add(out, lse)
         if evaluate:
             mx.eval(acc.out, acc.lse)
-    return acc.result()
+    out, lse = acc.result()
+    return out.astype(q.dtype), lse
 
 
 def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
