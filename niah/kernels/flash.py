@@ -85,8 +85,8 @@ def choose_tile(*, rows: int, D: int, backend_name: str = "cuda") -> Tile:
         return Tile(mw=2, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
     if D > 128:
         return Tile(mw=4, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
-    if rows <= 16:
-        return Tile(mw=1, mt=1, bc=64)
+    if rows <= 16:  # decode: two warps issue twice the loads in flight (measured 0.90x vs 0.84x)
+        return Tile(mw=2, mt=1, bc=64)
     if rows <= 64:
         return Tile(mw=4, mt=1, bc=64)
     return Tile(mw=4, mt=2, bc=64)
@@ -100,14 +100,14 @@ def resident_blocks(tile: Tile, D: int, backend_name: str) -> int:
 
 
 def choose_splits(*, blocks: int, kL: int, tile: Tile, D: int = 128, backend_name: str = "cuda") -> int:
-    """Key splits so that about two waves of resident blocks run, each over >= 8 key tiles.
-
-    More splits only add combine work (measured: 260 splits cost ~0.3 ms at decode)."""
+    """No split when the row tiles fill one wave of resident blocks; else about four waves of
+    blocks, each over >= 8 key tiles."""
     if SPLITS_OVERRIDE is not None:
         return max(1, min(SPLITS_OVERRIDE, math.ceil(kL / tile.bc)))
-    target = 2 * resident_blocks(tile, D, backend_name) * SM_COUNT.get(backend_name, 32)
-    if blocks >= target // 2:
+    wave = resident_blocks(tile, D, backend_name) * SM_COUNT.get(backend_name, 32)
+    if blocks >= wave:  # the row tiles alone fill the GPU
         return 1
+    target = 4 * wave
     want = math.ceil(target / blocks)
     most = max(1, kL // (8 * tile.bc))
     return max(1, min(want, most))

@@ -218,10 +218,12 @@ for (int t = 0; t < ntiles; ++t) {
         rs += p0 + p1;
       }
       l_run[mt][h2] = l_run[mt][h2] * alpha + rs;
+      if (alpha != 1.f) {  // the running max rarely moves after the first tiles
 #pragma unroll
-      for (int dt = 0; dt < NDT; ++dt) {
-        o[mt][dt][2 * h2] *= alpha;
-        o[mt][dt][2 * h2 + 1] *= alpha;
+        for (int dt = 0; dt < NDT; ++dt) {
+          o[mt][dt][2 * h2] *= alpha;
+          o[mt][dt][2 * h2 + 1] *= alpha;
+        }
       }
     }
   }

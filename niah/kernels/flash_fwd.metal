@@ -151,9 +151,11 @@ for (int t = 0; t < ntiles; ++t) {
       }
     }
     l_run[rb] = l_run[rb] * alpha + rs;
-    for (int db = 0; db < NDB; ++db) {
-      o[rb][db].thread_elements()[0] *= alpha;
-      o[rb][db].thread_elements()[1] *= alpha;
+    if (alpha != 1.0f) {  // the running max rarely moves after the first tiles
+      for (int db = 0; db < NDB; ++db) {
+        o[rb][db].thread_elements()[0] *= alpha;
+        o[rb][db].thread_elements()[1] *= alpha;
+      }
     }
   }
 
