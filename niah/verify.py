@@ -4,8 +4,12 @@ Cases sweep dtypes (float16, bfloat16, float32), head dims (64, 80, 128, 256), G
 16:1), batch 1-4, causal masks crossing chunk boundaries, bool and additive masks, sinks, key
 lengths of exactly one chunk, one chunk + 1 and three unequal chunks, non-causal qL = kL, and
 qL = 16 prefill steps at 128K and 256K keys. The ground truth is NumPy float64 for small cases
-and the float32 plain-ops reference for the long ones. A route passes when its max error is
-within max(2 x stock's own error, the dtype's tolerance).
+and the float32 plain-ops reference for the long ones. Routes: kv-chunks (with niah's fused
+kernel, one launch per host chunk, where a kernel exists; else the plain-ops reference), the
+fused kernel in one launch over all keys (split-K), and q-split. A route passes when its max
+error is within max(2 x stock's own error, the dtype's tolerance); the fused kernels' first-use
+self-tests are listed after the cases, and the count of fused rows within 2x of stock's own
+error is printed.
 """
 
 from __future__ import annotations
