@@ -19,7 +19,7 @@ typedef _Float16 half;
 struct bfloat {
   float v;
   bfloat() = default;
-  bfloat(float x) : v(x) {}
+  explicit bfloat(float x) : v(x) {}  // explicit, as strict as Metal is about bfloat
   operator float() const { return v; }
 };
 typedef bfloat bfloat16_t;

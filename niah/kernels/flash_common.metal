@@ -24,6 +24,13 @@ inline short frag_col(ushort lane) {
   return short(((lane >> 1) & 4) + ((lane & 1) << 1));
 }
 
+// Two adjacent output elements, converted explicitly (bfloat takes no implicit conversion).
+template <typename P>
+inline void store2(device P* p, float x, float y) {
+  p[0] = static_cast<P>(x);
+  p[1] = static_cast<P>(y);
+}
+
 inline float quad_max(float x) {
   x = metal::max(x, metal::simd_shuffle_xor(x, ushort(1)));
   return metal::max(x, metal::simd_shuffle_xor(x, ushort(8)));

@@ -190,9 +190,8 @@ for (int rb = 0; rb < RB; ++rb) {
   float lse_v = l > 0.0f ? (m + metal::log2(l)) * LN2 : -INFINITY;
   int64_t row_id = (int64_t(b) * Hq + h) * qL + qi;
   int64_t base = (SPLIT ? int64_t(split) * R : 0) + row_id;
-  for (int db = 0; db < NDB; ++db) {
-    out[base * D + db * 8 + fc] = o[rb][db].thread_elements()[0] * inv;
-    out[base * D + db * 8 + fc + 1] = o[rb][db].thread_elements()[1] * inv;
-  }
+  for (int db = 0; db < NDB; ++db)
+    store2(out + base * D + db * 8 + fc, o[rb][db].thread_elements()[0] * inv,
+           o[rb][db].thread_elements()[1] * inv);
   if (fc == 0) lse[base] = lse_v;
 }
