@@ -137,6 +137,10 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             self.bar.start()
             self.task = self.bar.add_task("", total=total)
 
+        def note(self, text):
+            if not quiet:
+                console.print(f"[dim]{text}[/dim]")
+
         def trial_done(self, record):
             if self.bar is not None:
                 desc = f"{record['context']} @ {record['depth']:g}: {record['verdict']}"

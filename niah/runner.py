@@ -37,6 +37,7 @@ class Progress:
     """Callbacks a front end can implement (all optional)."""
 
     def start(self, total: int) -> None: ...
+    def note(self, text: str) -> None: ...
     def trial_done(self, record: dict) -> None: ...
     def stop(self) -> None: ...
 
@@ -51,6 +52,44 @@ def _versions() -> tuple[str, str]:
     except md.PackageNotFoundError:
         lm = "unknown"
     return mx.__version__, lm
+
+
+def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> None:
+    """Compile and self-test niah's fused kernels for the calls these trials will make, so
+    that NVRTC/Metal compile time (about a minute on the H100 for SmolLM2's variants) is not
+    counted in the first trial's prefill time."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from .kernels import warm_up
+    from .sdpa.dispatch import backend, choose_route, fused_calls
+
+    name = backend()
+    if name not in ("cuda", "metal"):
+        return
+    info = session.info
+    dtype = next((a.dtype for _, a in tree_flatten(session.model.parameters())
+                  if a.dtype in (mx.float16, mx.bfloat16)), mx.float16)
+    calls = set()
+    for spec in todo:
+        C = spec.context
+        steps = {min(spec.prefill_step, C), C % spec.prefill_step or spec.prefill_step, 1}
+        for qL in steps:
+            if choose_route(qL=qL, kL=C, route=route, config=config, backend_name=name,
+                            fused_ok=lambda: True) != "kv-chunks":
+                continue
+            calls.update(fused_calls(qL=qL, kL=C, causal=qL > 1, chunk_size=config.chunk_size,
+                                     splits_keys=name == "cuda"))
+    if not calls:
+        return
+    t0 = time.perf_counter()
+    results = warm_up(dtype=dtype, n_heads=info.n_heads, n_kv_heads=info.n_kv_heads,
+                      head_dim=info.head_dim, calls=sorted(calls))
+    if results:
+        bad = [r.kernel for r in results if not r.ok]
+        progress.note(f"fused kernels: {len(results)} variants built and self-tested in "
+                      f"{time.perf_counter() - t0:.1f} s" +
+                      (f"; {len(bad)} failed, using the reference for them" if bad else ""))
 
 
 def check_contexts(config: RunConfig, trained: int | None) -> list[str]:
@@ -124,6 +163,12 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     with writer_cm as writer, \
             patched(_patch_route(config.sdpa), threshold=config.chunk_threshold,
                     chunk_size=config.chunk_size) as state:
+        if todo:
+            try:
+                _warm_kernels(todo, session, route=_patch_route(config.sdpa),
+                              config=state.config, progress=progress)
+            except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
+                progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
         for group in prefix_groups(todo).values():
             prompts = {s.key: builder.build(context=s.context, depth=s.depth, value=s.value)
                        for s in group}

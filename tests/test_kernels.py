@@ -224,3 +224,73 @@ def test_plan_splits_only_when_the_gpu_would_idle():
     assert s == 1 and t.rows == 128
     t, s, _ = flash.plan(q_shape=(1, 2, 1, 64), k_shape=(1, 2, 100, 64), backend_name="cuda")
     assert s == 1  # too few keys to split
+
+
+@pytest.mark.parametrize("qL,kL,causal,chunk", [(1, 5000, False, 1024), (16, 5000, True, 1024),
+                                               (300, 2048, True, 512), (7, 999, True, 4096)])
+def test_fused_calls_match_what_kv_chunks_calls(qL, kL, causal, chunk):
+    from niah.sdpa.dispatch import fused_calls
+
+    seen = []
+
+    def recorder(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, out_dtype=None):
+        is_causal = isinstance(mask, str) or causal_shift is not None
+        seen.append((q.shape[2], k.shape[2], is_causal, out_dtype is not None))
+        return attention_with_lse(q, k, v, scale=scale, mask=mask, causal_shift=causal_shift)
+
+    recorder.splits_keys = False
+    q, k, v, _, _ = _inputs(dtype=mx.float32, B=1, Hq=2, Hkv=1, qL=qL, kL=kL, D=8, mask="none")
+    kv_chunks(q, k, v, scale=0.3, mask="causal" if causal else None, chunk_size=chunk,
+              chunk_fn=recorder)
+    assert seen == fused_calls(qL=qL, kL=kL, causal=causal, chunk_size=chunk, splits_keys=False)
+    assert fused_calls(qL=qL, kL=kL, causal=causal, chunk_size=chunk, splits_keys=True) == [
+        (qL, kL, causal, False)]
+
+
+def test_prepare_self_tests_once_and_the_call_reuses_the_verdict():
+    calls = []
+    good = _fake_impl(1.0)
+
+    def impl(*a, **kw):
+        calls.append(kw.get("tile"))
+        return good(*a, **kw)
+
+    fn = FusedAttention("cuda", impl=impl)
+    r = fn.prepare(q_shape=(1, 4, 3, 64), k_shape=(1, 2, 300, 64), dtype=mx.float16, causal=True)
+    assert r.ok and len(calls) == 1
+    q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="causal")
+    fn(q, k, v, scale=0.125, mask=m)
+    assert len(calls) == 2 and len(kernels.self_test_results()) == 1  # no second self-test
+
+
+def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
+    """The runner's warm-up, with the backend reported as CUDA and an injected kernel."""
+    from types import SimpleNamespace
+
+    import niah.sdpa.dispatch as dispatch_mod
+    from niah import runner
+    from niah.sdpa.dispatch import resolve_config
+
+    monkeypatch.setattr(dispatch_mod, "backend", lambda: "cuda")
+    monkeypatch.setattr(flash, "flash_attention_with_lse", _fake_impl(1.0))
+    model = SimpleNamespace(parameters=lambda: {"w": mx.zeros((2,), dtype=mx.bfloat16)})
+    session = SimpleNamespace(model=model, info=SimpleNamespace(n_heads=8, n_kv_heads=2, head_dim=64))
+    todo = [SimpleNamespace(context=4096, prefill_step=1000), SimpleNamespace(context=1024, prefill_step=1000)]
+    notes = []
+    progress = runner.Progress()
+    progress.note = notes.append
+    runner._warm_kernels(todo, session, route="chunked", config=resolve_config(threshold=2048),
+                         progress=progress)
+    made = kernels.self_test_results()
+    # 4096 keys: prefill steps of 1000 and the 96-token tail (causal), decode (plain); 1024 keys
+    # stay under the threshold (stock).
+    assert {(r.kernel.split(":")[0], r.kernel.split(":")[1]) for r in made} == {("cuda", "bfloat16")}
+    assert all(r.ok for r in made) and len(made) >= 2
+    assert notes == [f"fused kernels: {len(made)} variants built and self-tested in "
+                     f"{notes[0].split(' in ')[1]}"]
+    # auto on CUDA only uses the kernel for 2 <= qL <= 128: the 96-token tail
+    kernels.reset()
+    notes.clear()
+    runner._warm_kernels(todo, session, route="auto", config=resolve_config(threshold=2048),
+                         progress=progress)
+    assert len(kernels.self_test_results()) == 1 and "causal" in kernels.self_test_results()[0].kernel

@@ -86,6 +86,26 @@ class FusedAttention:
         out = _dtype_name(out_dtype or q.dtype)
         return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags, out)
 
+    def prepare(self, *, q_shape, k_shape, dtype, causal: bool, out_dtype=None) -> SelfTest:
+        """Build and self-test the variant a call of these shapes would use (no big arrays)."""
+        tile, splits, _ = flash.plan(q_shape=q_shape, k_shape=k_shape,
+                                     backend_name=self.backend_name)
+        flags = flash.Flags(causal=causal, mask=0, sinks=False, split=splits > 1)
+        key = (self.backend_name, _dtype_name(dtype), q_shape[-1], tile, flags,
+               _dtype_name(out_dtype or dtype))
+        self._ensure(key)
+        return _RESULTS[key]
+
+    def _ensure(self, key) -> None:
+        if key in _RESULTS:
+            return
+        _RESULTS[key] = r = self._self_test(key)
+        if not r.ok:
+            warnings.warn(
+                f"niah: fused attention kernel {r.kernel} failed its self-test on {r.device} "
+                f"({r.case}): {r.detail}; using the reference route for it",
+                RuntimeWarning, stacklevel=3)
+
     def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
                  out_dtype=None, stream=None):
         """(out, lse); out in q.dtype, or float32 when out_dtype=mx.float32 (merge partials)."""
@@ -101,14 +121,7 @@ class FusedAttention:
             return reference()
         key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift,
                            out_dtype=out_dtype)
-        if key not in _RESULTS:
-            _RESULTS[key] = self._self_test(key)
-            if not _RESULTS[key].ok:
-                r = _RESULTS[key]
-                warnings.warn(
-                    f"niah: fused attention kernel {r.kernel} failed its self-test on {r.device} "
-                    f"({r.case}): {r.detail}; using the reference route for it",
-                    RuntimeWarning, stacklevel=2)
+        self._ensure(key)
         if not _RESULTS[key].ok:
             return reference()
         extra = {"out_dtype": out_dtype} if out_dtype is not None else {}
@@ -160,6 +173,24 @@ class FusedAttention:
         detail = "" if ok else (f"max error {err:.3g} (tolerance {tol:.1g}), lse error {lse_err:.3g}"
                                 f"{'' if same_inf else ', masked rows differ'}")
         return SelfTest(backend_name, device, kernel, case, ok, err, tol, detail)
+
+
+def warm_up(*, dtype, n_heads: int, n_kv_heads: int, head_dim: int, calls) -> list[SelfTest]:
+    """Build and self-test, before any timing, the kernel variants that `calls` will use.
+
+    `calls`: (qL, kL, causal, out_float32) per fused call, e.g. from
+    niah.sdpa.dispatch.fused_calls. Returns the verdicts (empty without a kernel here)."""
+    name = _backend()
+    if not flash.supported(backend_name=name, dtype=dtype, D=head_dim):
+        return []
+    fa = FusedAttention(name)
+    out = []
+    for qL, kL, causal, out32 in calls:
+        r = fa.prepare(q_shape=(1, n_heads, qL, head_dim), k_shape=(1, n_kv_heads, kL, head_dim),
+                       dtype=dtype, causal=causal, out_dtype=mx.float32 if out32 else None)
+        if r not in out:
+            out.append(r)
+    return out
 
 
 def chunk_attention_fn(*, q, k):

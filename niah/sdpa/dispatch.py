@@ -180,6 +180,21 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
     return out.astype(q.dtype), lse
 
 
+def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
+                splits_keys: bool) -> list[tuple[int, int, bool, bool]]:
+    """The (qL, keys, causal, float32 out) of each fused call kv_chunks makes for these sizes."""
+    if splits_keys or chunk_size >= kL:
+        return [(qL, kL, causal, False)]
+    calls = []
+    for start in range(0, kL, chunk_size):
+        stop = min(start + chunk_size, kL)
+        shift = kL - qL - start
+        if causal and start > (qL - 1) + (kL - qL):
+            break
+        calls.append((qL, stop - start, causal and shift < stop - start - 1, True))
+    return calls
+
+
 def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
             evaluate: bool = True, **kwargs) -> mx.array:
     """Query blocks through the stock fused kernel, each evaluated on its own."""
