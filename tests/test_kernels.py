@@ -163,15 +163,18 @@ def _fake_impl(bug: float):
     return impl
 
 
-def test_self_test_passes_a_correct_kernel_and_uses_it():
-    calls = []
+def _counting_impl(calls: list):
     good = _fake_impl(1.0)
 
     def impl(*a, **kw):
         calls.append(kw.get("tile"))
         return good(*a, **kw)
+    return impl
 
-    fn = FusedAttention("cuda", impl=impl)
+
+def test_self_test_passes_a_correct_kernel_and_uses_it():
+    calls = []
+    fn = FusedAttention("cuda", impl=_counting_impl(calls))
     q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="causal")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -249,13 +252,7 @@ def test_fused_calls_match_what_kv_chunks_calls(qL, kL, causal, chunk):
 
 def test_prepare_self_tests_once_and_the_call_reuses_the_verdict():
     calls = []
-    good = _fake_impl(1.0)
-
-    def impl(*a, **kw):
-        calls.append(kw.get("tile"))
-        return good(*a, **kw)
-
-    fn = FusedAttention("cuda", impl=impl)
+    fn = FusedAttention("cuda", impl=_counting_impl(calls))
     r = fn.prepare(q_shape=(1, 4, 3, 64), k_shape=(1, 2, 300, 64), dtype=mx.float16, causal=True)
     assert r.ok and len(calls) == 1
     q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="causal")
