@@ -54,7 +54,7 @@ def load_config(folder: Path) -> RunConfig:
                         "give a folder made by niah run")
     try:
         return RunConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, NiahError) as exc:
         raise NiahError(f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run") from None
 
 
