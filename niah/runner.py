@@ -9,6 +9,7 @@ prompts share and prefills only the rest.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,9 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
     chash = config.hash(identity)
     folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
     merged = store.prepare_folder(folder, config, config_hash=chash, identity=identity)
+    store.append_run_log(folder, {"event": "start", "argv": list(sys.argv),
+                                  "device": device_description(), "rank": rank,
+                                  "config_hash": chash, "niah_version": identity["niah_version"]})
     return _Run(config=merged, session=session, folder=folder, builder=builder, chash=chash,
                 identity=identity, device=device_description(), rank=rank, progress=progress,
                 route=route, state=state)

@@ -174,7 +174,9 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
     result = run_sweep(cfg, session=session, warm_up=True)
     # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
     assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
-    (entry,) = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in log] == ["start", "warm-up"]
+    entry = log[1]
     assert entry["event"] == "warm-up" and entry["seconds"] > 0
     assert entry["config_hash"] == result.records[0]["config_hash"]
     assert all(r["verdict"] == PASS for r in result.records)
