@@ -130,8 +130,16 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
             import mlx.core as mx
 
             group = mx.distributed.init()
-        session = ModelSession(config.model, shard_group=group)
+        session = ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
+                               rope_scaling=config.rope_scaling)
     info = session.info
+    opts = getattr(session, "load_options", None)
+    if opts and opts != {"gguf_quant": config.gguf_quant, "rope_scaling": config.rope_scaling}:
+        raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
+                        f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
+    if getattr(info, "load_s", 0):
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
+                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
     warnings = check_contexts(config, info.trained_context)
     folder = Path(folder) if folder else store.run_folder(config, info.name)
     store.prepare_folder(folder, config)  # every rank: identical content, atomic replace
@@ -321,6 +329,10 @@ def _base_record(config: RunConfig, spec: TrialSpec, prompt, info, *, device: st
         "beyond_trained": bool(trained and spec.context > trained),
         "n_layers": info.n_layers, "n_heads": info.n_heads, "n_kv_heads": info.n_kv_heads,
         "head_dim": info.head_dim,
+        "rope_scaling": config.rope_scaling,
+        "rope_scaling_config": getattr(info, "rope_scaling", None),
+        "model_digest": getattr(info, "digest", None),
+        "weights": getattr(info, "weights", None),
         "rank": rank,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
