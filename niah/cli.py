@@ -1,4 +1,4 @@
-"""The `niah` command line: run, report, doctor, sdpa verify, sdpa bench.
+"""The `niah` command line: run, report, convert, doctor, sdpa verify, sdpa bench.
 
 Options are parsed into a RunConfig here and nothing else happens in this module; heavy
 imports (mlx, mlx-lm, pandas) live inside the command bodies so `--help` is instant. Every
@@ -278,6 +278,24 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         if acc < fail_under:
             typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
             raise typer.Exit(code=1)
+
+
+@app.command()
+def convert(
+    gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
+    out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
+    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+):
+    """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
+    from .convert import convert as do_convert
+
+    try:
+        done = do_convert(gguf, out, quant=gguf_quant, force=force)
+    except NiahError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {done.folder} ({done.model_type}, weights {done.weights}): "
+               f"{', '.join(done.files)}")
 
 
 @app.command()

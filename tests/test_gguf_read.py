@@ -87,17 +87,30 @@ def test_digest_is_sha256_of_the_file(gguf_path):
     assert file_digest(gguf_path) == want
 
 
-def _tiny_gguf(path, type_id: int, dims=(32, 2)) -> None:
-    """One tensor of the given GGML type id, header only plus zero data."""
+def _tiny_gguf(path, type_id: int, dims=(32, 2), data: bytes = b"\0" * 4096) -> None:
+    """One tensor of the given GGML type id; data after the 32-byte aligned header."""
     def s(text):
         b = text.encode()
         return struct.pack("<Q", len(b)) + b
-    kv = s("general.architecture") + struct.pack("<I", 8) + s("llama")
+    kv = s("general.architecture") + struct.pack("<I", 8) + s("gemma3")
     info = s("blk.0.attn_q.weight") + struct.pack("<I", len(dims)) + \
         b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", type_id, 0)
     head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + kv + info
+    assert len(head) % 32, "the test needs padding after the header"
     head += b"\0" * (-len(head) % 32)
-    path.write_bytes(head + b"\0" * 4096)
+    path.write_bytes(head + data)
+
+
+def test_tensor_data_starts_at_the_aligned_offset(tmp_path):
+    from niah.gguf_read import _read_with_gguf
+
+    pytest.importorskip("gguf")
+    values = np.arange(64, dtype=np.float32)
+    path = tmp_path / "f32.gguf"
+    _tiny_gguf(path, 0, data=values.tobytes())
+    raw = _read_with_gguf(path, parse_header(path), quant="f16", types={"F32": 1})
+    assert raw.tensors["blk.0.attn_q.weight"].astype(mx.float32).tolist() == \
+        values.reshape(2, 32).tolist()
 
 
 @pytest.mark.parametrize("type_id,name", [(9, "Q8_1"), (99, "type 99")])
