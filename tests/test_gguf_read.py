@@ -131,3 +131,18 @@ def test_not_a_gguf_and_bad_mode(tmp_path, gguf_path):
         read_gguf(bad)
     with pytest.raises(NiahError, match="unknown --gguf-quant 'q5'"):
         read_gguf(gguf_path, quant="q5")
+
+
+def test_cli_rejects_bad_rope_scaling_and_gguf_quant(tmp_path):
+    from typer.testing import CliRunner
+
+    from niah.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--rope-scaling", "yarn:0.5", "-o", str(tmp_path)])
+    assert res.exit_code == 2
+    assert res.output == ("error: bad --rope-scaling 'yarn:0.5': use yarn:FACTOR or "
+                          "linear:FACTOR with FACTOR > 1 (e.g. yarn:4), none, or model\n")
+    res = CliRunner().invoke(app, ["run", "--gguf-quant", "q5", "-o", str(tmp_path)])
+    assert res.exit_code == 2
+    assert res.output == "error: unknown --gguf-quant 'q5': use one of auto, q8, q4, f16\n"
+    assert list(tmp_path.iterdir()) == []
