@@ -169,6 +169,9 @@ class PromptBuilder:
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
         head_text, tail_text = self._render_template(intro=intro, question=question)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
+        if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
+                and getattr(tokenizer, "add_bos_token", False)):  # plain prompt: BOS first
+            self.head = np.concatenate([[tokenizer.bos_token_id], self.head]).astype(np.int32)
         self.tail = np.asarray(self._encode(tail_text + answer_prefix), dtype=np.int32)
 
     def _encode(self, text: str) -> list[int]:

@@ -191,3 +191,47 @@ def test_prefill_block_lengths_match_generate():
     assert prefill_block_lengths(1024, 256) == {256, 255, 1}
     assert prefill_block_lengths(1025, 256) == {256, 1}
     assert prefill_block_lengths(100, 2048) == {99, 1}
+
+
+def test_rope_scaling_values_parse_to_one_canonical_form():
+    from niah.config import parse_rope_scaling, rope_scaling_config
+    from niah.errors import NiahError
+
+    assert parse_rope_scaling("YARN:4.0") == "yarn:4" and parse_rope_scaling(" none ") == "none"
+    assert rope_scaling_config("yarn:4", trained_context=32768) == {
+        "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert rope_scaling_config("linear:2.5", trained_context=None) == {"type": "linear", "factor": 2.5}
+    assert rope_scaling_config("none", trained_context=8192) is None
+    for bad in ("yarn", "yarn:1", "ntk:4", "linear:x", "yarn:nan"):
+        with pytest.raises(NiahError, match="bad --rope-scaling"):
+            parse_rope_scaling(bad)
+    a, b = RunConfig(model="m"), RunConfig(model="m", rope_scaling="yarn:4")
+    assert a.hash() != b.hash() != RunConfig(model="m", rope_scaling="linear:4").hash()
+    assert RunConfig(model="m", gguf_quant="q4").hash() != a.hash()
+
+
+def test_rope_scaling_reaches_mlx_lm_rope_and_the_records(gguf_path, session, tmp_path):
+    import mlx.nn as nn
+    from mlx_lm.models.rope_utils import YarnRoPE
+
+    linear = ModelSession(gguf_path, rope_scaling="linear:2")
+    rope = linear.model.model.layers[0].self_attn.rope
+    assert isinstance(rope, nn.RoPE) and rope.scale == 0.5
+    assert linear.info.rope_scaling == {"type": "linear", "factor": 2.0}
+    yarn = ModelSession(gguf_path, rope_scaling="yarn:4")
+    assert isinstance(yarn.model.model.layers[0].self_attn.rope, YarnRoPE)
+    assert yarn.info.rope_scaling["original_max_position_embeddings"] == 8192
+    ids = PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="1").ids.tolist()
+    assert mx.abs(_logits(yarn.model, ids) - _logits(session.model, ids)).max().item() > 0.1
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), max_tokens=8,
+                    rope_scaling="yarn:4", out=str(tmp_path))
+    res = run_sweep(cfg, session=yarn)
+    (rec,) = res.records
+    assert rec["rope_scaling"] == "yarn:4" and rec["rope_scaling_config"]["factor"] == 4.0
+    from niah.store import stored_hash
+
+    assert rec["config_hash"] == stored_hash(res.folder)
+    from niah.errors import NiahError
+
+    with pytest.raises(NiahError, match="the session was loaded with"):
+        run_sweep(cfg, session=session)
