@@ -144,7 +144,8 @@ def test_patch_reaches_functions_imported_before():
     k = mx.random.normal((1, 2, 700, 64))
     with sdpa.patched("chunked", threshold=256, chunk_size=128) as state:
         out = base.scaled_dot_product_attention(q, k, k, cache=None, scale=0.125, mask="causal")
-    assert state.routes["kv-chunks"] == 1 and state.summary() == "kv-chunks"
+    # float32 has no fused kernel on any backend: the chunks ran the reference, and say so
+    assert state.routes["kv-chunks/reference"] == 1 and state.summary() == "kv-chunks/reference"
     ref = mx.fast.scaled_dot_product_attention(q, k, k, scale=0.125, mask="causal")
     assert mx.abs(out - ref).max().item() < F32
     assert mx.fast.scaled_dot_product_attention is dispatch.STOCK_SDPA  # restored

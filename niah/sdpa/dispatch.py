@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .. import backend as _backend_mod
 from .merge import Accumulator
 from .reference import attention_with_lse, quantized_attention_with_lse
 
@@ -38,6 +39,11 @@ DEFAULT_CHUNK_SIZE = 32768
 DEFAULT_Q_BLOCK = 1024
 CUDA_FUSED_MAX_QL = 128
 ROUTES = ("stock", "q-split", "kv-chunks", "auto")
+
+
+def backend() -> str:
+    """'metal', 'cuda' or 'cpu' (niah.backend.backend; kept here for existing imports)."""
+    return _backend_mod.backend()
 
 # The test override switch: when set, every call takes this route (threshold ignored).
 FORCE_ROUTE: str | None = None
@@ -89,21 +95,12 @@ def resolve_config(*, threshold: int | None = None, chunk_size: int | None = Non
     return ChunkConfig(threshold=int(t), chunk_size=int(c), q_block=int(qb))
 
 
-def backend() -> str:
-    """'metal', 'cuda' or 'cpu': where the default device runs."""
-    if mx.default_device() == mx.cpu:
-        return "cpu"
-    if mx.metal.is_available():
-        return "metal"
-    if hasattr(mx, "cuda") and mx.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
 def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
                  backend_name: str | None = None, fused_ok=None) -> str:
-    """`fused_ok`: None, or a callable telling whether niah's fused kernel serves this call."""
-    """The route a call of these sizes takes."""
+    """The route a call of these sizes takes.
+
+    `fused_ok`: None, or a callable telling whether niah's fused kernel serves this call (a
+    kernel exists and every variant the call needs passed its self-test)."""
     if FORCE_ROUTE is not None and FORCE_ROUTE != "auto":
         return FORCE_ROUTE
     if route not in ("auto", "chunked") and route in ROUTES:
@@ -218,34 +215,76 @@ def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock
     return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=2)
 
 
+def _mask_kind(mask) -> int:
+    if mask is None or isinstance(mask, str):
+        return 0
+    return 1 if mask.dtype == mx.bool_ else 2
+
+
+def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None):
+    """The fused kernel for this kv_chunks call when it exists and every variant the call will
+    use passed its self-test (run now if not yet run); else None (the reference will run).
+
+    A `chunk_fn` without a `prepare` method (a test double) is returned as given."""
+    if chunk_fn is None:
+        from ..kernels import chunk_attention_fn
+
+        chunk_fn = chunk_attention_fn(q=q, k=k, v=v)
+    if chunk_fn is None or not hasattr(chunk_fn, "prepare"):
+        return chunk_fn
+    B, Hq, qL, D = q.shape
+    Hkv, kL = k.shape[1], k.shape[2]
+    calls = fused_calls(qL=qL, kL=kL, causal=isinstance(mask, str), chunk_size=chunk_size,
+                        splits_keys=chunk_fn.splits_keys)
+    for i, (cq, ck, causal, out32) in enumerate(calls):
+        verdict = chunk_fn.prepare(q_shape=(B, Hq, cq, D), k_shape=(B, Hkv, ck, D), dtype=q.dtype,
+                                   causal=causal, out_dtype=mx.float32 if out32 else None,
+                                   mask_kind=_mask_kind(mask), sinks=sinks is not None and i == 0)
+        if not verdict.ok:
+            return None
+    return chunk_fn
+
+
+def ran_labels(fn, before) -> list[str]:
+    """kv-chunks/fused and/or kv-chunks/reference: what the chunks of one call ran."""
+    ran = getattr(fn, "ran", None)
+    if fn is None:
+        return ["kv-chunks/reference"]
+    if ran is None:
+        return ["kv-chunks/custom"]
+    return [f"kv-chunks/{kind}" for kind in ("fused", "reference") if ran[kind] > before[kind]]
+
+
 def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
              config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
              chunk_fn=None, **kwargs) -> mx.array:
-    """Run attention on the chosen route; `log` counts the routes taken."""
+    """Run attention on the chosen route; `log` counts the routes taken, kv-chunks named by
+    what ran in its chunks (kv-chunks/fused or kv-chunks/reference)."""
     config = config or resolve_config()
     found = []
 
     def fused_ok() -> bool:
-        from ..kernels import chunk_attention_fn
-
-        found.append(chunk_fn or chunk_attention_fn(q=q, k=k))
+        found.append(fused_fn(q, k, v, mask=mask, sinks=sinks, chunk_size=config.chunk_size,
+                              chunk_fn=chunk_fn))
         return found[-1] is not None
 
     name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config, fused_ok=fused_ok)
-    if log is not None:
-        log[name] += 1
     stock = stock or STOCK_SDPA
-    if name == "stock":
-        return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
-    if name == "q-split":
+    if name in ("stock", "q-split"):
+        if log is not None:
+            log[name] += 1
+        if name == "stock":
+            return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
         return q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=config.q_block,
                        stock=stock, **kwargs)
-    if chunk_fn is None:
-        from ..kernels import chunk_attention_fn
-
-        chunk_fn = found[-1] if found else chunk_attention_fn(q=q, k=k)
+    fn = found[-1] if found else fused_fn(q, k, v, mask=mask, sinks=sinks,
+                                          chunk_size=config.chunk_size, chunk_fn=chunk_fn)
+    before = Counter(getattr(fn, "ran", None) or {})
     out, _ = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                       chunk_size=config.chunk_size, chunk_fn=chunk_fn)
+                       chunk_size=config.chunk_size, chunk_fn=fn)
+    if log is not None:
+        for label in ran_labels(fn, before):
+            log[label] += 1
     return out
 
 

@@ -76,7 +76,7 @@ def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, m
         denom = denom + mx.exp(s - m_safe)
     out = (p @ vf) / mx.where(denom > 0, denom, 1.0)
     lse = mx.where(denom > 0, m_safe + mx.log(mx.where(denom > 0, denom, 1.0)), -mx.inf)
-    out = out.reshape(B, Hq, qL, D).astype(q.dtype)
+    out = out.reshape(B, Hq, qL, v.shape[-1]).astype(q.dtype)  # value head dim may differ
     return out, lse.reshape(B, Hq, qL)
 
 
