@@ -342,15 +342,37 @@ def test_metal_label_names_the_reference_when_the_kernel_failed(monkeypatch):
     assert _max_err(out, ref) < 4e-3
 
 
-def test_metal_label_names_the_kernel_when_it_passed(monkeypatch):
+def _shape_recorder(shapes: list):
+    good = _fake_impl(1.0)
+
+    def impl(q, k, v, **kw):
+        if kw.get("tile") is None:  # not a self-test (those name their tile)
+            shapes.append((q.shape[2], k.shape[2]))
+        return good(q, k, v, **kw)
+    return impl
+
+
+@pytest.mark.parametrize("budget,calls", [(None, [(16, 700)]),  # fits: one launch, all keys
+                                          (4 * 4 * 16 * 256 * 64, [(5, 689), (5, 694), (5, 699),
+                                                                   (1, 700)])])
+def test_metal_kernel_route_bounds_the_work_per_call(monkeypatch, budget, calls):
+    from niah.sdpa.dispatch import ChunkConfig
+
     _as_backend(monkeypatch, "metal")
-    fn = FusedAttention("metal", impl=_fake_impl(1.0))
-    q, k, v, config = _route_case()
+    shapes = []
+    fn = FusedAttention("metal", impl=_shape_recorder(shapes))
+    q, k, v, _ = _route_case()
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=64,
+                         **({"flop_budget": budget} if budget else {}))
     log = Counter()
-    dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
     assert dict(log) == {"kv-chunks/fused": 1}
-    assert fn.ran["reference"] == 0 and fn.ran["fused"] == 3  # three key chunks of 256
     assert all(r.ok for r in kernels.self_test_results())
+    assert shapes == calls  # query blocks see their causal key prefixes
+    for qL, kL in shapes:
+        assert 4 * 4 * qL * kL * 64 <= (budget or 1e11)
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
 
 
 @pytest.mark.parametrize("what", ["v head dim", "v dtype", "k dtype"])
