@@ -244,3 +244,38 @@ def test_tiles_the_dispatcher_picks_are_swept():
     swept = {flash.plan(q_shape=(c.B, c.Hq, c.qL, c.D), k_shape=(c.B, c.Hkv, c.kL, c.D),
                         backend_name="metal", tile=c.tile)[0] for c in CASES}
     assert picked <= swept, picked - swept
+
+
+LAYOUT_PROBE = """
+const uint lane = thread_index_in_simdgroup;
+// MLX steel BaseMMAFrag<T, 8, 8>::get_coord, written as MLX writes it
+const short qid = short(lane / 4);
+const short fm = (qid & 4) + short((lane / 2) % 4);
+const short fn = (qid & 2) * 2 + short(lane % 2) * 2;
+simdgroup_matrix<float, 8, 8> A, B, C, D;
+A.thread_elements()[0] = a[fm * 8 + fn]; A.thread_elements()[1] = a[fm * 8 + fn + 1];
+B.thread_elements()[0] = b[fm * 8 + fn]; B.thread_elements()[1] = b[fm * 8 + fn + 1];
+C.thread_elements()[0] = c[fm * 8 + fn]; C.thread_elements()[1] = c[fm * 8 + fn + 1];
+simdgroup_multiply_accumulate(D, A, B, C);
+d[fm * 8 + fn] = D.thread_elements()[0];
+d[fm * 8 + fn + 1] = D.thread_elements()[1];
+shuffled[lane] = simd_shuffle_xor(float(lane), ushort(5));
+"""
+
+
+def test_executor_simd_semantics_match_mlx_layout():
+    """The executor's simdgroup matrix and shuffle, independent of niah's kernel: the 32 lanes'
+    fragments in MLX's layout multiply as numpy does, and xor shuffles swap lanes."""
+    coords = {((q & 4) + (lane // 2) % 4, (q & 2) * 2 + (lane % 2) * 2 + e)
+              for lane in range(32) for q in [lane // 4] for e in (0, 1)}
+    assert len(coords) == 64  # every element of the 8x8 block held by exactly one lane slot
+    ex = msl_exec.Executor()
+    kern = ex.metal_kernel(name="layout_probe", input_names=["a", "b", "c"],
+                           output_names=["d", "shuffled"], source=LAYOUT_PROBE)
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3))
+    d, sh = kern(inputs=[mx.array(a), mx.array(b), mx.array(c)], grid=(32, 1, 1),
+                 threadgroup=(32, 1, 1), output_shapes=[(8, 8), (32,)],
+                 output_dtypes=[mx.float32, mx.float32])
+    assert np.allclose(np.array(d), a @ b + c, atol=1e-5)
+    assert np.array(sh).tolist() == [float(i ^ 5) for i in range(32)]
