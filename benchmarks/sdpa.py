@@ -30,7 +30,8 @@ def main() -> None:
 
     from niah.kernels import chunk_attention_fn
     from niah.model import device_description
-    from niah.sdpa.dispatch import STOCK_SDPA, ran_labels, backend, fused_fn, kv_chunks, q_split
+    from niah.sdpa.dispatch import (STOCK_SDPA, ChunkConfig, backend, fused_fn, kv_route, q_split,
+                                    ran_labels, work_plan)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -70,13 +71,15 @@ def main() -> None:
         fl = flops(1, Hq, qL, kL, D, causal)
         kv_gb = 2 * k.nbytes / 1e9
         fns = {"stock": lambda: STOCK_SDPA(q, k, v, scale=scale, mask=mask)}
-        fused = fused_fn(q, k, v, mask=mask, chunk_size=chunk,
+        config = ChunkConfig(threshold=0, chunk_size=chunk, q_block=args.q_block)
+        plan = work_plan(q, k, config=config, fused=True)  # Metal: the FLOP budget per call
+        fused = fused_fn(q, k, v, mask=mask, chunk_size=plan.chunk, q_block=plan.q_block,
                          chunk_fn=chunk_attention_fn(q=q, k=k, v=v))
         if "q-split" in routes:
             fns["q-split"] = lambda: q_split(q, k, v, scale=scale, mask=mask, q_block=args.q_block)
         if "kv-chunks" in routes:
-            fns["kv-chunks"] = lambda: kv_chunks(q, k, v, scale=scale, mask=mask, chunk_size=chunk,
-                                                 chunk_fn=fused)[0]
+            fns["kv-chunks"] = lambda: kv_route(q, k, v, scale=scale, mask=mask, config=config,
+                                                chunk_fn=fused)[0]
         base = None
         for label, fn in fns.items():
             before = Counter(getattr(fused, "ran", None) or {})
