@@ -75,6 +75,13 @@ def _check(q, k, v, m, s, *, causal_shift=None, splits=None, tile=None):
     assert mx.all(mx.isfinite(lse) == finite).item()
     assert mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item() < 1e-2
     assert _max_err(out, ref) < TOL[q.dtype]
+    if tile is None and splits is None:  # the same call through the self-tested route
+        fn = FusedAttention(BACKEND)
+        out2, _ = fn(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s, causal_shift=causal_shift)
+        assert dict(fn.ran) == {"fused": 1}, dict(fn.ran)
+        failed = [r for r in kernels.self_test_results() if not r.ok]
+        assert not failed, failed
+        assert _max_err(out2, ref) < TOL[q.dtype]
 
 
 @gpu_test
@@ -392,3 +399,28 @@ def test_fused_path_needs_equal_head_dims_and_dtypes(monkeypatch, what):
     out, _ = fn(q, k, v, scale=0.125)
     assert calls == [] and dict(fn.ran) == {"reference": 1}
     assert out.shape == (*q.shape[:3], v.shape[-1])
+
+
+@pytest.mark.parametrize("backend_name,budget", [("metal", 4 * 4 * 16 * 256 * 64), ("metal", None),
+                                                 ("cpu", None), ("cuda", None)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_planned_fused_calls_match_what_the_route_calls(monkeypatch, backend_name, budget, causal):
+    from niah.sdpa.dispatch import ChunkConfig, kv_route, planned_fused_calls
+
+    _as_backend(monkeypatch, backend_name)
+    seen = []
+
+    def recorder(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, out_dtype=None):
+        is_causal = isinstance(mask, str) or causal_shift is not None
+        seen.append((q.shape[2], k.shape[2], is_causal, out_dtype is not None))
+        return attention_with_lse(q, k, v, scale=scale, mask=mask, causal_shift=causal_shift)
+
+    recorder.splits_keys = backend_name == "cuda"
+    q, k, v, config = _route_case()
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=64,
+                         **({"flop_budget": budget} if budget else {}))
+    kv_route(q, k, v, scale=0.125, mask="causal" if causal else None, config=config,
+             chunk_fn=recorder)
+    planned = planned_fused_calls(B=1, Hq=4, qL=16, kL=700, D=64, causal=causal, config=config,
+                                  backend_name=backend_name)
+    assert set(seen) == set(planned) and len(planned) == len(set(planned))

@@ -261,6 +261,26 @@ def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
     return calls
 
 
+def planned_fused_calls(*, B: int, Hq: int, qL: int, kL: int, D: int, causal: bool,
+                        config: ChunkConfig, backend_name: str) -> list[tuple[int, int, bool, bool]]:
+    """The (qL, keys, causal, float32 out) of each fused call the kv-chunks route (kv_route)
+    makes on this backend: on Metal the FLOP budget's query blocks and key chunks, elsewhere
+    fused_calls with the configured chunk size. For warming up exactly the variants a run uses."""
+    if backend_name != "metal":
+        return list(dict.fromkeys(fused_calls(qL=qL, kL=kL, causal=causal,
+                                              chunk_size=config.chunk_size,
+                                              splits_keys=backend_name == "cuda")))
+    plan = plan_work(B=B, Hq=Hq, qL=qL, kL=kL, D=D, budget=config.flop_budget)
+    calls = []
+    for a in range(0, qL, plan.q_block):
+        b = min(a + plan.q_block, qL)
+        keys = kL - qL + b if causal else kL
+        if keys > 0:
+            calls += fused_calls(qL=b - a, kL=keys, causal=causal, chunk_size=plan.chunk,
+                                 splits_keys=False)
+    return list(dict.fromkeys(calls))
+
+
 def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
             evaluate: bool = True, **kwargs) -> mx.array:
     """Query blocks through the stock fused kernel, each evaluated on its own."""
