@@ -68,7 +68,7 @@ def test_forced_chunking_matches_stock_logits(session):
     ref = _logits(session.model, ids)
     with sdpa.patched("chunked", threshold=128, chunk_size=100) as state:
         out = _logits(session.model, ids)
-    assert state.routes["kv-chunks"] == session.info.n_layers
+    assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == session.info.n_layers
     rel = 1e-2 if session.compute_dtype == "float16" else 2e-3
     assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     agree = mx.mean((mx.argmax(out, -1) == mx.argmax(ref, -1)).astype(mx.float32)).item()
