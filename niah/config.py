@@ -204,9 +204,13 @@ class RunConfig:
             kwargs[k] = tuple(v) if isinstance(v, list) else v
         return cls(**kwargs)
 
-    def hash(self) -> str:
-        """A stable hash of the fields that change what a trial measures."""
+    def hash(self, identity: dict | None = None) -> str:
+        """A stable hash of the fields that change what a trial measures, together with the
+        run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
+        versions: see niah.identity). Without an identity it covers the options alone."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
+        if identity:
+            d["identity"] = dict(sorted(identity.items()))
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

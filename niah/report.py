@@ -46,8 +46,13 @@ def _trial_seconds(r: dict) -> float:
     return float((r.get("ttft_s") or 0) + (r.get("decode_s") or 0))
 
 
-def row_label(r: dict) -> str:
+def row_label(r: dict, *, show_step: bool = False) -> str:
+    """Row suffix naming the per-trial axes that are not the grid's contexts and depths:
+    quantized KV bits, rotating window and (when several are reported) the prefill step,
+    so trials of different settings are never counted as samples of one cell."""
     parts = []
+    if show_step and r.get("prefill_step"):
+        parts.append(f"step{r['prefill_step']}")
     if r.get("kv_bits"):
         parts.append(f"kv{r['kv_bits']}")
     if r.get("max_kv_size"):
@@ -57,8 +62,10 @@ def row_label(r: dict) -> str:
 
 def cells(records: list[dict]) -> list[Cell]:
     groups: dict[tuple, list[dict]] = {}
+    show_step = len({r.get("prefill_step") for r in records}) > 1
     for r in records:
-        groups.setdefault((r["context"], row_label(r), r["depth"]), []).append(r)
+        groups.setdefault((r["context"], row_label(r, show_step=show_step), r["depth"]),
+                          []).append(r)
     out = []
     for (ctx, label, depth), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         scored = [r for r in rs if r["verdict"] != SKIP]
