@@ -209,10 +209,16 @@ class RunConfig:
         run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
         versions: see niah.identity). Without an identity it covers the options alone."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
+        for k, default in _TASK_DEFAULTS.items():  # single-needle configs keep their old hash
+            if d.get(k) == default:
+                d.pop(k)
         if identity:
             d["identity"] = dict(sorted(identity.items()))
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
 
 
 def default_model_path() -> str | None:

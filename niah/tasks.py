@@ -220,3 +220,18 @@ def score_trial(trial: TaskTrial, prompt: Prompt, response: str, *, kind: str) -
                         "boundary": place.boundary})
     return {"task": trial.task, "verdict": j.verdict, "score": round(j.score, 6),
             "needles": needles}
+
+
+def minimum_context(builder: PromptBuilder, config) -> int:
+    """Fewest tokens a prompt of this run's task can have (template, needles, question, one
+    haystack token)."""
+    if config.task == "single":
+        return builder.minimum_context()
+    trial = make_trial(task=config.task, needles=config.needles, depth=0.5, seed=config.seed,
+                       value_key="minimum", kind=config.value_kind, needle=config.needle,
+                       question=config.question, answer_prefix=config.answer_prefix,
+                       keys=config.keys)
+    tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
+    needles = sum(len(builder.needle_ids(n.value, template=trial.keyed_template(n)))
+                  for n in trial.needles)
+    return len(builder.head) + len(tail) + needles + 1
