@@ -40,7 +40,9 @@ def run(
     question: Optional[str] = typer.Option(None, "--question", help="Question asked after the haystack.", rich_help_panel=P_PROMPT),
     answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with.", rich_help_panel=P_PROMPT),
     value_kind: str = typer.Option("number", "--value-kind", help="Needle value: number (7 digits), uuid, words.", rich_help_panel=P_PROMPT),
-    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
+    needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
     max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
@@ -63,6 +65,7 @@ def run(
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     from . import config as C
+    from . import tasks
 
     try:
         if fail_under is not None and not 0 <= fail_under <= 1:
@@ -80,9 +83,8 @@ def run(
                 depths=C.parse_depths(depth),
                 samples=samples,
                 seed=seed,
-                needle=needle if needle is not None else C.DEFAULT_NEEDLE,
-                question=question if question is not None else C.DEFAULT_QUESTION,
-                answer_prefix=answer_prefix if answer_prefix is not None else C.DEFAULT_ANSWER_PREFIX,
+                **tasks.resolve(task=task, needles=needles, needle=needle, question=question,
+                                answer_prefix=answer_prefix),
                 value_kind=value_kind,
                 haystack=_haystack_arg(haystack),
                 prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
@@ -128,8 +130,13 @@ def _refuse_with_resume(ctx) -> None:
 
 
 def _haystack_arg(value: str) -> str:
+    from .haystack import named_source
+
     if value in ("prose", "noise"):
         return value
+    named = named_source(value)
+    if named is not None:
+        return named
     path = Path(value).expanduser()
     if not path.exists():
         raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")

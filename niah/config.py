@@ -266,6 +266,9 @@ class RunConfig:
     intro: str = DEFAULT_INTRO
     value_kind: str = DEFAULT_VALUE_KIND
     haystack: str = DEFAULT_HAYSTACK
+    task: str = "single"           # niah.tasks.TASKS; validated by niah.tasks.validate
+    needles: int = 1
+    keys: tuple[str, ...] = ()     # key vocabulary of keyed tasks (from datasets/keys.txt)
     prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
     max_tokens: int = DEFAULT_MAX_TOKENS
     sdpa: str = DEFAULT_SDPA_ROUTE
@@ -331,12 +334,16 @@ class RunConfig:
         """A stable hash of the fields that change what a trial measures, together with the
         run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
         versions: see niah.identity). Without an identity it covers the options alone."""
+        defaults = {**self._HASHED_WHEN_SET, **_TASK_DEFAULTS}
         d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED
-             and self._HASHED_WHEN_SET.get(k, object()) != v}
+             and defaults.get(k, object()) != v}
         if identity:
             d["identity"] = dict(sorted(identity.items()))
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
 
 
 def default_model_path() -> str | None:

@@ -20,8 +20,9 @@ from . import store
 from .config import RunConfig
 from .errors import NiahError
 from .haystack import PromptBuilder
-from .scoring import ERROR, SKIP, score
-from .trials import TrialSpec, assign_to_ranks, build_grid, prefix_groups
+from .scoring import ERROR, SKIP
+from .tasks import TaskTrial, build_prompt, make_trial, minimum_context, score_trial, validate
+from .trials import TrialSpec, assign_to_ranks, build_grid, prefix_groups, value_key
 
 
 @dataclass
@@ -221,7 +222,9 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro)
-    minimum = builder.minimum_context()
+    validate(task=config.task, needles=config.needles, needle=config.needle,
+             question=config.question, answer_prefix=config.answer_prefix, keys=config.keys)
+    minimum = minimum_context(builder, config)
     if min(config.contexts) < minimum:
         raise NiahError(f"context {min(config.contexts)} is too short for the template, needle "
                         f"and question ({minimum} tokens at least): use a longer --context")
@@ -292,22 +295,42 @@ def reuse_length(cached_ids, ids, *, step: int) -> int:
 
 def _run_group(run: _Run, group: list[TrialSpec], *, preflight: bool) -> None:
     """Trials sharing KV settings, in needle order, each reusing the last one's prefix."""
-    prompts = {s.key: run.builder.build(context=s.context, depth=s.depth, value=s.value)
-               for s in group}
+    trials = {s.key: task_trial(run.config, run.builder, s) for s in group}
+    prompts = {s.key: build_prompt(run.builder, trials[s.key], context=s.context) for s in group}
     group.sort(key=lambda s: (prompts[s.key].needle_index, s.context, s.sample))
     cached = None  # (cache, ids) of the previous trial
     for spec in group:
-        prompt = prompts[spec.key]
+        prompt, trial = prompts[spec.key], trials[spec.key]
         base = _base_record(run.config, spec, prompt, run.session.info, device=run.device,
                             chash=run.chash, identity=run.identity, rank=run.rank)
+        base.update(_task_fields(trial, prompt))
         skip = _preflight_skip(run, spec, base) if preflight else None
         if skip:
             record, cached = skip, None
         else:
-            record, cached = _run_trial(run, spec, prompt, base, cached)
+            record, cached = _run_trial(run, spec, prompt, base, cached, trial=trial)
         run.writer.write(record)
         run.progress.trial_done(record)
         run.ran += 1
+
+
+def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
+    """The needles of one trial: values drawn from the seed, never one the haystack holds."""
+    return make_trial(task=config.task, needles=config.needles, depth=spec.depth,
+                      seed=config.seed, value_key=value_key(spec), kind=config.value_kind,
+                      needle=config.needle, question=config.question,
+                      answer_prefix=config.answer_prefix, keys=config.keys,
+                      reject=lambda v: builder.value_occurs(v, context=spec.context))
+
+
+def _task_fields(trial: TaskTrial, prompt) -> dict:
+    """Record fields every trial carries before it is scored (SKIP and ERROR keep them)."""
+    return {"task": trial.task, "value": ", ".join(trial.expected), "score": None,
+            "needle_boundary": prompt.boundary,
+            "needles": [{"key": n.key, "value": n.value, "needle_index": p.index,
+                         "needle_depth": round(p.depth, 6), "found": None,
+                         "role": "target" if n.target else "distractor", "boundary": p.boundary}
+                        for n, p in zip(trial.needles, prompt.placements)]}
 
 
 def _preflight_skip(run: _Run, spec: TrialSpec, base: dict) -> dict | None:
@@ -327,7 +350,7 @@ def _preflight_skip(run: _Run, spec: TrialSpec, base: dict) -> dict | None:
     return {**base, "verdict": SKIP, "error": f"skipped: {est.reason()}"}
 
 
-def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached):
+def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial: TaskTrial):
     """Prefill (reusing the cached prefix when allowed), decode, score; the record and the
     cache to hand to the next trial."""
     config, session = run.config, run.session
@@ -344,7 +367,8 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached):
                                        max_kv_size=spec.max_kv_size)
         gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
                                prefill_step=spec.prefill_step, max_tokens=config.max_tokens)
-        record = {**base, **_gen_fields(gen), "verdict": score(gen.response, spec.value),
+        record = {**base, **_gen_fields(gen),
+                  **score_trial(trial, prompt, gen.response, kind=config.value_kind),
                   "sdpa_route": run.state.summary(),
                   "prefix_reuse": "reused" if reuse else (
                       "off" if not config.prefix_reuse else
@@ -355,7 +379,7 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached):
     except Exception as exc:  # OOM and backend errors: record, go on
         next_cached = None
         _free_memory()
-        record = {**base, "verdict": ERROR, "sdpa_route": run.state.summary(),
+        record = {**base, "verdict": ERROR, "score": 0.0, "sdpa_route": run.state.summary(),
                   "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
     record["elapsed_s"] = round(time.perf_counter() - t0, 4)
     return record, next_cached
