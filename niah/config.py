@@ -213,8 +213,9 @@ def check_needle_template(template: str) -> None:
 
 _CONFIG_KINDS = {
     "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out"), "a string"),
-    "int": (("samples", "seed", "max_tokens", "kv_group_size"), "a whole number"),
+              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling"), "a string"),
+    "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
+    "texts": (("keys",), "a list of strings"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
     "bool": (("allow_beyond_trained", "prefix_reuse"), "true or false"),
     "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
@@ -243,6 +244,7 @@ def _config_value(name: str, value):
         "ints?": lambda: is_list and all(v is None or whole(v) for v in value),
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
+        "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
     }[kind]()
     if not ok:
         shown = json.dumps(value)
