@@ -61,6 +61,11 @@ for section in "$@"; do
         --allow-beyond-trained
       niah_run qwen05-curve --model "$Q05" --context 4k,8k,16k,32k,64k,128k --depth 0:1:0.25 \
         --allow-beyond-trained ;;
+    tasks)
+      for task in multi-needle multi-key multi-value multi-query; do
+        niah_run "qwen15-task-$task" --model "$Q15" --task "$task" --context 4k,8k,16k,32k \
+          --depth 0:1:0.25
+      done ;;
     smollm2-128k)
       niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
       niah_run smollm2-128k-chunked --model "$SMOL" --context 128k --depth 0.5 --sdpa chunked \
