@@ -190,7 +190,7 @@ def format_context(tokens: int) -> str:
     return str(tokens)
 
 
-def check_needle_template(template: str) -> None:
+def check_needle_template(template: str, *, keyed: bool = False) -> None:
     """The needle is filled in with str.format(value=...): it must hold {value} (once or more),
     may hold literal braces written {{ and }}, and nothing else in braces."""
     fix = "write literal braces as {{ and }} and the value as {value}"
@@ -200,7 +200,7 @@ def check_needle_template(template: str) -> None:
     except ValueError:
         raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
     for name, spec, conv in fields:
-        if name != "value" or spec or conv:
+        if name not in (("value", "key") if keyed else ("value",)) or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
             raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
                             f"only {{value}} is filled in; {fix}")
@@ -294,7 +294,8 @@ class RunConfig:
     def __post_init__(self):
         if self.samples < 1:
             raise NiahError(f"--samples {self.samples} is not allowed: use 1 or more")
-        check_needle_template(self.needle)
+        check_needle_template(self.needle, keyed=self.task in ("multi-key", "multi-value",
+                                                               "multi-query"))
         if self.value_kind not in VALUE_KINDS:
             raise NiahError(
                 f"unknown value kind {self.value_kind!r}: use one of {', '.join(VALUE_KINDS)}"

@@ -64,7 +64,7 @@ for section in "$@"; do
     tasks)
       for task in multi-needle multi-key multi-value multi-query; do
         niah_run "qwen15-task-$task" --model "$Q15" --task "$task" --context 4k,8k,16k,32k \
-          --depth 0:1:0.25
+          --depth 0:1:0.25 --allow-beyond-trained
       done ;;
     smollm2-128k)
       niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
