@@ -110,6 +110,8 @@ def q_blocks(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chun
             if visible <= 0:  # lower-right aligned with qL > kL: these rows see no key
                 o = mx.zeros((B, Hq, b - a, v.shape[-1]), dtype=q.dtype)
                 lse = mx.full((B, Hq, b - a), -mx.inf, dtype=mx.float32)
+                if sinks is not None:  # the sink alone: lse is its logit, the output zero
+                    lse = mx.broadcast_to(sinks.astype(mx.float32)[None, :, None], lse.shape)
             else:
                 o, lse = kv_chunks(qb, k[:, :, :visible], v[:, :, :visible], scale=scale,
                                    mask="causal", sinks=sinks, chunk_size=chunk_size,
