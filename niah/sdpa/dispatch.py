@@ -9,15 +9,17 @@ Routes
 - ``kv-chunks``: keys split into chunks; each chunk gives (out, lse) from a fused kernel of
   niah's own where one passed its self-test, else from the plain-ops reference; chunks are
   merged by a streaming logsumexp merge and evaluated one at a time, so no GPU command buffer
-  spans the whole key range (the macOS watchdog is per command buffer).
+  spans the whole key range (the macOS watchdog is per command buffer). On Metal the work per
+  call is bounded by a FLOP budget (budget.py: key chunks, query blocks when needed, one launch
+  when it all fits). The route is logged as kv-chunks/fused or kv-chunks/reference, by what ran.
 - ``auto``: stock below the threshold; above it kv-chunks on Metal and CPU (watchdog, and
   bounded memory for the unfused CPU path). On CUDA (no watchdog, fused cuDNN): kv-chunks with
   niah's fused kernel for 2 <= qL <= CUDA_FUSED_MAX_QL, where its split-K launch beats stock
-  (H100, 32/8 heads, D 128: 4.9x at qL 16 and 1.8x at qL 64 over 128K-256K keys; 0.73x at
-  qL 256, 0.85x at decode), stock otherwise.
+  (README, measured on an H100), and only when its self-tests passed; stock otherwise.
 
 Configuration: arguments, then NIAH_SDPA_CHUNK_THRESHOLD / NIAH_SDPA_CHUNK_SIZE /
-NIAH_SDPA_Q_BLOCK, then MLX_SDPA_CHUNK_THRESHOLD / MLX_SDPA_CHUNK_SIZE, then the defaults.
+NIAH_SDPA_Q_BLOCK / NIAH_SDPA_FLOP_BUDGET, then MLX_SDPA_CHUNK_THRESHOLD / MLX_SDPA_CHUNK_SIZE,
+then the defaults.
 `FORCE_ROUTE` (or the `force_route` context manager) overrides the route for tests.
 """
 
@@ -31,9 +33,11 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from .. import backend as _backend_mod
-from .budget import DEFAULT_FLOP_BUDGET, WorkPlan, plan_work
+from .budget import DEFAULT_FLOP_BUDGET
+from .chunks import (_slice_mask_keys, _slice_mask_rows, fused_calls, kv_chunks,  # noqa: F401
+                     kv_route, planned_fused_calls, q_blocks, work_plan)
 from .merge import Accumulator
-from .reference import attention_with_lse, quantized_attention_with_lse
+from .reference import quantized_attention_with_lse
 
 DEFAULT_THRESHOLD = 65536
 DEFAULT_CHUNK_SIZE = 32768
@@ -136,149 +140,6 @@ def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
             return "kv-chunks"
         return "stock"
     return "kv-chunks"
-
-
-def _slice_mask_keys(mask, start: int, stop: int, kL: int):
-    if mask is None or isinstance(mask, str):
-        return mask
-    if mask.shape[-1] == 1 and kL != 1:
-        return mask
-    return mask[..., start:stop]
-
-
-def _slice_mask_rows(mask, start: int, stop: int):
-    if mask is None or isinstance(mask, str) or mask.ndim < 2 or mask.shape[-2] == 1:
-        return mask
-    return mask[..., start:stop, :]
-
-
-def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
-              chunk_fn=None, evaluate: bool = True) -> tuple[mx.array, mx.array]:
-    """Key-chunked attention with a streaming lse merge; returns (out, lse)."""
-    qL, kL = q.shape[2], k.shape[2]
-    shift_total = kL - qL  # causal: row i sees key j when j <= i + shift_total
-    causal = isinstance(mask, str)
-    if causal and mask != "causal":
-        raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
-    fn = chunk_fn or attention_with_lse
-    fused = hasattr(fn, "splits_keys")
-    if fused and fn.splits_keys:
-        # The fused CUDA kernel splits the keys on the device (split-K + combine) in one launch;
-        # host-side chunks exist for the Metal watchdog and would only add launches here.
-        chunk_size = max(chunk_size, kL)
-    if chunk_size >= kL:  # one chunk: no merge, no intermediate evaluation
-        return fn(q, k, v, scale=scale, mask=mask, sinks=sinks)
-    # Several chunks: fused partials stay float32 until the merge (one rounding, at the end).
-    extra = {"out_dtype": mx.float32} if fused else {}
-    acc = Accumulator()
-    for start in range(0, kL, chunk_size):
-        stop = min(start + chunk_size, kL)
-        if causal and start > (qL - 1) + shift_total:
-            break  # no row sees these keys
-        kc, vc = k[:, :, start:stop], v[:, :, start:stop]
-        chunk_sinks = sinks if start == 0 else None
-        if causal:
-            shift = shift_total - start
-            if shift >= stop - start - 1:  # every row sees the whole chunk
-                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks, **extra)
-            else:
-                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks,
-                              causal_shift=shift, **extra)
-        else:
-            out, lse = fn(q, kc, vc, scale=scale, mask=_slice_mask_keys(mask, start, stop, kL),
-                          sinks=chunk_sinks, **extra)
-        acc.add(out, lse)
-        if evaluate:
-            mx.eval(acc.out, acc.lse)
-    out, lse = acc.result()
-    return out.astype(q.dtype), lse
-
-
-def work_plan(q, k, *, config: ChunkConfig, fused: bool,
-              backend_name: str | None = None) -> WorkPlan:
-    """Query block and keys per call for the kv-chunks route. Metal: bounded by the FLOP budget
-    per command buffer (budget.plan_work; the fused kernel may take all keys in one launch, the
-    reference at most config.chunk_size). Elsewhere: all queries, config.chunk_size keys."""
-    B, Hq, qL, D = q.shape
-    if (backend_name or backend()) != "metal":
-        return WorkPlan(q_block=qL, chunk=config.chunk_size)
-    return plan_work(B=B, Hq=Hq, qL=qL, kL=k.shape[2], D=D, budget=config.flop_budget,
-                     max_chunk=None if fused else config.chunk_size)
-
-
-def kv_route(q, k, v, *, scale: float, mask=None, sinks=None, config: ChunkConfig, chunk_fn=None,
-             backend_name: str | None = None) -> tuple[mx.array, mx.array]:
-    """kv_chunks in the blocks and chunks of work_plan; (out, lse)."""
-    plan = work_plan(q, k, config=config, backend_name=backend_name,
-                     fused=chunk_fn is not None and hasattr(chunk_fn, "splits_keys"))
-    return q_blocks(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=plan.q_block,
-                    chunk_size=plan.chunk, chunk_fn=chunk_fn)
-
-
-def q_blocks(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chunk_size: int,
-             chunk_fn=None) -> tuple[mx.array, mx.array]:
-    """kv_chunks over blocks of query rows, each evaluated before the next; (out, lse)."""
-    B, Hq, qL, D = q.shape
-    kL = k.shape[2]
-    if q_block >= qL:
-        return kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks, chunk_size=chunk_size,
-                         chunk_fn=chunk_fn)
-    causal = isinstance(mask, str)
-    outs, lses = [], []
-    for a in range(0, qL, q_block):
-        b = min(a + q_block, qL)
-        qb = q[:, :, a:b]
-        if causal:
-            visible = kL - qL + b  # the block's last row sees keys [0, visible)
-            if visible <= 0:  # lower-right aligned with qL > kL: these rows see no key
-                o = mx.zeros((B, Hq, b - a, v.shape[-1]), dtype=q.dtype)
-                lse = mx.full((B, Hq, b - a), -mx.inf, dtype=mx.float32)
-            else:
-                o, lse = kv_chunks(qb, k[:, :, :visible], v[:, :, :visible], scale=scale,
-                                   mask="causal", sinks=sinks, chunk_size=chunk_size,
-                                   chunk_fn=chunk_fn)
-        else:
-            o, lse = kv_chunks(qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b),
-                               sinks=sinks, chunk_size=chunk_size, chunk_fn=chunk_fn)
-        mx.eval(o, lse)
-        outs.append(o)
-        lses.append(lse)
-    return mx.concatenate(outs, axis=2), mx.concatenate(lses, axis=2)
-
-
-def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
-                splits_keys: bool) -> list[tuple[int, int, bool, bool]]:
-    """The (qL, keys, causal, float32 out) of each fused call kv_chunks makes for these sizes."""
-    if splits_keys or chunk_size >= kL:
-        return [(qL, kL, causal, False)]
-    calls = []
-    for start in range(0, kL, chunk_size):
-        stop = min(start + chunk_size, kL)
-        shift = kL - qL - start
-        if causal and start > (qL - 1) + (kL - qL):
-            break
-        calls.append((qL, stop - start, causal and shift < stop - start - 1, True))
-    return calls
-
-
-def planned_fused_calls(*, B: int, Hq: int, qL: int, kL: int, D: int, causal: bool,
-                        config: ChunkConfig, backend_name: str) -> list[tuple[int, int, bool, bool]]:
-    """The (qL, keys, causal, float32 out) of each fused call the kv-chunks route (kv_route)
-    makes on this backend: on Metal the FLOP budget's query blocks and key chunks, elsewhere
-    fused_calls with the configured chunk size. For warming up exactly the variants a run uses."""
-    if backend_name != "metal":
-        return list(dict.fromkeys(fused_calls(qL=qL, kL=kL, causal=causal,
-                                              chunk_size=config.chunk_size,
-                                              splits_keys=backend_name == "cuda")))
-    plan = plan_work(B=B, Hq=Hq, qL=qL, kL=kL, D=D, budget=config.flop_budget)
-    calls = []
-    for a in range(0, qL, plan.q_block):
-        b = min(a + plan.q_block, qL)
-        keys = kL - qL + b if causal else kL
-        if keys > 0:
-            calls += fused_calls(qL=b - a, kL=keys, causal=causal, chunk_size=plan.chunk,
-                                 splits_keys=False)
-    return list(dict.fromkeys(calls))
 
 
 def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
