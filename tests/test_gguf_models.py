@@ -54,42 +54,16 @@ def test_qwen_k_quant_gguf_passes_a_1k_needle(qwen_path, tmp_path):
     assert rec["model_digest"] == QWEN_SHA and rec["weights"] == "q8/g64"
 
 
-def _sentencepiece_reference(meta):
-    """A SentencePiece processor built from the GGUF's own pieces, scores and types: an
-    independent implementation of the encoding (SentencePiece's C++ BPE)."""
-    spm = pytest.importorskip("sentencepiece")
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    kinds = pb.ModelProto.SentencePiece
-    by_type = {1: kinds.NORMAL, 2: kinds.UNKNOWN, 3: kinds.CONTROL, 4: kinds.USER_DEFINED,
-               5: kinds.UNUSED, 6: kinds.BYTE}
-    m = pb.ModelProto()
-    t = m.trainer_spec
-    t.model_type = pb.TrainerSpec.BPE
-    t.byte_fallback = True
-    t.unk_id, t.bos_id = int(meta["tokenizer.ggml.unknown_token_id"]), int(meta["tokenizer.ggml.bos_token_id"])
-    t.eos_id, t.pad_id = int(meta["tokenizer.ggml.eos_token_id"]), int(meta["tokenizer.ggml.padding_token_id"])
-    n = m.normalizer_spec
-    n.name, n.add_dummy_prefix, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, False, True
-    types = meta["tokenizer.ggml.token_type"].tolist()
-    for i, (piece, score) in enumerate(zip(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.scores"].tolist())):
-        p = m.pieces.add()
-        # llama.cpp writes user-defined pieces with real spaces; SentencePiece keeps U+2581.
-        p.piece = piece.replace(" ", "\u2581") if types[i] == 4 else piece
-        p.score = score
-        p.type = kinds.UNKNOWN if i == t.unk_id else by_type[types[i]]
-    return spm.SentencePieceProcessor(model_proto=m.SerializeToString())
-
-
 @pytest.mark.slow
 def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
     from niah.gguf_read import parse_header
-    from niah.gguf_tokenizer import build_tokenizer
+    from niah.gguf_tokenizer import build_tokenizer, sentencepiece_reference
     from niah.haystack import Haystack
 
+    pytest.importorskip("sentencepiece")
     meta = parse_header(gemma_path).meta
     ours = build_tokenizer(meta)
-    ref = _sentencepiece_reference(meta)
+    ref = sentencepiece_reference(meta)
     texts = ["Hello world", "The secret passkey is 4829173.", "  two  spaces\n\nnewlines\n\n\n end",
              "naïve café 東京 🤖 x\u2581y \t tab", "What is the secret passkey mentioned in the text above?"
              "\n\nThe secret passkey is", "a" * 50 + " " * 7 + "\n" * 3]
