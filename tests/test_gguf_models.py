@@ -75,6 +75,13 @@ def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
     assert ours.encode("Hi")[0] == ours.bos_token_id == 2  # add_bos_token in the metadata
     ids = ref.encode(texts[-1])
     assert ours.decode(ids) == ref.decode(ids)
+    # No chat template: a plain prompt that starts with BOS (once) and ends with the answer prefix.
+    from niah.haystack import PromptBuilder
+
+    assert not ours.chat_template
+    prompt = PromptBuilder(ours).build(context=600, depth=0.5, value="1234567").ids
+    assert prompt[0] == 2 and int((prompt == 2).sum()) == 1
+    assert ours.decode(prompt[-8:].tolist()).endswith("\n\nThe secret passkey is")
 
 
 @pytest.fixture(scope="module")
