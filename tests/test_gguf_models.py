@@ -129,3 +129,22 @@ def test_gemma_chunked_sdpa_matches_stock_with_sliding_windows(gemma):
     assert state.routes.get("kv-chunks") == gemma.info.n_layers
     assert mx.abs(out - ref).max().item() < 2e-3 * max(1.0, mx.abs(ref).max().item())
     assert mx.argmax(out[0, -1]).item() == mx.argmax(ref[0, -1]).item()
+
+
+@pytest.mark.slow
+def test_converted_gemma_folder_generates_what_niah_generates(gemma_path, tmp_path):
+    from mlx_lm import generate, load
+    from mlx_lm.sample_utils import make_sampler
+
+    from niah.convert import convert
+    from niah.model import ModelSession
+
+    gemma = ModelSession(gemma_path, dequantize=False)  # the same quantized matmuls as mlx-lm
+    done = convert(gemma_path, tmp_path / "gemma", quant="auto")
+    assert done.model_type == "gemma3_text" and done.weights == "q8/g64"
+    model, wrapper = load(str(done.folder))
+    ids = wrapper.encode("The capital of France is")
+    assert ids == gemma.tokenizer.encode("The capital of France is") and ids[0] == 2
+    theirs = generate(model, wrapper, ids, max_tokens=8, sampler=make_sampler(temp=0.0))
+    ours = gemma.generate(ids, cache=gemma.make_cache(), max_tokens=8).response
+    assert theirs.strip() and theirs == ours
