@@ -30,6 +30,7 @@ def _fail(exc: NiahError) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     context: str = typer.Option("1k,2k", "--context", "-c", help="Context lengths: 8000, 4k, 128k, 1m; comma list.", rich_help_panel=P_PROMPT),
     depth: str = typer.Option("0,0.5,1", "--depth", "-d", help="Needle depths 0..1: list 0,0.5,1 or range 0:1:0.1.", rich_help_panel=P_PROMPT),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="mlx-lm hub id, MLX model folder, or .gguf file (default: embedded SmolLM2-135M-Instruct).", rich_help_panel=P_RUN),
@@ -39,7 +40,9 @@ def run(
     question: Optional[str] = typer.Option(None, "--question", help="Question asked after the haystack.", rich_help_panel=P_PROMPT),
     answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with.", rich_help_panel=P_PROMPT),
     value_kind: str = typer.Option("number", "--value-kind", help="Needle value: number (7 digits), uuid, words.", rich_help_panel=P_PROMPT),
-    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
+    needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
     max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
@@ -62,6 +65,7 @@ def run(
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     from . import config as C
+    from . import tasks
 
     try:
         if fail_under is not None and not 0 <= fail_under <= 1:
@@ -69,6 +73,7 @@ def run(
         if resume is not None:
             from .store import load_config
 
+            _refuse_with_resume(ctx)
             cfg = load_config(resume)
             folder = resume
         else:
@@ -78,9 +83,8 @@ def run(
                 depths=C.parse_depths(depth),
                 samples=samples,
                 seed=seed,
-                needle=needle if needle is not None else C.DEFAULT_NEEDLE,
-                question=question if question is not None else C.DEFAULT_QUESTION,
-                answer_prefix=answer_prefix if answer_prefix is not None else C.DEFAULT_ANSWER_PREFIX,
+                **tasks.resolve(task=task, needles=needles, needle=needle, question=question,
+                                answer_prefix=answer_prefix),
                 value_kind=value_kind,
                 haystack=_haystack_arg(haystack),
                 prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
@@ -108,9 +112,31 @@ def run(
         _fail(exc)
 
 
+# Options --resume can take along: they change how the run reports, not what it measures.
+RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet"}
+
+
+def _refuse_with_resume(ctx) -> None:
+    """--resume takes every option from the run folder: one given too would be ignored."""
+    given = [p for p in ctx.command.params
+             if p.name not in RESUME_COMPATIBLE
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        p = given[0]
+        flag = p.secondary_opts[0] if p.secondary_opts and ctx.params.get(p.name) is False \
+            else p.opts[0]
+        raise NiahError(f"{flag} cannot be combined with --resume (the run folder's own "
+                        f"options are used): drop {flag}, or start a new run without --resume")
+
+
 def _haystack_arg(value: str) -> str:
+    from .haystack import named_source
+
     if value in ("prose", "noise"):
         return value
+    named = named_source(value)
+    if named is not None:
+        return named
     path = Path(value).expanduser()
     if not path.exists():
         raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")
@@ -160,10 +186,12 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             bar = runner.Progress()  # one progress bar, on rank 0
         result = runner.run_sweep(cfg, folder=folder, progress=bar,
                                   rank=rank if world > 1 else None, world=world)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         bar.stop()
+        where = getattr(exc, "folder", None)
         typer.echo("interrupted: finished trials are saved; run the same command again or "
-                   "niah run --resume <run folder> to finish the rest", err=True)
+                   f"niah run --resume {where if where else '<run folder>'} to finish the rest",
+                   err=True)
         raise typer.Exit(code=130)
     finally:
         bar.stop()
@@ -233,23 +261,27 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         cfg = store.load_config(folder)
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
-            recs = list(store.latest_by_key(store.read_trials(folder)).values())
+            recs = list(store.latest_by_key(store.folder_records(folder)).values())
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         if not recs:
             raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
         loaded.append((str(folder), cfg, recs))
-    hashes = {cfg.hash() for _, cfg, _ in loaded}
-    if len(loaded) > 1 and len(hashes) > 1 and not compare:
-        raise NiahError("these runs have different configs: pass --compare to compare them "
-                        "cell by cell, or report them one at a time")
+    experiments = {_experiment(folder, recs) for folder, _, recs in loaded}
+    if len(experiments) > 1 and not compare:
+        raise NiahError("these runs are different experiments (" +
+                        "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments)) +
+                        "): pass --compare to see them side by side, or report them one at a time")
     if compare and len(loaded) < 2:
         raise NiahError("--compare needs two or more run folders")
     if compare:
         typer.echo(report.compare([(Path(n).name, r) for n, _, r in loaded]))
         records = [r for _, _, recs in loaded for r in recs]
     else:
-        records = [r for _, _, recs in loaded for r in recs]
+        # One experiment in several folders: a trial key is one needle, counted once.
+        records = list(store.latest_by_key(
+            sorted((r for _, _, recs in loaded for r in recs),
+                   key=lambda r: store.written_at(r))).values())
         for name, cfg, recs in loaded:
             typer.echo(f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}")
         typer.echo("")
@@ -278,6 +310,17 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         if acc < fail_under:
             typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
             raise typer.Exit(code=1)
+
+
+def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
+    """What makes two run folders the same experiment: the hash of their config and identity
+    (model, haystack, backend, versions...: recomputed, so an edited config.json counts as
+    another experiment) and, for folders written before the hash covered the device, the
+    devices their records name."""
+    from . import store
+
+    devices = tuple(sorted({str(r.get("device")) for r in records}))
+    return (store.load_config(folder).hash(store.stored_identity(folder)), devices)
 
 
 @app.command()

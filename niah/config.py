@@ -1,8 +1,10 @@
 """Configuration dataclasses, DEFAULT_* constants and parsing of user-facing values.
 
 Parses contexts ("128k" = 131072, "1m" = 1048576, "8000"), depth lists ("0,0.25,0.5") and
-ranges ("0:1:0.1", end inclusive), and integer axes ("4,8"). Every parse error raises
-NiahError with one line naming the bad value and the fix.
+ranges ("0:1:0.1": the stop included only when the steps hit it, at most MAX_RANGE_VALUES
+values), integer axes ("4,8"), needle templates ({value}, literal braces as {{ }}) and run
+configs read back from config.json. Every error raises NiahError with one line naming the bad
+value and the fix.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
+import string
 from dataclasses import dataclass, field
 
 from .errors import NiahError
@@ -38,6 +42,7 @@ DEFAULT_KV_GROUP_SIZE = 64
 GGUF_QUANTS = ("auto", "q8", "q4", "f16")
 ROPE_KINDS = ("yarn", "linear")
 MAX_CONTEXT = 16 * 1024 * 1024
+MAX_RANGE_VALUES = 1001          # most values a start:stop:step range may give
 
 _CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -70,29 +75,50 @@ def parse_contexts(text: str) -> tuple[int, ...]:
 
 def _parse_float(text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise NiahError(f"bad {what} {text!r}: use a number between 0 and 1 like 0.5") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise NiahError(f"bad {what} {text!r}: use a number between 0 and 1 like 0.5")
+    return value
+
+
+def parse_range(text: str, *, what: str, example: str = "0:1:0.1",
+                limit: int = MAX_RANGE_VALUES) -> list[float]:
+    """Parse "start:stop:step" into start, start + step, ... up to stop. The stop is included
+    only when the steps hit it (within a relative tolerance of 1e-9 steps); never beyond it.
+    More than `limit` values is an error, computed before any list is built."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise NiahError(f"bad {what} range {text!r}: use start:stop:step like {example}")
+    try:
+        start, stop, step = (float(p) for p in parts)
+    except ValueError:
+        start = stop = step = math.nan
+    if not all(math.isfinite(v) for v in (start, stop, step)):
+        raise NiahError(f"bad {what} range {text!r}: start, stop and step must be finite "
+                        f"numbers, like {example}")
+    if step <= 0 or stop < start:
+        raise NiahError(
+            f"bad {what} range {text!r}: step must be > 0 and stop >= start, like {example}"
+        )
+    steps = (stop - start) / step
+    n = math.floor(steps + 1e-9 * max(1.0, steps)) if steps < limit else limit
+    if n + 1 > limit:
+        raise NiahError(f"{what} range {text!r} gives more than the {limit} values allowed: "
+                        "use a larger step")
+    values = [round(start + i * step, 12) for i in range(n + 1)]
+    values[-1] = min(values[-1], stop)  # a hit within the tolerance is the stop itself
+    return values
 
 
 def parse_depths(text: str) -> tuple[float, ...]:
-    """Parse depths: a list "0,0.5,1" or a range "start:stop:step" (stop included)."""
+    """Parse depths: a list "0,0.5,1" or a range "start:stop:step" (see parse_range)."""
     text = str(text).strip()
     if not text:
         raise NiahError("empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1")
     if ":" in text:
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise NiahError(f"bad depth range {text!r}: use start:stop:step like 0:1:0.1")
-        start, stop, step = (_parse_float(p, "depth range part") for p in parts)
-        if step <= 0 or stop < start:
-            raise NiahError(
-                f"bad depth range {text!r}: step must be > 0 and stop >= start, like 0:1:0.1"
-            )
-        n = int(round((stop - start) / step + 1e-9))
-        values = [round(start + i * step, 6) for i in range(n + 1)]
-        if values[-1] < stop - 1e-9 and abs(values[-1] + step - stop) < 1e-6:
-            values.append(stop)
+        values = parse_range(text, what="depth")
     else:
         values = [_parse_float(p.strip(), "depth") for p in text.split(",") if p.strip()]
     for v in values:
@@ -164,6 +190,69 @@ def format_context(tokens: int) -> str:
     return str(tokens)
 
 
+def check_needle_template(template: str) -> None:
+    """The needle is filled in with str.format(value=...): it must hold {value} (once or more),
+    may hold literal braces written {{ and }}, and nothing else in braces."""
+    fix = "write literal braces as {{ and }} and the value as {value}"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:
+        raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
+    for name, spec, conv in fields:
+        if name != "value" or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
+                            f"only {{value}} is filled in; {fix}")
+    if not fields:
+        raise NiahError(
+            "the needle template has no {value} placeholder: write it like "
+            "'The secret passkey is {value}.'"
+        )
+
+
+_CONFIG_KINDS = {
+    "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
+              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling"), "a string"),
+    "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
+    "texts": (("keys",), "a list of strings"),
+    "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
+    "bool": (("allow_beyond_trained", "prefix_reuse"), "true or false"),
+    "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
+    "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
+    "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),
+    "dict": (("extra",), "an object"),
+}
+
+
+def _config_value(name: str, value):
+    """One field of a config read back from JSON, type-checked; lists become tuples."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def depth(v):
+        return (whole(v) or isinstance(v, float)) and 0 <= v <= 1
+
+    kind = next(k for k, (names, _) in _CONFIG_KINDS.items() if name in names)
+    is_list = isinstance(value, (list, tuple)) and len(value) > 0
+    ok = {
+        "text": lambda: isinstance(value, str),
+        "int": lambda: whole(value),
+        "int?": lambda: value is None or whole(value),
+        "bool": lambda: isinstance(value, bool),
+        "ints": lambda: is_list and all(whole(v) and v > 0 for v in value),
+        "ints?": lambda: is_list and all(v is None or whole(v) for v in value),
+        "depths": lambda: is_list and all(depth(v) for v in value),
+        "dict": lambda: isinstance(value, dict),
+        "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+    }[kind]()
+    if not ok:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise NiahError(f"config field {name!r} is {shown}: expected {_CONFIG_KINDS[kind][1]}")
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; its hash names the run folder and tags each trial."""
@@ -179,6 +268,9 @@ class RunConfig:
     intro: str = DEFAULT_INTRO
     value_kind: str = DEFAULT_VALUE_KIND
     haystack: str = DEFAULT_HAYSTACK
+    task: str = "single"           # niah.tasks.TASKS; validated by niah.tasks.validate
+    needles: int = 1
+    keys: tuple[str, ...] = ()     # key vocabulary of keyed tasks (from datasets/keys.txt)
     prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
     max_tokens: int = DEFAULT_MAX_TOKENS
     sdpa: str = DEFAULT_SDPA_ROUTE
@@ -202,11 +294,7 @@ class RunConfig:
     def __post_init__(self):
         if self.samples < 1:
             raise NiahError(f"--samples {self.samples} is not allowed: use 1 or more")
-        if "{value}" not in self.needle:
-            raise NiahError(
-                "the needle template has no {value} placeholder: write it like "
-                "'The secret passkey is {value}.'"
-            )
+        check_needle_template(self.needle)
         if self.value_kind not in VALUE_KINDS:
             raise NiahError(
                 f"unknown value kind {self.value_kind!r}: use one of {', '.join(VALUE_KINDS)}"
@@ -231,23 +319,33 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """A config read back from JSON (config.json): every known field type-checked, unknown
+        keys ignored; a bad one raises NiahError naming the field."""
+        if not isinstance(d, dict):
+            raise NiahError(f"the config is {type(d).__name__ if d is not None else 'null'}, "
+                            "not a JSON object")
+        if "model" not in d:
+            raise NiahError("the config has no 'model' field")
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for k, v in d.items():
-            if k not in names:
-                continue
-            kwargs[k] = tuple(v) if isinstance(v, list) else v
-        return cls(**kwargs)
+        return cls(**{k: _config_value(k, v) for k, v in d.items() if k in names})
 
     # Fields added later: hashed only when set, so older run folders keep their hash.
     _HASHED_WHEN_SET = {"gguf_quant": "auto", "rope_scaling": "model"}
 
-    def hash(self) -> str:
-        """A stable hash of the fields that change what a trial measures."""
+    def hash(self, identity: dict | None = None) -> str:
+        """A stable hash of the fields that change what a trial measures, together with the
+        run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
+        versions: see niah.identity). Without an identity it covers the options alone."""
+        defaults = {**self._HASHED_WHEN_SET, **_TASK_DEFAULTS}
         d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED
-             and self._HASHED_WHEN_SET.get(k, object()) != v}
+             and defaults.get(k, object()) != v}
+        if identity:
+            d["identity"] = dict(sorted(identity.items()))
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
 
 
 def default_model_path() -> str | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NiahError
+from .identity import file_digest  # noqa: F401 - re-exported: the GGUF's digest
 
 NATIVE_TYPES = frozenset({"F32", "F16", "Q4_0", "Q4_1", "Q8_0"})
 QUANT_MODES = ("auto", "q8", "q4", "f16")
@@ -41,21 +42,6 @@ class RawGGUF:
     quantized: dict = field(default_factory=dict)
     types: dict = field(default_factory=dict)      # GGUF type name -> tensor count
     weights: str = ""                              # e.g. "native", "q8/g64", "f16"
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of the file, computed once per (path, size, mtime) in this process."""
-    st = os.stat(path)
-    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_file(path: Path) -> None:

@@ -98,7 +98,7 @@ def test_model_dependent_bad_input(tmp_path, monkeypatch):
         (["--model", "mlx-community/not-a-real-model-xyz"],
          "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
         (["--context", "16k"],
-         "error: context 16384 is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+         "error: context 16384 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "50"],
          "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
     ]
