@@ -127,7 +127,8 @@ def test_gemma_chunked_sdpa_matches_stock_with_sliding_windows(gemma):
     with sdpa.patched("chunked", threshold=128, chunk_size=200) as state:
         out = gemma.model(x).astype(mx.float32)
     assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == gemma.info.n_layers
-    assert mx.abs(out - ref).max().item() < 2e-3 * max(1.0, mx.abs(ref).max().item())
+    rel = 1e-2 if gemma.compute_dtype == "float16" else 2e-3
+    assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     assert mx.argmax(out[0, -1]).item() == mx.argmax(ref[0, -1]).item()
 
 
@@ -137,12 +138,14 @@ def test_converted_gemma_folder_generates_what_niah_generates(gemma_path, tmp_pa
     from mlx_lm.sample_utils import make_sampler
 
     from niah.convert import convert
-    from niah.model import ModelSession
+    from niah.model import ModelSession, cast_floats
 
     gemma = ModelSession(gemma_path, dequantize=False)  # the same quantized matmuls as mlx-lm
     done = convert(gemma_path, tmp_path / "gemma", quant="auto")
     assert done.model_type == "gemma3_text" and done.weights == "q8/g64"
     model, wrapper = load(str(done.folder))
+    if gemma.compute_dtype == "float16":  # on a GPU niah runs float16 activations
+        cast_floats(model, "float16")
     ids = wrapper.encode("The capital of France is")
     assert ids == gemma.tokenizer.encode("The capital of France is") and ids[0] == 2
     theirs = generate(model, wrapper, ids, max_tokens=8, sampler=make_sampler(temp=0.0))
