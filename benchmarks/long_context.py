@@ -66,6 +66,9 @@ def _free():
 
 
 def main() -> None:
+    from niah.blas import ensure_fast_blas
+
+    ensure_fast_blas()  # Linux CPU: re-exec with OpenBLAS preloaded, as the CLI does
     import mlx.core as mx
     from mlx_lm import load
 

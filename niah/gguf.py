@@ -138,8 +138,9 @@ def model_args(meta: dict) -> dict:
             "rope_local_base_freq": 10000.0,
             "sliding_window": int(g("attention.sliding_window", 512)),
             "sliding_window_pattern": 6,
-            "query_pre_attn_scalar": float(hidden // heads if args["num_hidden_layers"] == 62
-                                           else head_dim),
+            # an int, as transformers' Gemma3TextConfig validates it (niah convert's folders)
+            "query_pre_attn_scalar": hidden // heads if args["num_hidden_layers"] == 62
+            else head_dim,
         })
     return args
 

@@ -10,14 +10,11 @@ numpy. The weights then become what the user chose (`QUANT_MODES`):
 - ``f16``: every 2-D weight in float16.
 
 One-dimensional tensors (norms, biases) stay float32 in every mode, as `mx.load` gives them.
-The file's identity is its sha256, memoised per (path, size, mtime) within a process.
+The file's identity is niah.identity's digest (sha256), memoised per (path, size, mtime).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -146,3 +146,34 @@ def _prepend_bos(hf) -> None:
     bos, bos_id = hf.bos_token, hf.bos_token_id
     hf.backend_tokenizer.post_processor = TemplateProcessing(
         single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, bos_id)])
+
+
+def sentencepiece_reference(meta: dict):
+    """A `sentencepiece` processor built from a llama-kind GGUF's pieces, scores and types:
+    SentencePiece's own C++ BPE, the independent check of the tokenizer above (tests and
+    scripts/check_gguf_tokenizer.py; needs the sentencepiece package)."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    kinds = pb.ModelProto.SentencePiece
+    by_type = {1: kinds.NORMAL, 2: kinds.UNKNOWN, 3: kinds.CONTROL, 4: kinds.USER_DEFINED,
+               5: kinds.UNUSED, 6: kinds.BYTE}
+    m = pb.ModelProto()
+    t = m.trainer_spec
+    t.model_type = pb.TrainerSpec.BPE
+    t.byte_fallback = True
+    for field, key in (("unk_id", "unknown"), ("bos_id", "bos"), ("eos_id", "eos"),
+                       ("pad_id", "padding")):
+        setattr(t, field, int(_scalar(meta, f"tokenizer.ggml.{key}_token_id", -1)))
+    n = m.normalizer_spec
+    n.name, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, True
+    n.add_dummy_prefix = bool(_scalar(meta, "tokenizer.ggml.add_space_prefix", True))
+    types = list(meta["tokenizer.ggml.token_type"].tolist())
+    scores = meta["tokenizer.ggml.scores"].tolist()
+    for i, piece in enumerate(meta["tokenizer.ggml.tokens"]):
+        p = m.pieces.add()
+        # llama.cpp writes user-defined pieces with real spaces; SentencePiece keeps U+2581.
+        p.piece = piece.replace(" ", SPACE) if types[i] == _USER_DEFINED else piece
+        p.score = scores[i]
+        p.type = kinds.UNKNOWN if i == t.unk_id else by_type[types[i]]
+    return spm.SentencePieceProcessor(model_proto=m.SerializeToString())

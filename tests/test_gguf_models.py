@@ -54,42 +54,16 @@ def test_qwen_k_quant_gguf_passes_a_1k_needle(qwen_path, tmp_path):
     assert rec["model_digest"] == QWEN_SHA and rec["weights"] == "q8/g64"
 
 
-def _sentencepiece_reference(meta):
-    """A SentencePiece processor built from the GGUF's own pieces, scores and types: an
-    independent implementation of the encoding (SentencePiece's C++ BPE)."""
-    spm = pytest.importorskip("sentencepiece")
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    kinds = pb.ModelProto.SentencePiece
-    by_type = {1: kinds.NORMAL, 2: kinds.UNKNOWN, 3: kinds.CONTROL, 4: kinds.USER_DEFINED,
-               5: kinds.UNUSED, 6: kinds.BYTE}
-    m = pb.ModelProto()
-    t = m.trainer_spec
-    t.model_type = pb.TrainerSpec.BPE
-    t.byte_fallback = True
-    t.unk_id, t.bos_id = int(meta["tokenizer.ggml.unknown_token_id"]), int(meta["tokenizer.ggml.bos_token_id"])
-    t.eos_id, t.pad_id = int(meta["tokenizer.ggml.eos_token_id"]), int(meta["tokenizer.ggml.padding_token_id"])
-    n = m.normalizer_spec
-    n.name, n.add_dummy_prefix, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, False, True
-    types = meta["tokenizer.ggml.token_type"].tolist()
-    for i, (piece, score) in enumerate(zip(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.scores"].tolist())):
-        p = m.pieces.add()
-        # llama.cpp writes user-defined pieces with real spaces; SentencePiece keeps U+2581.
-        p.piece = piece.replace(" ", "\u2581") if types[i] == 4 else piece
-        p.score = score
-        p.type = kinds.UNKNOWN if i == t.unk_id else by_type[types[i]]
-    return spm.SentencePieceProcessor(model_proto=m.SerializeToString())
-
-
 @pytest.mark.slow
 def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
     from niah.gguf_read import parse_header
-    from niah.gguf_tokenizer import build_tokenizer
+    from niah.gguf_tokenizer import build_tokenizer, sentencepiece_reference
     from niah.haystack import Haystack
 
+    pytest.importorskip("sentencepiece")
     meta = parse_header(gemma_path).meta
     ours = build_tokenizer(meta)
-    ref = _sentencepiece_reference(meta)
+    ref = sentencepiece_reference(meta)
     texts = ["Hello world", "The secret passkey is 4829173.", "  two  spaces\n\nnewlines\n\n\n end",
              "naïve café 東京 🤖 x\u2581y \t tab", "What is the secret passkey mentioned in the text above?"
              "\n\nThe secret passkey is", "a" * 50 + " " * 7 + "\n" * 3]
@@ -101,6 +75,13 @@ def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
     assert ours.encode("Hi")[0] == ours.bos_token_id == 2  # add_bos_token in the metadata
     ids = ref.encode(texts[-1])
     assert ours.decode(ids) == ref.decode(ids)
+    # No chat template: a plain prompt that starts with BOS (once) and ends with the answer prefix.
+    from niah.haystack import PromptBuilder
+
+    assert not ours.chat_template
+    prompt = PromptBuilder(ours).build(context=600, depth=0.5, value="1234567").ids
+    assert prompt[0] == 2 and int((prompt == 2).sum()) == 1
+    assert ours.decode(prompt[-8:].tolist()).endswith("\n\nThe secret passkey is")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +126,28 @@ def test_gemma_chunked_sdpa_matches_stock_with_sliding_windows(gemma):
     ref = gemma.model(x).astype(mx.float32)
     with sdpa.patched("chunked", threshold=128, chunk_size=200) as state:
         out = gemma.model(x).astype(mx.float32)
-    assert state.routes.get("kv-chunks") == gemma.info.n_layers
-    assert mx.abs(out - ref).max().item() < 2e-3 * max(1.0, mx.abs(ref).max().item())
+    assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == gemma.info.n_layers
+    rel = 1e-2 if gemma.compute_dtype == "float16" else 2e-3
+    assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     assert mx.argmax(out[0, -1]).item() == mx.argmax(ref[0, -1]).item()
+
+
+@pytest.mark.slow
+def test_converted_gemma_folder_generates_what_niah_generates(gemma_path, tmp_path):
+    from mlx_lm import generate, load
+    from mlx_lm.sample_utils import make_sampler
+
+    from niah.convert import convert
+    from niah.model import ModelSession, cast_floats
+
+    gemma = ModelSession(gemma_path, dequantize=False)  # the same quantized matmuls as mlx-lm
+    done = convert(gemma_path, tmp_path / "gemma", quant="auto")
+    assert done.model_type == "gemma3_text" and done.weights == "q8/g64"
+    model, wrapper = load(str(done.folder))
+    if gemma.compute_dtype == "float16":  # on a GPU niah runs float16 activations
+        cast_floats(model, "float16")
+    ids = wrapper.encode("The capital of France is")
+    assert ids == gemma.tokenizer.encode("The capital of France is") and ids[0] == 2
+    theirs = generate(model, wrapper, ids, max_tokens=8, sampler=make_sampler(temp=0.0))
+    ours = gemma.generate(ids, cache=gemma.make_cache(), max_tokens=8).response
+    assert theirs.strip() and theirs == ours

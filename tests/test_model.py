@@ -21,6 +21,11 @@ def test_tensor_name_mapping():
     assert map_tensor_name("token_embd.biases") == "model.embed_tokens.biases"
     assert map_tensor_name("output.weight") == "lm_head.weight"
     assert map_tensor_name("rope_freqs.weight") is None
+    # Gemma: ffn_norm is the pre-feed-forward norm; two post norms exist.
+    assert map_tensor_name("blk.0.ffn_norm.weight") == "model.layers.0.post_attention_layernorm.weight"
+    assert map_tensor_name("blk.0.ffn_norm.weight", "gemma3") == "model.layers.0.pre_feedforward_layernorm.weight"
+    assert map_tensor_name("blk.2.post_attention_norm.weight", "gemma3") == "model.layers.2.post_attention_layernorm.weight"
+    assert map_tensor_name("blk.2.post_ffw_norm.weight", "gemma3") == "model.layers.2.post_feedforward_layernorm.weight"
 
 
 def _logits(model, ids):
