@@ -93,16 +93,19 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
 
 
 def check_contexts(config: RunConfig, trained: int | None) -> list[str]:
-    """Refuse contexts beyond the trained length unless allowed; return warnings."""
+    """Refuse contexts whose prompt plus decoded tokens (--max-tokens) pass the trained length,
+    unless allowed; return warnings."""
     if trained is None:
         return []
-    beyond = [c for c in config.contexts if c > trained]
+    beyond = [c for c in config.contexts if c + config.max_tokens > trained]
     if beyond and not config.allow_beyond_trained:
         raise NiahError(
-            f"context {max(beyond)} is beyond the model's trained length of {trained} tokens: "
-            "use a shorter --context or pass --allow-beyond-trained"
+            f"context {max(beyond)} plus --max-tokens {config.max_tokens} is beyond the model's "
+            f"trained length of {trained} tokens: use a shorter --context or pass "
+            "--allow-beyond-trained"
         )
-    return [f"context {c} is beyond the trained length {trained} (allowed, recorded)" for c in beyond]
+    return [f"context {c} plus --max-tokens {config.max_tokens} is beyond the trained length "
+            f"{trained} (allowed, recorded)" for c in beyond]
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
