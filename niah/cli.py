@@ -174,9 +174,7 @@ def _check_out(out: str) -> None:
     """Refuse, before the model loads, an --out that cannot hold run folders."""
     if not out.strip():
         raise NiahError("--out is empty: give a folder for run folders, like --out results")
-    probe = Path(out)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _existing_ancestor(Path(out))
     if not probe.is_dir():
         raise NiahError(f"cannot write to output folder {out!r} ({str(probe)!r} is a file): "
                         "choose a writable --out")
@@ -189,9 +187,15 @@ def _listing(folder: Path) -> Optional[set]:
     return set(os.listdir(folder)) if folder.is_dir() else None
 
 
-def _remove_unstarted(out: Path, before: Optional[set]) -> None:
-    """After a run refused its input: remove the run folders (and --out) this call created
-    that hold no trial, so bad input leaves nothing behind."""
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _remove_unstarted(out: Path, before: Optional[set], *, existed: Path) -> None:
+    """After a run refused its input: remove the run folders this call created that hold no
+    trial, and the folders of --out it created, so bad input leaves nothing behind."""
     import shutil
 
     after = _listing(out)
@@ -201,8 +205,13 @@ def _remove_unstarted(out: Path, before: Optional[set]) -> None:
         folder = out / name
         if folder.is_dir() and not any(folder.glob("trials*.jsonl")):
             shutil.rmtree(folder, ignore_errors=True)
-    if before is None and not os.listdir(out):
-        out.rmdir()
+    folder = out
+    while folder != existed and folder != folder.parent:  # --out and parents made by this call
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            break
+        folder = folder.parent
 
 
 def _progress(*, quiet: bool, console):
@@ -268,7 +277,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
     rank, world = group_info()
     bar = _progress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
     out = Path(cfg.out)
-    before = _listing(out) if folder is None else None
+    before, existed = _listing(out), _existing_ancestor(out)
     try:
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
@@ -284,7 +293,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
         raise typer.Exit(code=130)
     except NiahError:
         if folder is None:
-            _remove_unstarted(out, before)
+            _remove_unstarted(out, before, existed=existed)
         raise
     if world > 1:
         from .distributed import gather_and_merge

@@ -289,3 +289,23 @@ def test_trained_length_counts_the_decoded_tokens():
         check_contexts(RunConfig(model="m", contexts=(1024, 8161), max_tokens=32), 8192)
     assert str(e.value) == ("context 8161 plus --max-tokens 32 is beyond the model's trained length "
                             "of 8192 tokens: use a shorter --context or pass --allow-beyond-trained")
+
+
+def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
+    """The runner writes config.json, then refuses (as for a too-short context): the run
+    folder and the --out folders this call made go; folders that existed before stay."""
+    import niah.runner
+    from niah import store
+
+    def prepare_then_refuse(cfg, **kw):
+        store.prepare_folder(store.run_folder(cfg, "model"), cfg)
+        raise NiahError("context 50 is too short")
+
+    monkeypatch.setattr(niah.runner, "run_sweep", prepare_then_refuse)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "used" / "old-run").mkdir(parents=True)
+    for out in ("keep/new/deeper", "used", "fresh"):
+        result = _run("--context", "1k", "--out", str(tmp_path / out), "-q")
+        assert (result.exit_code, result.stderr) == (2, "error: context 50 is too short\n")
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["keep", "used", "used/old-run"]
