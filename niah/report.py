@@ -35,9 +35,22 @@ class Cell:
     depth: float
     label: str          # row label extra (KV settings) or ""
     n: int              # scored trials (SKIP excluded)
-    passed: int
+    passed: float       # sum of trial scores (1/0 per single-needle trial, fractions otherwise)
     verdicts: tuple[str, ...]
     seconds: float      # mean trial time
+
+
+def trial_score(r: dict) -> float:
+    """A trial's score in [0, 1]: the record's `score` (fraction of needles retrieved), else
+    1 for PASS and 0 otherwise (records written before scores existed)."""
+    value = r.get("score")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return 1.0 if r.get("verdict") == PASS else 0.0
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.2f}"
 
 
 def _trial_seconds(r: dict) -> float:
@@ -46,8 +59,13 @@ def _trial_seconds(r: dict) -> float:
     return float((r.get("ttft_s") or 0) + (r.get("decode_s") or 0))
 
 
-def row_label(r: dict) -> str:
+def row_label(r: dict, *, show_step: bool = False) -> str:
+    """Row suffix naming the per-trial axes that are not the grid's contexts and depths:
+    quantized KV bits, rotating window and (when several are reported) the prefill step,
+    so trials of different settings are never counted as samples of one cell."""
     parts = []
+    if show_step and r.get("prefill_step"):
+        parts.append(f"step{r['prefill_step']}")
     if r.get("kv_bits"):
         parts.append(f"kv{r['kv_bits']}")
     if r.get("max_kv_size"):
@@ -57,13 +75,15 @@ def row_label(r: dict) -> str:
 
 def cells(records: list[dict]) -> list[Cell]:
     groups: dict[tuple, list[dict]] = {}
+    show_step = len({r.get("prefill_step") for r in records}) > 1
     for r in records:
-        groups.setdefault((r["context"], row_label(r), r["depth"]), []).append(r)
+        groups.setdefault((r["context"], row_label(r, show_step=show_step), r["depth"]),
+                          []).append(r)
     out = []
     for (ctx, label, depth), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         scored = [r for r in rs if r["verdict"] != SKIP]
         out.append(Cell(context=ctx, depth=depth, label=label, n=len(scored),
-                        passed=sum(r["verdict"] == PASS for r in scored),
+                        passed=sum(map(trial_score, scored)),
                         verdicts=tuple(r["verdict"] for r in rs),
                         seconds=sum(map(_trial_seconds, rs)) / len(rs)))
     return out
@@ -90,11 +110,12 @@ def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def _cell_text(c: Cell, *, samples: int) -> str:
     if samples == 1 and len(c.verdicts) == 1:
-        return f"{c.verdicts[0]} ({fmt_seconds(c.seconds)})"
+        partial = f" {c.passed:.0%}" if c.n and 0 < c.passed < 1 else ""
+        return f"{c.verdicts[0]}{partial} ({fmt_seconds(c.seconds)})"
     if c.n == 0:
         return f"SKIP ({fmt_seconds(c.seconds)})"
     lo, hi = wilson(c.passed, c.n)
-    return f"{c.passed}/{c.n} [{lo:.0%}-{hi:.0%}] ({fmt_seconds(c.seconds)})"
+    return f"{_num(c.passed)}/{c.n} [{lo:.0%}-{hi:.0%}] ({fmt_seconds(c.seconds)})"
 
 
 def _depth_header(d: float) -> str:
@@ -146,7 +167,7 @@ def accuracy(records: list[dict]) -> float | None:
     scored = [r for r in records if r["verdict"] != SKIP]
     if not scored:
         return None
-    return sum(r["verdict"] == PASS for r in scored) / len(scored)
+    return sum(map(trial_score, scored)) / len(scored)
 
 
 def totals_line(records: list[dict]) -> str:
@@ -224,7 +245,8 @@ def suspect(r: dict) -> str | None:
 
 
 EXPORT_COLUMNS_FIRST = ["model", "context", "context_tokens", "depth", "needle_index",
-                        "needle_depth", "sample", "value", "response", "verdict", "prefill_s",
+                        "needle_depth", "sample", "value", "response", "verdict", "score",
+                        "task", "prefill_s",
                         "prefill_tps", "ttft_s", "decode_tps", "peak_memory_bytes", "sdpa_route"]
 
 
@@ -236,6 +258,8 @@ def to_frame(records: list[dict]):
     rest = sorted(c for c in df.columns if c not in first)
     df = df[first + rest]
     df["suspect"] = [suspect(r) for r in records]
+    if "needles" in df.columns:  # one JSON text per trial (CSV and Parquet keep it as text)
+        df["needles"] = [json.dumps(v) if isinstance(v, list) else None for v in df["needles"]]
     return df
 
 
@@ -286,7 +310,7 @@ def heatmap(records: list[dict], path, *, title: str | None = None) -> None:
         i, j = rows.index((c.context, c.label)), depths.index(c.depth)
         if c.n:
             grid[i, j] = c.passed / c.n
-            text[i][j] = f"{c.passed}/{c.n}" if c.n > 1 else c.verdicts[0]
+            text[i][j] = f"{_num(c.passed)}/{c.n}" if c.n > 1 or 0 < c.passed < 1 else c.verdicts[0]
         else:
             text[i][j] = "SKIP"
     cmap = LinearSegmentedColormap.from_list("niah", ["#d7301f", "#fdcc8a", "#1a9850"])
@@ -349,7 +373,7 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
         for _, k in keyed:
             c = k.get(key)
             accs.append(None if c is None or c.n == 0 else c.passed / c.n)
-            verds.append("-" if c is None else ("/".join(c.verdicts) if len(c.verdicts) <= 2 else f"{c.passed}/{c.n}"))
+            verds.append("-" if c is None else ("/".join(c.verdicts) if len(c.verdicts) <= 2 else f"{_num(c.passed)}/{c.n}"))
         deltas = ["-" if a is None or accs[0] is None else f"{(a - accs[0]) * 100:+.0f}%" for a in accs[1:]]
         diff = len(set(verds)) > 1
         changed += diff

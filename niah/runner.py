@@ -9,6 +9,7 @@ prompts share and prefills only the rest.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from . import store
 from .config import RunConfig
 from .errors import NiahError
 from .haystack import PromptBuilder
-from .scoring import ERROR, SKIP, score
-from .trials import TrialSpec, assign_to_ranks, build_grid, prefix_groups
+from .scoring import ERROR, SKIP
+from .tasks import TaskTrial, build_prompt, make_trial, minimum_context, score_trial, validate
+from .trials import TrialSpec, assign_to_ranks, build_grid, prefix_groups, value_key
 
 
 @dataclass
@@ -42,16 +44,16 @@ class Progress:
     def stop(self) -> None: ...
 
 
-def _versions() -> tuple[str, str]:
-    import importlib.metadata as md
-
-    import mlx.core as mx
-
-    try:
-        lm = md.version("mlx-lm")
-    except md.PackageNotFoundError:
-        lm = "unknown"
-    return mx.__version__, lm
+def prefill_block_lengths(context: int, step: int) -> set[int]:
+    """Query lengths of the attention calls one trial makes: full prefill blocks, the last
+    partial block (the prompt's final token is computed alone, so it is (C - 1) % step long)
+    and single-token calls (final prompt token, decode)."""
+    lengths = {1}
+    if context > 1:
+        lengths.add(min(step, context - 1))
+        if (context - 1) % step:
+            lengths.add((context - 1) % step)
+    return lengths
 
 
 def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> None:
@@ -73,7 +75,7 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
     calls = set()
     for spec in todo:
         C = spec.context
-        steps = {min(spec.prefill_step, C), C % spec.prefill_step or spec.prefill_step, 1}
+        steps = prefill_block_lengths(C, spec.prefill_step)
         for qL in steps:
             if choose_route(qL=qL, kL=C, route=route, config=config, backend_name=name,
                             fused_ok=lambda: True) != "kv-chunks":
@@ -92,19 +94,19 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
                       (f"; {len(bad)} failed, using the reference for them" if bad else ""))
 
 
-def check_contexts(config: RunConfig, trained: int | None) -> list[str]:
-    """Refuse contexts whose prompt plus decoded tokens (--max-tokens) pass the trained length,
-    unless allowed; return warnings."""
+def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 0) -> list[str]:
+    """Refuse contexts beyond the trained length unless allowed; return warnings. A context
+    counts as beyond when the prompt plus the tokens it may decode exceed the trained length."""
     if trained is None:
         return []
-    beyond = [c for c in config.contexts if c + config.max_tokens > trained]
+    beyond = [c for c in config.contexts if c + max_tokens > trained]
     if beyond and not config.allow_beyond_trained:
         raise NiahError(
-            f"context {max(beyond)} plus --max-tokens {config.max_tokens} is beyond the model's "
+            f"context {max(beyond)} plus up to {max_tokens} answer tokens is beyond the model's "
             f"trained length of {trained} tokens: use a shorter --context or pass "
             "--allow-beyond-trained"
         )
-    return [f"context {c} plus --max-tokens {config.max_tokens} is beyond the trained length "
+    return [f"context {c} plus up to {max_tokens} answer tokens is beyond the trained length "
             f"{trained} (allowed, recorded)" for c in beyond]
 
 
@@ -116,122 +118,271 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if len(diff) else n
 
 
+@dataclass
+class _Run:
+    """What every step of one sweep needs: the session, where records go, how they are tagged."""
+
+    config: RunConfig
+    session: object
+    folder: Path
+    builder: PromptBuilder
+    chash: str
+    identity: dict
+    device: str
+    rank: int | None
+    progress: Progress
+    route: str = "auto"
+    state: object = None
+    writer: object = None
+    ran: int = 0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; carries the run folder so the front end can say what to resume."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = folder
+
+
 def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
               progress: Progress | None = None, rank: int | None = None, world: int = 1,
-              preflight: bool = True) -> RunResult:
-    """Run every unfinished trial of `config`; returns all records of the run."""
-    from .model import ModelSession, device_description
-    from .preflight import estimate
+              preflight: bool = True, warm_up: bool | None = None) -> RunResult:
+    """Run every unfinished trial of `config`; returns all records of the run.
+
+    warm_up: run the model once before the first timed trial (None: on GPU backends, where
+    the first call of each kernel compiles it; the CPU backend compiles nothing)."""
     from .sdpa import patched
-    from .sdpa.dispatch import backend, choose_route
 
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
-    if session is None:
-        group = None
-        if sharded:
-            import mlx.core as mx
+    session = session or _open_session(config, sharded=sharded)
+    warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
+    route = _patch_route(config.sdpa)
+    with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size) as state:
+        run = _prepare(config, session, folder=folder, progress=progress, rank=rank,
+                       route=route, state=state)
+        grid = build_grid(run.config)
+        # Sharded: every rank runs every trial together (one model across the group); rank 0
+        # writes. Otherwise each rank takes its share of the grid.
+        mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
+        writes = not (sharded and rank)
+        lock = store.FolderLock(run.folder, rank=rank if world > 1 and not sharded else None)
+        with (lock if writes else _NullWriter()):
+            todo, requested = _todo(config, mine, run.folder)
+            progress.start(len(todo))
+            writer_rank = rank if world > 1 and not sharded else None
+            with (store.TrialWriter(run.folder, rank=writer_rank) if writes else _NullWriter()) as w:
+                run.writer = w
+                try:
+                    if todo and (_on_gpu() if warm_up is None else warm_up):
+                        _warm_up(run, todo)
+                    for group in prefix_groups(todo).values():
+                        _run_group(run, group, preflight=preflight)
+                except KeyboardInterrupt:
+                    raise Interrupted(run.folder) from None
+    latest = store.latest_by_key(store.folder_records(run.folder))
+    records = [latest[s.key] for s in build_grid(config) if s.key in latest]
+    return RunResult(folder=run.folder, config=config, records=records, ran=run.ran,
+                     skipped_done=requested - len(todo), warnings=warnings)
 
-            group = mx.distributed.init()
-        session = ModelSession(config.model, shard_group=group)
+
+def _on_gpu() -> bool:
+    from .sdpa.dispatch import backend
+
+    return backend() in ("cuda", "metal")
+
+
+def _open_session(config: RunConfig, *, sharded: bool):
+    from .model import ModelSession
+
+    group = None
+    if sharded:
+        import mlx.core as mx
+
+        group = mx.distributed.init()
+    return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
+                        rope_scaling=config.rope_scaling)
+
+
+def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state) -> _Run:
+    """Prompt builder, identity, config hash and run folder (created, grid merged, checked)."""
+    from .identity import run_identity
+    from .model import device_description
+    from .sdpa.dispatch import backend
+
     info = session.info
-    warnings = check_contexts(config, info.trained_context)
-    folder = Path(folder) if folder else store.run_folder(config, info.name)
-    store.prepare_folder(folder, config)  # every rank: identical content, atomic replace
+    opts = getattr(session, "load_options", None)
+    if opts and opts != {"gguf_quant": config.gguf_quant, "rope_scaling": config.rope_scaling}:
+        raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
+                        f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
+    if getattr(info, "load_s", 0):
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
+                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro)
-    minimum = builder.minimum_context()
+    validate(task=config.task, needles=config.needles, needle=config.needle,
+             question=config.question, answer_prefix=config.answer_prefix, keys=config.keys)
+    minimum = minimum_context(builder, config)
     if min(config.contexts) < minimum:
         raise NiahError(f"context {min(config.contexts)} is too short for the template, needle "
                         f"and question ({minimum} tokens at least): use a longer --context")
+    sdpa = {"route": route, "threshold": state.config.threshold,
+            "chunk_size": state.config.chunk_size}
+    identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),
+                            haystack=config.haystack, backend=backend(),
+                            compute_dtype=str(getattr(session, "compute_dtype", "unknown")),
+                            sdpa=sdpa)
+    chash = config.hash(identity)
+    folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
+    merged = store.prepare_folder(folder, config, config_hash=chash, identity=identity)
+    store.append_run_log(folder, {"event": "start", "argv": list(sys.argv),
+                                  "device": device_description(), "rank": rank,
+                                  "config_hash": chash, "niah_version": identity["niah_version"]})
+    return _Run(config=merged, session=session, folder=folder, builder=builder, chash=chash,
+                identity=identity, device=device_description(), rank=rank, progress=progress,
+                route=route, state=state)
 
-    grid = build_grid(config)
-    # Sharded: every rank runs every trial together (one model across the group); rank 0
-    # writes. Otherwise each rank takes its share of the grid.
-    mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
+
+def _todo(config: RunConfig, mine: list[TrialSpec], folder: Path) -> tuple[list[TrialSpec], int]:
+    """This call's trials that the folder does not hold yet (ERROR and SKIP are retried),
+    and how many trials this call asked for on this rank."""
+    wanted = {s.key for s in build_grid(config)}
     done = store.finished_keys(folder)
-    todo = [s for s in mine if s.key not in done]
-    progress.start(len(todo))
-    mlx_version, lm_version = _versions()
-    device = device_description()
-    chash = config.hash()
-    ran = 0
+    requested = [s for s in mine if s.key in wanted]
+    return [s for s in requested if s.key not in done], len(requested)
 
-    writer_rank = rank if world > 1 and not sharded else None
-    if sharded and rank:
-        writer_cm = _NullWriter()
-    else:
-        writer_cm = store.TrialWriter(folder, rank=writer_rank)
-    with writer_cm as writer, \
-            patched(_patch_route(config.sdpa), threshold=config.chunk_threshold,
-                    chunk_size=config.chunk_size) as state:
-        if todo:
-            try:
-                _warm_kernels(todo, session, route=_patch_route(config.sdpa),
-                              config=state.config, progress=progress)
-            except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
-                progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
-        for group in prefix_groups(todo).values():
-            prompts = {s.key: builder.build(context=s.context, depth=s.depth, value=s.value)
-                       for s in group}
-            group.sort(key=lambda s: (prompts[s.key].needle_index, s.context, s.sample))
-            cache, cached_ids = None, None
-            for spec in group:
-                prompt = prompts[spec.key]
-                base = _base_record(config, spec, prompt, info, device=device, chash=chash,
-                                    mlx_version=mlx_version, lm_version=lm_version, rank=rank)
-                route = choose_route(qL=min(spec.prefill_step, spec.context), kL=spec.context,
-                                     route=_patch_route(config.sdpa), config=state.config)
-                est = estimate(info, context=spec.context, route=route,
-                               prefill_step=spec.prefill_step, kv_bits=spec.kv_bits,
-                               kv_group_size=config.kv_group_size,
-                               chunk_size=state.config.chunk_size, backend=backend())
-                base["estimated_memory_bytes"] = est.total
-                if preflight and not est.fits:
-                    record = {**base, "verdict": SKIP, "error": f"skipped: {est.reason()}"}
-                    writer.write(record)
-                    progress.trial_done(record)
-                    ran += 1
-                    cache = None
-                    continue
-                state.routes.clear()
-                t0 = time.perf_counter()
-                try:
-                    reuse = 0
-                    if (config.prefix_reuse and cache is not None and cached_ids is not None
-                            and _trimmable(cache)):
-                        reuse = min(_common_prefix(cached_ids, prompt.ids), len(prompt.ids) - 1)
-                        _trim(cache, cache[0].offset - reuse)
-                    else:
-                        cache = session.make_cache(kv_bits=spec.kv_bits,
-                                                   kv_group_size=config.kv_group_size,
-                                                   max_kv_size=spec.max_kv_size)
-                    gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
-                                           prefill_step=spec.prefill_step,
-                                           max_tokens=config.max_tokens)
-                    cached_ids = prompt.ids
-                    record = {**base, **_gen_fields(gen), "verdict": score(gen.response, spec.value),
-                              "sdpa_route": state.summary(),
-                              "prefix_reuse": "reused" if reuse else (
-                                  "off" if not config.prefix_reuse else
-                                  ("fresh" if _trimmable(cache) else "untrimmable-cache"))}
-                except NiahError:
-                    raise
-                except Exception as exc:  # OOM and backend errors: record, go on
-                    cache, cached_ids = None, None
-                    _free_memory()
-                    record = {**base, "verdict": ERROR, "sdpa_route": state.summary(),
-                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-                record["elapsed_s"] = round(time.perf_counter() - t0, 4)
-                writer.write(record)
-                progress.trial_done(record)
-                ran += 1
 
-    latest = store.latest_by_key(store.read_trials(folder))
-    records = [latest[s.key] for s in grid if s.key in latest]
-    return RunResult(folder=folder, config=config, records=records, ran=ran,
-                     skipped_done=len(mine) - len(todo), warnings=warnings)
+def _warm_up(run: _Run, todo: list[TrialSpec]) -> None:
+    """Pay one-time costs before the first timed trial: kernel compilation for the prefill
+    block shapes and decode the trials will use (MLX's own kernels and niah's fused ones).
+    The time is noted once per run (runs.jsonl), never inside a trial."""
+    t0 = time.perf_counter()
+    try:
+        _warm_kernels(todo, run.session, route=run.route, config=run.state.config,
+                      progress=run.progress)
+    except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
+        run.progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
+    for (kv_bits, max_kv, step), group in prefix_groups(todo).items():
+        length = min(min(s.context for s in group), step + max(2, step // 4))
+        prompt = run.builder.build(context=max(length, run.builder.minimum_context()),
+                                   depth=0.5, value=group[0].value)
+        try:
+            cache = run.session.make_cache(kv_bits=kv_bits, kv_group_size=run.config.kv_group_size,
+                                           max_kv_size=max_kv)
+            run.session.generate(prompt.ids.tolist(), cache=cache, prefill_step=step,
+                                 max_tokens=min(run.config.max_tokens, 3))
+        except NiahError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the trial itself will record the error
+            run.progress.note(f"warm-up failed ({type(exc).__name__}); trials go on")
+            _free_memory()
+    run.state.routes.clear()
+    seconds = time.perf_counter() - t0
+    store.append_run_log(run.folder, {"event": "warm-up", "seconds": round(seconds, 3),
+                                      "device": run.device, "rank": run.rank,
+                                      "config_hash": run.chash})
+    run.progress.note(f"warm-up: {seconds:.1f} s (kept out of trial times)")
+
+
+def reuse_length(cached_ids, ids, *, step: int) -> int:
+    """Tokens of a cached prefix a trial can keep: the shared prefix, cut to a multiple of the
+    prefill step so the trial prefills the same block shapes a fresh one would."""
+    shared = min(_common_prefix(cached_ids, ids), len(ids) - 1)
+    return (shared // step) * step
+
+
+def _run_group(run: _Run, group: list[TrialSpec], *, preflight: bool) -> None:
+    """Trials sharing KV settings, in needle order, each reusing the last one's prefix."""
+    trials = {s.key: task_trial(run.config, run.builder, s) for s in group}
+    prompts = {s.key: build_prompt(run.builder, trials[s.key], context=s.context) for s in group}
+    group.sort(key=lambda s: (prompts[s.key].needle_index, s.context, s.sample))
+    cached = None  # (cache, ids) of the previous trial
+    for spec in group:
+        prompt, trial = prompts[spec.key], trials[spec.key]
+        base = _base_record(run.config, spec, prompt, run.session.info, device=run.device,
+                            chash=run.chash, identity=run.identity, rank=run.rank)
+        base.update(_task_fields(trial, prompt))
+        skip = _preflight_skip(run, spec, base) if preflight else None
+        if skip:
+            record, cached = skip, None
+        else:
+            record, cached = _run_trial(run, spec, prompt, base, cached, trial=trial)
+        run.writer.write(record)
+        run.progress.trial_done(record)
+        run.ran += 1
+
+
+def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
+    """The needles of one trial: values drawn from the seed, never one the haystack holds."""
+    return make_trial(task=config.task, needles=config.needles, depth=spec.depth,
+                      seed=config.seed, value_key=value_key(spec), kind=config.value_kind,
+                      needle=config.needle, question=config.question,
+                      answer_prefix=config.answer_prefix, keys=config.keys,
+                      reject=lambda v: builder.value_occurs(v, context=spec.context))
+
+
+def _task_fields(trial: TaskTrial, prompt) -> dict:
+    """Record fields every trial carries before it is scored (SKIP and ERROR keep them)."""
+    return {"task": trial.task, "value": ", ".join(trial.expected), "score": None,
+            "needle_boundary": prompt.boundary,
+            "needles": [{"key": n.key, "value": n.value, "needle_index": p.index,
+                         "needle_depth": round(p.depth, 6), "found": None,
+                         "role": "target" if n.target else "distractor", "boundary": p.boundary}
+                        for n, p in zip(trial.needles, prompt.placements)]}
+
+
+def _preflight_skip(run: _Run, spec: TrialSpec, base: dict) -> dict | None:
+    """A SKIP record when the memory estimate says the trial cannot fit, else None."""
+    from .preflight import estimate
+    from .sdpa.dispatch import backend, choose_route
+
+    route = choose_route(qL=min(spec.prefill_step, spec.context), kL=spec.context,
+                         route=run.route, config=run.state.config)
+    est = estimate(run.session.info, context=spec.context, route=route,
+                   prefill_step=spec.prefill_step, kv_bits=spec.kv_bits,
+                   kv_group_size=run.config.kv_group_size,
+                   chunk_size=run.state.config.chunk_size, backend=backend())
+    base["estimated_memory_bytes"] = est.total
+    if est.fits:
+        return None
+    return {**base, "verdict": SKIP, "error": f"skipped: {est.reason()}"}
+
+
+def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial: TaskTrial):
+    """Prefill (reusing the cached prefix when allowed), decode, score; the record and the
+    cache to hand to the next trial."""
+    config, session = run.config, run.session
+    run.state.routes.clear()
+    t0 = time.perf_counter()
+    try:
+        cache, reuse = None, 0
+        if config.prefix_reuse and cached is not None and _trimmable(cached[0]):
+            cache = cached[0]
+            reuse = reuse_length(cached[1], prompt.ids, step=spec.prefill_step)
+            _trim(cache, cache[0].offset - reuse)
+        else:
+            cache = session.make_cache(kv_bits=spec.kv_bits, kv_group_size=config.kv_group_size,
+                                       max_kv_size=spec.max_kv_size)
+        gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
+                               prefill_step=spec.prefill_step, max_tokens=config.max_tokens)
+        record = {**base, **_gen_fields(gen),
+                  **score_trial(trial, prompt, gen.response, kind=config.value_kind),
+                  "sdpa_route": run.state.summary(),
+                  "prefix_reuse": "reused" if reuse else (
+                      "off" if not config.prefix_reuse else
+                      ("fresh" if _trimmable(cache) else "untrimmable-cache"))}
+        next_cached = (cache, prompt.ids)
+    except NiahError:
+        raise
+    except Exception as exc:  # OOM and backend errors: record, go on
+        next_cached = None
+        _free_memory()
+        record = {**base, "verdict": ERROR, "score": 0.0, "sdpa_route": run.state.summary(),
+                  "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    record["elapsed_s"] = round(time.perf_counter() - t0, 4)
+    return record, next_cached
 
 
 class _NullWriter:
@@ -292,7 +443,7 @@ def _gen_fields(gen) -> dict:
 
 
 def _base_record(config: RunConfig, spec: TrialSpec, prompt, info, *, device: str, chash: str,
-                 mlx_version: str, lm_version: str, rank) -> dict:
+                 identity: dict, rank) -> dict:
     trained = info.trained_context
     return {
         "key": spec.key,
@@ -310,8 +461,12 @@ def _base_record(config: RunConfig, spec: TrialSpec, prompt, info, *, device: st
         "peak_memory_bytes": None,
         "sdpa_route": None,
         "sdpa_option": config.sdpa,
-        "mlx_version": mlx_version,
-        "mlx_lm_version": lm_version,
+        "mlx_version": identity.get("mlx_version"),
+        "mlx_lm_version": identity.get("mlx_lm_version"),
+        "niah_version": identity.get("niah_version"),
+        "model_digest": identity.get("model_digest"),
+        "haystack_digest": identity.get("haystack_digest"),
+        "compute_dtype": identity.get("compute_dtype"),
         "device": device,
         "config_hash": chash,
         "seed": config.seed,
@@ -321,9 +476,12 @@ def _base_record(config: RunConfig, spec: TrialSpec, prompt, info, *, device: st
         "max_kv_size": spec.max_kv_size,
         "prefill_step": spec.prefill_step,
         "trained_context": trained,
-        "beyond_trained": bool(trained and spec.context > trained),
+        "beyond_trained": bool(trained and spec.context + config.max_tokens > trained),
         "n_layers": info.n_layers, "n_heads": info.n_heads, "n_kv_heads": info.n_kv_heads,
         "head_dim": info.head_dim,
+        "rope_scaling": config.rope_scaling,
+        "rope_scaling_config": getattr(info, "rope_scaling", None),
+        "weights": getattr(info, "weights", None),
         "rank": rank,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,38 +1,124 @@
-"""Pure scoring functions: PASS / FAIL / NULL from a model's answer and the needle value.
+"""Pure scoring functions: PASS / FAIL / NULL from a model's answer and the needle value(s).
 
-The answer is normalised before comparison: thinking blocks (<think>...</think>, and an
-unterminated <think> to the end) are removed, then case, whitespace and punctuation are
-dropped from both the answer and the value. PASS when the value appears in the answer, NULL
-when nothing is left of the answer, FAIL otherwise.
+The rule (also in the README), applied by `judge`:
+
+1. Unicode is normalised (NFKC, so full-width digits are digits; any decimal digit is read as
+   its ASCII digit) and compared case-insensitively.
+2. Thinking is set aside: complete ``<think>...</think>`` blocks are removed. An unpaired tag
+   splits what is left into reasoning (before a stray ``</think>``, after a stray ``<think>``)
+   and answer; the answer part is scored when it offers a value of the needle's kind, else the
+   whole text (tags removed) is scored, so "1234567 </think> done" keeps its answer.
+3. Values are found as whole tokens of their kind, never as substrings: a number is a run of
+   digits with no digit before or after (groups of three separated by one space or comma still
+   count: "1,234,567" and "1 234 567" read as 1234567); a UUID is 8-4-4-4-12 hex digits with no
+   hex digit or hyphen around it; a word pair is an adjective and animal of the value
+   vocabulary standing as whole words. Other values match as whole words.
+4. Candidates of the needle's kind that are not expected values are wrong answers: a hedge
+   ("7654321 or maybe 1234567") fails. For numbers, a candidate is any whole number with at
+   least as many digits as the expected value has minus two (shorter numbers, like a count,
+   are not offered values).
+5. NULL when nothing but whitespace is left after removing the thinking; an answer of
+   punctuation only, or of anything else without the value, is FAIL.
+
+With several expected values (multi-needle tasks) the score is the number of expected values
+found over the larger of the number expected and the number of distinct values offered, so
+missing values and extra (wrong or distractor) values both lower it; PASS only at 1.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from dataclasses import dataclass
+
+from .values import VALUE_ADJECTIVES, VALUE_ANIMALS, is_word_pair
 
 PASS, FAIL, NULL, SKIP, ERROR = "PASS", "FAIL", "NULL", "SKIP", "ERROR"
 VERDICTS = (PASS, FAIL, NULL, SKIP, ERROR)
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
-_NON_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_DIGIT = re.compile(r"\d")
+_NUMBER = re.compile(r"(?<!\d)(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?!\d)")
+_UUID = re.compile(r"(?<![0-9a-f-])[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}(?![0-9a-f-])")
+_UUID_VALUE = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$")
 
 
-def strip_thinking(text: str) -> str:
-    """Remove reasoning blocks, including one left open by a truncated answer."""
-    text = _THINK_BLOCK.sub(" ", text)
-    text = re.sub(r"^.*?</think>", " ", text, flags=re.DOTALL | re.IGNORECASE)
-    return _THINK_OPEN.sub(" ", text)
+@dataclass(frozen=True)
+class Judgement:
+    """The outcome for one answer: verdict, score in [0, 1] and which expected values were found."""
+
+    verdict: str
+    score: float
+    found: tuple[bool, ...]
+    offered: tuple[str, ...]     # distinct values of the needle's kind in the scored answer
 
 
 def normalise(text: str) -> str:
-    """Lower case with whitespace and punctuation removed."""
-    return _NON_ALNUM.sub("", text.lower())
+    """NFKC, every decimal digit as ASCII, lower case."""
+    text = unicodedata.normalize("NFKC", text)
+    return _DIGIT.sub(lambda m: str(unicodedata.decimal(m.group(), 0)), text).lower()
 
 
-def score(response: str, value: str) -> str:
-    """The verdict for one answer."""
-    answer = normalise(strip_thinking(response))
-    if not answer:
-        return NULL
-    return PASS if normalise(value) in answer else FAIL
+def value_kind(value: str) -> str:
+    """The kind of a needle value: number, uuid or words (anything else: text)."""
+    v = normalise(value).strip()
+    if v.isascii() and v.isdigit():
+        return "number"
+    if _UUID_VALUE.match(v):
+        return "uuid"
+    return "words" if is_word_pair(v) else "text"
+
+
+_WORDS = re.compile(rf"(?<![a-z])(?:{'|'.join(VALUE_ADJECTIVES)})\s+(?:{'|'.join(VALUE_ANIMALS)})(?![a-z])")
+
+
+def candidates(text: str, *, kind: str, expected: tuple[str, ...] = ()) -> list[str]:
+    """Values of `kind` in normalised text, in order, as their canonical strings."""
+    if kind == "number":
+        shortest = min((len(e) for e in expected), default=1)
+        found = [re.sub(r"[ ,]", "", m.group()) for m in _NUMBER.finditer(text)]
+        return [n for n in found if len(n) >= max(1, shortest - 2) or n in expected]
+    if kind == "uuid":
+        return _UUID.findall(text)
+    if kind == "words":
+        return [" ".join(m.group().split()) for m in _WORDS.finditer(text)]
+    return [e for e in expected
+            if re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text)]
+
+
+def answer_text(response: str, *, kind: str, expected: tuple[str, ...] = ()) -> str:
+    """The part of a normalised response that is scored (thinking set aside, see module doc)."""
+    text = _THINK_BLOCK.sub(" ", normalise(response))
+    if _THINK_CLOSE in text:
+        answer = text[text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE):]
+    elif _THINK_OPEN in text:
+        answer = text[:text.index(_THINK_OPEN)]
+    else:
+        return text
+    if candidates(answer, kind=kind, expected=expected):
+        return answer
+    return text.replace(_THINK_OPEN, " ").replace(_THINK_CLOSE, " ")
+
+
+def judge(response: str, expected, *, kind: str | None = None) -> Judgement:
+    """Score one answer against one value (str) or several (a sequence of str)."""
+    values = (expected,) if isinstance(expected, str) else tuple(expected)
+    values = tuple(" ".join(normalise(v).split()) for v in values)
+    kind = kind or value_kind(values[0])
+    text = answer_text(response or "", kind=kind, expected=values)
+    if not text.strip():
+        return Judgement(NULL, 0.0, tuple(False for _ in values), ())
+    offered = tuple(dict.fromkeys(candidates(text, kind=kind, expected=values)))
+    found = tuple(v in offered for v in values)
+    hits = sum(found)
+    if len(values) == 1:
+        ok = hits == 1 and len(offered) == 1
+        return Judgement(PASS if ok else FAIL, 1.0 if ok else 0.0, found, offered)
+    score = hits / max(len(values), len(offered))
+    return Judgement(PASS if score == 1.0 else FAIL, score, found, offered)
+
+
+def score(response: str, value: str, *, kind: str | None = None) -> str:
+    """The verdict for one answer to a single-value needle."""
+    return judge(response, value, kind=kind).verdict

@@ -7,8 +7,10 @@ warning and keeps the rest, so a crash mid-write never loses finished trials.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -23,39 +25,145 @@ class StoreWarning(UserWarning):
     pass
 
 
-def run_folder(config: RunConfig, model_name: str) -> Path:
+def run_folder(config: RunConfig, model_name: str, *, config_hash: str) -> Path:
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_name)[-48:].strip("-.")
-    return Path(config.out) / f"{slug or 'model'}-{config.hash()}"
+    return Path(config.out) / f"{slug or 'model'}-{config_hash}"
 
 
-def prepare_folder(folder: Path, config: RunConfig) -> None:
-    """Create the folder and write config.json; one clear error when it cannot be written."""
+def _merge_grids(old: RunConfig, new: RunConfig) -> RunConfig:
+    """The union of two grids of one configuration (contexts, depths, samples)."""
+    return dataclasses.replace(
+        new,
+        contexts=tuple(dict.fromkeys(old.contexts + new.contexts)),
+        depths=tuple(sorted(set(old.depths) | set(new.depths))),
+        samples=max(old.samples, new.samples),
+    )
+
+
+def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None = None,
+                   identity: dict | None = None) -> RunConfig:
+    """Create the folder and write config.json; one clear error when it cannot be written.
+
+    A folder that already holds a run of the same configuration keeps the union of both
+    grids in config.json (so --resume later runs every trial either asked for); a folder of
+    another configuration is refused. Returns the config written.
+    """
+    config_hash = config_hash or config.hash()
+    path = Path(folder) / CONFIG_FILE
+    if path.is_file():
+        old_hash, old_identity = stored_hash(folder), stored_identity(folder)
+        if old_hash and old_hash != config_hash:
+            from .identity import describe_difference
+
+            what = describe_difference(old_identity or {}, identity or {}) or "the run options"
+            raise NiahError(
+                f"{str(folder)!r} holds results of another configuration ({what}): "
+                "start a new run without --resume, or give another --out")
+        config = _merge_grids(load_config(folder), config)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
         data = config.to_dict()
-        data["config_hash"] = config.hash()
-        tmp = folder / f"{CONFIG_FILE}.{os.getpid()}.tmp"
+        data["config_hash"] = config_hash
+        if identity:
+            data["identity"] = identity
+        tmp = Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, folder / CONFIG_FILE)
+        os.replace(tmp, path)
     except OSError as exc:
         raise NiahError(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
             "choose a writable --out"
         ) from None
+    return config
 
 
-def load_config(folder: Path) -> RunConfig:
+def _config_data(folder: Path) -> dict:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise NiahError(f"{str(folder)!r} is not a niah run folder (no {CONFIG_FILE}): "
                         "give a folder made by niah run")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, NiahError) as exc:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
         raise NiahError(f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        raise NiahError(f"{str(path)!r} is not a valid niah config (not an object with a "
+                        "model): re-run niah run into a new folder")
+    return data
+
+
+def load_config(folder: Path) -> RunConfig:
+    path = Path(folder) / CONFIG_FILE
+    data = _config_data(folder)
+    try:
+        return RunConfig.from_dict(data)
+    except (ValueError, TypeError, AttributeError, NiahError) as exc:
+        raise NiahError(f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run") from None
+
+
+def stored_hash(folder: Path) -> str | None:
+    """The config hash config.json was written with (None for a folder without one)."""
+    value = _config_data(folder).get("config_hash")
+    return value if isinstance(value, str) else None
+
+
+def stored_identity(folder: Path) -> dict | None:
+    value = _config_data(folder).get("identity")
+    return value if isinstance(value, dict) else None
+
+
+class FolderLock:
+    """Keeps two niah processes from running the same trials of one run folder.
+
+    A plain run holds the folder's lock exclusively; each rank of an mlx.launch group holds it
+    shared (ranks of one group run together) plus its own rank's lock exclusively. A second
+    process that cannot take its lock gets one line naming the holder. The lock goes with the
+    process, so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, folder: Path, *, rank: int | None = None):
+        self.folder, self.rank = Path(folder), rank
+        self._handles: list = []
+
+    def _take(self, name: str, mode: int) -> None:
+        import fcntl
+        import socket
+
+        path = self.folder / name
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise NiahError(
+                f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
+                "to finish, or give another --out") from None
+        if mode == fcntl.LOCK_EX:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+        self._handles.append(fh)
+
+    def __enter__(self):
+        import fcntl
+
+        if self.rank is None:
+            self._take(".lock", fcntl.LOCK_EX)
+        else:
+            self._take(".lock", fcntl.LOCK_SH)
+            self._take(f".lock.rank{self.rank}", fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        for fh in self._handles:
+            fh.close()
+        self._handles.clear()
 
 
 class TrialWriter:
@@ -78,6 +186,7 @@ class TrialWriter:
             raise NiahError(f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out") from None
 
     def write(self, record: dict) -> None:
+        record = {**record, "written_at": round(time.time(), 6)}
         self._fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -92,10 +201,60 @@ class TrialWriter:
         self.close()
 
 
-def read_trials(folder: Path) -> list[dict]:
-    """Every record in the folder's trials*.jsonl; corrupt lines skipped with a warning."""
-    records = []
-    for path in sorted(Path(folder).glob(TRIALS_GLOB)):
+RUN_LOG = "runs.jsonl"
+
+
+def append_run_log(folder: Path, entry: dict) -> None:
+    """One line per run event with a one-time cost (warm-up): kept out of every trial."""
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
+    with open(Path(folder) / RUN_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+
+VERDICTS = ("PASS", "FAIL", "NULL", "SKIP", "ERROR")
+
+
+def _problem(rec) -> str | None:
+    """Why a parsed line is not a usable trial record (None when it is one)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if not isinstance(rec.get("key"), str) or not rec["key"]:
+        return "no trial key"
+    for name in ("context", "sample"):
+        if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
+            return f"{name} is not a whole number"
+    depth = rec.get("depth")
+    if not isinstance(depth, (int, float)) or isinstance(depth, bool) or not 0 <= depth <= 1:
+        return "depth is not a number in [0, 1]"
+    if rec.get("verdict") not in VERDICTS:
+        return "no valid verdict"
+    return None
+
+
+def written_at(rec: dict) -> float:
+    """When a record was written: its written_at stamp, else its time field, else 0."""
+    value = rec.get("written_at")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    import datetime
+
+    try:
+        return datetime.datetime.strptime(str(rec.get("time")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return 0.0
+
+
+def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
+    """Every valid record in the folder's trials*.jsonl, in the order they were written.
+
+    Corrupt or malformed lines are skipped with one warning per file. With `config_hash`,
+    records of any other configuration (a file copied in from elsewhere) are left out with a
+    warning: they are never mixed into this run's results.
+    """
+    rows = []
+    for index, path in enumerate(sorted(Path(folder).glob(TRIALS_GLOB))):
+        bad: list[str] = []
+        foreign = 0
         with open(path, encoding="utf-8", errors="replace") as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.strip()
@@ -103,24 +262,43 @@ def read_trials(folder: Path) -> list[dict]:
                     continue
                 try:
                     rec = json.loads(line)
-                    if not isinstance(rec, dict) or "key" not in rec:
-                        raise ValueError("not a trial record")
                 except ValueError:
-                    warnings.warn(f"skipped corrupt line {lineno} of {path}", StoreWarning,
-                                  stacklevel=2)
-                    continue
-                records.append(rec)
-    return records
+                    rec = None
+                why = "not JSON" if rec is None else _problem(rec)
+                if why:
+                    bad.append(f"line {lineno}: {why}")
+                elif config_hash and rec.get("config_hash") != config_hash:
+                    foreign += 1
+                else:
+                    rows.append((written_at(rec), index, lineno, rec))
+        if bad:
+            warnings.warn(f"skipped {len(bad)} corrupt line(s) of {path} ({bad[0]}"
+                          f"{', ...' if len(bad) > 1 else ''})", StoreWarning, stacklevel=2)
+        if foreign:
+            warnings.warn(f"left out {foreign} record(s) of {path} made by another "
+                          f"configuration (not config {config_hash})", StoreWarning, stacklevel=2)
+    rows.sort(key=lambda row: row[:3])
+    return [row[3] for row in rows]
+
+
+def folder_records(folder: Path) -> list[dict]:
+    """The records of a run folder that belong to its own configuration."""
+    return read_trials(folder, config_hash=stored_hash(folder))
 
 
 def latest_by_key(records: list[dict]) -> dict[str, dict]:
-    """The last record per trial key (a retried ERROR is replaced by its rerun)."""
+    """The last record per trial key (a retried trial is replaced by its rerun)."""
     out: dict[str, dict] = {}
     for rec in records:
         out[rec["key"]] = rec
     return out
 
 
+# SKIP depends on the machine (memory preflight) and ERROR on the moment: both are retried.
+RETRIED = ("ERROR", "SKIP")
+
+
 def finished_keys(folder: Path) -> set[str]:
-    """Keys of trials that need no rerun (every verdict except ERROR)."""
-    return {k for k, r in latest_by_key(read_trials(folder)).items() if r.get("verdict") != "ERROR"}
+    """Keys of this configuration's trials that need no rerun."""
+    return {k for k, r in latest_by_key(folder_records(folder)).items()
+            if r.get("verdict") not in RETRIED}

@@ -20,7 +20,8 @@ class TrialSpec:
     kv_bits: int | None
     max_kv_size: int | None
     prefill_step: int
-    value: str
+    value: str    # first draw for the cell; the trial's needles (haystack-checked) come from
+                  # niah.tasks via runner.task_trial, which records what was really asked
 
     @property
     def key(self) -> str:
@@ -35,6 +36,16 @@ def trial_key(*, context: int, depth: float, sample: int, kv_bits=None, max_kv_s
             f"-p{prefill_step}")
 
 
+def _value_key(context: int, depth: float, sample: int) -> str:
+    return f"c{context}-d{depth:.6g}-s{sample}"
+
+
+def value_key(spec: TrialSpec) -> str:
+    """The key a trial's needle values are drawn with (KV settings and prefill step are not
+    in it: the same cell gets the same needles under every setting)."""
+    return _value_key(spec.context, spec.depth, spec.sample)
+
+
 def build_grid(config: RunConfig) -> list[TrialSpec]:
     """Every trial of a run, in reporting order (contexts, then depths, then samples)."""
     specs = []
@@ -44,9 +55,8 @@ def build_grid(config: RunConfig) -> list[TrialSpec]:
                 for max_kv in config.max_kv_size:
                     for step in config.prefill_steps:
                         for sample in range(config.samples):
-                            value_key = f"c{context}-d{depth:.6g}-s{sample}"
                             value = needle_value(kind=config.value_kind, seed=config.seed,
-                                                 key=value_key)
+                                                 key=_value_key(context, depth, sample))
                             specs.append(TrialSpec(context=context, depth=depth, sample=sample,
                                                    kv_bits=kv_bits, max_kv_size=max_kv,
                                                    prefill_step=step, value=value))

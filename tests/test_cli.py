@@ -109,11 +109,11 @@ def test_model_dependent_bad_input(tmp_path, monkeypatch):
         (["--model", "mlx-community/not-a-real-model-xyz"],
          "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
         (["--context", "16k"],
-         "error: context 16384 plus --max-tokens 32 is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+         "error: context 16384 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "8k"],
-         "error: context 8192 plus --max-tokens 32 is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+         "error: context 8192 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "8100", "--max-tokens", "93"],
-         "error: context 8100 plus --max-tokens 93 is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+         "error: context 8100 plus up to 93 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "50"],
          "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
     ]
@@ -257,21 +257,20 @@ def test_report_fail_under_range(value):
 
 
 @pytest.mark.parametrize("text,reason", [
-    ("[]", "the config is list, not a JSON object"),
-    ("null", "the config is null, not a JSON object"),
+    ("[]", "not an object with a model): re-run niah run into a new folder"),
+    ("null", "not an object with a model): re-run niah run into a new folder"),
     ('{"model": "default", "contexts": 5}',
-     "config field 'contexts' is 5: expected a non-empty list of positive whole numbers"),
+     "config field 'contexts' is 5: expected a non-empty list of positive whole numbers): re-run niah run"),
     ('{"model": "default", "depths": ["half"]}',
-     'config field \'depths\' is ["half"]: expected a non-empty list of numbers in [0, 1]'),
-    ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+     'config field \'depths\' is ["half"]: expected a non-empty list of numbers in [0, 1]): re-run niah run'),
+    ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): re-run niah run"),
 ])
 def test_malformed_config_json_is_one_line(tmp_path, text, reason):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "config.json").write_text(text)
     (folder / "trials.jsonl").write_text("")
-    message = (f"error: {str(folder / 'config.json')!r} is not a valid niah config ({reason}): "
-               "re-run niah run\n")
+    message = f"error: {str(folder / 'config.json')!r} is not a valid niah config ({reason}\n"
     for args in (["run", "--resume", str(folder), "-q"], ["report", str(folder)]):
         result = runner.invoke(app, args)
         assert (result.exit_code, result.stderr, result.stdout) == (2, message, ""), args
@@ -281,14 +280,14 @@ def test_trained_length_counts_the_decoded_tokens():
     from niah.config import RunConfig
     from niah.runner import check_contexts
 
-    assert check_contexts(RunConfig(model="m", contexts=(8160,), max_tokens=32), 8192) == []
-    assert check_contexts(RunConfig(model="m", contexts=(8161,), max_tokens=32,
-                                    allow_beyond_trained=True), 8192) == [
-        "context 8161 plus --max-tokens 32 is beyond the trained length 8192 (allowed, recorded)"]
+    assert check_contexts(RunConfig(model="m", contexts=(8160,)), 8192, max_tokens=32) == []
+    assert check_contexts(RunConfig(model="m", contexts=(8161,), allow_beyond_trained=True), 8192,
+                          max_tokens=32) == [
+        "context 8161 plus up to 32 answer tokens is beyond the trained length 8192 (allowed, recorded)"]
     with pytest.raises(NiahError) as e:
-        check_contexts(RunConfig(model="m", contexts=(1024, 8161), max_tokens=32), 8192)
-    assert str(e.value) == ("context 8161 plus --max-tokens 32 is beyond the model's trained length "
-                            "of 8192 tokens: use a shorter --context or pass --allow-beyond-trained")
+        check_contexts(RunConfig(model="m", contexts=(1024, 8161)), 8192, max_tokens=32)
+    assert str(e.value) == ("context 8161 plus up to 32 answer tokens is beyond the model's trained "
+                            "length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained")
 
 
 def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
@@ -298,7 +297,7 @@ def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
     from niah import store
 
     def prepare_then_refuse(cfg, **kw):
-        store.prepare_folder(store.run_folder(cfg, "model"), cfg)
+        store.prepare_folder(store.run_folder(cfg, "model", config_hash=cfg.hash()), cfg)
         raise NiahError("context 50 is too short")
 
     monkeypatch.setattr(niah.runner, "run_sweep", prepare_then_refuse)

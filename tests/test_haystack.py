@@ -131,3 +131,139 @@ def test_too_short_context(gguf_tokenizer):
     builder = PromptBuilder(gguf_tokenizer)
     with pytest.raises(NiahError, match="too short"):
         builder.build(context=20, depth=0.5, value="1234567")
+
+
+# --- placement on text without ASCII sentence ends (issue #11) ---------------------------------
+
+HAYSTACKS = {
+    "one-long-line": " ".join(f"token{i % 13} alpha beta gamma delta" for i in range(4000)),
+    "log-lines": "\n".join(f"INFO worker=alpha status=ok latency=fast shard=east" for _ in range(3000)),
+    "code": "\n".join(f"def f{i % 9}(x):\n    return x * {i % 5} + g(x)\n" for i in range(2000)),
+    "cjk-sentences": "今天天气很好，我们去公园散步。公园里有很多人在跳舞！你喜欢跳舞吗？" * 400,
+    "cjk-no-ends": "今天天气很好我们去公园散步公园里有很多人在跳舞" * 600,
+    "japanese": "猫が庭で静かに眠っています。雨の日には窓の外を眺めます。" * 500,
+}
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(HAYSTACKS))
+@pytest.mark.parametrize("context", [300, 1024, 4096])
+def test_placement_within_tolerance(gguf_tokenizer, tmp_path, name, context):
+    builder = PromptBuilder(gguf_tokenizer, source=_write(tmp_path, name, HAYSTACKS[name]))
+    for depth in np.linspace(0, 1, 21):
+        p = _check_prompt(builder, gguf_tokenizer, context, float(depth))
+        tol = builder.tolerance(p.body_tokens) / p.body_tokens
+        assert abs(p.needle_depth - depth) <= tol + 1e-12, (depth, p.needle_depth, p.boundary)
+        assert tol <= max(0.01, 1 / p.body_tokens)
+        if p.boundary != "token":  # no character split on either side of the needle
+            for ids in (p.ids[p.needle_index - 4:p.needle_index],):
+                assert not gguf_tokenizer.decode(ids.tolist()).endswith("\ufffd")
+            end = p.needle_index + p.needle_tokens
+            if end < p.head_tokens + p.body_tokens + p.needle_tokens:
+                assert not gguf_tokenizer.decode(p.ids[end:end + 4].tolist()).startswith("\ufffd")
+
+
+def test_placement_boundaries(gguf_tokenizer, hf_tokenizer, tmp_path):
+    """Sentence ends where real text has them (CJK, line breaks), words in one long line,
+    characters in CJK without punctuation; with two tokenizer families."""
+    def kinds(tok, name):
+        b = PromptBuilder(tok, source=_write(tmp_path, name, HAYSTACKS[name]))
+        return {b.build(context=2048, depth=float(d), value="1234567").boundary
+                for d in np.linspace(0.05, 0.95, 19)}
+
+    assert kinds(gguf_tokenizer, "log-lines") == {"sentence"}
+    assert "sentence" in kinds(gguf_tokenizer, "cjk-sentences")
+    assert kinds(gguf_tokenizer, "one-long-line") == {"word"}
+    assert kinds(hf_tokenizer, "one-long-line") == {"word"}
+    assert kinds(gguf_tokenizer, "cjk-no-ends") <= {"char", "word"}
+
+
+def test_segments():
+    from niah.haystack import split_segments
+
+    text = "A b. C d!\r\n\r\n\r\nE f\n  g h\u3002i j\uff1f k \u201cl.\u201d M"
+    assert split_segments(text) == [
+        ("\n", "A b."), (" ", "C d!"), ("\n\n", "E f"), ("\n  ", "g h\u3002"), ("", "i j\uff1f"),
+        (" ", "k \u201cl.\u201d"), (" ", "M")]
+
+
+# --- needle phrase and values already in the haystack (issue #11) -----------------------------
+
+def test_haystack_with_needle_phrase_refused(gguf_tokenizer, tmp_path):
+    path = _write(tmp_path, "planted", "Some text. The  SECRET passkey is 1234567. More text.")
+    with pytest.raises(NiahError, match=r"already contains the needle phrase 'The secret passkey is'"):
+        PromptBuilder(gguf_tokenizer, source=path)
+    PromptBuilder(gguf_tokenizer, source=path, needle="The magic number is {value}.")
+    # prose is generated: the check runs on the text a prompt uses
+    with pytest.raises(NiahError, match="already contains the needle phrase 'the old fisherman'"):
+        PromptBuilder(gguf_tokenizer, needle="{value} the old fisherman").build(
+            context=2048, depth=0.5, value="1234567")
+
+
+def test_value_occurs_and_redraw(gguf_tokenizer, tmp_path):
+    from niah.values import draw_value
+
+    first = needle_value(kind="number", seed=0, key="k")
+    path = _write(tmp_path, "values", f"A line. The code {first} is here. Another line.")
+    builder = PromptBuilder(gguf_tokenizer, source=path)
+    assert builder.value_occurs(first, context=1024)
+    reject = lambda v: builder.value_occurs(v, context=1024)  # noqa: E731
+    redrawn = draw_value(kind="number", seed=0, key="k", reject=reject)
+    assert redrawn != first and redrawn == draw_value(kind="number", seed=0, key="k", reject=reject)
+    assert redrawn == needle_value(kind="number", seed=0, key="k#1")
+    assert draw_value(kind="number", seed=0, key="k") == first
+    prose = PromptBuilder(gguf_tokenizer, needle="The code is {value}.")
+    assert prose.value_occurs("the old fisherman", context=1024)
+    assert not prose.value_occurs("1234567", context=1024)
+    with pytest.raises(NiahError, match="no number value avoids the haystack"):
+        draw_value(kind="number", seed=0, key="k", reject=lambda v: True)
+
+
+# --- through the CLI on the real model (issue #11) --------------------------------------------
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from niah.cli import app
+
+    return CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
+
+
+def _records(out):
+    import json
+
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["one-long-line", "cjk-no-ends"])
+def test_cli_depth_is_the_requested_depth(tmp_path, gguf_path, name):
+    """Before the fix every needle in such a haystack sat at depth 0 under 'Depth 50%'."""
+    hay = _write(tmp_path, name, HAYSTACKS[name])
+    out = tmp_path / "res"
+    result = _cli("--haystack", hay, "--context", "1k", "--depth", "0.5", "--out", str(out), "-q",
+                  "--max-tokens", "12")
+    assert result.exit_code == 0, result.output
+    (rec,) = _records(out)
+    assert rec["context_tokens"] == 1024 and rec["depth"] == 0.5
+    assert abs(rec["needle_depth"] - 0.5) <= 0.01
+    assert rec["verdict"] in ("PASS", "FAIL", "NULL")
+
+
+@pytest.mark.slow
+def test_cli_haystack_with_the_needle_phrase_is_refused(tmp_path, gguf_path):
+    hay = _write(tmp_path, "planted", "A quiet day. The secret passkey is 1234567. The end.")
+    out = tmp_path / "res"
+    result = _cli("--haystack", hay, "--context", "1k", "--depth", "0.5", "--out", str(out), "-q")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: haystack {hay!r} already contains the needle phrase 'The secret passkey is', so "
+        "answers cannot be attributed: remove it from the haystack or choose another --needle\n")
+    assert result.stdout == ""
+    assert not any(out.rglob("trials*.jsonl"))

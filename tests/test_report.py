@@ -100,8 +100,9 @@ def test_mixed_configs_need_compare(tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     result = _report(REF, other)
     assert result.exit_code == 2
-    assert result.stderr == ("error: these runs have different configs: pass --compare to compare "
-                             "them cell by cell, or report them one at a time\n")
+    assert result.stderr == ("error: these runs are different experiments (config 692d08c1ce60 on "
+                             "cpu (AMD EPYC); config ead3737e93d2 on cpu (AMD EPYC)): pass --compare "
+                             "to see them side by side, or report them one at a time\n")
 
 
 def test_bad_report_input(tmp_path):

@@ -1,0 +1,264 @@
+"""A result belongs to exactly one configuration: config hash coverage, foreign records,
+write-order, grid union, --resume checks, the folder lock, retried SKIPs, malformed records
+and configs, and report pooling. Each test goes through the CLI (CliRunner) where a user
+would, and each failed on the code before its fix."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from niah import store
+from niah.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_REF = ROOT / "results" / "reference" / "smollm2-cpu-2026-11-27"
+H100_REF = ROOT / "results" / "reference" / "smollm2-h100-curve-2026-11-27"
+runner = CliRunner()
+SMALL = ["--context", "256", "--max-tokens", "8", "-q"]
+
+
+def _cli(*args):
+    return runner.invoke(app, [*map(str, args)], catch_exceptions=False)
+
+
+def _records(folder):
+    return [json.loads(line) for line in (Path(folder) / "trials.jsonl").read_text().splitlines()]
+
+
+def _only_folder(out: Path) -> Path:
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder
+
+
+# --- report pooling --------------------------------------------------------------------
+
+def test_report_refuses_to_pool_cpu_and_h100_reference_runs():
+    # Both were written with the same (old, options-only) hash: the device tells them apart.
+    result = _cli("report", CPU_REF, H100_REF)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: these runs are different experiments (config ")
+    assert "on cpu (AMD EPYC)" in result.stderr and "on cuda (NVIDIA H100 80GB HBM3)" in result.stderr
+    assert result.stderr.endswith("pass --compare to see them side by side, or report them one at a time\n")
+    compared = _cli("report", CPU_REF, H100_REF, "--compare")
+    assert compared.exit_code == 0, compared.output
+
+
+def test_same_experiment_in_two_folders_counts_each_needle_once(tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(CPU_REF, copy)
+    one = _cli("report", CPU_REF)
+    both = _cli("report", CPU_REF, copy)
+    assert both.exit_code == 0, both.output
+    assert one.stdout.splitlines()[2:] == both.stdout.splitlines()[3:]
+
+
+def _step_sweep_records(folder: Path) -> None:
+    base = {"model": "m", "device": "cpu", "config_hash": "abc", "sample": 0, "verdict": "PASS",
+            "context": 1024, "depth": 0.5, "elapsed_s": 1.0}
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "abc"}))
+    with open(folder / "trials.jsonl", "w") as fh:
+        for step, verdict in ((2048, "PASS"), (8192, "FAIL")):
+            fh.write(json.dumps({**base, "key": f"k{step}", "prefill_step": step,
+                                 "verdict": verdict}) + "\n")
+
+
+def test_prefill_step_sweep_is_two_rows_not_two_samples(tmp_path):
+    _step_sweep_records(tmp_path / "run")
+    result = _cli("report", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()[2:5]
+    assert table == ["Context      Depth 50%      Accuracy",
+                     "1K step2048  PASS (1.00 s)  100%",
+                     "1K step8192  FAIL (1.00 s)  0%"]
+
+
+# --- records: foreign, order, malformed -------------------------------------------------
+
+def test_foreign_rank_file_is_not_mixed_in(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_REF, run)
+    foreign = [dict(r, config_hash="0123456789ab", verdict="FAIL", response="no")
+               for r in _records(run)]
+    (run / "trials.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in foreign))
+    result = _cli("report", run)
+    assert result.exit_code == 0, result.output
+    assert "Total: 18 trials, 18 PASS, 0 FAIL" in result.stdout
+    assert result.stderr == (f"warning: left out 18 record(s) of {run / 'trials.rank1.jsonl'} made "
+                             "by another configuration (not config ead3737e93d2)\n")
+
+
+def test_retried_error_in_an_earlier_named_file_wins_by_write_time(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "h"}))
+    rec = {"key": "k", "context": 256, "depth": 0.5, "sample": 0, "config_hash": "h"}
+    (folder / "trials.rank1.jsonl").write_text(json.dumps({**rec, "verdict": "ERROR",
+                                                           "written_at": 100.0}) + "\n")
+    (folder / "trials.jsonl").write_text(json.dumps({**rec, "verdict": "PASS",
+                                                     "written_at": 200.0}) + "\n")
+    latest = store.latest_by_key(store.folder_records(folder))
+    assert latest["k"]["verdict"] == "PASS"
+    assert store.finished_keys(folder) == {"k"}
+
+
+MALFORMED = ['{"key":"junk"}', '{"key":["x"]}', '{"key":"c1024-d0-s0-kvfp-mall-p2048"}',
+             '{"key":"c1024-d0-s0-kvfp-mall-p2048","context":"1024","depth":0,"sample":0,"verdict":"PASS"}',
+             '[1, 2]', 'null']
+
+
+def test_malformed_records_are_skipped_with_one_warning(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_REF, run)
+    with open(run / "trials.jsonl", "a") as fh:
+        fh.write("\n".join(MALFORMED) + "\n")
+    result = _cli("report", run)
+    assert result.exit_code == 0, result.output
+    assert "Total: 18 trials, 18 PASS" in result.stdout
+    assert result.stderr == (f"warning: skipped 6 corrupt line(s) of {run / 'trials.jsonl'} "
+                             "(line 19: context is not a whole number, ...)\n")
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"x"', '{"model": "m", "contexts": 5}',
+                                     '{"model": "m", "depths": "a"}', "{not json"])
+def test_malformed_config_is_one_line(tmp_path, content):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_REF, run)
+    (run / "config.json").write_text(content)
+    for args in (["report", run], ["run", "--resume", run]):
+        result = _cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"error: {str(run / 'config.json')!r} is not a valid niah config")
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+# --- runs: hash coverage, union, resume, lock, SKIP, Ctrl-C (real model) ----------------
+
+@pytest.mark.slow
+def test_edited_haystack_file_is_a_new_configuration(tmp_path):
+    hay = tmp_path / "hay.txt"
+    hay.write_text("The river runs past the old mill. Birds sing at dawn. " * 40)
+    out = tmp_path / "out"
+    first = _cli("run", *SMALL, "--depth", "0.5", "--haystack", hay, "--out", out)
+    assert first.exit_code == 0, first.output
+    hay.write_text("A quiet town sleeps under the snow. Lamps glow in the windows. " * 40)
+    second = _cli("run", *SMALL, "--depth", "0.5", "--haystack", hay, "--out", out)
+    assert second.exit_code == 0, second.output
+    assert "1 run, 0 already done" in second.stdout
+    folders = sorted(p for p in out.iterdir())
+    assert len(folders) == 2
+    idents = [json.loads((f / "config.json").read_text())["identity"] for f in folders]
+    assert idents[0]["haystack_digest"] != idents[1]["haystack_digest"]
+    assert idents[0]["model_digest"] == idents[1]["model_digest"]
+    for f in folders:  # every record carries its folder's hash and digests
+        cfg = json.loads((f / "config.json").read_text())
+        (rec,) = _records(f)
+        assert rec["config_hash"] == cfg["config_hash"] == f.name.rsplit("-", 1)[1]
+        assert rec["haystack_digest"] == cfg["identity"]["haystack_digest"]
+
+
+@pytest.mark.slow
+def test_identity_covers_model_backend_dtype_sdpa_and_versions(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    folder = _only_folder(out)
+    ident = json.loads((folder / "config.json").read_text())["identity"]
+    assert len(ident["model_digest"]) == 64 and ident["backend"] == "cpu"
+    assert ident["compute_dtype"] == "float32" and ident["sdpa_threshold"] == "65536"
+    assert ident["niah_version"].startswith("0.1.0+src.") and ident["mlx_version"]
+    # the environment's SDPA settings change the route, so they change the configuration
+    monkeypatch.setenv("NIAH_SDPA_CHUNK_THRESHOLD", "128")
+    again = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert again.exit_code == 0 and "1 run, 0 already done" in again.stdout
+    assert len(list(out.iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_smaller_grid_into_same_folder_keeps_the_union_and_resume_honours_it(tmp_path):
+    out = tmp_path / "out"
+    first = _cli("run", *SMALL, "--depth", "0,1", "--out", out)
+    assert first.exit_code == 0, first.output
+    folder = _only_folder(out)
+    second = _cli("run", *SMALL, "--depth", "0.5", "--out", out)
+    assert second.exit_code == 0 and "1 run, 0 already done" in second.stdout
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["depths"] == [0.0, 0.5, 1.0]
+    resumed = _cli("run", "--resume", folder, "-q")
+    assert resumed.exit_code == 0 and "0 run, 3 already done" in resumed.stdout
+    assert len(_records(folder)) == 3
+
+
+@pytest.mark.parametrize("flag", [["--depth", "0.5"], ["--context", "2k"], ["--seed", "3"],
+                                  ["--sdpa", "chunked"], ["--no-prefix-reuse"]])
+def test_resume_refuses_options_it_cannot_honour(tmp_path, flag):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_REF, run)
+    result = _cli("run", "--resume", run, *flag)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {flag[0]} cannot be combined with --resume (the run folder's "
+                             f"own options are used): drop {flag[0]}, or start a new run without "
+                             "--resume\n")
+
+
+@pytest.mark.slow
+def test_resume_on_another_identity_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    folder = _only_folder(out)
+    monkeypatch.setenv("NIAH_SDPA_CHUNK_SIZE", "128")
+    result = _cli("run", "--resume", folder, "-q")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {str(folder)!r} holds results of another configuration "
+                             "(sdpa_chunk_size 32768 -> 128): start a new run without --resume, "
+                             "or give another --out\n")
+
+
+@pytest.mark.slow
+def test_second_run_on_a_locked_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    folder = _only_folder(out)
+    with store.FolderLock(folder):
+        result = _cli("run", *SMALL, "--depth", "0,1", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: another niah run (pid ")
+    assert result.stderr.endswith(f"is writing to {str(folder)!r}: wait for it to finish, or "
+                                  "give another --out\n")
+    assert len(_records(folder)) == 1  # nothing ran twice
+    after = _cli("run", *SMALL, "--depth", "0,1", "--out", out)  # the lock went with its holder
+    assert after.exit_code == 0 and "1 run, 1 already done" in after.stdout
+
+
+@pytest.mark.slow
+def test_skip_is_retried_on_a_machine_with_more_memory(tmp_path, monkeypatch):
+    from niah import preflight
+
+    out = tmp_path / "out"
+    real = preflight.working_set_bytes
+    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    folder = _only_folder(out)
+    assert _records(folder)[0]["verdict"] == "SKIP"
+    monkeypatch.setattr(preflight, "working_set_bytes", real)
+    again = _cli("run", "--resume", folder, "-q")
+    assert again.exit_code == 0 and "1 run, 0 already done" in again.stdout
+    assert _records(folder)[-1]["verdict"] in ("PASS", "FAIL", "NULL")
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
+    from niah.model import ModelSession
+
+    def interrupt(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModelSession, "generate", interrupt)
+    out = tmp_path / "out"
+    result = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert result.exit_code == 130
+    folder = _only_folder(out)
+    assert result.stderr == ("interrupted: finished trials are saved; run the same command again "
+                             f"or niah run --resume {folder} to finish the rest\n")
