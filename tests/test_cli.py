@@ -103,6 +103,7 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.slow  # loads the model once per case
 def test_model_dependent_bad_input(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cases = [
