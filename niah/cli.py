@@ -191,7 +191,8 @@ def _check_file_option(path: Optional[Path], *, option: str) -> None:
     if path is None:
         return
     if path.is_dir():
-        raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like niah{path.suffix or '.xml'}")
+        example = {"--junit": "niah.xml", "--csv": "niah.csv"}.get(option, "niah.out")
+        raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {example}")
     parent = path.parent
     if not parent.is_dir():
         raise NiahError(f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not exist; "

@@ -227,7 +227,7 @@ def test_output_paths_are_checked_before_the_sweep(tmp_path, no_sweep):
         (["--out", out, "--junit", str(tmp_path / "adir")],
          f"error: --junit {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.xml"),
         (["--out", out, "--csv", str(tmp_path / "adir")],
-         f"error: --csv {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.xml"),
+         f"error: --csv {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.csv"),
     ]
     for args, message in cases:
         result = _run("--context", "1k", *args)
