@@ -7,17 +7,42 @@ NiahError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 from .errors import NiahError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _Command(typer.core.TyperCommand):
+    """A command whose on/off flags show no type (typer would print `<bool>` next to them)."""
+
+    def format_help(self, ctx, formatter):
+        _hide_flag_types(self.get_params(ctx))
+        return super().format_help(ctx, formatter)
+
+
+class _Group(typer.core.TyperGroup):
+    def format_help(self, ctx, formatter):
+        _hide_flag_types(self.get_params(ctx))
+        return super().format_help(ctx, formatter)
+
+
+def _hide_flag_types(params) -> None:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Needle-in-a-haystack long-context checks for MLX models.")
-sdpa_app = typer.Typer(no_args_is_help=True, help="niah's chunked SDPA: verify and benchmark.")
+sdpa_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                       help="niah's chunked SDPA: verify and benchmark.")
 app.add_typer(sdpa_app, name="sdpa")
 
 P_PROMPT, P_RUN, P_SDPA, P_KV, P_OUT = "Prompt", "Running", "Attention", "KV cache", "Output and gating"
@@ -28,7 +53,23 @@ def _fail(exc: NiahError) -> None:
     raise typer.Exit(code=exc.exit_code)
 
 
-@app.command()
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"niah {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print niah's version and exit."),
+):
+    """Needle-in-a-haystack long-context checks for MLX models."""
+
+
+@app.command(cls=_Command)
 def run(
     ctx: typer.Context,
     context: str = typer.Option("1k,2k", "--context", "-c", help="Context lengths: 8000, 4k, 128k, 1m; comma list.", rich_help_panel=P_PROMPT),
@@ -68,8 +109,9 @@ def run(
     from . import tasks
 
     try:
-        if fail_under is not None and not 0 <= fail_under <= 1:
-            raise NiahError(f"--fail-under {fail_under:g} is outside [0, 1]: use a fraction like 0.9")
+        _check_fail_under(fail_under)
+        _check_file_option(junit, option="--junit")
+        _check_file_option(csv, option="--csv")
         if resume is not None:
             from .store import load_config
 
@@ -103,6 +145,7 @@ def run(
                 rope_scaling=rope_scaling,
                 out=out,
             )
+            _check_out(out)
             for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
                 if v is not None and v < 1:
                     raise NiahError(f"{name} {v} is not allowed: use a positive token count")
@@ -143,22 +186,80 @@ def _haystack_arg(value: str) -> str:
     return str(path.resolve())
 
 
-def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
-    from rich.console import Console
+def _check_file_option(path: Optional[Path], *, option: str) -> None:
+    """Refuse, before the sweep, a report path that could not be written after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        example = {"--junit": "niah.xml", "--csv": "niah.csv"}.get(option, "niah.out")
+        raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {example}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise NiahError(f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not exist; "
+                        "create it first")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise NiahError(f"cannot write {option} {str(path)!r} (permission denied): choose a writable path")
+
+
+def _check_out(out: str) -> None:
+    """Refuse, before the model loads, an --out that cannot hold run folders."""
+    if not out.strip():
+        raise NiahError("--out is empty: give a folder for run folders, like --out results")
+    probe = _existing_ancestor(Path(out))
+    if not probe.is_dir():
+        raise NiahError(f"cannot write to output folder {out!r} ({str(probe)!r} is a file): "
+                        "choose a writable --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise NiahError(f"cannot write to output folder {out!r} (permission denied): "
+                        "choose a writable --out")
+
+
+def _listing(folder: Path) -> Optional[set]:
+    return set(os.listdir(folder)) if folder.is_dir() else None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _remove_unstarted(out: Path, before: Optional[set], *, existed: Path) -> None:
+    """After a run refused its input: remove the run folders this call created that hold no
+    trial, and the folders of --out it created, so bad input leaves nothing behind."""
+    import shutil
+
+    after = _listing(out)
+    if after is None:
+        return
+    for name in after - (before or set()):
+        folder = out / name
+        if folder.is_dir() and not any(folder.glob("trials*.jsonl")):
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = out
+    while folder != existed and folder != folder.parent:  # --out and parents made by this call
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            break
+        folder = folder.parent
+
+
+def _progress(*, quiet: bool, console):
+    """The run's progress: a bar on a terminal; elsewhere (CI logs) one plain line per trial
+    on stderr; nothing with --quiet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from . import report, runner
-    from .distributed import group_info
-
-    rank, world = group_info()
-    console = Console(stderr=True)
+    from . import runner
+    from .config import format_context
 
     class Bar(runner.Progress):
         def __init__(self):
-            self.bar = None
+            self.bar, self.total, self.done = None, 0, 0
 
         def start(self, total):
-            if quiet or total == 0:
+            self.total = total
+            if quiet or total == 0 or not console.is_terminal:
                 return
             self.bar = Progress(TextColumn("[bold]niah"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -172,29 +273,61 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
                 console.print(f"[dim]{text}[/dim]")
 
         def trial_done(self, record):
+            self.done += 1
             if self.bar is not None:
                 desc = f"{record['context']} @ {record['depth']:g}: {record['verdict']}"
                 self.bar.update(self.task, advance=1, description=desc)
+            elif not quiet:
+                secs = record.get("elapsed_s")
+                typer.echo(f"niah: trial {self.done}/{self.total}: context "
+                           f"{format_context(record['context'])} depth {record['depth']:g} "
+                           f"sample {record['sample']}: {record['verdict']}"
+                           + (f" ({secs:.1f} s)" if secs is not None else ""), err=True)
 
         def stop(self):
             if self.bar is not None:
                 self.bar.stop()
 
-    bar = Bar()
+    return Bar()
+
+
+def _echo_warnings(caught) -> None:
+    """Each distinct warning once, as one line `warning: ...` (no file:line, no source)."""
+    for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
+        typer.echo(f"warning: {message}", err=True)
+
+
+def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
+    import warnings as _w
+
+    from rich.console import Console
+
+    from . import report, runner
+    from .distributed import group_info
+
+    rank, world = group_info()
+    bar = _progress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
+    out = Path(cfg.out)
+    before, existed = _listing(out), _existing_ancestor(out)
     try:
-        if rank:
-            bar = runner.Progress()  # one progress bar, on rank 0
-        result = runner.run_sweep(cfg, folder=folder, progress=bar,
-                                  rank=rank if world > 1 else None, world=world)
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            try:
+                result = runner.run_sweep(cfg, folder=folder, progress=bar,
+                                          rank=rank if world > 1 else None, world=world)
+            finally:
+                bar.stop()
+                _echo_warnings(caught)
     except KeyboardInterrupt as exc:
-        bar.stop()
         where = getattr(exc, "folder", None)
         typer.echo("interrupted: finished trials are saved; run the same command again or "
                    f"niah run --resume {where if where else '<run folder>'} to finish the rest",
                    err=True)
         raise typer.Exit(code=130)
-    finally:
-        bar.stop()
+    except NiahError:
+        if folder is None:
+            _remove_unstarted(out, before, existed=existed)
+        raise
     if world > 1:
         from .distributed import gather_and_merge
 
@@ -203,6 +336,17 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             return  # rank 0 reports
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
+    _print_run(result, cfg)
+    if junit:
+        report.junit(result.records, junit)
+    if csv:
+        report.export(result.records, csv=csv)
+    _gate(result.records, fail_under)
+
+
+def _print_run(result, cfg) -> None:
+    from . import report
+
     records = result.records
     typer.echo(f"Run folder: {result.folder}")
     typer.echo(f"Model: {records[0]['model'] if records else cfg.model} · device "
@@ -212,13 +356,19 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
     typer.echo(report.format_table(records))
     typer.echo("")
     typer.echo(report.totals_line(records))
-    sus = [r for r in records if report.suspect(r)]
-    for r in sus:
-        typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
-    if junit:
-        report.junit(records, junit)
-    if csv:
-        report.export(records, csv=csv)
+    for r in records:
+        if report.suspect(r):
+            typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
+
+
+def _check_fail_under(fail_under: Optional[float]) -> None:
+    if fail_under is not None and not 0 <= fail_under <= 1:
+        raise NiahError(f"--fail-under {fail_under:g} is outside [0, 1]: use a fraction like 0.9")
+
+
+def _gate(records, fail_under: Optional[float]) -> None:
+    from . import report
+
     if fail_under is not None:
         acc = report.accuracy(records) or 0.0
         if acc < fail_under:
@@ -226,7 +376,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             raise typer.Exit(code=1)
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders made by niah run."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
@@ -237,10 +387,11 @@ def report_cmd(
     junit: Optional[Path] = typer.Option(None, "--junit", help="JUnit XML, one testcase per trial."),
     compare: bool = typer.Option(False, "--compare", help="Compare runs cell by cell (first is the baseline)."),
     effective_threshold: float = typer.Option(0.85, "--effective-threshold", help="Effective context: accuracy >= this x the shortest context's."),
-    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this."),
+    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."),
 ):
     """Print and export reports of one or more run folders."""
     try:
+        _check_fail_under(fail_under)
         _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
                 heatmap_path=heatmap, junit=junit, compare=compare,
                 effective_threshold=effective_threshold, fail_under=fail_under)
@@ -305,11 +456,7 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         report.heatmap(records, heatmap_path, title=f"{records[0]['model']}")
     if junit:
         report.junit(records, junit)
-    if fail_under is not None:
-        acc = report.accuracy(records) or 0.0
-        if acc < fail_under:
-            typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
-            raise typer.Exit(code=1)
+    _gate(records, fail_under)
 
 
 def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
@@ -323,7 +470,7 @@ def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
     return (store.load_config(folder).hash(store.stored_identity(folder)), devices)
 
 
-@app.command()
+@app.command(cls=_Command)
 def convert(
     gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
     out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
@@ -341,7 +488,7 @@ def convert(
                f"{', '.join(done.files)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def doctor(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Also size a run of this model."),
     context: Optional[str] = typer.Option(None, "--context", "-c", help="Context to size (with --model)."),
@@ -356,7 +503,7 @@ def doctor(
         _fail(exc)
 
 
-@sdpa_app.command("verify")
+@sdpa_app.command("verify", cls=_Command)
 def sdpa_verify(
     quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
     long: bool = typer.Option(True, "--long/--no-long", help="Include 128K/256K-key cases where memory allows."),
@@ -368,7 +515,7 @@ def sdpa_verify(
     raise typer.Exit(code=0 if ok else 1)
 
 
-@sdpa_app.command("bench")
+@sdpa_app.command("bench", cls=_Command)
 def sdpa_bench(
     quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
 ):

@@ -1,6 +1,13 @@
-"""Shared fixtures. Tests never touch the network or the user's home: HF_HUB_OFFLINE=1, and
-every output path points into tmp. On Linux the test process re-executes itself once with
-OpenBLAS preloaded (niah.blas), as the CLI does, so real-model tests run at usable speed."""
+"""Shared fixtures and the default test selection. Tests never touch the network or the user's
+home: HF_HUB_OFFLINE=1, and every output path points into tmp. On Linux the test process
+re-executes itself once with OpenBLAS preloaded (niah.blas), as the CLI does, so real-model
+tests run at usable speed.
+
+Real-model tests are marked `slow`: by hand, or here for every test that asks for the loaded
+model (the `session` fixture). The default run (pyproject's addopts:
+-m "not slow or smoke") keeps the fast tests plus the few real-model tests listed in SMOKE,
+marked `smoke` here; `pytest -m ""` runs everything, `pytest -m slow` the real-model tests.
+"""
 
 from __future__ import annotations
 
@@ -56,3 +63,23 @@ def gguf_tokenizer(gguf_path):
 
     _, meta = mx.load(gguf_path, return_metadata=True)
     return build_tokenizer(meta)
+
+
+MODEL_FIXTURES = frozenset({"session"})
+SMOKE = (  # real-model tests the default run keeps: one per path a user takes first
+    "tests/test_cli.py::test_end_to_end_1k_three_depths_all_pass",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    collected = {item.nodeid for item in items}
+    files = {nodeid.split("::")[0] for nodeid in collected}
+    for nodeid in SMOKE:
+        if nodeid.split("::")[0] in files and nodeid not in collected:
+            raise pytest.UsageError(f"tests/conftest.py SMOKE names {nodeid}, which does not exist")
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if item.nodeid in SMOKE:
+            item.add_marker(pytest.mark.smoke)

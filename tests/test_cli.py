@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from niah.cli import app
+from niah.errors import NiahError
 
 runner = CliRunner()
 
@@ -32,15 +33,21 @@ def test_help_is_instant_and_lists_commands():
 @pytest.mark.slow
 def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
     out = tmp_path / "res"
-    result = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out), "-q",
+    result = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out),
                   "--junit", str(tmp_path / "j.xml"), "--csv", str(tmp_path / "t.csv"),
                   "--fail-under", "1.0")
     assert result.exit_code == 0, result.output
     folder = next(out.iterdir())
     lines = _mask_seconds(result.stdout).splitlines()
     assert lines[0] == f"Run folder: {folder}"
-    assert lines[1] == "Model: SmolLM2-135M-Instruct.Q4_1.gguf · device cpu (AMD EPYC) · 3 run, 0 already done" \
-        or lines[1].startswith("Model: SmolLM2-135M-Instruct.Q4_1.gguf · device cpu")
+    assert re.fullmatch(r"Model: SmolLM2-135M-Instruct\.Q4_1\.gguf · device cpu \(.+\) · 3 run, "
+                        r"0 already done", lines[1]), lines[1]
+    # no TTY (CI logs): one plain progress line per trial on stderr, in the order they ran
+    loaded, *progress = result.stderr.splitlines()
+    assert re.fullmatch(r"loaded SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+\.\d s \(.+\)", loaded), loaded
+    assert [re.sub(r"\(\d+\.\d s\)", "(T s)", line) for line in progress] == [
+        f"niah: trial {i}/3: context 1K depth {d} sample 0: PASS (T s)"
+        for i, d in ((1, "0"), (2, "0.5"), (3, "1"))]
     assert lines[2:] == [
         "",
         "Context  Depth 0%  Depth 50%  Depth 100%  Accuracy",
@@ -81,6 +88,12 @@ BAD = [
     (["--sdpa", "fast"], "error: unknown --sdpa 'fast': use one of stock, chunked, auto"),
     (["--fail-under", "2"], "error: --fail-under 2 is outside [0, 1]: use a fraction like 0.9"),
     (["--kv-bits", "7"], "error: bad --kv-bits value '7': use 2, 3, 4, 5, 6, 8"),
+    (["--depth", "0:1:1e-9"], "error: depth range '0:1:1e-9' gives more than the 1001 values allowed: use a larger step"),
+    (["--depth", "0:inf:0.1"], "error: bad depth range '0:inf:0.1': start, stop and step must be finite numbers, like 0:1:0.1"),
+    (["--depth", "nan"], "error: bad depth 'nan': use a number between 0 and 1 like 0.5"),
+    (["--needle", "{value} and {other}"], "error: the needle template '{value} and {other}' has the placeholder {other}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}"),
+    (["--needle", "{value} {}"], "error: the needle template '{value} {}' has the placeholder {}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}"),
+    (["--needle", "brace { {value}"], "error: the needle template 'brace { {value}' has an unpaired brace: write literal braces as {{ and }} and the value as {value}"),
 ]
 
 
@@ -92,6 +105,7 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.slow  # loads the model once per case
 def test_model_dependent_bad_input(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cases = [
@@ -99,6 +113,10 @@ def test_model_dependent_bad_input(tmp_path, monkeypatch):
          "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
         (["--context", "16k"],
          "error: context 16384 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+        (["--context", "8k"],
+         "error: context 8192 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
+        (["--context", "8100", "--max-tokens", "93"],
+         "error: context 8100 plus up to 93 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "50"],
          "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
     ]
@@ -110,16 +128,11 @@ def test_model_dependent_bad_input(tmp_path, monkeypatch):
         (["--haystack", str(empty)], f"error: haystack {str(empty)!r} is empty: give a file with text or use --haystack prose"),
         (["--haystack", str(binary)], f"error: haystack file {str(binary)!r} is not UTF-8 text: convert it (iconv -t utf-8)"),
     ]
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    folder_msg = "error: cannot write to output folder"
-    cases.append((["--out", str(blocker / "sub")], folder_msg))
     for args, message in cases:
-        full = [*args] if "--out" in args else [*args, "--out", str(tmp_path / "o")]
-        result = _run(*full, "--context" if "--context" not in args else "--quiet", *(["1k"] if "--context" not in args else []))
-        assert result.exit_code == 2, (args, result.output)
-        assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
-        assert "Traceback" not in result.output
+        extra = [] if "--context" in args else ["--context", "1k"]
+        result = _run(*args, *extra, "--out", str(tmp_path / "o"), "--quiet")
+        assert (result.exit_code, result.stderr, result.stdout) == (2, message + "\n", ""), args
+        assert not (tmp_path / "o").exists(), (args, list((tmp_path / "o").rglob("*")))
 
 
 @pytest.mark.slow
@@ -146,10 +159,12 @@ def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypat
     # a corrupt line (a crash mid-write) is skipped with a warning, the rest kept
     with open(folder / "trials.jsonl", "a") as fh:
         fh.write('{"key": "c512-d0.5-s0-kvfp-mall-p2048", "verd')
-    with pytest.warns(UserWarning, match="skipped corrupt line 2"):
-        result = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
+    result = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "2 run, 1 already done" in result.stdout
+    # read several times during the run, reported once, without file:line or source text
+    assert result.stderr == (f"warning: skipped 1 corrupt line(s) of {folder / 'trials.jsonl'} "
+                             "(line 2: not JSON)\n")
     from niah.store import latest_by_key, read_trials
 
     with pytest.warns(UserWarning):
@@ -161,3 +176,137 @@ def test_resume_of_missing_folder(tmp_path):
     result = _run("--resume", str(tmp_path / "none"))
     assert result.exit_code == 2
     assert result.stderr == f"error: {str(tmp_path / 'none')!r} is not a niah run folder (no config.json): give a folder made by niah run\n"
+
+
+def test_version():
+    from niah import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"niah {__version__}\n")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+
+
+@pytest.mark.parametrize("args,flags", [
+    ([], ["--version", "--help"]),
+    (["run"], ["--allow-beyond-trained", "--prefix-reuse", "--quiet", "--help"]),
+    (["report"], ["--compare", "--help"]),
+    (["sdpa", "verify"], ["--quick", "--long", "--help"]),
+])
+def test_boolean_flags_show_no_type(args, flags):
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    rows = [line for line in result.stdout.splitlines() if any(f in line for f in flags)]
+    assert len(rows) >= len(flags) and not any("<bool>" in r or "BOOLEAN" in r for r in rows), rows
+    assert "<str>" in runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout  # types stay
+
+
+@pytest.fixture
+def no_sweep(monkeypatch):
+    """Output checks must happen before the sweep starts: reaching it fails the test."""
+    import niah.runner
+
+    def refuse(*a, **kw):
+        raise AssertionError("the sweep started before the output paths were checked")
+
+    monkeypatch.setattr(niah.runner, "run_sweep", refuse)
+
+
+def test_output_paths_are_checked_before_the_sweep(tmp_path, no_sweep):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (tmp_path / "adir").mkdir()
+    out = str(tmp_path / "res")
+    cases = [
+        (["--out", ""], "error: --out is empty: give a folder for run folders, like --out results"),
+        (["--out", "  "], "error: --out is empty: give a folder for run folders, like --out results"),
+        (["--out", str(blocker / "sub")],
+         f"error: cannot write to output folder {str(blocker / 'sub')!r} ({str(blocker)!r} is a file): choose a writable --out"),
+        (["--out", out, "--junit", str(tmp_path / "typo" / "niah.xml")],
+         f"error: cannot write --junit {str(tmp_path / 'typo' / 'niah.xml')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first"),
+        (["--out", out, "--csv", str(tmp_path / "typo" / "t.csv")],
+         f"error: cannot write --csv {str(tmp_path / 'typo' / 't.csv')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first"),
+        (["--out", out, "--junit", str(tmp_path / "adir")],
+         f"error: --junit {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.xml"),
+        (["--out", out, "--csv", str(tmp_path / "adir")],
+         f"error: --csv {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.csv"),
+    ]
+    for args, message in cases:
+        result = _run("--context", "1k", *args)
+        assert (result.exit_code, result.stderr, result.stdout) == (2, message + "\n", ""), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "file"]  # nothing created
+
+
+def test_resume_checks_report_paths_before_the_sweep(tmp_path, no_sweep):
+    from niah.config import RunConfig
+    from niah.store import prepare_folder
+
+    prepare_folder(tmp_path / "run", RunConfig(model="default"))
+    result = _run("--resume", str(tmp_path / "run"), "--junit", str(tmp_path / "no" / "j.xml"))
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: cannot write --junit {str(tmp_path / 'no' / 'j.xml')!r}: folder "
+                             f"{str(tmp_path / 'no')!r} does not exist; create it first\n")
+
+
+@pytest.mark.parametrize("value", ["2", "-0.5", "1.01"])
+def test_report_fail_under_range(value):
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
+    result = runner.invoke(app, ["report", str(ref), "--fail-under", value])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: --fail-under {float(value):g} is outside [0, 1]: use a fraction like 0.9\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("[]", "not an object with a model): re-run niah run into a new folder"),
+    ("null", "not an object with a model): re-run niah run into a new folder"),
+    ('{"model": "default", "contexts": 5}',
+     "config field 'contexts' is 5: expected a non-empty list of positive whole numbers): re-run niah run"),
+    ('{"model": "default", "depths": ["half"]}',
+     'config field \'depths\' is ["half"]: expected a non-empty list of numbers in [0, 1]): re-run niah run'),
+    ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): re-run niah run"),
+])
+def test_malformed_config_json_is_one_line(tmp_path, text, reason):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    (folder / "trials.jsonl").write_text("")
+    message = f"error: {str(folder / 'config.json')!r} is not a valid niah config ({reason}\n"
+    for args in (["run", "--resume", str(folder), "-q"], ["report", str(folder)]):
+        result = runner.invoke(app, args)
+        assert (result.exit_code, result.stderr, result.stdout) == (2, message, ""), args
+
+
+def test_trained_length_counts_the_decoded_tokens():
+    from niah.config import RunConfig
+    from niah.runner import check_contexts
+
+    assert check_contexts(RunConfig(model="m", contexts=(8160,)), 8192, max_tokens=32) == []
+    assert check_contexts(RunConfig(model="m", contexts=(8161,), allow_beyond_trained=True), 8192,
+                          max_tokens=32) == [
+        "context 8161 plus up to 32 answer tokens is beyond the trained length 8192 (allowed, recorded)"]
+    with pytest.raises(NiahError) as e:
+        check_contexts(RunConfig(model="m", contexts=(1024, 8161)), 8192, max_tokens=32)
+    assert str(e.value) == ("context 8161 plus up to 32 answer tokens is beyond the model's trained "
+                            "length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained")
+
+
+def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
+    """The runner writes config.json, then refuses (as for a too-short context): the run
+    folder and the --out folders this call made go; folders that existed before stay."""
+    import niah.runner
+    from niah import store
+
+    def prepare_then_refuse(cfg, **kw):
+        store.prepare_folder(store.run_folder(cfg, "model", config_hash=cfg.hash()), cfg)
+        raise NiahError("context 50 is too short")
+
+    monkeypatch.setattr(niah.runner, "run_sweep", prepare_then_refuse)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "used" / "old-run").mkdir(parents=True)
+    for out in ("keep/new/deeper", "used", "fresh"):
+        result = _run("--context", "1k", "--out", str(tmp_path / out), "-q")
+        assert (result.exit_code, result.stderr) == (2, "error: context 50 is too short\n")
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["keep", "used", "used/old-run"]
