@@ -158,9 +158,12 @@ def format_context(tokens: int) -> str:
     return str(tokens)
 
 
-def check_needle_template(template: str) -> None:
-    """The needle is filled in with str.format(value=...): it must hold {value} (once or more),
-    may hold literal braces written {{ and }}, and nothing else in braces."""
+def check_needle_template(template: str, *, keyed: bool = False) -> None:
+    """The needle is filled in with str.format(value=..., key=...): it must hold {value} (once
+    or more), may hold {key} in keyed tasks, literal braces written {{ and }}, and nothing else
+    in braces."""
+    allowed = ("value", "key") if keyed else ("value",)
+    shown_allowed = " and ".join("{" + a + "}" for a in allowed)
     fix = "write literal braces as {{ and }} and the value as {value}"
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
@@ -168,11 +171,12 @@ def check_needle_template(template: str) -> None:
     except ValueError:
         raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
     for name, spec, conv in fields:
-        if name != "value" or spec or conv:
+        if name not in allowed or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
             raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
-                            f"only {{value}} is filled in; {fix}")
-    if not fields:
+                            f"only {shown_allowed} {'is' if len(allowed) == 1 else 'are'} "
+                            f"filled in; {fix}")
+    if not any(name == "value" for name, _, _ in fields):
         raise NiahError(
             "the needle template has no {value} placeholder: write it like "
             "'The secret passkey is {value}.'"
@@ -181,8 +185,9 @@ def check_needle_template(template: str) -> None:
 
 _CONFIG_KINDS = {
     "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out"), "a string"),
-    "int": (("samples", "seed", "max_tokens", "kv_group_size"), "a whole number"),
+              "sdpa", "shard", "out", "task"), "a string"),
+    "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
+    "texts": (("keys",), "a list of strings"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
     "bool": (("allow_beyond_trained", "prefix_reuse"), "true or false"),
     "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
@@ -211,6 +216,7 @@ def _config_value(name: str, value):
         "ints?": lambda: is_list and all(v is None or whole(v) for v in value),
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
+        "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
     }[kind]()
     if not ok:
         shown = json.dumps(value)
@@ -258,7 +264,7 @@ class RunConfig:
     def __post_init__(self):
         if self.samples < 1:
             raise NiahError(f"--samples {self.samples} is not allowed: use 1 or more")
-        check_needle_template(self.needle)
+        check_needle_template(self.needle, keyed=self.task in KEYED_TASKS)
         if self.value_kind not in VALUE_KINDS:
             raise NiahError(
                 f"unknown value kind {self.value_kind!r}: use one of {', '.join(VALUE_KINDS)}"
@@ -304,6 +310,7 @@ class RunConfig:
 
 
 _TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
+KEYED_TASKS = ("multi-key", "multi-value", "multi-query")   # niah.tasks.KEYED
 
 
 def default_model_path() -> str | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import unicodedata
 from dataclasses import dataclass
 from itertools import islice
@@ -229,14 +230,18 @@ class Prompt:
 def needle_phrases(template: str) -> list[str]:
     """The literal text around {value} (and {key}) long enough to identify the needle in a
     haystack."""
-    parts = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ")
-             for p in re.split(r"\{(?:value|key|keys)\}", template))
-    return [p for p in parts if len(p) >= MIN_PHRASE_CHARS]
+    try:
+        parts = [lit for lit, *_ in string.Formatter().parse(template)]
+    except ValueError:  # not a valid template: the config check reports it
+        parts = re.split(r"\{(?:value|key)\}", template)
+    stripped = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ") for p in parts)
+    return [p for p in stripped if len(p) >= MIN_PHRASE_CHARS]
 
 
-def fill(template: str, value: str) -> str:
-    """The template with {value} replaced (other braces are literal text)."""
-    return template.replace("{value}", value)
+def fill(template: str, value: str, *, key: str | None = None) -> str:
+    """The needle template filled in: str.format with {value} and {key}; literal braces are
+    written {{ and }} (niah.config.check_needle_template)."""
+    return template.format(value=value, key=key or "")
 
 
 class PromptBuilder:
@@ -281,8 +286,9 @@ class PromptBuilder:
             self._tails[key] = np.asarray(self._encode(tail + answer_prefix), dtype=np.int32)
         return self._tails[key]
 
-    def needle_ids(self, value: str, *, template: str | None = None) -> np.ndarray:
-        text = fill(template or self.needle, value)
+    def needle_ids(self, value: str, *, template: str | None = None,
+                   key: str | None = None) -> np.ndarray:
+        text = fill(template or self.needle, value, key=key)
         return np.asarray(self._encode(" " + text), dtype=np.int32)
 
     def minimum_context(self, value: str = "0000000") -> int:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import KEYED_TASKS
 from .datasets import DATASETS
 from .errors import NiahError
 from .haystack import Prompt, PromptBuilder, fill
@@ -33,7 +34,7 @@ from .scoring import judge
 from .values import draw_value
 
 TASKS = ("single", "multi-needle", "multi-key", "multi-value", "multi-query")
-KEYED = ("multi-key", "multi-value", "multi-query")
+KEYED = KEYED_TASKS
 DEFAULT_TASK = "single"
 DEFAULT_NEEDLES = 4
 MAX_NEEDLES = 64
@@ -70,12 +71,8 @@ class TaskTrial:
     def expected(self) -> tuple[str, ...]:
         return tuple(n.value for n in self.needles if n.target)
 
-    def keyed_template(self, needle: Needle) -> str:
-        """The needle template with this needle's key filled in ({value} left)."""
-        return self.needle_template.replace("{key}", needle.key or "")
-
     def needle_text(self, needle: Needle) -> str:
-        return fill(self.keyed_template(needle), needle.value)
+        return fill(self.needle_template, needle.value, key=needle.key)
 
 
 def _fill_keys(text: str, keys: list[str]) -> str:
@@ -201,7 +198,7 @@ def build_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> P
     """The token-exact prompt of a trial: every needle placed by the depth rule."""
     builder.check_phrases([trial.needle_template], n_tokens=context)
     tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
-    needles = [(builder.needle_ids(n.value, template=trial.keyed_template(n)), n.depth)
+    needles = [(builder.needle_ids(n.value, template=trial.needle_template, key=n.key), n.depth)
                for n in trial.needles]
     return builder.assemble(context=context, needles=needles, tail=tail,
                             value=", ".join(trial.expected))
@@ -232,6 +229,6 @@ def minimum_context(builder: PromptBuilder, config) -> int:
                        question=config.question, answer_prefix=config.answer_prefix,
                        keys=config.keys)
     tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
-    needles = sum(len(builder.needle_ids(n.value, template=trial.keyed_template(n)))
+    needles = sum(len(builder.needle_ids(n.value, template=trial.needle_template, key=n.key))
                   for n in trial.needles)
     return len(builder.head) + len(tail) + needles + 1
