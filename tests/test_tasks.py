@@ -193,3 +193,98 @@ def test_named_haystacks(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     importlib.invalidate_caches()
     assert named_source("pg-essays") == str(essays)
+
+
+# --- through the CLI on the real SmolLM2 at 1K ------------------------------------------------
+
+def _cli(*args):
+    return CliRunner().invoke(app, [*args], catch_exceptions=False)
+
+
+def _records(out):
+    import json
+
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    recs = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    return folder, recs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", MULTI)
+def test_cli_every_task_records_every_needle(tmp_path, gguf_path, gguf_tokenizer, task):
+    out = tmp_path / "res"
+    result = _cli("run", "--task", task, "--needles", "2", "--context", "1k", "--depth", "0.5",
+                  "--out", str(out), "-q", "--max-tokens", "24")
+    assert result.exit_code == 0, result.output
+    _, (rec,) = _records(out)
+    assert rec["task"] == task and rec["context_tokens"] == 1024 and len(rec["needles"]) == 2
+    # the prompt the run used, rebuilt: every needle where the record says
+    b = PromptBuilder(gguf_tokenizer, needle=_fields(task, 2)["needle"])
+    trial = _trial(b, task, needles=2)
+    prompt = tasks.build_prompt(b, trial, context=1024)
+    assert [(n["key"], n["value"], n["needle_index"], n["needle_depth"]) for n in rec["needles"]] \
+        == [(n.key, n.value, p.index, round(p.depth, 6)) for n, p in zip(trial.needles, prompt.placements)]
+    assert rec["value"] == ", ".join(trial.expected)
+    assert rec["needle_index"] == prompt.placements[0].index
+    rescored = tasks.score_trial(trial, prompt, rec["response"], kind="number")
+    assert {k: rec[k] for k in ("verdict", "score", "needles")} == \
+        {k: rescored[k] for k in ("verdict", "score", "needles")}
+    assert (rec["verdict"] == "PASS") == (rec["score"] == 1.0)
+
+
+@pytest.mark.slow
+def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
+    """The model's real answer cut to the first needle's value: score 0.5 in the record, the
+    table and --fail-under."""
+    import dataclasses
+
+    from niah.model import ModelSession
+
+    original = ModelSession.generate
+    b = {}
+
+    def first_value_only(self, *a, **kw):
+        gen = original(self, *a, **kw)
+        b["response"] = gen.response
+        return dataclasses.replace(gen, response=f"One of them is {b['value']}.")
+
+    monkeypatch.setattr(ModelSession, "generate", first_value_only)
+    from niah import runner as R
+
+    real_task_trial = R.task_trial
+
+    def remember(config, builder, spec):
+        trial = real_task_trial(config, builder, spec)
+        b["value"] = trial.needles[0].value
+        return trial
+
+    monkeypatch.setattr(R, "task_trial", remember)
+    out = tmp_path / "res"
+    result = _cli("run", "--task", "multi-needle", "--needles", "2", "--context", "1k",
+                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "8",
+                  "--fail-under", "0.5")
+    assert result.exit_code == 0, result.output
+    folder, (rec,) = _records(out)
+    assert (rec["verdict"], rec["score"]) == ("FAIL", 0.5)
+    assert [n["found"] for n in rec["needles"]] == [True, False]
+    lines = [line.split("  ") for line in result.stdout.splitlines() if line.startswith("1K")]
+    assert [c.strip() for c in lines[0] if c.strip()][1].startswith("FAIL 50% (")
+    assert "accuracy 50%" in result.stdout
+    report = _cli("report", str(folder), "--fail-under", "0.6")
+    assert report.exit_code == 1 and "accuracy 50.0% is below --fail-under 60.0%" in report.stdout
+
+
+@pytest.mark.slow
+def test_cli_value_in_the_haystack_is_never_drawn(tmp_path, gguf_path):
+    """Issue #11: a haystack holding the value the seed would draw gets another value."""
+    first = needle_value(kind="number", seed=0, key="c1024-d0.5-s0")
+    hay = tmp_path / "hay.txt"
+    hay.write_text(f"The weather was calm. A ticket numbered {first} lay on the table.\n" * 5)
+    out = tmp_path / "res"
+    result = _cli("run", "--haystack", str(hay), "--context", "1k", "--depth", "0.5",
+                  "--out", str(out), "-q", "--max-tokens", "12")
+    assert result.exit_code == 0, result.output
+    _, (rec,) = _records(out)
+    assert rec["value"] != first
+    assert rec["value"] == needle_value(kind="number", seed=0, key="c1024-d0.5-s0#1")
+    assert rec["needles"][0]["value"] == rec["value"]
