@@ -258,6 +258,7 @@ class PromptBuilder:
         self.question, self.answer_prefix, self.intro = question, answer_prefix, intro
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
         self._tails: dict[tuple[str, str], np.ndarray] = {}
+        self._checked: set[tuple[str, int]] = set()   # (template, tokens) found free of phrases
         head_text, _ = self._render_template(question=question)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
         self.tail = self.tail_ids(question=question, answer_prefix=answer_prefix)
@@ -298,6 +299,8 @@ class PromptBuilder:
         """Refuse a haystack that already holds a needle's phrase (the whole source where it is
         finite, else the first n_tokens)."""
         for template in templates:
+            if (template, n_tokens) in self._checked:
+                continue
             for phrase in needle_phrases(template):
                 hay = self.haystack
                 found = (match_text(phrase) in hay.full_text if hay.full_text is not None
@@ -307,6 +310,7 @@ class PromptBuilder:
                         f"haystack {hay.source!r} already contains the needle phrase {phrase!r}, "
                         "so answers cannot be attributed: remove it from the haystack or choose "
                         "another --needle")
+            self._checked.add((template, n_tokens))
 
     def value_occurs(self, value: str, *, context: int) -> bool:
         """Whether a value occurs in the haystack a prompt of `context` tokens can use."""
