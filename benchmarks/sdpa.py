@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,7 +30,8 @@ def main() -> None:
 
     from niah.kernels import chunk_attention_fn
     from niah.model import device_description
-    from niah.sdpa.dispatch import STOCK_SDPA, backend, kv_chunks, q_split
+    from niah.sdpa.dispatch import (STOCK_SDPA, ChunkConfig, backend, fused_fn, kv_route, q_split,
+                                    ran_labels, work_plan)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -69,20 +71,25 @@ def main() -> None:
         fl = flops(1, Hq, qL, kL, D, causal)
         kv_gb = 2 * k.nbytes / 1e9
         fns = {"stock": lambda: STOCK_SDPA(q, k, v, scale=scale, mask=mask)}
-        fused = chunk_attention_fn(q=q, k=k)
+        config = ChunkConfig(threshold=0, chunk_size=chunk, q_block=args.q_block)
+        plan = work_plan(q, k, config=config, fused=True)  # Metal: the FLOP budget per call
+        fused = fused_fn(q, k, v, mask=mask, chunk_size=plan.chunk, q_block=plan.q_block,
+                         chunk_fn=chunk_attention_fn(q=q, k=k, v=v))
         if "q-split" in routes:
             fns["q-split"] = lambda: q_split(q, k, v, scale=scale, mask=mask, q_block=args.q_block)
         if "kv-chunks" in routes:
-            label = "kv-chunks/fused" if fused is not None else "kv-chunks/reference"
-            fns[label] = lambda: kv_chunks(q, k, v, scale=scale, mask=mask, chunk_size=chunk,
-                                           chunk_fn=fused)[0]
+            fns["kv-chunks"] = lambda: kv_route(q, k, v, scale=scale, mask=mask, config=config,
+                                                chunk_fn=fused)[0]
         base = None
         for label, fn in fns.items():
+            before = Counter(getattr(fused, "ran", None) or {})
             try:
                 ms = median_ms(fn, warmup=2, repeats=5 if kL <= 262144 else 3)
             except Exception as exc:  # out of memory on a small device
                 print(f"| {name} | {qL} | {kL} | {label} | failed: {type(exc).__name__} | | | |")
                 continue
+            if label == "kv-chunks":  # named by what its chunks ran, counted, not assumed
+                label = "+".join(ran_labels(fused, before))
             base = ms if label == "stock" else base
             ratio = f"{base / ms:.2f}x" if base else "-"
             print(f"| {name} | {qL} | {kL} | {label} | {ms:.3f} | {fl / ms / 1e9:.{1 if gpu else 3}f} | "

@@ -1,4 +1,4 @@
-"""The `niah` command line: run, report, doctor, sdpa verify, sdpa bench.
+"""The `niah` command line: run, report, convert, doctor, sdpa verify, sdpa bench.
 
 Options are parsed into a RunConfig here and nothing else happens in this module; heavy
 imports (mlx, mlx-lm, pandas) live inside the command bodies so `--help` is instant. Every
@@ -44,10 +44,12 @@ def run(
     task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
     needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
-    max_tokens: int = typer.Option(32, "--max-tokens", help="Most tokens to decode.", rich_help_panel=P_RUN),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for tasks asking for several values).", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
     shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),
+    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="GGUF weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16.", rich_help_panel=P_RUN),
+    rope_scaling: str = typer.Option("model", "--rope-scaling", help="RoPE override: yarn:4, linear:2, none, or model (as shipped).", rich_help_panel=P_RUN),
     sdpa: str = typer.Option("auto", "--sdpa", help="Attention route: auto, stock, chunked.", rich_help_panel=P_SDPA),
     chunk_threshold: Optional[int] = typer.Option(None, "--chunk-threshold", help="Key length from which chunking applies (default 65536).", rich_help_panel=P_SDPA),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Keys per chunk (default 32768).", rich_help_panel=P_SDPA),
@@ -82,11 +84,11 @@ def run(
                 samples=samples,
                 seed=seed,
                 **tasks.resolve(task=task, needles=needles, needle=needle, question=question,
-                                answer_prefix=answer_prefix),
+                                answer_prefix=answer_prefix, max_tokens=max_tokens,
+                                value_kind=value_kind),
                 value_kind=value_kind,
                 haystack=_haystack_arg(haystack),
                 prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
-                max_tokens=max_tokens,
                 sdpa=sdpa,
                 chunk_threshold=chunk_threshold,
                 chunk_size=chunk_size,
@@ -97,6 +99,8 @@ def run(
                 allow_beyond_trained=allow_beyond_trained,
                 prefix_reuse=prefix_reuse,
                 shard=shard,
+                gguf_quant=gguf_quant,
+                rope_scaling=rope_scaling,
                 out=out,
             )
             for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
@@ -317,6 +321,24 @@ def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
 
     devices = tuple(sorted({str(r.get("device")) for r in records}))
     return (store.load_config(folder).hash(store.stored_identity(folder)), devices)
+
+
+@app.command()
+def convert(
+    gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
+    out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
+    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+):
+    """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
+    from .convert import convert as do_convert
+
+    try:
+        done = do_convert(gguf, out, quant=gguf_quant, force=force)
+    except NiahError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {done.folder} ({done.model_type}, weights {done.weights}): "
+               f"{', '.join(done.files)}")
 
 
 @app.command()

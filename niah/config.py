@@ -39,6 +39,8 @@ DEFAULT_OUT = "results"
 DEFAULT_SDPA_ROUTE = "auto"
 SDPA_ROUTES = ("stock", "chunked", "auto")
 DEFAULT_KV_GROUP_SIZE = 64
+GGUF_QUANTS = ("auto", "q8", "q4", "f16")
+ROPE_KINDS = ("yarn", "linear")
 MAX_CONTEXT = 16 * 1024 * 1024
 MAX_RANGE_VALUES = 1001          # most values a start:stop:step range may give
 
@@ -149,6 +151,36 @@ def parse_int_list(text: str, *, what: str, allowed: tuple[int, ...] | None = No
     return tuple(dict.fromkeys(out))
 
 
+def parse_rope_scaling(text: str) -> str:
+    """"yarn:4" / "linear:2" / "none" / "model" -> its canonical form ("yarn:4")."""
+    value = str(text).strip().lower()
+    if value in ("model", "none"):
+        return value
+    kind, _, factor = value.partition(":")
+    try:
+        f = float(factor)
+    except ValueError:
+        f = 0.0
+    if kind not in ROPE_KINDS or not f > 1.0 or f != f:
+        raise NiahError(f"bad --rope-scaling {text!r}: use yarn:FACTOR or linear:FACTOR with "
+                        "FACTOR > 1 (e.g. yarn:4), none, or model")
+    return f"{kind}:{f:g}"
+
+
+def rope_scaling_config(spec: str, *, trained_context: int | None) -> dict | None | str:
+    """mlx-lm's rope_scaling for a canonical --rope-scaling value ("model": leave it)."""
+    if spec in ("model", "none"):
+        return spec if spec == "model" else None
+    kind, factor = spec.split(":")
+    out = {"type": kind, "factor": float(factor)}
+    if kind == "yarn":
+        if not trained_context:
+            raise NiahError("--rope-scaling yarn needs the model's trained context length, which "
+                            "this model does not state: use linear:FACTOR")
+        out["original_max_position_embeddings"] = int(trained_context)
+    return out
+
+
 def format_context(tokens: int) -> str:
     """131072 -> "128K", 1048576 -> "1M", 8000 -> "8000"."""
     if tokens % (1024 * 1024) == 0:
@@ -185,7 +217,7 @@ def check_needle_template(template: str, *, keyed: bool = False) -> None:
 
 _CONFIG_KINDS = {
     "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out", "task"), "a string"),
+              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling"), "a string"),
     "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
     "texts": (("keys",), "a list of strings"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
@@ -254,6 +286,8 @@ class RunConfig:
     allow_beyond_trained: bool = False
     prefix_reuse: bool = True
     shard: str = "none"            # "tensor": one model sharded across the mlx.launch group
+    gguf_quant: str = "auto"       # GGUF weights: auto, q8, q4, f16 (niah.gguf_read)
+    rope_scaling: str = "model"    # "model" (as shipped), "none", "yarn:F", "linear:F"
     out: str = DEFAULT_OUT
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -278,6 +312,10 @@ class RunConfig:
         for step in self.prefill_steps:
             if step < 1:
                 raise NiahError(f"--prefill-step {step} is not allowed: use 1 or more")
+        if self.gguf_quant not in GGUF_QUANTS:
+            raise NiahError(f"unknown --gguf-quant {self.gguf_quant!r}: use one of "
+                            f"{', '.join(GGUF_QUANTS)}")
+        object.__setattr__(self, "rope_scaling", parse_rope_scaling(self.rope_scaling))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -295,14 +333,16 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _config_value(k, v) for k, v in d.items() if k in names})
 
+    # Fields added later: hashed only when set, so older run folders keep their hash.
+    _HASHED_WHEN_SET = {"gguf_quant": "auto", "rope_scaling": "model"}
+
     def hash(self, identity: dict | None = None) -> str:
         """A stable hash of the fields that change what a trial measures, together with the
         run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
         versions: see niah.identity). Without an identity it covers the options alone."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
-        for k, default in _TASK_DEFAULTS.items():  # single-needle configs keep their old hash
-            if d.get(k) == default:
-                d.pop(k)
+        defaults = {**self._HASHED_WHEN_SET, **_TASK_DEFAULTS}
+        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED
+             and defaults.get(k, object()) != v}
         if identity:
             d["identity"] = dict(sorted(identity.items()))
         blob = json.dumps(d, sort_keys=True, default=str).encode()

@@ -1,7 +1,7 @@
 """`niah doctor`: what this installation can do, and whether a planned run fits.
 
-Sections: MLX (version, backend, device, memory, recommended working set, Metal/CUDA
-availability), BLAS (Linux CPU: the library in use and how to get a fast one), mlx-lm, the
+Sections: MLX (version, backend, device, GPU architecture and Apple family, a flag for a
+paravirtual GPU, memory, recommended working set, Metal/CUDA availability), BLAS (Linux CPU: the library in use and how to get a fast one), mlx-lm, the
 embedded model, and with --model/--context: KV memory, fit, and the SDPA route auto takes.
 """
 
@@ -15,6 +15,21 @@ def _gib(n: int | float | None) -> str:
     return "?" if not n else f"{n / 1024 ** 3:.1f} GiB"
 
 
+def _gpu_lines(gpu) -> list[str]:
+    """GPU architecture / Apple family, and a flag for a paravirtual (virtual machine) GPU."""
+    if gpu.backend == "cpu":
+        return ["  gpu: none (MLX runs on the CPU)"]
+    lines = [f"  gpu architecture: {gpu.architecture or '?'}"
+             + (f", family {gpu.family_label()}" if gpu.backend == "metal" else "")]
+    if gpu.paravirtual:
+        lines.append("  paravirtual GPU (a virtual machine): hardware validation is not "
+                     "meaningful here")
+    elif gpu.backend == "metal" and not gpu.can_validate_kernels():
+        lines.append("  niah's Metal kernels need Apple7 or newer (simdgroup matrices, bfloat): "
+                     "the reference route runs instead")
+    return lines
+
+
 def doctor_report(*, model: str | None = None, context: str | None = None,
                   kv_bits: int | None = None) -> str:
     import mlx.core as mx
@@ -22,6 +37,7 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     from . import blas
     from .config import default_model_path, format_context, parse_context
     from .preflight import estimate, kv_bytes, working_set_bytes
+    from .backend import describe_gpu
     from .sdpa.dispatch import backend, choose_route, resolve_config
 
     lines = []
@@ -35,6 +51,7 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     lines.append(f"  version: {mx.__version__}")
     lines.append(f"  backend: {be}  (default device {mx.default_device()})")
     lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
+    lines += _gpu_lines(describe_gpu(info=info, backend_name=be))
     mem = info.get("memory_size") or info.get("total_memory")
     lines.append(f"  memory: {_gib(mem) if mem else _gib(working_set_bytes())}")
     lines.append(f"  recommended working set: {_gib(working_set_bytes())}")

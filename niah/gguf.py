@@ -1,13 +1,19 @@
-"""Load a GGUF file into an mlx-lm model, kept quantized, with its tokenizer.
+"""Load a GGUF file into an mlx-lm model, with its tokenizer and chat template.
 
-`mx.load(path, return_metadata=True)` reads GGUF directly: Q4_0/Q4_1/Q8_0 tensors arrive as
-MLX affine-quantized triples (weight, scales, biases; group size 32); other types arrive
-dequantized. This module maps llama.cpp tensor names onto mlx-lm's llama / qwen2 / qwen3
-modules, quantizes each layer with the bits its tensors carry, and builds the tokenizer and
-chat template from the metadata (no torch, no hub).
+Reading (any quant type, the weight mode, the file digest) is `niah.gguf_read`; the tokenizer
+is `niah.gguf_tokenizer`. This module maps llama.cpp's architecture, settings and tensor names
+onto mlx-lm's llama / qwen2 / qwen3 / gemma3_text modules and loads the weights, quantizing
+exactly the layers that arrive quantized, with their group size and bits.
 
-llama.cpp permutes the Q and K projections of llama-architecture models for interleaved
-(GPT-J style) RoPE, so llama GGUFs need ``rope_traditional=True``; qwen2/qwen3 are not permuted.
+Architecture notes:
+- llama.cpp permutes the Q and K projections of llama-architecture models for interleaved
+  (GPT-J style) RoPE, so llama GGUFs need ``rope_traditional=True``; qwen2/qwen3 are not.
+- gemma3 -> mlx-lm ``gemma3_text``. llama.cpp stores every Gemma norm weight as 1 + w (its
+  RMSNorm multiplies by the weight; Gemma's by 1 + weight): the loader subtracts 1. Gemma's
+  ``ffn_norm`` is the pre-feed-forward norm and ``post_attention_norm`` / ``post_ffw_norm``
+  exist too. Settings llama.cpp hard-codes rather than stores: local (sliding-window) RoPE
+  base 10000, one global layer in 6, and the query scale 1/sqrt(head_dim) (the 62-layer 27B
+  uses 1/sqrt(hidden/heads)).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NiahError
+from .gguf_read import DEFAULT_QUANT, file_digest, read_gguf
+from .gguf_tokenizer import build_tokenizer  # noqa: F401 - re-exported
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
-GGUF_GROUP_SIZE = 32
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+MLX_MODEL_TYPE = {"gemma3": "gemma3_text"}
 
 _LAYER_MAP = {
     "attn_norm": "input_layernorm",
@@ -34,12 +42,18 @@ _LAYER_MAP = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+_GEMMA_LAYER_MAP = {
+    **_LAYER_MAP,
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 _TOP_MAP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    """What the loader learned from the metadata."""
+    """What the loader learned from the file."""
 
     architecture: str
     trained_context: int
@@ -48,6 +62,10 @@ class GGUFInfo:
     n_kv_heads: int
     head_dim: int
     name: str
+    digest: str = ""               # sha256 of the file
+    weights: str = ""              # "native", "q8/g64", "q4/g64" or "f16"
+    quant_types: str = ""          # the file's tensor types, e.g. "F32,Q4_K,Q5_0,Q6_K,Q8_0"
+    rope_scaling: dict | None = None
 
 
 def _scalar(meta: dict, key: str, default=None):
@@ -57,17 +75,31 @@ def _scalar(meta: dict, key: str, default=None):
     return v
 
 
-def map_tensor_name(name: str) -> str | None:
+def map_tensor_name(name: str, arch: str = "llama") -> str | None:
     """llama.cpp tensor name -> mlx-lm parameter path (None for tensors mlx-lm does not use)."""
+    layer_map = _GEMMA_LAYER_MAP if arch == "gemma3" else _LAYER_MAP
     m = re.match(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias|scales|biases)$", name)
     if m:
         layer, part, kind = m.groups()
-        target = _LAYER_MAP.get(part)
+        target = layer_map.get(part)
         return None if target is None else f"model.layers.{layer}.{target}.{kind}"
     m = re.match(r"^([a-z_]+)\.(weight|bias|scales|biases)$", name)
     if m and m.group(1) in _TOP_MAP:
         return f"{_TOP_MAP[m.group(1)]}.{m.group(2)}"
     return None
+
+
+def rope_scaling_from_meta(meta: dict, arch: str) -> dict | None:
+    """The model's own RoPE scaling (rope.scaling.*) as mlx-lm's rope_scaling dict."""
+    kind = _scalar(meta, f"{arch}.rope.scaling.type")
+    factor = _scalar(meta, f"{arch}.rope.scaling.factor")
+    if kind in (None, "none") or not factor or float(factor) == 1.0:
+        return None
+    out = {"type": str(kind), "factor": float(factor)}
+    orig = _scalar(meta, f"{arch}.rope.scaling.original_context_length")
+    if orig:
+        out["original_max_position_embeddings"] = int(orig)
+    return out
 
 
 def model_args(meta: dict) -> dict:
@@ -86,7 +118,7 @@ def model_args(meta: dict) -> dict:
     heads = int(g("attention.head_count"))
     head_dim = int(g("attention.key_length", hidden // heads))
     args = {
-        "model_type": arch,
+        "model_type": MLX_MODEL_TYPE.get(arch, arch),
         "hidden_size": hidden,
         "num_hidden_layers": int(g("block_count")),
         "intermediate_size": int(g("feed_forward_length")),
@@ -97,67 +129,77 @@ def model_args(meta: dict) -> dict:
         "rope_theta": float(g("rope.freq_base", 10000.0)),
         "max_position_embeddings": int(g("context_length", 4096)),
         "head_dim": head_dim,
+        "rope_scaling": rope_scaling_from_meta(meta, arch),
     }
     if arch == "llama":
         args["rope_traditional"] = True
+    if arch == "gemma3":
+        args.update({
+            "rope_local_base_freq": 10000.0,
+            "sliding_window": int(g("attention.sliding_window", 512)),
+            "sliding_window_pattern": 6,
+            "query_pre_attn_scalar": float(hidden // heads if args["num_hidden_layers"] == 62
+                                           else head_dim),
+        })
     return args
 
 
-def _load_raw(path: Path):
-    import mlx.core as mx
+def _map_weights(raw, arch: str) -> dict:
+    """GGUF tensors -> mlx-lm parameter paths, with Gemma's 1 + w norms undone."""
+    mapped = {}
+    for name, value in raw.tensors.items():
+        target = map_tensor_name(name, arch)
+        if target is None:
+            continue
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            value = value - 1.0
+        mapped[target] = value
+    return mapped
 
-    if not path.is_file():
-        raise NiahError(f"GGUF file {str(path)!r} not found: check the path")
-    try:
-        return mx.load(str(path), return_metadata=True)
-    except Exception as exc:  # mlx raises plain exceptions for unreadable files
-        raise NiahError(f"cannot read GGUF {str(path)!r} ({exc}): check that it is a GGUF file")
 
+def load_gguf_model(path: str | Path, *, quant: str = DEFAULT_QUANT,
+                    rope_scaling: dict | None | str = "model"):
+    """Load (model, hf_tokenizer, info) from a GGUF file.
 
-def load_gguf_model(path: str | Path):
-    """Load (model, hf_tokenizer, info) from a GGUF file, keeping quantized tensors quantized."""
+    quant: see niah.gguf_read.QUANT_MODES. rope_scaling: "model" keeps the file's own
+    setting; None removes it; a dict (mlx-lm's rope_scaling) replaces it.
+    """
     import importlib
 
     import mlx.core as mx
     import mlx.nn as nn
 
     path = Path(path)
-    weights, meta = _load_raw(path)
-    args = model_args(meta)
-    args["tie_word_embeddings"] = "output.weight" not in weights
-    arch = args["model_type"]
-    module = importlib.import_module(f"mlx_lm.models.{arch}")
-    margs = module.ModelArgs.from_dict(args)
-
-    mapped = {}
-    for name, value in weights.items():
-        target = map_tensor_name(name)
+    raw = read_gguf(path, quant=quant)
+    arch = _scalar(raw.meta, "general.architecture")
+    args = model_args(raw.meta)
+    if rope_scaling != "model":
+        args["rope_scaling"] = rope_scaling
+    args["tie_word_embeddings"] = "output.weight" not in raw.tensors
+    module = importlib.import_module(f"mlx_lm.models.{args['model_type']}")
+    model = module.Model(module.ModelArgs.from_dict(args))
+    mapped = _map_weights(raw, arch)
+    if hasattr(model, "sanitize"):
+        mapped = model.sanitize(mapped)
+    qparams = {}
+    for base, (group, bits) in raw.quantized.items():
+        target = map_tensor_name(f"{base}.weight", arch)
         if target is not None:
-            mapped[target] = value
-    model = module.Model(margs)
+            qparams[target[: -len(".weight")]] = {"group_size": group, "bits": bits}
 
-    # Quantize exactly the layers whose tensors arrived quantized, with their own bits.
-    def predicate(path_: str, layer) -> bool | dict:
-        scales = mapped.get(f"{path_}.scales")
-        if scales is None or not hasattr(layer, "to_quantized"):
-            return False
-        packed = mapped[f"{path_}.weight"].shape[-1]
-        in_dims = scales.shape[-1] * GGUF_GROUP_SIZE
-        bits = packed * 32 // in_dims
-        return {"group_size": GGUF_GROUP_SIZE, "bits": bits}
-
-    nn.quantize(model, class_predicate=predicate)
+    nn.quantize(model, class_predicate=lambda p, layer: hasattr(layer, "to_quantized")
+                and qparams.get(p, False))
     try:
         model.load_weights(list(mapped.items()), strict=True)
     except ValueError as exc:
         raise NiahError(
-            f"GGUF {path.name!r} does not map cleanly onto mlx-lm's {arch} model ({exc}): "
-            "use an MLX model folder instead"
+            f"GGUF {path.name!r} does not map cleanly onto mlx-lm's {args['model_type']} model "
+            f"({exc}): use an MLX model folder instead"
         ) from None
     mx.eval(model.parameters())
     model.eval()
 
-    tokenizer = build_tokenizer(meta)
+    tokenizer = build_tokenizer(raw.meta)
     info = GGUFInfo(
         architecture=arch,
         trained_context=int(args["max_position_embeddings"]),
@@ -165,72 +207,10 @@ def load_gguf_model(path: str | Path):
         n_heads=int(args["num_attention_heads"]),
         n_kv_heads=int(args["num_key_value_heads"]),
         head_dim=int(args["head_dim"]),
-        name=str(_scalar(meta, "general.name", path.stem)),
+        name=str(_scalar(raw.meta, "general.name", path.stem)),
+        digest=file_digest(path),
+        weights=raw.weights,
+        quant_types=",".join(sorted(raw.types)),
+        rope_scaling=args["rope_scaling"],
     )
     return model, tokenizer, info
-
-
-def _pre_tokenizer(pre: str | None):
-    """The pre-tokenizer named by tokenizer.ggml.pre (digits isolated where the model did)."""
-    from tokenizers import Regex, pre_tokenizers
-
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if pre in ("smollm", "starcoder", "refact", "codeshell"):
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    if pre in ("qwen2", "llama3", "llama-bpe", "deepseek-llm", "smaug-bpe"):
-        # Numbers split into groups of at most three digits, as these models were trained.
-        pattern = (
-            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
-            r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-        )
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    return byte_level
-
-
-def build_tokenizer(meta: dict):
-    """A transformers fast tokenizer from GGUF metadata (byte-level BPE models only)."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    kind = _scalar(meta, "tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise NiahError(
-            f"GGUF tokenizer type {kind!r} is not supported (byte-level BPE 'gpt2' only): "
-            "use an MLX model folder for this model"
-        )
-    tokens = list(meta["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
-    tok = Tokenizer(bpe)
-    tok.pre_tokenizer = _pre_tokenizer(_scalar(meta, "tokenizer.ggml.pre"))
-    tok.decoder = decoders.ByteLevel()
-
-    types = meta.get("tokenizer.ggml.token_type")
-    special = []
-    if types is not None:
-        types = types.tolist()
-        special = [tokens[i] for i, t in enumerate(types) if t in (3, 4)]  # control, user-defined
-
-    def tok_text(key):
-        idx = _scalar(meta, key)
-        return tokens[int(idx)] if idx is not None and int(idx) < len(tokens) else None
-
-    bos, eos = tok_text("tokenizer.ggml.bos_token_id"), tok_text("tokenizer.ggml.eos_token_id")
-    pad = tok_text("tokenizer.ggml.padding_token_id")
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token=pad,
-        chat_template=meta.get("tokenizer.chat_template"),
-        clean_up_tokenization_spaces=False,
-    )
-    if special:
-        hf.add_special_tokens({"additional_special_tokens": special})
-    add_bos = _scalar(meta, "tokenizer.ggml.add_bos_token", False)
-    hf.add_bos_token = bool(add_bos)
-    return hf

@@ -261,6 +261,9 @@ class PromptBuilder:
         self._checked: set[tuple[str, int]] = set()   # (template, tokens) found free of phrases
         head_text, _ = self._render_template(question=question)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
+        if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
+                and getattr(tokenizer, "add_bos_token", False)):  # plain prompt: BOS first
+            self.head = np.concatenate([[tokenizer.bos_token_id], self.head]).astype(np.int32)
         self.tail = self.tail_ids(question=question, answer_prefix=answer_prefix)
         self.check_phrases([needle], n_tokens=0)
 

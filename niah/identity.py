@@ -106,10 +106,11 @@ def haystack_digest(source: str) -> str:
 
 
 def run_identity(*, model_path: str, haystack: str, backend: str, compute_dtype: str,
-                 sdpa: dict) -> dict[str, str]:
-    """Everything outside the RunConfig that can change a verdict or a timing."""
+                 sdpa: dict, model_digest: str | None = None) -> dict[str, str]:
+    """Everything outside the RunConfig that can change a verdict or a timing (model_digest:
+    the loader's own digest of the model file, when it computed one)."""
     ident = {
-        "model_digest": model_digest(model_path),
+        "model_digest": model_digest or globals()["model_digest"](model_path),
         "haystack_digest": haystack_digest(haystack),
         "backend": backend,
         "compute_dtype": compute_dtype,

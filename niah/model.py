@@ -29,6 +29,12 @@ class ModelInfo:
     head_dim: int
     n_heads: int
     weight_bytes: int
+    digest: str | None = None      # sha256 of a GGUF file; None for folders and hub ids
+    weights: str = "as stored"     # GGUF: "native", "q8/g64", "q4/g64" or "f16"
+    quant_types: str = ""          # GGUF tensor types in the file, e.g. "F32,Q4_K,Q6_K"
+    rope_scaling: dict | None = None
+    load_s: float = 0.0            # wall time of the load (read, convert, tokenizer)
+    load_peak_bytes: int = 0       # peak MLX memory during the load
 
 
 @dataclass(frozen=True)
@@ -145,34 +151,34 @@ class ModelSession:
     """A loaded model, its tokenizer and what the harness needs to know about it."""
 
     def __init__(self, spec: str | None = None, *, dequantize: bool | None = None,
-                 shard_group=None):
-        """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above)."""
+                 shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model"):
+        """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
+
+        gguf_quant: weight mode for GGUF files (niah.gguf_read.QUANT_MODES). rope_scaling:
+        "model", "none", "yarn:F" or "linear:F" (niah.config.parse_rope_scaling).
+        """
         import os
 
+        import mlx.core as mx
+
+        from .config import parse_rope_scaling
         from .sdpa.dispatch import backend
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        rope = parse_rope_scaling(rope_scaling)
         kind, location = resolve_model(spec)
+        mx.reset_peak_memory()
+        t0 = time.perf_counter()
+        extra = {}
         if kind == "gguf":
-            from .gguf import load_gguf_model
-
-            self.model, self.tokenizer, g = load_gguf_model(location)
-            name = Path(location).name
-            trained = g.trained_context
+            name, trained, extra = self._load_gguf(location, gguf_quant=gguf_quant, rope=rope)
         else:
             folder = _hub_folder(location) if kind == "hub" else location
-            from mlx_lm import load
-
-            try:
-                self.model, wrapper = load(folder)
-            except Exception as exc:
-                raise NiahError(f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
-                                "is an MLX model") from None
-            self.tokenizer = wrapper._tokenizer
-            name = location if kind == "hub" else Path(location).name
-            args = getattr(self.model, "args", None)
-            trained = getattr(args, "max_position_embeddings", None)
+            name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope)
+            name = location if kind == "hub" else name
+        extra.update(load_s=round(time.perf_counter() - t0, 3),
+                     load_peak_bytes=int(mx.get_peak_memory()))
+        self.load_options = {"gguf_quant": gguf_quant, "rope_scaling": rope}
         self.eos_ids = self._eos_ids()
         if dequantize is None:
             dequantize = backend() == "cpu"
@@ -193,9 +199,49 @@ class ModelSession:
         self.info = ModelInfo(name=name, source=kind, path=location,
                               trained_context=int(trained) if trained else None,
                               n_layers=len(layers), n_kv_heads=n_kv, head_dim=head_dim,
-                              n_heads=n_heads, weight_bytes=_count_bytes(self.model))
+                              n_heads=n_heads, weight_bytes=_count_bytes(self.model), **extra)
         if shard_group is not None and shard_group.size() > 1:
             self._shard(shard_group)
+
+    def _load_gguf(self, location: str, *, gguf_quant: str, rope: str):
+        from .config import rope_scaling_config
+        from .gguf import load_gguf_model
+        from .gguf_read import parse_header
+
+        scaling = "model"
+        if rope != "model":
+            meta = parse_header(location).meta
+            arch = str(meta.get("general.architecture"))
+            trained = meta.get(f"{arch}.context_length")
+            scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
+        self.model, self.tokenizer, g = load_gguf_model(location, quant=gguf_quant,
+                                                        rope_scaling=scaling)
+        extra = dict(digest=g.digest, weights=g.weights, quant_types=g.quant_types,
+                     rope_scaling=g.rope_scaling)
+        return Path(location).name, g.trained_context, extra
+
+    def _load_mlx(self, folder: str, *, spec, rope: str):
+        import json
+
+        from mlx_lm import load
+
+        from .config import rope_scaling_config
+
+        overrides = None
+        if rope != "model":
+            cfg = json.loads((Path(folder) / "config.json").read_text())
+            trained = cfg.get("max_position_embeddings")
+            overrides = {"rope_scaling": rope_scaling_config(rope, trained_context=trained)}
+        try:
+            self.model, wrapper = load(folder, model_config=overrides)
+        except Exception as exc:
+            raise NiahError(f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
+                            "is an MLX model") from None
+        self.tokenizer = wrapper._tokenizer
+        args = getattr(self.model, "args", None)
+        extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
+        return Path(folder).name, getattr(args, "max_position_embeddings", None), extra
 
     def _shard(self, group) -> None:
         """Tensor-parallel: split every layer's heads and MLP across the group (mlx-lm's

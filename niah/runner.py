@@ -9,6 +9,7 @@ prompts share and prefills only the rest.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,8 @@ def _open_session(config: RunConfig, *, sharded: bool):
         import mlx.core as mx
 
         group = mx.distributed.init()
-    return ModelSession(config.model, shard_group=group)
+    return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
+                        rope_scaling=config.rope_scaling)
 
 
 def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state) -> _Run:
@@ -210,6 +212,13 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
     from .sdpa.dispatch import backend
 
     info = session.info
+    opts = getattr(session, "load_options", None)
+    if opts and opts != {"gguf_quant": config.gguf_quant, "rope_scaling": config.rope_scaling}:
+        raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
+                        f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
+    if getattr(info, "load_s", 0):
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
+                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro)
@@ -221,12 +230,16 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
                         f"and question ({minimum} tokens at least): use a longer --context")
     sdpa = {"route": route, "threshold": state.config.threshold,
             "chunk_size": state.config.chunk_size}
-    identity = run_identity(model_path=info.path, haystack=config.haystack, backend=backend(),
+    identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),
+                            haystack=config.haystack, backend=backend(),
                             compute_dtype=str(getattr(session, "compute_dtype", "unknown")),
                             sdpa=sdpa)
     chash = config.hash(identity)
     folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
     merged = store.prepare_folder(folder, config, config_hash=chash, identity=identity)
+    store.append_run_log(folder, {"event": "start", "argv": list(sys.argv),
+                                  "device": device_description(), "rank": rank,
+                                  "config_hash": chash, "niah_version": identity["niah_version"]})
     return _Run(config=merged, session=session, folder=folder, builder=builder, chash=chash,
                 identity=identity, device=device_description(), rank=rank, progress=progress,
                 route=route, state=state)
@@ -466,6 +479,9 @@ def _base_record(config: RunConfig, spec: TrialSpec, prompt, info, *, device: st
         "beyond_trained": bool(trained and spec.context + config.max_tokens > trained),
         "n_layers": info.n_layers, "n_heads": info.n_heads, "n_kv_heads": info.n_kv_heads,
         "head_dim": info.head_dim,
+        "rope_scaling": config.rope_scaling,
+        "rope_scaling_config": getattr(info, "rope_scaling", None),
+        "weights": getattr(info, "weights", None),
         "rank": rank,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

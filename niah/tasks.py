@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import KEYED_TASKS
+from .config import DEFAULT_MAX_TOKENS, KEYED_TASKS
 from .datasets import DATASETS
 from .errors import NiahError
 from .haystack import Prompt, PromptBuilder, fill
@@ -38,6 +38,7 @@ KEYED = KEYED_TASKS
 DEFAULT_TASK = "single"
 DEFAULT_NEEDLES = 4
 MAX_NEEDLES = 64
+ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}   # generous, per value asked
 BAND = 0.5
 
 
@@ -114,9 +115,19 @@ def load_keys(path: Path | None = None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
+    """Default --max-tokens: DEFAULT_MAX_TOKENS, or room for every value a task asks for (a
+    truncated list would score as a partial answer)."""
+    if task not in ("multi-needle", "multi-value", "multi-query"):
+        return DEFAULT_MAX_TOKENS
+    return max(DEFAULT_MAX_TOKENS, 16 + needles * ANSWER_TOKENS_PER_VALUE.get(value_kind, 16))
+
+
 def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
-            answer_prefix: str | None) -> dict:
-    """RunConfig fields for a task: templates (yours, else the dataset's), needle count, keys."""
+            answer_prefix: str | None, max_tokens: int | None = None,
+            value_kind: str = "number") -> dict:
+    """RunConfig fields for a task: templates (yours, else the dataset's), needle count, keys,
+    and the answer length (yours, else `answer_tokens`)."""
     if task not in TASKS:
         raise NiahError(f"unknown --task {task!r}: use one of {', '.join(TASKS)}")
     n = needles if needles is not None else (1 if task == "single" else DEFAULT_NEEDLES)
@@ -126,6 +137,8 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
                   answer_prefix=answer_prefix if answer_prefix is not None else t.answer_prefix,
                   keys=load_keys() if task in KEYED else ())
     validate(**fields)
+    fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
+        task=task, needles=n, value_kind=value_kind)
     return fields
 
 

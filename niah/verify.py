@@ -14,6 +14,7 @@ error is printed.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,7 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
     import mlx.core as mx
 
     from .kernels import chunk_attention_fn
-    from .sdpa.dispatch import STOCK_SDPA, kv_chunks, q_split
+    from .sdpa.dispatch import STOCK_SDPA, ran_labels, kv_chunks, q_split
     from .sdpa.reference import attention_with_lse
 
     q, k, v, mask, sinks = make_inputs(case)
@@ -152,19 +153,19 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
     rows = []
     for route in routes:
         if route == "kv-chunks":
-            fn = chunk_attention_fn(q=q, k=k)
+            fn = chunk_attention_fn(q=q, k=k, v=v)
             if fn is not None:
                 fn.splits_keys = False  # one launch per host chunk, as on Metal
             out, lse = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
                                  chunk_size=case.chunk, chunk_fn=fn)
-            label = "kv-chunks" + ("/fused" if fn is not None else "/reference")
+            label = "+".join(ran_labels(fn, Counter()))
             finite = bool(mx.all(mx.isfinite(out)).item())
         elif route == "fused":
-            fn = chunk_attention_fn(q=q, k=k)
+            fn = chunk_attention_fn(q=q, k=k, v=v)
             if fn is None:
                 continue
             out, _ = fn(q, k, v, scale=scale, mask=mask, sinks=sinks)  # whole range, split-K
-            label = "fused (one launch)"
+            label = "fused (one launch)" if fn.ran["fused"] else "reference (fused failed)"
             finite = bool(mx.all(mx.isfinite(out)).item())
         else:
             out = q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=max(1, case.qL // 3))
@@ -193,7 +194,7 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
     from .model import device_description
 
     echo(f"niah sdpa verify on {device_description()}")
-    header = f"{'case':<26} {'dtype':<9} {'shape':<34} {'route':<20} {'max err':>9} {'stock err':>9} {'tol':>9}  result"
+    header = f"{'case':<26} {'dtype':<9} {'shape':<34} {'route':<24} {'max err':>9} {'stock err':>9} {'tol':>9}  result"
     echo(header)
     ok_all = True
     n = 0
@@ -208,7 +209,7 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
             if "fused" in row["route"]:
                 within[0] += row["error"] <= 2 * row["stock_error"]
                 within[1] += 1
-            echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<20} "
+            echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<24} "
                  f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
                  f"{'PASS' if row['ok'] else 'FAIL'}")
     from .kernels import self_test_results

@@ -32,6 +32,11 @@ if [ "$(uname -s)" = "Linux" ] \
   apt_install libopenblas0-pthread \
     || echo "warning: could not install libopenblas0-pthread; MLX's CPU backend will be slow" >&2
 fi
+# Tests compile and run the Metal kernel sources on the CPU (tests/msl_shim.h, msl_exec.py):
+# they need a C++ compiler.
+if [ "$extra" = "test" ] && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+  apt_install g++ || echo "warning: could not install g++; the Metal executor tests will be skipped" >&2
+fi
 
 if ! command -v "$PY" >/dev/null 2>&1; then
   echo "scripts/setup.sh: '$PY' not found: install Python 3.10 or newer, or set PYTHON=/path/to/python3" >&2

@@ -11,6 +11,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 
+if os.environ.get("NIAH_TEST_DEVICE") == "cpu":  # e.g. a hosted Mac: its GPU is paravirtual
+    import mlx.core as _mx
+
+    _mx.set_default_device(_mx.cpu)
+
 from niah.blas import ensure_fast_blas  # noqa: E402
 
 

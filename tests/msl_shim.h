@@ -1,62 +1,342 @@
-// Stand-ins for the Metal Shading Language names used by niah/kernels/*.metal, so that a C++
-// compiler can type-check those sources with -fsyntax-only on machines without Metal. This is
-// not a Metal implementation: bodies are empty or trivial; only names, types and arity matter.
+// The Metal Shading Language that niah/kernels/*.metal uses, implemented in C++ so those
+// sources compile with g++/clang++ and RUN on a CPU (tests/msl_exec.py drives it).
+//
+// Execution model. A threadgroup is a set of lanes; each lane is a fiber (ucontext) with its own
+// stack running the kernel body. Lanes switch only at synchronisation points:
+//   - threadgroup_barrier: every live lane of the threadgroup must arrive;
+//   - simd operations (simd_shuffle_xor, simd_sum/max, simdgroup_multiply_accumulate,
+//     simdgroup_barrier): every live lane of the 32-lane simdgroup must arrive, then each lane
+//     reads the values all lanes posted (an all-gather), as the hardware's lanes do in lockstep.
+// The scheduler always resumes the lowest-numbered runnable lane, so simdgroup 0 runs ahead until
+// it reaches a threadgroup barrier before simdgroup 1 starts: a missing threadgroup barrier lets
+// one simdgroup read threadgroup memory another has not written yet (or overwrite what another
+// still reads) on EVERY run, deterministically, not by the luck of OS scheduling. Lanes that wait
+// on different barriers forever are reported as a deadlock.
+//
+// Threadgroup memory: `threadgroup` declares function-scope statics; threadgroups run one after
+// another, so the storage is shared by the lanes of one threadgroup (and, like real threadgroup
+// memory, holds garbage from the previous one). Only use `threadgroup` for array declarations.
+//
+// simdgroup_matrix<T, 8, 8>: each lane holds 2 elements, (frag_row(lane), frag_col(lane) + {0,1})
+// with row = bit4*4 + bits(2,1), col = bit3*4 + bit0*2: the layout of MLX's
+// steel BaseMMAFrag::get_coord. multiply_accumulate gathers the 32 lanes' elements, forms the
+// 8x8 matrices, and gives each lane its own two results (float accumulation).
+//
+// half is _Float16; bfloat is a 16-bit struct with round-to-nearest-even from float through an
+// explicit constructor only (Metal takes no implicit float -> bfloat conversion).
 #pragma once
+#include <ucontext.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
 
 #define device
 #define constant
-#define threadgroup
 #define thread
+#define threadgroup static
+#define METAL_FUNC inline
 
 typedef unsigned short ushort;
 typedef unsigned int uint;
+typedef unsigned char uchar;
 struct uint3 {
   uint x, y, z;
 };
+struct short2 {
+  short x, y;
+};
 typedef _Float16 half;
+typedef half float16_t;
+
 struct bfloat {
-  float v;
+  uint16_t bits;
   bfloat() = default;
-  explicit bfloat(float x) : v(x) {}  // explicit, as strict as Metal is about bfloat
-  operator float() const { return v; }
+  explicit bfloat(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+      bits = uint16_t((u >> 16) | 0x40);  // quiet NaN
+    } else {
+      u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+      bits = uint16_t(u >> 16);
+    }
+  }
+  operator float() const {
+    uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
 };
 typedef bfloat bfloat16_t;
 
+namespace mslx {
+
+enum class State { ready, wait_simd, wait_tg, done };
+
+struct Lane {
+  ucontext_t ctx;
+  State st = State::ready;
+  unsigned gen = 0;  // simd all-gathers done (selects the double buffer)
+};
+
+constexpr int kSlot = 64;  // bytes a lane may post per simd exchange
+
+struct Group {
+  int n = 0;
+  std::vector<Lane> lanes;
+  std::vector<std::vector<char>> stacks;
+  std::vector<unsigned char> xch;  // [simdgroup][2][32][kSlot]
+  ucontext_t main;
+  int cur = -1;
+  std::function<void(int)> body;
+  std::string error;
+};
+
+inline Group*& G() {
+  static Group* g = nullptr;
+  return g;
+}
+
+inline void enter() {
+  Group& g = *G();
+  g.body(g.cur);
+  g.lanes[g.cur].st = State::done;
+  swapcontext(&g.lanes[g.cur].ctx, &g.main);
+}
+
+inline void yield() {
+  Group& g = *G();
+  swapcontext(&g.lanes[g.cur].ctx, &g.main);
+}
+
+inline void simd_sync() {
+  if (!G()) return;  // outside an executor (type-check builds)
+  G()->lanes[G()->cur].st = State::wait_simd;
+  yield();
+}
+
+inline void tg_sync() {
+  if (!G()) return;
+  G()->lanes[G()->cur].st = State::wait_tg;
+  yield();
+}
+
+// Release the lanes whose barrier every live lane of its scope reached.
+inline void release(Group& g) {
+  int live = 0, at_tg = 0;
+  for (auto& l : g.lanes) {
+    live += l.st != State::done;
+    at_tg += l.st == State::wait_tg;
+  }
+  if (at_tg && at_tg == live) {
+    for (auto& l : g.lanes)
+      if (l.st == State::wait_tg) l.st = State::ready;
+  }
+  for (int s = 0; s * 32 < g.n; ++s) {
+    int hi = std::min(g.n, s * 32 + 32), lv = 0, at = 0;
+    for (int i = s * 32; i < hi; ++i) {
+      lv += g.lanes[i].st != State::done;
+      at += g.lanes[i].st == State::wait_simd;
+    }
+    if (at && at == lv)
+      for (int i = s * 32; i < hi; ++i)
+        if (g.lanes[i].st == State::wait_simd) g.lanes[i].st = State::ready;
+  }
+}
+
+// Run one threadgroup of n lanes; returns "" or an error.
+inline std::string run_group(int n, std::function<void(int)> body) {
+  static thread_local std::vector<std::vector<char>> stacks;
+  Group g;
+  g.n = n;
+  g.lanes.resize(n);
+  g.xch.assign(size_t((n + 31) / 32) * 2 * 32 * kSlot, 0xff);
+  g.body = std::move(body);
+  if (int(stacks.size()) < n) stacks.resize(n);
+  for (int i = 0; i < n; ++i) {
+    if (stacks[i].empty()) stacks[i].resize(256 * 1024);
+    getcontext(&g.lanes[i].ctx);
+    g.lanes[i].ctx.uc_stack.ss_sp = stacks[i].data();
+    g.lanes[i].ctx.uc_stack.ss_size = stacks[i].size();
+    g.lanes[i].ctx.uc_link = nullptr;
+    makecontext(&g.lanes[i].ctx, enter, 0);
+  }
+  G() = &g;
+  for (;;) {
+    int next = -1;
+    for (int i = 0; i < n; ++i)
+      if (g.lanes[i].st == State::ready) {
+        next = i;
+        break;
+      }
+    if (next < 0) {
+      bool all_done = true;
+      for (auto& l : g.lanes) all_done &= l.st == State::done;
+      if (all_done) break;
+      g.error = "deadlock: lanes wait on barriers that not every live lane reaches";
+      break;
+    }
+    g.cur = next;
+    swapcontext(&g.main, &g.lanes[next].ctx);
+    release(g);
+  }
+  G() = nullptr;
+  return g.error;
+}
+
+// Every live lane of this simdgroup posts `mine`; each gets all 32 values (dead lanes: garbage).
+template <typename T>
+inline void allgather(const T& mine, T* all) {
+  static_assert(sizeof(T) <= kSlot, "simd exchange payload too large");
+  Group* gp = G();
+  if (!gp) {
+    for (int j = 0; j < 32; ++j) all[j] = mine;
+    return;
+  }
+  Group& g = *gp;
+  int sg = g.cur / 32, li = g.cur % 32;
+  unsigned buf = g.lanes[g.cur].gen & 1u;
+  unsigned char* base = g.xch.data() + size_t(sg * 2 + buf) * 32 * kSlot;
+  std::memcpy(base + li * kSlot, &mine, sizeof(T));
+  simd_sync();
+  for (int j = 0; j < 32; ++j) std::memcpy(&all[j], base + j * kSlot, sizeof(T));
+  g.lanes[g.cur].gen++;
+}
+
+inline int lane_id() { return G() ? G()->cur % 32 : 0; }
+
+struct Attrs {
+  uint3 thread_position_in_grid, threadgroup_position_in_grid, threads_per_threadgroup,
+      threadgroups_per_grid, thread_position_in_threadgroup, threads_per_grid;
+  uint thread_index_in_threadgroup, simdgroup_index_in_threadgroup, thread_index_in_simdgroup,
+      simdgroups_per_threadgroup, threads_per_simdgroup;
+};
+
+// dispatch_threads(grid, min(threadgroup, grid)): non-uniform edge threadgroups, as MLX.
+template <typename F>
+inline std::string launch(const unsigned* grid, const unsigned* tg_in, F&& kernel) {
+  unsigned tg[3], ng[3];
+  for (int d = 0; d < 3; ++d) {
+    tg[d] = std::min(tg_in[d], grid[d]);
+    if (tg[d] == 0) return "";
+    ng[d] = (grid[d] + tg[d] - 1) / tg[d];
+  }
+  for (unsigned gz = 0; gz < ng[2]; ++gz)
+    for (unsigned gy = 0; gy < ng[1]; ++gy)
+      for (unsigned gx = 0; gx < ng[0]; ++gx) {
+        unsigned dims[3], pos[3] = {gx, gy, gz};
+        for (int d = 0; d < 3; ++d) dims[d] = std::min(tg[d], grid[d] - pos[d] * tg[d]);
+        int n = int(dims[0] * dims[1] * dims[2]);
+        std::string err = run_group(n, [&](int i) {
+          Attrs a;
+          uint x = i % dims[0], y = (i / dims[0]) % dims[1], z = i / (dims[0] * dims[1]);
+          a.thread_position_in_threadgroup = {x, y, z};
+          a.threadgroup_position_in_grid = {gx, gy, gz};
+          a.thread_position_in_grid = {gx * tg[0] + x, gy * tg[1] + y, gz * tg[2] + z};
+          a.threads_per_threadgroup = {dims[0], dims[1], dims[2]};
+          a.threadgroups_per_grid = {ng[0], ng[1], ng[2]};
+          a.threads_per_grid = {grid[0], grid[1], grid[2]};
+          a.thread_index_in_threadgroup = uint(i);
+          a.simdgroup_index_in_threadgroup = uint(i / 32);
+          a.thread_index_in_simdgroup = uint(i % 32);
+          a.simdgroups_per_threadgroup = uint((n + 31) / 32);
+          a.threads_per_simdgroup = 32;
+          kernel(a);
+        });
+        if (!err.empty()) return err;
+      }
+  return "";
+}
+
+}  // namespace mslx
+
 namespace metal {
-enum class mem_flags { mem_none, mem_device, mem_threadgroup };
-inline void threadgroup_barrier(mem_flags) {}
-inline void simdgroup_barrier(mem_flags) {}
+enum class mem_flags { mem_none, mem_device, mem_threadgroup, mem_texture };
+inline void threadgroup_barrier(mem_flags) { mslx::tg_sync(); }
+inline void simdgroup_barrier(mem_flags) { mslx::simd_sync(); }
+
 template <typename To, typename From>
 To as_type(From x) {
   static_assert(sizeof(To) == sizeof(From), "as_type needs equal sizes");
   To t;
-  __builtin_memcpy(&t, &x, sizeof(t));
+  std::memcpy(&t, &x, sizeof(t));
   return t;
 }
+
 template <typename T, int N>
 struct vec {
   T e[N];
   T& operator[](int i) { return e[i]; }
+  const T& operator[](int i) const { return e[i]; }
 };
+
 template <typename T, int Cols, int Rows>
 struct simdgroup_matrix {
+  static_assert(Cols == 8 && Rows == 8, "only 8x8 simdgroup matrices");
   vec<T, 2> el;
   vec<T, 2>& thread_elements() { return el; }
+  const vec<T, 2>& thread_elements() const { return el; }
 };
+typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
+typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
+
 template <typename T, int Cols, int Rows>
-simdgroup_matrix<T, Cols, Rows> make_filled_simdgroup_matrix(T) {
-  return {};
+simdgroup_matrix<T, Cols, Rows> make_filled_simdgroup_matrix(T v) {
+  simdgroup_matrix<T, Cols, Rows> m;
+  m.el[0] = v;
+  m.el[1] = v;
+  return m;
 }
-template <typename T, int C, int R>
-void simdgroup_multiply_accumulate(simdgroup_matrix<T, C, R>&, const simdgroup_matrix<T, C, R>&,
-                                   const simdgroup_matrix<T, C, R>&,
-                                   const simdgroup_matrix<T, C, R>&) {}
+
+inline int frag_row_of(int lane) { return ((lane >> 2) & 4) + ((lane >> 1) & 3); }
+inline int frag_col_of(int lane) { return ((lane >> 1) & 4) + ((lane & 1) << 1); }
+
 template <typename T>
-T simd_shuffle_xor(T x, ushort) {
-  return x;
+void simdgroup_multiply_accumulate(simdgroup_matrix<T, 8, 8>& d, const simdgroup_matrix<T, 8, 8>& a,
+                                   const simdgroup_matrix<T, 8, 8>& b,
+                                   const simdgroup_matrix<T, 8, 8>& c) {
+  struct P {
+    T a[2], b[2], c[2];
+  } mine{{a.el[0], a.el[1]}, {b.el[0], b.el[1]}, {c.el[0], c.el[1]}}, all[32];
+  mslx::allgather(mine, all);
+  float A[8][8], B[8][8], C[8][8];
+  for (int j = 0; j < 32; ++j) {
+    int r = frag_row_of(j), cc = frag_col_of(j);
+    for (int e = 0; e < 2; ++e) {
+      A[r][cc + e] = float(all[j].a[e]);
+      B[r][cc + e] = float(all[j].b[e]);
+      C[r][cc + e] = float(all[j].c[e]);
+    }
+  }
+  int lane = mslx::lane_id(), r = frag_row_of(lane), cc = frag_col_of(lane);
+  for (int e = 0; e < 2; ++e) {
+    float acc = C[r][cc + e];
+    for (int k = 0; k < 8; ++k) acc = std::fma(A[r][k], B[k][cc + e], acc);
+    d.el[e] = T(acc);
+  }
 }
+
+template <typename T>
+T simd_shuffle_xor(T x, ushort mask) {
+  T all[32];
+  mslx::allgather(x, all);
+  return all[(mslx::lane_id() ^ mask) & 31];
+}
+
+template <typename T>
+T simd_shuffle(T x, ushort lane) {
+  T all[32];
+  mslx::allgather(x, all);
+  return all[lane & 31];
+}
+
 template <typename T>
 T max(T a, T b) {
   return a > b ? a : b;
@@ -70,5 +350,8 @@ inline float exp(float x) { return std::exp(x); }
 inline float log2(float x) { return std::log2(x); }
 inline float log(float x) { return std::log(x); }
 inline float fma(float a, float b, float c) { return std::fma(a, b, c); }
+inline float abs(float x) { return std::fabs(x); }
+inline bool isinf(float x) { return std::isinf(x); }
+inline bool isnan(float x) { return std::isnan(x); }
 }  // namespace metal
 using namespace metal;

@@ -1,5 +1,6 @@
 """Parsing of contexts, depths and lists; RunConfig validation and hashing."""
 
+import json
 import pytest
 
 from niah.config import (MAX_RANGE_VALUES, RunConfig, format_context, parse_context,
@@ -156,3 +157,15 @@ def test_config_from_dict_round_trip_and_unknown_keys():
     data = {**cfg.to_dict(), "config_hash": cfg.hash(), "added_later": [1]}
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}  # as JSON gives
     assert RunConfig.from_dict(data) == cfg
+
+
+def test_every_config_field_is_type_checked_on_load():
+    import dataclasses
+
+    from niah.config import _CONFIG_KINDS, RunConfig
+
+    kinds = {n for names, _ in _CONFIG_KINDS.values() for n in names}
+    assert {f.name for f in dataclasses.fields(RunConfig)} == kinds
+    cfg = RunConfig(model="m", task="multi-key", needles=3, keys=("red", "blue"),
+                    gguf_quant="q4", rope_scaling="yarn:4")
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

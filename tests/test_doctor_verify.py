@@ -1,11 +1,18 @@
-"""niah doctor prints every section; niah sdpa verify passes, and fails on a broken route."""
+"""niah doctor prints every section and what the GPU is; niah sdpa verify passes, and fails on a
+broken route. Expected output follows the backend the suite runs on (CPU, CUDA or Metal)."""
+
+import re
+import sys
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+from niah.backend import apple_family, backend, describe_gpu
 from niah.cli import app
 
 runner = CliRunner()
+BACKEND = backend()
 
 
 def test_doctor_prints_every_section():
@@ -20,14 +27,20 @@ def test_doctor_prints_every_section():
                   "context: 4K = 4096 tokens", "estimated peak: ", "-> fits",
                   "sdpa route (auto): prefill step stock, decode stock"):
         assert field in out, field
-    assert "(fast)" in out  # OpenBLAS is preloaded in the test process
+    if BACKEND == "cpu" and sys.platform.startswith("linux"):
+        assert "(fast)" in out  # OpenBLAS is preloaded in the test process
+        assert "  gpu: none (MLX runs on the CPU)" in out.splitlines()
+    else:
+        assert "not used on this backend" in out
+        assert "  gpu architecture: " in out
 
 
 def test_doctor_beyond_trained_and_bad_context():
     result = runner.invoke(app, ["doctor", "--model", "default", "--context", "128k"])
     assert result.exit_code == 0
     assert "beyond trained length: needs --allow-beyond-trained" in result.stdout
-    assert "sdpa route (auto): prefill step kv-chunks, decode kv-chunks" in result.stdout
+    route = "stock" if BACKEND == "cuda" else "kv-chunks"  # CUDA: cuDNN at qL 2048 and decode
+    assert f"sdpa route (auto): prefill step {route}, decode {route}" in result.stdout
     bad = runner.invoke(app, ["doctor", "--model", "default", "--context", "12q"])
     assert bad.exit_code == 2 and bad.stderr == "error: bad context '12q': use a positive token count like 8000, 4k or 1m\n"
 
@@ -36,9 +49,13 @@ def test_sdpa_verify_quick_passes():
     result = runner.invoke(app, ["sdpa", "verify", "--quick"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("niah sdpa verify on cpu")
-    assert lines[-1] == "84 checks: all PASS"
-    assert sum(line.endswith("PASS") for line in lines[2:-1]) == 84
+    assert lines[0].startswith(f"niah sdpa verify on {BACKEND}")
+    n = int(re.fullmatch(r"(\d+) checks: all PASS", lines[-1]).group(1))
+    assert sum(line.endswith("PASS") for line in lines[2:-1]) == n
+    kv_rows = [line for line in lines if " kv-chunks/" in line]
+    assert len(kv_rows) == 42  # 14 cases x 3 dtypes, each labelled by what its chunks ran
+    if BACKEND == "cpu":
+        assert n == 84 and all(" kv-chunks/reference " in line for line in kv_rows)
 
 
 def test_sdpa_verify_fails_on_a_broken_route(monkeypatch):
@@ -53,6 +70,40 @@ def test_sdpa_verify_fails_on_a_broken_route(monkeypatch):
     monkeypatch.setattr(dispatch, "kv_chunks", broken)
     result = runner.invoke(app, ["sdpa", "verify", "--quick"], catch_exceptions=False)
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[-1] == "84 checks: FAILURES above"
+    assert re.fullmatch(r"\d+ checks: FAILURES above", result.stdout.splitlines()[-1])
     fails = [line for line in result.stdout.splitlines() if line.endswith("FAIL")]
     assert len(fails) == 42 and all("kv-chunks" in line for line in fails)
+
+
+@pytest.mark.parametrize("name,arch,family,paravirtual,valid", [
+    ("Apple M1", "applegpu_g13g", 7, False, True),
+    ("Apple M2 Max", "applegpu_g14s", 8, False, True),
+    ("Apple M3 Pro", "applegpu_g15s", 9, False, True),
+    ("Apple M4", "applegpu_g16p", 9, False, True),
+    ("Apple Paravirtual device", "applegpu_g13g", 7, True, False),
+    ("Apple Paravirtual device", "", None, True, False),
+    ("Apple A13 GPU", "applegpu_g12p", None, False, False),
+])
+def test_gpu_family_and_paravirtual(name, arch, family, paravirtual, valid):
+    from niah.doctor import _gpu_lines
+
+    g = describe_gpu(info={"device_name": name, "architecture": arch}, backend_name="metal")
+    assert (g.family, g.paravirtual, g.can_validate_kernels()) == (family, paravirtual, valid)
+    lines = _gpu_lines(g)
+    assert lines[0] == f"  gpu architecture: {arch or '?'}, family {g.family_label()}"
+    if paravirtual:
+        assert lines[1:] == ["  paravirtual GPU (a virtual machine): hardware validation is not "
+                             "meaningful here"]
+    elif not valid:
+        assert "need Apple7 or newer" in lines[1]
+    else:
+        assert lines[1:] == []
+
+
+def test_gpu_description_on_cpu_and_cuda():
+    assert describe_gpu(info={"device_name": "x"}, backend_name="cpu").name == ""
+    g = describe_gpu(info={"device_name": "NVIDIA H100", "architecture": "sm_90"},
+                     backend_name="cuda")
+    assert (g.family, g.paravirtual, g.can_validate_kernels(), g.family_label()) == (
+        None, False, True, "-")
+    assert apple_family("applegpu_g99x") == 9 and apple_family("sm_90") is None

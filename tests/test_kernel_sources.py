@@ -109,8 +109,8 @@ def test_metal_combine_source_type_checks(tmp_path):
 def test_type_check_catches_a_broken_metal_source(tmp_path):
     tile, D = metal_tiles()[0]
     unit = fwd_unit(tile, D, "half", flash.Flags(True, 0, False, False))
-    res = compile_unit(tmp_path, unit.replace("quad_max(mx_)", "quad_maxx(mx_)"))
-    assert res.returncode != 0 and "quad_maxx" in res.stderr
+    res = compile_unit(tmp_path, unit.replace("frag_row_max(mx_)", "frag_row_maxx(mx_)"))
+    assert res.returncode != 0 and "frag_row_maxx" in res.stderr
 
 
 def test_metal_tiles_fit_32k_threadgroup_memory():

@@ -10,6 +10,7 @@ one warning. CPU tests exercise the same self-test logic with an injected implem
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 
 import mlx.core as mx
 import pytest
@@ -65,7 +66,6 @@ def _max_err(a, b):
 
 
 def _check(q, k, v, m, s, *, causal_shift=None, splits=None, tile=None):
-    fn = FusedAttention(BACKEND)
     out, lse = flash.flash_attention_with_lse(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s,
                                               causal_shift=causal_shift, backend_name=BACKEND,
                                               splits=splits, tile=tile)
@@ -75,7 +75,13 @@ def _check(q, k, v, m, s, *, causal_shift=None, splits=None, tile=None):
     assert mx.all(mx.isfinite(lse) == finite).item()
     assert mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item() < 1e-2
     assert _max_err(out, ref) < TOL[q.dtype]
-    assert fn is not None
+    if tile is None and splits is None:  # the same call through the self-tested route
+        fn = FusedAttention(BACKEND)
+        out2, _ = fn(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s, causal_shift=causal_shift)
+        assert dict(fn.ran) == {"fused": 1}, dict(fn.ran)
+        failed = [r for r in kernels.self_test_results() if not r.ok]
+        assert not failed, failed
+        assert _max_err(out2, ref) < TOL[q.dtype]
 
 
 @gpu_test
@@ -125,12 +131,14 @@ def test_kernel_reads_strided_views():
 @gpu_test
 def test_kv_chunks_route_uses_the_kernel():
     q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=8, Hkv=2, qL=16, kL=5000, D=128, mask="causal")
+    log = Counter()
     with force_route("kv-chunks"):
-        out = dispatch(q, k, v, scale=128 ** -0.5, mask=m)
+        out = dispatch(q, k, v, scale=128 ** -0.5, mask=m, log=log)
     ref, _ = attention_with_lse(q, k, v, scale=128 ** -0.5, mask=m)
     assert _max_err(out, ref) < TOL[mx.bfloat16]
     results = kernels.self_test_results()
     assert results and all(r.ok for r in results), results
+    assert dict(log) == {"kv-chunks/fused": 1}
 
 
 @gpu_test
@@ -264,11 +272,11 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     """The runner's warm-up, with the backend reported as CUDA and an injected kernel."""
     from types import SimpleNamespace
 
-    import niah.sdpa.dispatch as dispatch_mod
+    import niah.backend as backend_mod
     from niah import runner
     from niah.sdpa.dispatch import resolve_config
 
-    monkeypatch.setattr(dispatch_mod, "backend", lambda: "cuda")
+    monkeypatch.setattr(backend_mod, "backend", lambda: "cuda")
     monkeypatch.setattr(flash, "flash_attention_with_lse", _fake_impl(1.0))
     model = SimpleNamespace(parameters=lambda: {"w": mx.zeros((2,), dtype=mx.bfloat16)})
     session = SimpleNamespace(model=model, info=SimpleNamespace(n_heads=8, n_kv_heads=2, head_dim=64))
@@ -291,3 +299,128 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     runner._warm_kernels(todo, session, route="auto", config=resolve_config(threshold=2048),
                          progress=progress)
     assert len(kernels.self_test_results()) == 1 and "causal" in kernels.self_test_results()[0].kernel
+
+
+# --- routing on the self-test verdict (CPU: the backend reported as a GPU, injected kernel) ---
+
+def _as_backend(monkeypatch, name):
+    import niah.backend as backend_mod
+
+    monkeypatch.setattr(backend_mod, "backend", lambda: name)
+
+
+def _route_case():
+    q, k, v, _, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=16, kL=700, D=64, mask="none")
+    return q, k, v, resolve_config_for_test()
+
+
+def resolve_config_for_test():
+    from niah.sdpa.dispatch import ChunkConfig
+
+    return ChunkConfig(threshold=256, chunk_size=256, q_block=64)
+
+
+@pytest.mark.parametrize("bug,expect", [(1.0, "kv-chunks/fused"), (1.5, "stock")])
+def test_cuda_auto_routes_on_the_self_test_verdict(monkeypatch, bug, expect):
+    _as_backend(monkeypatch, "cuda")
+    calls = []
+    fn = FusedAttention("cuda", impl=_counting_impl(calls) if bug == 1.0 else _fake_impl(bug))
+    q, k, v, config = _route_case()
+    log = Counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if bug != 1.0 else "error")
+        out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    assert dict(log) == {expect: 1}
+    assert [r.ok for r in kernels.self_test_results()] == [bug == 1.0]
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+
+
+def test_metal_label_names_the_reference_when_the_kernel_failed(monkeypatch):
+    _as_backend(monkeypatch, "metal")
+    fn = FusedAttention("metal", impl=_fake_impl(1.5))
+    q, k, v, config = _route_case()
+    log = Counter()
+    with pytest.warns(RuntimeWarning, match="failed its self-test"):
+        out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    assert dict(log) == {"kv-chunks/reference": 1}
+    assert sum(fn.ran.values()) == 0  # routed past the failed kernel: the plain reference ran
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+
+
+def _shape_recorder(shapes: list):
+    good = _fake_impl(1.0)
+
+    def impl(q, k, v, **kw):
+        if kw.get("tile") is None:  # not a self-test (those name their tile)
+            shapes.append((q.shape[2], k.shape[2]))
+        return good(q, k, v, **kw)
+    return impl
+
+
+@pytest.mark.parametrize("budget,calls", [(None, [(16, 700)]),  # fits: one launch, all keys
+                                          (4 * 4 * 16 * 256 * 64, [(5, 689), (5, 694), (5, 699),
+                                                                   (1, 700)])])
+def test_metal_kernel_route_bounds_the_work_per_call(monkeypatch, budget, calls):
+    from niah.sdpa.dispatch import ChunkConfig
+
+    _as_backend(monkeypatch, "metal")
+    shapes = []
+    fn = FusedAttention("metal", impl=_shape_recorder(shapes))
+    q, k, v, _ = _route_case()
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=64,
+                         **({"flop_budget": budget} if budget else {}))
+    log = Counter()
+    out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    assert dict(log) == {"kv-chunks/fused": 1}
+    assert all(r.ok for r in kernels.self_test_results())
+    assert shapes == calls  # query blocks see their causal key prefixes
+    for qL, kL in shapes:
+        assert 4 * 4 * qL * kL * 64 <= (budget or 1e11)
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+
+
+@pytest.mark.parametrize("what", ["v head dim", "v dtype", "k dtype"])
+def test_fused_path_needs_equal_head_dims_and_dtypes(monkeypatch, what):
+    _as_backend(monkeypatch, "cuda")
+    q, k, v, _, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="none")
+    assert isinstance(chunk_attention_fn(q=q, k=k, v=v), FusedAttention)
+    if what == "v head dim":
+        v = v[..., :32]
+    elif what == "v dtype":
+        v = v.astype(mx.bfloat16)
+    else:
+        k = k.astype(mx.bfloat16)
+    assert chunk_attention_fn(q=q, k=k, v=v) is None
+    calls = []
+    fn = FusedAttention("cuda", impl=_counting_impl(calls))
+    out, _ = fn(q, k, v, scale=0.125)
+    assert calls == [] and dict(fn.ran) == {"reference": 1}
+    assert out.shape == (*q.shape[:3], v.shape[-1])
+
+
+@pytest.mark.parametrize("backend_name,budget", [("metal", 4 * 4 * 16 * 256 * 64), ("metal", None),
+                                                 ("cpu", None), ("cuda", None)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_planned_fused_calls_match_what_the_route_calls(monkeypatch, backend_name, budget, causal):
+    from niah.sdpa.dispatch import ChunkConfig, kv_route, planned_fused_calls
+
+    _as_backend(monkeypatch, backend_name)
+    seen = []
+
+    def recorder(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, out_dtype=None):
+        is_causal = isinstance(mask, str) or causal_shift is not None
+        seen.append((q.shape[2], k.shape[2], is_causal, out_dtype is not None))
+        return attention_with_lse(q, k, v, scale=scale, mask=mask, causal_shift=causal_shift)
+
+    recorder.splits_keys = backend_name == "cuda"
+    q, k, v, config = _route_case()
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=64,
+                         **({"flop_budget": budget} if budget else {}))
+    kv_route(q, k, v, scale=0.125, mask="causal" if causal else None, config=config,
+             chunk_fn=recorder)
+    planned = planned_fused_calls(B=1, Hq=4, qL=16, kL=700, D=64, causal=causal, config=config,
+                                  backend_name=backend_name)
+    assert set(seen) == set(planned) and len(planned) == len(set(planned))

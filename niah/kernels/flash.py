@@ -6,8 +6,8 @@ lse in float32, fully masked rows give zeros and -inf) and runs one forward laun
 range, split along the keys into `splits` parts when there are too few row tiles to fill the
 GPU, followed by a small combine launch (FlashAttention-2's split-KV scheme).
 
-Tiles (`Tile`): MW warps (simdgroups) per block along the rows, each owning MT tiles of 16 query
-rows, and BC keys per step. `choose_tile` picks by the number of packed rows (G * qL);
+Tiles (`Tile`): MW warps (simdgroups) per block along the rows, each owning MT tiles of M query
+rows (16 on CUDA, 8 on Metal), and BC keys per step. `choose_tile` picks by the number of packed rows (G * qL);
 `TILE_OVERRIDE` (tests, benchmarks) forces one.
 
 Sources live next to this file: flash_common.cuh + flash_fwd.cu + flash_combine.cu for CUDA,
@@ -39,12 +39,14 @@ SOURCE_PATCH = None  # callable(name: str, source: str) -> str
 @dataclass(frozen=True)
 class Tile:
     mw: int  # warps (simdgroups) along rows
-    mt: int  # 16-row tiles per warp
+    mt: int  # row tiles per warp
     bc: int  # keys per step
+    m: int = 16  # rows per row tile: 16 on CUDA (mma.sync m16), 8 on Metal (8x8 simdgroup
+    #             matrices; 8 rows per simdgroup keep the accumulators in registers at D 256)
 
     @property
     def rows(self) -> int:
-        return self.mw * self.mt * 16
+        return self.mw * self.mt * self.m
 
     @property
     def threads(self) -> int:
@@ -55,7 +57,7 @@ class Tile:
         return 2 * (self.rows * lds + 4 * self.bc * lds)
 
     def __str__(self) -> str:
-        return f"{self.mw}x{self.mt}x{self.bc}"
+        return f"{self.mw}x{self.mt}x{self.bc}" + ("" if self.m == 16 else f"r{self.m}")
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,10 @@ def choose_tile(*, rows: int, D: int, backend_name: str = "cuda") -> Tile:
         return TILE_OVERRIDE
     if backend_name == "metal":  # 32 KB of threadgroup memory: Q, K and V tiles, one stage
         if D > 128:
-            return Tile(mw=1, mt=1, bc=16)
-        return Tile(mw=2, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
+            return Tile(mw=2, mt=1, bc=16, m=8) if rows > 8 else Tile(mw=1, mt=1, bc=16, m=8)
+        if rows > 16:
+            return Tile(mw=4, mt=1, bc=32, m=8)
+        return Tile(mw=2, mt=1, bc=32, m=8) if rows > 8 else Tile(mw=1, mt=1, bc=32, m=8)
     if D > 128:
         return Tile(mw=4, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
     if rows <= 16:  # decode: 1, 2 or 4 warps measured within noise (0.79-0.90x at 1M keys)

@@ -4,10 +4,15 @@
 // elements of one row: (frag_row(lane), frag_col(lane) + {0, 1}) — rows from lane bits 4, 2, 1,
 // columns from bits 3, 0 (the layout MLX's steel kernels rely on). The four lanes of a row
 // differ in bits 0 and 3, so row reductions shuffle with xor 1 and xor 8.
+//
+// NIAH_UNROLL asks for full unrolling of loops with compile-time bounds (as MLX's steel kernels
+// do), so fragment arrays stay in registers.
 
 #include <metal_stdlib>
 #include <metal_simdgroup>
 #include <metal_simdgroup_matrix>
+
+#define NIAH_UNROLL _Pragma("clang loop unroll(full)")
 
 namespace niah_fa {
 
@@ -31,12 +36,13 @@ inline void store2(device P* p, float x, float y) {
   p[1] = static_cast<P>(y);
 }
 
-inline float quad_max(float x) {
+// Max and sum over the four lanes that hold one fragment row (not Metal's quad-group built-ins).
+inline float frag_row_max(float x) {
   x = metal::max(x, metal::simd_shuffle_xor(x, ushort(1)));
   return metal::max(x, metal::simd_shuffle_xor(x, ushort(8)));
 }
 
-inline float quad_sum(float x) {
+inline float frag_row_sum(float x) {
   x += metal::simd_shuffle_xor(x, ushort(1));
   return x + metal::simd_shuffle_xor(x, ushort(8));
 }

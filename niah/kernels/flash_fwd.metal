@@ -4,18 +4,18 @@
 // per step), GQA row packing (row r = query r / G of head kvh * G + r % G), key splits, causal
 // shift, bool/additive masks, sinks, base-2 online softmax with the scale folded into interior
 // tiles, and the same epilogue (SPLIT: float32 partial + lse for flash_combine.metal).
-// Differences forced by the hardware: a 16-row tile is two 8-row simdgroup-matrix blocks,
-// fragments are float and loaded element-wise from T tiles in threadgroup memory, loads are
-// synchronous (one stage), and P stays float for P V.
+// Differences forced by the hardware: a row tile is 8 rows (one 8x8 simdgroup-matrix block;
+// CUDA's mma.sync needs 16), fragments are float and loaded element-wise from T tiles in
+// threadgroup memory, loads are synchronous (one stage), and P stays float for P V.
 //
 // Template constants: T, D, MW, MT, BC, CAUSAL, MASK (0 none, 1 bool keep, 2 additive), SINKS,
 // SPLIT. params (int32): [causal shift, scale (float bits), keys per split].
 
 using namespace niah_fa;
-constexpr int BR = MW * MT * 16;
+constexpr int BR = MW * MT * 8;
 constexpr int NTHREADS = 32 * MW;
 constexpr int LDS = D + 8;
-constexpr int RB = 2 * MT;  // 8-row blocks per simdgroup
+constexpr int RB = MT;  // 8-row blocks per simdgroup
 constexpr int NKB = BC / 8;
 constexpr int NDB = D / 8;
 
@@ -68,12 +68,14 @@ for (int c = tid; c < BR * D; c += NTHREADS) {
 frag o[RB][NDB];
 float m_run[RB];
 float l_run[RB];
+NIAH_UNROLL
 for (int rb = 0; rb < RB; ++rb) {
+  NIAH_UNROLL
   for (int db = 0; db < NDB; ++db) o[rb][db] = metal::make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
   m_run[rb] = -INFINITY;
   l_run[rb] = 0.0f;
 }
-const int wrow = warp * MT * 16;
+const int wrow = warp * MT * 8;
 
 for (int t = 0; t < ntiles; ++t) {
   const int key0 = kb + t * BC;
@@ -88,19 +90,26 @@ for (int t = 0; t < ntiles; ++t) {
 
   // S = Q K^T
   frag s[RB][NKB];
-  for (int rb = 0; rb < RB; ++rb)
+  NIAH_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    NIAH_UNROLL
     for (int nb = 0; nb < NKB; ++nb) s[rb][nb] = metal::make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  }
+  NIAH_UNROLL
   for (int kk = 0; kk < NDB; ++kk) {
     frag a[RB];
+    NIAH_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       int r = wrow + rb * 8 + fr;
       a[rb].thread_elements()[0] = float(sQ[r * LDS + kk * 8 + fc]);
       a[rb].thread_elements()[1] = float(sQ[r * LDS + kk * 8 + fc + 1]);
     }
+    NIAH_UNROLL
     for (int nb = 0; nb < NKB; ++nb) {
       frag bk;  // (d, key) = K^T
       bk.thread_elements()[0] = float(sK[(nb * 8 + fc) * LDS + kk * 8 + fr]);
       bk.thread_elements()[1] = float(sK[(nb * 8 + fc + 1) * LDS + kk * 8 + fr]);
+      NIAH_UNROLL
       for (int rb = 0; rb < RB; ++rb) metal::simdgroup_multiply_accumulate(s[rb][nb], a[rb], bk, s[rb][nb]);
     }
   }
@@ -109,12 +118,15 @@ for (int t = 0; t < ntiles; ++t) {
   const bool interior = key0 + BC <= ke && (!CAUSAL || key0 + BC - 1 <= q_lo + shift) && MASK == 0;
   const float mul = interior ? scale_log2 : 1.0f;
   if (!interior) {
+    NIAH_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       int gr = row0 + wrow + rb * 8 + fr;
       int gq = metal::min(gr, rows - 1);
       int qi = gq / G;
       int h = kvh * G + gq % G;
+      NIAH_UNROLL
       for (int nb = 0; nb < NKB; ++nb) {
+        NIAH_UNROLL
         for (int e = 0; e < 2; ++e) {
           float x = s[rb][nb].thread_elements()[e] * scale_log2;
           int key = key0 + nb * 8 + fc + e;
@@ -133,17 +145,21 @@ for (int t = 0; t < ntiles; ++t) {
   }
 
   // Online softmax in base 2.
+  NIAH_UNROLL
   for (int rb = 0; rb < RB; ++rb) {
     float mx_ = -INFINITY;
+    NIAH_UNROLL
     for (int nb = 0; nb < NKB; ++nb)
       mx_ = metal::max(mx_, metal::max(s[rb][nb].thread_elements()[0], s[rb][nb].thread_elements()[1]));
-    mx_ = quad_max(mx_);
+    mx_ = frag_row_max(mx_);
     float m_new = metal::max(m_run[rb], mx_ * mul);
     float m_safe = m_new == -INFINITY ? 0.0f : m_new;
     float alpha = metal::exp2(m_run[rb] - m_safe);
     m_run[rb] = m_new;
     float rs = 0.0f;
+    NIAH_UNROLL
     for (int nb = 0; nb < NKB; ++nb) {
+      NIAH_UNROLL
       for (int e = 0; e < 2; ++e) {
         float p = metal::exp2(metal::fma(s[rb][nb].thread_elements()[e], mul, -m_safe));
         s[rb][nb].thread_elements()[e] = p;
@@ -152,6 +168,7 @@ for (int t = 0; t < ntiles; ++t) {
     }
     l_run[rb] = l_run[rb] * alpha + rs;
     if (alpha != 1.0f) {  // the running max rarely moves after the first tiles
+      NIAH_UNROLL
       for (int db = 0; db < NDB; ++db) {
         o[rb][db].thread_elements()[0] *= alpha;
         o[rb][db].thread_elements()[1] *= alpha;
@@ -160,11 +177,14 @@ for (int t = 0; t < ntiles; ++t) {
   }
 
   // O += P V
+  NIAH_UNROLL
   for (int ks = 0; ks < NKB; ++ks) {
+    NIAH_UNROLL
     for (int db = 0; db < NDB; ++db) {
       frag bv;  // (key, d)
       bv.thread_elements()[0] = float(sV[(ks * 8 + fr) * LDS + db * 8 + fc]);
       bv.thread_elements()[1] = float(sV[(ks * 8 + fr) * LDS + db * 8 + fc + 1]);
+      NIAH_UNROLL
       for (int rb = 0; rb < RB; ++rb) metal::simdgroup_multiply_accumulate(o[rb][db], s[rb][ks], bv, o[rb][db]);
     }
   }
@@ -172,8 +192,9 @@ for (int t = 0; t < ntiles; ++t) {
 
 // Epilogue: finish the row sums, normalize, write.
 const int64_t R = int64_t(Bn) * Hq * qL;
+NIAH_UNROLL
 for (int rb = 0; rb < RB; ++rb) {
-  float l = quad_sum(l_run[rb]);
+  float l = frag_row_sum(l_run[rb]);
   float m = m_run[rb];
   int gr = row0 + wrow + rb * 8 + fr;
   if (gr >= rows) continue;
@@ -190,6 +211,7 @@ for (int rb = 0; rb < RB; ++rb) {
   float lse_v = l > 0.0f ? (m + metal::log2(l)) * LN2 : -INFINITY;
   int64_t row_id = (int64_t(b) * Hq + h) * qL + qi;
   int64_t base = (SPLIT ? int64_t(split) * R : 0) + row_id;
+  NIAH_UNROLL
   for (int db = 0; db < NDB; ++db)
     store2(out + base * D + db * 8 + fc, o[rb][db].thread_elements()[0] * inv,
            o[rb][db].thread_elements()[1] * inv);

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .. import backend as _backend_mod
+from .budget import DEFAULT_FLOP_BUDGET, WorkPlan, plan_work
 from .merge import Accumulator
 from .reference import attention_with_lse, quantized_attention_with_lse
 
@@ -38,6 +40,11 @@ DEFAULT_CHUNK_SIZE = 32768
 DEFAULT_Q_BLOCK = 1024
 CUDA_FUSED_MAX_QL = 128
 ROUTES = ("stock", "q-split", "kv-chunks", "auto")
+
+
+def backend() -> str:
+    """'metal', 'cuda' or 'cpu' (niah.backend.backend; kept here for existing imports)."""
+    return _backend_mod.backend()
 
 # The test override switch: when set, every call takes this route (threshold ignored).
 FORCE_ROUTE: str | None = None
@@ -78,32 +85,39 @@ class ChunkConfig:
     threshold: int
     chunk_size: int
     q_block: int
+    flop_budget: float = DEFAULT_FLOP_BUDGET  # per GPU command buffer on Metal (budget.py)
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number: set it like {name}=1e11") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
 
 
 def resolve_config(*, threshold: int | None = None, chunk_size: int | None = None,
-                   q_block: int | None = None) -> ChunkConfig:
-    """Arguments, then NIAH_SDPA_*, then MLX_SDPA_CHUNK_*, then defaults."""
+                   q_block: int | None = None, flop_budget: float | None = None) -> ChunkConfig:
+    """Arguments, then NIAH_SDPA_* (NIAH_SDPA_FLOP_BUDGET: FLOPs per Metal command buffer),
+    then MLX_SDPA_CHUNK_*, then defaults."""
     t = threshold or _env_int("NIAH_SDPA_CHUNK_THRESHOLD", "MLX_SDPA_CHUNK_THRESHOLD") or DEFAULT_THRESHOLD
     c = chunk_size or _env_int("NIAH_SDPA_CHUNK_SIZE", "MLX_SDPA_CHUNK_SIZE") or DEFAULT_CHUNK_SIZE
     qb = q_block or _env_int("NIAH_SDPA_Q_BLOCK") or DEFAULT_Q_BLOCK
-    return ChunkConfig(threshold=int(t), chunk_size=int(c), q_block=int(qb))
-
-
-def backend() -> str:
-    """'metal', 'cuda' or 'cpu': where the default device runs."""
-    if mx.default_device() == mx.cpu:
-        return "cpu"
-    if mx.metal.is_available():
-        return "metal"
-    if hasattr(mx, "cuda") and mx.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    fb = flop_budget or _env_float("NIAH_SDPA_FLOP_BUDGET") or DEFAULT_FLOP_BUDGET
+    return ChunkConfig(threshold=int(t), chunk_size=int(c), q_block=int(qb), flop_budget=float(fb))
 
 
 def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
                  backend_name: str | None = None, fused_ok=None) -> str:
-    """`fused_ok`: None, or a callable telling whether niah's fused kernel serves this call."""
-    """The route a call of these sizes takes."""
+    """The route a call of these sizes takes.
+
+    `fused_ok`: None, or a callable telling whether niah's fused kernel serves this call (a
+    kernel exists and every variant the call needs passed its self-test)."""
     if FORCE_ROUTE is not None and FORCE_ROUTE != "auto":
         return FORCE_ROUTE
     if route not in ("auto", "chunked") and route in ROUTES:
@@ -180,6 +194,58 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
     return out.astype(q.dtype), lse
 
 
+def work_plan(q, k, *, config: ChunkConfig, fused: bool,
+              backend_name: str | None = None) -> WorkPlan:
+    """Query block and keys per call for the kv-chunks route. Metal: bounded by the FLOP budget
+    per command buffer (budget.plan_work; the fused kernel may take all keys in one launch, the
+    reference at most config.chunk_size). Elsewhere: all queries, config.chunk_size keys."""
+    B, Hq, qL, D = q.shape
+    if (backend_name or backend()) != "metal":
+        return WorkPlan(q_block=qL, chunk=config.chunk_size)
+    return plan_work(B=B, Hq=Hq, qL=qL, kL=k.shape[2], D=D, budget=config.flop_budget,
+                     max_chunk=None if fused else config.chunk_size)
+
+
+def kv_route(q, k, v, *, scale: float, mask=None, sinks=None, config: ChunkConfig, chunk_fn=None,
+             backend_name: str | None = None) -> tuple[mx.array, mx.array]:
+    """kv_chunks in the blocks and chunks of work_plan; (out, lse)."""
+    plan = work_plan(q, k, config=config, backend_name=backend_name,
+                     fused=chunk_fn is not None and hasattr(chunk_fn, "splits_keys"))
+    return q_blocks(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=plan.q_block,
+                    chunk_size=plan.chunk, chunk_fn=chunk_fn)
+
+
+def q_blocks(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chunk_size: int,
+             chunk_fn=None) -> tuple[mx.array, mx.array]:
+    """kv_chunks over blocks of query rows, each evaluated before the next; (out, lse)."""
+    B, Hq, qL, D = q.shape
+    kL = k.shape[2]
+    if q_block >= qL:
+        return kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks, chunk_size=chunk_size,
+                         chunk_fn=chunk_fn)
+    causal = isinstance(mask, str)
+    outs, lses = [], []
+    for a in range(0, qL, q_block):
+        b = min(a + q_block, qL)
+        qb = q[:, :, a:b]
+        if causal:
+            visible = kL - qL + b  # the block's last row sees keys [0, visible)
+            if visible <= 0:  # lower-right aligned with qL > kL: these rows see no key
+                o = mx.zeros((B, Hq, b - a, v.shape[-1]), dtype=q.dtype)
+                lse = mx.full((B, Hq, b - a), -mx.inf, dtype=mx.float32)
+            else:
+                o, lse = kv_chunks(qb, k[:, :, :visible], v[:, :, :visible], scale=scale,
+                                   mask="causal", sinks=sinks, chunk_size=chunk_size,
+                                   chunk_fn=chunk_fn)
+        else:
+            o, lse = kv_chunks(qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b),
+                               sinks=sinks, chunk_size=chunk_size, chunk_fn=chunk_fn)
+        mx.eval(o, lse)
+        outs.append(o)
+        lses.append(lse)
+    return mx.concatenate(outs, axis=2), mx.concatenate(lses, axis=2)
+
+
 def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
                 splits_keys: bool) -> list[tuple[int, int, bool, bool]]:
     """The (qL, keys, causal, float32 out) of each fused call kv_chunks makes for these sizes."""
@@ -193,6 +259,26 @@ def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
             break
         calls.append((qL, stop - start, causal and shift < stop - start - 1, True))
     return calls
+
+
+def planned_fused_calls(*, B: int, Hq: int, qL: int, kL: int, D: int, causal: bool,
+                        config: ChunkConfig, backend_name: str) -> list[tuple[int, int, bool, bool]]:
+    """The (qL, keys, causal, float32 out) of each fused call the kv-chunks route (kv_route)
+    makes on this backend: on Metal the FLOP budget's query blocks and key chunks, elsewhere
+    fused_calls with the configured chunk size. For warming up exactly the variants a run uses."""
+    if backend_name != "metal":
+        return list(dict.fromkeys(fused_calls(qL=qL, kL=kL, causal=causal,
+                                              chunk_size=config.chunk_size,
+                                              splits_keys=backend_name == "cuda")))
+    plan = plan_work(B=B, Hq=Hq, qL=qL, kL=kL, D=D, budget=config.flop_budget)
+    calls = []
+    for a in range(0, qL, plan.q_block):
+        b = min(a + plan.q_block, qL)
+        keys = kL - qL + b if causal else kL
+        if keys > 0:
+            calls += fused_calls(qL=b - a, kL=keys, causal=causal, chunk_size=plan.chunk,
+                                 splits_keys=False)
+    return list(dict.fromkeys(calls))
 
 
 def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
@@ -218,34 +304,82 @@ def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock
     return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=2)
 
 
+def _mask_kind(mask) -> int:
+    if mask is None or isinstance(mask, str):
+        return 0
+    return 1 if mask.dtype == mx.bool_ else 2
+
+
+def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None,
+             q_block: int | None = None):
+    """The fused kernel for this kv_chunks call when it exists and every variant the call will
+    use passed its self-test (run now if not yet run); else None (the reference will run).
+
+    A `chunk_fn` without a `prepare` method (a test double) is returned as given."""
+    if chunk_fn is None:
+        from ..kernels import chunk_attention_fn
+
+        chunk_fn = chunk_attention_fn(q=q, k=k, v=v)
+    if chunk_fn is None or not hasattr(chunk_fn, "prepare"):
+        return chunk_fn
+    B, Hq, qL, D = q.shape
+    Hkv, kL = k.shape[1], k.shape[2]
+    if q_block is not None and q_block < qL:  # the variants of the first query block
+        kL, qL = (kL - qL + q_block if isinstance(mask, str) else kL), q_block
+        if kL <= 0:
+            return chunk_fn
+    calls = fused_calls(qL=qL, kL=kL, causal=isinstance(mask, str), chunk_size=chunk_size,
+                        splits_keys=chunk_fn.splits_keys)
+    for i, (cq, ck, causal, out32) in enumerate(calls):
+        verdict = chunk_fn.prepare(q_shape=(B, Hq, cq, D), k_shape=(B, Hkv, ck, D), dtype=q.dtype,
+                                   causal=causal, out_dtype=mx.float32 if out32 else None,
+                                   mask_kind=_mask_kind(mask), sinks=sinks is not None and i == 0)
+        if not verdict.ok:
+            return None
+    return chunk_fn
+
+
+def ran_labels(fn, before) -> list[str]:
+    """kv-chunks/fused and/or kv-chunks/reference: what the chunks of one call ran."""
+    ran = getattr(fn, "ran", None)
+    if fn is None:
+        return ["kv-chunks/reference"]
+    if ran is None:
+        return ["kv-chunks/custom"]
+    return [f"kv-chunks/{kind}" for kind in ("fused", "reference") if ran[kind] > before[kind]]
+
+
 def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
              config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
              chunk_fn=None, **kwargs) -> mx.array:
-    """Run attention on the chosen route; `log` counts the routes taken."""
+    """Run attention on the chosen route; `log` counts the routes taken, kv-chunks named by
+    what ran in its chunks (kv-chunks/fused or kv-chunks/reference)."""
     config = config or resolve_config()
     found = []
 
     def fused_ok() -> bool:
-        from ..kernels import chunk_attention_fn
-
-        found.append(chunk_fn or chunk_attention_fn(q=q, k=k))
+        plan = work_plan(q, k, config=config, fused=True)
+        found.append(fused_fn(q, k, v, mask=mask, sinks=sinks, chunk_size=plan.chunk,
+                              q_block=plan.q_block, chunk_fn=chunk_fn))
         return found[-1] is not None
 
     name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config, fused_ok=fused_ok)
-    if log is not None:
-        log[name] += 1
     stock = stock or STOCK_SDPA
-    if name == "stock":
-        return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
-    if name == "q-split":
+    if name in ("stock", "q-split"):
+        if log is not None:
+            log[name] += 1
+        if name == "stock":
+            return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
         return q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=config.q_block,
                        stock=stock, **kwargs)
-    if chunk_fn is None:
-        from ..kernels import chunk_attention_fn
-
-        chunk_fn = found[-1] if found else chunk_attention_fn(q=q, k=k)
-    out, _ = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                       chunk_size=config.chunk_size, chunk_fn=chunk_fn)
+    if not found:
+        fused_ok()
+    fn = found[-1]
+    before = Counter(getattr(fn, "ran", None) or {})
+    out, _ = kv_route(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, chunk_fn=fn)
+    if log is not None:
+        for label in ran_labels(fn, before):
+            log[label] += 1
     return out
 
 

@@ -8,11 +8,17 @@ broadcastable to ``[B, Hq, qL, kL]``. ``causal_shift`` lets a key chunk keep abs
 positions: query row i sees chunk key j when ``j <= i + causal_shift``.
 
 A fully masked row returns zeros and lse = -inf (never NaN).
+
+Memory: the float32 scores of one call are B * Hq * qL * kL * 4 bytes (8.6 GB at qL 2048, 32
+heads, 32K keys). Above `SCORES_BUDGET_BYTES` the queries run in blocks, each evaluated before
+the next, so one score intermediate stays under the budget.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
+
+SCORES_BUDGET_BYTES = 256 * 1024 ** 2
 
 
 def _grouped_mask(mask: mx.array, *, B: int, Hkv: int, G: int, qL: int, kL: int) -> mx.array:
@@ -54,8 +60,37 @@ def _apply_mask(scores: mx.array, mask, *, causal_shift: int | None, B: int, Hkv
 
 def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
                        sinks: mx.array | None = None, causal_shift: int | None = None,
-                       stream=None) -> tuple[mx.array, mx.array]:
-    """Attention over all of k/v; returns (out in q.dtype, lse float32 [B, Hq, qL])."""
+                       stream=None, scores_budget: int | None = None) -> tuple[mx.array, mx.array]:
+    """Attention over all of k/v; returns (out in q.dtype, lse float32 [B, Hq, qL]).
+
+    Query blocks (each evaluated) keep one float32 score tensor under `scores_budget` bytes
+    (default SCORES_BUDGET_BYTES)."""
+    B, Hq, qL, _ = q.shape
+    kL = k.shape[2]
+    rows = max(1, (scores_budget or SCORES_BUDGET_BYTES) // (4 * B * Hq * kL))
+    if rows >= qL:
+        return _attention(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift)
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
+        mask, causal_shift = None, (kL - qL if causal_shift is None else causal_shift)
+    outs, lses = [], []
+    for a in range(0, qL, rows):
+        b = min(a + rows, qL)
+        m = mask
+        if m is not None and m.ndim >= 2 and m.shape[-2] != 1:
+            m = m[..., a:b, :]
+        out, lse = _attention(q[:, :, a:b], k, v, scale=scale, mask=m, sinks=sinks,
+                              causal_shift=None if causal_shift is None else causal_shift + a)
+        mx.eval(out, lse)
+        outs.append(out)
+        lses.append(lse)
+    return mx.concatenate(outs, axis=2), mx.concatenate(lses, axis=2)
+
+
+def _attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask, sinks,
+               causal_shift) -> tuple[mx.array, mx.array]:
+    """One block of attention_with_lse (all of it in one graph)."""
     B, Hq, qL, D = q.shape
     Hkv, kL = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -76,7 +111,7 @@ def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, m
         denom = denom + mx.exp(s - m_safe)
     out = (p @ vf) / mx.where(denom > 0, denom, 1.0)
     lse = mx.where(denom > 0, m_safe + mx.log(mx.where(denom > 0, denom, 1.0)), -mx.inf)
-    out = out.reshape(B, Hq, qL, D).astype(q.dtype)
+    out = out.reshape(B, Hq, qL, v.shape[-1]).astype(q.dtype)  # value head dim may differ
     return out, lse.reshape(B, Hq, qL)
 
 

@@ -1,0 +1,95 @@
+"""Which backend runs (metal / cuda / cpu) and what the GPU is: name, architecture, Apple GPU
+family, and whether it is a paravirtual device (a macOS virtual machine's GPU, on which
+hardware validation of Metal kernels means nothing).
+
+niah.sdpa and niah.kernels both stand on this module, so neither imports the other for it.
+`describe_gpu()` reads MLX's device info; `apple_family(architecture)` maps an Apple GPU
+architecture name such as ``applegpu_g13p`` (generation 13, the M1) to its Metal GPU family
+(Apple7). Apple7 is the first family with simdgroup matrices and bfloat, which niah's Metal
+kernels use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+# Apple GPU generation (the number in "applegpu_gNN") -> Metal GPU family (AppleN).
+# g13: M1/A14 (Apple7), g14: M2/A15 (Apple8), g15: M3/A17 Pro (Apple9), g16: M4 (Apple9).
+_GEN_TO_FAMILY = {13: 7, 14: 8, 15: 9, 16: 9}
+MIN_KERNEL_FAMILY = 7  # simdgroup_matrix and bfloat
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    backend: str             # metal | cuda | cpu
+    name: str                # device name as the backend reports it ("" on cpu)
+    architecture: str        # e.g. applegpu_g13p, sm_90 ("" when unknown)
+    family: int | None       # Apple GPU family number on Metal (7 = Apple7), else None
+    paravirtual: bool        # a virtual machine's GPU: kernel validation is not meaningful
+
+    def family_label(self) -> str:
+        if self.backend != "metal":
+            return "-"
+        return f"Apple{self.family}" if self.family else "unknown"
+
+    def can_validate_kernels(self) -> bool:
+        """True when niah's fused kernels can be validated on this device's hardware."""
+        if self.backend == "cuda":
+            return True
+        return (self.backend == "metal" and not self.paravirtual and self.family is not None
+                and self.family >= MIN_KERNEL_FAMILY)
+
+
+def backend() -> str:
+    """'metal', 'cuda' or 'cpu': where the default device runs."""
+    if mx.default_device() == mx.cpu:
+        return "cpu"
+    if mx.metal.is_available():
+        return "metal"
+    if hasattr(mx, "cuda") and mx.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def apple_family(architecture: str) -> int | None:
+    """The Metal GPU family of an Apple GPU architecture name, or None if not recognised."""
+    m = re.search(r"applegpu_g(\d+)", architecture or "")
+    if not m:
+        return None
+    gen = int(m.group(1))
+    if gen in _GEN_TO_FAMILY:
+        return _GEN_TO_FAMILY[gen]
+    return None if gen < min(_GEN_TO_FAMILY) else max(_GEN_TO_FAMILY.values())
+
+
+def is_paravirtual(name: str) -> bool:
+    """macOS virtual machines (e.g. GitHub-hosted runners) name their GPU 'Apple Paravirtual
+    device'."""
+    return "paravirtual" in (name or "").lower()
+
+
+def _device_info() -> dict:
+    try:
+        return dict(mx.device_info()) if hasattr(mx, "device_info") else dict(mx.metal.device_info())
+    except Exception:  # noqa: BLE001 - no GPU, or an MLX without device_info
+        return {}
+
+
+def describe_gpu(*, info: dict | None = None, backend_name: str | None = None) -> GpuInfo:
+    """What the default device is; `info`/`backend_name` override (tests)."""
+    be = backend_name or backend()
+    info = _device_info() if info is None else info
+    name = str(info.get("device_name") or "") if be != "cpu" else ""
+    arch = str(info.get("architecture") or "") if be != "cpu" else ""
+    family = apple_family(arch) if be == "metal" else None
+    return GpuInfo(backend=be, name=name, architecture=arch, family=family,
+                   paravirtual=be == "metal" and (is_paravirtual(name) or is_paravirtual(arch)))
+
+
+def device_name() -> str:
+    """A short name for messages: the GPU's name, else the default device."""
+    g = describe_gpu()
+    return g.name or g.architecture or str(mx.default_device())

@@ -1,0 +1,109 @@
+"""Regenerate (or check) the README's tables from committed artifacts.
+
+Every measured table in README.md sits between two markers naming its source:
+
+    <!-- niah:report results/reference/<run folder> -->      a run folder: niah report --markdown
+    <!-- niah:bench docs/bench/<file>.txt -->               a benchmark's raw output
+    ...generated text...
+    <!-- niah:end -->
+
+A run folder's block is its provenance (command from runs.jsonl, niah and MLX versions,
+device, dates) and the table `niah report --markdown` prints; a benchmark's block is the
+provenance header of its raw output (command, commit, device, date) and the Markdown table
+lines it printed. Nothing between the markers is typed by hand.
+
+    python scripts/readme_tables.py          # rewrite README.md
+    python scripts/readme_tables.py --check  # exit 1 when README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BLOCK = re.compile(r"(<!-- niah:(report|bench) (\S+) -->\n)(.*?)(<!-- niah:end -->)", re.S)
+
+
+def _run_log(folder: Path) -> list[dict]:
+    path = folder / "runs.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report_block(folder: Path) -> str:
+    """Provenance + the Markdown table and totals of one committed run folder."""
+    import warnings
+
+    from niah import report, store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a committed artifact must read cleanly
+        records = list(store.latest_by_key(store.folder_records(folder)).values())
+    if not records:
+        raise SystemExit(f"{folder}: no records")
+    starts = [e for e in _run_log(folder) if e.get("event") == "start" and e.get("argv")]
+    commands = sorted({" ".join(["niah", *e["argv"][1:]]) for e in starts})
+    devices = sorted({r.get("device", "?") for r in records})
+    versions = sorted({f"MLX {r.get('mlx_version')}, mlx-lm {r.get('mlx_lm_version')}"
+                       for r in records})
+    days = sorted({str(r.get("time", ""))[:10] for r in records})
+    lines = [f"Run folder `{folder.relative_to(ROOT)}` · model `{records[0]['model']}` · "
+             f"{', '.join(devices)} · {'; '.join(versions)} · "
+             f"{days[0]}{' to ' + days[-1] if days[-1] != days[0] else ''}"]
+    lines += [f"Command: `{c}`" for c in commands] or ["Command: not recorded (run made before "
+                                                        "runs.jsonl existed)"]
+    warm = [e for e in _run_log(folder) if e.get("event") == "warm-up"]
+    if warm:
+        lines.append("Warm-up (kept out of the cells): " +
+                     ", ".join(f"{e['seconds']:.1f} s" for e in warm))
+    lines += ["", report.format_markdown(records).rstrip(), "", report.totals_line(records)]
+    return "\n".join(lines) + "\n"
+
+
+def bench_block(path: Path) -> str:
+    """Provenance header + the Markdown table lines of a benchmark's raw output."""
+    text = path.read_text()
+    meta = dict(re.findall(r"^# (command|commit|device|date): (.*)$", text, re.M))
+    missing = [k for k in ("command", "commit", "device", "date") if k not in meta]
+    if missing:
+        raise SystemExit(f"{path}: raw output lacks its {', '.join(missing)} header")
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    head = (f"Raw output `{path.relative_to(ROOT)}` · `{meta['command']}` · commit "
+            f"{meta['commit']} · {meta['device']} · {meta['date']}")
+    return "\n".join([head, "", *table]) + "\n"
+
+
+def render(text: str) -> str:
+    def one(m: re.Match) -> str:
+        kind, target = m.group(2), ROOT / m.group(3)
+        body = report_block(target) if kind == "report" else bench_block(target)
+        return m.group(1) + body + m.group(5)
+
+    return BLOCK.sub(one, text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md is out of date: run python scripts/readme_tables.py")
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

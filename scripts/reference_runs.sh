@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU reference runs and benchmarks whose outputs the README shows, one section at a time:
+#   bash scripts/reference_runs.sh SECTION [SECTION ...]
+# Each run writes its run folder under $OUT/runs/<name>/ and each command's raw output, with a
+# provenance header (command, commit, device, date), to $OUT/logs/<name>.txt. Models are read
+# from $MODELS (default /root/models, where ../shared/gpu/stage puts them on the GPU host).
+# NIAH_COMMIT names the commit the working tree was taken from (the host has no .git).
+set -uo pipefail
+OUT="${OUT:-$PWD/out}"
+MODELS="${MODELS:-/root/models}"
+COMMIT="${NIAH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+mkdir -p "$OUT/runs" "$OUT/logs"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+Q15="$MODELS/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+Q05="$MODELS/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+GEMMA="$MODELS/gemma-3-270m-q4_k_m.gguf"
+SMOL="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+logged() {  # name command... : run it, keep its output with a provenance header
+  local name=$1; shift
+  local device
+  device=$(python3 -c 'from niah.model import device_description; print(device_description())' 2>/dev/null)
+  {
+    echo "# command: $*"
+    echo "# commit: $COMMIT"
+    echo "# device: $device"
+    echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    "$@" 2>&1
+    echo "# exit: $?"
+  } | tee "$OUT/logs/$name.txt"
+}
+
+niah_run() {  # name niah-run-args...
+  local name=$1; shift
+  logged "$name" python3 -m niah run "$@" --out "$OUT/runs/$name" -q
+}
+
+for section in "$@"; do
+  case "$section" in
+    kernels)
+      logged kernel-tests python3 -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py
+      logged sdpa-verify python3 -m niah sdpa verify
+      logged new-shapes python3 benchmarks/new_shapes.py ;;
+    sdpa-bench)
+      logged sdpa-bench python3 benchmarks/sdpa.py --routes kv-chunks ;;
+    qwen15)
+      niah_run qwen15-curve --model "$Q15" --context 4k,8k,16k,32k,64k,128k --depth 0:1:0.1 \
+        --allow-beyond-trained ;;
+    qwen15-256k)
+      niah_run qwen15-256k --model "$Q15" --context 256k --depth 0:1:0.25 --allow-beyond-trained ;;
+    qwen15-routes)
+      niah_run qwen15-128k-stock --model "$Q15" --context 128k --depth 0:1:0.1 --sdpa stock \
+        --allow-beyond-trained
+      niah_run qwen15-128k-chunked --model "$Q15" --context 128k --depth 0:1:0.1 --sdpa chunked \
+        --allow-beyond-trained ;;
+    qwen15-yarn)
+      niah_run qwen15-128k-yarn4 --model "$Q15" --context 128k --depth 0:1:0.1 \
+        --rope-scaling yarn:4 --allow-beyond-trained ;;
+    small)
+      niah_run gemma3-270m-curve --model "$GEMMA" --context 4k,8k,16k,32k --depth 0:1:0.25 \
+        --allow-beyond-trained
+      niah_run qwen05-curve --model "$Q05" --context 4k,8k,16k,32k,64k,128k --depth 0:1:0.25 \
+        --allow-beyond-trained ;;
+    tasks)
+      for task in multi-needle multi-key multi-value multi-query; do
+        niah_run "qwen15-task-$task" --model "$Q15" --task "$task" --context 4k,8k,16k,32k \
+          --depth 0:1:0.25
+      done ;;
+    smollm2-128k)
+      niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
+      niah_run smollm2-128k-chunked --model "$SMOL" --context 128k --depth 0.5 --sdpa chunked \
+        --allow-beyond-trained ;;
+    *) echo "unknown section '$section'" >&2; exit 2 ;;
+  esac
+done
