@@ -299,3 +299,27 @@ def test_default_answer_length_fits_every_value():
     assert tasks.answer_tokens(task="multi-query", needles=2, value_kind="uuid") == 96
     assert tasks.resolve(task="multi-value", needles=None, needle=None, question=None,
                          answer_prefix=None, max_tokens=20)["max_tokens"] == 20
+
+
+def test_reports_use_the_score():
+    import json
+
+    from niah import report
+
+    def rec(depth, verdict, score, **kw):
+        return {"context": 1024, "depth": depth, "verdict": verdict, "score": score,
+                "elapsed_s": 1.0, "sample": 0, "value": "1, 2", "response": "1",
+                "needles": [{"key": None, "value": "1", "found": True}], **kw}
+
+    recs = [rec(0.0, "FAIL", 0.5), rec(0.5, "PASS", 1.0), rec(1.0, "FAIL", 0.25)]
+    row = [c.strip() for c in report.format_table(recs).splitlines()[1].split("  ") if c.strip()]
+    assert row[:4] == [
+        "1K", "FAIL 50% (1.00 s)", "PASS (1.00 s)", "FAIL 25% (1.00 s)"]
+    assert report.accuracy(recs) == pytest.approx(1.75 / 3)
+    # records written before scores existed count by verdict; SKIP is not scored
+    old = [{k: v for k, v in rec(0.0, "PASS", None).items() if k != "score"},
+           rec(0.5, "FAIL", None), rec(1.0, "SKIP", None)]
+    assert report.accuracy(old) == 0.5
+    frame = report.to_frame(recs)
+    assert json.loads(frame["needles"][0]) == recs[0]["needles"]
+    assert list(frame.columns[:12]).index("score") == list(frame.columns[:12]).index("verdict") + 1
