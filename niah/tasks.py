@@ -147,6 +147,8 @@ def validate(*, task: str, needles: int, needle: str, question: str, answer_pref
     """One line for every task setting that cannot work."""
     if task not in TASKS:
         raise NiahError(f"unknown --task {task!r}: use one of {', '.join(TASKS)}")
+    if needles < 1:
+        raise NiahError(f"--needles {needles} is not allowed: use 1 or more")
     if task == "single" and needles != 1:
         raise NiahError(f"--needles {needles} needs a task with several needles: use --task "
                         "multi-needle, multi-key, multi-value or multi-query")
