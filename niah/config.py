@@ -191,8 +191,11 @@ def format_context(tokens: int) -> str:
 
 
 def check_needle_template(template: str, *, keyed: bool = False) -> None:
-    """The needle is filled in with str.format(value=...): it must hold {value} (once or more),
-    may hold literal braces written {{ and }}, and nothing else in braces."""
+    """The needle is filled in with str.format(value=..., key=...): it must hold {value} (once
+    or more), may hold {key} in keyed tasks, literal braces written {{ and }}, and nothing else
+    in braces."""
+    allowed = ("value", "key") if keyed else ("value",)
+    shown_allowed = " and ".join("{" + a + "}" for a in allowed)
     fix = "write literal braces as {{ and }} and the value as {value}"
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
@@ -200,11 +203,12 @@ def check_needle_template(template: str, *, keyed: bool = False) -> None:
     except ValueError:
         raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
     for name, spec, conv in fields:
-        if name not in (("value", "key") if keyed else ("value",)) or spec or conv:
+        if name not in allowed or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
             raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
-                            f"only {{value}} is filled in; {fix}")
-    if not fields:
+                            f"only {shown_allowed} {'is' if len(allowed) == 1 else 'are'} "
+                            f"filled in; {fix}")
+    if not any(name == "value" for name, _, _ in fields):
         raise NiahError(
             "the needle template has no {value} placeholder: write it like "
             "'The secret passkey is {value}.'"
@@ -294,8 +298,7 @@ class RunConfig:
     def __post_init__(self):
         if self.samples < 1:
             raise NiahError(f"--samples {self.samples} is not allowed: use 1 or more")
-        check_needle_template(self.needle, keyed=self.task in ("multi-key", "multi-value",
-                                                               "multi-query"))
+        check_needle_template(self.needle, keyed=self.task in KEYED_TASKS)
         if self.value_kind not in VALUE_KINDS:
             raise NiahError(
                 f"unknown value kind {self.value_kind!r}: use one of {', '.join(VALUE_KINDS)}"
@@ -347,6 +350,7 @@ class RunConfig:
 
 
 _TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
+KEYED_TASKS = ("multi-key", "multi-value", "multi-query")   # niah.tasks.KEYED
 
 
 def default_model_path() -> str | None:

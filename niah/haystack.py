@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import unicodedata
 from dataclasses import dataclass
 from itertools import islice
@@ -229,14 +230,18 @@ class Prompt:
 def needle_phrases(template: str) -> list[str]:
     """The literal text around {value} (and {key}) long enough to identify the needle in a
     haystack."""
-    parts = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ")
-             for p in re.split(r"\{(?:value|key|keys)\}", template))
-    return [p for p in parts if len(p) >= MIN_PHRASE_CHARS]
+    try:
+        parts = [lit for lit, *_ in string.Formatter().parse(template)]
+    except ValueError:  # not a valid template: the config check reports it
+        parts = re.split(r"\{(?:value|key)\}", template)
+    stripped = (p.strip().strip(".,;:!?\"'()[]{}\u3002\uff0c\uff01\uff1f ") for p in parts)
+    return [p for p in stripped if len(p) >= MIN_PHRASE_CHARS]
 
 
-def fill(template: str, value: str) -> str:
-    """The template with {value} replaced (other braces are literal text)."""
-    return template.replace("{value}", value)
+def fill(template: str, value: str, *, key: str | None = None) -> str:
+    """The needle template filled in: str.format with {value} and {key}; literal braces are
+    written {{ and }} (niah.config.check_needle_template)."""
+    return template.format(value=value, key=key or "")
 
 
 class PromptBuilder:
@@ -253,6 +258,7 @@ class PromptBuilder:
         self.question, self.answer_prefix, self.intro = question, answer_prefix, intro
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
         self._tails: dict[tuple[str, str], np.ndarray] = {}
+        self._checked: set[tuple[str, int]] = set()   # (template, tokens) found free of phrases
         head_text, _ = self._render_template(question=question)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
         if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
@@ -284,8 +290,9 @@ class PromptBuilder:
             self._tails[key] = np.asarray(self._encode(tail + answer_prefix), dtype=np.int32)
         return self._tails[key]
 
-    def needle_ids(self, value: str, *, template: str | None = None) -> np.ndarray:
-        text = fill(template or self.needle, value)
+    def needle_ids(self, value: str, *, template: str | None = None,
+                   key: str | None = None) -> np.ndarray:
+        text = fill(template or self.needle, value, key=key)
         return np.asarray(self._encode(" " + text), dtype=np.int32)
 
     def minimum_context(self, value: str = "0000000") -> int:
@@ -295,6 +302,8 @@ class PromptBuilder:
         """Refuse a haystack that already holds a needle's phrase (the whole source where it is
         finite, else the first n_tokens)."""
         for template in templates:
+            if (template, n_tokens) in self._checked:
+                continue
             for phrase in needle_phrases(template):
                 hay = self.haystack
                 found = (match_text(phrase) in hay.full_text if hay.full_text is not None
@@ -304,6 +313,7 @@ class PromptBuilder:
                         f"haystack {hay.source!r} already contains the needle phrase {phrase!r}, "
                         "so answers cannot be attributed: remove it from the haystack or choose "
                         "another --needle")
+            self._checked.add((template, n_tokens))
 
     def value_occurs(self, value: str, *, context: int) -> bool:
         """Whether a value occurs in the haystack a prompt of `context` tokens can use."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import DEFAULT_MAX_TOKENS, KEYED_TASKS
 from .datasets import DATASETS
 from .errors import NiahError
 from .haystack import Prompt, PromptBuilder, fill
@@ -33,10 +34,11 @@ from .scoring import judge
 from .values import draw_value
 
 TASKS = ("single", "multi-needle", "multi-key", "multi-value", "multi-query")
-KEYED = ("multi-key", "multi-value", "multi-query")
+KEYED = KEYED_TASKS
 DEFAULT_TASK = "single"
 DEFAULT_NEEDLES = 4
 MAX_NEEDLES = 64
+ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}   # generous, per value asked
 BAND = 0.5
 
 
@@ -70,12 +72,8 @@ class TaskTrial:
     def expected(self) -> tuple[str, ...]:
         return tuple(n.value for n in self.needles if n.target)
 
-    def keyed_template(self, needle: Needle) -> str:
-        """The needle template with this needle's key filled in ({value} left)."""
-        return self.needle_template.replace("{key}", needle.key or "")
-
     def needle_text(self, needle: Needle) -> str:
-        return fill(self.keyed_template(needle), needle.value)
+        return fill(self.needle_template, needle.value, key=needle.key)
 
 
 def _fill_keys(text: str, keys: list[str]) -> str:
@@ -117,9 +115,19 @@ def load_keys(path: Path | None = None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
+    """Default --max-tokens: DEFAULT_MAX_TOKENS, or room for every value a task asks for (a
+    truncated list would score as a partial answer)."""
+    if task not in ("multi-needle", "multi-value", "multi-query"):
+        return DEFAULT_MAX_TOKENS
+    return max(DEFAULT_MAX_TOKENS, 16 + needles * ANSWER_TOKENS_PER_VALUE.get(value_kind, 16))
+
+
 def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
-            answer_prefix: str | None) -> dict:
-    """RunConfig fields for a task: templates (yours, else the dataset's), needle count, keys."""
+            answer_prefix: str | None, max_tokens: int | None = None,
+            value_kind: str = "number") -> dict:
+    """RunConfig fields for a task: templates (yours, else the dataset's), needle count, keys,
+    and the answer length (yours, else `answer_tokens`)."""
     if task not in TASKS:
         raise NiahError(f"unknown --task {task!r}: use one of {', '.join(TASKS)}")
     n = needles if needles is not None else (1 if task == "single" else DEFAULT_NEEDLES)
@@ -129,6 +137,8 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
                   answer_prefix=answer_prefix if answer_prefix is not None else t.answer_prefix,
                   keys=load_keys() if task in KEYED else ())
     validate(**fields)
+    fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
+        task=task, needles=n, value_kind=value_kind)
     return fields
 
 
@@ -137,6 +147,8 @@ def validate(*, task: str, needles: int, needle: str, question: str, answer_pref
     """One line for every task setting that cannot work."""
     if task not in TASKS:
         raise NiahError(f"unknown --task {task!r}: use one of {', '.join(TASKS)}")
+    if needles < 1:
+        raise NiahError(f"--needles {needles} is not allowed: use 1 or more")
     if task == "single" and needles != 1:
         raise NiahError(f"--needles {needles} needs a task with several needles: use --task "
                         "multi-needle, multi-key, multi-value or multi-query")
@@ -201,7 +213,7 @@ def build_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> P
     """The token-exact prompt of a trial: every needle placed by the depth rule."""
     builder.check_phrases([trial.needle_template], n_tokens=context)
     tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
-    needles = [(builder.needle_ids(n.value, template=trial.keyed_template(n)), n.depth)
+    needles = [(builder.needle_ids(n.value, template=trial.needle_template, key=n.key), n.depth)
                for n in trial.needles]
     return builder.assemble(context=context, needles=needles, tail=tail,
                             value=", ".join(trial.expected))
@@ -232,6 +244,6 @@ def minimum_context(builder: PromptBuilder, config) -> int:
                        question=config.question, answer_prefix=config.answer_prefix,
                        keys=config.keys)
     tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
-    needles = sum(len(builder.needle_ids(n.value, template=trial.keyed_template(n)))
+    needles = sum(len(builder.needle_ids(n.value, template=trial.needle_template, key=n.key))
                   for n in trial.needles)
     return len(builder.head) + len(tail) + needles + 1

