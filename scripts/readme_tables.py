@@ -63,7 +63,7 @@ def report_block(folder: Path) -> str:
     if warm:
         lines.append("Warm-up (kept out of the cells): " +
                      ", ".join(f"{e['seconds']:.1f} s" for e in warm))
-    lines += ["", report.format_markdown(records).rstrip(), "", report.totals_line(records)]
+    lines += ["", report.format_markdown(records).rstrip()]
     return "\n".join(lines) + "\n"
 
 
