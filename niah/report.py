@@ -366,7 +366,7 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
     header = ["Context", "Depth"] + [name for name, _ in keyed] + \
         [f"Δ {name}" for name, _ in keyed[1:]] + ["Changed"]
     rows = []
-    changed = 0
+    changed = missing = 0
     for key in all_keys:
         ctx, label, depth = key
         accs, verds = [], []
@@ -375,14 +375,27 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
             accs.append(None if c is None or c.n == 0 else c.passed / c.n)
             verds.append("-" if c is None else ("/".join(c.verdicts) if len(c.verdicts) <= 2 else f"{_num(c.passed)}/{c.n}"))
         deltas = ["-" if a is None or accs[0] is None else f"{(a - accs[0]) * 100:+.0f}%" for a in accs[1:]]
-        diff = len(set(verds)) > 1
-        changed += diff
+        status = _compare_status([(name, k.get(key)) for name, k in keyed], verds)
+        changed += status == "yes"
+        missing += status.startswith("missing")
         rows.append([format_context(ctx) + (f" {label}" if label else ""), f"{depth * 100:.4g}%",
-                     *verds, *deltas, "yes" if diff else ""])
+                     *verds, *deltas, status])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     summary = [f"{name}: accuracy {acc:.0%}" if (acc := accuracy(recs)) is not None else f"{name}: -"
                for name, recs in runs]
     lines.append("")
-    lines.append("; ".join(summary) + f"; {changed} cell(s) changed verdict")
+    lines.append("; ".join(summary) + f"; {changed} cell(s) changed verdict" +
+                 (f"; {missing} cell(s) missing from a run" if missing else ""))
     return "\n".join(lines)
+
+
+def _compare_status(cells_by_run: list[tuple[str, "Cell | None"]], verdicts: list[str]) -> str:
+    """'missing in the baseline' / 'missing in NAME' when a run lacks the cell (not a change
+    of verdict), 'yes' when the verdicts differ, '' otherwise."""
+    if cells_by_run[0][1] is None:
+        return "missing in the baseline"
+    absent = [name for name, c in cells_by_run[1:] if c is None]
+    if absent:
+        return "missing in " + ", ".join(absent)
+    return "yes" if len(set(verdicts)) > 1 else ""

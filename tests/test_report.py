@@ -92,6 +92,19 @@ def test_compare_two_runs_and_changed_cells(tmp_path):
                          "1 cell(s) changed verdict")
 
 
+def test_compare_tells_missing_cells_from_changed_verdicts(tmp_path):
+    other = _copy_with(tmp_path, "other", lambda recs: [r for r in recs if r["context"] != 4096])
+    result = _report(other, REF, "--compare")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    missing = [line for line in lines if line.rstrip().endswith("missing in the baseline")]
+    assert [line.split()[:2] for line in missing] == [["4K", "0%"], ["4K", "50%"], ["4K", "100%"]]
+    assert not any(line.rstrip().endswith("yes") for line in lines)
+    assert lines[-1].endswith("; 0 cell(s) changed verdict; 3 cell(s) missing from a run")
+    reverse = _report(REF, other, "--compare").stdout.splitlines()
+    assert sum(line.rstrip().endswith("missing in other") for line in reverse) == 3
+
+
 def test_mixed_configs_need_compare(tmp_path):
     other = tmp_path / "seed1"
     shutil.copytree(REF, other)
