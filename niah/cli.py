@@ -356,6 +356,8 @@ def _print_run(result, cfg) -> None:
     typer.echo(report.format_table(records))
     typer.echo("")
     typer.echo(report.totals_line(records))
+    if report.cut_answers_line(records):
+        typer.echo(report.cut_answers_line(records), err=True)
     for r in records:
         if report.suspect(r):
             typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
@@ -439,6 +441,8 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         typer.echo(report.format_table(records))
         typer.echo("")
         typer.echo(report.totals_line(records))
+        if report.cut_answers_line(records):
+            typer.echo(report.cut_answers_line(records), err=True)
         eff = report.effective_context(records, threshold=effective_threshold)
         from .config import format_context
 

@@ -180,6 +180,18 @@ def totals_line(records: list[dict]) -> str:
             f"{fmt_seconds(total_s)}")
 
 
+def cut_answers_line(records: list[dict]) -> str | None:
+    """A warning when trials that did not pass stopped at --max-tokens (finish "length"): their
+    verdict may measure the cut answer, not retrieval."""
+    cut = [r for r in records if r.get("finish") == "length" and r.get("verdict") in (FAIL, NULL)]
+    if not cut:
+        return None
+    most = max(int(r.get("generated_tokens") or 0) for r in cut)
+    return (f"warning: {len(cut)} trial(s) that did not pass stopped at the answer limit "
+            f"({most} tokens) before the answer ended: their verdict may reflect the cut, not "
+            "retrieval; rerun with a larger --max-tokens")
+
+
 def effective_context(records: list[dict], *, threshold: float = 0.85) -> int | None:
     """Longest context whose accuracy stays >= threshold x the shortest context's accuracy.
 

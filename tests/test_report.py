@@ -105,6 +105,21 @@ def test_compare_tells_missing_cells_from_changed_verdicts(tmp_path):
     assert sum(line.rstrip().endswith("missing in other") for line in reverse) == 3
 
 
+def test_answers_cut_at_the_token_limit_are_flagged(tmp_path):
+    def cut(recs):
+        recs[0] = dict(recs[0], verdict="FAIL", response="The passkey is 12", finish="length",
+                       generated_tokens=8)
+        recs[1] = dict(recs[1], finish="length", generated_tokens=8)  # a PASS stays unflagged
+        return recs
+
+    result = _report(_copy_with(tmp_path, "cut", cut))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("warning: 1 trial(s) that did not pass stopped at the answer limit "
+                             "(8 tokens) before the answer ended: their verdict may reflect the "
+                             "cut, not retrieval; rerun with a larger --max-tokens\n")
+    assert _report(REF).stderr == ""
+
+
 def test_mixed_configs_need_compare(tmp_path):
     other = tmp_path / "seed1"
     shutil.copytree(REF, other)
