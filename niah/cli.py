@@ -150,6 +150,10 @@ def run(
                 if v is not None and v < 1:
                     raise NiahError(f"{name} {v} is not allowed: use a positive token count")
             folder = None
+        from .sdpa.dispatch import resolve_config
+
+        # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
+        resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
         _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv)
     except NiahError as exc:
         _fail(exc)
