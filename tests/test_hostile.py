@@ -23,3 +23,47 @@ def test_bad_sdpa_environment_is_one_line(tmp_path, monkeypatch, name, value, me
     result = runner.invoke(app, ["run", "--context", "256", "--out", str(tmp_path / "o"), "-q"])
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
     assert not (tmp_path / "o").exists()
+
+
+def _copy_reference(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
+    folder = tmp_path / "run"
+    shutil.copytree(ref, folder)
+    return folder
+
+
+@pytest.mark.parametrize("field,value", [
+    ("elapsed_s", '"x"'), ("device", "5"), ("prefill_s", '"1.5"'), ("decode_s", "[]"),
+    ("n_heads", '"9"'), ("elapsed_s", "NaN"), ("context_tokens", "Infinity"), ("response", "{}"),
+    ("generated_tokens", '"8"'),
+])
+def test_record_with_a_malformed_field_is_skipped(tmp_path, field, value):
+    """A record whose measured field has the wrong type was a traceback (or 'nan s') in the report:
+    it is skipped with the corrupt-line warning, the other records are reported."""
+    import json
+    import re
+
+    folder = _copy_reference(tmp_path)
+    path = folder / "trials.jsonl"
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    lines[0] = re.sub(rf'"{field}": ("[^"]*"|[^,}}]*)', f'"{field}": {value}', json.dumps(rec))
+    assert lines[0] != json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: skipped 1 corrupt line(s) of {path} "
+                             f"(line 1: {field} is not {'text' if field in ('device', 'response') else 'a finite number'})\n")
+    assert "Total: 17 trials, 17 PASS, 0 FAIL" in result.stdout
+
+
+def test_trials_file_that_is_a_folder_is_one_line(tmp_path):
+    folder = _copy_reference(tmp_path)
+    (folder / "trials.rank1.jsonl").mkdir()
+    result = runner.invoke(app, ["report", str(folder)])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: cannot read {str(folder / 'trials.rank1.jsonl')!r} (Is a directory): "
+                             "move it out of the run folder\n")
