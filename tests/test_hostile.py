@@ -67,3 +67,18 @@ def test_trials_file_that_is_a_folder_is_one_line(tmp_path):
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"error: cannot read {str(folder / 'trials.rank1.jsonl')!r} (Is a directory): "
                              "move it out of the run folder\n")
+
+
+@pytest.mark.parametrize("answer,verdict", [
+    ("1234567.5", "FAIL"),              # a decimal is another number, not the passkey
+    ("The passkey is 1234567.89.", "FAIL"),
+    ("0.1234567", "FAIL"),
+    ("1,234,567.5", "FAIL"),
+    ("The passkey is 1234567.", "PASS"),  # a sentence's full stop is not a decimal point
+    ("1234567. Done.", "PASS"),
+    ("1,234,567.", "PASS"),
+])
+def test_a_decimal_number_is_not_the_whole_number(answer, verdict):
+    from niah.scoring import judge
+
+    assert judge(answer, "1234567").verdict == verdict
