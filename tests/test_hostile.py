@@ -82,3 +82,25 @@ def test_a_decimal_number_is_not_the_whole_number(answer, verdict):
     from niah.scoring import judge
 
     assert judge(answer, "1234567").verdict == verdict
+
+
+@pytest.mark.parametrize("depth", [",,,", " , "])
+def test_depth_list_of_only_commas_is_one_line(tmp_path, depth):
+    """`--depth ,,,` ran a sweep of no trials and exited 0 ("Total: 0 trials")."""
+    result = runner.invoke(app, ["run", "--context", "256", "--depth", depth, "--out", str(tmp_path / "o")])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "error: empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1\n"
+
+
+def test_negative_zero_depth_is_depth_zero():
+    """-0 parsed as -0.0: its trial key (d-0) differed from depth 0's (d0), so in a folder that
+    already held depth 0 the grid union kept 0.0 and the run ran and reported 0 trials."""
+    from niah.config import parse_depths
+    from niah.trials import build_grid
+    from niah.config import RunConfig
+
+    for text in ("-0", "-0.0", "-0,1"):
+        depths = parse_depths(text)
+        assert str(depths[0]) == "0.0", text
+    assert build_grid(RunConfig(model="m", contexts=(256,), depths=parse_depths("-0")))[0].key == \
+        build_grid(RunConfig(model="m", contexts=(256,), depths=(0.0,)))[0].key
