@@ -396,6 +396,12 @@ def report_cmd(
     """Print and export reports of one or more run folders."""
     try:
         _check_fail_under(fail_under)
+        if not 0 < effective_threshold <= 1:
+            raise NiahError(f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
+                            "use a fraction like 0.85")
+        if heatmap and heatmap.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise NiahError(f"--heatmap {str(heatmap)!r} is not a .png, .svg or .pdf file: "
+                            "give a name like heatmap.png")
         _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
                 heatmap_path=heatmap, junit=junit, compare=compare,
                 effective_threshold=effective_threshold, fail_under=fail_under)

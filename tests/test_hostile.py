@@ -104,3 +104,29 @@ def test_negative_zero_depth_is_depth_zero():
         assert str(depths[0]) == "0.0", text
     assert build_grid(RunConfig(model="m", contexts=(256,), depths=parse_depths("-0")))[0].key == \
         build_grid(RunConfig(model="m", contexts=(256,), depths=(0.0,)))[0].key
+
+
+def _reference():
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27")
+
+
+@pytest.mark.parametrize("name", ["heat.txt", "heat", "heat.csv"])
+def test_heatmap_of_an_unknown_image_type_is_one_line(tmp_path, name):
+    """--heatmap x.txt printed the table, then matplotlib's ValueError traceback (exit 1)."""
+    path = tmp_path / name
+    result = runner.invoke(app, ["report", _reference(), "--heatmap", str(path)])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: --heatmap {str(path)!r} is not a .png, .svg or .pdf file: "
+                             "give a name like heatmap.png\n")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "1.5", "nan"])
+def test_effective_threshold_outside_0_1_is_one_line(value):
+    """--effective-threshold -1 or nan printed 'Effective context (>= nan% ...)'."""
+    result = runner.invoke(app, ["report", _reference(), "--effective-threshold", value])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: --effective-threshold {float(value):g} is outside (0, 1]: "
+                             "use a fraction like 0.85\n")
