@@ -36,7 +36,9 @@ def _merge_grids(old: RunConfig, new: RunConfig) -> RunConfig:
     return dataclasses.replace(
         new,
         contexts=tuple(dict.fromkeys(old.contexts + new.contexts)),
-        depths=tuple(sorted(set(old.depths) | set(new.depths))),
+        # one depth per trial key (6 significant digits): folders made before depths were
+        # rounded so must not gain a second depth of the same key
+        depths=tuple(sorted({f"{d:.6g}": d for d in new.depths + old.depths}.values())),
         samples=max(old.samples, new.samples),
     )
 

@@ -130,3 +130,30 @@ def test_effective_threshold_outside_0_1_is_one_line(value):
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"error: --effective-threshold {float(value):g} is outside (0, 1]: "
                              "use a fraction like 0.85\n")
+
+
+@pytest.mark.parametrize("text", ["0.1234567,0.1234568", "0.5,0.50000001", "0.3333333,0.33333333"])
+def test_depths_that_share_a_trial_key_are_one_depth(text):
+    """Trial keys hold a depth to 6 significant digits: two depths equal to 6 digits were two
+    trials under one key, and the report showed one needle twice as 2 samples of one cell."""
+    from niah.config import RunConfig, parse_depths
+    from niah.trials import build_grid
+
+    depths = parse_depths(text)
+    keys = [s.key for s in build_grid(RunConfig(model="m", contexts=(256,), depths=depths))]
+    assert len(keys) == len(set(keys)) == len(depths) == 1
+    assert f"{depths[0]:.6g}" == f"{float(text.split(',')[0]):.6g}"
+
+
+def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
+    """A folder written with an unrounded depth (0.333333333333 from a 0:1:1/3 range) merged
+    with the same depth as parsed now (0.333333) must not hold two depths of one key."""
+    from niah.config import RunConfig
+    from niah.store import prepare_folder
+    from niah.trials import build_grid
+
+    prepare_folder(tmp_path, RunConfig(model="m", depths=(0.0, 0.333333333333)))
+    merged = prepare_folder(tmp_path, RunConfig(model="m", depths=(0.333333, 1.0)))
+    assert merged.depths == (0.0, 0.333333333333, 1.0)
+    keys = [s.key for s in build_grid(merged)]
+    assert len(keys) == len(set(keys))
