@@ -157,3 +157,20 @@ def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
     assert merged.depths == (0.0, 0.333333333333, 1.0)
     keys = [s.key for s in build_grid(merged)]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("form", ["{a},{b},{c}", "{a} {b} {c}", "{a}\u00a0{b}\u00a0{c}", "{a}, {b}, {c}"])
+def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path, form):
+    """The scorer reads "1,234,567" and "1 234 567" as 1234567, but the value check looked
+    for the plain digits only: a haystack holding the value in groups kept it, and a model
+    copying it from the haystack would PASS."""
+    from niah.haystack import PromptBuilder
+    from niah.scoring import judge
+
+    value = "3237596"
+    grouped = form.format(a=value[0], b=value[1:4], c=value[4:])
+    path = tmp_path / "hay.txt"
+    path.write_text(f"A line. The total was {grouped} units. Another line.\n")
+    builder = PromptBuilder(gguf_tokenizer, source=str(path))
+    assert builder.value_occurs(value, context=1024) == (judge(grouped, value).verdict == "PASS")
+    assert builder.value_occurs(value, context=1024) or form == "{a}, {b}, {c}"
