@@ -85,7 +85,7 @@ def run(
     task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
     needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for tasks asking for several values).", rich_help_panel=P_RUN),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for UUIDs and tasks asking for several values).", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
     shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),

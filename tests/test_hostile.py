@@ -174,3 +174,41 @@ def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path
     builder = PromptBuilder(gguf_tokenizer, source=str(path))
     assert builder.value_occurs(value, context=1024) == (judge(grouped, value).verdict == "PASS")
     assert builder.value_occurs(value, context=1024) or form == "{a}, {b}, {c}"
+
+
+def _default_configs():
+    from niah import tasks
+    from niah.config import RunConfig
+
+    for task in tasks.TASKS:
+        for kind in ("number", "uuid", "words"):
+            for n in ([None] if task == "single" else [2, 4, 16]):
+                if task == "multi-key" and n == 16:
+                    continue  # keys.txt holds fewer keys
+                fields = tasks.resolve(task=task, needles=n, needle=None, question=None,
+                                       answer_prefix=None, max_tokens=None, value_kind=kind)
+                yield RunConfig(model="m", value_kind=kind, **fields)
+
+
+def test_default_answer_length_holds_the_answer(gguf_tokenizer):
+    """A UUID is 33 tokens in SmolLM2's tokenizer and the single task's default --max-tokens
+    was 32: every uuid trial was cut one character short and recorded as FAIL."""
+    from niah import tasks
+    from niah.haystack import PromptBuilder
+
+    builder = PromptBuilder(gguf_tokenizer)
+    short = [(c.task, c.value_kind, c.needles, c.max_tokens, tasks.answer_minimum(builder, c))
+             for c in _default_configs() if tasks.answer_minimum(builder, c) > c.max_tokens]
+    assert short == []
+
+
+@pytest.mark.slow
+def test_max_tokens_that_cannot_hold_the_answer_is_one_line(tmp_path):
+    """--max-tokens 2 with a 7-digit value (8 tokens with its space) recorded a FAIL the model
+    could never have avoided."""
+    result = runner.invoke(app, ["run", "--context", "256", "--depth", "0.5", "--max-tokens", "2",
+                                 "--out", str(tmp_path / "o"), "-q"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: --max-tokens 2 cannot hold the answer (8 tokens for the "
+                             "number value asked): use --max-tokens 8 or more, with room to spare\n")
+    assert not (tmp_path / "o").exists()
