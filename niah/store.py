@@ -210,8 +210,13 @@ RUN_LOG = "runs.jsonl"
 def append_run_log(folder: Path, entry: dict) -> None:
     """One line per run event with a one-time cost (warm-up): kept out of every trial."""
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
-    with open(Path(folder) / RUN_LOG, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    path = Path(folder) / RUN_LOG
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    except OSError as exc:
+        raise NiahError(f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "
+                        "run folder or choose a writable --out") from None
 
 
 VERDICTS = ("PASS", "FAIL", "NULL", "SKIP", "ERROR")

@@ -212,3 +212,15 @@ def test_max_tokens_that_cannot_hold_the_answer_is_one_line(tmp_path):
     assert result.stderr == ("error: --max-tokens 2 cannot hold the answer (8 tokens for the "
                              "number value asked): use --max-tokens 8 or more, with room to spare\n")
     assert not (tmp_path / "o").exists()
+
+
+def test_run_log_that_cannot_be_written_is_one_line(tmp_path):
+    """runs.jsonl as a folder (or unwritable) was an IsADirectoryError traceback."""
+    from niah.errors import NiahError
+    from niah.store import append_run_log
+
+    (tmp_path / "runs.jsonl").mkdir()
+    with pytest.raises(NiahError) as e:
+        append_run_log(tmp_path, {"event": "start"})
+    assert str(e.value) == (f"cannot write {str(tmp_path / 'runs.jsonl')!r} (Is a directory): "
+                            "move it out of the run folder or choose a writable --out")
