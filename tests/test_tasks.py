@@ -264,7 +264,7 @@ def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
     monkeypatch.setattr(R, "task_trial", remember)
     out = tmp_path / "res"
     result = _cli("run", "--task", "multi-needle", "--needles", "2", "--context", "1k",
-                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "8",
+                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "20",
                   "--fail-under", "0.5")
     assert result.exit_code == 0, result.output
     folder, (rec,) = _records(out)
