@@ -85,7 +85,7 @@ def run(
     task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
     needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
     prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for tasks asking for several values).", rich_help_panel=P_RUN),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for UUIDs and tasks asking for several values).", rich_help_panel=P_RUN),
     allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
     shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),
@@ -150,6 +150,10 @@ def run(
                 if v is not None and v < 1:
                     raise NiahError(f"{name} {v} is not allowed: use a positive token count")
             folder = None
+        from .sdpa.dispatch import resolve_config
+
+        # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
+        resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
         _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv)
     except NiahError as exc:
         _fail(exc)
@@ -394,6 +398,12 @@ def report_cmd(
     """Print and export reports of one or more run folders."""
     try:
         _check_fail_under(fail_under)
+        if not 0 < effective_threshold <= 1:
+            raise NiahError(f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
+                            "use a fraction like 0.85")
+        if heatmap and heatmap.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise NiahError(f"--heatmap {str(heatmap)!r} is not a .png, .svg or .pdf file: "
+                            "give a name like heatmap.png")
         _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
                 heatmap_path=heatmap, junit=junit, compare=compare,
                 effective_threshold=effective_threshold, fail_under=fail_under)

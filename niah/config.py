@@ -121,6 +121,10 @@ def parse_depths(text: str) -> tuple[float, ...]:
         values = parse_range(text, what="depth")
     else:
         values = [_parse_float(p.strip(), "depth") for p in text.split(",") if p.strip()]
+    if not values:
+        raise NiahError("empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1")
+    # to the 6 significant digits of a trial key (two depths never share one key), -0 as 0
+    values = [float(f"{v:.6g}") + 0.0 for v in values]
     for v in values:
         if not 0.0 <= v <= 1.0:
             raise NiahError(f"depth {v:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")

@@ -316,11 +316,17 @@ class PromptBuilder:
             self._checked.add((template, n_tokens))
 
     def value_occurs(self, value: str, *, context: int) -> bool:
-        """Whether a value occurs in the haystack a prompt of `context` tokens can use."""
+        """Whether a value occurs in the haystack a prompt of `context` tokens can use, in any
+        form the scorer reads as it (a number also in groups of three: 1,234,567 / 1 234 567)."""
         hay = self.haystack
+        forms = [value]
+        if value.isascii() and value.isdigit() and len(value) > 3:
+            head = len(value) % 3 or 3
+            groups = [value[:head]] + [value[i:i + 3] for i in range(head, len(value), 3)]
+            forms += [",".join(groups), " ".join(groups)]
         if hay.full_text is not None:
-            return match_text(value) in hay.full_text
-        return hay.occurs(value, context)
+            return any(match_text(f) in hay.full_text for f in forms)
+        return any(hay.occurs(f, context) for f in forms)
 
     def tolerance(self, body: int) -> float:
         """How far (tokens) a needle may sit from the requested depth: DEPTH_TOLERANCE of the

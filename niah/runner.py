@@ -21,7 +21,8 @@ from .config import RunConfig
 from .errors import NiahError
 from .haystack import PromptBuilder
 from .scoring import ERROR, SKIP
-from .tasks import TaskTrial, build_prompt, make_trial, minimum_context, score_trial, validate
+from .tasks import (TaskTrial, answer_minimum, build_prompt, make_trial, minimum_context,
+                    score_trial, validate)
 from .trials import TrialSpec, assign_to_ranks, build_grid, prefix_groups, value_key
 
 
@@ -228,6 +229,11 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
     if min(config.contexts) < minimum:
         raise NiahError(f"context {min(config.contexts)} is too short for the template, needle "
                         f"and question ({minimum} tokens at least): use a longer --context")
+    need = answer_minimum(builder, config)
+    if config.max_tokens < need:
+        raise NiahError(f"--max-tokens {config.max_tokens} cannot hold the answer ({need} tokens "
+                        f"for the {config.value_kind} value{'s' if config.needles > 1 and config.task != 'multi-key' else ''} "
+                        f"asked): use --max-tokens {need} or more, with room to spare")
     sdpa = {"route": route, "threshold": state.config.threshold,
             "chunk_size": state.config.chunk_size}
     identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),

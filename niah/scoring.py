@@ -10,7 +10,8 @@ The rule (also in the README), applied by `judge`:
    whole text (tags removed) is scored, so "1234567 </think> done" keeps its answer.
 3. Values are found as whole tokens of their kind, never as substrings: a number is a run of
    digits with no digit before or after (groups of three separated by one space or comma still
-   count: "1,234,567" and "1 234 567" read as 1234567); a UUID is 8-4-4-4-12 hex digits with no
+   count: "1,234,567" and "1 234 567" read as 1234567; a decimal like "1234567.5" is another
+   number, a full stop with no digit after it ends a sentence); a UUID is 8-4-4-4-12 hex digits with no
    hex digit or hyphen around it; a word pair is an adjective and animal of the value
    vocabulary standing as whole words. Other values match as whole words.
 4. Candidates of the needle's kind that are not expected values are wrong answers: a hedge
@@ -39,7 +40,7 @@ VERDICTS = (PASS, FAIL, NULL, SKIP, ERROR)
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _DIGIT = re.compile(r"\d")
-_NUMBER = re.compile(r"(?<!\d)(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?!\d)")
+_NUMBER = re.compile(r"(?<!\d)(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:\.\d+)?(?!\d)")  # decimals whole
 _UUID = re.compile(r"(?<![0-9a-f-])[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}(?![0-9a-f-])")
 _UUID_VALUE = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 import warnings
@@ -35,7 +36,9 @@ def _merge_grids(old: RunConfig, new: RunConfig) -> RunConfig:
     return dataclasses.replace(
         new,
         contexts=tuple(dict.fromkeys(old.contexts + new.contexts)),
-        depths=tuple(sorted(set(old.depths) | set(new.depths))),
+        # one depth per trial key (6 significant digits): folders made before depths were
+        # rounded so must not gain a second depth of the same key
+        depths=tuple(sorted({f"{d:.6g}": d for d in new.depths + old.depths}.values())),
         samples=max(old.samples, new.samples),
     )
 
@@ -207,11 +210,21 @@ RUN_LOG = "runs.jsonl"
 def append_run_log(folder: Path, entry: dict) -> None:
     """One line per run event with a one-time cost (warm-up): kept out of every trial."""
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
-    with open(Path(folder) / RUN_LOG, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    path = Path(folder) / RUN_LOG
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    except OSError as exc:
+        raise NiahError(f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "
+                        "run folder or choose a writable --out") from None
 
 
 VERDICTS = ("PASS", "FAIL", "NULL", "SKIP", "ERROR")
+# Fields reports compute with: a record holding another type is malformed, not a traceback.
+NUMBER_FIELDS = ("score", "elapsed_s", "prefill_s", "ttft_s", "decode_s", "context_tokens",
+                 "prefilled_tokens", "generated_tokens", "n_layers", "n_heads", "n_kv_heads",
+                 "head_dim", "prefill_step", "kv_bits", "max_kv_size")
+TEXT_FIELDS = ("device", "response", "error", "model")
 
 
 def _problem(rec) -> str | None:
@@ -228,6 +241,14 @@ def _problem(rec) -> str | None:
         return "depth is not a number in [0, 1]"
     if rec.get("verdict") not in VERDICTS:
         return "no valid verdict"
+    for name in NUMBER_FIELDS:
+        value = rec.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value)):
+            return f"{name} is not a finite number"
+    for name in TEXT_FIELDS:
+        if rec.get(name) is not None and not isinstance(rec[name], str):
+            return f"{name} is not text"
     return None
 
 
@@ -255,22 +276,26 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
     for index, path in enumerate(sorted(Path(folder).glob(TRIALS_GLOB))):
         bad: list[str] = []
         foreign = 0
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                why = "not JSON" if rec is None else _problem(rec)
-                if why:
-                    bad.append(f"line {lineno}: {why}")
-                elif config_hash and rec.get("config_hash") != config_hash:
-                    foreign += 1
-                else:
-                    rows.append((written_at(rec), index, lineno, rec))
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+        except OSError as exc:
+            raise NiahError(f"cannot read {str(path)!r} ({exc.strerror or exc}): "
+                            "move it out of the run folder") from None
+        for lineno, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            why = "not JSON" if rec is None else _problem(rec)
+            if why:
+                bad.append(f"line {lineno}: {why}")
+            elif config_hash and rec.get("config_hash") != config_hash:
+                foreign += 1
+            else:
+                rows.append((written_at(rec), index, lineno, rec))
         if bad:
             warnings.warn(f"skipped {len(bad)} corrupt line(s) of {path} ({bad[0]}"
                           f"{', ...' if len(bad) > 1 else ''})", StoreWarning, stacklevel=2)

@@ -116,11 +116,10 @@ def load_keys(path: Path | None = None) -> tuple[str, ...]:
 
 
 def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
-    """Default --max-tokens: DEFAULT_MAX_TOKENS, or room for every value a task asks for (a
-    truncated list would score as a partial answer)."""
-    if task not in ("multi-needle", "multi-value", "multi-query"):
-        return DEFAULT_MAX_TOKENS
-    return max(DEFAULT_MAX_TOKENS, 16 + needles * ANSWER_TOKENS_PER_VALUE.get(value_kind, 16))
+    """Default --max-tokens: DEFAULT_MAX_TOKENS, or more where the values a trial asks for need
+    it (16 + ANSWER_TOKENS_PER_VALUE each: a UUID alone; a cut-off answer scores as wrong)."""
+    asked = needles if task in ("multi-needle", "multi-value", "multi-query") else 1
+    return max(DEFAULT_MAX_TOKENS, 16 + asked * ANSWER_TOKENS_PER_VALUE.get(value_kind, 16))
 
 
 def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
@@ -232,6 +231,16 @@ def score_trial(trial: TaskTrial, prompt: Prompt, response: str, *, kind: str) -
                         "boundary": place.boundary})
     return {"task": trial.task, "verdict": j.verdict, "score": round(j.score, 6),
             "needles": needles}
+
+
+def answer_minimum(builder: PromptBuilder, config) -> int:
+    """Fewest tokens an answer holding every value a trial asks for can take (the values
+    comma-separated, as the question asks for them): a smaller --max-tokens can never PASS."""
+    trial = make_trial(task=config.task, needles=config.needles, depth=0.5, seed=config.seed,
+                       value_key="minimum", kind=config.value_kind, needle=config.needle,
+                       question=config.question, answer_prefix=config.answer_prefix,
+                       keys=config.keys)
+    return len(builder.tokenizer.encode(" " + ", ".join(trial.expected), add_special_tokens=False))
 
 
 def minimum_context(builder: PromptBuilder, config) -> int:

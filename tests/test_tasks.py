@@ -264,7 +264,7 @@ def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
     monkeypatch.setattr(R, "task_trial", remember)
     out = tmp_path / "res"
     result = _cli("run", "--task", "multi-needle", "--needles", "2", "--context", "1k",
-                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "8",
+                  "--depth", "0.5", "--out", str(out), "-q", "--max-tokens", "20",
                   "--fail-under", "0.5")
     assert result.exit_code == 0, result.output
     folder, (rec,) = _records(out)
@@ -294,7 +294,8 @@ def test_cli_value_in_the_haystack_is_never_drawn(tmp_path, gguf_path):
 
 
 def test_default_answer_length_fits_every_value():
-    assert tasks.answer_tokens(task="single", needles=1, value_kind="uuid") == 32
+    assert tasks.answer_tokens(task="single", needles=1, value_kind="uuid") == 56  # a UUID: 33 tokens in SmolLM2
+    assert tasks.answer_tokens(task="single", needles=1, value_kind="number") == 32
     assert tasks.answer_tokens(task="multi-key", needles=4, value_kind="number") == 32
     assert tasks.answer_tokens(task="multi-needle", needles=4, value_kind="number") == 64
     assert tasks.answer_tokens(task="multi-query", needles=2, value_kind="uuid") == 96

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from .. import backend as _backend_mod
+from ..errors import NiahError
 from .budget import DEFAULT_FLOP_BUDGET
 from .chunks import (_slice_mask_keys, _slice_mask_rows, fused_calls, kv_chunks,  # noqa: F401
                      kv_route, planned_fused_calls, q_blocks, work_plan)
@@ -70,6 +71,10 @@ def force_route(route: str | None):
         FORCE_ROUTE = old
 
 
+class SettingError(NiahError, ValueError):
+    """A bad NIAH_SDPA_* / MLX_SDPA_* value: one line for the CLI, a ValueError for callers."""
+
+
 def _env_int(*names: str) -> int | None:
     for name in names:
         raw = os.environ.get(name)
@@ -77,9 +82,9 @@ def _env_int(*names: str) -> int | None:
             try:
                 value = int(raw)
             except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a whole number: set it like {name}=65536") from None
+                raise SettingError(f"{name}={raw!r} is not a whole number: set it like {name}=65536") from None
             if value <= 0:
-                raise ValueError(f"{name}={raw!r} must be positive")
+                raise SettingError(f"{name}={raw!r} must be positive: set it like {name}=65536")
             return value
     return None
 
@@ -99,9 +104,9 @@ def _env_float(name: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number: set it like {name}=1e11") from None
+        raise SettingError(f"{name}={raw!r} is not a number: set it like {name}=1e11") from None
     if not value > 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
+        raise SettingError(f"{name}={raw!r} must be positive: set it like {name}=1e11")
     return value
 
 
