@@ -163,13 +163,14 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size) as state:
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank,
                        route=route, state=state)
-        grid = build_grid(run.config)
-        # Sharded: every rank runs every trial together (one model across the group); rank 0
-        # writes. Otherwise each rank takes its share of the grid.
-        mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
         writes = not (sharded and rank)
         lock = store.FolderLock(run.folder, rank=rank if world > 1 and not sharded else None)
         with (lock if writes else _NullWriter()):
+            _claim(run)  # only under the lock: a refused second run leaves the folder as it was
+            grid = build_grid(run.config)
+            # Sharded: every rank runs every trial together (one model across the group); rank
+            # 0 writes. Otherwise each rank takes its share of the grid.
+            mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
             todo, requested = _todo(config, mine, run.folder)
             progress.start(len(todo))
             writer_rank = rank if world > 1 and not sharded else None
@@ -242,13 +243,22 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
                             sdpa=sdpa)
     chash = config.hash(identity)
     folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
-    merged = store.prepare_folder(folder, config, config_hash=chash, identity=identity)
-    store.append_run_log(folder, {"event": "start", "argv": list(sys.argv),
-                                  "device": device_description(), "rank": rank,
-                                  "config_hash": chash, "niah_version": identity["niah_version"]})
-    return _Run(config=merged, session=session, folder=folder, builder=builder, chash=chash,
+    return _Run(config=config, session=session, folder=folder, builder=builder, chash=chash,
                 identity=identity, device=device_description(), rank=rank, progress=progress,
                 route=route, state=state)
+
+
+def _claim(run: _Run) -> None:
+    """Write config.json (checked against the folder's configuration, grids merged) and the
+    run's start line."""
+    from .model import device_description
+
+    run.config = store.prepare_folder(run.folder, run.config, config_hash=run.chash,
+                                      identity=run.identity)
+    store.append_run_log(run.folder, {"event": "start", "argv": list(sys.argv),
+                                      "device": device_description(), "rank": run.rank,
+                                      "config_hash": run.chash,
+                                      "niah_version": run.identity["niah_version"]})
 
 
 def _todo(config: RunConfig, mine: list[TrialSpec], folder: Path) -> tuple[list[TrialSpec], int]:

@@ -136,7 +136,11 @@ class FolderLock:
         import socket
 
         path = self.folder / name
-        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fh = open(path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise NiahError(f"cannot write to output folder {str(self.folder)!r} "
+                            f"({exc.strerror or exc}): choose a writable --out") from None
         try:
             fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
         except OSError:
@@ -156,6 +160,11 @@ class FolderLock:
     def __enter__(self):
         import fcntl
 
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NiahError(f"cannot write to output folder {str(self.folder)!r} "
+                            f"({exc.strerror or exc}): choose a writable --out") from None
         if self.rank is None:
             self._take(".lock", fcntl.LOCK_EX)
         else:

@@ -228,6 +228,9 @@ def test_second_run_on_a_locked_folder_is_refused(tmp_path):
     assert result.stderr.endswith(f"is writing to {str(folder)!r}: wait for it to finish, or "
                                   "give another --out\n")
     assert len(_records(folder)) == 1  # nothing ran twice
+    # and the refused run left the folder as it was: no grid merged, no start line
+    assert json.loads((folder / "config.json").read_text())["depths"] == [0.0]
+    assert len((folder / "runs.jsonl").read_text().splitlines()) == 1
     after = _cli("run", *SMALL, "--depth", "0,1", "--out", out)  # the lock went with its holder
     assert after.exit_code == 0 and "1 run, 1 already done" in after.stdout
 
