@@ -430,6 +430,12 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         if not recs:
             raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
         loaded.append((str(folder), cfg, recs))
+    for folder, cfg, _ in loaded:
+        stored = store.stored_hash(folder)
+        if stored and cfg.hash(store.stored_identity(folder)) != stored:
+            typer.echo(f"warning: {str(Path(folder) / 'config.json')!r} no longer matches the "
+                       f"config {stored} its trials were run with (edited after the run?): the "
+                       "table shows the trials as recorded", err=True)
     experiments = {_experiment(folder, recs) for folder, _, recs in loaded}
     if len(experiments) > 1 and not compare:
         raise NiahError("these runs are different experiments (" +

@@ -285,6 +285,7 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
     for index, path in enumerate(sorted(Path(folder).glob(TRIALS_GLOB))):
         bad: list[str] = []
         foreign = 0
+        latest = float("-inf")  # a file's lines are in write order even if the clock stepped back
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
         except OSError as exc:
@@ -304,7 +305,8 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
             elif config_hash and rec.get("config_hash") != config_hash:
                 foreign += 1
             else:
-                rows.append((written_at(rec), index, lineno, rec))
+                latest = max(latest, written_at(rec))
+                rows.append((latest, index, lineno, rec))
         if bad:
             warnings.warn(f"skipped {len(bad)} corrupt line(s) of {path} ({bad[0]}"
                           f"{', ...' if len(bad) > 1 else ''})", StoreWarning, stacklevel=2)

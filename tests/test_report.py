@@ -128,7 +128,10 @@ def test_mixed_configs_need_compare(tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     result = _report(REF, other)
     assert result.exit_code == 2
-    assert result.stderr == ("error: these runs are different experiments (config 692d08c1ce60 on "
+    assert result.stderr == (f"warning: {str(other / 'config.json')!r} no longer matches the "
+                             "config ead3737e93d2 its trials were run with (edited after the "
+                             "run?): the table shows the trials as recorded\n"
+                             "error: these runs are different experiments (config 692d08c1ce60 on "
                              "cpu (AMD EPYC); config ead3737e93d2 on cpu (AMD EPYC)): pass --compare "
                              "to see them side by side, or report them one at a time\n")
 

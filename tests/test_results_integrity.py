@@ -55,6 +55,19 @@ def test_same_experiment_in_two_folders_counts_each_needle_once(tmp_path):
     assert one.stdout.splitlines()[2:] == both.stdout.splitlines()[3:]
 
 
+def test_edited_config_of_one_folder_is_warned(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_REF, run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(cfg, seed=5)))
+    result = _cli("report", run)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {str(run / 'config.json')!r} no longer matches the config "
+                             "ead3737e93d2 its trials were run with (edited after the run?): the "
+                             "table shows the trials as recorded\n")
+    assert _cli("report", CPU_REF).stderr == ""
+
+
 def _step_sweep_records(folder: Path) -> None:
     base = {"model": "m", "device": "cpu", "config_hash": "abc", "sample": 0, "verdict": "PASS",
             "context": 1024, "depth": 0.5, "elapsed_s": 1.0}
@@ -103,6 +116,17 @@ def test_retried_error_in_an_earlier_named_file_wins_by_write_time(tmp_path):
     latest = store.latest_by_key(store.folder_records(folder))
     assert latest["k"]["verdict"] == "PASS"
     assert store.finished_keys(folder) == {"k"}
+
+
+def test_a_clock_stepping_back_does_not_reorder_one_file(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "h"}))
+    rec = {"key": "k", "context": 256, "depth": 0.5, "sample": 0, "config_hash": "h"}
+    (folder / "trials.jsonl").write_text(
+        json.dumps({**rec, "verdict": "ERROR", "written_at": 200.0}) + "\n" +
+        json.dumps({**rec, "verdict": "PASS", "written_at": 100.0}) + "\n")  # retried later
+    assert store.latest_by_key(store.folder_records(folder))["k"]["verdict"] == "PASS"
 
 
 MALFORMED = ['{"key":"junk"}', '{"key":["x"]}', '{"key":"c1024-d0-s0-kvfp-mall-p2048"}',
