@@ -290,15 +290,19 @@ def _writable(path: str | Path) -> Path:
 
 def export(records: list[dict], *, csv=None, json_path=None, parquet=None) -> None:
     df = to_frame(records)
-    if csv:
-        df.to_csv(_writable(csv), index=False)
-    if json_path:
-        _writable(json_path).write_text(json.dumps(df.to_dict(orient="records"), indent=1, default=str))
-    if parquet:
-        try:
+    try:
+        if csv:
+            df.to_csv(_writable(csv), index=False)
+        if json_path:
+            _writable(json_path).write_text(json.dumps(df.to_dict(orient="records"), indent=1,
+                                                       default=str))
+        if parquet:
             df.to_parquet(_writable(parquet), index=False)
-        except ImportError:
-            raise NiahError("Parquet export needs pyarrow: pip install pyarrow") from None
+    except ImportError:
+        raise NiahError("Parquet export needs pyarrow: pip install pyarrow") from None
+    except OSError as exc:  # a disk that fills while writing
+        raise NiahError(f"cannot write the export ({exc.strerror or exc}): free space or choose "
+                        "another path") from None
 
 
 def heatmap(records: list[dict], path, *, title: str | None = None) -> None:

@@ -174,3 +174,14 @@ def test_wilson_and_effective_context():
             recs.append({"context": ctx, "depth": i / 4, "verdict": "PASS" if i < passes else "FAIL"})
     assert report.effective_context(recs) == 2048  # 4K is 75% < 85% of 100%
     assert report.effective_context(recs, threshold=0.7) == 4096
+
+
+def test_export_to_a_full_disk_is_one_line():
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    result = _report(REF, "--csv", "/dev/full")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: cannot write the export (No space left on device): free "
+                             "space or choose another path\n")
