@@ -421,22 +421,22 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
     for folder in runs:
         if not Path(folder).is_dir():
             raise NiahError(f"run folder {str(folder)!r} does not exist: give a folder made by niah run")
-        cfg = store.load_config(folder)
+        stored = store.load_run(folder)
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
-            recs = list(store.latest_by_key(store.folder_records(folder)).values())
+            recs = list(store.latest_by_key(
+                store.read_trials(folder, config_hash=stored.config_hash)).values())
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         if not recs:
             raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
-        loaded.append((str(folder), cfg, recs))
-    for folder, cfg, _ in loaded:
-        stored = store.stored_hash(folder)
-        if stored and cfg.hash(store.stored_identity(folder)) != stored:
+        loaded.append((str(folder), stored, recs))
+    for folder, stored, _ in loaded:
+        if stored.config_hash and stored.recomputed_hash() != stored.config_hash:
             typer.echo(f"warning: {str(Path(folder) / 'config.json')!r} no longer matches the "
-                       f"config {stored} its trials were run with (edited after the run?): the "
-                       "table shows the trials as recorded", err=True)
-    experiments = {_experiment(folder, recs) for folder, _, recs in loaded}
+                       f"config {stored.config_hash} its trials were run with (edited after the "
+                       "run?): the table shows the trials as recorded", err=True)
+    experiments = {_experiment(stored, recs) for _, stored, recs in loaded}
     if len(experiments) > 1 and not compare:
         raise NiahError("these runs are different experiments (" +
                         "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments)) +
@@ -451,7 +451,7 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         records = list(store.latest_by_key(
             sorted((r for _, _, recs in loaded for r in recs),
                    key=lambda r: store.written_at(r))).values())
-        for name, cfg, recs in loaded:
+        for name, _, recs in loaded:
             typer.echo(f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}")
         typer.echo("")
         typer.echo(report.format_table(records))
@@ -479,15 +479,13 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
     _gate(records, fail_under)
 
 
-def _experiment(folder, records) -> tuple[str, tuple[str, ...]]:
+def _experiment(stored, records) -> tuple[str, tuple[str, ...]]:
     """What makes two run folders the same experiment: the hash of their config and identity
     (model, haystack, backend, versions...: recomputed, so an edited config.json counts as
     another experiment) and, for folders written before the hash covered the device, the
     devices their records name."""
-    from . import store
-
     devices = tuple(sorted({str(r.get("device")) for r in records}))
-    return (store.load_config(folder).hash(store.stored_identity(folder)), devices)
+    return (stored.recomputed_hash(), devices)
 
 
 @app.command(cls=_Command)

@@ -164,7 +164,8 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank,
                        route=route, state=state)
         writes = not (sharded and rank)
-        lock = store.FolderLock(run.folder, rank=rank if world > 1 and not sharded else None)
+        own_rank = rank if world > 1 and not sharded else None  # writes a file of its own
+        lock = store.FolderLock(run.folder, rank=own_rank)
         with (lock if writes else _NullWriter()):
             _claim(run)  # only under the lock: a refused second run leaves the folder as it was
             grid = build_grid(run.config)
@@ -173,8 +174,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
             mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
             todo, requested = _todo(config, mine, run.folder)
             progress.start(len(todo))
-            writer_rank = rank if world > 1 and not sharded else None
-            with (store.TrialWriter(run.folder, rank=writer_rank) if writes else _NullWriter()) as w:
+            with (store.TrialWriter(run.folder, rank=own_rank) if writes else _NullWriter()) as w:
                 run.writer = w
                 try:
                     if todo and (_on_gpu() if warm_up is None else warm_up):
@@ -208,7 +208,8 @@ def _open_session(config: RunConfig, *, sharded: bool):
 
 
 def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state) -> _Run:
-    """Prompt builder, identity, config hash and run folder (created, grid merged, checked)."""
+    """Prompt builder, input checks, identity, config hash and run folder (named only: the
+    folder is written by _claim, under its lock)."""
     from .identity import run_identity
     from .model import device_description
     from .sdpa.dispatch import backend
@@ -251,12 +252,10 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
 def _claim(run: _Run) -> None:
     """Write config.json (checked against the folder's configuration, grids merged) and the
     run's start line."""
-    from .model import device_description
-
     run.config = store.prepare_folder(run.folder, run.config, config_hash=run.chash,
                                       identity=run.identity)
     store.append_run_log(run.folder, {"event": "start", "argv": list(sys.argv),
-                                      "device": device_description(), "rank": run.rank,
+                                      "device": run.device, "rank": run.rank,
                                       "config_hash": run.chash,
                                       "niah_version": run.identity["niah_version"]})
 

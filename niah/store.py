@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
@@ -54,15 +55,15 @@ def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None =
     config_hash = config_hash or config.hash()
     path = Path(folder) / CONFIG_FILE
     if path.is_file():
-        old_hash, old_identity = stored_hash(folder), stored_identity(folder)
-        if old_hash and old_hash != config_hash:
+        old = load_run(folder)
+        if old.config_hash and old.config_hash != config_hash:
             from .identity import describe_difference
 
-            what = describe_difference(old_identity or {}, identity or {}) or "the run options"
+            what = describe_difference(old.identity or {}, identity or {}) or "the run options"
             raise NiahError(
                 f"{str(folder)!r} holds results of another configuration ({what}): "
                 "start a new run without --resume, or give another --out")
-        config = _merge_grids(load_config(folder), config)
+        config = _merge_grids(old.config, config)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         probe = Path(folder) / f".write-test-{os.getpid()}"
@@ -98,24 +99,44 @@ def _config_data(folder: Path) -> dict:
     return data
 
 
-def load_config(folder: Path) -> RunConfig:
-    path = Path(folder) / CONFIG_FILE
+@dataclass(frozen=True)
+class StoredRun:
+    """A run folder's config.json, read once: the options, the hash its trials were written
+    with and the identity behind that hash (None for folders made before either existed)."""
+
+    config: RunConfig
+    config_hash: str | None
+    identity: dict | None
+
+    def recomputed_hash(self) -> str:
+        """The hash config.json's own content gives; differs from config_hash when the file
+        was edited after the run."""
+        return self.config.hash(self.identity)
+
+
+def load_run(folder: Path) -> StoredRun:
     data = _config_data(folder)
     try:
-        return RunConfig.from_dict(data)
+        config = RunConfig.from_dict(data)
     except (ValueError, TypeError, AttributeError, NiahError) as exc:
-        raise NiahError(f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run") from None
+        raise NiahError(f"{str(Path(folder) / CONFIG_FILE)!r} is not a valid niah config "
+                        f"({exc}): re-run niah run") from None
+    return StoredRun(config=config, config_hash=_stored(data, "config_hash", str),
+                     identity=_stored(data, "identity", dict))
+
+
+def load_config(folder: Path) -> RunConfig:
+    return load_run(folder).config
+
+
+def _stored(data: dict, name: str, kind: type):
+    value = data.get(name)
+    return value if isinstance(value, kind) else None
 
 
 def stored_hash(folder: Path) -> str | None:
     """The config hash config.json was written with (None for a folder without one)."""
-    value = _config_data(folder).get("config_hash")
-    return value if isinstance(value, str) else None
-
-
-def stored_identity(folder: Path) -> dict | None:
-    value = _config_data(folder).get("identity")
-    return value if isinstance(value, dict) else None
+    return _stored(_config_data(folder), "config_hash", str)
 
 
 class FolderLock:
