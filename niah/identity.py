@@ -88,7 +88,7 @@ def library_versions() -> dict[str, str]:
     return {"mlx": mx.__version__, "mlx_lm": lm, "niah": niah_version()}
 
 
-def model_digest(path: str) -> str:
+def model_content_digest(path: str) -> str:
     """Content digest of a GGUF file or an MLX model folder (weights, config, tokenizer)."""
     p = Path(path)
     if not p.exists():
@@ -110,7 +110,7 @@ def run_identity(*, model_path: str, haystack: str, backend: str, compute_dtype:
     """Everything outside the RunConfig that can change a verdict or a timing (model_digest:
     the loader's own digest of the model file, when it computed one)."""
     ident = {
-        "model_digest": model_digest or globals()["model_digest"](model_path),
+        "model_digest": model_digest or model_content_digest(model_path),
         "haystack_digest": haystack_digest(haystack),
         "backend": backend,
         "compute_dtype": compute_dtype,
