@@ -103,6 +103,7 @@ def run(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one testcase per trial.", rich_help_panel=P_OUT),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write every trial as CSV.", rich_help_panel=P_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=P_OUT),
+    warm_up: str = typer.Option("auto", "--warm-up", help="Before the first timed trial: auto (shapes on CUDA, once on Metal, off on CPU), shapes (every prefill block shape), once (one short generation) or off.", rich_help_panel=P_RUN),
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     from . import config as C
@@ -110,6 +111,9 @@ def run(
 
     try:
         _check_fail_under(fail_under)
+        from .runner import warm_up_mode
+
+        warm_up_mode(warm_up, "cpu")  # an unknown mode is one line before anything runs
         _check_file_option(junit, option="--junit")
         _check_file_option(csv, option="--csv")
         if resume is not None:
@@ -154,13 +158,14 @@ def run(
 
         # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
         resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
-        _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv)
+        _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv,
+             warm_up=warm_up)
     except NiahError as exc:
         _fail(exc)
 
 
 # Options --resume can take along: they change how the run reports, not what it measures.
-RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet"}
+RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet", "warm_up"}
 
 
 def _refuse_with_resume(ctx) -> None:
@@ -301,7 +306,7 @@ def _echo_warnings(caught) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
+def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "auto") -> None:
     import warnings as _w
 
     from rich.console import Console
@@ -318,7 +323,8 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv) -> None:
             _w.simplefilter("always")
             try:
                 result = runner.run_sweep(cfg, folder=folder, progress=bar,
-                                          rank=rank if world > 1 else None, world=world)
+                                          rank=rank if world > 1 else None, world=world,
+                                          warm_up=warm_up)
             finally:
                 bar.stop()
                 _echo_warnings(caught)

@@ -65,7 +65,7 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
     from mlx.utils import tree_flatten
 
     from .kernels import warm_up
-    from .sdpa.dispatch import backend, choose_route, fused_calls
+    from .sdpa.dispatch import backend, choose_route, planned_fused_calls
 
     name = backend()
     if name not in ("cuda", "metal"):
@@ -81,8 +81,8 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
             if choose_route(qL=qL, kL=C, route=route, config=config, backend_name=name,
                             fused_ok=lambda: True) != "kv-chunks":
                 continue
-            calls.update(fused_calls(qL=qL, kL=C, causal=qL > 1, chunk_size=config.chunk_size,
-                                     splits_keys=name == "cuda"))
+            calls.update(planned_fused_calls(B=1, Hq=info.n_heads, qL=qL, kL=C, D=info.head_dim,
+                                             causal=qL > 1, config=config, backend_name=name))
     if not calls:
         return
     t0 = time.perf_counter()
@@ -148,13 +148,15 @@ class Interrupted(KeyboardInterrupt):
 
 def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
               progress: Progress | None = None, rank: int | None = None, world: int = 1,
-              preflight: bool = True, warm_up: bool | None = None) -> RunResult:
+              preflight: bool = True, warm_up: str | None = None) -> RunResult:
     """Run every unfinished trial of `config`; returns all records of the run.
 
-    warm_up: run the model once before the first timed trial (None: on GPU backends, where
-    the first call of each kernel compiles it; the CPU backend compiles nothing)."""
+    warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
+    warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
+    prefill block shape the trials will use, "off" nothing."""
     from .sdpa import patched
 
+    mode = warm_up_mode(warm_up, _backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
     session = session or _open_session(config, sharded=sharded)
@@ -177,8 +179,8 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
             with (store.TrialWriter(run.folder, rank=own_rank) if writes else _NullWriter()) as w:
                 run.writer = w
                 try:
-                    if todo and (_on_gpu() if warm_up is None else warm_up):
-                        _warm_up(run, todo)
+                    if todo and mode != "off":
+                        _warm_up(run, todo, mode=mode, preflight=preflight)
                     for group in prefix_groups(todo).values():
                         _run_group(run, group, preflight=preflight)
                 except KeyboardInterrupt:
@@ -189,10 +191,10 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
                      skipped_done=requested - len(todo), warnings=warnings)
 
 
-def _on_gpu() -> bool:
+def _backend_name() -> str:
     from .sdpa.dispatch import backend
 
-    return backend() in ("cuda", "metal")
+    return backend()
 
 
 def _open_session(config: RunConfig, *, sharded: bool):
@@ -269,10 +271,26 @@ def _todo(config: RunConfig, mine: list[TrialSpec], folder: Path) -> tuple[list[
     return [s for s in requested if s.key not in done], len(requested)
 
 
-def _warm_up(run: _Run, todo: list[TrialSpec]) -> None:
-    """Pay one-time costs before the first timed trial: kernel compilation for the prefill
-    block shapes and decode the trials will use (MLX's own kernels and niah's fused ones).
-    The time is noted once per run (runs.jsonl), never inside a trial."""
+WARM_UP_MODES = ("auto", "off", "once", "shapes")
+
+
+def warm_up_mode(requested: str | None, backend_name: str) -> str:
+    """What `auto` means on this backend. CUDA pays for every new block shape (its attention
+    builds per key length, fused kernels compile per shape), so it warms every shape the
+    trials will prefill; Metal compiles per kernel variant, so one short generation covers it;
+    the CPU backend compiles nothing."""
+    requested = requested or "auto"
+    if requested not in WARM_UP_MODES:
+        raise NiahError(f"unknown warm-up {requested!r}: use one of {', '.join(WARM_UP_MODES)}")
+    if requested != "auto":
+        return requested
+    return {"cuda": "shapes", "metal": "once"}.get(backend_name, "off")
+
+
+def _warm_up(run: _Run, todo: list[TrialSpec], *, mode: str, preflight: bool) -> None:
+    """Pay one-time costs before the first timed trial: kernel compilation and per-shape set-up
+    for the prefill blocks and decode the trials will use (MLX's own kernels and niah's fused
+    ones). The time is noted once per run (runs.jsonl), never inside a trial."""
     t0 = time.perf_counter()
     try:
         _warm_kernels(todo, run.session, route=run.route, config=run.state.config,
@@ -280,14 +298,13 @@ def _warm_up(run: _Run, todo: list[TrialSpec]) -> None:
     except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
         run.progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
     for (kv_bits, max_kv, step), group in prefix_groups(todo).items():
-        length = min(min(s.context for s in group), step + max(2, step // 4))
-        prompt = run.builder.build(context=max(length, run.builder.minimum_context()),
-                                   depth=0.5, value=group[0].value)
+        cache_kw = {"kv_bits": kv_bits, "max_kv_size": max_kv}
         try:
-            cache = run.session.make_cache(kv_bits=kv_bits, kv_group_size=run.config.kv_group_size,
-                                           max_kv_size=max_kv)
-            run.session.generate(prompt.ids.tolist(), cache=cache, prefill_step=step,
-                                 max_tokens=min(run.config.max_tokens, 3))
+            if mode == "shapes":
+                fits = [s for s in group if not preflight or _estimate(run, s).fits]
+                _warm_shapes(run, fits, step=step, cache_kw=cache_kw)
+            else:
+                _warm_once(run, group, step=step, cache_kw=cache_kw)
         except NiahError:
             raise
         except Exception as exc:  # noqa: BLE001 - the trial itself will record the error
@@ -295,10 +312,44 @@ def _warm_up(run: _Run, todo: list[TrialSpec]) -> None:
             _free_memory()
     run.state.routes.clear()
     seconds = time.perf_counter() - t0
-    store.append_run_log(run.folder, {"event": "warm-up", "seconds": round(seconds, 3),
-                                      "device": run.device, "rank": run.rank,
-                                      "config_hash": run.chash})
-    run.progress.note(f"warm-up: {seconds:.1f} s (kept out of trial times)")
+    store.append_run_log(run.folder, {"event": "warm-up", "mode": mode,
+                                      "seconds": round(seconds, 3), "device": run.device,
+                                      "rank": run.rank, "config_hash": run.chash})
+    run.progress.note(f"warm-up ({mode}): {seconds:.1f} s (kept out of trial times)")
+
+
+def _warm_generate(run: _Run, ids: list[int], *, cache, reuse: int = 0, step: int) -> None:
+    run.session.generate(ids, cache=cache, reuse=reuse, prefill_step=step,
+                         max_tokens=min(run.config.max_tokens, 3))
+
+
+def _warm_once(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) -> None:
+    """One short generation: a full prefill block, a partial one and a few decode steps."""
+    length = min(min(s.context for s in group), step + max(2, step // 4))
+    prompt = run.builder.build(context=max(length, run.builder.minimum_context()),
+                               depth=0.5, value=group[0].value)
+    cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+    _warm_generate(run, prompt.ids.tolist(), cache=cache, step=step)
+
+
+def _warm_shapes(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) -> None:
+    """Every prefill block shape the trials will run: one prompt at the largest context (its
+    full blocks are every context's full blocks), then, on its cache trimmed back to whole
+    steps as prefix reuse does, the tail block and decode of each smaller context."""
+    contexts = sorted({s.context for s in group}, reverse=True)
+    if not contexts:
+        return
+    ids = run.builder.build(context=contexts[0], depth=0.5, value=group[0].value).ids
+    cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+    _warm_generate(run, ids.tolist(), cache=cache, step=step)
+    for context in contexts[1:]:
+        reuse = 0
+        if _trimmable(cache):
+            reuse = reuse_length(ids, ids[:context], step=step)
+            _trim(cache, cache[0].offset - reuse)
+        else:
+            cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+        _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=reuse, step=step)
 
 
 def reuse_length(cached_ids, ids, *, step: int) -> int:
@@ -348,17 +399,22 @@ def _task_fields(trial: TaskTrial, prompt) -> dict:
                         for n, p in zip(trial.needles, prompt.placements)]}
 
 
-def _preflight_skip(run: _Run, spec: TrialSpec, base: dict) -> dict | None:
-    """A SKIP record when the memory estimate says the trial cannot fit, else None."""
+def _estimate(run: _Run, spec: TrialSpec):
+    """The memory estimate of one trial (preflight.estimate) on the route it will take."""
     from .preflight import estimate
     from .sdpa.dispatch import backend, choose_route
 
     route = choose_route(qL=min(spec.prefill_step, spec.context), kL=spec.context,
                          route=run.route, config=run.state.config)
-    est = estimate(run.session.info, context=spec.context, route=route,
-                   prefill_step=spec.prefill_step, kv_bits=spec.kv_bits,
-                   kv_group_size=run.config.kv_group_size,
-                   chunk_size=run.state.config.chunk_size, backend=backend())
+    return estimate(run.session.info, context=spec.context, route=route,
+                    prefill_step=spec.prefill_step, kv_bits=spec.kv_bits,
+                    kv_group_size=run.config.kv_group_size,
+                    chunk_size=run.state.config.chunk_size, backend=backend())
+
+
+def _preflight_skip(run: _Run, spec: TrialSpec, base: dict) -> dict | None:
+    """A SKIP record when the memory estimate says the trial cannot fit, else None."""
+    est = _estimate(run, spec)
     base["estimated_memory_bytes"] = est.total
     if est.fits:
         return None

