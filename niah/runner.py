@@ -239,7 +239,8 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
                         f"for the {config.value_kind} value{'s' if config.needles > 1 and config.task != 'multi-key' else ''} "
                         f"asked): use --max-tokens {need} or more, with room to spare")
     sdpa = {"route": route, "threshold": state.config.threshold,
-            "chunk_size": state.config.chunk_size}
+            "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:
+            "flop_budget": state.config.flop_budget}  # it sets Metal's chunks and query blocks
     identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),
                             haystack=config.haystack, backend=backend(),
                             compute_dtype=str(getattr(session, "compute_dtype", "unknown")),

@@ -198,6 +198,12 @@ def test_identity_covers_model_backend_dtype_sdpa_and_versions(tmp_path, monkeyp
     again = _cli("run", *SMALL, "--depth", "0", "--out", out)
     assert again.exit_code == 0 and "1 run, 0 already done" in again.stdout
     assert len(list(out.iterdir())) == 2
+    # so does the FLOP budget per Metal command buffer (it sizes the chunks there)
+    monkeypatch.delenv("NIAH_SDPA_CHUNK_THRESHOLD")
+    monkeypatch.setenv("NIAH_SDPA_FLOP_BUDGET", "1e9")
+    third = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert third.exit_code == 0 and "1 run, 0 already done" in third.stdout
+    assert len(list(out.iterdir())) == 3
 
 
 @pytest.mark.slow
