@@ -30,10 +30,10 @@
 //
 // vec<T, N> (half4, float4, uint4, ...): N elements with MSL's alignment (N * sizeof(T); 3 counts
 // as 4), element access with [], construction from one scalar (broadcast) or N scalars, explicit
-// element-wise conversion between element types. Copying a vector from or to an address that is
-// not aligned to it (a load through a `const device uint4*` cast of a misaligned pointer, which
-// is undefined in MSL) is a FAULT: the launch reports it as an error instead of reading on
-// as a CPU would. No swizzles (.x, .xy): the kernels index.
+// element-wise conversion between element types. Copying or converting a vector from, or storing
+// one to, an address not aligned to it (a load through a `const device uint4*` cast of a
+// misaligned pointer, undefined in MSL) is a FAULT: the launch reports it as an error instead
+// of reading on as a CPU would. No swizzles (.x, .xy): the kernels index.
 #pragma once
 #include <ucontext.h>
 
@@ -119,6 +119,11 @@ inline Group*& G() {
 // Record what MSL leaves undefined (e.g. a misaligned vector access); the launch fails with it.
 inline void fault(const std::string& what) {
   if (G() && G()->fault.empty()) G()->fault = "lane " + std::to_string(G()->cur) + ": " + what;
+}
+
+inline void check_aligned(const void* p, size_t align, const char* what) {
+  if (reinterpret_cast<std::uintptr_t>(p) % align != 0)
+    fault(std::string(what) + " an address not aligned to " + std::to_string(align) + " bytes");
 }
 
 inline void enter() {
@@ -299,15 +304,16 @@ struct alignas(sizeof(T) * (N == 3 ? 4 : N)) vec {
   vec(A... xs) : e{T(xs)...} {}
   template <typename U>
   explicit vec(const vec<U, N>& o) {  // MSL: float4(half4) converts element-wise
+    mslx::check_aligned(&o, alignof(vec<U, N>), "vector load from");
     for (int i = 0; i < N; ++i) e[i] = static_cast<T>(o[i]);
   }
   vec(const vec& o) {
-    check(&o, "vector load from");
+    mslx::check_aligned(&o, alignof(vec), "vector load from");
     std::memcpy(e, o.e, sizeof(e));  // bytes: a load through a cast pointer aliases anything
   }
   vec& operator=(const vec& o) {
-    check(this, "vector store to");
-    check(&o, "vector load from");
+    mslx::check_aligned(this, alignof(vec), "vector store to");
+    mslx::check_aligned(&o, alignof(vec), "vector load from");
     std::memcpy(e, o.e, sizeof(e));
     return *this;
   }
@@ -317,13 +323,6 @@ struct alignas(sizeof(T) * (N == 3 ? 4 : N)) vec {
     for (int i = 0; i < N; ++i)
       if (!(e[i] == o.e[i])) return false;
     return true;
-  }
-
- private:
-  static void check(const void* p, const char* what) {
-    if (reinterpret_cast<std::uintptr_t>(p) % alignof(vec) != 0)
-      mslx::fault(std::string(what) + " an address not aligned to " + std::to_string(alignof(vec)) +
-                  " bytes");
   }
 };
 typedef vec<half, 2> half2;
