@@ -199,14 +199,19 @@ class Executor:
         self.recording = []
 
     def build(self, *, jobs: int | None = None) -> None:
-        """Compile every recorded instantiation: `jobs` g++ processes, one library each."""
+        """Compile every recorded instantiation: `jobs` g++ processes at a time, one library
+        per process and header."""
         specs, self.recording = self.recording or [], None
         todo = sorted({s.key: s for s in specs if s.key not in self.built}.values(),
                       key=lambda s: s.key)
         if not todo:
             return
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-        parts = [todo[i::jobs] for i in range(jobs)]
+        by_header: dict[str, list[Spec]] = {}  # one header per library (a patched header
+        for s in todo:                          # redefines what the original defines)
+            by_header.setdefault(s.header, []).append(s)
+        parts = [group[i::jobs] for group in by_header.values() for i in range(jobs)
+                 if group[i::jobs]]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             libs = list(pool.map(lambda part: compile_library(part, cache_dir=self.cache_dir), parts))
         for part, path in zip(parts, libs):
