@@ -11,8 +11,12 @@ bytes, so an element the kernel never writes shows.
 Compilation is the slow part: `record()` collects the instantiations a set of calls needs
 (returning zeros), `build()` compiles them all in one g++ run into a shared library cached
 under the system temp dir by content hash; later calls of a built instantiation run at once.
-Inputs reach the kernel row-contiguous (strides as such); `constant` vs `device` is written as
-MLX would but means nothing to C++.
+Inputs reach the kernel as MLX passes them: a row-contiguous copy at a 64-byte aligned address,
+except arrays made by `Executor.view` (a strided view into a larger buffer, at its byte offset,
+with its element strides), which pass as views unless the kernel was built with
+ensure_row_contiguous and the view is not row-contiguous (then MLX copies it). `constant` vs
+`device` is written as MLX would but means nothing to C++; function-scope `threadgroup` array
+declarations become statics (`threadgroup_statics`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -76,6 +81,16 @@ class Spec:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
+_TG_ARRAY = re.compile(r"^(\s*(?:alignas\([^)]*\)\s*)?)threadgroup(\s+[A-Za-z_][\w:<>, ]*\s+"
+                       r"[A-Za-z_]\w*\s*\[)", re.M)
+
+
+def threadgroup_statics(source: str) -> str:
+    """`[alignas(n)] threadgroup T name[N];` at the start of a line -> a function-scope static,
+    storage shared by the lanes of the threadgroup (the shim runs lanes as fibers)."""
+    return _TG_ARRAY.sub(r"\1static\2", source)
+
+
 def signature(spec: Spec, fn: str) -> str:
     """The kernel function MLX's metal_kernel writes around the body (write_signature)."""
     lines = []
@@ -93,7 +108,8 @@ def signature(spec: Spec, fn: str) -> str:
     lines += [f"  {t} {a}" for a, t in ATTRIBUTES if a in spec.source]
     tpl = ("template <" + ", ".join(f"{kind} {n}" for n, kind, _ in spec.template) + ">\n"
            if spec.template else "")
-    return f"{tpl}void {fn}(\n" + ",\n".join(lines) + ") {\n" + spec.source + "\n}\n"
+    body = threadgroup_statics(spec.source)
+    return f"{tpl}void {fn}(\n" + ",\n".join(lines) + ") {\n" + body + "\n}\n"
 
 
 def _launcher(spec: Spec, fn: str) -> str:
@@ -134,7 +150,8 @@ def translation_unit(specs: list[Spec]) -> str:
     return "\n".join(parts)
 
 
-def compile_library(specs: list[Spec], *, cache_dir: Path, flags=("-O1",)) -> Path:
+def compile_library(specs: list[Spec], *, cache_dir: Path,
+                    flags=("-O1", "-fno-strict-aliasing")) -> Path:
     """One shared library for these instantiations, cached by the hash of its text."""
     if COMPILER is None:
         raise RuntimeError("no C++ compiler (install g++)")
@@ -176,25 +193,49 @@ class Executor:
         self.recording: list[Spec] | None = None
         self.built: dict[str, ctypes.CDLL] = {}
         self.launches = 0
+        self.views: dict[int, tuple] = {}  # id(mx array) -> (that array, its numpy view)
 
     def record(self) -> None:
         self.recording = []
 
     def build(self, *, jobs: int | None = None) -> None:
-        """Compile every recorded instantiation: `jobs` g++ processes, one library each."""
+        """Compile every recorded instantiation: `jobs` g++ processes at a time, one library
+        per process and header."""
         specs, self.recording = self.recording or [], None
         todo = sorted({s.key: s for s in specs if s.key not in self.built}.values(),
                       key=lambda s: s.key)
         if not todo:
             return
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-        parts = [todo[i::jobs] for i in range(jobs)]
+        by_header: dict[str, list[Spec]] = {}  # one header per library (a patched header
+        for s in todo:                          # redefines what the original defines)
+            by_header.setdefault(s.header, []).append(s)
+        parts = [group[i::jobs] for group in by_header.values() for i in range(jobs)
+                 if group[i::jobs]]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             libs = list(pool.map(lambda part: compile_library(part, cache_dir=self.cache_dir), parts))
         for part, path in zip(parts, libs):
             lib = ctypes.CDLL(str(path))
             for s in part:
                 self.built[s.key] = lib
+
+    def view(self, base: mx.array, make) -> mx.array:
+        """make(base) (a slice or transpose, applied to mx and numpy alike) as MLX would hand it
+        to a kernel: a strided view into base's buffer (64-byte aligned, as an MLX allocation),
+        at its byte offset, with its element strides. Returns the view's values; passing that
+        very array to a kernel passes the view."""
+        arr = make(base)
+        mx.eval(arr)
+        self.views[id(arr)] = (arr, make(_aligned_copy(_to_numpy(base))))
+        return arr
+
+    def _input(self, a: mx.array, ensure_row_contiguous: bool) -> np.ndarray:
+        """What the kernel's pointer and strides describe (MLX's CustomKernel::eval_gpu)."""
+        held = self.views.get(id(a))
+        if held is None or held[0] is not a:
+            return _aligned_copy(_to_numpy(a))
+        v = held[1]
+        return _aligned_copy(v) if ensure_row_contiguous and not v.flags.c_contiguous else v
 
     def metal_kernel(self, *, name, input_names, output_names, source, header="",
                      ensure_row_contiguous=True, atomic_outputs=False, **_):
@@ -216,20 +257,20 @@ class Executor:
             if spec.key not in ex.built:
                 ex.recording = [spec]
                 ex.build()
-            return ex._run(spec, inputs, output_shapes, output_dtypes, grid, threadgroup,
+            arrays = [ex._input(a, ensure_row_contiguous) for a in inputs]
+            return ex._run(spec, arrays, output_shapes, output_dtypes, grid, threadgroup,
                            init_value)
         return kernel
 
-    def _run(self, spec, inputs, output_shapes, output_dtypes, grid, threadgroup, init_value):
+    def _run(self, spec, arrays, output_shapes, output_dtypes, grid, threadgroup, init_value):
         lib = self.built[spec.key]
         keep = []
-        n_in = len(inputs)
+        n_in = len(arrays)
         in_ptrs = (ctypes.c_void_p * n_in)()
         shapes = (ctypes.POINTER(ctypes.c_int) * n_in)()
         strides = (ctypes.POINTER(ctypes.c_int64) * n_in)()
         ndims = (ctypes.c_int * n_in)()
-        for i, a in enumerate(inputs):
-            arr = _to_numpy(a)
+        for i, arr in enumerate(arrays):
             sh = np.ascontiguousarray(arr.shape, dtype=np.int32)
             st = np.ascontiguousarray([s // arr.itemsize for s in arr.strides], dtype=np.int64)
             keep += [arr, sh, st]
@@ -264,6 +305,16 @@ def _template_arg(name, value):
     if isinstance(value, int):
         return (name, "int", str(value))
     return (name, "typename", TYPE[_dname(value)])
+
+
+def _aligned_copy(arr: np.ndarray, align: int = 64) -> np.ndarray:
+    """A C-contiguous copy starting on an `align`-byte boundary (MLX buffers are page- or
+    heap-aligned; numpy only promises 16)."""
+    raw = np.empty(arr.nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    out = raw[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
 
 
 def _to_numpy(a: mx.array) -> np.ndarray:

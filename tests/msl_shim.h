@@ -13,9 +13,12 @@
 // still reads) on EVERY run, deterministically, not by the luck of OS scheduling. Lanes that wait
 // on different barriers forever are reported as a deadlock.
 //
-// Threadgroup memory: `threadgroup` declares function-scope statics; threadgroups run one after
-// another, so the storage is shared by the lanes of one threadgroup (and, like real threadgroup
-// memory, holds garbage from the previous one). Only use `threadgroup` for array declarations.
+// Threadgroup memory: `threadgroup` is an address-space qualifier that means nothing to C++
+// (like `device` and `constant`), so pointer types such as `threadgroup uint4*` compile; the
+// array DECLARATIONS at function scope (`[alignas(n)] threadgroup T name[...]`) are rewritten into
+// statics before compiling (msl_exec.threadgroup_statics). Threadgroups run one after another,
+// so that storage is shared by the lanes of one threadgroup (and, like real threadgroup memory,
+// holds garbage from the previous one).
 //
 // simdgroup_matrix<T, 8, 8>: each lane holds 2 elements, (frag_row(lane), frag_col(lane) + {0,1})
 // with row = bit4*4 + bits(2,1), col = bit3*4 + bit0*2: the layout of MLX's
@@ -24,6 +27,13 @@
 //
 // half is _Float16; bfloat is a 16-bit struct with round-to-nearest-even from float through an
 // explicit constructor only (Metal takes no implicit float -> bfloat conversion).
+//
+// vec<T, N> (half4, float4, uint4, ...): N elements with MSL's alignment (N * sizeof(T); 3 counts
+// as 4), element access with [], construction from one scalar (broadcast) or N scalars, explicit
+// element-wise conversion between element types. Copying or converting a vector from, or storing
+// one to, an address not aligned to it (a load through a `const device uint4*` cast of a
+// misaligned pointer, undefined in MSL) is a FAULT: the launch reports it as an error instead
+// of reading on as a CPU would. No swizzles (.x, .xy): the kernels index.
 #pragma once
 #include <ucontext.h>
 
@@ -33,17 +43,19 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #define device
 #define constant
 #define thread
-#define threadgroup static
+#define threadgroup
 #define METAL_FUNC inline
 
 typedef unsigned short ushort;
 typedef unsigned int uint;
 typedef unsigned char uchar;
+typedef unsigned long ulong;  // 64-bit, as MSL's (LP64)
 struct uint3 {
   uint x, y, z;
 };
@@ -96,11 +108,22 @@ struct Group {
   int cur = -1;
   std::function<void(int)> body;
   std::string error;
+  std::string fault;  // first undefined-behaviour report of a lane (see fault())
 };
 
 inline Group*& G() {
   static Group* g = nullptr;
   return g;
+}
+
+// Record what MSL leaves undefined (e.g. a misaligned vector access); the launch fails with it.
+inline void fault(const std::string& what) {
+  if (G() && G()->fault.empty()) G()->fault = "lane " + std::to_string(G()->cur) + ": " + what;
+}
+
+inline void check_aligned(const void* p, size_t align, const char* what) {
+  if (reinterpret_cast<std::uintptr_t>(p) % align != 0)
+    fault(std::string(what) + " an address not aligned to " + std::to_string(align) + " bytes");
 }
 
 inline void enter() {
@@ -187,7 +210,7 @@ inline std::string run_group(int n, std::function<void(int)> body) {
     release(g);
   }
   G() = nullptr;
-  return g.error;
+  return g.error.empty() ? g.fault : g.error;
 }
 
 // Every live lane of this simdgroup posts `mine`; each gets all 32 values (dead lanes: garbage).
@@ -270,11 +293,47 @@ To as_type(From x) {
 }
 
 template <typename T, int N>
-struct vec {
+struct alignas(sizeof(T) * (N == 3 ? 4 : N)) vec {
+  static_assert(N >= 2 && N <= 4, "MSL vectors have 2, 3 or 4 elements");
   T e[N];
+  vec() = default;
+  explicit vec(T x) {  // MSL: T4(x) broadcasts
+    for (int i = 0; i < N; ++i) e[i] = x;
+  }
+  template <typename... A, typename = std::enable_if_t<sizeof...(A) == N && N >= 2>>
+  vec(A... xs) : e{T(xs)...} {}
+  template <typename U>
+  explicit vec(const vec<U, N>& o) {  // MSL: float4(half4) converts element-wise
+    mslx::check_aligned(&o, alignof(vec<U, N>), "vector load from");
+    for (int i = 0; i < N; ++i) e[i] = static_cast<T>(o[i]);
+  }
+  vec(const vec& o) {
+    mslx::check_aligned(&o, alignof(vec), "vector load from");
+    std::memcpy(e, o.e, sizeof(e));  // bytes: a load through a cast pointer aliases anything
+  }
+  vec& operator=(const vec& o) {
+    mslx::check_aligned(this, alignof(vec), "vector store to");
+    mslx::check_aligned(&o, alignof(vec), "vector load from");
+    std::memcpy(e, o.e, sizeof(e));
+    return *this;
+  }
   T& operator[](int i) { return e[i]; }
   const T& operator[](int i) const { return e[i]; }
+  bool operator==(const vec& o) const {
+    for (int i = 0; i < N; ++i)
+      if (!(e[i] == o.e[i])) return false;
+    return true;
+  }
 };
+typedef vec<half, 2> half2;
+typedef vec<half, 4> half4;
+typedef vec<bfloat, 2> bfloat2;
+typedef vec<bfloat, 4> bfloat4;
+typedef vec<float, 2> float2;
+typedef vec<float, 4> float4;
+typedef vec<uint, 2> uint2;
+typedef vec<uint, 4> uint4;
+typedef vec<ushort, 4> ushort4;
 
 template <typename T, int Cols, int Rows>
 struct simdgroup_matrix {

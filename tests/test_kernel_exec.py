@@ -8,8 +8,12 @@ MLX's fragment layout). The sweep covers what the dispatcher can pick: both dtyp
 supported head dim with the tile niah chooses, explicit tiles, causal masks with positive and
 negative shifts, bool and additive masks, fully masked rows, sinks, key splits with the combine
 kernel, float32 partial outputs, GQA packing, batches and partial tiles; then the FusedAttention
-route end to end. Bugs injected into the source (an off-by-one tile index, a missing barrier, a
-wrong scale) must make the result wrong. All instantiations compile once, in one parallel g++
+route end to end. Inputs also arrive as the views MLX passes (a KV-cache slice, transposed
+heads, a 2-byte offset, padded rows, a strided head dim): the 16-byte vector loads must run for
+the layouts vector_ok admits and the element-wise fallback for the others, which bugs injected
+into only one path prove. Bugs injected into the source (an off-by-one tile index, a missing
+barrier, a wrong scale, a vector_ok missing one of its checks) must make the result wrong (a
+misaligned vector load fails the launch). All instantiations compile once, in one parallel g++
 run, cached by content under the system temp dir.
 """
 
@@ -50,6 +54,21 @@ class Case:
     splits: int | None = None
     tile: flash.Tile | None = None
     out32: bool = False
+    layouts: tuple = ("contiguous",) * 3  # q, k, v: see _layout
+
+
+def _layout(name: str, shape):
+    """(base shape, the view of a base array that has `shape`, the load path vector_ok picks)."""
+    B, H, L, D = shape
+    return {
+        "cache": ((B, H, L + 37, D), lambda a: a[:, :, :L], "vec"),  # a KV cache's first L rows
+        "cache+5": ((B, H, L + 37, D), lambda a: a[:, :, 5:5 + L], "vec"),  # whole rows in
+        "transposed": ((B, L, H, D), lambda a: a.transpose(0, 2, 1, 3), "vec"),  # as mlx-lm's
+        "offset1": ((B, H, L, D + 8), lambda a: a[..., 1:D + 1], "elem"),  # 2 bytes past 16
+        # rows D + 4 apart (not a multiple of 8), heads an even number of rows apart (a multiple)
+        "rowpad4": ((B, H, L + L % 2, D + 4), lambda a: a[:, :, :L, :D], "elem"),
+        "dstride2": ((B, H, L, 2 * D), lambda a: a[..., ::2], "elem"),  # innermost stride 2
+    }[name]
 
 
 CASES = [Case(f"causal D{D} {dt}", dtype=dt, D=D)
@@ -76,6 +95,13 @@ CASES = [Case(f"causal D{D} {dt}", dtype=dt, D=D)
     Case("tile 1x1x32", tile=flash.Tile(1, 1, 32, 8)),
     Case("tile 2x2x32", qL=40, tile=flash.Tile(2, 2, 32, 8)),
     Case("tile 1x1x16", D=128, tile=flash.Tile(1, 1, 16, 8)),
+    Case("views: transposed q, cache k/v (vector)", dtype="bfloat16", D=128,
+         layouts=("transposed", "cache", "cache+5")),
+    Case("views: 2-byte offset q/k/v (element-wise)", D=80, layouts=("offset1",) * 3),
+    Case("views: padded rows, strided d, split 3 + combine", dtype="bfloat16", qL=9, kL=300,
+         sinks=True, splits=3, layouts=("rowpad4", "dstride2", "cache")),
+    Case("views: decode D256", D=256, qL=1, kL=60, mask="none",
+         layouts=("transposed", "offset1", "offset1")),
 ]
 BUG_CASE = Case("bug probe", tile=flash.Tile(2, 1, 32, 8), qL=19, kL=101)
 BARRIER = "threadgroup_barrier(metal::mem_flags::mem_threadgroup);"
@@ -95,16 +121,57 @@ def _drop_nth(src: str, text: str, n: int) -> str:
     return text.join(parts[:n + 1]) + text.join(parts[n + 1:])
 
 
-def _fwd_patch(bug):
-    return lambda name, src: bug(src) if name == "flash_fwd.metal" else src
+def _fwd_patch(bug, file="flash_fwd.metal"):
+    return lambda name, src: bug(src) if name == file else src
 
 
-def inputs(c: Case, seed: int = 0):
+def _reverse(old: str, new: str):
+    return lambda s: s.replace(old, new)
+
+
+# Bugs in one load path each: (tensor, path it breaks, patch of flash_fwd.metal). Chunks or
+# elements of a row land in reverse order.
+PATH_BUGS = {
+    "vector Q load": ("q", "vec", _reverse("store16(sQ + r * LDS + cc * VEC, x);",
+                                           "store16(sQ + r * LDS + (CPR - 1 - cc) * VEC, x);")),
+    "vector K/V load": ("kv", "vec", _reverse("store16(sK + r * LDS + cc * VEC, xk);",
+                                              "store16(sK + r * LDS + (CPR - 1 - cc) * VEC, xk);")),
+    "element-wise Q load": ("q", "elem", _reverse("    sQ[r * LDS + d] = x;",
+                                                  "    sQ[r * LDS + (D - 1 - d)] = x;")),
+    "element-wise K/V load": ("kv", "elem", _reverse("sK[r * LDS + d] = ok ?",
+                                                     "sK[r * LDS + (D - 1 - d)] = ok ?")),
+}
+# Layouts of q, k, v -> the paths (q, k/v) flash_fwd.metal must take: K and V decide together.
+PATH_LAYOUTS = [
+    (("contiguous",) * 3, ("vec", "vec")),
+    (("transposed", "cache", "cache+5"), ("vec", "vec")),
+    (("offset1", "cache", "cache"), ("elem", "vec")),
+    (("transposed", "cache", "dstride2"), ("vec", "elem")),
+    (("rowpad4", "offset1", "offset1"), ("elem", "elem")),
+]
+# vector_ok missing one check (a patch of flash_common.metal) and a layout it then lets through.
+CHECK_BUGS = {
+    "no pointer alignment check": (("offset1",) * 3, _reverse(
+        " &&\n         reinterpret_cast<ulong>(p) % 16 == 0;", ";")),
+    "no innermost-stride check": (("dstride2",) * 3, _reverse("st[3] == 1 && ", "")),
+    "no row-stride check": (("rowpad4",) * 3, _reverse("st[1] % VEC == 0 && st[2] % VEC == 0 &&",
+                                                            "st[1] % VEC == 0 &&")),
+}
+
+
+def _tensor(rng, shape, dt, layout: str, ex):
+    if layout == "contiguous":
+        return mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(dt)
+    base_shape, make, _ = _layout(layout, shape)
+    base = mx.array(rng.standard_normal(base_shape, dtype=np.float32)).astype(dt)
+    return ex.view(base, make)
+
+
+def inputs(c: Case, seed: int = 0, ex=None):
     rng = np.random.default_rng(seed)
     dt = getattr(mx, c.dtype)
-    q = mx.array(rng.standard_normal((c.B, c.Hq, c.qL, c.D), dtype=np.float32)).astype(dt)
-    k = mx.array(rng.standard_normal((c.B, c.Hkv, c.kL, c.D), dtype=np.float32)).astype(dt)
-    v = mx.array(rng.standard_normal((c.B, c.Hkv, c.kL, c.D), dtype=np.float32)).astype(dt)
+    q, k, v = (_tensor(rng, (c.B, h, n, c.D), dt, lay, ex)
+               for h, n, lay in zip((c.Hq, c.Hkv, c.Hkv), (c.qL, c.kL, c.kL), c.layouts))
     mask = {"causal": "causal", "none": None}.get(c.mask)
     if c.mask == "bool":
         keep = rng.random((c.B, 1, c.qL, c.kL)) > 0.3
@@ -145,8 +212,8 @@ def reference64(q, k, v, *, scale, mask, sinks, causal_shift):
     return out, lse
 
 
-def run_case(c: Case):
-    q, k, v, mask, sinks = inputs(c)
+def run_case(c: Case, ex=None):
+    q, k, v, mask, sinks = inputs(c, ex=ex)
     out, lse = flash.flash_attention_with_lse(
         q, k, v, scale=c.D ** -0.5, mask=mask, sinks=sinks, causal_shift=c.causal_shift,
         backend_name="metal", tile=c.tile, splits=c.splits,
@@ -189,9 +256,15 @@ def executor():
     try:
         ex.record()  # every instantiation the tests below will launch, compiled in one go
         for c in CASES + [BUG_CASE]:
-            run_case(c)
+            run_case(c, ex)
         for bug in BUGS.values():
             flash.SOURCE_PATCH = _fwd_patch(bug)
+            run_case(BUG_CASE)
+        for _, _, bug in PATH_BUGS.values():
+            flash.SOURCE_PATCH = _fwd_patch(bug)
+            run_case(BUG_CASE)
+        for _, bug in CHECK_BUGS.values():
+            flash.SOURCE_PATCH = _fwd_patch(bug, "flash_common.metal")
             run_case(BUG_CASE)
         flash.SOURCE_PATCH = None
         with warnings.catch_warnings():
@@ -209,7 +282,7 @@ def executor():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_metal_source_matches_float64_reference(executor, case):
-    args, out, lse = run_case(case)
+    args, out, lse = run_case(case, executor)
     err, lse_err, same_inf, finite = errors(case, args, out, lse)
     tol = F32_OUT_TOL if case.out32 else TOL[case.dtype]
     assert finite and same_inf, (case, err, lse_err)
@@ -231,6 +304,44 @@ def test_executor_catches_an_injected_bug(executor, bug):
         flash.SOURCE_PATCH = None
     err, lse_err, same_inf, finite = errors(BUG_CASE, args, out, lse)
     assert not (err <= TOL["float16"] and lse_err <= LSE_TOL and same_inf and finite), (bug, err)
+
+
+def _patched_run_is_wrong(case: Case, ex, patch) -> bool:
+    """Run `case` with the kernel source patched: True if the launch fails or the result is off."""
+    flash.SOURCE_PATCH = patch
+    try:
+        args, out, lse = run_case(case, ex)
+    except RuntimeError as exc:  # the shim's fault on a misaligned vector load
+        assert "not aligned" in str(exc), exc
+        return True
+    finally:
+        flash.SOURCE_PATCH = None
+    err, lse_err, same_inf, finite = errors(case, args, out, lse)
+    return not (err <= TOL[case.dtype] and lse_err <= LSE_TOL and same_inf and finite)
+
+
+@pytest.mark.parametrize("layouts,paths", PATH_LAYOUTS, ids=lambda x: "-".join(x))
+@pytest.mark.parametrize("bug", list(PATH_BUGS), ids=list(PATH_BUGS))
+def test_each_layout_takes_its_load_path(executor, bug, layouts, paths):
+    """A bug in one load path breaks exactly the layouts that must take that path: contiguous,
+    cache and transposed inputs load in 16-byte chunks, the rest element by element."""
+    tensor, path, patch = PATH_BUGS[bug]
+    src = (flash.HERE / "flash_fwd.metal").read_text()
+    assert patch(src) != src, "the patch no longer applies: update it"
+    case = replace(BUG_CASE, layouts=layouts)
+    assert not _patched_run_is_wrong(case, executor, None)  # unpatched: right on every layout
+    breaks = paths[0 if tensor == "q" else 1] == path
+    assert _patched_run_is_wrong(case, executor, _fwd_patch(patch)) == breaks, (bug, layouts)
+
+
+@pytest.mark.parametrize("bug", list(CHECK_BUGS), ids=list(CHECK_BUGS))
+def test_vector_ok_needs_each_of_its_checks(executor, bug):
+    layouts, patch = CHECK_BUGS[bug]
+    src = (flash.HERE / "flash_common.metal").read_text()
+    assert patch(src) != src, "the patch no longer applies: update it"
+    case = replace(BUG_CASE, layouts=layouts)
+    assert not _patched_run_is_wrong(case, executor, None)
+    assert _patched_run_is_wrong(case, executor, _fwd_patch(patch, "flash_common.metal")), bug
 
 
 def test_fused_route_on_the_executed_metal_source(executor):
@@ -283,3 +394,34 @@ def test_executor_simd_semantics_match_mlx_layout():
                  output_dtypes=[mx.float32, mx.float32])
     assert np.allclose(np.array(d), a @ b + c, atol=1e-5)
     assert np.array(sh).tolist() == [float(i ^ 5) for i in range(32)]
+
+
+VECTOR_PROBE = """
+const uint i = thread_position_in_grid.x;
+float4 f = float4(*reinterpret_cast<const device half4*>(a + 4 * i));
+for (int j = 0; j < 4; ++j) out[4 * i + j] = f[j];
+uint4 chunk = *reinterpret_cast<const device uint4*>(a + 8 * (i / 2));
+bits[i] = chunk[0];
+"""
+
+
+@pytest.mark.parametrize("offset,fault", [(0, None), (1, "8 bytes"), (4, "16 bytes")])
+def test_executor_vector_loads_follow_msl(offset, fault):
+    """Vector loads through cast pointers, as MSL: half4 -> float4 converts, uint4 carries bits;
+    a view that starts `offset` halves into a 64-byte aligned buffer is passed at that address
+    (it is row-contiguous, so MLX passes it as is), and a load it misaligns fails the launch."""
+    ex = msl_exec.Executor()
+    kern = ex.metal_kernel(name="vector_probe", input_names=["a"], output_names=["out", "bits"],
+                           source=VECTOR_PROBE)
+    a = ex.view(mx.arange(32).astype(mx.float16), lambda x: x[offset:offset + 16])
+    run = lambda: kern(inputs=[a], grid=(4, 1, 1), threadgroup=(4, 1, 1),  # noqa: E731
+                       output_shapes=[(16,), (4,)], output_dtypes=[mx.float32, mx.uint32])
+    if fault:
+        with pytest.raises(RuntimeError, match=f"not aligned to {fault}"):
+            run()
+        return
+    out, bits = run()
+    assert np.array(out).tolist() == list(range(16))
+    halves = np.arange(16, dtype=np.float16).view(np.uint16).astype(np.uint32)
+    assert np.array(bits).tolist() == [int(halves[8 * (i // 2)] | halves[8 * (i // 2) + 1] << 16)
+                                       for i in range(4)]

@@ -3,7 +3,8 @@
 Each Metal body is wrapped in the signature that mx.fast.metal_kernel generates for it (inputs,
 shapes/strides where the body uses them, outputs, thread attributes, template parameters),
 instantiated for every tile/flag combination niah dispatches, and compiled with
-`-fsyntax-only` against tests/msl_shim.h, so a typo, an undeclared name or a type error in the
+`-fsyntax-only` against tests/msl_shim.h (threadgroup arrays rewritten as tests/msl_exec.py does),
+so a typo, an undeclared name or a type error in the
 Metal code fails CI. The CUDA sources compile and run on the H100 (tests/test_kernels.py).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from msl_exec import threadgroup_statics
 from niah.kernels import flash
 
 KDIR = Path(flash.__file__).resolve().parent
@@ -41,7 +43,8 @@ def signature(name: str, source: str, inputs: list[tuple[str, str, int]],
     params += [f"device {dtype}* {arg}" for arg, dtype in outputs]
     params += [f"{t} {a}" for a, t in ATTRS.items() if a in source]
     tpl = "template <" + ", ".join(f"{kind} {n}" for n, kind in template) + ">\n"
-    return f"{tpl}void {name}(\n  " + ",\n  ".join(params) + ") {\n" + source + "\n}\n"
+    body = threadgroup_statics(source)
+    return f"{tpl}void {name}(\n  " + ",\n  ".join(params) + ") {\n" + body + "\n}\n"
 
 
 def fwd_unit(tile: flash.Tile, D: int, dtype: str, flags: flash.Flags, *, out32: bool = False) -> str:

@@ -126,11 +126,12 @@ def _read(name: str) -> str:
     return SOURCE_PATCH(name, src) if SOURCE_PATCH is not None else src
 
 
-_KERNELS: dict = {}
+_KERNELS: dict = {}  # keyed by the SOURCE_PATCH object itself, not its id(): a freed patch's id
+#                      can come back for the next one and would return the stale kernel
 
 
 def _fwd_kernel(backend_name: str, tile: Tile, D: int):
-    key = ("fwd", backend_name, tile, D, id(SOURCE_PATCH))
+    key = ("fwd", backend_name, tile, D, SOURCE_PATCH)
     if key not in _KERNELS:
         if backend_name == "cuda":
             _KERNELS[key] = mx.fast.cuda_kernel(
@@ -155,7 +156,7 @@ def _fwd_kernel(backend_name: str, tile: Tile, D: int):
 
 
 def _combine_kernel(backend_name: str):
-    key = ("combine", backend_name, id(SOURCE_PATCH))
+    key = ("combine", backend_name, SOURCE_PATCH)
     if key not in _KERNELS:
         make = mx.fast.cuda_kernel if backend_name == "cuda" else mx.fast.metal_kernel
         header = _read("flash_common.cuh" if backend_name == "cuda" else "flash_common.metal")

@@ -1,6 +1,10 @@
 // niah split-K combine, Metal body: merges the S partials of flash_fwd.metal (SPLIT) by their
 // logsumexp and applies the sinks. One thread per output element;
 // the loads of both passes are independent of each other, so unrolled loops keep many in flight. Mirrors flash_combine.cu.
+// Loads stay scalar (no vector_ok here): opart and lpart are flash_fwd.metal's own fresh,
+// contiguous float32 outputs, and the lanes of a simdgroup read consecutive opart elements, so
+// each load instruction already covers whole lines. Per-thread float4s would change the launch
+// grid (niah/kernels/flash.py) and flash_combine.cu with it.
 // Inputs: opart float32 [S, B, Hq, qL, D], lpart float32 [S, B*Hq*qL], sinks [Hq] (or a dummy).
 // Outputs: out O [B, Hq, qL, D] (the input dtype, or float32 for host-side merging),
 // lse float32 [B, Hq, qL].

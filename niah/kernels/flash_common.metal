@@ -7,6 +7,10 @@
 //
 // NIAH_UNROLL asks for full unrolling of loops with compile-time bounds (as MLX's steel kernels
 // do), so fragment arrays stay in registers.
+//
+// Global -> threadgroup copies go in 16-byte chunks of VEC elements (one uint4 load and store,
+// bits only), as flash_common.cuh's cp_async16, when vector_ok says the layout allows it; else
+// element by element through the strides. The decision rule is CUDA's.
 
 #include <metal_stdlib>
 #include <metal_simdgroup>
@@ -45,6 +49,37 @@ inline float frag_row_max(float x) {
 inline float frag_row_sum(float x) {
   x += metal::simd_shuffle_xor(x, ushort(1));
   return x + metal::simd_shuffle_xor(x, ushort(8));
+}
+
+// Elements of a 16-byte chunk (T is 2 bytes: half or bfloat).
+constant constexpr int VEC = 8;
+
+// The 16 bytes at p, as bits (no conversion): one vector load; p must be 16-byte aligned.
+template <typename T>
+inline uint4 load16(const device T* p) {
+  return *reinterpret_cast<const device uint4*>(p);
+}
+
+template <typename T>
+inline void store16(threadgroup T* p, uint4 x) {
+  *reinterpret_cast<threadgroup uint4*>(p) = x;
+}
+
+// Whether rows of a [B, H, L, D] input can be copied in 16-byte chunks: innermost stride 1, the
+// other strides multiples of VEC elements, and the device pointer itself 16-byte aligned.
+// The pointer must be checked here, on the GPU: mx.fast.metal_kernel binds an input view as its
+// buffer plus the view's byte offset (setBuffer(buffer, array.offset()), element offset times
+// the item size; mlx/backend/metal/custom_kernel.cpp and CommandEncoder::set_input_array), and
+// it copies inputs only when ensure_row_contiguous is set and the view is not row-contiguous
+// (flash_fwd.metal's kernel is built with it off, so transposed and sliced q/k/v arrive as views).
+// Allocations start page- or heap-aligned, but a view such as x[..., 1:] starts 2 bytes into
+// a 16-byte line: only T's alignment is guaranteed, and nothing on the host can see the offset
+// (mx.array has no offset attribute). D % VEC == 0 is a static_assert where D is known (the
+// body): the 8x8 blocks along D need it as much as the chunks do.
+template <typename T>
+inline bool vector_ok(const device T* p, const constant int64_t* st) {
+  return st[3] == 1 && st[0] % VEC == 0 && st[1] % VEC == 0 && st[2] % VEC == 0 &&
+         reinterpret_cast<ulong>(p) % 16 == 0;
 }
 
 }  // namespace niah_fa

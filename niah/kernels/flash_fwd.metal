@@ -4,9 +4,13 @@
 // per step), GQA row packing (row r = query r / G of head kvh * G + r % G), key splits, causal
 // shift, bool/additive masks, sinks, base-2 online softmax with the scale folded into interior
 // tiles, and the same epilogue (SPLIT: float32 partial + lse for flash_combine.metal).
+// Global -> threadgroup loads follow the same rule as CUDA's: per tensor, vector_ok (innermost
+// stride 1, other strides multiples of VEC, 16-byte aligned pointer; K and V decided together)
+// picks 16-byte chunks (CPR per row), else element-wise loads through the strides.
 // Differences forced by the hardware: a row tile is 8 rows (one 8x8 simdgroup-matrix block;
-// CUDA's mma.sync needs 16), fragments are float and loaded element-wise from T tiles in
-// threadgroup memory, loads are synchronous (one stage), and P stays float for P V.
+// CUDA's mma.sync needs 16), fragments are float and filled element by element from the T tiles
+// in threadgroup memory (no ldmatrix), global loads are synchronous (one stage, no cp.async),
+// and P stays float for P V.
 //
 // Template constants: T, D, MW, MT, BC, CAUSAL, MASK (0 none, 1 bool keep, 2 additive), SINKS,
 // SPLIT. params (int32): [causal shift, scale (float bits), keys per split].
@@ -18,10 +22,12 @@ constexpr int LDS = D + 8;
 constexpr int RB = MT;  // 8-row blocks per simdgroup
 constexpr int NKB = BC / 8;
 constexpr int NDB = D / 8;
-
-threadgroup T sQ[BR * LDS];
-threadgroup T sK[BC * LDS];
-threadgroup T sV[BC * LDS];
+constexpr int CPR = D / VEC;  // 16-byte chunks per row
+static_assert(D % VEC == 0, "D must be a multiple of 8: 8x8 blocks along D, 16-byte row chunks");
+// 16-byte aligned tiles; with D % VEC == 0 every row (LDS elements) starts on a 16-byte boundary.
+alignas(16) threadgroup T sQ[BR * LDS];
+alignas(16) threadgroup T sK[BC * LDS];
+alignas(16) threadgroup T sV[BC * LDS];
 
 const int tid = int(thread_index_in_threadgroup);
 const ushort lane = ushort(thread_index_in_simdgroup);
@@ -52,17 +58,33 @@ if (CAUSAL) ke = metal::min(ke, q_hi + shift + 1);
 const int ntiles = ke > kb ? (ke - kb + BC - 1) / BC : 0;
 const int64_t kbase = int64_t(b) * k_strides[0] + int64_t(kvh) * k_strides[1];
 const int64_t vbase = int64_t(b) * v_strides[0] + int64_t(kvh) * v_strides[1];
+const bool q_vec = vector_ok(q, q_strides);
+const bool k_vec = vector_ok(k, k_strides);
+const bool v_vec = vector_ok(v, v_strides);
 
 // Q tile -> threadgroup memory (rows past the end are zero).
-for (int c = tid; c < BR * D; c += NTHREADS) {
-  int r = c / D, d = c % D, gr = row0 + r;
-  T x = T(0.0f);
-  if (gr < rows) {
-    int qi = gr / G, h = kvh * G + gr % G;
-    x = q[int64_t(b) * q_strides[0] + int64_t(h) * q_strides[1] + int64_t(qi) * q_strides[2] +
-          int64_t(d) * q_strides[3]];
+if (q_vec) {
+  for (int c = tid; c < BR * CPR; c += NTHREADS) {
+    int r = c / CPR, cc = c % CPR, gr = row0 + r;
+    uint4 x = uint4(0u);
+    if (gr < rows) {
+      int qi = gr / G, h = kvh * G + gr % G;
+      x = load16(q + int64_t(b) * q_strides[0] + int64_t(h) * q_strides[1] +
+                 int64_t(qi) * q_strides[2] + cc * VEC);
+    }
+    store16(sQ + r * LDS + cc * VEC, x);
   }
-  sQ[r * LDS + d] = x;
+} else {
+  for (int c = tid; c < BR * D; c += NTHREADS) {
+    int r = c / D, d = c % D, gr = row0 + r;
+    T x = T(0.0f);
+    if (gr < rows) {
+      int qi = gr / G, h = kvh * G + gr % G;
+      x = q[int64_t(b) * q_strides[0] + int64_t(h) * q_strides[1] + int64_t(qi) * q_strides[2] +
+            int64_t(d) * q_strides[3]];
+    }
+    sQ[r * LDS + d] = x;
+  }
 }
 
 frag o[RB][NDB];
@@ -80,11 +102,24 @@ const int wrow = warp * MT * 8;
 for (int t = 0; t < ntiles; ++t) {
   const int key0 = kb + t * BC;
   threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-  for (int c = tid; c < BC * D; c += NTHREADS) {
-    int r = c / D, d = c % D, key = key0 + r;
-    bool ok = key < ke;
-    sK[r * LDS + d] = ok ? k[kbase + int64_t(key) * k_strides[2] + int64_t(d) * k_strides[3]] : T(0.0f);
-    sV[r * LDS + d] = ok ? v[vbase + int64_t(key) * v_strides[2] + int64_t(d) * v_strides[3]] : T(0.0f);
+  if (k_vec && v_vec) {
+    for (int c = tid; c < BC * CPR; c += NTHREADS) {
+      int r = c / CPR, cc = c % CPR, key = key0 + r;
+      uint4 xk = uint4(0u), xv = uint4(0u);
+      if (key < ke) {
+        xk = load16(k + kbase + int64_t(key) * k_strides[2] + cc * VEC);
+        xv = load16(v + vbase + int64_t(key) * v_strides[2] + cc * VEC);
+      }
+      store16(sK + r * LDS + cc * VEC, xk);
+      store16(sV + r * LDS + cc * VEC, xv);
+    }
+  } else {
+    for (int c = tid; c < BC * D; c += NTHREADS) {
+      int r = c / D, d = c % D, key = key0 + r;
+      bool ok = key < ke;
+      sK[r * LDS + d] = ok ? k[kbase + int64_t(key) * k_strides[2] + int64_t(d) * k_strides[3]] : T(0.0f);
+      sV[r * LDS + d] = ok ? v[vbase + int64_t(key) * v_strides[2] + int64_t(d) * v_strides[3]] : T(0.0f);
+    }
   }
   threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 
