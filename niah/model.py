@@ -290,6 +290,23 @@ class ModelSession:
             out.append(c)
         return out
 
+    def placeholder_prefix(self, cache, *, first_token: int, length: int) -> bool:
+        """Warm-up only: make plain KV caches hold `length` tokens without computing them
+        (one real token, then placeholder slots), so a generate with reuse=length runs the
+        block shapes a trial runs at that offset. False when a cache is of another kind."""
+        import mlx.core as mx
+        from mlx_lm.models.cache import KVCache
+
+        if not cache or any(type(c) is not KVCache for c in cache):
+            return False
+        self.model(mx.array([[first_token]], dtype=mx.int32), cache=cache)
+        mx.eval([c.state for c in cache])
+        if any(c.keys.shape[2] < length for c in cache):
+            return False
+        for c in cache:
+            c.offset = length
+        return True
+
     def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
                  max_tokens: int = 32) -> Generation:
         """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily."""
@@ -328,6 +345,41 @@ class ModelSession:
         return Generation(response=response, tokens=len(out), prefilled=n - reuse, reused=reuse,
                           prefill_s=prefill_s, ttft_s=ttft, decode_s=decode_s,
                           peak_memory_bytes=int(mx.get_peak_memory()), finish=finish)
+
+
+KV_STEP = 256  # mlx-lm's KVCache step; MLX's CUDA attention recognises cache slices by it
+
+
+def kv_capacity(*, context: int, max_tokens: int) -> int:
+    """Slots a trial's KV cache gets: its prompt and answer, rounded up to KV_STEP."""
+    return -(-(context + max_tokens) // KV_STEP) * KV_STEP
+
+
+def size_cache(cache, *, capacity: int) -> None:
+    """Give every plain KVCache of `cache` a buffer of exactly `capacity` slots, keeping the
+    tokens it holds, so a trial's attention runs on the same buffer length whether its cache
+    is fresh or reused from a trial of another length. mlx-lm grows caches by concatenation,
+    so their length depends on the trials before; MLX's CUDA attention builds a plan per
+    buffer length (its cuDNN graphs are keyed by it), which a trial would pay for inside its
+    timing. One buffer per trial also never holds an old and a grown copy at once."""
+    from mlx_lm.models.cache import KVCache
+
+    for c in cache:
+        if type(c) is not KVCache:
+            continue
+        c.step = capacity  # a fresh cache's first update allocates it whole
+        if c.keys is not None and c.keys.shape[2] != capacity:
+            keep = min(c.offset, capacity)
+            c.keys, c.values = (_resized(x, capacity, keep) for x in (c.keys, c.values))
+            c.offset = keep
+
+
+def _resized(x, capacity: int, keep: int):
+    import mlx.core as mx
+
+    out = mx.zeros((*x.shape[:2], capacity, x.shape[3]), dtype=x.dtype)
+    out[..., :keep, :] = x[..., :keep, :]
+    return out
 
 
 def device_description() -> str:

@@ -20,6 +20,7 @@ from . import store
 from .config import RunConfig
 from .errors import NiahError
 from .haystack import PromptBuilder
+from .model import kv_capacity, size_cache
 from .scoring import ERROR, SKIP
 from .tasks import (TaskTrial, answer_minimum, build_prompt, make_trial, minimum_context,
                     score_trial, validate)
@@ -334,23 +335,25 @@ def _warm_once(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) 
 
 
 def _warm_shapes(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) -> None:
-    """Every prefill block shape the trials will run: one prompt at the largest context (its
-    full blocks are every context's full blocks), then, on its cache trimmed back to whole
-    steps as prefix reuse does, the tail block and decode of each smaller context."""
+    """Every prefill block shape the trials will run. A trial's attention calls differ only
+    in their query rows (a full step, or the last partial block) and in the cache's buffer
+    length (kv_capacity of the context), not in how many tokens the cache holds; so per
+    context, a cache of the trial's capacity that holds placeholder tokens up to one full
+    step before the last block prefills those two blocks and decodes a few tokens. Caches
+    that cannot hold placeholders (rotating, quantized) prefill the whole prompt."""
     contexts = sorted({s.context for s in group}, reverse=True)
     if not contexts:
         return
     ids = run.builder.build(context=contexts[0], depth=0.5, value=group[0].value).ids
-    cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
-    _warm_generate(run, ids.tolist(), cache=cache, step=step)
-    for context in contexts[1:]:
-        reuse = 0
-        if _trimmable(cache):
-            reuse = reuse_length(ids, ids[:context], step=step)
-            _trim(cache, cache[0].offset - reuse)
-        else:
+    for context in contexts:
+        cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+        size_cache(cache, capacity=kv_capacity(context=context, max_tokens=run.config.max_tokens))
+        start = max(0, ((context - 1) // step - 1) * step)
+        if start and not run.session.placeholder_prefix(cache, first_token=int(ids[0]),
+                                                         length=start):
             cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
-        _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=reuse, step=step)
+            start = 0
+        _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=start, step=step)
 
 
 def reuse_length(cached_ids, ids, *, step: int) -> int:
@@ -437,6 +440,7 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial:
         else:
             cache = session.make_cache(kv_bits=spec.kv_bits, kv_group_size=config.kv_group_size,
                                        max_kv_size=spec.max_kv_size)
+        size_cache(cache, capacity=kv_capacity(context=spec.context, max_tokens=config.max_tokens))
         gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
                                prefill_step=spec.prefill_step, max_tokens=config.max_tokens)
         record = {**base, **_gen_fields(gen),

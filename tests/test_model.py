@@ -93,7 +93,8 @@ def test_forced_chunking_still_passes_1k_needle(session, tmp_path):
 
 
 def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
-    common = dict(model="default", contexts=(1024,), depths=(0.0, 0.5, 1.0), max_tokens=10,
+    # two lengths: a reused cache moves to the buffer length of the next trial's context
+    common = dict(model="default", contexts=(700, 1024), depths=(0.0, 1.0), max_tokens=10,
                   prefill_steps=(256,))
     reuse = run_sweep(RunConfig(**common, out=str(tmp_path / "a")), session=session)
     fresh = run_sweep(RunConfig(**common, prefix_reuse=False, out=str(tmp_path / "b")),
@@ -191,17 +192,19 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
 
 
 def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
-    """(qL, kL) of every attention call with more than one query row, split into those the
-    warm-up made (generations of 3 tokens) and those the trials made."""
-    import mlx.core as mx
+    """(query rows, cache buffer length) of every prefill block, the two things MLX's CUDA
+    attention plans by (a slice of a KV cache is keyed by its buffer length, not by how many
+    tokens it holds), split into the warm-up's (generations of 3 tokens) and the trials'."""
+    from mlx_lm.models.cache import KVCache
 
     phase, shapes, gens = ["warm"], {"warm": set(), "trial": set()}, []
-    real_sdpa, real_generate = mx.fast.scaled_dot_product_attention, ModelSession.generate
+    real_update, real_generate = KVCache.update_and_fetch, ModelSession.generate
 
-    def recording(q, k, v, **kw):
-        if q.shape[2] > 1:  # decode pays nothing per key length (docs/bench/new-shapes-*)
-            shapes[phase[0]].add((q.shape[2], k.shape[2]))
-        return real_sdpa(q, k, v, **kw)
+    def recording(self, keys, values):
+        out = real_update(self, keys, values)
+        if keys.shape[2] > 1:  # decode pays nothing per key length (docs/bench/new-shapes-*)
+            shapes[phase[0]].add((keys.shape[2], self.keys.shape[2]))
+        return out
 
     def phased(self, ids, **kw):
         if kw["max_tokens"] != 3:
@@ -209,7 +212,7 @@ def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
         gens.append((phase[0], len(ids), kw.get("reuse", 0)))
         return real_generate(self, ids, **kw)
 
-    monkeypatch.setattr(mx.fast, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(KVCache, "update_and_fetch", recording)
     monkeypatch.setattr(ModelSession, "generate", phased)
     result = run_sweep(cfg, session=session, warm_up=warm_up)
     monkeypatch.undo()
@@ -220,17 +223,35 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     cfg = RunConfig(model="default", contexts=(200, 448, 300), depths=(0.0, 1.0), max_tokens=8,
                     prefill_steps=(128,), out=str(tmp_path))
     shapes, gens, result = _block_shapes_by_phase(session, cfg, monkeypatch, warm_up="shapes")
-    # the largest context fresh, then each smaller one on its cache cut to whole steps
-    assert gens[:3] == [("warm", 448, 0), ("warm", 300, 256), ("warm", 200, 128)]
+    # per context: placeholders up to one step before the last block, then those two blocks
+    assert gens[:3] == [("warm", 448, 256), ("warm", 300, 128), ("warm", 200, 0)]
     assert [g[0] for g in gens[3:]] == ["trial"] * 6
+    # every trial, fresh or reused after a trial of another length, on its own buffer length
+    assert {cap for _, cap in shapes["trial"]} == {256, 512}  # 200+8 -> 256; 300+8, 448+8 -> 512
     assert shapes["trial"] and shapes["trial"] <= shapes["warm"]
     assert all(r["verdict"] == PASS for r in result.records)
+    assert [r["prefix_reuse"] for r in result.records].count("reused") == 2
     log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "warm-up" and log[-1]["mode"] == "shapes"
     # the single short generation leaves shapes for the first trials to pay (the check can fail)
     cfg_once = dataclasses.replace(cfg, contexts=(300,), out=str(tmp_path / "once"))
     once, _, _ = _block_shapes_by_phase(session, cfg_once, monkeypatch, warm_up="once")
     assert once["trial"] - once["warm"]
+
+
+def test_kv_capacity_and_size_cache_keep_the_tokens(session):
+    from niah.model import kv_capacity, size_cache
+
+    assert kv_capacity(context=200, max_tokens=8) == 256
+    assert kv_capacity(context=248, max_tokens=8) == 256 and kv_capacity(context=249, max_tokens=8) == 512
+    ids = list(range(100, 400))
+    cache = session.make_cache()
+    session.model(mx.array([ids]), cache=cache)
+    before = [np.array(c.keys[..., :300, :]) for c in cache]
+    for cap in (512, 1024, 512):  # grown, shrunk: the tokens held stay, the buffer is exact
+        size_cache(cache, capacity=cap)
+        assert all(c.keys.shape[2] == cap and c.offset == 300 for c in cache)
+        assert all(np.array_equal(np.array(c.keys[..., :300, :]), b) for c, b in zip(cache, before))
 
 
 def test_warm_up_mode_per_backend():
