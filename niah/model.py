@@ -290,23 +290,6 @@ class ModelSession:
             out.append(c)
         return out
 
-    def placeholder_prefix(self, cache, *, first_token: int, length: int) -> bool:
-        """Warm-up only: make plain KV caches hold `length` tokens without computing them
-        (one real token, then placeholder slots), so a generate with reuse=length runs the
-        block shapes a trial runs at that offset. False when a cache is of another kind."""
-        import mlx.core as mx
-        from mlx_lm.models.cache import KVCache
-
-        if not cache or any(type(c) is not KVCache for c in cache):
-            return False
-        self.model(mx.array([[first_token]], dtype=mx.int32), cache=cache)
-        mx.eval([c.state for c in cache])
-        if any(c.keys.shape[2] < length for c in cache):
-            return False
-        for c in cache:
-            c.offset = length
-        return True
-
     def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
                  max_tokens: int = 32) -> Generation:
         """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily."""
@@ -347,31 +330,53 @@ class ModelSession:
                           peak_memory_bytes=int(mx.get_peak_memory()), finish=finish)
 
 
-KV_STEP = 256  # mlx-lm's KVCache step; MLX's CUDA attention recognises cache slices by it
+KV_STEP = 256  # mlx-lm's KVCache grows its buffer by this many slots
 
 
-def kv_capacity(*, context: int, max_tokens: int) -> int:
-    """Slots a trial's KV cache gets: its prompt and answer, rounded up to KV_STEP."""
-    return -(-(context + max_tokens) // KV_STEP) * KV_STEP
+def fresh_capacity(tokens: int, *, step: int) -> int:
+    """Buffer length of an mlx-lm KVCache that prefilled `tokens` in blocks of `step`."""
+    cap = pos = 0
+    while pos < tokens:
+        n = min(step, tokens - pos)
+        if pos + n > cap:
+            cap = pos + -(-n // KV_STEP) * KV_STEP
+        pos += n
+    return cap
 
 
-def size_cache(cache, *, capacity: int) -> None:
-    """Give every plain KVCache of `cache` a buffer of exactly `capacity` slots, keeping the
-    tokens it holds, so a trial's attention runs on the same buffer length whether its cache
-    is fresh or reused from a trial of another length. mlx-lm grows caches by concatenation,
-    so their length depends on the trials before; MLX's CUDA attention builds a plan per
-    buffer length (its cuDNN graphs are keyed by it), which a trial would pay for inside its
-    timing. One buffer per trial also never holds an old and a grown copy at once."""
+def match_fresh_layout(cache, *, step: int) -> None:
+    """Give every plain KVCache the buffer a fresh cache holding the same tokens would have
+    (fresh_capacity), keeping the tokens. A trimmed cache keeps the buffer of the longest
+    trial before it; MLX's CUDA attention plans per key length and buffer layout, so a
+    reused trial would otherwise meet layouts no fresh trial and no warm-up ran."""
     from mlx_lm.models.cache import KVCache
 
     for c in cache:
-        if type(c) is not KVCache:
+        if type(c) is not KVCache or c.keys is None:
             continue
-        c.step = capacity  # a fresh cache's first update allocates it whole
-        if c.keys is not None and c.keys.shape[2] != capacity:
-            keep = min(c.offset, capacity)
-            c.keys, c.values = (_resized(x, capacity, keep) for x in (c.keys, c.values))
-            c.offset = keep
+        cap = fresh_capacity(c.offset, step=step)
+        if c.keys.shape[2] != cap:
+            c.keys, c.values = (_resized(x, cap, c.offset) for x in (c.keys, c.values))
+
+
+def placeholder_cache(template, *, tokens: int, step: int):
+    """Warm-up only: plain KV caches shaped like `template`'s that hold `tokens` placeholder
+    tokens in a fresh cache's layout, so a generate with reuse=tokens runs the block shapes a
+    trial runs from there. None when a cache of `template` is of another kind."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
+
+    if not template or any(type(c) is not KVCache or c.keys is None for c in template):
+        return None
+    cap = fresh_capacity(tokens, step=step)
+    out = []
+    for c in template:
+        new = KVCache()
+        new.keys, new.values = (mx.zeros((*x.shape[:2], cap, x.shape[3]), dtype=x.dtype)
+                                for x in (c.keys, c.values))
+        new.offset = tokens
+        out.append(new)
+    return out
 
 
 def _resized(x, capacity: int, keep: int):

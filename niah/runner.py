@@ -20,7 +20,7 @@ from . import store
 from .config import RunConfig
 from .errors import NiahError
 from .haystack import PromptBuilder
-from .model import kv_capacity, size_cache
+from .model import match_fresh_layout, placeholder_cache
 from .scoring import ERROR, SKIP
 from .tasks import (TaskTrial, answer_minimum, build_prompt, make_trial, minimum_context,
                     score_trial, validate)
@@ -335,24 +335,26 @@ def _warm_once(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) 
 
 
 def _warm_shapes(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) -> None:
-    """Every prefill block shape the trials will run. A trial's attention calls differ only
-    in their query rows (a full step, or the last partial block) and in the cache's buffer
-    length (kv_capacity of the context), not in how many tokens the cache holds; so per
-    context, a cache of the trial's capacity that holds placeholder tokens up to one full
-    step before the last block prefills those two blocks and decodes a few tokens. Caches
-    that cannot hold placeholders (rotating, quantized) prefill the whole prompt."""
+    """Every prefill block shape the trials will run. A trial's blocks are full steps at key
+    lengths step, 2*step, ... (the same in every context, and in reused trials, whose caches
+    match_fresh_layout gives a fresh cache's buffer) and one last partial block per context;
+    so the largest context is prefilled once, then each other context's last block runs on
+    placeholder caches holding the tokens before it. Caches that cannot hold placeholders
+    (rotating, quantized) prefill each context's whole prompt."""
     contexts = sorted({s.context for s in group}, reverse=True)
     if not contexts:
         return
     ids = run.builder.build(context=contexts[0], depth=0.5, value=group[0].value).ids
-    for context in contexts:
-        cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
-        size_cache(cache, capacity=kv_capacity(context=context, max_tokens=run.config.max_tokens))
-        start = max(0, ((context - 1) // step - 1) * step)
-        if start and not run.session.placeholder_prefix(cache, first_token=int(ids[0]),
-                                                         length=start):
-            cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
-            start = 0
+    template = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+    _warm_generate(run, ids.tolist(), cache=template, step=step)
+    for context in contexts[1:]:
+        start = ((context - 1) // step) * step
+        if start == context - 1:  # no partial block: its full blocks have run
+            continue
+        cache = placeholder_cache(template, tokens=start, step=step) if start else None
+        if cache is None:
+            cache, start = run.session.make_cache(kv_group_size=run.config.kv_group_size,
+                                                  **cache_kw), 0
         _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=start, step=step)
 
 
@@ -440,7 +442,7 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial:
         else:
             cache = session.make_cache(kv_bits=spec.kv_bits, kv_group_size=config.kv_group_size,
                                        max_kv_size=spec.max_kv_size)
-        size_cache(cache, capacity=kv_capacity(context=spec.context, max_tokens=config.max_tokens))
+        match_fresh_layout(cache, step=spec.prefill_step)
         gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
                                prefill_step=spec.prefill_step, max_tokens=config.max_tokens)
         record = {**base, **_gen_fields(gen),

@@ -192,9 +192,9 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
 
 
 def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
-    """(query rows, cache buffer length) of every prefill block, the two things MLX's CUDA
-    attention plans by (a slice of a KV cache is keyed by its buffer length, not by how many
-    tokens it holds), split into the warm-up's (generations of 3 tokens) and the trials'."""
+    """(query rows, key length, cache buffer length) of every prefill block, what MLX's CUDA
+    attention builds a plan per (its cuDNN graphs are keyed by shapes and strides), split
+    into the warm-up's (generations of 3 tokens) and the trials'."""
     from mlx_lm.models.cache import KVCache
 
     phase, shapes, gens = ["warm"], {"warm": set(), "trial": set()}, []
@@ -203,7 +203,7 @@ def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
     def recording(self, keys, values):
         out = real_update(self, keys, values)
         if keys.shape[2] > 1:  # decode pays nothing per key length (docs/bench/new-shapes-*)
-            shapes[phase[0]].add((keys.shape[2], self.keys.shape[2]))
+            shapes[phase[0]].add((keys.shape[2], self.offset, self.keys.shape[2]))
         return out
 
     def phased(self, ids, **kw):
@@ -223,11 +223,10 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     cfg = RunConfig(model="default", contexts=(200, 448, 300), depths=(0.0, 1.0), max_tokens=8,
                     prefill_steps=(128,), out=str(tmp_path))
     shapes, gens, result = _block_shapes_by_phase(session, cfg, monkeypatch, warm_up="shapes")
-    # per context: placeholders up to one step before the last block, then those two blocks
-    assert gens[:3] == [("warm", 448, 256), ("warm", 300, 128), ("warm", 200, 0)]
+    # the largest context whole, then the last block of each other one on placeholders
+    assert gens[:3] == [("warm", 448, 0), ("warm", 300, 256), ("warm", 200, 128)]
     assert [g[0] for g in gens[3:]] == ["trial"] * 6
-    # every trial, fresh or reused after a trial of another length, on its own buffer length
-    assert {cap for _, cap in shapes["trial"]} == {256, 512}  # 200+8 -> 256; 300+8, 448+8 -> 512
+    # fresh and reused trials alike run only blocks the warm-up ran
     assert shapes["trial"] and shapes["trial"] <= shapes["warm"]
     assert all(r["verdict"] == PASS for r in result.records)
     assert [r["prefix_reuse"] for r in result.records].count("reused") == 2
@@ -239,19 +238,25 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     assert once["trial"] - once["warm"]
 
 
-def test_kv_capacity_and_size_cache_keep_the_tokens(session):
-    from niah.model import kv_capacity, size_cache
+@pytest.mark.parametrize("tokens,step", [(300, 128), (1000, 256), (700, 100), (256, 256), (5, 2048)])
+def test_fresh_capacity_is_mlx_lm_buffer_and_match_fresh_layout_restores_it(session, tokens, step):
+    from niah.model import fresh_capacity, match_fresh_layout
 
-    assert kv_capacity(context=200, max_tokens=8) == 256
-    assert kv_capacity(context=248, max_tokens=8) == 256 and kv_capacity(context=249, max_tokens=8) == 512
-    ids = list(range(100, 400))
-    cache = session.make_cache()
-    session.model(mx.array([ids]), cache=cache)
-    before = [np.array(c.keys[..., :300, :]) for c in cache]
-    for cap in (512, 1024, 512):  # grown, shrunk: the tokens held stay, the buffer is exact
-        size_cache(cache, capacity=cap)
-        assert all(c.keys.shape[2] == cap and c.offset == 300 for c in cache)
-        assert all(np.array_equal(np.array(c.keys[..., :300, :]), b) for c, b in zip(cache, before))
+    ids = mx.array([list(range(100, 100 + 1100))])
+    fresh = session.make_cache()
+    for a in range(0, tokens, step):  # prefill in blocks, as generate does
+        session.model(ids[:, a:min(a + step, tokens)], cache=fresh)
+    assert all(c.keys.shape[2] == fresh_capacity(tokens, step=step) for c in fresh)
+    # a longer cache trimmed back: its buffer goes to the fresh one's, the tokens stay
+    long = session.make_cache()
+    session.model(ids[:, :1100], cache=long)
+    for c in long:
+        c.trim(1100 - tokens)
+    match_fresh_layout(long, step=step)
+    for a, b in zip(long, fresh):
+        assert a.keys.shape == b.keys.shape and a.offset == b.offset == tokens
+        assert np.allclose(np.array(a.keys[..., :tokens, :]), np.array(b.keys[..., :tokens, :]),
+                           atol=1e-4)
 
 
 def test_warm_up_mode_per_backend():
