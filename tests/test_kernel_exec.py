@@ -16,8 +16,9 @@ barrier, a wrong scale, a vector_ok missing one of its checks) must make the res
 misaligned vector load fails the launch). The forward kernel has two builds (NIAH_VECTOR_LOADS
 1 and 0): the sweep runs in full on the vector build and on a representative subset of the
 element-wise build, and the load-path bugs prove that at 0 every layout loads element by
-element. All instantiations compile once, in one parallel g++ run, cached by content under
-the system temp dir.
+element. A vector build broken at compile time or in its values must fall back to the
+element-wise build through the first-use self-test, the route still fused. All instantiations
+compile once, in one parallel g++ run, cached by content under the system temp dir.
 """
 
 from __future__ import annotations
@@ -173,6 +174,17 @@ CHECK_BUGS = {
 }
 
 
+NOT_DECLARED = "niah_not_declared"
+# The vector build broken (patches of flash_fwd.metal inside #if NIAH_VECTOR_LOADS): (patch, what
+# the failed self-test reports). The element-wise build of the same patched source is right.
+VECTOR_BUILD_BUGS = {
+    "compile error": (_reverse("alignas(16) threadgroup T sV[BC * LDS];\n",
+                               f"alignas(16) threadgroup T sV[BC * LDS];\n{NOT_DECLARED} = 1;\n"),
+                      "CompileError"),
+    "wrong values": (PATH_BUGS["vector K/V load"][2], "max error"),
+}
+
+
 def _tensor(rng, shape, dt, layout: str, ex):
     if layout == "contiguous":
         return mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(dt)
@@ -271,10 +283,14 @@ def _record_launches(ex) -> None:
     for patch, vector_loads in patches:
         flash.SOURCE_PATCH = patch
         run_case(BUG_CASE, vector_loads=vector_loads)
-    flash.SOURCE_PATCH = None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recorded self-tests see zeros and fail
-        _self_test_route()
+        warnings.simplefilter("ignore")  # recorded self-tests see zeros and fail: both builds run
+        for patch in [None] + [_fwd_patch(bug) for bug, _ in VECTOR_BUILD_BUGS.values()]:
+            flash.SOURCE_PATCH = patch
+            _self_test_route()
+    flash.SOURCE_PATCH = None
+    # the broken vector build compiles (and fails) in its own test, not in the shared libraries
+    ex.recording = [spec for spec in ex.recording if NOT_DECLARED not in spec.source]
 
 
 @pytest.fixture(scope="module")
@@ -370,9 +386,33 @@ def test_fused_route_on_the_executed_metal_source(executor):
     c, (q, k, v), out, log = _self_test_route()
     assert dict(log) == {"kv-chunks/fused": 1}
     results = kernels.self_test_results()
-    assert results and all(r.ok for r in results), results
+    assert results and all(r.ok and r.loads == "vec" for r in results), results
     ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
+
+
+@pytest.mark.parametrize("bug", list(VECTOR_BUILD_BUGS), ids=list(VECTOR_BUILD_BUGS))
+def test_a_broken_vector_build_falls_back_to_the_element_wise_build(executor, bug):
+    """The executed source with its vector build broken (it fails to compile, or its loads are
+    wrong): each variant's self-test rebuilds it with NIAH_VECTOR_LOADS 0, whose code the patch
+    does not reach; the route stays fused and right, and the results keep the failed attempts."""
+    patch, detail = VECTOR_BUILD_BUGS[bug]
+    src = (flash.HERE / "flash_fwd.metal").read_text()
+    assert patch(src) != src, "the patch no longer applies: update it"
+    flash.SOURCE_PATCH = _fwd_patch(patch)
+    try:
+        with pytest.warns(RuntimeWarning, match="rebuilding it with element-wise loads"):
+            c, (q, k, v), out, log = _self_test_route()
+    finally:
+        flash.SOURCE_PATCH = None
+    assert dict(log) == {"kv-chunks/fused": 1}
+    results = kernels.self_test_results()
+    tried = [(r.loads, r.replaced, r.ok) for r in results]
+    assert results and tried == [("vec", True, False), ("scalar", False, True)] * (len(results) // 2)
+    assert all(detail in r.detail for r in results if r.replaced), results
+    ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
+    assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
+    kernels.reset()
 
 
 def test_tiles_the_dispatcher_picks_are_swept():
