@@ -13,8 +13,12 @@ heads, a 2-byte offset, padded rows, a strided head dim): the 16-byte vector loa
 the layouts vector_ok admits and the element-wise fallback for the others, which bugs injected
 into only one path prove. Bugs injected into the source (an off-by-one tile index, a missing
 barrier, a wrong scale, a vector_ok missing one of its checks) must make the result wrong (a
-misaligned vector load fails the launch). All instantiations compile once, in one parallel g++
-run, cached by content under the system temp dir.
+misaligned vector load fails the launch). The forward kernel has two builds (NIAH_VECTOR_LOADS
+1 and 0): the sweep runs in full on the vector build and on a representative subset of the
+element-wise build, and the load-path bugs prove that at 0 every layout loads element by
+element. A vector build broken at compile time or in its values must fall back to the
+element-wise build through the first-use self-test, the route still fused. All instantiations
+compile once, in one parallel g++ run, cached by content under the system temp dir.
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ CASES = [Case(f"causal D{D} {dt}", dtype=dt, D=D)
          layouts=("transposed", "offset1", "offset1")),
 ]
 BUG_CASE = Case("bug probe", tile=flash.Tile(2, 1, 32, 8), qL=19, kL=101)
+# The element-wise build (NIAH_VECTOR_LOADS 0) on a subset: both dtypes, the smallest and largest
+# head dims, masks, sinks, masked rows, splits + combine, float32 partials, GQA, explicit tiles
+# and every view layout.
+SCALAR_CASES = {"causal D64 float16", "causal D256 bfloat16", "decode G4 split 2 + combine",
+                "split 3 + combine + sinks", "bool mask, a fully masked row", "additive mask",
+                "masked rows + sinks", "float32 partials split", "GQA 8 packing, partial tiles",
+                "tile 2x2x32", "tile 1x1x16", "views: transposed q, cache k/v (vector)",
+                "views: 2-byte offset q/k/v (element-wise)",
+                "views: padded rows, strided d, split 3 + combine", "views: decode D256"}
+SWEEP = [(c, True) for c in CASES] + [(c, False) for c in CASES if c.name in SCALAR_CASES]
+LOADS = {True: "vec", False: "scalar"}
 BARRIER = "threadgroup_barrier(metal::mem_flags::mem_threadgroup);"
 BUGS = {
     "off-by-one key tile": lambda s: s.replace("const int key0 = kb + t * BC;",
@@ -156,6 +171,17 @@ CHECK_BUGS = {
     "no innermost-stride check": (("dstride2",) * 3, _reverse("st[3] == 1 && ", "")),
     "no row-stride check": (("rowpad4",) * 3, _reverse("st[1] % VEC == 0 && st[2] % VEC == 0 &&",
                                                             "st[1] % VEC == 0 &&")),
+}
+
+
+NOT_DECLARED = "niah_not_declared"
+# The vector build broken (patches of flash_fwd.metal inside #if NIAH_VECTOR_LOADS): (patch, what
+# the failed self-test reports). The element-wise build of the same patched source is right.
+VECTOR_BUILD_BUGS = {
+    "compile error": (_reverse("alignas(16) threadgroup T sV[BC * LDS];\n",
+                               f"alignas(16) threadgroup T sV[BC * LDS];\n{NOT_DECLARED} = 1;\n"),
+                      "CompileError"),
+    "wrong values": (PATH_BUGS["vector K/V load"][2], "max error"),
 }
 
 
@@ -212,12 +238,12 @@ def reference64(q, k, v, *, scale, mask, sinks, causal_shift):
     return out, lse
 
 
-def run_case(c: Case, ex=None):
+def run_case(c: Case, ex=None, *, vector_loads: bool = True):
     q, k, v, mask, sinks = inputs(c, ex=ex)
     out, lse = flash.flash_attention_with_lse(
         q, k, v, scale=c.D ** -0.5, mask=mask, sinks=sinks, causal_shift=c.causal_shift,
         backend_name="metal", tile=c.tile, splits=c.splits,
-        out_dtype=mx.float32 if c.out32 else None)
+        out_dtype=mx.float32 if c.out32 else None, vector_loads=vector_loads)
     return (q, k, v, mask, sinks), out, lse
 
 
@@ -238,12 +264,33 @@ def _self_test_route():
     from niah.sdpa.dispatch import ChunkConfig, dispatch
 
     c = Case("route", dtype="bfloat16", Hq=8, Hkv=2, qL=12, kL=150)
+    kernels.reset()  # every variant self-tests afresh
     q, k, v, _, _ = inputs(c)
     log = Counter()
     fn = FusedAttention("metal")
     out = dispatch(q, k, v, scale=c.D ** -0.5, mask="causal", log=log, chunk_fn=fn,
                    config=ChunkConfig(threshold=64, chunk_size=64, q_block=64))
     return c, (q, k, v), out, log
+
+
+def _record_launches(ex) -> None:
+    """Launch (recording, not running) every instantiation the tests below will run."""
+    for c, vector_loads in SWEEP + [(BUG_CASE, True), (BUG_CASE, False)]:
+        run_case(c, ex, vector_loads=vector_loads)
+    patches = ([(_fwd_patch(bug), vl) for bug in BUGS.values() for vl in (True, False)]
+               + [(_fwd_patch(bug), vl) for _, _, bug in PATH_BUGS.values() for vl in (True, False)]
+               + [(_fwd_patch(bug, "flash_common.metal"), True) for _, bug in CHECK_BUGS.values()])
+    for patch, vector_loads in patches:
+        flash.SOURCE_PATCH = patch
+        run_case(BUG_CASE, vector_loads=vector_loads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recorded self-tests see zeros and fail: both builds run
+        for patch in [None] + [_fwd_patch(bug) for bug, _ in VECTOR_BUILD_BUGS.values()]:
+            flash.SOURCE_PATCH = patch
+            _self_test_route()
+    flash.SOURCE_PATCH = None
+    # the broken vector build compiles (and fails) in its own test, not in the shared libraries
+    ex.recording = [spec for spec in ex.recording if NOT_DECLARED not in spec.source]
 
 
 @pytest.fixture(scope="module")
@@ -255,21 +302,7 @@ def executor():
     kernels.reset()
     try:
         ex.record()  # every instantiation the tests below will launch, compiled in one go
-        for c in CASES + [BUG_CASE]:
-            run_case(c, ex)
-        for bug in BUGS.values():
-            flash.SOURCE_PATCH = _fwd_patch(bug)
-            run_case(BUG_CASE)
-        for _, _, bug in PATH_BUGS.values():
-            flash.SOURCE_PATCH = _fwd_patch(bug)
-            run_case(BUG_CASE)
-        for _, bug in CHECK_BUGS.values():
-            flash.SOURCE_PATCH = _fwd_patch(bug, "flash_common.metal")
-            run_case(BUG_CASE)
-        flash.SOURCE_PATCH = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # recorded self-tests see zeros and fail
-            _self_test_route()
+        _record_launches(ex)
         kernels.reset()  # the recorded self-tests compared zeros: forget them
         ex.build()
         yield ex
@@ -280,9 +313,10 @@ def executor():
         mp.undo()
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_metal_source_matches_float64_reference(executor, case):
-    args, out, lse = run_case(case, executor)
+@pytest.mark.parametrize("case,vector_loads", SWEEP,
+                         ids=[f"{c.name} [{LOADS[vl]}]" for c, vl in SWEEP])
+def test_metal_source_matches_float64_reference(executor, case, vector_loads):
+    args, out, lse = run_case(case, executor, vector_loads=vector_loads)
     err, lse_err, same_inf, finite = errors(case, args, out, lse)
     tol = F32_OUT_TOL if case.out32 else TOL[case.dtype]
     assert finite and same_inf, (case, err, lse_err)
@@ -290,27 +324,28 @@ def test_metal_source_matches_float64_reference(executor, case):
     assert out.dtype == (mx.float32 if case.out32 else getattr(mx, case.dtype))
 
 
+@pytest.mark.parametrize("vector_loads", [True, False], ids=LOADS.values())
 @pytest.mark.parametrize("bug", list(BUGS), ids=list(BUGS))
-def test_executor_catches_an_injected_bug(executor, bug):
+def test_executor_catches_an_injected_bug(executor, bug, vector_loads):
     src = (flash.HERE / "flash_fwd.metal").read_text()
     assert BUGS[bug](src) != src, "the patch no longer applies: update it"
-    args, out, lse = run_case(BUG_CASE)  # the unpatched kernel passes ...
+    args, out, lse = run_case(BUG_CASE, vector_loads=vector_loads)  # the unpatched kernel passes
     err, lse_err, _, _ = errors(BUG_CASE, args, out, lse)
     assert err <= TOL["float16"] and lse_err <= LSE_TOL
     flash.SOURCE_PATCH = _fwd_patch(BUGS[bug])
     try:
-        args, out, lse = run_case(BUG_CASE)  # ... the patched one must not
+        args, out, lse = run_case(BUG_CASE, vector_loads=vector_loads)  # the patched one must not
     finally:
         flash.SOURCE_PATCH = None
     err, lse_err, same_inf, finite = errors(BUG_CASE, args, out, lse)
     assert not (err <= TOL["float16"] and lse_err <= LSE_TOL and same_inf and finite), (bug, err)
 
 
-def _patched_run_is_wrong(case: Case, ex, patch) -> bool:
+def _patched_run_is_wrong(case: Case, ex, patch, *, vector_loads: bool = True) -> bool:
     """Run `case` with the kernel source patched: True if the launch fails or the result is off."""
     flash.SOURCE_PATCH = patch
     try:
-        args, out, lse = run_case(case, ex)
+        args, out, lse = run_case(case, ex, vector_loads=vector_loads)
     except RuntimeError as exc:  # the shim's fault on a misaligned vector load
         assert "not aligned" in str(exc), exc
         return True
@@ -320,18 +355,21 @@ def _patched_run_is_wrong(case: Case, ex, patch) -> bool:
     return not (err <= TOL[case.dtype] and lse_err <= LSE_TOL and same_inf and finite)
 
 
+@pytest.mark.parametrize("vector_loads", [True, False], ids=LOADS.values())
 @pytest.mark.parametrize("layouts,paths", PATH_LAYOUTS, ids=lambda x: "-".join(x))
 @pytest.mark.parametrize("bug", list(PATH_BUGS), ids=list(PATH_BUGS))
-def test_each_layout_takes_its_load_path(executor, bug, layouts, paths):
-    """A bug in one load path breaks exactly the layouts that must take that path: contiguous,
-    cache and transposed inputs load in 16-byte chunks, the rest element by element."""
+def test_each_layout_takes_its_load_path(executor, bug, layouts, paths, vector_loads):
+    """A bug in one load path breaks exactly the layouts that must take that path. Vector build:
+    contiguous, cache and transposed inputs load in 16-byte chunks, the rest element by element;
+    element-wise build: every layout element by element (the vector code is not compiled)."""
     tensor, path, patch = PATH_BUGS[bug]
     src = (flash.HERE / "flash_fwd.metal").read_text()
     assert patch(src) != src, "the patch no longer applies: update it"
     case = replace(BUG_CASE, layouts=layouts)
-    assert not _patched_run_is_wrong(case, executor, None)  # unpatched: right on every layout
-    breaks = paths[0 if tensor == "q" else 1] == path
-    assert _patched_run_is_wrong(case, executor, _fwd_patch(patch)) == breaks, (bug, layouts)
+    run = lambda p: _patched_run_is_wrong(case, executor, p, vector_loads=vector_loads)  # noqa: E731
+    assert not run(None)  # unpatched: right on every layout
+    taken = paths[0 if tensor == "q" else 1] if vector_loads else "elem"
+    assert run(_fwd_patch(patch)) == (taken == path), (bug, layouts)
 
 
 @pytest.mark.parametrize("bug", list(CHECK_BUGS), ids=list(CHECK_BUGS))
@@ -348,9 +386,33 @@ def test_fused_route_on_the_executed_metal_source(executor):
     c, (q, k, v), out, log = _self_test_route()
     assert dict(log) == {"kv-chunks/fused": 1}
     results = kernels.self_test_results()
-    assert results and all(r.ok for r in results), results
+    assert results and all(r.ok and r.loads == "vec" for r in results), results
     ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
+
+
+@pytest.mark.parametrize("bug", list(VECTOR_BUILD_BUGS), ids=list(VECTOR_BUILD_BUGS))
+def test_a_broken_vector_build_falls_back_to_the_element_wise_build(executor, bug):
+    """The executed source with its vector build broken (it fails to compile, or its loads are
+    wrong): each variant's self-test rebuilds it with NIAH_VECTOR_LOADS 0, whose code the patch
+    does not reach; the route stays fused and right, and the results keep the failed attempts."""
+    patch, detail = VECTOR_BUILD_BUGS[bug]
+    src = (flash.HERE / "flash_fwd.metal").read_text()
+    assert patch(src) != src, "the patch no longer applies: update it"
+    flash.SOURCE_PATCH = _fwd_patch(patch)
+    try:
+        with pytest.warns(RuntimeWarning, match="rebuilding it with element-wise loads"):
+            c, (q, k, v), out, log = _self_test_route()
+    finally:
+        flash.SOURCE_PATCH = None
+    assert dict(log) == {"kv-chunks/fused": 1}
+    results = kernels.self_test_results()
+    tried = [(r.loads, r.replaced, r.ok) for r in results]
+    assert results and tried == [("vec", True, False), ("scalar", False, True)] * (len(results) // 2)
+    assert all(detail in r.detail for r in results if r.replaced), results
+    ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
+    assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
+    kernels.reset()
 
 
 def test_tiles_the_dispatcher_picks_are_swept():

@@ -5,7 +5,9 @@ shapes/strides where the body uses them, outputs, thread attributes, template pa
 instantiated for every tile/flag combination niah dispatches, and compiled with
 `-fsyntax-only` against tests/msl_shim.h (threadgroup arrays rewritten as tests/msl_exec.py does),
 so a typo, an undeclared name or a type error in the
-Metal code fails CI. The CUDA sources compile and run on the H100 (tests/test_kernels.py).
+Metal code fails CI, in both builds of the forward kernel (NIAH_VECTOR_LOADS 1 and 0); the
+element-wise build (0) is checked to hold none of the vector-load code after preprocessing.
+The CUDA sources compile and run on the H100 (tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def combine_unit(D: int, dtype: str, sinks: bool, *, name: str = "combine") -> s
     return body + f"auto* {name}_instance = &{name}<{dtype}, {D}, {str(sinks).lower()}>;\n"
 
 
-def compile_unit(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
-    header = (KDIR / "flash_common.metal").read_text()
+def compile_unit(tmp_path: Path, text: str, *, vector_loads: bool = True) -> subprocess.CompletedProcess:
+    header = flash._metal_header(vector_loads=vector_loads)  # what flash.py hands MLX
     header = re.sub(r"#include <metal_\w+>\n", "", header)
     unit = tmp_path / "unit.cpp"
     unit.write_text(f'#include "{SHIM}"\n' + header + text)
@@ -89,7 +91,8 @@ def metal_tiles():
 
 
 @pytest.mark.skipif(COMPILER is None, reason="needs clang++ or g++")
-def test_metal_forward_sources_type_check(tmp_path):
+@pytest.mark.parametrize("vector_loads", [True, False], ids=["vec", "scalar"])
+def test_metal_forward_sources_type_check(tmp_path, vector_loads):
     units = []
     for tile, D in metal_tiles():
         for dtype in ("half", "bfloat16_t"):
@@ -97,8 +100,27 @@ def test_metal_forward_sources_type_check(tmp_path):
                           flash.Flags(False, 2, False, False), flash.Flags(True, 0, True, True)):
                 units.append(fwd_unit(tile, D, dtype, flags, out32=flags.mask == 2).replace("void fwd(", f"void fwd_{len(units)}(")
                              .replace("&fwd<", f"&fwd_{len(units)}<"))
-    res = compile_unit(tmp_path, "\n".join(units))
+    res = compile_unit(tmp_path, "\n".join(units), vector_loads=vector_loads)
     assert res.returncode == 0, res.stderr[-4000:]
+
+
+VECTOR_CODE = ("alignas", "reinterpret_cast", "vector_ok", "load16", "store16", "uint4", "VEC",
+               "CPR", "q_vec", "k_vec")
+
+
+@pytest.mark.skipif(COMPILER is None, reason="needs clang++ or g++")
+@pytest.mark.parametrize("vector_loads", [True, False], ids=["vec", "scalar"])
+def test_element_wise_build_holds_no_vector_code(vector_loads):
+    """After preprocessing, the header and forward body flash.py builds at NIAH_VECTOR_LOADS 0
+    hold none of the vector path (the pointer cast to an integer, alignas tiles, uint4 chunks);
+    at 1 they hold all of it."""
+    text = flash._metal_header(vector_loads=vector_loads) + (KDIR / "flash_fwd.metal").read_text()
+    text = re.sub(r"#include <metal_\w+>\n", "", text)
+    res = subprocess.run([COMPILER, "-E", "-P", "-x", "c++", "-"], input=text,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = {name for name in VECTOR_CODE if re.search(rf"\b{name}\b", res.stdout)}
+    assert found == (set(VECTOR_CODE) if vector_loads else set()), found
 
 
 @pytest.mark.skipif(COMPILER is None, reason="needs clang++ or g++")

@@ -4,11 +4,13 @@ GPU tests (marked cuda and metal) run the real kernel of whichever backend is pr
 dtypes, head dims, GQA ratios, masks, sinks, key splits and odd lengths against a float32
 reference with per-dtype tolerances; they prove that a deliberately broken kernel (wrong math,
 or a compile error) is caught by the first-use self-test and falls back to the reference with
-one warning. CPU tests exercise the same self-test logic with an injected implementation.
+one warning. CPU tests exercise the same self-test logic with an injected implementation,
+including Metal's fallback from the vector-load build to the element-wise build of a variant.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 
@@ -128,6 +130,37 @@ def test_kernel_reads_strided_views():
     _check(q, kt, v, "causal", None)
 
 
+def metal_test(f):
+    """Marked metal and gpu; skipped off Metal (never selected by -m cuda)."""
+    for mark in (pytest.mark.skipif(BACKEND != "metal", reason="needs MLX's Metal backend"),
+                 pytest.mark.gpu, pytest.mark.metal):
+        f = mark(f)
+    return f
+
+
+@metal_test
+@pytest.mark.parametrize("vector_loads", [True, False], ids=["vec", "scalar"])
+def test_metal_builds_both_match_the_reference(vector_loads):
+    """Both Metal builds on the hardware: the vector-load one (what the self-test tries first)
+    and the element-wise one (its fallback), on contiguous inputs and on the views mlx-lm
+    passes; then the self-tested route must be served by the vector build, not a fallback."""
+    q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=8, Hkv=2, qL=37, kL=1459, D=128,
+                            mask="causal")
+    qt = mx.random.normal((1, 37, 8, 128)).astype(mx.bfloat16).transpose(0, 2, 1, 3)  # mlx-lm's
+    buf = mx.random.normal((1, 2, 2048, 128)).astype(mx.bfloat16)
+    views = (qt, buf[:, :, :1459], buf[:, :, 7:1466])  # slices of a cache buffer
+    for qq, kk, vv in [(q, k, v), views]:
+        out, lse = flash.flash_attention_with_lse(qq, kk, vv, scale=128 ** -0.5, mask=m,
+                                                  backend_name="metal", vector_loads=vector_loads)
+        ref, ref_lse = attention_with_lse(qq, kk, vv, scale=128 ** -0.5, mask=m)
+        assert _max_err(out, ref) < TOL[mx.bfloat16]
+        assert mx.max(mx.abs(lse - ref_lse)).item() < 1e-2
+    fn = FusedAttention("metal")
+    fn(q, k, v, scale=128 ** -0.5, mask=m)
+    results = kernels.self_test_results()
+    assert dict(fn.ran) == {"fused": 1} and [(r.loads, r.ok) for r in results] == [("vec", True)]
+
+
 @gpu_test
 def test_kv_chunks_route_uses_the_kernel():
     q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=8, Hkv=2, qL=16, kL=5000, D=128, mask="causal")
@@ -165,7 +198,7 @@ def test_broken_kernel_falls_back_with_one_warning(patch, expect):
 
 def _fake_impl(bug: float):
     def impl(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, backend_name=None,
-             tile=None, splits=None, out_dtype=None, stream=None):
+             tile=None, splits=None, out_dtype=None, stream=None, vector_loads=True):
         return attention_with_lse(q, k, v, scale=scale * bug, mask=mask, sinks=sinks,
                                   causal_shift=causal_shift)
     return impl
@@ -175,6 +208,7 @@ def _counting_impl(calls: list):
     good = _fake_impl(1.0)
 
     def impl(*a, **kw):
+        assert "vector_loads" not in kw  # the build switch is Metal's
         calls.append(kw.get("tile"))
         return good(*a, **kw)
     return impl
@@ -191,6 +225,7 @@ def test_self_test_passes_a_correct_kernel_and_uses_it():
     assert len(calls) == 3  # one self-test, two real calls
     (r,) = kernels.self_test_results()
     assert r.ok and r.kernel.startswith("cuda:float16:D64:")
+    assert r.loads == "" and not r.replaced and not r.kernel.endswith(("vec", "scalar"))
 
 
 def test_self_test_catches_a_wrong_kernel_and_falls_back_once():
@@ -207,7 +242,9 @@ def test_self_test_catches_a_wrong_kernel_and_falls_back_once():
     # another variant (causal) gets its own self-test
     with pytest.warns(RuntimeWarning):
         fn(q, k, v, scale=0.1, mask="causal")
-    assert len(kernels.self_test_results()) == 2
+    # per variant: the vector build failed and was replaced, then the scalar build failed too
+    assert [(r.loads, r.replaced, r.ok) for r in kernels.self_test_results()] == [
+        ("vec", True, False), ("scalar", False, False)] * 2
 
 
 def test_self_test_turns_a_compile_error_into_a_fallback():
@@ -347,6 +384,62 @@ def test_metal_label_names_the_reference_when_the_kernel_failed(monkeypatch):
     assert sum(fn.ran.values()) == 0  # routed past the failed kernel: the plain reference ran
     ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
     assert _max_err(out, ref) < 4e-3
+
+
+METAL_COMPILE_ERROR = ("[metal::Device] Unable to build metal library from source\n"
+                       "program_source:80:1: error: 'alignas' attribute cannot be applied here")
+
+
+def _vector_build_broken(how: str, builds: list):
+    """A Metal kernel whose vector-load build fails (`how`: a compile error, or wrong values) and
+    whose element-wise build is right; `builds` records which build each call asked for."""
+    good, wrong = _fake_impl(1.0), _fake_impl(1.5)
+
+    def impl(q, k, v, *, vector_loads, **kw):
+        builds.append("vec" if vector_loads else "scalar")
+        if vector_loads and how == "compile error":
+            raise RuntimeError(METAL_COMPILE_ERROR)
+        return (wrong if vector_loads else good)(q, k, v, **kw)
+    return impl
+
+
+@pytest.mark.parametrize("how,detail", [("compile error", "RuntimeError: [metal::Device] Unable"),
+                                        ("wrong values", "max error")],
+                         ids=["compile error", "wrong values"])
+def test_metal_falls_back_to_the_element_wise_build(monkeypatch, how, detail):
+    """Backend reported as Metal, the vector build broken: the variant's element-wise build
+    serves the route (still kv-chunks/fused), and the results keep the failed vector attempt,
+    which niah sdpa verify lists without counting it as a failed check."""
+    from niah.verify import print_self_tests
+
+    _as_backend(monkeypatch, "metal")
+    builds = []
+    fn = FusedAttention("metal", impl=_vector_build_broken(how, builds))
+    q, k, v, config = _route_case()
+    log = Counter()
+    with pytest.warns(RuntimeWarning, match=r"kernel metal:float16:D64:\S+:vec \(16-byte vector "
+                                            r"loads\) failed its self-test .*rebuilding it with "
+                                            r"element-wise loads") as rec:
+        out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    assert len(rec) == 1 and detail in str(rec[0].message)  # no warning for the scalar build
+    assert dict(log) == {"kv-chunks/fused": 1}
+    assert builds == ["vec", "scalar", "scalar"]  # two self-tests, then the call: scalar
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+    vec, scalar = kernels.self_test_results()
+    assert (vec.loads, vec.replaced, vec.ok) == ("vec", True, False) and detail in vec.detail
+    assert (scalar.loads, scalar.replaced, scalar.ok) == ("scalar", False, True)
+    assert scalar.kernel == vec.kernel.removesuffix(":vec") + ":scalar"
+    lines = []
+    assert print_self_tests(kernels.self_test_results(), echo=lines.append) == (1, True)
+    assert re.search(r":vec .* FAIL .*" + re.escape(detail) + r".* -> replaced by its "
+                     r"element-wise build", lines[1]), lines
+    assert ":scalar " in lines[2] and lines[2].endswith("PASS")
+    assert lines[3].startswith("vector loads failed on 1 variant(s)")
+    with warnings.catch_warnings():  # the verdict is kept: no second self-test, no warning
+        warnings.simplefilter("error")
+        dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
+    assert builds[3:] == ["scalar"]
 
 
 def _shape_recorder(shapes: list):

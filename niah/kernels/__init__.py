@@ -11,13 +11,20 @@ variant against the float32 reference. A compile error or a mismatch marks the v
 that call and every later one fall back to the reference, and one RuntimeWarning names the
 device, the kernel and the case. `self_test_results()` lists every verdict (niah sdpa verify
 prints them); `reset()` forgets them (tests).
+
+On Metal each variant is built first with 16-byte vector loads (`loads` "vec", kernel names end
+in `:vec`); when that build fails to compile or fails its self-test, the same variant is rebuilt
+with element-wise loads only (`:scalar`, none of the vector code compiled) and self-tested, and
+the scalar build serves the variant when it passes. The failed vector attempt stays in
+`self_test_results()` (marked `replaced`, with its error) just before the verdict that replaced
+it, and warns on its own. CUDA has one build per variant (`loads` "").
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 
@@ -39,8 +46,11 @@ class SelfTest:
     error: float
     tolerance: float
     detail: str = ""
+    loads: str = ""  # Metal: "vec" (16-byte vector loads) or "scalar" (element-wise); CUDA: ""
+    replaced: bool = False  # a failed "vec" build whose variant was rebuilt as "scalar"
 
 
+# Verdicts by variant key; a replaced vector attempt is kept under (*key, "vec"), inserted first.
 _RESULTS: dict[tuple, SelfTest] = {}
 
 
@@ -106,14 +116,17 @@ class FusedAttention:
         return _RESULTS[key]
 
     def _ensure(self, key) -> None:
+        """Self-test the variant once; on Metal the vector build first, then the scalar one."""
         if key in _RESULTS:
             return
-        _RESULTS[key] = r = self._self_test(key)
+        r = self._self_test(key, loads="vec" if self.backend_name == "metal" else "")
+        if not r.ok and r.loads == "vec":
+            _RESULTS[(*key, "vec")] = replace(r, replaced=True)
+            _warn_failed(r, "rebuilding it with element-wise loads")
+            r = self._self_test(key, loads="scalar")
+        _RESULTS[key] = r
         if not r.ok:
-            warnings.warn(
-                f"niah: fused attention kernel {r.kernel} failed its self-test on {r.device} "
-                f"({r.case}): {r.detail}; using the reference route for it",
-                RuntimeWarning, stacklevel=3)
+            _warn_failed(r, "using the reference route for it")
 
     def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
                  out_dtype=None, stream=None):
@@ -131,10 +144,13 @@ class FusedAttention:
                                       causal_shift=causal_shift)
         self.ran["fused"] += 1
         extra = {"out_dtype": out_dtype} if out_dtype is not None else {}
+        extra.update(_loads_option(_RESULTS[key].loads))
         return self.impl(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift,
                          backend_name=self.backend_name, stream=stream, **extra)
 
-    def _self_test(self, key) -> SelfTest:
+    def _self_test(self, key, *, loads: str = "") -> SelfTest:
+        """Run the variant's build (`loads`: Metal's "vec" or "scalar"; "" on CUDA) on a small
+        case against the reference."""
         backend_name, dtype_name, D, tile, flags, out_name = key
         G, Hkv = 2, 2
         qL = tile.rows // G + 3  # two row tiles, the second partly filled
@@ -143,24 +159,16 @@ class FusedAttention:
         case = (f"{dtype_name} B1 H{G * Hkv}/{Hkv} q{qL} k{kL} D{D} tile {tile} "
                 f"{flags.label()} splits {splits}")
         kernel = (f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
-                  f"{'' if out_name == dtype_name else ':out-' + out_name}")
-        device = _device()
-        tol = SELF_TEST_TOL[dtype_name]
+                  f"{'' if out_name == dtype_name else ':out-' + out_name}"
+                  f"{':' + loads if loads else ''}")
+        verdict = dict(backend=backend_name, device=_device(), kernel=kernel, case=case,
+                       tolerance=SELF_TEST_TOL[dtype_name], loads=loads)
+        tol = verdict["tolerance"]
         try:
-            key_ = mx.random.key(1234)
-            kq, kk, kv, km, ks = mx.random.split(key_, 5)
-            dt = getattr(mx, dtype_name)
-            q = mx.random.normal((1, G * Hkv, qL, D), key=kq).astype(dt)
-            k = mx.random.normal((1, Hkv, kL, D), key=kk).astype(dt)
-            v = mx.random.normal((1, Hkv, kL, D), key=kv).astype(dt)
-            mask = "causal" if flags.causal else None
-            if flags.mask == 1:
-                keep = mx.random.uniform(shape=(1, 1, qL, kL), key=km) > 0.3
-                mask = keep | (mx.arange(kL) == 0)
-            elif flags.mask == 2:
-                mask = mx.random.normal((qL, kL), key=km).astype(dt)
-            sinks = mx.random.normal((G * Hkv,), key=ks).astype(dt) if flags.sinks else None
+            q, k, v, mask, sinks = _self_test_inputs(dtype_name, D=D, G=G, Hkv=Hkv, qL=qL, kL=kL,
+                                                     flags=flags)
             extra = {} if out_name == dtype_name else {"out_dtype": getattr(mx, out_name)}
+            extra.update(_loads_option(loads))
             out, lse = self.impl(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks,
                                  backend_name=backend_name, tile=tile, splits=splits, **extra)
             ref, ref_lse = attention_with_lse(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks)
@@ -171,12 +179,41 @@ class FusedAttention:
             same_inf = bool(mx.all(mx.isfinite(lse) == finite).item())
         except Exception as exc:  # noqa: BLE001 - compile or launch failure: fall back
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return SelfTest(backend_name, device, kernel, case, False, float("nan"), tol,
-                            f"{type(exc).__name__}: {first[:300]}")
+            return SelfTest(**verdict, ok=False, error=float("nan"),
+                            detail=f"{type(exc).__name__}: {first[:300]}")
         ok = err <= tol and lse_err <= LSE_TOL and same_inf and err == err
         detail = "" if ok else (f"max error {err:.3g} (tolerance {tol:.1g}), lse error {lse_err:.3g}"
                                 f"{'' if same_inf else ', masked rows differ'}")
-        return SelfTest(backend_name, device, kernel, case, ok, err, tol, detail)
+        return SelfTest(**verdict, ok=ok, error=err, detail=detail)
+
+
+def _self_test_inputs(dtype_name: str, *, D: int, G: int, Hkv: int, qL: int, kL: int,
+                      flags: "flash.Flags"):
+    """(q, k, v, mask, sinks) of a self-test: seeded, with the variant's mask and sinks."""
+    kq, kk, kv, km, ks = mx.random.split(mx.random.key(1234), 5)
+    dt = getattr(mx, dtype_name)
+    q = mx.random.normal((1, G * Hkv, qL, D), key=kq).astype(dt)
+    k = mx.random.normal((1, Hkv, kL, D), key=kk).astype(dt)
+    v = mx.random.normal((1, Hkv, kL, D), key=kv).astype(dt)
+    mask = "causal" if flags.causal else None
+    if flags.mask == 1:
+        keep = mx.random.uniform(shape=(1, 1, qL, kL), key=km) > 0.3
+        mask = keep | (mx.arange(kL) == 0)
+    elif flags.mask == 2:
+        mask = mx.random.normal((qL, kL), key=km).astype(dt)
+    sinks = mx.random.normal((G * Hkv,), key=ks).astype(dt) if flags.sinks else None
+    return q, k, v, mask, sinks
+
+
+def _loads_option(loads: str) -> dict:
+    """The kernel's vector_loads argument for a build ("vec"/"scalar" on Metal; none on CUDA)."""
+    return {"vector_loads": loads == "vec"} if loads else {}
+
+
+def _warn_failed(r: SelfTest, then: str) -> None:
+    loads = {"vec": " (16-byte vector loads)", "scalar": " (element-wise loads)"}.get(r.loads, "")
+    warnings.warn(f"niah: fused attention kernel {r.kernel}{loads} failed its self-test on "
+                  f"{r.device} ({r.case}): {r.detail}; {then}", RuntimeWarning, stacklevel=4)
 
 
 def warm_up(*, dtype, n_heads: int, n_kv_heads: int, head_dim: int, calls) -> list[SelfTest]:

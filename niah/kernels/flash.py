@@ -14,6 +14,12 @@ Sources live next to this file: flash_common.cuh + flash_fwd.cu + flash_combine.
 flash_common.metal + flash_fwd.metal + flash_combine.metal for Metal; the two are kept in step.
 `SOURCE_PATCH` (tests only) rewrites a kernel source before it is built, to prove that a broken
 kernel is caught by the self-test.
+
+Metal builds take `vector_loads`: the forward kernel is compiled with NIAH_VECTOR_LOADS 1
+(16-byte vector loads of Q/K/V where the layout allows) or 0 (element-wise loads only, none of
+the vector code compiled); the two builds get distinct kernel names (`_vec`, `_scalar`), so
+MLX never serves one's library for the other. niah.kernels tries 1 first and falls back to 0
+per variant. CUDA has one build.
 """
 
 from __future__ import annotations
@@ -130,8 +136,14 @@ _KERNELS: dict = {}  # keyed by the SOURCE_PATCH object itself, not its id(): a 
 #                      can come back for the next one and would return the stale kernel
 
 
-def _fwd_kernel(backend_name: str, tile: Tile, D: int):
-    key = ("fwd", backend_name, tile, D, SOURCE_PATCH)
+def _metal_header(*, vector_loads: bool) -> str:
+    """flash_common.metal with NIAH_VECTOR_LOADS defined ahead of it (0 or 1)."""
+    return f"#define NIAH_VECTOR_LOADS {int(vector_loads)}\n" + _read("flash_common.metal")
+
+
+def _fwd_kernel(backend_name: str, tile: Tile, D: int, *, vector_loads: bool = True):
+    vector_loads = vector_loads or backend_name == "cuda"  # the switch is Metal's
+    key = ("fwd", backend_name, tile, D, vector_loads, SOURCE_PATCH)
     if key not in _KERNELS:
         if backend_name == "cuda":
             _KERNELS[key] = mx.fast.cuda_kernel(
@@ -145,10 +157,10 @@ def _fwd_kernel(backend_name: str, tile: Tile, D: int):
             )
         else:
             _KERNELS[key] = mx.fast.metal_kernel(
-                name=f"niah_flash_fwd_{tile}",
+                name=f"niah_flash_fwd_{tile}_{'vec' if vector_loads else 'scalar'}",
                 input_names=["q", "k", "v", "params", "mask", "sinks"],
                 output_names=["out", "lse"],
-                header=_read("flash_common.metal"),
+                header=_metal_header(vector_loads=vector_loads),
                 source=_read("flash_fwd.metal"),
                 ensure_row_contiguous=False,
             )
@@ -159,7 +171,8 @@ def _combine_kernel(backend_name: str):
     key = ("combine", backend_name, SOURCE_PATCH)
     if key not in _KERNELS:
         make = mx.fast.cuda_kernel if backend_name == "cuda" else mx.fast.metal_kernel
-        header = _read("flash_common.cuh" if backend_name == "cuda" else "flash_common.metal")
+        header = (_read("flash_common.cuh") if backend_name == "cuda"
+                  else _metal_header(vector_loads=False))  # the combine has no vector loads
         source = _read("flash_combine.cu" if backend_name == "cuda" else "flash_combine.metal")
         _KERNELS[key] = make(name="niah_flash_combine", input_names=["opart", "lpart", "sinks"],
                              output_names=["out", "lse"], header=header, source=source)
@@ -193,9 +206,10 @@ def plan(*, q_shape, k_shape, backend_name: str, tile: Tile | None = None,
 def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
                              sinks: mx.array | None = None, causal_shift: int | None = None,
                              backend_name: str = "cuda", tile: Tile | None = None,
-                             splits: int | None = None, out_dtype=None,
-                             stream=None) -> tuple[mx.array, mx.array]:
-    """Fused attention over all of k/v: (out in out_dtype or q.dtype, lse float32 [B, Hq, qL])."""
+                             splits: int | None = None, out_dtype=None, stream=None,
+                             vector_loads: bool = True) -> tuple[mx.array, mx.array]:
+    """Fused attention over all of k/v: (out in out_dtype or q.dtype, lse float32 [B, Hq, qL]).
+    `vector_loads` picks Metal's build (NIAH_VECTOR_LOADS 1 or 0); CUDA ignores it."""
     out_dtype = out_dtype or q.dtype
     B, Hq, qL, D = q.shape
     Hkv, kL = k.shape[1], k.shape[2]
@@ -228,7 +242,7 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
         out_shapes = [(B, Hq, qL, D), (B, Hq, qL)]
         out_dtypes = [out_dtype, mx.float32]
     extra = {"stream": stream} if stream is not None else {}
-    kern = _fwd_kernel(backend_name, tile, D)
+    kern = _fwd_kernel(backend_name, tile, D, vector_loads=vector_loads)
     out, lse = kern(inputs=[q, k, v, params, mask_arr, sinks_arr],
                     template=template,
                     grid=(row_tiles * tile.threads, B * Hkv, splits),

@@ -8,9 +8,18 @@
 // NIAH_UNROLL asks for full unrolling of loops with compile-time bounds (as MLX's steel kernels
 // do), so fragment arrays stay in registers.
 //
-// Global -> threadgroup copies go in 16-byte chunks of VEC elements (one uint4 load and store,
-// bits only), as flash_common.cuh's cp_async16, when vector_ok says the layout allows it; else
-// element by element through the strides. The decision rule is CUDA's.
+// NIAH_VECTOR_LOADS (0 or 1, defined by flash.py ahead of this header; 0 when absent) selects
+// how global -> threadgroup copies go. At 1, in 16-byte chunks of VEC elements (one uint4 load
+// and store, bits only), as flash_common.cuh's cp_async16, when vector_ok says the layout allows
+// it, else element by element through the strides (CUDA's decision rule). At 0, element by
+// element always, and nothing of the vector path is compiled: its pointer-alignment check
+// (a device pointer cast to an integer) and the alignas(16) threadgroup tiles are constructs
+// MLX's own kernels do not use, so flash.py builds each Metal variant at 1 first and rebuilds
+// it at 0 when that build or its self-test fails.
+
+#ifndef NIAH_VECTOR_LOADS
+#define NIAH_VECTOR_LOADS 0
+#endif
 
 #include <metal_stdlib>
 #include <metal_simdgroup>
@@ -51,6 +60,7 @@ inline float frag_row_sum(float x) {
   return x + metal::simd_shuffle_xor(x, ushort(8));
 }
 
+#if NIAH_VECTOR_LOADS
 // Elements of a 16-byte chunk (T is 2 bytes: half or bfloat).
 constant constexpr int VEC = 8;
 
@@ -81,5 +91,6 @@ inline bool vector_ok(const device T* p, const constant int64_t* st) {
   return st[3] == 1 && st[0] % VEC == 0 && st[1] % VEC == 0 && st[2] % VEC == 0 &&
          reinterpret_cast<ulong>(p) % 16 == 0;
 }
+#endif  // NIAH_VECTOR_LOADS
 
 }  // namespace niah_fa

@@ -4,9 +4,10 @@
 // per step), GQA row packing (row r = query r / G of head kvh * G + r % G), key splits, causal
 // shift, bool/additive masks, sinks, base-2 online softmax with the scale folded into interior
 // tiles, and the same epilogue (SPLIT: float32 partial + lse for flash_combine.metal).
-// Global -> threadgroup loads follow the same rule as CUDA's: per tensor, vector_ok (innermost
-// stride 1, other strides multiples of VEC, 16-byte aligned pointer; K and V decided together)
-// picks 16-byte chunks (CPR per row), else element-wise loads through the strides.
+// Global -> threadgroup loads: with NIAH_VECTOR_LOADS at 1 they follow the same rule as CUDA's:
+// per tensor, vector_ok (innermost stride 1, other strides multiples of VEC, 16-byte aligned
+// pointer; K and V decided together) picks 16-byte chunks (CPR per row), else element-wise loads
+// through the strides; at 0 only the element-wise loads exist (flash_common.metal says why).
 // Differences forced by the hardware: a row tile is 8 rows (one 8x8 simdgroup-matrix block;
 // CUDA's mma.sync needs 16), fragments are float and filled element by element from the T tiles
 // in threadgroup memory (no ldmatrix), global loads are synchronous (one stage, no cp.async),
@@ -22,12 +23,18 @@ constexpr int LDS = D + 8;
 constexpr int RB = MT;  // 8-row blocks per simdgroup
 constexpr int NKB = BC / 8;
 constexpr int NDB = D / 8;
+#if NIAH_VECTOR_LOADS
 constexpr int CPR = D / VEC;  // 16-byte chunks per row
 static_assert(D % VEC == 0, "D must be a multiple of 8: 8x8 blocks along D, 16-byte row chunks");
 // 16-byte aligned tiles; with D % VEC == 0 every row (LDS elements) starts on a 16-byte boundary.
 alignas(16) threadgroup T sQ[BR * LDS];
 alignas(16) threadgroup T sK[BC * LDS];
 alignas(16) threadgroup T sV[BC * LDS];
+#else
+threadgroup T sQ[BR * LDS];
+threadgroup T sK[BC * LDS];
+threadgroup T sV[BC * LDS];
+#endif
 
 const int tid = int(thread_index_in_threadgroup);
 const ushort lane = ushort(thread_index_in_simdgroup);
@@ -58,11 +65,12 @@ if (CAUSAL) ke = metal::min(ke, q_hi + shift + 1);
 const int ntiles = ke > kb ? (ke - kb + BC - 1) / BC : 0;
 const int64_t kbase = int64_t(b) * k_strides[0] + int64_t(kvh) * k_strides[1];
 const int64_t vbase = int64_t(b) * v_strides[0] + int64_t(kvh) * v_strides[1];
+
+// Q tile -> threadgroup memory (rows past the end are zero).
+#if NIAH_VECTOR_LOADS
 const bool q_vec = vector_ok(q, q_strides);
 const bool k_vec = vector_ok(k, k_strides);
 const bool v_vec = vector_ok(v, v_strides);
-
-// Q tile -> threadgroup memory (rows past the end are zero).
 if (q_vec) {
   for (int c = tid; c < BR * CPR; c += NTHREADS) {
     int r = c / CPR, cc = c % CPR, gr = row0 + r;
@@ -74,7 +82,8 @@ if (q_vec) {
     }
     store16(sQ + r * LDS + cc * VEC, x);
   }
-} else {
+} else  // no braces: at 0 the loop below is the element-wise code, token for token
+#endif
   for (int c = tid; c < BR * D; c += NTHREADS) {
     int r = c / D, d = c % D, gr = row0 + r;
     T x = T(0.0f);
@@ -85,7 +94,6 @@ if (q_vec) {
     }
     sQ[r * LDS + d] = x;
   }
-}
 
 frag o[RB][NDB];
 float m_run[RB];
@@ -102,6 +110,7 @@ const int wrow = warp * MT * 8;
 for (int t = 0; t < ntiles; ++t) {
   const int key0 = kb + t * BC;
   threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+#if NIAH_VECTOR_LOADS
   if (k_vec && v_vec) {
     for (int c = tid; c < BC * CPR; c += NTHREADS) {
       int r = c / CPR, cc = c % CPR, key = key0 + r;
@@ -113,14 +122,14 @@ for (int t = 0; t < ntiles; ++t) {
       store16(sK + r * LDS + cc * VEC, xk);
       store16(sV + r * LDS + cc * VEC, xv);
     }
-  } else {
+  } else
+#endif
     for (int c = tid; c < BC * D; c += NTHREADS) {
       int r = c / D, d = c % D, key = key0 + r;
       bool ok = key < ke;
       sK[r * LDS + d] = ok ? k[kbase + int64_t(key) * k_strides[2] + int64_t(d) * k_strides[3]] : T(0.0f);
       sV[r * LDS + d] = ok ? v[vbase + int64_t(key) * v_strides[2] + int64_t(d) * v_strides[3]] : T(0.0f);
     }
-  }
   threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 
   // S = Q K^T
