@@ -67,14 +67,12 @@ for section in "$@"; do
           --depth 0:1:0.25 --allow-beyond-trained
       done ;;
     warm-check)  # does the first trial of each context pay one-time costs? (issue #12)
-      for mode in shapes once; do
-        niah_run "qwen15-warm-$mode" --model "$Q15" --context 4k,8k,16k,32k,64k,128k \
-          --depth 0:1:0.25 --no-prefix-reuse --warm-up "$mode" --allow-beyond-trained
-      done
+      niah_run qwen15-warm-no-reuse --model "$Q15" --context 4k,8k,16k,32k,64k,128k \
+        --depth 0:1:0.25 --no-prefix-reuse --allow-beyond-trained
       niah_run qwen15-warm-default --model "$Q15" --context 4k,8k,16k,32k,64k,128k \
         --depth 0:1:0.25 --allow-beyond-trained
-      logged first-cell python3 benchmarks/first_cell.py "$OUT/runs/qwen15-warm-shapes"/* \
-        "$OUT/runs/qwen15-warm-once"/* "$OUT/runs/qwen15-warm-default"/* ;;
+      logged first-cell python3 benchmarks/first_cell.py "$OUT/runs/qwen15-warm-no-reuse"/* \
+        "$OUT/runs/qwen15-warm-default"/* ;;
     smollm2-128k)
       niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
       niah_run smollm2-128k-chunked --model "$SMOL" --context 128k --depth 0.5 --sdpa chunked \
