@@ -54,7 +54,7 @@ def first_cells(folder: Path, *, field: str) -> list[FirstCell]:
         if len(trials) < 2:
             continue
         first, later = trials[0], [float(r[field]) for r in trials[1:]]
-        rows.append(FirstCell(folder=folder.name, warm_up=",".join(modes) or "none",
+        rows.append(FirstCell(folder="/".join(folder.parts[-2:]), warm_up=",".join(modes) or "none",
                               context=context, first_depth=first["depth"],
                               first_s=float(first[field]),
                               later_median_s=statistics.median(later), later=len(later)))

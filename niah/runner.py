@@ -188,8 +188,22 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
                     raise Interrupted(run.folder) from None
     latest = store.latest_by_key(store.folder_records(run.folder))
     records = [latest[s.key] for s in build_grid(config) if s.key in latest]
+    warnings += _reuse_mismatch(records, prefix_reuse=config.prefix_reuse, folder=run.folder)
     return RunResult(folder=run.folder, config=config, records=records, ran=run.ran,
                      skipped_done=requested - len(todo), warnings=warnings)
+
+
+def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) -> list[str]:
+    """Prefix reuse is not in the config hash (answers are equal with and without it), but
+    timings differ: say when trials kept from the folder ran with the other setting."""
+    other = [r for r in records if r.get("prefix_reuse") and r.get("verdict") not in (ERROR, SKIP)
+             and (r["prefix_reuse"] == "off") == prefix_reuse]
+    if not other:
+        return []
+    was = "off" if prefix_reuse else "on"
+    return [f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
+            f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
+            "use another --out to time every trial with this setting"]
 
 
 def _backend_name() -> str:
