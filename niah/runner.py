@@ -91,8 +91,11 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
                       head_dim=info.head_dim, calls=sorted(calls))
     if results:
         bad = [r.kernel for r in results if not r.ok]
+        scalar = [r for r in results if r.ok and getattr(r, "loads", "") == "scalar"]
         progress.note(f"fused kernels: {len(results)} variants built and self-tested in "
                       f"{time.perf_counter() - t0:.1f} s" +
+                      (f"; {len(scalar)} use element-wise loads (their vector-load build "
+                       "failed: niah sdpa verify shows why)" if scalar else "") +
                       (f"; {len(bad)} failed, using the reference for them" if bad else ""))
 
 

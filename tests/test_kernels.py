@@ -442,6 +442,33 @@ def test_metal_falls_back_to_the_element_wise_build(monkeypatch, how, detail):
     assert builds[3:] == ["scalar"]
 
 
+def test_run_warm_up_note_says_which_variants_lost_their_vector_build(monkeypatch):
+    """The runner's warm-up on Metal (backend reported, injected kernel whose vector build does
+    not compile): the note says how many variants run element-wise, and none failed."""
+    from types import SimpleNamespace
+
+    from niah import runner
+    from niah.sdpa.dispatch import resolve_config
+
+    _as_backend(monkeypatch, "metal")
+    builds = []
+    monkeypatch.setattr(flash, "flash_attention_with_lse", _vector_build_broken("compile error", builds))
+    model = SimpleNamespace(parameters=lambda: {"w": mx.zeros((2,), dtype=mx.float16)})
+    session = SimpleNamespace(model=model, info=SimpleNamespace(n_heads=8, n_kv_heads=2, head_dim=64))
+    notes = []
+    progress = runner.Progress()
+    progress.note = notes.append
+    with pytest.warns(RuntimeWarning, match="rebuilding it with element-wise loads"):
+        runner._warm_kernels([SimpleNamespace(context=4096, prefill_step=1000)], session,
+                             route="chunked", config=resolve_config(threshold=2048),
+                             progress=progress)
+    made = [r for r in kernels.self_test_results() if not r.replaced]
+    assert made and all(r.ok and r.loads == "scalar" for r in made)
+    assert len(notes) == 1 and notes[0].endswith(
+        f"; {len(made)} use element-wise loads (their vector-load build failed: niah sdpa "
+        "verify shows why)")
+
+
 def _shape_recorder(shapes: list):
     good = _fake_impl(1.0)
 
