@@ -320,3 +320,24 @@ def test_rope_scaling_reaches_mlx_lm_rope_and_the_records(gguf_path, session, tm
 
     with pytest.raises(NiahError, match="the session was loaded with"):
         run_sweep(cfg, session=session)
+
+
+@pytest.mark.parametrize("step", [100, 300, 384, 640, 1000, 2048, 3000])
+def test_fresh_capacity_follows_mlx_lm_kvcache_growth_at_every_block(step):
+    # A block that starts on a multiple of 256 inside a longer buffer does not cut the buffer
+    # back (mlx-lm slices only when the offset is not a multiple of its step): e.g. step 384
+    # reaches 1152 tokens with a 1408-slot buffer, not 1280.
+    from mlx_lm.models.cache import KVCache
+
+    from niah.model import fresh_capacity
+
+    cache, kv = KVCache(), mx.zeros((1, 1, step, 2))
+    for blocks in range(1, 120):
+        cache.update_and_fetch(kv, kv)
+        assert cache.keys.shape[2] == fresh_capacity(blocks * step, step=step), blocks * step
+    for tokens in range(1, 3000, 37):  # and a last partial block, as a trial's prefill ends
+        cache = KVCache()
+        for a in range(0, tokens, step):
+            block = mx.zeros((1, 1, min(step, tokens - a), 2))
+            cache.update_and_fetch(block, block)
+        assert cache.keys.shape[2] == fresh_capacity(tokens, step=step), tokens
