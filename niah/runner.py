@@ -468,7 +468,9 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial:
                   "prefix_reuse": "reused" if reuse else (
                       "off" if not config.prefix_reuse else
                       ("fresh" if _trimmable(cache) else "untrimmable-cache"))}
-        next_cached = (cache, prompt.ids)
+        # hand on only a cache the next trial will take: one it cannot take would stay alive
+        # beside the next trial's own, doubling the KV memory
+        next_cached = (cache, prompt.ids) if config.prefix_reuse and _trimmable(cache) else None
     except NiahError:
         raise
     except Exception as exc:  # OOM and backend errors: record, go on

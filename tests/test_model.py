@@ -341,3 +341,28 @@ def test_fresh_capacity_follows_mlx_lm_kvcache_growth_at_every_block(step):
             block = mx.zeros((1, 1, min(step, tokens - a), 2))
             cache.update_and_fetch(block, block)
         assert cache.keys.shape[2] == fresh_capacity(tokens, step=step), tokens
+
+
+@pytest.mark.parametrize("reuse,max_kv", [(False, None), (True, 256)])
+def test_a_cache_not_reused_is_released_before_the_next_trial(session, tmp_path, monkeypatch,
+                                                              reuse, max_kv):
+    # --no-prefix-reuse, or a cache that cannot be trimmed (a rotating one that wrapped): the
+    # next trial makes a new cache, and the last trial's must not stay alive beside it (it
+    # doubled the KV memory and showed in peak_memory_bytes)
+    import gc
+    import weakref
+
+    original, seen, others = ModelSession.generate, [], []
+
+    def tracking(self, ids, *, cache, **kw):
+        gc.collect()
+        others.append(sum(1 for r in seen if r() is not None and r() is not cache[0]))
+        seen.append(weakref.ref(cache[0]))
+        return original(self, ids, cache=cache, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", tracking)
+    cfg = RunConfig(model="default", contexts=(300,), depths=(0.0, 0.5, 1.0), max_tokens=8,
+                    prefix_reuse=reuse, max_kv_size=(max_kv,), prefill_steps=(128,),
+                    out=str(tmp_path))
+    result = run_sweep(cfg, session=session, warm_up="off")
+    assert len(result.records) == 3 and others == [0, 0, 0]
