@@ -298,7 +298,7 @@ def warm_up_mode(requested: str | None, backend_name: str) -> str:
     builds per key length, fused kernels compile per shape), so it warms every shape the
     trials will prefill; Metal compiles per kernel variant, so one short generation covers it;
     the CPU backend compiles nothing."""
-    requested = requested or "auto"
+    requested = "auto" if requested is None else requested
     if requested not in WARM_UP_MODES:
         raise NiahError(f"unknown warm-up {requested!r}: use one of {', '.join(WARM_UP_MODES)}")
     if requested != "auto":

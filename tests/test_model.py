@@ -267,6 +267,9 @@ def test_warm_up_mode_per_backend():
     assert warm_up_mode("shapes", "cpu") == "shapes" and warm_up_mode("off", "cuda") == "off"
     with pytest.raises(NiahError, match="unknown warm-up 'fast': use one of auto, off, once, shapes"):
         warm_up_mode("fast", "cuda")
+    # an empty --warm-up is a bad value too, not auto (it ran a whole sweep)
+    with pytest.raises(NiahError, match="unknown warm-up '': use one of auto, off, once, shapes"):
+        warm_up_mode("", "cuda")
 
 
 def test_prefill_block_lengths_match_generate():
