@@ -338,8 +338,8 @@ def fresh_capacity(tokens: int, *, step: int) -> int:
     cap = pos = 0
     while pos < tokens:
         n = min(step, tokens - pos)
-        if pos + n > cap:
-            cap = pos + -(-n // KV_STEP) * KV_STEP
+        if pos + n > cap:  # mlx-lm cuts the buffer back to the tokens only off its step
+            cap = (pos if pos % KV_STEP else cap) + -(-n // KV_STEP) * KV_STEP
         pos += n
     return cap
 

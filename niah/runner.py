@@ -298,7 +298,7 @@ def warm_up_mode(requested: str | None, backend_name: str) -> str:
     builds per key length, fused kernels compile per shape), so it warms every shape the
     trials will prefill; Metal compiles per kernel variant, so one short generation covers it;
     the CPU backend compiles nothing."""
-    requested = requested or "auto"
+    requested = "auto" if requested is None else requested
     if requested not in WARM_UP_MODES:
         raise NiahError(f"unknown warm-up {requested!r}: use one of {', '.join(WARM_UP_MODES)}")
     if requested != "auto":
@@ -468,7 +468,9 @@ def _run_trial(run: _Run, spec: TrialSpec, prompt, base: dict, cached, *, trial:
                   "prefix_reuse": "reused" if reuse else (
                       "off" if not config.prefix_reuse else
                       ("fresh" if _trimmable(cache) else "untrimmable-cache"))}
-        next_cached = (cache, prompt.ids)
+        # hand on only a cache the next trial will take: one it cannot take would stay alive
+        # beside the next trial's own, doubling the KV memory
+        next_cached = (cache, prompt.ids) if config.prefix_reuse and _trimmable(cache) else None
     except NiahError:
         raise
     except Exception as exc:  # OOM and backend errors: record, go on

@@ -267,6 +267,9 @@ def test_warm_up_mode_per_backend():
     assert warm_up_mode("shapes", "cpu") == "shapes" and warm_up_mode("off", "cuda") == "off"
     with pytest.raises(NiahError, match="unknown warm-up 'fast': use one of auto, off, once, shapes"):
         warm_up_mode("fast", "cuda")
+    # an empty --warm-up is a bad value too, not auto (it ran a whole sweep)
+    with pytest.raises(NiahError, match="unknown warm-up '': use one of auto, off, once, shapes"):
+        warm_up_mode("", "cuda")
 
 
 def test_prefill_block_lengths_match_generate():
@@ -320,3 +323,49 @@ def test_rope_scaling_reaches_mlx_lm_rope_and_the_records(gguf_path, session, tm
 
     with pytest.raises(NiahError, match="the session was loaded with"):
         run_sweep(cfg, session=session)
+
+
+@pytest.mark.parametrize("step", [100, 300, 384, 640, 1000, 2048, 3000])
+def test_fresh_capacity_follows_mlx_lm_kvcache_growth_at_every_block(step):
+    # A block that starts on a multiple of 256 inside a longer buffer does not cut the buffer
+    # back (mlx-lm slices only when the offset is not a multiple of its step): e.g. step 384
+    # reaches 1152 tokens with a 1408-slot buffer, not 1280.
+    from mlx_lm.models.cache import KVCache
+
+    from niah.model import fresh_capacity
+
+    cache, kv = KVCache(), mx.zeros((1, 1, step, 2))
+    for blocks in range(1, 120):
+        cache.update_and_fetch(kv, kv)
+        assert cache.keys.shape[2] == fresh_capacity(blocks * step, step=step), blocks * step
+    for tokens in range(1, 3000, 37):  # and a last partial block, as a trial's prefill ends
+        cache = KVCache()
+        for a in range(0, tokens, step):
+            block = mx.zeros((1, 1, min(step, tokens - a), 2))
+            cache.update_and_fetch(block, block)
+        assert cache.keys.shape[2] == fresh_capacity(tokens, step=step), tokens
+
+
+@pytest.mark.parametrize("reuse,max_kv", [(False, None), (True, 256)])
+def test_a_cache_not_reused_is_released_before_the_next_trial(session, tmp_path, monkeypatch,
+                                                              reuse, max_kv):
+    # --no-prefix-reuse, or a cache that cannot be trimmed (a rotating one that wrapped): the
+    # next trial makes a new cache, and the last trial's must not stay alive beside it (it
+    # doubled the KV memory and showed in peak_memory_bytes)
+    import gc
+    import weakref
+
+    original, seen, others = ModelSession.generate, [], []
+
+    def tracking(self, ids, *, cache, **kw):
+        gc.collect()
+        others.append(sum(1 for r in seen if r() is not None and r() is not cache[0]))
+        seen.append(weakref.ref(cache[0]))
+        return original(self, ids, cache=cache, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", tracking)
+    cfg = RunConfig(model="default", contexts=(300,), depths=(0.0, 0.5, 1.0), max_tokens=8,
+                    prefix_reuse=reuse, max_kv_size=(max_kv,), prefill_steps=(128,),
+                    out=str(tmp_path))
+    result = run_sweep(cfg, session=session, warm_up="off")
+    assert len(result.records) == 3 and others == [0, 0, 0]
