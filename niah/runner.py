@@ -199,8 +199,9 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
 def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) -> list[str]:
     """Prefix reuse is not in the config hash (answers are equal with and without it), but
     timings differ: say when trials kept from the folder ran with the other setting."""
-    other = [r for r in records if r.get("prefix_reuse") and r.get("verdict") not in (ERROR, SKIP)
-             and (r["prefix_reuse"] == "off") == prefix_reuse]
+    # with reuse off, only a reused trial was timed differently (a fresh one prefilled it all)
+    other = [r for r in records if r.get("verdict") not in (ERROR, SKIP)
+             and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")]
     if not other:
         return []
     was = "off" if prefix_reuse else "on"

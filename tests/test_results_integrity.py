@@ -302,6 +302,7 @@ def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
 
     recs = [{"prefix_reuse": "reused", "verdict": "PASS"}, {"prefix_reuse": "fresh", "verdict": "FAIL"},
             {"prefix_reuse": "off", "verdict": "PASS"}, {"prefix_reuse": "reused", "verdict": "ERROR"}]
+    recs.append({"prefix_reuse": "reused", "verdict": "FAIL"})
     assert _reuse_mismatch(recs, prefix_reuse=False, folder=tmp_path) == [
         f"2 trials kept from {tmp_path} ran with prefix reuse on: verdicts hold, but their times "
         "are not this setting's; use another --out to time every trial with this setting"]
@@ -309,15 +310,21 @@ def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
         f"1 trial kept from {tmp_path} ran with prefix reuse off: verdicts hold, but their times "
         "are not this setting's; use another --out to time every trial with this setting"]
     assert _reuse_mismatch(recs[:2], prefix_reuse=True, folder=tmp_path) == []
+    # a fresh (or untrimmable-cache) trial prefilled its whole prompt, as one without reuse does
+    assert _reuse_mismatch([{"prefix_reuse": "fresh", "verdict": "PASS"},
+                            {"prefix_reuse": "untrimmable-cache", "verdict": "PASS"}],
+                           prefix_reuse=False, folder=tmp_path) == []
 
 
 @pytest.mark.slow
 def test_no_prefix_reuse_into_a_folder_timed_with_reuse_warns(tmp_path):
     out = tmp_path / "out"
-    assert _cli("run", *SMALL, "--depth", "0,1", "--out", out).exit_code == 0
-    again = _cli("run", *SMALL, "--depth", "0,1", "--no-prefix-reuse", "--out", out)
+    step = ["--prefill-step", "64"]  # small enough for the depth-1 trial to reuse a prefix
+    assert _cli("run", *SMALL, *step, "--depth", "0.5,1", "--out", out).exit_code == 0
+    again = _cli("run", *SMALL, *step, "--depth", "0.5,1", "--no-prefix-reuse", "--out", out)
     assert again.exit_code == 0 and "0 run, 2 already done" in again.stdout
     folder = _only_folder(out)
-    assert again.stderr == (f"warning: 2 trials kept from {folder} ran with prefix reuse on: "
-                            "verdicts hold, but their times are not this setting's; use another "
-                            "--out to time every trial with this setting\n")
+    reused = sum(r["prefix_reuse"] == "reused" for r in _records(folder))
+    assert reused == 1 and again.stderr == (
+        f"warning: 1 trial kept from {folder} ran with prefix reuse on: verdicts hold, but their "
+        "times are not this setting's; use another --out to time every trial with this setting\n")
