@@ -40,14 +40,11 @@ class FirstCell:
 
 def first_cells(folder: Path, *, field: str) -> list[FirstCell]:
     """One row per context with at least two timed trials, in context order."""
-    import json
-
     from niah import store
 
     records = [r for r in store.read_trials(folder) if r.get(field) is not None]
-    log = folder / "runs.jsonl"
-    modes = [json.loads(line).get("mode", "once") for line in log.read_text().splitlines()
-             if '"warm-up"' in line] if log.is_file() else []
+    modes = [e.get("mode", "once") for e in store.read_run_log(folder)
+             if e.get("event") == "warm-up"]
     rows = []
     for context in sorted({r["context"] for r in records}):
         trials = [r for r in records if r["context"] == context]  # write order

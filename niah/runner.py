@@ -318,7 +318,8 @@ def _warm_up(run: _Run, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
     except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
         run.progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
     for (kv_bits, max_kv, step), group in prefix_groups(todo).items():
-        cache_kw = {"kv_bits": kv_bits, "max_kv_size": max_kv}
+        cache_kw = {"kv_bits": kv_bits, "max_kv_size": max_kv,
+                    "kv_group_size": run.config.kv_group_size}
         try:
             if mode == "shapes":
                 fits = [s for s in group if not preflight or _estimate(run, s).fits]
@@ -348,7 +349,7 @@ def _warm_once(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict) 
     length = min(min(s.context for s in group), step + max(2, step // 4))
     prompt = run.builder.build(context=max(length, run.builder.minimum_context()),
                                depth=0.5, value=group[0].value)
-    cache = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+    cache = run.session.make_cache(**cache_kw)
     _warm_generate(run, prompt.ids.tolist(), cache=cache, step=step)
 
 
@@ -363,7 +364,7 @@ def _warm_shapes(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict
     if not contexts:
         return
     ids = run.builder.build(context=contexts[0], depth=0.5, value=group[0].value).ids
-    template = run.session.make_cache(kv_group_size=run.config.kv_group_size, **cache_kw)
+    template = run.session.make_cache(**cache_kw)
     _warm_generate(run, ids.tolist(), cache=template, step=step)
     for context in contexts[1:]:
         start = ((context - 1) // step) * step
@@ -371,8 +372,7 @@ def _warm_shapes(run: _Run, group: list[TrialSpec], *, step: int, cache_kw: dict
             continue
         cache = placeholder_cache(template, tokens=start, step=step) if start else None
         if cache is None:
-            cache, start = run.session.make_cache(kv_group_size=run.config.kv_group_size,
-                                                  **cache_kw), 0
+            cache, start = run.session.make_cache(**cache_kw), 0
         _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=start, step=step)
 
 

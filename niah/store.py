@@ -249,6 +249,14 @@ def append_run_log(folder: Path, entry: dict) -> None:
                         "run folder or choose a writable --out") from None
 
 
+def read_run_log(folder: Path) -> list[dict]:
+    """The events of runs.jsonl (start, warm-up), oldest first; none when it is absent."""
+    path = Path(folder) / RUN_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 VERDICTS = ("PASS", "FAIL", "NULL", "SKIP", "ERROR")
 # Fields reports compute with: a record holding another type is malformed, not a traceback.
 NUMBER_FIELDS = ("score", "elapsed_s", "prefill_s", "ttft_s", "decode_s", "context_tokens",

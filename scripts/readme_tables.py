@@ -19,7 +19,6 @@ lines it printed. Nothing between the markers is typed by hand.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -28,13 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BLOCK = re.compile(r"(<!-- niah:(report|bench) (\S+) -->\n)(.*?)(<!-- niah:end -->)", re.S)
-
-
-def _run_log(folder: Path) -> list[dict]:
-    path = folder / "runs.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def report_block(folder: Path) -> str:
@@ -48,7 +40,8 @@ def report_block(folder: Path) -> str:
         records = list(store.latest_by_key(store.folder_records(folder)).values())
     if not records:
         raise SystemExit(f"{folder}: no records")
-    starts = [e for e in _run_log(folder) if e.get("event") == "start" and e.get("argv")]
+    log = store.read_run_log(folder)
+    starts = [e for e in log if e.get("event") == "start" and e.get("argv")]
     commands = sorted({" ".join(["niah", *e["argv"][1:]]) for e in starts})
     devices = sorted({r.get("device", "?") for r in records})
     versions = sorted({f"MLX {r.get('mlx_version')}, mlx-lm {r.get('mlx_lm_version')}"
@@ -59,7 +52,7 @@ def report_block(folder: Path) -> str:
              f"{days[0]}{' to ' + days[-1] if days[-1] != days[0] else ''}"]
     lines += [f"Command: `{c}`" for c in commands] or ["Command: not recorded (run made before "
                                                         "runs.jsonl existed)"]
-    warm = [e for e in _run_log(folder) if e.get("event") == "warm-up"]
+    warm = [e for e in log if e.get("event") == "warm-up"]
     if warm:
         lines.append("Warm-up (kept out of the cells): " +
                      ", ".join(f"{e['seconds']:.1f} s" for e in warm))
