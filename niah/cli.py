@@ -502,7 +502,7 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
 ):
     """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
-    from .convert import convert as do_convert
+    from .gguf.convert import convert as do_convert
 
     try:
         done = do_convert(gguf, out, quant=gguf_quant, force=force)

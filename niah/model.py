@@ -154,7 +154,7 @@ class ModelSession:
                  shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model"):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
 
-        gguf_quant: weight mode for GGUF files (niah.gguf_read.QUANT_MODES). rope_scaling:
+        gguf_quant: weight mode for GGUF files (niah.gguf.read.QUANT_MODES). rope_scaling:
         "model", "none", "yarn:F" or "linear:F" (niah.config.parse_rope_scaling).
         """
         import os
@@ -206,7 +206,7 @@ class ModelSession:
     def _load_gguf(self, location: str, *, gguf_quant: str, rope: str):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
-        from .gguf_read import parse_header
+        from .gguf.header import parse_header
 
         scaling = "model"
         if rope != "model":
