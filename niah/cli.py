@@ -150,6 +150,9 @@ def run(
                 out=out,
             )
             _check_out(out)
+            from .model import check_gguf_options
+
+            check_gguf_options(cfg.model, gguf_quant=cfg.gguf_quant)
             for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
                 if v is not None and v < 1:
                     raise NiahError(f"{name} {v} is not allowed: use a positive token count")

@@ -77,6 +77,18 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
     return "hub", spec
 
 
+def check_gguf_options(spec: str | None, *, gguf_quant: str) -> None:
+    """Refuse GGUF-only options (--gguf-quant) for a model that is not a GGUF file: they
+    would be ignored there yet change the run's hash."""
+    if gguf_quant == "auto":
+        return
+    kind, _ = resolve_model(spec)
+    if kind != "gguf":
+        what = "an MLX model folder" if kind == "mlx" else "a hub model id"
+        raise NiahError(f"--gguf-quant {gguf_quant} applies to GGUF files only and {spec!r} is "
+                        f"{what}: drop --gguf-quant")
+
+
 def _hub_folder(repo: str) -> str:
     """Local snapshot of a hub repo: downloaded unless offline, then from the cache only."""
     try:

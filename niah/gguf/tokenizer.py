@@ -90,6 +90,23 @@ def _spm_tokenizer(meta: dict, tokens: list[str], types: list[int]):
     return tok
 
 
+def _backend_tokenizer(meta: dict, kind, tokens: list[str], types: list[int]):
+    """The `tokenizers` model for the vocabulary kind; inconsistent metadata is one line."""
+    if kind not in ("gpt2", "llama"):
+        raise NiahError(f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
+                        "or llama SentencePiece): use an MLX model folder for this model")
+    try:
+        if kind == "gpt2":
+            return _bpe_tokenizer(meta, tokens)
+        return _spm_tokenizer(meta, tokens, types)
+    except NiahError:
+        raise
+    except Exception as exc:  # tokenizers raises plain Exception for a bad vocabulary
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise NiahError(f"GGUF tokenizer metadata is inconsistent ({detail}): get an intact "
+                        "file, or use an MLX model folder") from exc
+
+
 def build_tokenizer(meta: dict):
     """A transformers PreTrainedTokenizerFast for a GGUF's vocabulary (gpt2 or llama kind)."""
     from tokenizers import AddedToken
@@ -99,13 +116,7 @@ def build_tokenizer(meta: dict):
     tokens = list(meta["tokenizer.ggml.tokens"])
     raw_types = meta.get("tokenizer.ggml.token_type")
     types = list(raw_types.tolist() if hasattr(raw_types, "tolist") else raw_types or [1] * len(tokens))
-    if kind == "gpt2":
-        tok = _bpe_tokenizer(meta, tokens)
-    elif kind == "llama":
-        tok = _spm_tokenizer(meta, tokens, types)
-    else:
-        raise NiahError(f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
-                        "or llama SentencePiece): use an MLX model folder for this model")
+    tok = _backend_tokenizer(meta, kind, tokens, types)
 
     # Byte-level BPE files mark their chat markers user-defined too: special there.
     special_types = (_CONTROL,) if kind == "llama" else (_CONTROL, _USER_DEFINED)
