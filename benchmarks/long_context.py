@@ -73,7 +73,7 @@ def main() -> None:
     from mlx_lm import load
 
     from niah.config import default_model_path, parse_contexts
-    from niah.convert import convert
+    from niah.gguf.convert import convert
     from niah.haystack import PromptBuilder
     from niah.model import ModelSession, device_description
     from niah.sdpa.dispatch import backend

@@ -150,6 +150,9 @@ def run(
                 out=out,
             )
             _check_out(out)
+            from .model import check_gguf_options
+
+            check_gguf_options(cfg.model, gguf_quant=cfg.gguf_quant)
             for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
                 if v is not None and v < 1:
                     raise NiahError(f"{name} {v} is not allowed: use a positive token count")
@@ -502,7 +505,7 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
 ):
     """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
-    from .convert import convert as do_convert
+    from .gguf.convert import convert as do_convert
 
     try:
         done = do_convert(gguf, out, quant=gguf_quant, force=force)

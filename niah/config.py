@@ -18,6 +18,7 @@ import string
 from dataclasses import dataclass, field
 
 from .errors import NiahError
+from .gguf.read import QUANT_MODES as GGUF_QUANTS  # the gguf package owns the weight modes
 
 DEFAULT_CONTEXTS = (1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
@@ -39,7 +40,6 @@ DEFAULT_OUT = "results"
 DEFAULT_SDPA_ROUTE = "auto"
 SDPA_ROUTES = ("stock", "chunked", "auto")
 DEFAULT_KV_GROUP_SIZE = 64
-GGUF_QUANTS = ("auto", "q8", "q4", "f16")
 ROPE_KINDS = ("yarn", "linear")
 MAX_CONTEXT = 16 * 1024 * 1024
 MAX_RANGE_VALUES = 1001          # most values a start:stop:step range may give
@@ -290,7 +290,7 @@ class RunConfig:
     allow_beyond_trained: bool = False
     prefix_reuse: bool = True
     shard: str = "none"            # "tensor": one model sharded across the mlx.launch group
-    gguf_quant: str = "auto"       # GGUF weights: auto, q8, q4, f16 (niah.gguf_read)
+    gguf_quant: str = "auto"       # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
     rope_scaling: str = "model"    # "model" (as shipped), "none", "yarn:F", "linear:F"
     out: str = DEFAULT_OUT
     extra: dict = field(default_factory=dict, compare=False, hash=False)

@@ -77,6 +77,18 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
     return "hub", spec
 
 
+def check_gguf_options(spec: str | None, *, gguf_quant: str) -> None:
+    """Refuse GGUF-only options (--gguf-quant) for a model that is not a GGUF file: they
+    would be ignored there yet change the run's hash."""
+    if gguf_quant == "auto":
+        return
+    kind, _ = resolve_model(spec)
+    if kind != "gguf":
+        what = "an MLX model folder" if kind == "mlx" else "a hub model id"
+        raise NiahError(f"--gguf-quant {gguf_quant} applies to GGUF files only and {spec!r} is "
+                        f"{what}: drop --gguf-quant")
+
+
 def _hub_folder(repo: str) -> str:
     """Local snapshot of a hub repo: downloaded unless offline, then from the cache only."""
     try:
@@ -154,7 +166,7 @@ class ModelSession:
                  shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model"):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
 
-        gguf_quant: weight mode for GGUF files (niah.gguf_read.QUANT_MODES). rope_scaling:
+        gguf_quant: weight mode for GGUF files (niah.gguf.read.QUANT_MODES). rope_scaling:
         "model", "none", "yarn:F" or "linear:F" (niah.config.parse_rope_scaling).
         """
         import os
@@ -206,7 +218,7 @@ class ModelSession:
     def _load_gguf(self, location: str, *, gguf_quant: str, rope: str):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
-        from .gguf_read import parse_header
+        from .gguf.header import parse_header
 
         scaling = "model"
         if rope != "model":

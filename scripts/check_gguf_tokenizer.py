@@ -45,8 +45,8 @@ def _compare(name, ours, encode, texts) -> int:
 
 
 def check(path: str) -> int:
-    from niah.gguf_read import parse_header
-    from niah.gguf_tokenizer import build_tokenizer
+    from niah.gguf.header import parse_header
+    from niah.gguf.tokenizer import build_tokenizer
 
     meta = parse_header(path).meta
     ours = build_tokenizer(meta)
@@ -63,7 +63,7 @@ def check(path: str) -> int:
     except Exception as exc:  # noqa: BLE001 - report which reference could not run
         print(f"transformers GGUF: not run ({type(exc).__name__}: {str(exc)[:120]})")
     if meta.get("tokenizer.ggml.model") == "llama":
-        from niah.gguf_tokenizer import sentencepiece_reference
+        from niah.gguf.tokenizer import sentencepiece_reference
 
         sp = sentencepiece_reference(meta)
         bad += _compare("sentencepiece", ours, sp.encode, [t for t in texts if "<start_of" not in t])

@@ -56,8 +56,8 @@ def test_qwen_k_quant_gguf_passes_a_1k_needle(qwen_path, tmp_path):
 
 @pytest.mark.slow
 def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
-    from niah.gguf_read import parse_header
-    from niah.gguf_tokenizer import build_tokenizer, sentencepiece_reference
+    from niah.gguf.header import parse_header
+    from niah.gguf.tokenizer import build_tokenizer, sentencepiece_reference
     from niah.haystack import Haystack
 
     pytest.importorskip("sentencepiece")
@@ -137,7 +137,7 @@ def test_converted_gemma_folder_generates_what_niah_generates(gemma_path, tmp_pa
     from mlx_lm import generate, load
     from mlx_lm.sample_utils import make_sampler
 
-    from niah.convert import convert
+    from niah.gguf.convert import convert
     from niah.model import ModelSession, cast_floats
 
     gemma = ModelSession(gemma_path, dequantize=False)  # the same quantized matmuls as mlx-lm

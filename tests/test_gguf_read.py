@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from niah.errors import NiahError
-from niah.gguf_read import file_digest, parse_header, read_gguf
+from niah.gguf.read import file_digest, parse_header, read_gguf
 
 
 def test_header_parser_matches_mx_load(gguf_path):
@@ -41,7 +41,7 @@ def _dequantized(tensors: dict, name: str) -> mx.array:
 def test_gguf_package_reader_matches_mx_load(gguf_path):
     """The numpy dequantization path (used for K-quants) read on Q4_1/Q8_0/F32 tensors gives
     what mx.load gives: byte offsets, block sizes and shapes are right."""
-    from niah.gguf_read import _read_with_gguf
+    from niah.gguf.read import _read_with_gguf
 
     ref, _ = mx.load(gguf_path, return_metadata=True)
     header = parse_header(gguf_path)
@@ -102,7 +102,7 @@ def _tiny_gguf(path, type_id: int, dims=(32, 2), data: bytes = b"\0" * 4096) -> 
 
 
 def test_tensor_data_starts_at_the_aligned_offset(tmp_path):
-    from niah.gguf_read import _read_with_gguf
+    from niah.gguf.read import _read_with_gguf
 
     pytest.importorskip("gguf")
     values = np.arange(64, dtype=np.float32)

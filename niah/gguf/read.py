@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NiahError
-from .identity import file_digest  # noqa: F401 - re-exported: the GGUF's digest
+from ..errors import NiahError
+from ..identity import file_digest  # noqa: F401 - re-exported: the GGUF's digest
+from .header import check_layout, parse_header
 
 NATIVE_TYPES = frozenset({"F32", "F16", "Q4_0", "Q4_1", "Q8_0"})
 QUANT_MODES = ("auto", "q8", "q4", "f16")
@@ -50,14 +51,6 @@ def _check_file(path: Path) -> None:
                             "file from llama.cpp or the hub")
 
 
-def tensor_types(path: Path) -> dict[str, int]:
-    """GGUF type name -> tensor count, from the header."""
-    counts: dict[str, int] = {}
-    for t in parse_header(path).tensors:
-        counts[t.type_name] = counts.get(t.type_name, 0) + 1
-    return counts
-
-
 def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT) -> RawGGUF:
     """Tensors and metadata of `path`, with weights in the `quant` mode (see the module doc)."""
     if quant not in QUANT_MODES:
@@ -65,6 +58,7 @@ def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT) -> RawGGUF:
     path = Path(path)
     _check_file(path)
     header = parse_header(path)
+    check_layout(path, header)
     types = {}
     for t in header.tensors:
         types[t.type_name] = types.get(t.type_name, 0) + 1
@@ -158,130 +152,3 @@ def _read_with_gguf(path: Path, header, *, quant: str, types: dict) -> RawGGUF:
             raw.tensors[t.name] = arr
     del data
     return raw
-
-
-# --- GGUF header parsing (metadata and tensor table), fast for 256K-entry vocabularies ----
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
-_NUMPY = {0: "u1", 1: "i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
-          10: "<u8", 11: "<i8", 12: "<f8"}
-# GGML type id -> (name, elements per block, bytes per block); the types llama.cpp writes.
-GGML_TYPES = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
-}
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    name: str
-    dims: tuple[int, ...]      # GGUF order: fastest-varying first
-    type_id: int
-    offset: int                # absolute byte offset in the file
-
-    @property
-    def type_name(self) -> str:
-        return GGML_TYPES.get(self.type_id, (f"type {self.type_id}",))[0]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(reversed(self.dims))
-
-    def raw(self, data):
-        """The tensor's bytes as the gguf package's dequantize expects them."""
-        if self.type_id not in GGML_TYPES:
-            raise KeyError(self.type_id)
-        _, block, size = GGML_TYPES[self.type_id]
-        rows = 1
-        for d in self.dims[1:]:
-            rows *= d
-        nbytes = self.dims[0] // block * size
-        return data[self.offset:self.offset + rows * nbytes].reshape(rows, nbytes)
-
-
-@dataclass(frozen=True)
-class Header:
-    meta: dict
-    tensors: list
-
-
-def parse_header(path: str | Path) -> Header:
-    """Metadata (as mx.load returns it: str, list[str], numpy values) and the tensor table."""
-    import struct
-
-    import numpy as np
-
-    with open(path, "rb") as f:
-        buf = f.read(1 << 20)
-        pos = 0
-
-        def need(n):
-            nonlocal buf
-            while pos + n > len(buf):
-                more = f.read(max(1 << 20, n))
-                if not more:
-                    raise NiahError(f"GGUF {str(path)!r} is truncated: download it again")
-                buf += more
-
-        def unpack(fmt):
-            nonlocal pos
-            n = struct.calcsize(fmt)
-            need(n)
-            (v,) = struct.unpack_from(fmt, buf, pos)
-            pos += n
-            return v
-
-        def string():
-            nonlocal pos
-            n = unpack("<Q")
-            need(n)
-            s = buf[pos:pos + n].decode("utf-8", errors="replace")
-            pos += n
-            return s
-
-        def value(vtype):
-            nonlocal pos
-            if vtype == 8:
-                return string()
-            if vtype == 9:
-                etype, count = unpack("<I"), unpack("<Q")
-                if etype == 8:
-                    return [string() for _ in range(count)]
-                if etype not in _NUMPY:
-                    raise NiahError(f"GGUF {str(path)!r} has an unreadable metadata array type {etype}")
-                n = np.dtype(_NUMPY[etype]).itemsize * count
-                need(n)
-                arr = np.frombuffer(buf, dtype=_NUMPY[etype], count=count, offset=pos).copy()
-                pos += n
-                return arr
-            if vtype not in _SCALARS:
-                raise NiahError(f"GGUF {str(path)!r} has an unreadable metadata value type {vtype}")
-            return np.array(unpack(_SCALARS[vtype]), dtype=_NUMPY[vtype])
-
-        need(24)
-        if buf[:4] != b"GGUF":
-            raise NiahError(f"{str(path)!r} is not a GGUF file (no GGUF magic): give a .gguf file")
-        pos = 4
-        version, n_tensors, n_kv = unpack("<I"), unpack("<Q"), unpack("<Q")
-        if version < 2:
-            raise NiahError(f"GGUF {str(path)!r} is version {version}: convert it with a current llama.cpp")
-        meta = {}
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(unpack("<I"))
-        entries = []
-        for _ in range(n_tensors):
-            name = string()
-            dims = tuple(unpack("<Q") for _ in range(unpack("<I")))
-            entries.append((name, dims, unpack("<I"), unpack("<Q")))
-    align = int(meta.get("general.alignment", 32))
-    start = (pos + align - 1) // align * align
-    return Header(meta=meta, tensors=[TensorEntry(n, d, t, start + o) for n, d, t, o in entries])

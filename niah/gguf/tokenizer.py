@@ -14,17 +14,11 @@ Two vocabulary kinds, as llama.cpp names them in ``tokenizer.ggml.model``:
 
 from __future__ import annotations
 
-from .errors import NiahError
+from ..errors import NiahError
+from .header import scalar
 
 SPACE = "\u2581"
 _CONTROL, _USER_DEFINED = 3, 4
-
-
-def _scalar(meta: dict, key: str, default=None):
-    v = meta.get(key, default)
-    if hasattr(v, "item"):
-        v = v.item()
-    return v
 
 
 def _pre_tokenizer(pre: str | None):
@@ -53,7 +47,7 @@ def _bpe_tokenizer(meta: dict, tokens: list[str]):
     merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = _pre_tokenizer(_scalar(meta, "tokenizer.ggml.pre"))
+    tok.pre_tokenizer = _pre_tokenizer(scalar(meta, "tokenizer.ggml.pre"))
     tok.decoder = decoders.ByteLevel()
     return tok
 
@@ -81,14 +75,14 @@ def _spm_tokenizer(meta: dict, tokens: list[str], types: list[int]):
     if scores is None:
         raise NiahError("GGUF SentencePiece vocabulary has no tokenizer.ggml.scores: "
                         "use an MLX model folder for this model")
-    unk_id = _scalar(meta, "tokenizer.ggml.unknown_token_id")
+    unk_id = scalar(meta, "tokenizer.ggml.unknown_token_id")
     vocab = {t: i for i, t in enumerate(tokens)}
     bpe = models.BPE(vocab=vocab, merges=spm_merges(tokens, scores, types), fuse_unk=True,
                      byte_fallback=True, unk_token=tokens[int(unk_id)] if unk_id is not None else None)
     tok = Tokenizer(bpe)
     norm = [normalizers.Replace(" ", SPACE)]
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
-    if _scalar(meta, "tokenizer.ggml.add_space_prefix", True):
+    if scalar(meta, "tokenizer.ggml.add_space_prefix", True):
         norm.insert(0, normalizers.Prepend(SPACE))
         steps.append(decoders.Strip(" ", 1, 0))
     tok.normalizer = normalizers.Sequence(norm)
@@ -96,22 +90,33 @@ def _spm_tokenizer(meta: dict, tokens: list[str], types: list[int]):
     return tok
 
 
+def _backend_tokenizer(meta: dict, kind, tokens: list[str], types: list[int]):
+    """The `tokenizers` model for the vocabulary kind; inconsistent metadata is one line."""
+    if kind not in ("gpt2", "llama"):
+        raise NiahError(f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
+                        "or llama SentencePiece): use an MLX model folder for this model")
+    try:
+        if kind == "gpt2":
+            return _bpe_tokenizer(meta, tokens)
+        return _spm_tokenizer(meta, tokens, types)
+    except NiahError:
+        raise
+    except Exception as exc:  # tokenizers raises plain Exception for a bad vocabulary
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise NiahError(f"GGUF tokenizer metadata is inconsistent ({detail}): get an intact "
+                        "file, or use an MLX model folder") from exc
+
+
 def build_tokenizer(meta: dict):
     """A transformers PreTrainedTokenizerFast for a GGUF's vocabulary (gpt2 or llama kind)."""
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    kind = _scalar(meta, "tokenizer.ggml.model")
+    kind = scalar(meta, "tokenizer.ggml.model")
     tokens = list(meta["tokenizer.ggml.tokens"])
     raw_types = meta.get("tokenizer.ggml.token_type")
     types = list(raw_types.tolist() if hasattr(raw_types, "tolist") else raw_types or [1] * len(tokens))
-    if kind == "gpt2":
-        tok = _bpe_tokenizer(meta, tokens)
-    elif kind == "llama":
-        tok = _spm_tokenizer(meta, tokens, types)
-    else:
-        raise NiahError(f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
-                        "or llama SentencePiece): use an MLX model folder for this model")
+    tok = _backend_tokenizer(meta, kind, tokens, types)
 
     # Byte-level BPE files mark their chat markers user-defined too: special there.
     special_types = (_CONTROL,) if kind == "llama" else (_CONTROL, _USER_DEFINED)
@@ -121,7 +126,7 @@ def build_tokenizer(meta: dict):
                     for i, t in enumerate(types) if t == _USER_DEFINED and kind == "llama"])
 
     def tok_text(key):
-        idx = _scalar(meta, key)
+        idx = scalar(meta, key)
         return tokens[int(idx)] if idx is not None and int(idx) < len(tokens) else None
 
     hf = PreTrainedTokenizerFast(
@@ -133,7 +138,7 @@ def build_tokenizer(meta: dict):
         chat_template=meta.get("tokenizer.chat_template"),
         clean_up_tokenization_spaces=False,
     )
-    hf.add_bos_token = bool(_scalar(meta, "tokenizer.ggml.add_bos_token", False))
+    hf.add_bos_token = bool(scalar(meta, "tokenizer.ggml.add_bos_token", False))
     if hf.add_bos_token and hf.bos_token is not None:
         _prepend_bos(hf)
     return hf
@@ -164,10 +169,10 @@ def sentencepiece_reference(meta: dict):
     t.byte_fallback = True
     for field, key in (("unk_id", "unknown"), ("bos_id", "bos"), ("eos_id", "eos"),
                        ("pad_id", "padding")):
-        setattr(t, field, int(_scalar(meta, f"tokenizer.ggml.{key}_token_id", -1)))
+        setattr(t, field, int(scalar(meta, f"tokenizer.ggml.{key}_token_id", -1)))
     n = m.normalizer_spec
     n.name, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, True
-    n.add_dummy_prefix = bool(_scalar(meta, "tokenizer.ggml.add_space_prefix", True))
+    n.add_dummy_prefix = bool(scalar(meta, "tokenizer.ggml.add_space_prefix", True))
     types = list(meta["tokenizer.ggml.token_type"].tolist())
     scores = meta["tokenizer.ggml.scores"].tolist()
     for i, piece in enumerate(meta["tokenizer.ggml.tokens"]):
