@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import default_model_path, hub_offline
 from .errors import NiahError
+from .generation import Generation, free_memory, generate  # noqa: F401 - Generation re-exported
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -35,19 +36,6 @@ class ModelInfo:
     rope_scaling: dict | None = None
     load_s: float = 0.0            # wall time of the load (read, convert, tokenizer)
     load_peak_bytes: int = 0       # peak MLX memory during the load
-
-
-@dataclass(frozen=True)
-class Generation:
-    response: str
-    tokens: int            # generated tokens
-    prefilled: int         # prompt tokens computed in this trial (reused ones excluded)
-    reused: int            # prompt tokens taken from a reused cache
-    prefill_s: float
-    ttft_s: float
-    decode_s: float
-    peak_memory_bytes: int
-    finish: str            # "eos" | "length"
 
 
 def resolve_model(spec: str | None) -> tuple[str, str]:
@@ -109,36 +97,28 @@ def _hub_folder(repo: str) -> str:
         raise NiahError(f"cannot download model {repo!r} ({name}): check the id and network") from None
 
 
-def dequantize_model(model, *, dtype=None):
-    """Replace quantized Linear/Embedding layers by float ones (same values, dequantized).
+def dequantize_model(model, *, dtype: str = "float32") -> int:
+    """Dequantize every quantized layer with mlx-lm's own `dequantize_model`, then cast the
+    float parameters to `dtype`; returns how many layers were quantized.
 
-    MLX's CPU backend has no fast quantized matmul: SmolLM2 prefill measured 10 tokens/s with
-    4-bit weights and 254 tokens/s dequantized to float32 with OpenBLAS (2 cores). On the CPU
-    backend sessions therefore dequantize by default; GPU backends keep weights quantized.
+    MLX's CPU backend has no fast quantized matmul, so CPU sessions dequantize by default (a
+    float32 matmul goes through OpenBLAS); GPU backends keep weights quantized.
     """
     import mlx.core as mx
     import mlx.nn as nn
-    from mlx.utils import tree_unflatten
+    from mlx_lm.utils import dequantize_model as mlx_lm_dequantize
+    from mlx.utils import tree_map
 
-    dtype = dtype or mx.float32
-    replaced = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            w = mx.dequantize(mod.weight, mod.scales, mod.get("biases"), group_size=mod.group_size,
-                              bits=mod.bits, mode=getattr(mod, "mode", "affine")).astype(dtype)
-            if isinstance(mod, nn.QuantizedLinear):
-                new = nn.Linear(w.shape[1], w.shape[0], bias="bias" in mod)
-                new.weight = w
-                if "bias" in mod:
-                    new.bias = mod.bias.astype(dtype)
-            else:
-                new = nn.Embedding(w.shape[0], w.shape[1])
-                new.weight = w
-            replaced.append((name, new))
-    if replaced:
-        model.update_modules(tree_unflatten(replaced))
-        mx.eval(model.parameters())
-    return len(replaced)
+    quantized = sum(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
+                    for _, m in model.named_modules())
+    if not quantized:
+        return 0
+    mlx_lm_dequantize(model)
+    target = getattr(mx, dtype)
+    model.update(tree_map(lambda a: a.astype(target) if mx.issubdtype(a.dtype, mx.floating)
+                          else a, model.parameters()))
+    mx.eval(model.parameters())
+    return quantized
 
 
 def cast_floats(model, dtype: str) -> str:
@@ -191,7 +171,7 @@ class ModelSession:
         extra.update(load_s=round(time.perf_counter() - t0, 3),
                      load_peak_bytes=int(mx.get_peak_memory()))
         self.load_options = {"gguf_quant": gguf_quant, "rope_scaling": rope}
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = set(self.wrapper.eos_token_ids)
         if dequantize is None:
             dequantize = backend() == "cpu"
         self.dequantized = bool(dequantize and dequantize_model(self.model))
@@ -228,6 +208,7 @@ class ModelSession:
             scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
         self.model, self.tokenizer, g = load_gguf_model(location, quant=gguf_quant,
                                                         rope_scaling=scaling)
+        self.wrapper = _gguf_wrapper(self.tokenizer)
         extra = dict(digest=g.digest, weights=g.weights, quant_types=g.quant_types,
                      rope_scaling=g.rope_scaling)
         return Path(location).name, g.trained_context, extra
@@ -250,7 +231,7 @@ class ModelSession:
             raise NiahError(f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
                             "is an MLX model") from None
-        self.tokenizer = wrapper._tokenizer
+        self.tokenizer, self.wrapper = wrapper._tokenizer, wrapper
         args = getattr(self.model, "args", None)
         extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
         return Path(folder).name, getattr(args, "max_position_embeddings", None), extra
@@ -270,17 +251,6 @@ class ModelSession:
                             "evenly: launch a number of ranks that divides both")
         self.model.shard(group)
         mx.eval(self.model.parameters())
-
-    def _eos_ids(self) -> set[int]:
-        ids = set()
-        tok = self.tokenizer
-        if tok.eos_token_id is not None:
-            ids.add(int(tok.eos_token_id))
-        for text in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
-            tid = tok.convert_tokens_to_ids(text) if text in tok.get_vocab() else None
-            if tid is not None:
-                ids.add(int(tid))
-        return ids
 
     def make_cache(self, *, kv_bits: int | None = None, kv_group_size: int = 64,
                    max_kv_size: int | None = None):
@@ -303,43 +273,28 @@ class ModelSession:
         return out
 
     def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
-                 max_tokens: int = 32) -> Generation:
-        """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily."""
-        import mlx.core as mx
+                 max_tokens: int = 32, on_prefill=None) -> Generation:
+        """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily
+        through mlx-lm's generation loop (niah.generation.generate)."""
+        return generate(self.model, self.wrapper, ids, cache=cache, reuse=reuse,
+                        prefill_step=prefill_step, max_tokens=max_tokens, on_prefill=on_prefill)
 
-        n = len(ids)
-        if not 0 <= reuse < n:
-            raise ValueError("reuse must leave at least one prompt token to compute")
-        prompt = mx.array(ids, dtype=mx.int32)
-        mx.reset_peak_memory()
-        t0 = time.perf_counter()
-        pos = reuse
-        while n - 1 - pos > 0:
-            step = min(prefill_step, n - 1 - pos)
-            self.model(prompt[None, pos:pos + step], cache=cache)
-            mx.eval([c.state for c in cache])
-            pos += step
-        logits = self.model(prompt[None, n - 1:], cache=cache)
-        token = mx.argmax(logits[:, -1, :], axis=-1)
-        mx.eval(token)
-        t1 = time.perf_counter()
-        prefill_s = t1 - t0
-        out = [int(token.item())]
-        ttft = time.perf_counter() - t0
-        finish = "eos" if out[0] in self.eos_ids else "length"
-        t2 = time.perf_counter()
-        while finish == "length" and len(out) < max_tokens:
-            logits = self.model(token.reshape(1, 1), cache=cache)
-            token = mx.argmax(logits[:, -1, :], axis=-1)
-            out.append(int(token.item()))
-            if out[-1] in self.eos_ids:
-                finish = "eos"
-        decode_s = time.perf_counter() - t2
-        text_ids = [t for t in out if t not in self.eos_ids]
-        response = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-        return Generation(response=response, tokens=len(out), prefilled=n - reuse, reused=reuse,
-                          prefill_s=prefill_s, ttft_s=ttft, decode_s=decode_s,
-                          peak_memory_bytes=int(mx.get_peak_memory()), finish=finish)
+
+# llama.cpp ends generation on a GGUF's end-of-sequence token and on the end-of-turn tokens
+# named below, when the vocabulary has them (a GGUF carries no generation_config.json).
+_GGUF_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>")
+
+
+def _gguf_wrapper(tokenizer):
+    """mlx-lm's TokenizerWrapper around a tokenizer built from GGUF metadata, ending generation
+    on its end-of-sequence and end-of-turn tokens."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    vocab = tokenizer.get_vocab()
+    eos = {int(vocab[t]) for t in _GGUF_END_OF_TURN if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    return TokenizerWrapper(tokenizer, eos_token_ids=sorted(eos))
 
 
 KV_STEP = 256  # mlx-lm's KVCache grows its buffer by this many slots
