@@ -1,6 +1,6 @@
-"""Regenerate (or check) the README's tables from committed artifacts.
+"""Regenerate (or check) the measured blocks of README.md and docs/*.md from committed artifacts.
 
-Every measured table in README.md sits between two markers naming its source:
+Every measured table in the README and the docs pages sits between two markers naming its source:
 
     <!-- niah:report results/reference/<run folder> -->      a run folder: niah report --markdown
     <!-- niah:bench docs/bench/<file>.txt -->               a benchmark's raw output
@@ -12,8 +12,8 @@ device, dates) and the table `niah report --markdown` prints; a benchmark's bloc
 provenance header of its raw output (command, commit, device, date) and the Markdown table
 lines it printed. Nothing between the markers is typed by hand.
 
-    python scripts/readme_tables.py          # rewrite README.md
-    python scripts/readme_tables.py --check  # exit 1 when README.md is out of date
+    python scripts/readme_tables.py          # rewrite every page that is out of date
+    python scripts/readme_tables.py --check  # exit 1 naming the pages that are out of date
 """
 
 from __future__ import annotations
@@ -82,19 +82,27 @@ def render(text: str) -> str:
     return BLOCK.sub(one, text)
 
 
+def pages() -> list[Path]:
+    """The pages whose generated blocks are kept: README.md and every docs/*.md."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def stale_pages() -> list[Path]:
+    """Pages whose generated blocks differ from what their artifacts render."""
+    return [page for page in pages() if render(page.read_text()) != page.read_text()]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    readme = ROOT / "README.md"
-    old = readme.read_text()
-    new = render(old)
+    stale = stale_pages()
     if args.check:
-        if new != old:
-            print("README.md is out of date: run python scripts/readme_tables.py")
-            return 1
-        return 0
-    readme.write_text(new)
+        for page in stale:
+            print(f"{page.relative_to(ROOT)} is out of date: run python scripts/readme_tables.py")
+        return 1 if stale else 0
+    for page in stale:
+        page.write_text(render(page.read_text()))
     return 0
 
 

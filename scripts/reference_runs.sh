@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU reference runs and benchmarks whose outputs the README shows, one section at a time:
+# The GPU reference runs and benchmarks whose outputs docs/measured.md shows, one section at a time:
 #   bash scripts/reference_runs.sh SECTION [SECTION ...]
 # Each run writes its run folder under $OUT/runs/<name>/ and each command's raw output, with a
 # provenance header (command, commit, device, date), to $OUT/logs/<name>.txt. Models are read
