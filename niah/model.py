@@ -198,6 +198,7 @@ class ModelSession:
     def _load_gguf(self, location: str, *, gguf_quant: str, rope: str):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
+        from .gguf.tokenizer import wrap_tokenizer
         from .gguf.header import parse_header
 
         scaling = "model"
@@ -208,7 +209,7 @@ class ModelSession:
             scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
         self.model, self.tokenizer, g = load_gguf_model(location, quant=gguf_quant,
                                                         rope_scaling=scaling)
-        self.wrapper = _gguf_wrapper(self.tokenizer)
+        self.wrapper = wrap_tokenizer(self.tokenizer)
         extra = dict(digest=g.digest, weights=g.weights, quant_types=g.quant_types,
                      rope_scaling=g.rope_scaling)
         return Path(location).name, g.trained_context, extra
@@ -278,23 +279,6 @@ class ModelSession:
         through mlx-lm's generation loop (niah.generation.generate)."""
         return generate(self.model, self.wrapper, ids, cache=cache, reuse=reuse,
                         prefill_step=prefill_step, max_tokens=max_tokens, on_prefill=on_prefill)
-
-
-# llama.cpp ends generation on a GGUF's end-of-sequence token and on the end-of-turn tokens
-# named below, when the vocabulary has them (a GGUF carries no generation_config.json).
-_GGUF_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>")
-
-
-def _gguf_wrapper(tokenizer):
-    """mlx-lm's TokenizerWrapper around a tokenizer built from GGUF metadata, ending generation
-    on its end-of-sequence and end-of-turn tokens."""
-    from mlx_lm.tokenizer_utils import TokenizerWrapper
-
-    vocab = tokenizer.get_vocab()
-    eos = {int(vocab[t]) for t in _GGUF_END_OF_TURN if t in vocab}
-    if tokenizer.eos_token_id is not None:
-        eos.add(int(tokenizer.eos_token_id))
-    return TokenizerWrapper(tokenizer, eos_token_ids=sorted(eos))
 
 
 KV_STEP = 256  # mlx-lm's KVCache grows its buffer by this many slots

@@ -182,3 +182,20 @@ def sentencepiece_reference(meta: dict):
         p.score = scores[i]
         p.type = kinds.UNKNOWN if i == t.unk_id else by_type[types[i]]
     return spm.SentencePieceProcessor(model_proto=m.SerializeToString())
+
+
+# llama.cpp ends generation on a GGUF's end-of-sequence token and on the end-of-turn tokens
+# named below, when the vocabulary has them (a GGUF carries no generation_config.json).
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>")
+
+
+def wrap_tokenizer(tokenizer):
+    """mlx-lm's TokenizerWrapper around a tokenizer built from GGUF metadata, ending generation
+    on its end-of-sequence and end-of-turn tokens."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    vocab = tokenizer.get_vocab()
+    eos = {int(vocab[t]) for t in END_OF_TURN if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    return TokenizerWrapper(tokenizer, eos_token_ids=sorted(eos))
