@@ -52,7 +52,9 @@ def test_the_readme_and_measured_page_hold_generated_blocks():
 def test_no_measured_table_outside_generated_blocks(page):
     text = TOOL.BLOCK.sub("", page.read_text())
     text = re.sub(r"```.*?```", "", text, flags=re.S)
-    typed = [line for line in text.splitlines() if line.startswith("|") and re.search(r"\d", line)]
+    # a digit outside inline code (`gpt2`, `niah/gguf/...` name things, they measure nothing)
+    typed = [line for line in text.splitlines()
+             if line.startswith("|") and re.search(r"\d", re.sub(r"`[^`]*`", "", line))]
     assert typed == []
 
 
