@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from .environment import default_model_path, hub_offline  # noqa: F401 - imported from here
 from .errors import NiahError
-from .parse import (MAX_CONTEXT, MAX_RANGE_VALUES, ROPE_KINDS, check_kv_group_size,  # noqa: F401
+from .parse import (KV_BITS, KV_GROUP_SIZES, MAX_CONTEXT, MAX_RANGE_VALUES, MAX_ROPE_FACTOR,  # noqa: F401
+                    ROPE_KINDS, check_kv_group_size,
                     check_needle_template, config_value, format_context, parse_context,
                     parse_contexts, parse_depths, parse_int_list, parse_range, parse_rope_scaling,
                     rope_scaling_config)
