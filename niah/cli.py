@@ -487,6 +487,10 @@ def doctor(
     from .doctor import doctor_report
 
     try:
+        if model is not None:
+            _model_arg(model)  # an empty --model is refused, not taken as no model
+        if context is not None and not context.strip():
+            raise NiahError("--context is empty: give a context to size, like --context 128k")
         typer.echo(doctor_report(model=model, context=context, kv_bits=kv_bits))
     except NiahError as exc:
         _fail(exc)

@@ -380,3 +380,12 @@ def test_kept_trials_timed_after_another_warm_up_are_named(tmp_path, monkeypatch
     else:
         assert lines == [f"warning: 1 trial kept from {folder} {warned}: --warm-up does not rerun "
                          f"finished trials; use another --out to time every trial with --warm-up {mode}"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", ""], "--model is empty: give a hub id, a model folder or a .gguf file, or leave --model out for the embedded model"),
+    (["-c", ""], "--context is empty: give a context to size, like --context 128k"),
+])
+def test_doctor_refuses_empty_model_and_context(args, message):
+    result = runner.invoke(app, ["doctor", *args])
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
