@@ -389,3 +389,14 @@ def test_kept_trials_timed_after_another_warm_up_are_named(tmp_path, monkeypatch
 def test_doctor_refuses_empty_model_and_context(args, message):
     result = runner.invoke(app, ["doctor", *args])
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
+
+
+@pytest.mark.slow  # loads the model: the head size is known only then
+def test_kv_group_size_that_does_not_divide_the_head_is_refused_after_loading(tmp_path, gguf_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "-c", "256", "-d", "0", "--kv-bits", "4",
+                                 "--kv-group-size", "128", "-o", str(out), "-q"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: --kv-group-size 128 does not divide the model's head size 64: "
+                             "use 32 or 64\n")
+    assert not out.exists()
