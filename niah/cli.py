@@ -7,7 +7,6 @@ NiahError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -69,9 +68,9 @@ def _main(
     """Needle-in-a-haystack long-context checks for MLX models."""
 
 
-RUN_EPILOG = (f"Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
-              f"(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
-              f"130 interrupted.")
+RUN_EPILOG = ("Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
+              "(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
+              "130 interrupted.")
 
 
 @app.command(cls=_Command, epilog=RUN_EPILOG)
