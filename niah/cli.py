@@ -7,7 +7,6 @@ NiahError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +14,10 @@ from typing import Optional
 import typer
 import typer.core
 
+from . import config as C
+from . import options as O
 from .errors import NiahError
+from .outputs import check_file_option, check_out, existing_ancestor, listing, remove_unstarted
 
 
 class _Command(typer.core.TyperCommand):
@@ -45,9 +47,6 @@ sdpa_app = typer.Typer(cls=_Group, no_args_is_help=True,
                        help="niah's chunked SDPA: verify and benchmark.")
 app.add_typer(sdpa_app, name="sdpa")
 
-P_PROMPT, P_RUN, P_SDPA, P_KV, P_OUT = "Prompt", "Running", "Attention", "KV cache", "Output and gating"
-
-
 def _fail(exc: NiahError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=exc.exit_code)
@@ -69,102 +68,119 @@ def _main(
     """Needle-in-a-haystack long-context checks for MLX models."""
 
 
-@app.command(cls=_Command)
+RUN_EPILOG = ("Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
+              "(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
+              "130 interrupted.")
+
+
+@app.command(cls=_Command, epilog=RUN_EPILOG)
 def run(
     ctx: typer.Context,
-    context: str = typer.Option("1k,2k", "--context", "-c", help="Context lengths: 8000, 4k, 128k, 1m; comma list.", rich_help_panel=P_PROMPT),
-    depth: str = typer.Option("0,0.5,1", "--depth", "-d", help="Needle depths 0..1: list 0,0.5,1 or range 0:1:0.1.", rich_help_panel=P_PROMPT),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="mlx-lm hub id, MLX model folder, or .gguf file (default: embedded SmolLM2-135M-Instruct).", rich_help_panel=P_RUN),
-    samples: int = typer.Option(1, "--samples", "-n", help="Trials per cell (different needle values).", rich_help_panel=P_PROMPT),
-    seed: int = typer.Option(0, "--seed", help="Seed for haystack and needle values.", rich_help_panel=P_PROMPT),
-    needle: Optional[str] = typer.Option(None, "--needle", help="Needle template with {value}.", rich_help_panel=P_PROMPT),
-    question: Optional[str] = typer.Option(None, "--question", help="Question asked after the haystack.", rich_help_panel=P_PROMPT),
-    answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with.", rich_help_panel=P_PROMPT),
-    value_kind: str = typer.Option("number", "--value-kind", help="Needle value: number (7 digits), uuid, words.", rich_help_panel=P_PROMPT),
-    haystack: str = typer.Option("prose", "--haystack", help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.", rich_help_panel=P_PROMPT),
-    task: str = typer.Option("single", "--task", help="single, multi-needle, multi-key, multi-value, multi-query.", rich_help_panel=P_PROMPT),
-    needles: Optional[int] = typer.Option(None, "--needles", help="Needles per trial for multi-* tasks (default 4).", rich_help_panel=P_PROMPT),
-    prefill_step: str = typer.Option("2048", "--prefill-step", help="Prefill step in tokens (comma list sweeps).", rich_help_panel=P_RUN),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to decode (default 32; more for UUIDs and tasks asking for several values).", rich_help_panel=P_RUN),
-    allow_beyond_trained: bool = typer.Option(False, "--allow-beyond-trained", help="Allow contexts past the model's trained length (recorded per trial).", rich_help_panel=P_RUN),
-    prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Reuse the prefilled shared prefix between trials.", rich_help_panel=P_RUN),
-    shard: str = typer.Option("none", "--shard", help="Under mlx.launch: none (split the trials across ranks) or tensor (one model sharded across ranks).", rich_help_panel=P_RUN),
-    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="GGUF weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16.", rich_help_panel=P_RUN),
-    rope_scaling: str = typer.Option("model", "--rope-scaling", help="RoPE override: yarn:4, linear:2, none, or model (as shipped).", rich_help_panel=P_RUN),
-    sdpa: str = typer.Option("auto", "--sdpa", help="Attention route: auto, stock, chunked.", rich_help_panel=P_SDPA),
-    chunk_threshold: Optional[int] = typer.Option(None, "--chunk-threshold", help="Key length from which chunking applies (default 65536).", rich_help_panel=P_SDPA),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Keys per chunk (default 32768).", rich_help_panel=P_SDPA),
-    kv_bits: Optional[str] = typer.Option(None, "--kv-bits", help="Quantized KV cache bits: 4, 8 or a list 4,8 (none = float).", rich_help_panel=P_KV),
-    kv_group_size: int = typer.Option(64, "--kv-group-size", help="Group size of the quantized KV cache.", rich_help_panel=P_KV),
-    max_kv_size: Optional[str] = typer.Option(None, "--max-kv-size", help="Rotating KV cache size(s), comma list.", rich_help_panel=P_KV),
-    out: str = typer.Option("results", "--out", "-o", help="Folder for run folders.", rich_help_panel=P_OUT),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume this run folder (its config is reused).", rich_help_panel=P_OUT),
-    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1).", rich_help_panel=P_OUT),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one testcase per trial.", rich_help_panel=P_OUT),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write every trial as CSV.", rich_help_panel=P_OUT),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=P_OUT),
-    warm_up: str = typer.Option("auto", "--warm-up", help="Before the first timed trial: auto (shapes on CUDA, once on Metal, off on CPU), shapes (every prefill block shape), once (one short generation) or off.", rich_help_panel=P_RUN),
+    context: O.Context = O.DEFAULT_CONTEXT_TEXT,
+    depth: O.Depth = O.DEFAULT_DEPTH_TEXT,
+    model: O.Model = None,
+    samples: O.Samples = C.DEFAULT_SAMPLES,
+    seed: O.Seed = C.DEFAULT_SEED,
+    needle: O.Needle = None,
+    question: O.Question = None,
+    answer_prefix: O.AnswerPrefix = None,
+    value_kind: O.ValueKind = C.DEFAULT_VALUE_KIND,
+    haystack: O.Haystack = C.DEFAULT_HAYSTACK,
+    task: O.Task = C.DEFAULT_TASK,
+    needles: O.Needles = None,
+    prefill_step: O.PrefillStep = O.DEFAULT_PREFILL_TEXT,
+    max_tokens: O.MaxTokens = None,
+    allow_beyond_trained: O.AllowBeyond = False,
+    shard: O.Shard = C.DEFAULT_SHARD,
+    gguf_quant: O.GgufQuant = C.DEFAULT_GGUF_QUANT,
+    rope_scaling: O.RopeScaling = C.DEFAULT_ROPE_SCALING,
+    sdpa: O.Sdpa = C.DEFAULT_SDPA_ROUTE,
+    chunk_threshold: O.ChunkThreshold = None,
+    chunk_size: O.ChunkSize = None,
+    prefix_reuse: O.PrefixReuse = True,
+    kv_bits: O.KvBits = None,
+    kv_group_size: O.KvGroupSize = C.DEFAULT_KV_GROUP_SIZE,
+    max_kv_size: O.MaxKvSize = None,
+    out: O.Out = C.DEFAULT_OUT,
+    resume: O.Resume = None,
+    fail_under: O.FailUnder = None,
+    junit: O.Junit = None,
+    csv: O.Csv = None,
+    quiet: O.Quiet = False,
+    warm_up: O.WarmUp = C.DEFAULT_WARM_UP,
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
-    from . import config as C
-    from . import tasks
-
     try:
-        _check_fail_under(fail_under)
-        from .runner import warm_up_mode
-
-        warm_up_mode(warm_up, "cpu")  # an unknown mode is one line before anything runs
-        _check_file_option(junit, option="--junit")
-        _check_file_option(csv, option="--csv")
-        if resume is not None:
-            from .store import load_config
-
-            _refuse_with_resume(ctx)
-            cfg = load_config(resume)
-            folder = resume
-        else:
-            cfg = C.RunConfig(
-                model=model or "default",
-                contexts=C.parse_contexts(context),
-                depths=C.parse_depths(depth),
-                samples=samples,
-                seed=seed,
-                **tasks.resolve(task=task, needles=needles, needle=needle, question=question,
-                                answer_prefix=answer_prefix, max_tokens=max_tokens,
-                                value_kind=value_kind),
-                value_kind=value_kind,
-                haystack=_haystack_arg(haystack),
-                prefill_steps=tuple(C.parse_int_list(prefill_step, what="--prefill-step")),
-                sdpa=sdpa,
-                chunk_threshold=chunk_threshold,
-                chunk_size=chunk_size,
-                kv_bits=C.parse_int_list(kv_bits, what="--kv-bits", allowed=(2, 3, 4, 5, 6, 8),
-                                         allow_none=True) if kv_bits else (None,),
-                kv_group_size=kv_group_size,
-                max_kv_size=C.parse_int_list(max_kv_size, what="--max-kv-size") if max_kv_size else (None,),
-                allow_beyond_trained=allow_beyond_trained,
-                prefix_reuse=prefix_reuse,
-                shard=shard,
-                gguf_quant=gguf_quant,
-                rope_scaling=rope_scaling,
-                out=out,
-            )
-            _check_out(out)
-            from .model import check_gguf_options
-
-            check_gguf_options(cfg.model, gguf_quant=cfg.gguf_quant)
-            for name, v in (("--chunk-threshold", chunk_threshold), ("--chunk-size", chunk_size)):
-                if v is not None and v < 1:
-                    raise NiahError(f"{name} {v} is not allowed: use a positive token count")
-            folder = None
-        from .sdpa.dispatch import resolve_config
-
-        # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
-        resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
-        _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv,
-             warm_up=warm_up)
+        _start(ctx, ctx.params)
     except NiahError as exc:
         _fail(exc)
+
+
+def _start(ctx, p: dict) -> None:
+    """Check every option, build the RunConfig (or take the resumed folder's), run."""
+    from .runner import warm_up_mode
+
+    _check_fail_under(p["fail_under"])
+    warm_up_mode(p["warm_up"], "cpu")  # an unknown mode is one line before anything runs
+    check_file_option(p["junit"], option="--junit")
+    check_file_option(p["csv"], option="--csv")
+    if p["resume"] is not None:
+        from .store import load_config
+
+        _refuse_with_resume(ctx)
+        cfg, folder = load_config(p["resume"]), p["resume"]
+    else:
+        cfg, folder = _config(p), None
+        check_out(p["out"])
+        from .model import check_gguf_options
+
+        check_gguf_options(cfg.model, gguf_quant=cfg.gguf_quant)
+        for name in ("chunk_threshold", "chunk_size"):
+            if p[name] is not None and p[name] < 1:
+                raise NiahError(f"--{name.replace('_', '-')} {p[name]} is not allowed: use a "
+                                "positive token count")
+    from .sdpa.dispatch import resolve_config
+
+    # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
+    resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
+    _run(cfg, folder=folder, quiet=p["quiet"], fail_under=p["fail_under"], junit=p["junit"],
+         csv=p["csv"], warm_up=p["warm_up"])
+
+
+def _config(p: dict) -> C.RunConfig:
+    """The RunConfig of a new run's options; an empty value is refused, never a default."""
+    from . import tasks
+
+    return C.RunConfig(
+        model=_model_arg(p["model"]),
+        contexts=C.parse_contexts(p["context"]),
+        depths=C.parse_depths(p["depth"]),
+        samples=p["samples"],
+        seed=p["seed"],
+        **tasks.resolve(task=p["task"], needles=p["needles"], needle=p["needle"],
+                        question=p["question"], answer_prefix=p["answer_prefix"],
+                        max_tokens=p["max_tokens"], value_kind=p["value_kind"]),
+        value_kind=p["value_kind"],
+        haystack=_haystack_arg(p["haystack"]),
+        prefill_steps=C.parse_int_list(p["prefill_step"], what="--prefill-step", example="1024,2048"),
+        sdpa=p["sdpa"],
+        chunk_threshold=p["chunk_threshold"],
+        chunk_size=p["chunk_size"],
+        kv_bits=_optional_ints(p["kv_bits"], what="--kv-bits", allowed=C.KV_BITS, allow_none=True),
+        kv_group_size=p["kv_group_size"],
+        max_kv_size=_optional_ints(p["max_kv_size"], what="--max-kv-size", example="4096,8192"),
+        allow_beyond_trained=p["allow_beyond_trained"],
+        prefix_reuse=p["prefix_reuse"],
+        shard=p["shard"],
+        gguf_quant=p["gguf_quant"],
+        rope_scaling=p["rope_scaling"],
+        out=p["out"],
+    )
+
+
+def _optional_ints(text: Optional[str], **kw) -> tuple:
+    """An integer-list option left out is (None,); given, it is parsed (empty is an error)."""
+    return (None,) if text is None else C.parse_int_list(text, **kw)
 
 
 # Options --resume can take along: they change how the run reports, not what it measures.
@@ -184,9 +200,21 @@ def _refuse_with_resume(ctx) -> None:
                         f"options are used): drop {flag}, or start a new run without --resume")
 
 
+def _model_arg(value: Optional[str]) -> str:
+    if value is None:
+        return "default"
+    if not value.strip():
+        raise NiahError("--model is empty: give a hub id, a model folder or a .gguf file, or "
+                        "leave --model out for the embedded model")
+    return value
+
+
 def _haystack_arg(value: str) -> str:
     from .haystack import named_source
 
+    if not value.strip():
+        raise NiahError("--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a "
+                        ".txt file or folder")
     if value in ("prose", "noise"):
         return value
     named = named_source(value)
@@ -196,111 +224,6 @@ def _haystack_arg(value: str) -> str:
     if not path.exists():
         raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")
     return str(path.resolve())
-
-
-def _check_file_option(path: Optional[Path], *, option: str) -> None:
-    """Refuse, before the sweep, a report path that could not be written after it."""
-    if path is None:
-        return
-    if path.is_dir():
-        example = {"--junit": "niah.xml", "--csv": "niah.csv"}.get(option, "niah.out")
-        raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {example}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise NiahError(f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not exist; "
-                        "create it first")
-    if not os.access(path if path.exists() else parent, os.W_OK):
-        raise NiahError(f"cannot write {option} {str(path)!r} (permission denied): choose a writable path")
-
-
-def _check_out(out: str) -> None:
-    """Refuse, before the model loads, an --out that cannot hold run folders."""
-    if not out.strip():
-        raise NiahError("--out is empty: give a folder for run folders, like --out results")
-    probe = _existing_ancestor(Path(out))
-    if not probe.is_dir():
-        raise NiahError(f"cannot write to output folder {out!r} ({str(probe)!r} is a file): "
-                        "choose a writable --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise NiahError(f"cannot write to output folder {out!r} (permission denied): "
-                        "choose a writable --out")
-
-
-def _listing(folder: Path) -> Optional[set]:
-    return set(os.listdir(folder)) if folder.is_dir() else None
-
-
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def _remove_unstarted(out: Path, before: Optional[set], *, existed: Path) -> None:
-    """After a run refused its input: remove the run folders this call created that hold no
-    trial, and the folders of --out it created, so bad input leaves nothing behind."""
-    import shutil
-
-    after = _listing(out)
-    if after is None:
-        return
-    for name in after - (before or set()):
-        folder = out / name
-        if folder.is_dir() and not any(folder.glob("trials*.jsonl")):
-            shutil.rmtree(folder, ignore_errors=True)
-    folder = out
-    while folder != existed and folder != folder.parent:  # --out and parents made by this call
-        try:
-            folder.rmdir()  # only an empty folder
-        except OSError:
-            break
-        folder = folder.parent
-
-
-def _progress(*, quiet: bool, console):
-    """The run's progress: a bar on a terminal; elsewhere (CI logs) one plain line per trial
-    on stderr; nothing with --quiet."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from . import runner
-    from .config import format_context
-
-    class Bar(runner.Progress):
-        def __init__(self):
-            self.bar, self.total, self.done = None, 0, 0
-
-        def start(self, total):
-            self.total = total
-            if quiet or total == 0 or not console.is_terminal:
-                return
-            self.bar = Progress(TextColumn("[bold]niah"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.description}"), TimeElapsedColumn(),
-                                TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                                transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total)
-
-        def note(self, text):
-            if not quiet:
-                console.print(f"[dim]{text}[/dim]")
-
-        def trial_done(self, record):
-            self.done += 1
-            if self.bar is not None:
-                desc = f"{record['context']} @ {record['depth']:g}: {record['verdict']}"
-                self.bar.update(self.task, advance=1, description=desc)
-            elif not quiet:
-                secs = record.get("elapsed_s")
-                typer.echo(f"niah: trial {self.done}/{self.total}: context "
-                           f"{format_context(record['context'])} depth {record['depth']:g} "
-                           f"sample {record['sample']}: {record['verdict']}"
-                           + (f" ({secs:.1f} s)" if secs is not None else ""), err=True)
-
-        def stop(self):
-            if self.bar is not None:
-                self.bar.stop()
-
-    return Bar()
 
 
 def _echo_warnings(caught) -> None:
@@ -316,11 +239,12 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
 
     from . import report, runner
     from .distributed import group_info
+    from .progress import TerminalProgress
 
     rank, world = group_info()
-    bar = _progress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
+    bar = TerminalProgress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
     out = Path(cfg.out)
-    before, existed = _listing(out), _existing_ancestor(out)
+    before, existed = listing(out), existing_ancestor(out)
     try:
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
@@ -339,7 +263,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
         raise typer.Exit(code=130)
     except NiahError:
         if folder is None:
-            _remove_unstarted(out, before, existed=existed)
+            remove_unstarted(out, before, existed=existed)
         raise
     if world > 1:
         from .distributed import gather_and_merge
@@ -347,13 +271,14 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
         result = gather_and_merge(result, rank=rank, world=world)
         if result is None:
             return  # rank 0 reports
-    for w in result.warnings:
+    for w in result.warnings + _warm_up_kept(result, warm_up):
         typer.echo(f"warning: {w}", err=True)
     _print_run(result, cfg)
     if junit:
         report.junit(result.records, junit)
     if csv:
         report.export(result.records, csv=csv)
+    _nothing_ran(result.records)
     _gate(result.records, fail_under)
 
 
@@ -374,6 +299,45 @@ def _print_run(result, cfg) -> None:
     for r in records:
         if report.suspect(r):
             typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
+
+
+def _warm_up_kept(result, warm_up: str) -> list[str]:
+    """--warm-up is not in the config hash (it changes no verdict), so trials kept from the
+    folder keep the times of the warm-up they ran after: say so when that was another mode
+    (runs.jsonl logs each warm-up; a run with warm-up off logs none)."""
+    from .backend import backend
+    from .runner import warm_up_mode
+    from .store import read_run_log
+
+    if not result.skipped_done:
+        return []
+    mode = warm_up_mode(warm_up, backend())
+    logged = {e.get("mode") for e in read_run_log(result.folder) if e.get("event") == "warm-up"}
+    if logged == {mode} or (mode == "off" and not logged):
+        return []
+    was = ", ".join(sorted(str(m) for m in logged)) if logged else "off"
+    n = result.skipped_done
+    return [f"{n} trial{'s' if n > 1 else ''} kept from {result.folder} ran after warm-up {was}, "
+            f"not {mode}: --warm-up does not rerun finished trials; use another --out to time "
+            f"every trial with --warm-up {mode}"]
+
+
+def _nothing_ran(records) -> None:
+    """A run none of whose trials reached a verdict (all SKIP or ERROR) is not a success:
+    print the first distinct reasons and exit with O.EXIT_NOTHING_RAN."""
+    from .scoring import ERROR, SKIP
+
+    if not records or any(r["verdict"] not in (SKIP, ERROR) for r in records):
+        return
+    counts = ", ".join(f"{sum(r['verdict'] == v for r in records)} {v}" for v in (SKIP, ERROR)
+                       if any(r["verdict"] == v for r in records))
+    typer.echo(f"error: no trial reached a verdict ({counts}); the first reasons:", err=True)
+    reasons = dict.fromkeys(str(r.get("error") or r["verdict"]) for r in records)
+    for reason in list(reasons)[:3]:
+        first = next(r for r in records if str(r.get("error") or r["verdict"]) == reason)
+        typer.echo(f"  context {C.format_context(first['context'])} depth {first['depth']:g}: "
+                   f"{reason}", err=True)
+    raise typer.Exit(code=O.EXIT_NOTHING_RAN)
 
 
 def _check_fail_under(fail_under: Optional[float]) -> None:
@@ -525,6 +489,10 @@ def doctor(
     from .doctor import doctor_report
 
     try:
+        if model is not None:
+            _model_arg(model)  # an empty --model is refused, not taken as no model
+        if context is not None and not context.strip():
+            raise NiahError("--context is empty: give a context to size, like --context 128k")
         typer.echo(doctor_report(model=model, context=context, kv_bits=kv_bits))
     except NiahError as exc:
         _fail(exc)

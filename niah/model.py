@@ -89,9 +89,13 @@ def _hub_folder(repo: str) -> str:
         return snapshot_download(repo, allow_patterns=patterns, local_files_only=hub_offline())
     except Exception as exc:  # the hub library raises many types; map them to one line
         name = type(exc).__name__
-        if hub_offline() or "LocalEntryNotFound" in name or "Offline" in name:
+        if hub_offline():
             raise NiahError(f"model {repo!r} is not in the local cache and the hub is offline: "
                             "download it once online, or unset HF_HUB_OFFLINE") from None
+        if "LocalEntryNotFound" in name or "Offline" in name or "Connect" in name:
+            raise NiahError(f"model {repo!r} is not in the local cache and the hub cannot be "
+                            "reached: connect to the network once to download it, or give a "
+                            "local model folder or .gguf file") from None
         if "RepositoryNotFound" in name or "404" in str(exc):
             raise NiahError(f"model repo {repo!r} was not found on the hub: check the id") from None
         raise NiahError(f"cannot download model {repo!r} ({name}): check the id and network") from None

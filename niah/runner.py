@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .config import RunConfig
+from .config import RunConfig, check_kv_group_size
 from .errors import NiahError
 from .haystack import PromptBuilder
 from .model import match_fresh_layout, placeholder_cache
@@ -248,6 +248,8 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
                             answer_prefix=config.answer_prefix, intro=config.intro)
     validate(task=config.task, needles=config.needles, needle=config.needle,
              question=config.question, answer_prefix=config.answer_prefix, keys=config.keys)
+    if any(config.kv_bits):  # the quantized cache groups along the head: a group must divide it
+        check_kv_group_size(config.kv_group_size, head_dim=info.head_dim)
     minimum = minimum_context(builder, config)
     if min(config.contexts) < minimum:
         raise NiahError(f"context {min(config.contexts)} is too short for the template, needle "

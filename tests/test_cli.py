@@ -89,7 +89,7 @@ BAD = [
     (["--fail-under", "2"], "error: --fail-under 2 is outside [0, 1]: use a fraction like 0.9"),
     (["--warm-up", "fast"], "error: unknown warm-up 'fast': use one of auto, off, once, shapes"),
     (["--warm-up", ""], "error: unknown warm-up '': use one of auto, off, once, shapes"),
-    (["--kv-bits", "7"], "error: bad --kv-bits value '7': use 2, 3, 4, 5, 6, 8"),
+    (["--kv-bits", "7"], "error: bad --kv-bits value '7': use 2, 3, 4, 5, 6, 8 or none"),
     (["--depth", "0:1:1e-9"], "error: depth range '0:1:1e-9' gives more than the 1001 values allowed: use a larger step"),
     (["--depth", "0:inf:0.1"], "error: bad depth range '0:inf:0.1': start, stop and step must be finite numbers, like 0:1:0.1"),
     (["--depth", "nan"], "error: bad depth 'nan': use a number between 0 and 1 like 0.5"),

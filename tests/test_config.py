@@ -3,8 +3,9 @@
 import json
 import pytest
 
-from niah.config import (MAX_RANGE_VALUES, RunConfig, format_context, parse_context,
-                         parse_contexts, parse_depths, parse_int_list)
+from niah.config import RunConfig
+from niah.parse import (MAX_RANGE_VALUES, format_context, parse_context,
+                        parse_contexts, parse_depths, parse_int_list)
 from niah.errors import NiahError
 
 
@@ -162,10 +163,67 @@ def test_config_from_dict_round_trip_and_unknown_keys():
 def test_every_config_field_is_type_checked_on_load():
     import dataclasses
 
-    from niah.config import _CONFIG_KINDS, RunConfig
+    from niah.config import RunConfig
+    from niah.parse import CONFIG_KINDS
 
-    kinds = {n for names, _ in _CONFIG_KINDS.values() for n in names}
+    kinds = {n for names, _ in CONFIG_KINDS.values() for n in names}
     assert {f.name for f in dataclasses.fields(RunConfig)} == kinds
     cfg = RunConfig(model="m", task="multi-key", needles=3, keys=("red", "blue"),
                     gguf_quant="q4", rope_scaling="yarn:4")
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def _source_copy(tmp_path):
+    """A copy of niah's package folder and README, to edit without touching the real tree."""
+    import shutil
+    from pathlib import Path
+
+    import niah
+
+    root = Path(niah.__file__).resolve().parent
+    pkg = tmp_path / "src" / "niah"
+    shutil.copytree(root, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    readme = root.parent / "README.md"
+    if readme.is_file():
+        shutil.copy(readme, pkg.parent / "README.md")
+    return pkg
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_help_text_and_readme_edits_keep_the_config_hash(tmp_path):
+    """Fixing a typo in a help string or the README keeps run folders resumable and poolable."""
+    from niah.identity import niah_source_digest
+
+    pkg = _source_copy(tmp_path)
+    cfg = RunConfig(model="m")
+    before = niah_source_digest(pkg)
+    hashed = cfg.hash({"niah_version": f"0.1.0+src.{before}"})
+    _edit(pkg / "options.py", '"Seed for haystack and needle values."', '"Seed for the haystack and needle values."')
+    _edit(pkg / "cli.py", "130 interrupted", "130 when interrupted")
+    (pkg.parent / "README.md").write_text("# niah\n\nrewritten\n")
+    niah_source_digest.cache_clear()
+    after = niah_source_digest(pkg)
+    assert after == before
+    assert cfg.hash({"niah_version": f"0.1.0+src.{after}"}) == hashed
+
+
+@pytest.mark.parametrize("rel,old,new", [
+    ("scoring.py", "def ", "def _unused(): pass\n\n\ndef "),
+    ("kernels/flash_fwd.metal", "\n", "\n// edited\n"),
+    ("kernels/flash_fwd.cu", "\n", "\n// edited\n"),
+    ("haystack.py", "\n", "\n# edited\n"),
+    ("datasets/tasks.jsonl", "\n", "\n\n"),
+])
+def test_scoring_kernel_prompt_and_data_edits_change_the_config_hash(tmp_path, rel, old, new):
+    from niah.identity import niah_source_digest
+
+    pkg = _source_copy(tmp_path)
+    before = niah_source_digest(pkg)
+    _edit(pkg / rel, old, new)
+    niah_source_digest.cache_clear()
+    assert niah_source_digest(pkg) != before

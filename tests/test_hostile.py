@@ -224,3 +224,179 @@ def test_run_log_that_cannot_be_written_is_one_line(tmp_path):
         append_run_log(tmp_path, {"event": "start"})
     assert str(e.value) == (f"cannot write {str(tmp_path / 'runs.jsonl')!r} (Is a directory): "
                             "move it out of the run folder or choose a writable --out")
+
+
+# ---- issue 20: refused before anything runs (one line, exit 2, nothing left behind) ----------
+
+@pytest.fixture
+def no_sweep(monkeypatch):
+    """These inputs must be refused before the sweep: reaching it fails the test."""
+    import niah.runner
+
+    def refuse(*a, **kw):
+        raise AssertionError("the sweep started with an input that should have been refused")
+
+    monkeypatch.setattr(niah.runner, "run_sweep", refuse)
+
+
+ROPE_RANGE = "FACTOR must be at most 64 (a finite number above 1, e.g. yarn:4)"
+REFUSED = [
+    (["--haystack", ""], "--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a .txt file or folder"),
+    (["--haystack", " "], "--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a .txt file or folder"),
+    (["--model", ""], "--model is empty: give a hub id, a model folder or a .gguf file, or leave --model out for the embedded model"),
+    (["--kv-bits", ""], "empty --kv-bits: give one or more values like 4,8"),
+    (["--kv-bits", "0"], "bad --kv-bits value '0': use 2, 3, 4, 5, 6, 8 or none"),
+    (["--max-kv-size", ""], "empty --max-kv-size: give one or more values like 4096,8192"),
+    (["--prefill-step", ""], "empty --prefill-step: give one or more values like 1024,2048"),
+    (["--kv-bits", "4", "--kv-group-size", "0"], "--kv-group-size 0 is not supported: use 32, 64, 128"),
+    (["--kv-bits", "4", "--kv-group-size", "7"], "--kv-group-size 7 is not supported: use 32, 64, 128"),
+    (["--kv-bits", "4", "--kv-group-size", "33"], "--kv-group-size 33 is not supported: use 32, 64, 128"),
+    (["--kv-bits", "4", "--kv-group-size", "-1"], "--kv-group-size -1 is not supported: use 32, 64, 128"),
+    (["--kv-bits", "4", "--kv-group-size", "256"], "--kv-group-size 256 is not supported: use 32, 64, 128"),
+    (["--rope-scaling", "yarn:inf"], f"bad --rope-scaling 'yarn:inf': {ROPE_RANGE}"),
+    (["--rope-scaling", "linear:1e308"], f"bad --rope-scaling 'linear:1e308': {ROPE_RANGE}"),
+    (["--rope-scaling", "yarn:65"], f"bad --rope-scaling 'yarn:65': {ROPE_RANGE}"),
+]
+
+
+@pytest.mark.parametrize("args,message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_empty_and_unsupported_values_are_refused_before_the_run(tmp_path, no_sweep, args, message):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", *args, "--out", str(out)], catch_exceptions=False)
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
+    assert not out.exists()
+
+
+def test_kv_group_size_that_mx_quantize_accepts_is_taken():
+    from niah.config import RunConfig
+
+    for size in (32, 64, 128):
+        assert RunConfig(model="m", kv_bits=(4,), kv_group_size=size).kv_group_size == size
+
+
+def test_kv_group_size_must_divide_the_head_size():
+    from niah.errors import NiahError
+    from niah.parse import check_kv_group_size
+
+    check_kv_group_size(64, head_dim=64)
+    with pytest.raises(NiahError) as e:
+        check_kv_group_size(128, head_dim=64)
+    assert str(e.value) == "--kv-group-size 128 does not divide the model's head size 64: use 32 or 64"
+
+
+def test_unreachable_hub_without_hf_hub_offline_gives_the_right_advice(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE unset and no network: the advice is not to unset it."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def no_network(*a, **kw):
+        raise LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "-m", "mlx-community/not-a-real-model-xyz", "-o", str(out), "-q"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub "
+        "cannot be reached: connect to the network once to download it, or give a local model "
+        "folder or .gguf file\n")
+    assert not out.exists()
+
+
+def test_run_help_is_readable_at_80_columns():
+    for args in (["run"], ["report"], ["doctor"], ["convert"], []):
+        result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        assert result.exit_code == 0
+        assert "…" not in result.stdout, (args, result.stdout)
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    text = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "80"}).stdout
+    assert "--allow-beyond-trained" in text and "SmolLM2-135M-Instruct" in text
+    assert "1 accuracy below --fail-under, or no trial reached a" in text  # the exit codes
+
+
+# ---- issue 20: what the terminal says after a run, with the sweep faked ----------------------
+
+def _reference_record(**changes) -> dict:
+    import json
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
+    record = json.loads((ref / "trials.jsonl").read_text().splitlines()[0])
+    return {**record, **changes}
+
+
+def _fake_sweep(monkeypatch, tmp_path, records, *, skipped_done=0, log=()):
+    import json
+
+    import niah.runner
+    from niah.runner import RunResult
+
+    folder = tmp_path / "out" / "run"
+    folder.mkdir(parents=True)
+    (folder / "runs.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+
+    def sweep(cfg, **kw):
+        return RunResult(folder=folder, config=cfg, records=records, ran=len(records) - skipped_done,
+                         skipped_done=skipped_done)
+
+    monkeypatch.setattr(niah.runner, "run_sweep", sweep)
+    return folder
+
+
+def test_a_run_where_no_trial_reached_a_verdict_says_why_and_exits_1(tmp_path, monkeypatch):
+    skip = "skipped: needs about 17166.9 GiB (weights 0.5, KV 0.0, attention 0.0)"
+    records = [_reference_record(verdict="SKIP", error=skip, depth=d) for d in (0.0, 0.5)]
+    records.append(_reference_record(verdict="ERROR", depth=1.0,
+                                     error="ValueError: [quantize] group size 7"))
+    _fake_sweep(monkeypatch, tmp_path, records)
+    result = runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-3:] == [
+        "error: no trial reached a verdict (2 SKIP, 1 ERROR); the first reasons:",
+        f"  context 1K depth 0: {skip}",
+        "  context 1K depth 1: ValueError: [quantize] group size 7"]
+    # one PASS among them: a result, exit 0
+    records[1] = _reference_record(depth=0.5)
+    assert runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"]).exit_code == 0
+
+
+@pytest.mark.parametrize("logged,mode,warned", [
+    ([{"event": "warm-up", "mode": "shapes"}], "off", "ran after warm-up shapes, not off"),
+    ([{"event": "warm-up", "mode": "once"}], "shapes", "ran after warm-up once, not shapes"),
+    ([], "once", "ran after warm-up off, not once"),
+    ([{"event": "warm-up", "mode": "once"}], "once", None),
+    ([], "off", None),
+])
+def test_kept_trials_timed_after_another_warm_up_are_named(tmp_path, monkeypatch, logged, mode, warned):
+    folder = _fake_sweep(monkeypatch, tmp_path, [_reference_record()], skipped_done=1,
+                         log=[{"event": "start"}, *logged])
+    result = runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k",
+                                 "--warm-up", mode])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "warm-up" in line]
+    if warned is None:
+        assert lines == []
+    else:
+        assert lines == [f"warning: 1 trial kept from {folder} {warned}: --warm-up does not rerun "
+                         f"finished trials; use another --out to time every trial with --warm-up {mode}"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", ""], "--model is empty: give a hub id, a model folder or a .gguf file, or leave --model out for the embedded model"),
+    (["-c", ""], "--context is empty: give a context to size, like --context 128k"),
+])
+def test_doctor_refuses_empty_model_and_context(args, message):
+    result = runner.invoke(app, ["doctor", *args])
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
+
+
+@pytest.mark.slow  # loads the model: the head size is known only then
+def test_kv_group_size_that_does_not_divide_the_head_is_refused_after_loading(tmp_path, gguf_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "-c", "256", "-d", "0", "--kv-bits", "4",
+                                 "--kv-group-size", "128", "-o", str(out), "-q"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: --kv-group-size 128 does not divide the model's head size 64: "
+                             "use 32 or 64\n")
+    assert not out.exists()

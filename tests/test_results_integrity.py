@@ -272,7 +272,7 @@ def test_skip_is_retried_on_a_machine_with_more_memory(tmp_path, monkeypatch):
     out = tmp_path / "out"
     real = preflight.working_set_bytes
     monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
-    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 1  # nothing ran: exit 1
     folder = _only_folder(out)
     assert _records(folder)[0]["verdict"] == "SKIP"
     monkeypatch.setattr(preflight, "working_set_bytes", real)
