@@ -194,7 +194,7 @@ def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
     from niah import runner
 
     def sweep(cfg, *, folder=None, **_):
-        out = Path(cfg.out) / "fake-run"
+        out = folder if folder is not None else Path(cfg.out) / "fake-run"
         out.mkdir(parents=True, exist_ok=True)
         return runner.RunResult(folder=out, config=cfg, records=list(records),
                                 ran=len(records) if ran is None else ran, skipped_done=done)
@@ -364,3 +364,19 @@ def test_run_and_report_print_the_same_summary(tmp_path, monkeypatch):
     suspects = [line for line in result.stdout.splitlines() if line.startswith("SUSPECT")]
     assert len(suspects) == 1
     assert suspects[0].startswith("SUSPECT: context 262144 depth 0 sample 0: prefill at ")
+
+
+def test_resume_takes_every_export_along(tmp_path, monkeypatch):
+    """Exports change what is written, not what is measured: --resume accepts each."""
+    folder = tmp_path / "run"
+    shutil.copytree(REF, folder)
+    _fake_sweep(monkeypatch, _records())
+    args = [a for e in report.EXPORTS.values() if e.option != "--parquet"
+            for a in (e.option, tmp_path / e.example)]
+    result = runner.invoke(app, ["run", "--resume", str(folder), "-q", *map(str, args)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "table.md").read_text() == (GOLDEN / "report.md").read_text().replace(
+        "### smollm2-cpu-2026-11-27", "### run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", *(e.example for e in report.EXPORTS.values() if e.option != "--parquet")])

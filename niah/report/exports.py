@@ -90,7 +90,7 @@ def write_markdown(records: list[dict], path, *, runs: list[str]) -> None:
 
 
 def write_heatmap(records: list[dict], path, *, runs: list[str]) -> None:
-    heatmap(records, path, title=f"{records[0]['model']}")
+    heatmap(records, path, title=f"{records[0]['model']}" if records else None)
 
 
 def write_junit(records: list[dict], path, *, runs: list[str]) -> None:
