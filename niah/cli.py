@@ -17,7 +17,8 @@ import typer.core
 from . import config as C
 from . import options as O
 from .errors import NiahError
-from .outputs import check_file_option, check_out, existing_ancestor, listing, remove_unstarted
+from .outputs import check_out, existing_ancestor, listing, remove_unstarted
+from .report.exports import EXPORTS
 
 
 class _Command(typer.core.TyperCommand):
@@ -38,6 +39,34 @@ def _hide_flag_types(params) -> None:
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+
+
+def _with_exports(panel: Optional[str] = None):
+    """Give a command one option per entry of the export registry (niah.report.exports:
+    --csv, --junit, --heatmap...); the command receives them as `exports`, a dict
+    name -> Path or None. A new registry entry is an option of `run` and `report` at once."""
+    import functools
+    import inspect
+
+    names = tuple(EXPORTS)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                               default=typer.Option(None, e.option, help=e.help,
+                                                    rich_help_panel=panel))
+             for name, e in EXPORTS.items()]
+
+    def wrap(fn):
+        sig = inspect.signature(fn, eval_str=True)  # typer reads __signature__ as given
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            return fn(*args, exports={name: kwargs.pop(name) for name in names}, **kwargs)
+
+        command.__signature__ = sig.replace(
+            parameters=[p for p in sig.parameters.values() if p.name != "exports"] + added)
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        return command
+
+    return wrap
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
@@ -74,6 +103,7 @@ RUN_EPILOG = ("Exit codes: 0 done; 1 accuracy below --fail-under, or no trial re
 
 
 @app.command(cls=_Command, epilog=RUN_EPILOG)
+@_with_exports(panel=O.P_OUT)
 def run(
     ctx: typer.Context,
     context: O.Context = O.DEFAULT_CONTEXT_TEXT,
@@ -104,14 +134,13 @@ def run(
     out: O.Out = C.DEFAULT_OUT,
     resume: O.Resume = None,
     fail_under: O.FailUnder = None,
-    junit: O.Junit = None,
-    csv: O.Csv = None,
     quiet: O.Quiet = False,
     warm_up: O.WarmUp = C.DEFAULT_WARM_UP,
+    exports: Optional[dict] = None,  # --csv, --junit...: one option per export (_with_exports)
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     try:
-        _start(ctx, ctx.params)
+        _start(ctx, {**ctx.params, "exports": exports})
     except NiahError as exc:
         _fail(exc)
 
@@ -122,8 +151,9 @@ def _start(ctx, p: dict) -> None:
 
     _check_fail_under(p["fail_under"])
     warm_up_mode(p["warm_up"], "cpu")  # an unknown mode is one line before anything runs
-    check_file_option(p["junit"], option="--junit")
-    check_file_option(p["csv"], option="--csv")
+    from .report import check_targets
+
+    check_targets(p["exports"])
     if p["resume"] is not None:
         from .store import load_config
 
@@ -143,8 +173,8 @@ def _start(ctx, p: dict) -> None:
 
     # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
     resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
-    _run(cfg, folder=folder, quiet=p["quiet"], fail_under=p["fail_under"], junit=p["junit"],
-         csv=p["csv"], warm_up=p["warm_up"])
+    _run(cfg, folder=folder, quiet=p["quiet"], fail_under=p["fail_under"],
+         exports=p["exports"], warm_up=p["warm_up"])
 
 
 def _config(p: dict) -> C.RunConfig:
@@ -184,7 +214,7 @@ def _optional_ints(text: Optional[str], **kw) -> tuple:
 
 
 # Options --resume can take along: they change how the run reports, not what it measures.
-RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet", "warm_up"}
+RESUME_COMPATIBLE = {"resume", "fail_under", "quiet", "warm_up", *EXPORTS}
 
 
 def _refuse_with_resume(ctx) -> None:
@@ -232,7 +262,7 @@ def _echo_warnings(caught) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "auto") -> None:
+def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = "auto") -> None:
     import warnings as _w
 
     from rich.console import Console
@@ -273,32 +303,20 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
             return  # rank 0 reports
     for w in result.warnings + _warm_up_kept(result, warm_up):
         typer.echo(f"warning: {w}", err=True)
-    _print_run(result, cfg)
-    if junit:
-        report.junit(result.records, junit)
-    if csv:
-        report.export(result.records, csv=csv)
+    header = report.run_header(result.records, folder=result.folder, model=cfg.model,
+                               ran=result.ran, done=result.skipped_done, world=world)
+    _print_summary(report.summary(result.records, header=header))
+    report.write_exports(result.records, exports, runs=[Path(result.folder).name])
     _nothing_ran(result.records)
     _gate(result.records, fail_under)
 
 
-def _print_run(result, cfg) -> None:
-    from . import report
-
-    records = result.records
-    typer.echo(f"Run folder: {result.folder}")
-    typer.echo(f"Model: {records[0]['model'] if records else cfg.model} · device "
-               f"{records[0]['device'] if records else '?'} · {result.ran} run, "
-               f"{result.skipped_done} already done")
-    typer.echo("")
-    typer.echo(report.format_table(records))
-    typer.echo("")
-    typer.echo(report.totals_line(records))
-    if report.cut_answers_line(records):
-        typer.echo(report.cut_answers_line(records), err=True)
-    for r in records:
-        if report.suspect(r):
-            typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g}: {report.suspect(r)}")
+def _print_summary(summary) -> None:
+    """The one summary printer of `run` and `report` (niah.report.summary builds the lines)."""
+    for line in summary.lines:
+        typer.echo(line)
+    for line in summary.warnings:
+        typer.echo(line, err=True)
 
 
 def _warm_up_kept(result, warm_up: str) -> list[str]:
@@ -356,17 +374,13 @@ def _gate(records, fail_under: Optional[float]) -> None:
 
 
 @app.command("report", cls=_Command)
+@_with_exports()
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders made by niah run."),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="One row per trial, every field."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="One object per trial."),
-    parquet: Optional[Path] = typer.Option(None, "--parquet", help="One row per trial (needs pyarrow)."),
-    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="PNG heatmap of accuracy."),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="JUnit XML, one testcase per trial."),
     compare: bool = typer.Option(False, "--compare", help="Compare runs cell by cell (first is the baseline)."),
     effective_threshold: float = typer.Option(0.85, "--effective-threshold", help="Effective context: accuracy >= this x the shortest context's."),
     fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."),
+    exports: Optional[dict] = None,  # --markdown, --csv...: one option per export (_with_exports)
 ):
     """Print and export reports of one or more run folders."""
     try:
@@ -374,91 +388,32 @@ def report_cmd(
         if not 0 < effective_threshold <= 1:
             raise NiahError(f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
                             "use a fraction like 0.85")
-        if heatmap and heatmap.suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise NiahError(f"--heatmap {str(heatmap)!r} is not a .png, .svg or .pdf file: "
-                            "give a name like heatmap.png")
-        _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
-                heatmap_path=heatmap, junit=junit, compare=compare,
+        from .report import check_targets
+
+        check_targets(exports)
+        _report(runs, exports=exports, compare=compare,
                 effective_threshold=effective_threshold, fail_under=fail_under)
     except NiahError as exc:
         _fail(exc)
 
 
-def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, compare,
-            effective_threshold, fail_under) -> None:
-    import warnings as _w
+def _report(folders, *, exports: dict, compare: bool, effective_threshold: float,
+            fail_under) -> None:
+    from . import report
+    from .report import pool
 
-    from . import report, store
-
-    loaded = []
-    for folder in runs:
-        if not Path(folder).is_dir():
-            raise NiahError(f"run folder {str(folder)!r} does not exist: give a folder made by niah run")
-        stored = store.load_run(folder)
-        with _w.catch_warnings(record=True) as caught:
-            _w.simplefilter("always")
-            recs = list(store.latest_by_key(
-                store.read_trials(folder, config_hash=stored.config_hash)).values())
-        for w in caught:
-            typer.echo(f"warning: {w.message}", err=True)
-        if not recs:
-            raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
-        loaded.append((str(folder), stored, recs))
-    for folder, stored, _ in loaded:
-        if stored.config_hash and stored.recomputed_hash() != stored.config_hash:
-            typer.echo(f"warning: {str(Path(folder) / 'config.json')!r} no longer matches the "
-                       f"config {stored.config_hash} its trials were run with (edited after the "
-                       "run?): the table shows the trials as recorded", err=True)
-    experiments = {_experiment(stored, recs) for _, stored, recs in loaded}
-    if len(experiments) > 1 and not compare:
-        raise NiahError("these runs are different experiments (" +
-                        "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments)) +
-                        "): pass --compare to see them side by side, or report them one at a time")
-    if compare and len(loaded) < 2:
-        raise NiahError("--compare needs two or more run folders")
+    runs = pool.load_runs(folders, warn=lambda text: typer.echo(f"warning: {text}", err=True))
+    pool.check_poolable(runs, compare=compare)
     if compare:
-        typer.echo(report.compare([(Path(n).name, r) for n, _, r in loaded]))
-        records = [r for _, _, recs in loaded for r in recs]
+        typer.echo(report.compare([(Path(run.name).name, run.records) for run in runs]))
+        records = pool.all_records(runs)
     else:
-        # One experiment in several folders: a trial key is one needle, counted once.
-        records = list(store.latest_by_key(
-            sorted((r for _, _, recs in loaded for r in recs),
-                   key=lambda r: store.written_at(r))).values())
-        for name, _, recs in loaded:
-            typer.echo(f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}")
-        typer.echo("")
-        typer.echo(report.format_table(records))
-        typer.echo("")
-        typer.echo(report.totals_line(records))
-        if report.cut_answers_line(records):
-            typer.echo(report.cut_answers_line(records), err=True)
-        eff = report.effective_context(records, threshold=effective_threshold)
-        from .config import format_context
-
-        typer.echo(f"Effective context (>= {effective_threshold:.0%} of the shortest context's "
-                   f"accuracy): {format_context(eff) if eff else 'none'}")
-        for r in records:
-            why = report.suspect(r)
-            if why:
-                typer.echo(f"SUSPECT: context {r['context']} depth {r['depth']:g} sample {r['sample']}: {why}")
-    if markdown:
-        title = ", ".join(Path(n).name for n, _, _ in loaded)
-        report._writable(markdown).write_text(report.format_markdown(records, title=title))
-    report.export(records, csv=csv, json_path=json_path, parquet=parquet)
-    if heatmap_path:
-        report.heatmap(records, heatmap_path, title=f"{records[0]['model']}")
-    if junit:
-        report.junit(records, junit)
+        records = pool.pooled(runs)
+        header = report.pooled_header([(run.name, run.records) for run in runs])
+        _print_summary(report.summary(records, header=header,
+                                      effective_threshold=effective_threshold))
+    report.write_exports(records, exports, runs=[Path(run.name).name for run in runs])
     _gate(records, fail_under)
-
-
-def _experiment(stored, records) -> tuple[str, tuple[str, ...]]:
-    """What makes two run folders the same experiment: the hash of their config and identity
-    (model, haystack, backend, versions...: recomputed, so an edited config.json counts as
-    another experiment) and, for folders written before the hash covered the device, the
-    devices their records name."""
-    devices = tuple(sorted({str(r.get("device")) for r in records}))
-    return (stored.recomputed_hash(), devices)
 
 
 @app.command(cls=_Command)

@@ -85,7 +85,4 @@ Resume = Annotated[Optional[Path], _opt("--resume", panel=P_OUT,
                                         help="Resume this run folder (its config is reused).")]
 FailUnder = Annotated[Optional[float], _opt("--fail-under", panel=P_OUT, help="Exit 1 when "
                                             "accuracy is below this (0..1).")]
-Junit = Annotated[Optional[Path], _opt("--junit", panel=P_OUT,
-                                       help="Write JUnit XML, one testcase per trial.")]
-Csv = Annotated[Optional[Path], _opt("--csv", panel=P_OUT, help="Also write every trial as CSV.")]
 Quiet = Annotated[bool, _opt("--quiet", "-q", panel=P_OUT, help="No progress bar.")]

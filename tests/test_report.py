@@ -1,8 +1,12 @@
 """Reports against the committed reference run (golden Markdown, CSV and terminal text),
-exports, JUnit, comparisons, the impossible-timing guard, gating and bad input."""
+exports, JUnit, comparisons, the impossible-timing guard, gating and bad input; the export
+registry shared by `run` and `report`, atomic exports (a full device, a file that cannot be
+finished, a read-only folder) and the run summary (`run` without a model: a fake sweep)."""
 
 import json
+import os
 import shutil
+import signal
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -176,12 +180,203 @@ def test_wilson_and_effective_context():
     assert report.effective_context(recs, threshold=0.7) == 4096
 
 
-def test_export_to_a_full_disk_is_one_line():
-    import os
+FULL = "/dev/full"
+needs_full = pytest.mark.skipif(not os.path.exists(FULL), reason="no /dev/full on this system")
 
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full on this system")
-    result = _report(REF, "--csv", "/dev/full")
-    assert result.exit_code == 2
-    assert result.stderr == ("error: cannot write the export (No space left on device): free "
-                             "space or choose another path\n")
+
+def _records(folder=REF) -> list[dict]:
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
+    """`niah run` without a model: the sweep returns these records (the CLI's own parsing,
+    summary, exports and gate run as usual)."""
+    from niah import runner
+
+    def sweep(cfg, *, folder=None, **_):
+        out = folder if folder is not None else Path(cfg.out) / "fake-run"
+        out.mkdir(parents=True, exist_ok=True)
+        return runner.RunResult(folder=out, config=cfg, records=list(records),
+                                ran=len(records) if ran is None else ran, skipped_done=done)
+
+    monkeypatch.setattr(runner, "run_sweep", sweep)
+
+
+def _run(tmp_path, *args, cli_app=app):
+    return runner.invoke(cli_app, ["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"),
+                                   *map(str, args)], catch_exceptions=False)
+
+
+def _full_target(tmp_path, option: str) -> str:
+    """/dev/full, or for --heatmap (which wants a .png name) a .png link to it."""
+    if option != "--heatmap":
+        return FULL
+    link = tmp_path / "full.png"
+    link.symlink_to(FULL)
+    return str(link)
+
+
+@needs_full
+@pytest.mark.parametrize("option", [e.option for e in report.EXPORTS.values()])
+def test_report_export_onto_a_full_device_is_one_line(tmp_path, option):
+    target = _full_target(tmp_path, option)
+    result = _report(REF, option, target)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: cannot write {option} {target!r} (No space left on "
+                             "device): free space or choose another path\n")
+
+
+@needs_full
+@pytest.mark.parametrize("option", ["--junit", "--csv", "--markdown", "--heatmap"])
+def test_run_export_onto_a_full_device_is_one_line(tmp_path, monkeypatch, option):
+    _fake_sweep(monkeypatch, _records())
+    target = _full_target(tmp_path, option)
+    result = _run(tmp_path, option, target)
+    assert result.exit_code == 2, result.output
+    assert result.stdout.startswith("Run folder: ")  # the table was printed before the export
+    assert result.stderr == (f"error: cannot write {option} {target!r} (No space left on "
+                             "device): free space or choose another path\n")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file size limit on this system")
+def test_heatmap_that_cannot_be_finished_leaves_no_partial_file(tmp_path):
+    """A disk that fills while the PNG is written (here: a 4 KB file size limit, so the write
+    fails part way): one line, exit 2, and no truncated PNG beside the run."""
+    import resource
+
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "h.png"
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        result = _report(REF, "--heatmap", target)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: cannot write --heatmap {str(target)!r} (File too large): "
+                             "free space or choose another path\n")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_exports_replace_files_whole_and_leave_no_temporary(tmp_path):
+    target = tmp_path / "r.md"
+    target.write_text("old table\n" * 1000)
+    result = _report(REF, "--markdown", target, "--junit", tmp_path / "j.xml")
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == (GOLDEN / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.xml", "r.md"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "j.xml").stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain new file
+
+
+@pytest.mark.parametrize("where", ["chmod", "sys"])
+def test_export_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch, where):
+    if where == "chmod":
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: folder permissions do not apply")
+    else:
+        folder = Path("/sys")
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            pytest.skip("needs /sys that only refuses at write time (root on Linux)")
+        try:
+            (folder / "niah-probe").touch()
+            pytest.skip("/sys is writable here")
+        except OSError:
+            pass
+    target = folder / "r.csv"
+    expected = (f"error: cannot write --csv {str(target)!r} (permission denied): choose a "
+                "writable path\n" if where == "chmod" else
+                f"error: cannot write --csv {str(target)!r} (Permission denied): choose a "
+                "writable path\n")
+    result = _report(REF, "--csv", target)
+    assert (result.exit_code, result.stderr) == (2, expected)
+    _fake_sweep(monkeypatch, _records())
+    result = _run(tmp_path, "--csv", target)
+    assert (result.exit_code, result.stderr) == (2, expected)
+    assert not target.exists()
+
+
+def test_a_new_export_is_one_function_and_one_registry_line(tmp_path, monkeypatch):
+    """Registering an export gives `run` and `report` its option, and both write it through
+    the same path (write_exports), atomically."""
+    import importlib
+
+    import niah.cli
+
+    def write_count(records, path, *, runs):
+        Path(path).write_text(f"{len(records)} trials of {', '.join(runs)}\n")
+
+    with monkeypatch.context() as m:
+        m.setitem(report.EXPORTS, "count", report.Export("--count", "Number of trials.",
+                                                          write_count, example="n.txt"))
+        cli = importlib.reload(niah.cli)
+        try:
+            assert "--count" in runner.invoke(cli.app, ["report", "--help"]).stdout
+            reported = _report_with(cli.app, REF, "--count", tmp_path / "report.txt")
+            _fake_sweep(m, _records())
+            ran = _run(tmp_path, "--count", tmp_path / "run.txt", cli_app=cli.app)
+        finally:
+            m.undo()
+            importlib.reload(niah.cli)
+    assert reported.exit_code == 0 and ran.exit_code == 0, reported.output + ran.output
+    assert (tmp_path / "report.txt").read_text() == "18 trials of smollm2-cpu-2026-11-27\n"
+    assert (tmp_path / "run.txt").read_text() == "18 trials of fake-run\n"
+    assert "--count" not in runner.invoke(niah.cli.app, ["report", "--help"]).stdout
+
+
+def _report_with(cli_app, *args):
+    return runner.invoke(cli_app, ["report", *map(str, args)], catch_exceptions=False)
+
+
+def test_run_under_mlx_launch_counts_what_the_table_shows(tmp_path, monkeypatch):
+    """Under mlx.launch rank 0 prints the merged table of every rank: its header must not
+    give rank 0's own count alone ("3 run") above a 6-trial table."""
+    import dataclasses
+
+    from niah import distributed
+
+    recs = _records()[:6]
+    _fake_sweep(monkeypatch, recs[:3])
+    monkeypatch.setattr(distributed, "group_info", lambda: (0, 2))
+    monkeypatch.setattr(distributed, "gather_and_merge",
+                        lambda result, *, rank, world: dataclasses.replace(result, records=recs))
+    result = _run(tmp_path)
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[1]
+    assert header.endswith("· 6 trials in the table from 2 ranks (rank 0: 3 run, 0 already done)")
+    assert "Total: 6 trials" in result.stdout
+
+
+def test_run_and_report_print_the_same_summary(tmp_path, monkeypatch):
+    """One summary printer: the run's SUSPECT line names the sample as the report's does."""
+    fake = dict(_records()[0], key="planted", context=262144, context_tokens=262144,
+                prefilled_tokens=262144, prefill_s=0.05, ttft_s=0.05, elapsed_s=0.05,
+                device="cuda (NVIDIA H100 80GB HBM3)")
+    _fake_sweep(monkeypatch, [fake])
+    result = _run(tmp_path)
+    assert result.exit_code == 0, result.output
+    suspects = [line for line in result.stdout.splitlines() if line.startswith("SUSPECT")]
+    assert len(suspects) == 1
+    assert suspects[0].startswith("SUSPECT: context 262144 depth 0 sample 0: prefill at ")
+
+
+def test_resume_takes_every_export_along(tmp_path, monkeypatch):
+    """Exports change what is written, not what is measured: --resume accepts each."""
+    folder = tmp_path / "run"
+    shutil.copytree(REF, folder)
+    _fake_sweep(monkeypatch, _records())
+    args = [a for e in report.EXPORTS.values() if e.option != "--parquet"
+            for a in (e.option, tmp_path / e.example)]
+    result = runner.invoke(app, ["run", "--resume", str(folder), "-q", *map(str, args)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "table.md").read_text() == (GOLDEN / "report.md").read_text().replace(
+        "### smollm2-cpu-2026-11-27", "### run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", *(e.example for e in report.EXPORTS.values() if e.option != "--parquet")])

@@ -1,0 +1,34 @@
+"""JUnit XML for CI: one testsuite, one testcase per trial; FAIL and NULL are failures carrying
+the answer, ERROR an error, SKIP skipped."""
+
+from __future__ import annotations
+
+from ..scoring import ERROR, FAIL, NULL, SKIP
+from .stats import trial_seconds
+
+
+def junit(records: list[dict], path, *, name: str = "niah") -> None:
+    """Write the XML into `path` (not atomic: exports.write_exports makes it so)."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(r["verdict"] in (FAIL, NULL) for r in records)
+    errors = sum(r["verdict"] == ERROR for r in records)
+    skipped = sum(r["verdict"] == SKIP for r in records)
+    total_s = sum(map(trial_seconds, records))
+    suite = ET.Element("testsuite", name=name, tests=str(len(records)), failures=str(failures),
+                       errors=str(errors), skipped=str(skipped), time=f"{total_s:.3f}")
+    for r in records:
+        case = ET.SubElement(suite, "testcase", classname=f"{name}.{r['model']}",
+                             name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}",
+                             time=f"{trial_seconds(r):.3f}")
+        if r["verdict"] in (FAIL, NULL):
+            el = ET.SubElement(case, "failure", message=f"{r['verdict']}: expected {r['value']}",
+                               type=r["verdict"])
+            el.text = r.get("response") or ""
+        elif r["verdict"] == ERROR:
+            ET.SubElement(case, "error", message=r.get("error") or "error")
+        elif r["verdict"] == SKIP:
+            ET.SubElement(case, "skipped", message=r.get("error") or "skipped")
+    suites = ET.Element("testsuites")
+    suites.append(suite)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

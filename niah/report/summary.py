@@ -1,0 +1,55 @@
+"""What `niah run` and `niah report` print about a set of records: a header naming the run(s),
+then the table, the totals, the effective context (report only) and the SUSPECT lines. One
+summary for both commands; the CLI only prints the lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import format_context
+from .plausibility import suspect
+from .stats import effective_context
+from .tables import cut_answers_line, format_table, totals_line
+
+
+@dataclass(frozen=True)
+class Summary:
+    lines: list[str]                                   # for stdout
+    warnings: list[str] = field(default_factory=list)  # for stderr, each a whole line
+
+
+def summary(records: list[dict], *, header: list[str],
+            effective_threshold: float | None = None) -> Summary:
+    """Header, table, totals, effective context (when a threshold is given), SUSPECT lines."""
+    lines = [*header, "", format_table(records), "", totals_line(records)]
+    if effective_threshold is not None:
+        eff = effective_context(records, threshold=effective_threshold)
+        lines.append(f"Effective context (>= {effective_threshold:.0%} of the shortest "
+                     f"context's accuracy): {format_context(eff) if eff else 'none'}")
+    for r in records:
+        why = suspect(r)
+        if why:
+            lines.append(f"SUSPECT: context {r['context']} depth {r['depth']:g} "
+                         f"sample {r['sample']}: {why}")
+    cut = cut_answers_line(records)
+    return Summary(lines=lines, warnings=[cut] if cut else [])
+
+
+def run_header(records: list[dict], *, folder: Path, model: str, ran: int, done: int,
+               world: int = 1) -> list[str]:
+    """`niah run`'s header. Under mlx.launch (world > 1) rank 0 prints, and its counts cover
+    only its own share, so the header also says how many trials the table holds."""
+    counts = f"{ran} run, {done} already done"
+    if world > 1:
+        counts = (f"{len(records)} trials in the table from {world} ranks "
+                  f"(rank 0: {counts})")
+    return [f"Run folder: {folder}",
+            f"Model: {records[0]['model'] if records else model} · device "
+            f"{records[0]['device'] if records else '?'} · {counts}"]
+
+
+def pooled_header(runs: list[tuple[str, list[dict]]]) -> list[str]:
+    """`niah report`'s header: one line per run folder."""
+    return [f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}"
+            for name, recs in runs]

@@ -1,0 +1,152 @@
+"""The contexts x depths table: records grouped into cells, rendered as aligned text or
+Markdown, with the totals line and the cut-answer warning printed under it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import format_context
+from ..scoring import ERROR, FAIL, NULL, PASS, SKIP
+from .stats import accuracy, trial_score, trial_seconds, wilson
+
+
+@dataclass(frozen=True)
+class Cell:
+    context: int
+    depth: float
+    label: str          # row label extra (KV settings) or ""
+    n: int              # scored trials (SKIP excluded)
+    passed: float       # sum of trial scores (1/0 per single-needle trial, fractions otherwise)
+    verdicts: tuple[str, ...]
+    seconds: float      # mean trial time
+
+
+def num(x: float) -> str:
+    """A pass count: 3 when whole, 2.50 otherwise."""
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.2f}"
+
+
+def row_label(r: dict, *, show_step: bool = False) -> str:
+    """Row suffix naming the per-trial axes that are not the grid's contexts and depths:
+    quantized KV bits, rotating window and (when several are reported) the prefill step,
+    so trials of different settings are never counted as samples of one cell."""
+    parts = []
+    if show_step and r.get("prefill_step"):
+        parts.append(f"step{r['prefill_step']}")
+    if r.get("kv_bits"):
+        parts.append(f"kv{r['kv_bits']}")
+    if r.get("max_kv_size"):
+        parts.append(f"win{r['max_kv_size']}")
+    return " ".join(parts)
+
+
+def row_name(context: int, label: str) -> str:
+    return format_context(context) + (f" {label}" if label else "")
+
+
+def cells(records: list[dict]) -> list[Cell]:
+    """One Cell per (context, row label, depth), sorted."""
+    groups: dict[tuple, list[dict]] = {}
+    show_step = len({r.get("prefill_step") for r in records}) > 1
+    for r in records:
+        groups.setdefault((r["context"], row_label(r, show_step=show_step), r["depth"]),
+                          []).append(r)
+    out = []
+    for (ctx, label, depth), rs in sorted(groups.items(), key=lambda kv: kv[0]):
+        scored = [r for r in rs if r["verdict"] != SKIP]
+        out.append(Cell(context=ctx, depth=depth, label=label, n=len(scored),
+                        passed=sum(map(trial_score, scored)),
+                        verdicts=tuple(r["verdict"] for r in rs),
+                        seconds=sum(map(trial_seconds, rs)) / len(rs)))
+    return out
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 100:
+        return f"{s:.0f} s"
+    if s >= 10:
+        return f"{s:.1f} s"
+    return f"{s:.2f} s"
+
+
+def _cell_text(c: Cell, *, samples: int) -> str:
+    if samples == 1 and len(c.verdicts) == 1:
+        partial = f" {c.passed:.0%}" if c.n and 0 < c.passed < 1 else ""
+        return f"{c.verdicts[0]}{partial} ({fmt_seconds(c.seconds)})"
+    if c.n == 0:
+        return f"SKIP ({fmt_seconds(c.seconds)})"
+    lo, hi = wilson(c.passed, c.n)
+    return f"{num(c.passed)}/{c.n} [{lo:.0%}-{hi:.0%}] ({fmt_seconds(c.seconds)})"
+
+
+def _depth_header(d: float) -> str:
+    return f"Depth {d * 100:.4g}%"
+
+
+def table_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the contexts x depths table."""
+    cs = cells(records)
+    depths = sorted({c.depth for c in cs})
+    samples = max((len(c.verdicts) for c in cs), default=1)
+    rows_by: dict[tuple, dict[float, Cell]] = {}
+    for c in cs:
+        rows_by.setdefault((c.context, c.label), {})[c.depth] = c
+    header = ["Context"] + [_depth_header(d) for d in depths] + ["Accuracy"]
+    rows = []
+    for (ctx, label), by_depth in sorted(rows_by.items()):
+        n = sum(c.n for c in by_depth.values())
+        passed = sum(c.passed for c in by_depth.values())
+        row = [row_name(ctx, label)] + [
+            _cell_text(by_depth[d], samples=samples) if d in by_depth else "-" for d in depths]
+        row.append(f"{passed / n:.0%}" if n else "-")
+        rows.append(row)
+    return header, rows
+
+
+def align(header: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned text, two spaces between columns."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+                     for r in [header, *rows])
+
+
+def format_table(records: list[dict]) -> str:
+    """The contexts x depths table as plain aligned text."""
+    return align(*table_rows(records))
+
+
+def format_markdown(records: list[dict], *, title: str | None = None) -> str:
+    """The table as Markdown (a `### title` above it when given) and the totals line."""
+    header, rows = table_rows(records)
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * len(header)) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", totals_line(records)]
+    return "\n".join(lines) + "\n"
+
+
+def totals_line(records: list[dict]) -> str:
+    """`Total: N trials, P PASS, F FAIL...; accuracy A; T s`."""
+    verdicts = (PASS, FAIL, NULL, SKIP, ERROR)
+    counts = {v: sum(r["verdict"] == v for r in records) for v in verdicts}
+    parts = [f"{counts[v]} {v}" for v in verdicts if counts[v] or v in (PASS, FAIL)]
+    acc = accuracy(records)
+    total_s = sum(map(trial_seconds, records))
+    acc_text = f"{acc:.0%}" if acc is not None else "-"
+    return (f"Total: {len(records)} trials, {', '.join(parts)}; accuracy {acc_text}; "
+            f"{fmt_seconds(total_s)}")
+
+
+def cut_answers_line(records: list[dict]) -> str | None:
+    """A warning when trials that did not pass stopped at --max-tokens (finish "length"): their
+    verdict may measure the cut answer, not retrieval."""
+    cut = [r for r in records if r.get("finish") == "length" and r.get("verdict") in (FAIL, NULL)]
+    if not cut:
+        return None
+    most = max(int(r.get("generated_tokens") or 0) for r in cut)
+    return (f"warning: {len(cut)} trial(s) that did not pass stopped at the answer limit "
+            f"({most} tokens) before the answer ended: their verdict may reflect the cut, not "
+            "retrieval; rerun with a larger --max-tokens")
