@@ -17,21 +17,24 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from .datasets import task_rows
 from .errors import NiahError
+from .values import VALUE_KINDS
+
+_TASK_ROWS = {name: row for name, (_, row) in task_rows().items()}  # niah/datasets/tasks.jsonl
 
 DEFAULT_CONTEXTS = (1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
 DEFAULT_SAMPLES = 1
 DEFAULT_SEED = 0
-DEFAULT_NEEDLE = "The secret passkey is {value}."
-DEFAULT_QUESTION = "What is the secret passkey mentioned in the text above?"
-DEFAULT_ANSWER_PREFIX = "The secret passkey is"
+DEFAULT_NEEDLE = _TASK_ROWS["single"]["needle"]          # the single task's row owns them
+DEFAULT_QUESTION = _TASK_ROWS["single"]["question"]
+DEFAULT_ANSWER_PREFIX = _TASK_ROWS["single"]["answer_prefix"]
 DEFAULT_INTRO = (
     "There is an important piece of information hidden inside a lot of irrelevant text. "
     "Find it and memorize it. I will quiz you about it."
 )
 DEFAULT_VALUE_KIND = "number"
-VALUE_KINDS = ("number", "uuid", "words")
 DEFAULT_HAYSTACK = "prose"
 DEFAULT_PREFILL_STEP = 2048
 DEFAULT_MAX_TOKENS = 32
@@ -354,7 +357,7 @@ class RunConfig:
 
 
 _TASK_DEFAULTS = {"task": "single", "needles": 1, "keys": ()}
-KEYED_TASKS = ("multi-key", "multi-value", "multi-query")   # niah.tasks.KEYED
+KEYED_TASKS = tuple(name for name, row in _TASK_ROWS.items() if row.get("keys", 0))  # rows with keys
 
 
 def default_model_path() -> str | None:
