@@ -393,7 +393,7 @@ def _prompt_digest(builder, task, fields, kind_list=("number", "uuid", "words"))
                     t = tasks.build_trial(spec, needles=fields["needles"], depth=depth, seed=seed,
                                           value_key=f"c{context}-d{depth:.6g}-s0", kind=kind,
                                           keys=fields["keys"],
-                                          reject=lambda v: builder.value_occurs(v, context=context))
+                                          reject=lambda v, c=context: builder.value_occurs(v, context=c))
                     p = tasks.build_prompt(builder, t, context=context)
                     h.update(p.ids.tobytes())
                     h.update(repr(([(n.key, n.value, n.depth, n.target) for n in t.needles], t.task,

@@ -27,12 +27,33 @@ or niah.scoring.SCORING_RULES.
 
 from __future__ import annotations
 
-from .build import (answer_minimum, build_prompt, build_trial, make_trial, minimum_context,
-                    score_trial, trial_for)
-from .catalog import SPECS, TASKS, get_spec, load_keys, load_specs, load_templates, task_help
+from .build import (
+    answer_minimum,
+    build_prompt,
+    build_trial,
+    make_trial,
+    minimum_context,
+    score_trial,
+    trial_for,
+)
+from .catalog import (
+    SPECS,
+    TASKS,
+    get_spec,
+    load_keys,
+    load_specs,
+    load_templates,
+    task_help,
+)
 from .options import answer_tokens, resolve, validate
-from .rules import (ANSWER_TOKENS_PER_VALUE, BAND, HAYSTACK_SOURCES, PLACEMENTS, band_depths,
-                    spread_depths)
+from .rules import (
+    ANSWER_TOKENS_PER_VALUE,
+    BAND,
+    HAYSTACK_SOURCES,
+    PLACEMENTS,
+    band_depths,
+    spread_depths,
+)
 from .spec import DEFAULT_NEEDLES, MAX_NEEDLES, TaskSpec
 from .trial import Needle, TaskTrial
 

@@ -27,10 +27,11 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
     and the answer length (yours, else `answer_tokens`)."""
     spec = get_spec(task)
     n = needles if needles is not None else spec.default_needles
-    fields = dict(task=task, needles=n, needle=needle if needle is not None else spec.needle,
-                  question=question if question is not None else spec.question,
-                  answer_prefix=answer_prefix if answer_prefix is not None else spec.answer_prefix,
-                  keys=load_keys() if spec.keyed else ())
+    fields = {"task": task, "needles": n,
+              "needle": needle if needle is not None else spec.needle,
+              "question": question if question is not None else spec.question,
+              "answer_prefix": answer_prefix if answer_prefix is not None else spec.answer_prefix,
+              "keys": load_keys() if spec.keyed else ()}
     validate(**fields, value_kind=value_kind)
     fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
         task=task, needles=n, value_kind=value_kind)
