@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .datasets import task_rows
 from .environment import default_model_path, hub_offline  # noqa: F401 - imported from here
 from .errors import NiahError
 from .gguf.read import QUANT_MODES as GGUF_QUANTS  # the gguf package owns the weight modes
@@ -17,20 +18,22 @@ from .parse import (KV_BITS, KV_GROUP_SIZES, MAX_CONTEXT, MAX_RANGE_VALUES, MAX_
                     check_needle_template, config_value, format_context, parse_context,
                     parse_contexts, parse_depths, parse_int_list, parse_range, parse_rope_scaling,
                     rope_scaling_config)
+from .values import VALUE_KINDS  # noqa: F401 - the values module owns them
+
+_TASK_ROWS = {name: row for name, (_, row) in task_rows().items()}  # niah/datasets/tasks.jsonl
 
 DEFAULT_CONTEXTS = (1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
 DEFAULT_SAMPLES = 1
 DEFAULT_SEED = 0
-DEFAULT_NEEDLE = "The secret passkey is {value}."
-DEFAULT_QUESTION = "What is the secret passkey mentioned in the text above?"
-DEFAULT_ANSWER_PREFIX = "The secret passkey is"
+DEFAULT_NEEDLE = _TASK_ROWS["single"]["needle"]          # the single task's row owns them
+DEFAULT_QUESTION = _TASK_ROWS["single"]["question"]
+DEFAULT_ANSWER_PREFIX = _TASK_ROWS["single"]["answer_prefix"]
 DEFAULT_INTRO = (
     "There is an important piece of information hidden inside a lot of irrelevant text. "
     "Find it and memorize it. I will quiz you about it."
 )
 DEFAULT_VALUE_KIND = "number"
-VALUE_KINDS = ("number", "uuid", "words")
 DEFAULT_HAYSTACK = "prose"
 DEFAULT_PREFILL_STEP = 2048
 DEFAULT_MAX_TOKENS = 32
@@ -142,4 +145,4 @@ class RunConfig:
 
 
 _TASK_DEFAULTS = {"task": DEFAULT_TASK, "needles": 1, "keys": ()}
-KEYED_TASKS = ("multi-key", "multi-value", "multi-query")   # niah.tasks.KEYED
+KEYED_TASKS = tuple(name for name, row in _TASK_ROWS.items() if row.get("keys", 0))  # rows with keys

@@ -28,6 +28,7 @@ import math
 import re
 import string
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -96,11 +97,6 @@ def split_segments(text: str) -> list[tuple[str, str]]:
             out.append((sep + lead if sep else lead, body.rstrip()))
             sep = ""
     return out
-
-
-def split_sentences(text: str) -> list[str]:
-    """The segments of text, without their separators."""
-    return [s for _, s in split_segments(text)]
 
 
 def _encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -292,11 +288,19 @@ class PromptBuilder:
 
     def needle_ids(self, value: str, *, template: str | None = None,
                    key: str | None = None) -> np.ndarray:
-        text = fill(template or self.needle, value, key=key)
+        """The tokens of one needle sentence (the template filled in, a space before it)."""
+        return self._sentence_ids(fill(template or self.needle, value, key=key))
+
+    def _sentence_ids(self, text: str) -> np.ndarray:
         return np.asarray(self._encode(" " + text), dtype=np.int32)
 
-    def minimum_context(self, value: str = "0000000") -> int:
-        return len(self.head) + len(self.tail) + len(self.needle_ids(value)) + 1
+    def minimum_context(self, value: str = "0000000", *, needles: Sequence[str] | None = None,
+                        question: str | None = None, answer_prefix: str | None = None) -> int:
+        """Fewest tokens a prompt can have: template, needle sentence(s), question, one
+        haystack token. Without `needles`, this builder's needle filled with `value`."""
+        tail = self._tail(question, answer_prefix)
+        texts = [fill(self.needle, value)] if needles is None else needles
+        return len(self.head) + len(tail) + sum(len(self._sentence_ids(t)) for t in texts) + 1
 
     def check_phrases(self, templates, *, n_tokens: int) -> None:
         """Refuse a haystack that already holds a needle's phrase (the whole source where it is
@@ -368,13 +372,9 @@ class PromptBuilder:
                 return p, "char"
         return int(round(target)), "token"
 
-    def assemble(self, *, context: int, needles: list[tuple[np.ndarray, float]],
-                 tail: np.ndarray | None = None, value: str = "") -> Prompt:
+    def _assemble(self, *, context: int, needles: list[tuple[np.ndarray, float]],
+                  tail: np.ndarray, value: str) -> Prompt:
         """A prompt of exactly `context` tokens with each needle (ids, depth) placed by the rule."""
-        tail = self.tail if tail is None else tail
-        for _, depth in needles:
-            if not 0.0 <= depth <= 1.0:
-                raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
         body = context - len(self.head) - len(tail) - sum(len(ids) for ids, _ in needles)
         if body < 1:
             raise NiahError(
@@ -402,13 +402,34 @@ class PromptBuilder:
                       needle_depth=first.depth, body_tokens=body, head_tokens=len(self.head),
                       value=value, placements=tuple(placements), boundary=first.boundary)
 
+    def _tail(self, question: str | None, answer_prefix: str | None) -> np.ndarray:
+        if question is None and answer_prefix is None:
+            return self.tail
+        return self.tail_ids(question=self.question if question is None else question,
+                             answer_prefix=self.answer_prefix if answer_prefix is None
+                             else answer_prefix)
+
+    def build_many(self, *, context: int, needles: Sequence[tuple[str, float]],
+                   templates: Sequence[str] | None = None, question: str | None = None,
+                   answer_prefix: str | None = None, value: str = "") -> Prompt:
+        """A prompt of exactly `context` tokens with each needle sentence (text, depth) placed
+        by the rule, in the order given (the first is the prompt's flat needle fields).
+
+        `templates` are the needle templates whose phrases the haystack must not hold (default:
+        this builder's); `question` / `answer_prefix` default to this builder's; `value` is
+        what the prompt records as its value."""
+        for _, depth in needles:
+            if not 0.0 <= depth <= 1.0:
+                raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
+        self.check_phrases([self.needle] if templates is None else templates, n_tokens=context)
+        tail = self._tail(question, answer_prefix)
+        ids = [(self._sentence_ids(text), depth) for text, depth in needles]
+        return self._assemble(context=context, needles=ids, tail=tail, value=value)
+
     def build(self, *, context: int, depth: float, value: str) -> Prompt:
-        """A prompt of exactly `context` tokens with the needle nearest `depth`."""
-        if not 0.0 <= depth <= 1.0:
-            raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
-        self.check_phrases([self.needle], n_tokens=context)
-        return self.assemble(context=context, needles=[(self.needle_ids(value), depth)],
-                             value=value)
+        """A prompt of exactly `context` tokens with this builder's needle nearest `depth`."""
+        return self.build_many(context=context, needles=[(fill(self.needle, value), depth)],
+                               value=value)
 
 
 PG_ESSAYS = "pg-essays"

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
+from .datasets import task_rows
 
 P_PROMPT, P_RUN, P_SDPA, P_KV, P_OUT = "Prompt", "Running", "Attention", "KV cache", "Output and gating"
 
@@ -40,7 +41,7 @@ ValueKind = Annotated[str, _opt("--value-kind", panel=P_PROMPT,
 Haystack = Annotated[str, _opt("--haystack", panel=P_PROMPT,
                                help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.")]
 Task = Annotated[str, _opt("--task", panel=P_PROMPT,
-                           help="single, multi-needle, multi-key, multi-value, multi-query.")]
+                           help=", ".join(task_rows()) + " (niah/datasets/tasks.jsonl).")]
 Needles = Annotated[Optional[int], _opt("--needles", panel=P_PROMPT,
                                         help="Needles per trial for multi-* tasks (default 4).")]
 Model = Annotated[Optional[str], _opt(

@@ -24,12 +24,17 @@ The rule (also in the README), applied by `judge`:
 With several expected values (multi-needle tasks) the score is the number of expected values
 found over the larger of the number expected and the number of distinct values offered, so
 missing values and extra (wrong or distractor) values both lower it; PASS only at 1.
+
+Tasks name their scoring rule (niah/datasets/tasks.jsonl, ``scoring``); SCORING_RULES maps the
+name to a function scoring one answer against every needle of a trial. VERDICTS is the one list
+of verdicts a record can hold.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .values import VALUE_ADJECTIVES, VALUE_ANIMALS, is_word_pair
@@ -123,3 +128,26 @@ def judge(response: str, expected, *, kind: str | None = None) -> Judgement:
 def score(response: str, value: str, *, kind: str | None = None) -> str:
     """The verdict for one answer to a single-value needle."""
     return judge(response, value, kind=kind).verdict
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One answer scored against every needle of a trial."""
+
+    verdict: str
+    score: float
+    found: tuple[bool, ...]      # per needle, in order: a target retrieved / another's value offered
+
+
+def score_values(response: str, *, values: Sequence[str], targets: Sequence[bool],
+                 kind: str) -> TaskScore:
+    """Rule ``values``: the targets' values scored together by `judge`; a needle that is not a
+    target (a distractor) counts as found when the answer offers its value, a wrong answer."""
+    j = judge(response, [v for v, t in zip(values, targets) if t], kind=kind)
+    hits = iter(j.found)
+    found = tuple(bool(next(hits)) if t else v in j.offered for v, t in zip(values, targets))
+    return TaskScore(j.verdict, j.score, found)
+
+
+# name (a task row's "scoring") -> rule(response, *, values, targets, kind) -> TaskScore
+SCORING_RULES: dict[str, Callable[..., TaskScore]] = {"values": score_values}

@@ -63,8 +63,8 @@ def test_depth_layouts():
     assert tasks.band_depths(0.0, 4) == [0.0, 0.166667, 0.333333, 0.5]
     assert tasks.band_depths(0.5, 3) == [0.25, 0.5, 0.75]
     assert tasks.band_depths(1.0, 2) == [0.5, 1.0]
-    assert tasks._depths("multi-key", 0.5, 4) == [0.5, 0.75, 0.0, 0.25]
-    assert tasks._depths("multi-key", 1.0, 4) == [1.0, 0.25, 0.5, 0.75]
+    assert tasks.spread_depths(0.5, 4) == [0.5, 0.75, 0.0, 0.25]   # multi-key's placement
+    assert tasks.spread_depths(1.0, 4) == [1.0, 0.25, 0.5, 0.75]
 
 
 @pytest.mark.parametrize("task", tasks.TASKS)
@@ -171,6 +171,24 @@ def test_bad_task_options_one_line(tmp_path, args, message):
     result = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2
     assert result.stderr == message + "\n"
+
+
+PLACEHOLDERS = [
+    (["--question", "What is the {keys} code?"], "error: the --question of --task single has the placeholder {keys}, which this task does not fill (it fills none): remove it or write the text"),
+    (["--task", "multi-key", "--answer-prefix", "The {value} is"], "error: the --answer-prefix of --task multi-key has the placeholder {value}, which this task does not fill (only {key} and {keys} are filled in): remove it or write the text"),
+    (["--task", "multi-needle", "--question", "Which {key} codes?"], "error: the --question of --task multi-needle has the placeholder {key}, which this task does not fill (it fills none): remove it or write the text"),
+]
+
+
+@pytest.mark.parametrize("args,message", PLACEHOLDERS, ids=[" ".join(a) for a, _ in PLACEHOLDERS])
+def test_unknown_placeholders_refused(tmp_path, args, message):
+    """Issue 20: a {name} the task does not fill reached the model as written. The model does
+    not exist, so a check that misses fails on the model instead of running a trial."""
+    result = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path), "--model",
+                                      str(tmp_path / "no-model")], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.stderr == message + "\n"
+    assert not any(tmp_path.iterdir())
 
 
 def test_named_haystacks(tmp_path, monkeypatch):
@@ -325,3 +343,128 @@ def test_reports_use_the_score():
     frame = report.to_frame(recs)
     assert json.loads(frame["needles"][0]) == recs[0]["needles"]
     assert list(frame.columns[:12]).index("score") == list(frame.columns[:12]).index("verdict") + 1
+
+
+
+# Recorded on main f4695dc before tasks became data: sha256 of every prompt's ids, its trial,
+# placements and scores (see _prompt_digest), per task and haystack.
+BEFORE = {
+    "single/prose": "0706d8a7c838851e",
+    "single/zh": "94ce264e7efe9c73",
+    "multi-needle/prose": "5e68b8c7dac51b41",
+    "multi-needle/zh": "1a7eb1dac0a493c4",
+    "multi-key/prose": "7eb197c2503b9b5f",
+    "multi-key/zh": "d079e7817db2b982",
+    "multi-value/prose": "c6d0cf2e95f2cc3d",
+    "multi-value/zh": "ee98c9e3dcbc7e68",
+    "multi-query/prose": "c404b6ff6c29d891",
+    "multi-query/zh": "2ab0994a64a74946",
+}
+# (minimum_context, answer_minimum, default max_tokens) per task and value kind, as on main;
+# single's minimum context now counts its real value, not "0000000" (uuid: 93 -> 118, words 93 -> 89).
+MINIMA = {
+    ("single", "number"): (93, 8, 32),
+    ("single", "uuid"): (118, 33, 56),
+    ("single", "words"): (89, 4, 32),
+    ("multi-needle", "number"): (150, 35, 64),
+    ("multi-needle", "uuid"): (254, 139, 176),
+    ("multi-needle", "words"): (134, 19, 48),
+    ("multi-key", "number"): (153, 8, 32),
+    ("multi-key", "uuid"): (257, 33, 56),
+    ("multi-key", "words"): (137, 4, 32),
+    ("multi-value", "number"): (168, 35, 64),
+    ("multi-value", "uuid"): (272, 139, 176),
+    ("multi-value", "words"): (152, 19, 48),
+    ("multi-query", "number"): (162, 35, 64),
+    ("multi-query", "uuid"): (266, 139, 176),
+    ("multi-query", "words"): (146, 19, 48),
+}
+
+
+def _prompt_digest(builder, task, fields, kind_list=("number", "uuid", "words")):
+    import hashlib
+    import json
+
+    spec, h = tasks.get_spec(task), hashlib.sha256()
+    for kind in kind_list:
+        for seed in (0, 7):
+            for context in (600, 1500):
+                for depth in (0.0, 0.3, 1.0):
+                    t = tasks.build_trial(spec, needles=fields["needles"], depth=depth, seed=seed,
+                                          value_key=f"c{context}-d{depth:.6g}-s0", kind=kind,
+                                          keys=fields["keys"],
+                                          reject=lambda v, c=context: builder.value_occurs(v, context=c))
+                    p = tasks.build_prompt(builder, t, context=context)
+                    h.update(p.ids.tobytes())
+                    h.update(repr(([(n.key, n.value, n.depth, n.target) for n in t.needles], t.task,
+                                   t.needle_template, t.question, t.answer_prefix, t.expected,
+                                   [(x.index, x.tokens, x.depth, x.requested, x.boundary)
+                                    for x in p.placements], p.needle_index, p.needle_tokens,
+                                   p.needle_depth, p.body_tokens, p.head_tokens, p.value,
+                                   p.boundary)).encode())
+                    for resp in (", ".join(t.expected), t.needles[-1].value, ""):
+                        h.update(json.dumps(tasks.score_trial(t, p, resp, kind=kind),
+                                            sort_keys=True).encode())
+                    if task == "single":  # the one-needle path is the same placement
+                        q = builder.build(context=context, depth=depth, value=t.expected[0])
+                        assert np.array_equal(q.ids, p.ids) and q.placements == p.placements
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+def test_prompts_and_scores_identical_to_before(gguf_tokenizer, task):
+    """The generic builder gives every shipped task the prompts (token ids), needles,
+    placements and scores the hand-written branches gave."""
+    from niah.config import RunConfig
+    from niah.haystack import named_source
+
+    f = _fields(task)
+    for hay in ("prose", "zh"):
+        b = PromptBuilder(gguf_tokenizer, source=hay if hay == "prose" else named_source(hay),
+                          needle=f["needle"], question=f["question"], answer_prefix=f["answer_prefix"])
+        assert _prompt_digest(b, task, f) == BEFORE[f"{task}/{hay}"]
+    for kind in ("number", "uuid", "words"):
+        g = tasks.resolve(task=task, needles=None, needle=None, question=None,
+                          answer_prefix=None, value_kind=kind)
+        c = RunConfig(model="x", value_kind=kind, **g)
+        assert (tasks.minimum_context(b, c), tasks.answer_minimum(b, c), g["max_tokens"]) \
+            == MINIMA[(task, kind)]
+
+
+def test_a_new_task_is_one_row_and_one_rule(tmp_path, monkeypatch, builder):
+    """RULER's MK-MV as data: 2 values for each of N keys, one key asked, the other keys'
+    needles distractors; its placement a new rule registered by name. Built and scored by the
+    same builder as every shipped task."""
+    import json
+
+    from niah.tasks import rules
+
+    row = {"task": "key-two-values", "help": "two values of one key among other keys",
+           "needle": "A code for the {key} is {value}.",
+           "question": "What are both codes for the {key}?", "answer_prefix": "The codes are",
+           "keys": "n", "values": 2, "asked": 1, "placement": "front-back",
+           "scoring": "values", "answer_budget": "per-value", "value_kinds": ["number"]}
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(NiahError, match='line 1 is not a task template .*"placement" is '
+                                        "'front-back'"):
+        tasks.load_specs(tmp_path / "tasks.jsonl")
+    monkeypatch.setitem(rules.PLACEMENTS, "front-back",
+                        lambda depth, n: [depth if i % 2 == 0 else 1.0 - depth for i in range(n)])
+    spec = tasks.load_specs(tmp_path / "tasks.jsonl")["key-two-values"]
+    assert (spec.needles(3), spec.targets(3), spec.variable, spec.keyed) == (6, 2, True, True)
+    trial = tasks.build_trial(spec, needles=3, depth=0.2, seed=0, value_key="c1024-d0.2-s0",
+                              kind="number", keys=tasks.load_keys(),
+                              reject=lambda v: builder.value_occurs(v, context=1024))
+    targets = [n for n in trial.needles if n.target]
+    assert len(trial.needles) == 6 and len(targets) == 2
+    assert {n.key for n in targets} == {trial.needles[0].key} and trial.needles[0].key in trial.question
+    assert [n.depth for n in trial.needles] == [0.2, 0.8] * 3
+    prompt = tasks.build_prompt(builder, trial, context=1024)
+    assert len(prompt.ids) == 1024 and len(prompt.placements) == 6
+    r = tasks.score_trial(trial, prompt, " and ".join(trial.expected), kind="number")
+    assert (r["verdict"], r["score"]) == ("PASS", 1.0)
+    wrong = f"{trial.expected[0]} and {trial.needles[2].value}"   # another key's value
+    r = tasks.score_trial(trial, prompt, wrong, kind="number")
+    assert (r["verdict"], r["score"]) == ("FAIL", 0.5)
+    assert [n["found"] for n in r["needles"]] == [True, False, True, False, False, False]
+    assert [n["role"] for n in r["needles"]] == ["target"] * 2 + ["distractor"] * 4

@@ -1,15 +1,40 @@
-"""niah's data files (package data): task templates, key vocabularies, shippable haystacks.
+"""niah's data files (package data): task rows, key vocabularies, shippable haystacks.
 
-See README.md in this folder. `DATASETS` is the folder; `haystack_path` resolves a haystack
-name (``zh``, ``ja``, ``log``) to its file.
+See README.md in this folder. `DATASETS` is the folder; `task_rows` reads tasks.jsonl as plain
+JSON objects (niah.tasks turns them into task specs; niah.config takes its prompt defaults from
+the ``single`` row); `haystack_path` resolves a haystack name (``zh``, ``ja``, ``log``) to its
+file.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from ..errors import NiahError
 
 DATASETS = Path(__file__).resolve().parent
 HAYSTACKS = DATASETS / "haystacks"
+TASKS_FILE = DATASETS / "tasks.jsonl"
+ROW_FIELDS = "task, needle, question and answer_prefix"   # the fields every task row needs
+
+
+def task_rows(path: Path | None = None) -> dict[str, tuple[int, dict]]:
+    """Task rows by name, each with its line number: a later line with the same ``task``
+    replaces an earlier one. A line that is not a JSON object naming its task is one error."""
+    path = Path(path) if path else TASKS_FILE
+    rows: dict[str, tuple[int, dict]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("task"), str):
+            raise NiahError(f"{path}: line {n} is not a task template: give JSON with {ROW_FIELDS}")
+        rows[row["task"]] = (n, row)
+    return rows
 
 
 def haystack_names() -> list[str]:

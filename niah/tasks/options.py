@@ -1,0 +1,90 @@
+"""A task's run options: the RunConfig fields for --task and friends (`resolve`), and one line
+for every setting that cannot work (`validate`), from the task's spec."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import NiahError
+from ..values import VALUE_KINDS
+from .catalog import SPECS, get_spec, load_keys
+from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS
+from .spec import MAX_NEEDLES
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
+    """Default --max-tokens: the task's answer budget rule for the values it asks."""
+    spec = get_spec(task)
+    return ANSWER_BUDGETS[spec.answer_budget](spec, n=needles, value_kind=value_kind)
+
+
+def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
+            answer_prefix: str | None, max_tokens: int | None = None,
+            value_kind: str = "number") -> dict:
+    """RunConfig fields for a task: templates (yours, else the task row's), needle count, keys,
+    and the answer length (yours, else `answer_tokens`)."""
+    spec = get_spec(task)
+    n = needles if needles is not None else spec.default_needles
+    fields = {"task": task, "needles": n,
+              "needle": needle if needle is not None else spec.needle,
+              "question": question if question is not None else spec.question,
+              "answer_prefix": answer_prefix if answer_prefix is not None else spec.answer_prefix,
+              "keys": load_keys() if spec.keyed else ()}
+    validate(**fields, value_kind=value_kind)
+    fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
+        task=task, needles=n, value_kind=value_kind)
+    return fields
+
+
+def _or_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _check_count(task: str, n: int) -> None:
+    spec = get_spec(task)
+    if n < 1:
+        raise NiahError(f"--needles {n} is not allowed: use 1 or more")
+    if not spec.variable and n != spec.default_needles:
+        several = _or_list([t for t, s in SPECS.items() if s.variable])
+        raise NiahError(f"--needles {n} needs a task with several needles: use --task {several}")
+    if spec.variable and not 2 <= n <= MAX_NEEDLES:
+        raise NiahError(f"--needles {n} is not allowed for --task {task}: use 2 to {MAX_NEEDLES}")
+
+
+def _check_placeholders(task: str, *, question: str, answer_prefix: str) -> None:
+    """Refuse a {name} in the question or answer prefix that the task does not fill (it would
+    reach the model as written)."""
+    spec = get_spec(task)
+    filled = GENERATOR_FIELDS[spec.generator](spec)
+    for option, text in (("--question", question), ("--answer-prefix", answer_prefix)):
+        unknown = next((m for m in _PLACEHOLDER.findall(text) if m not in filled), None)
+        if unknown is None:
+            continue
+        fix = ("only " + " and ".join("{" + f + "}" for f in filled) + " are filled in"
+               if filled else "it fills none")
+        raise NiahError(f"the {option} of --task {task} has the placeholder {{{unknown}}}, "
+                        f"which this task does not fill ({fix}): remove it or write the text")
+
+
+def validate(*, task: str, needles: int, needle: str, question: str, answer_prefix: str,
+             keys: tuple[str, ...], value_kind: str | None = None) -> None:
+    """One line for every task setting that cannot work."""
+    spec = get_spec(task)
+    _check_count(task, needles)
+    if spec.keyed and "{key}" not in needle:
+        raise NiahError(f"the needle template of --task {task} has no {{key}} placeholder: write it "
+                        "like 'The access code for the {key} is {value}.'")
+    n_keys, _, n_asked = spec.counts(needles)
+    wanted = "{keys}" if spec.asked == "n" or n_asked > 1 else "{key}"
+    if spec.keyed and wanted not in question:
+        raise NiahError(f"the question of --task {task} has no {wanted} placeholder: name the "
+                        f"key(s) asked for, like 'What is the access code for the {wanted}?'")
+    _check_placeholders(task, question=question, answer_prefix=answer_prefix)
+    if spec.keyed and len(keys) < n_keys:
+        raise NiahError(f"--task {task} with --needles {needles} needs {n_keys} keys and "
+                        f"keys.txt has {len(keys)}: add keys or use fewer needles")
+    if value_kind in VALUE_KINDS and value_kind not in spec.value_kinds:  # others: RunConfig
+        raise NiahError(f"--task {task} does not take --value-kind {value_kind}: use "
+                        f"{_or_list(list(spec.value_kinds))}")
