@@ -37,8 +37,8 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     from . import blas
     from .config import default_model_path, format_context, parse_context
     from .preflight import estimate, kv_bytes, working_set_bytes
-    from .backend import describe_gpu
-    from .sdpa.dispatch import backend, choose_route, resolve_config
+    from .backend import backend, describe_gpu
+    from .sdpa.dispatch import choose_route, resolve_config
 
     lines = []
     info = {}
