@@ -107,3 +107,16 @@ def test_gpu_description_on_cpu_and_cuda():
     assert (g.family, g.paravirtual, g.can_validate_kernels(), g.family_label()) == (
         None, False, True, "-")
     assert apple_family("applegpu_g99x") == 9 and apple_family("sm_90") is None
+
+
+def test_verify_error_refuses_an_empty_comparison():
+    """A check with nothing to compare cannot fail: it must raise, not report error 0."""
+    import mlx.core as mx
+
+    from niah.verify import _err
+
+    assert _err(mx.ones((2, 3)), np.zeros((2, 3))) == 1.0
+    with pytest.raises(ValueError, match="nothing to compare"):
+        _err(mx.ones((2, 3)), np.zeros((2, 3)), rows_ok=np.zeros((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        _err(mx.ones((0, 3)), np.zeros((0, 3)))
