@@ -25,7 +25,8 @@ def test_doctor_prints_every_section():
     for field in ("version: ", "backend: ", "recommended working set: ", "metal available: ",
                   "cuda available: ", "in use: ", "SmolLM2-135M-Instruct GGUF: /",
                   "context: 4K = 4096 tokens", "estimated peak: ", "-> fits",
-                  "sdpa route (auto): prefill step stock, decode stock"):
+                  "sdpa route (auto): prefill step stock, decode stock",
+                  "estimated time of one trial: about "):
         assert field in out, field
     if BACKEND == "cpu" and sys.platform.startswith("linux"):
         assert "(fast)" in out  # OpenBLAS is preloaded in the test process
@@ -120,3 +121,51 @@ def test_verify_error_refuses_an_empty_comparison():
         _err(mx.ones((2, 3)), np.zeros((2, 3)), rows_ok=np.zeros((2, 3), dtype=bool))
     with pytest.raises(ValueError, match="nothing to compare"):
         _err(mx.ones((0, 3)), np.zeros((0, 3)))
+
+
+def test_memory_estimate_caps_the_step_and_its_parts_add_up():
+    """A 256-token prompt with a huge prefill step fits; the reason lists every part and the
+    printed parts sum to the printed total (issue 20)."""
+    from niah.model import ModelInfo
+    from niah.preflight import estimate
+
+    info = ModelInfo(name="m", source="gguf", path="m", trained_context=8192, n_layers=30,
+                     n_kv_heads=3, head_dim=64, n_heads=9, weight_bytes=512 * 1024 ** 2)
+    est = estimate(info, context=256, route="stock", prefill_step=1_000_000_000,
+                   working_set=8 * 1024 ** 3)
+    assert est.fits and est == estimate(info, context=256, route="stock", prefill_step=256,
+                                        working_set=8 * 1024 ** 3)
+    for ws, step in ((8 * 1024 ** 3, 256), (64 * 1024 ** 2, 2048)):
+        reason = estimate(info, context=300_000, route="kv-chunks", prefill_step=step,
+                          working_set=ws).reason()
+        m = re.fullmatch(r"needs about ([\d.]+) GiB \(weights ([\d.]+) \+ KV ([\d.]+) \+ "
+                         r"attention ([\d.]+) \+ activations ([\d.]+)\) of a [\d.]+ GiB "
+                         r"working set", reason)
+        assert m, reason
+        total, *parts = (round(float(x) * 10) for x in m.groups())
+        assert sum(parts) == total, reason
+
+
+def test_kv_bytes_refuses_a_zero_group_size():
+    from niah.errors import NiahError
+    from niah.model import ModelInfo
+    from niah.preflight import kv_bytes
+
+    info = ModelInfo(name="m", source="gguf", path="m", trained_context=None, n_layers=2,
+                     n_kv_heads=1, head_dim=64, n_heads=2, weight_bytes=1)
+    assert kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=64) == 2 * 2 * 64 * 64 // 2 + 2 * 2 * 64 * 4
+    with pytest.raises(NiahError, match="--kv-group-size 0 must be positive"):
+        kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=0)
+
+
+def test_time_estimate_scales_with_the_context_squared():
+    from niah.preflight import Throughput, estimate_seconds
+
+    tp = Throughput(token_s=1e-3, pair_s=1e-8, decode_s=0.01, basis="given")
+    short = estimate_seconds(context=1000, max_tokens=0, throughput=tp)
+    assert short.prefill_s == pytest.approx(1.0 + 1e-8 * 1000 * 1001 / 2)
+    long = estimate_seconds(context=128 * 1024, max_tokens=32, throughput=tp)
+    assert long.prefill_s > 80 and long.decode_s == pytest.approx(
+        32 * (0.01 + 1e-8 * (128 * 1024 + 16)))
+    assert estimate_seconds(context=1000, reused=999, max_tokens=0, throughput=tp).prefill_s < 0.01
+    assert long.describe().startswith("about 3 min 37 s") and "given" in long.describe()
