@@ -38,7 +38,7 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     import mlx.core as mx
 
     from . import blas
-    from .backend import backend, describe_gpu
+    from .backend import backend, compute_units, describe_gpu
     from .config import default_model_path
     from .preflight import working_set_bytes
 
@@ -54,6 +54,8 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     lines.append(f"  backend: {be}  (default device {mx.default_device()})")
     lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
     lines += _gpu_lines(describe_gpu(info=info, backend_name=be))
+    if be != "cpu":
+        lines.append(f"  compute units (SMs/cores, size kernel splits): {compute_units(be).label()}")
     mem = info.get("memory_size") or info.get("total_memory")
     lines.append(f"  memory: {_gib(mem) if mem else _gib(working_set_bytes())}")
     lines.append(f"  recommended working set: {_gib(working_set_bytes())}")

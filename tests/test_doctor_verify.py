@@ -169,3 +169,24 @@ def test_time_estimate_scales_with_the_context_squared():
         32 * (0.01 + 1e-8 * (128 * 1024 + 16)))
     assert estimate_seconds(context=1000, reused=999, max_tokens=0, throughput=tp).prefill_s < 0.01
     assert long.describe().startswith("about 3 min 37 s") and "given" in long.describe()
+
+
+def test_compute_units_come_from_the_device_when_it_says(monkeypatch):
+    """The fused kernel's split sizing reads the GPU's SM count instead of assuming an H100."""
+    import niah.backend as backend_mod
+    from niah.kernels import flash
+
+    said = backend_mod.compute_units("cuda", read=lambda: 78)
+    assert (said.count, said.source) == (78, "device") and "from the device" in said.label()
+    fallback = backend_mod.compute_units("cuda", read=lambda: None)
+    assert (fallback.count, fallback.source) == (backend_mod.DEFAULT_COMPUTE_UNITS["cuda"],
+                                                 "default")
+    assert "does not say" in fallback.label()
+    assert backend_mod.compute_units("metal").source == "default"
+    real = backend_mod.compute_units
+    tile = flash.choose_tile(rows=8, D=128)
+    splits = {}
+    for n in (16, 264):
+        monkeypatch.setattr(backend_mod, "compute_units", lambda name, n=n: real(name, read=lambda: n))
+        splits[n] = flash.choose_splits(blocks=8, kL=1 << 20, tile=tile, D=128)
+    assert splits[264] > splits[16]  # more SMs: more key splits to fill them
