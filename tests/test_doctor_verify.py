@@ -190,3 +190,27 @@ def test_compute_units_come_from_the_device_when_it_says(monkeypatch):
         monkeypatch.setattr(backend_mod, "compute_units", lambda name, n=n: real(name, read=lambda: n))
         splits[n] = flash.choose_splits(blocks=8, kL=1 << 20, tile=tile, D=128)
     assert splits[264] > splits[16]  # more SMs: more key splits to fill them
+
+
+def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
+    """`niah sdpa bench` runs packaged code (no benchmarks/ folder needed, no sys.argv games):
+    a tiny shape set on the command's own code path prints the table."""
+    from niah.kernels import bench
+
+    tiny = bench.ShapeSet(Hq=2, Hkv=1, D=16, max_chunk=64, shapes=(
+        bench.Shape("decode", 1, 200, False), bench.Shape("prefill", 8, 150, True)))
+    monkeypatch.setattr(bench, "QUICK", tiny)
+    monkeypatch.setattr(bench, "FULL", tiny)
+    monkeypatch.chdir(tmp_path)
+    argv = list(sys.argv)
+    result = runner.invoke(app, ["sdpa", "bench", "--quick"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sys.argv == argv
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"# niah sdpa bench on {BACKEND}") and "chunk 64" in lines[0]
+    rows = [line for line in lines[3:] if line.startswith("| ")]
+    labels = [r.split(" | ")[3] for r in rows]
+    assert labels[0::3] == ["stock", "stock"] and labels[1::3] == ["q-split", "q-split"]
+    if BACKEND == "cpu":
+        assert labels[2::3] == ["kv-chunks/reference"] * 2
+    assert all("failed" not in r for r in rows) and len(rows) == 6
