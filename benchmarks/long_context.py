@@ -38,9 +38,10 @@ def _stock(model, tokenizer, ids):
 
 
 def _niah(session, ids, *, step, route):
+    from niah.kernels import chunk_attention_fn
     from niah.sdpa import patched
 
-    with patched(route) as state:
+    with patched(route, kernels=chunk_attention_fn) as state:
         gen = session.generate(ids, cache=session.make_cache(), prefill_step=step, max_tokens=1)
     return gen.prefill_s, gen.prefilled / gen.prefill_s, gen.peak_memory_bytes, state.summary()
 
@@ -76,7 +77,7 @@ def main() -> None:
     from niah.gguf.convert import convert
     from niah.haystack import PromptBuilder
     from niah.model import ModelSession, device_description
-    from niah.sdpa.dispatch import backend
+    from niah.backend import backend
 
     gpu = backend() in ("cuda", "metal")
     ap = argparse.ArgumentParser()

@@ -22,7 +22,7 @@ def main() -> None:
     from niah.config import RunConfig, parse_contexts, parse_depths
     from niah.model import ModelSession, device_description
     from niah.runner import run_sweep
-    from niah.sdpa.dispatch import backend
+    from niah.backend import backend
 
     gpu = backend() in ("cuda", "metal")
     ap = argparse.ArgumentParser()

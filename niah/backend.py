@@ -6,11 +6,15 @@ niah.sdpa and niah.kernels both stand on this module, so neither imports the oth
 `describe_gpu()` reads MLX's device info; `apple_family(architecture)` maps an Apple GPU
 architecture name such as ``applegpu_g13p`` (generation 13, the M1) to its Metal GPU family
 (Apple7). Apple7 is the first family with simdgroup matrices and bfloat, which niah's Metal
-kernels use.
+kernels use. `compute_units(backend_name)` is the GPU's count of SMs (CUDA) or cores (Metal),
+which sizes the fused kernel's key splits: read from the CUDA driver; a documented default where
+the device does not say (Metal: MLX does not report the core count), with the source recorded.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import re
 from dataclasses import dataclass
 
@@ -20,6 +24,10 @@ import mlx.core as mx
 # g13: M1/A14 (Apple7), g14: M2/A15 (Apple8), g15: M3/A17 Pro (Apple9), g16: M4 (Apple9).
 _GEN_TO_FAMILY = {13: 7, 14: 8, 15: 9, 16: 9}
 MIN_KERNEL_FAMILY = 7  # simdgroup_matrix and bfloat
+# Compute units when the device does not say: an H100 SXM's 132 SMs; 32 cores for a mid-size
+# Apple GPU. They only shape the fused kernel's key splits, never its results.
+DEFAULT_COMPUTE_UNITS = {"cuda": 132, "metal": 32}
+_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16  # CUDA driver API attribute id
 
 
 @dataclass(frozen=True)
@@ -93,3 +101,39 @@ def device_name() -> str:
     """A short name for messages: the GPU's name, else the default device."""
     g = describe_gpu()
     return g.name or g.architecture or str(mx.default_device())
+
+
+@dataclass(frozen=True)
+class ComputeUnits:
+    count: int    # SMs (CUDA) or GPU cores (Metal)
+    source: str   # "device" (read from it) or "default" (DEFAULT_COMPUTE_UNITS)
+
+    def label(self) -> str:
+        return f"{self.count} ({'from the device' if self.source == 'device' else 'default: the device does not say'})"
+
+
+def compute_units(backend_name: str, *, read=None) -> ComputeUnits:
+    """The GPU's SM/core count: CUDA's from the driver (device 0 of this process), else
+    DEFAULT_COMPUTE_UNITS. `read` (tests) replaces the driver query: () -> int | None."""
+    count = (read or _cuda_sm_count)() if backend_name == "cuda" else None
+    if count:
+        return ComputeUnits(count=int(count), source="device")
+    return ComputeUnits(count=DEFAULT_COMPUTE_UNITS.get(backend_name, 32), source="default")
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_sm_count() -> int | None:
+    """CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT of the default CUDA device through the driver
+    library, or None without a driver (MLX's device_info does not report it)."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        dev, value = ctypes.c_int(), ctypes.c_int()
+        index = getattr(mx.default_device(), "index", 0) or 0
+        if lib.cuInit(0) or lib.cuDeviceGet(ctypes.byref(dev), index):
+            return None
+        if lib.cuDeviceGetAttribute(ctypes.byref(value),
+                                    _CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev):
+            return None
+        return value.value or None
+    except (OSError, AttributeError):
+        return None

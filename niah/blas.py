@@ -1,7 +1,7 @@
 """A fast BLAS for MLX's Linux CPU build.
 
-The mlx-cpu wheel links netlib's reference BLAS; preloading OpenBLAS measured 14x faster
-matmuls (6 -> 86 GFLOP/s) on these machines. The preload has to happen before the process
+The mlx-cpu wheel links netlib's reference BLAS, far slower than OpenBLAS for the matmuls a
+model runs (docs/sdpa.md has the measurement). The preload has to happen before the process
 starts, so `ensure_fast_blas` re-executes the current command once with LD_PRELOAD set when a
 system OpenBLAS exists (Debian/Ubuntu: apt-get install libopenblas0-pthread) and none is loaded.
 NIAH_NO_BLAS_REEXEC=1 turns this off.

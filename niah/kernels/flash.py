@@ -31,10 +31,11 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .. import backend as backend_mod
+
 HERE = Path(__file__).resolve().parent
 SUPPORTED_DTYPES = ("float16", "bfloat16")
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
-SM_COUNT = {"cuda": 132, "metal": 32}  # H100 SXM; a mid-size Apple GPU (only shapes splits)
 
 # Test switches (explicit overrides; None in normal use).
 TILE_OVERRIDE: "Tile | None" = None
@@ -95,7 +96,7 @@ def choose_tile(*, rows: int, D: int, backend_name: str = "cuda") -> Tile:
         return Tile(mw=2, mt=1, bc=32, m=8) if rows > 8 else Tile(mw=1, mt=1, bc=32, m=8)
     if D > 128:
         return Tile(mw=4, mt=1, bc=32) if rows > 16 else Tile(mw=1, mt=1, bc=32)
-    if rows <= 16:  # decode: 1, 2 or 4 warps measured within noise (0.79-0.90x at 1M keys)
+    if rows <= 16:  # decode: 1, 2 and 4 warps time alike here (docs/sdpa.md)
         return Tile(mw=2, mt=1, bc=64)
     if rows <= 64:
         return Tile(mw=4, mt=1, bc=64)
@@ -114,7 +115,7 @@ def choose_splits(*, blocks: int, kL: int, tile: Tile, D: int = 128, backend_nam
     blocks, each over >= 8 key tiles."""
     if SPLITS_OVERRIDE is not None:
         return max(1, min(SPLITS_OVERRIDE, math.ceil(kL / tile.bc)))
-    wave = resident_blocks(tile, D, backend_name) * SM_COUNT.get(backend_name, 32)
+    wave = resident_blocks(tile, D, backend_name) * backend_mod.compute_units(backend_name).count
     if blocks >= wave:  # the row tiles alone fill the GPU
         return 1
     target = 4 * wave

@@ -7,7 +7,9 @@ Routes
   on its own: exact, no merge, bounded work per dispatch. With a causal mask each block only
   reads the keys it can see.
 - ``kv-chunks``: keys split into chunks; each chunk gives (out, lse) from a fused kernel of
-  niah's own where one passed its self-test, else from the plain-ops reference; chunks are
+  niah's own where the caller supplied one (a KernelSource: niah.kernels sits above this
+  package and is passed in, never imported) and it passed its self-test, else from the
+  plain-ops reference; chunks are
   merged by a streaming logsumexp merge and evaluated one at a time, so no GPU command buffer
   spans the whole key range (the macOS watchdog is per command buffer). On Metal the work per
   call is bounded by a FLOP budget (budget.py: key chunks, query blocks when needed, one launch
@@ -15,7 +17,8 @@ Routes
 - ``auto``: stock below the threshold; above it kv-chunks on Metal and CPU (watchdog, and
   bounded memory for the unfused CPU path). On CUDA (no watchdog, fused cuDNN): kv-chunks with
   niah's fused kernel for 2 <= qL <= CUDA_FUSED_MAX_QL, where its split-K launch beats stock
-  (README, measured on an H100), and only when its self-tests passed; stock otherwise.
+  (docs/sdpa.md), and only when a kernel was supplied and passed its self-tests; stock
+  otherwise.
 
 Configuration: arguments, then NIAH_SDPA_CHUNK_THRESHOLD / NIAH_SDPA_CHUNK_SIZE /
 NIAH_SDPA_Q_BLOCK / NIAH_SDPA_FLOP_BUDGET, then MLX_SDPA_CHUNK_THRESHOLD / MLX_SDPA_CHUNK_SIZE,
@@ -29,6 +32,7 @@ import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import mlx.core as mx
 
@@ -46,10 +50,10 @@ DEFAULT_Q_BLOCK = 1024
 CUDA_FUSED_MAX_QL = 128
 ROUTES = ("stock", "q-split", "kv-chunks", "auto")
 
-
-def backend() -> str:
-    """'metal', 'cuda' or 'cpu' (niah.backend.backend; kept here for existing imports)."""
-    return _backend_mod.backend()
+# Where fused kernels come from: a callable (q=, k=, v=) -> an attention_with_lse-like function
+# (niah.kernels.FusedAttention) or None. niah.kernels sits above this package and supplies it
+# (niah.kernels.chunk_attention_fn), passed in by whoever patches (niah.sdpa.patched(kernels=)).
+KernelSource = Callable[..., Any]
 
 # The test override switch: when set, every call takes this route (threshold ignored).
 FORCE_ROUTE: str | None = None
@@ -135,12 +139,12 @@ def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
         return "stock"
     if route == "chunked":
         return "kv-chunks"
-    name = backend_name or backend()
+    name = backend_name or _backend_mod.backend()
     if name == "cuda":
         # No watchdog on CUDA and cuDNN is fastest for decode and long prefill steps; niah's
-        # split-K kernel wins for short query blocks over long keys. (q-split with a causal mask
-        # gives every query block a new key length, and each new shape costs the backend ~53 ms
-        # to plan: measured 128 new shapes per 128K prefill.)
+        # split-K kernel wins for short query blocks over long keys. q-split is not used: with
+        # a causal mask it gives every query block a new key length, and the backend plans
+        # each new shape anew (docs/sdpa.md).
         if 2 <= qL <= CUDA_FUSED_MAX_QL and fused_ok is not None and fused_ok():
             return "kv-chunks"
         return "stock"
@@ -177,15 +181,15 @@ def _mask_kind(mask) -> int:
 
 
 def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None,
-             q_block: int | None = None):
+             q_block: int | None = None, kernels=None):
     """The fused kernel for this kv_chunks call when it exists and every variant the call will
     use passed its self-test (run now if not yet run); else None (the reference will run).
 
-    A `chunk_fn` without a `prepare` method (a test double) is returned as given."""
-    if chunk_fn is None:
-        from ..kernels import chunk_attention_fn
-
-        chunk_fn = chunk_attention_fn(q=q, k=k, v=v)
+    `chunk_fn`: the kernel to use, or None to ask `kernels` (a KernelSource) for one; with
+    neither, None. A `chunk_fn` without a `prepare` method (a test double) is returned as
+    given."""
+    if chunk_fn is None and kernels is not None:
+        chunk_fn = kernels(q=q, k=k, v=v)
     if chunk_fn is None or not hasattr(chunk_fn, "prepare"):
         return chunk_fn
     B, Hq, qL, D = q.shape
@@ -217,16 +221,19 @@ def ran_labels(fn, before) -> list[str]:
 
 def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
              config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
-             chunk_fn=None, **kwargs) -> mx.array:
+             chunk_fn=None, kernels=None, **kwargs) -> mx.array:
     """Run attention on the chosen route; `log` counts the routes taken, kv-chunks named by
-    what ran in its chunks (kv-chunks/fused or kv-chunks/reference)."""
+    what ran in its chunks (kv-chunks/fused or kv-chunks/reference).
+
+    `kernels`: a KernelSource for niah's fused kernels (None: key chunks run the plain-ops
+    reference, and CUDA's auto route stays on stock); `chunk_fn` fixes the kernel instead."""
     config = config or resolve_config()
     found = []
 
     def fused_ok() -> bool:
         plan = work_plan(q, k, config=config, fused=True)
         found.append(fused_fn(q, k, v, mask=mask, sinks=sinks, chunk_size=plan.chunk,
-                              q_block=plan.q_block, chunk_fn=chunk_fn))
+                              q_block=plan.q_block, chunk_fn=chunk_fn, kernels=kernels))
         return found[-1] is not None
 
     name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config, fused_ok=fused_ok)
@@ -252,7 +259,10 @@ def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto
 def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None,
                                  chunk_size: int | None = None, threshold: int | None = None,
                                  stream=None) -> mx.array:
-    """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold."""
+    """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold.
+
+    Its key chunks run the plain-ops reference: niah's fused kernels come in through
+    `patched(kernels=...)` or `dispatch(kernels=...)`."""
     config = resolve_config(threshold=threshold, chunk_size=chunk_size)
     extra = {"stream": stream} if stream is not None else {}
     return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, **extra)
