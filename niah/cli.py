@@ -102,6 +102,7 @@ def run(
     fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1).", rich_help_panel=P_OUT),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one testcase per trial.", rich_help_panel=P_OUT),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write every trial as CSV.", rich_help_panel=P_OUT),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the HTML report (one self-contained page).", rich_help_panel=P_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=P_OUT),
     warm_up: str = typer.Option("auto", "--warm-up", help="Before the first timed trial: auto (shapes on CUDA, once on Metal, off on CPU), shapes (every prefill block shape), once (one short generation) or off.", rich_help_panel=P_RUN),
 ):
@@ -116,6 +117,7 @@ def run(
         warm_up_mode(warm_up, "cpu")  # an unknown mode is one line before anything runs
         _check_file_option(junit, option="--junit")
         _check_file_option(csv, option="--csv")
+        _check_file_option(html, option="--html")
         if resume is not None:
             from .store import load_config
 
@@ -159,13 +161,13 @@ def run(
         # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
         resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
         _run(cfg, folder=folder, quiet=quiet, fail_under=fail_under, junit=junit, csv=csv,
-             warm_up=warm_up)
+             warm_up=warm_up, html=html)
     except NiahError as exc:
         _fail(exc)
 
 
 # Options --resume can take along: they change how the run reports, not what it measures.
-RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "quiet", "warm_up"}
+RESUME_COMPATIBLE = {"resume", "fail_under", "junit", "csv", "html", "quiet", "warm_up"}
 
 
 def _refuse_with_resume(ctx) -> None:
@@ -200,7 +202,7 @@ def _check_file_option(path: Optional[Path], *, option: str) -> None:
     if path is None:
         return
     if path.is_dir():
-        example = {"--junit": "niah.xml", "--csv": "niah.csv"}.get(option, "niah.out")
+        example = {"--junit": "niah.xml", "--csv": "niah.csv", "--html": "report.html"}.get(option, "niah.out")
         raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {example}")
     parent = path.parent
     if not parent.is_dir():
@@ -306,7 +308,8 @@ def _echo_warnings(caught) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "auto") -> None:
+def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "auto",
+         html=None) -> None:
     import warnings as _w
 
     from rich.console import Console
@@ -351,6 +354,10 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
         report.junit(result.records, junit)
     if csv:
         report.export(result.records, csv=csv)
+    if html:
+        from . import report_html
+
+        report_html.write_html(html, [(result.folder, result.records)])
     _gate(result.records, fail_under)
 
 
@@ -397,6 +404,7 @@ def report_cmd(
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="One row per trial (needs pyarrow)."),
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="PNG heatmap of accuracy."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="JUnit XML, one testcase per trial."),
+    html: Optional[Path] = typer.Option(None, "--html", help="The HTML report: one self-contained page."),
     compare: bool = typer.Option(False, "--compare", help="Compare runs cell by cell (first is the baseline)."),
     effective_threshold: float = typer.Option(0.85, "--effective-threshold", help="Effective context: accuracy >= this x the shortest context's."),
     fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."),
@@ -412,13 +420,13 @@ def report_cmd(
                             "give a name like heatmap.png")
         _report(runs, markdown=markdown, csv=csv, json_path=json_path, parquet=parquet,
                 heatmap_path=heatmap, junit=junit, compare=compare,
-                effective_threshold=effective_threshold, fail_under=fail_under)
+                effective_threshold=effective_threshold, fail_under=fail_under, html=html)
     except NiahError as exc:
         _fail(exc)
 
 
 def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, compare,
-            effective_threshold, fail_under) -> None:
+            effective_threshold, fail_under, html=None) -> None:
     import warnings as _w
 
     from . import report, store
@@ -482,6 +490,11 @@ def _report(runs, *, markdown, csv, json_path, parquet, heatmap_path, junit, com
         report.heatmap(records, heatmap_path, title=f"{records[0]['model']}")
     if junit:
         report.junit(records, junit)
+    if html:
+        from . import report_html
+
+        report_html.write_html(html, [(n, r) for n, _, r in loaded], compare=compare,
+                               effective_threshold=effective_threshold)
     _gate(records, fail_under)
 
 
