@@ -34,12 +34,19 @@ def find_chromium() -> str | None:
     return next((p for p in map(shutil.which, BROWSER_NAMES) if p), None)
 
 
+def _browser_env() -> dict:
+    """The environment without LD_PRELOAD: the OpenBLAS preload niah's test process runs with
+    (niah.blas) makes Chromium's GPU process fail to start."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 class Browser:
     """One headless browser process with one page. Methods block until the answer arrives."""
 
     def __init__(self, binary: str, *, width: int = 1280, height: int = 900, timeout: float = 30):
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="niah-chromium-")
+        self._log = open(Path(self.profile) / "stderr.log", "wb")
         to_child, self._write = os.pipe()   # commands: we write, the browser reads fd 3
         self._read, from_child = os.pipe()  # answers: the browser writes fd 4
 
@@ -54,8 +61,8 @@ class Browser:
              "--disable-extensions", "--disable-background-networking", "--disable-sync",
              "--disable-component-update", "--mute-audio", f"--user-data-dir={self.profile}",
              f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=fds, pass_fds=(3, 4))
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+            preexec_fn=fds, pass_fds=(3, 4), env=_browser_env())
         os.close(to_child)
         os.close(from_child)
         self._buffer = b""
@@ -88,13 +95,20 @@ class Browser:
         deadline = time.monotonic() + self.timeout
         while b"\0" not in self._buffer:
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise BrowserError("the browser stopped answering")
+                raise BrowserError("the browser stopped answering" + self._last_words())
             chunk = os.read(self._read, 1 << 16)
             if not chunk:
-                raise BrowserError("the browser closed its pipe")
+                raise BrowserError("the browser closed its pipe" + self._last_words())
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
+
+    def _last_words(self) -> str:
+        """The browser's fatal messages, if it wrote any."""
+        self._log.flush()
+        text = (Path(self.profile) / "stderr.log").read_text(errors="replace")
+        fatal = [line for line in text.splitlines() if "FATAL" in line]
+        return (": " + " | ".join(fatal[-3:])) if fatal else ""
 
     def wait_for(self, method: str) -> dict:
         seen = len(self.events)
@@ -164,6 +178,7 @@ class Browser:
                 os.close(fd)
             except OSError:
                 pass
+        self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self):
