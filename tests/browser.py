@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+MAC_APPS = ("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+            "/Applications/Chromium.app/Contents/MacOS/Chromium")
 INSTALL_HINT = ("install Debian's chromium (scripts/setup.sh --test does where apt-get exists) "
                 "or set NIAH_CHROMIUM to a Chromium or Chrome binary")
 
@@ -27,11 +29,13 @@ class BrowserError(RuntimeError):
 
 
 def find_chromium() -> str | None:
-    """The browser binary: $NIAH_CHROMIUM, else the first of BROWSER_NAMES on PATH."""
+    """The browser binary: $NIAH_CHROMIUM, else the first of BROWSER_NAMES on PATH, else an
+    installed macOS app."""
     given = os.environ.get("NIAH_CHROMIUM")
     if given:
         return given if Path(given).is_file() else None
-    return next((p for p in map(shutil.which, BROWSER_NAMES) if p), None)
+    on_path = next((p for p in map(shutil.which, BROWSER_NAMES) if p), None)
+    return on_path or next((p for p in MAC_APPS if Path(p).is_file()), None)
 
 
 def _browser_env() -> dict:

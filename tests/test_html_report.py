@@ -280,3 +280,54 @@ def test_screenshot_helper_writes_a_png(tmp_path, browser):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert re.search(rb"IHDR", (tmp_path / "r.png").read_bytes()[:32])
+
+
+# ---- the GitHub Action -------------------------------------------------------------------
+
+def _action() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "action.yml").read_text())
+
+
+def test_action_yaml_declares_its_inputs_and_steps():
+    action = _action()
+    assert {"model", "contexts", "depths", "task", "fail-under", "options"} <= set(action["inputs"])
+    steps = action["runs"]["steps"]
+    assert action["runs"]["using"] == "composite"
+    assert "scripts/setup.sh" in steps[0]["run"] and (ROOT / "scripts" / "setup.sh").is_file()
+    upload = steps[-1]
+    assert upload["uses"].startswith("actions/upload-artifact@") and upload["if"] == "always()"
+    assert upload["with"]["path"] == "${{ inputs.output-dir }}"
+    sweep = next(s for s in steps if s.get("id") == "sweep")
+    assert "${{" not in sweep["run"]  # inputs come in through env, never pasted into the script
+    assert set(sweep["env"]) >= {"NIAH_MODEL", "NIAH_CONTEXTS", "NIAH_DEPTHS", "NIAH_TASK",
+                                 "NIAH_FAIL_UNDER", "NIAH_OPTIONS", "NIAH_OUTPUT_DIR"}
+
+
+@pytest.mark.slow
+def test_action_sweep_step_runs_on_the_embedded_model(tmp_path):
+    """The action's shell step as GitHub would run it (inputs as env), with `niah` on PATH."""
+    import subprocess
+    import sys
+
+    sweep = next(s for s in _action()["runs"]["steps"] if s.get("id") == "sweep")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "niah").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m niah "$@"\n')
+    (bin_dir / "niah").chmod(0o755)
+    inputs = {k: str(v.get("default", "")) for k, v in _action()["inputs"].items()}
+    inputs.update(contexts="1k", depths="0.5", **{"fail-under": "1.0", "options": "-q --seed 1"})
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "GITHUB_OUTPUT": str(tmp_path / "github_output")}
+    for name, value in sweep["env"].items():
+        env[name] = re.sub(r"\$\{\{ inputs\.([\w-]+) \}\}", lambda m: inputs[m.group(1)], value)
+    done = subprocess.run(["bash", "-c", sweep["run"]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "niah-report"
+    assert {p.name for p in out.iterdir()} >= {"niah.html", "niah.xml", "niah.csv", "runs"}
+    assert (tmp_path / "github_output").read_text() == "report=niah-report/niah.html\n"
+    assert "<testsuite" in (out / "niah.xml").read_text()
+    assert _parse(out / "niah.html")[1]["runs"][0]["trials"] == 1
