@@ -159,9 +159,9 @@ class Browser:
         return urls[1:]
 
     def screenshot(self, out: Path, *, width: int = 1280) -> None:
-        height = int(self.eval("document.documentElement.scrollHeight"))
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        for _ in range(2):  # the height at the new width
+            self.send("Emulation.setDeviceMetricsOverride", width=width, deviceScaleFactor=1,
+                      mobile=False, height=int(self.eval("document.body.scrollHeight")) + 16)
         import base64
 
         shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)

@@ -384,12 +384,18 @@
     { key: "peak_memory_bytes", label: "Peak memory", unit: "GiB", scale: 1 / 2 ** 30 },
   ];
 
-  function series(trials, p) {
+  // Against context; against depth when the heatmap has one context only.
+  const AXES = {
+    context: { label: "context (tokens, log scale)", tick: fmtCtx, pos: Math.log2, name: "context" },
+    depth: { label: "needle depth", tick: depthLabel, pos: (d) => d, name: "depth" },
+  };
+
+  function series(trials, p, axis) {
     const by = new Map();
     for (const t of trials) {
       if (t.verdict === "SKIP" || t.verdict === "ERROR" || !isNum(t[p.key])) continue;
-      if (!by.has(t.context)) by.set(t.context, []);
-      by.get(t.context).push(t[p.key] * p.scale);
+      if (!by.has(t[axis])) by.set(t[axis], []);
+      by.get(t[axis]).push(t[p.key] * p.scale);
     }
     return [...by.entries()].sort((a, b) => a[0] - b[0]).map(([c, v]) => {
       v.sort((a, b) => a - b);
@@ -400,18 +406,19 @@
   }
 
   function plots(group) {
-    const figs = PLOTS.map((p) => plot(series(group.trials, p), p)).filter(Boolean);
+    const axis = new Set(group.trials.map((t) => t.context)).size > 1 ? "context" : "depth";
+    const figs = PLOTS.map((p) => plot(series(group.trials, p, axis), p, AXES[axis])).filter(Boolean);
     return figs.length ? h("div", { class: "plots" }, figs) : null;
   }
 
-  function plot(pts, p) {
+  function plot(pts, p, ax) {
     if (!pts.length) return null;
     const W = 340, H = 210, L = 56, R = 14, T = 12, B = 34;
     const top = Math.max(...pts.map((q) => q.max)) * 1.08 || 1;
-    const lo = Math.log2(pts[0].c), hi = Math.log2(pts[pts.length - 1].c);
-    const x = (c) => (hi === lo ? (L + W - R) / 2 : L + (W - L - R) * (Math.log2(c) - lo) / (hi - lo));
+    const lo = ax.pos(pts[0].c), hi = ax.pos(pts[pts.length - 1].c);
+    const x = (c) => (hi === lo ? (L + W - R) / 2 : L + (W - L - R) * (ax.pos(c) - lo) / (hi - lo));
     const y = (v) => H - B - (H - T - B) * v / top;
-    const label = p.label + " (" + p.unit + ") against context";
+    const label = p.label + " (" + p.unit + ") against " + ax.name;
     const svg = s("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": label },
       s("title", {}, label));
     for (let k = 0; k <= 4; k++) {
@@ -419,18 +426,20 @@
       svg.append(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e3ea" }),
         s("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v >= 100 ? v.toFixed(0) : v.toPrecision(2)));
     }
-    pts.forEach((q) => svg.append(s("text", { x: x(q.c), y: H - B + 16, "text-anchor": "middle" }, fmtCtx(q.c))));
-    svg.append(s("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "context (tokens, log scale)"));
+    const every = Math.ceil(pts.length / 8);  // at most 8 tick labels
+    pts.forEach((q, i) => i % every ? null : svg.append(s("text", { x: x(q.c), y: H - B + 16,
+      "text-anchor": "middle" }, ax.tick(q.c))));
+    svg.append(s("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, ax.label));
     svg.append(s("polyline", { points: pts.map((q) => x(q.c) + "," + y(q.median)).join(" "),
       fill: "none", stroke: "#31688e", "stroke-width": 2 }));
     for (const q of pts) {
       svg.append(s("line", { x1: x(q.c), x2: x(q.c), y1: y(q.min), y2: y(q.max), stroke: "#440154", "stroke-width": 1.5 }),
         s("circle", { cx: x(q.c), cy: y(q.median), r: 3.5, fill: "#fde725", stroke: "#440154" },
-          s("title", {}, fmtCtx(q.c) + ": median " + q.median.toPrecision(3) + " " + p.unit + ", range " +
+          s("title", {}, ax.tick(q.c) + ": median " + q.median.toPrecision(3) + " " + p.unit + ", range " +
             q.min.toPrecision(3) + "–" + q.max.toPrecision(3) + " over " + q.n + " trials")));
     }
     return h("figure", {}, svg, h("figcaption", {}, p.label + " (" + p.unit + "): median per " +
-      "context, bar from the lowest to the highest trial"));
+      ax.name + ", bar from the lowest to the highest trial"));
   }
 
   // ---- compare ---------------------------------------------------------------------------
