@@ -15,8 +15,8 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # What the page takes from the rest of niah, in one place.
 from .errors import NiahError

@@ -50,7 +50,7 @@ class Browser:
     def __init__(self, binary: str, *, width: int = 1280, height: int = 900, timeout: float = 30):
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="niah-chromium-")
-        self._log = open(Path(self.profile) / "stderr.log", "wb")
+        self._log = open(Path(self.profile) / "stderr.log", "wb")  # noqa: SIM115 (closed in close())
         to_child, self._write = os.pipe()   # commands: we write, the browser reads fd 3
         self._read, from_child = os.pipe()  # answers: the browser writes fd 4
 
@@ -66,7 +66,7 @@ class Browser:
              "--disable-component-update", "--mute-audio", f"--user-data-dir={self.profile}",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
-            preexec_fn=fds, pass_fds=(3, 4), env=_browser_env())
+            preexec_fn=fds, pass_fds=(3, 4), env=_browser_env())  # noqa: PLW1509 (dups 2 fds)
         os.close(to_child)
         os.close(from_child)
         self._buffer = b""
