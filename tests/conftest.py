@@ -80,6 +80,7 @@ SMOKE = (  # real-model tests the default run keeps: one per path a user takes f
     "tests/test_tasks.py::test_cli_every_task_records_every_needle[multi-key]",
     "tests/test_model.py::test_warm_up_runs_once_per_run_outside_trial_times",
     "tests/test_model.py::test_shapes_warm_up_runs_every_block_shape_the_trials_run",
+    "tests/test_html_report.py::test_action_sweep_step_runs_on_the_embedded_model",
 )
 
 

@@ -309,8 +309,9 @@ def test_a_new_export_is_one_function_and_one_registry_line(tmp_path, monkeypatc
 
     import niah.cli
 
-    def write_count(records, path, *, runs):
-        Path(path).write_text(f"{len(records)} trials of {', '.join(runs)}\n")
+    def write_count(records, path, *, runs, **options):
+        names = ", ".join(Path(folder).name for folder, _ in runs)
+        Path(path).write_text(f"{len(records)} trials of {names}\n")
 
     with monkeypatch.context() as m:
         m.setitem(report.EXPORTS, "count", report.Export("--count", "Number of trials.",

@@ -4,7 +4,7 @@ EXPORTS maps a name to an Export: its CLI option, help, an example file name and
 that writes it. Both commands take one option per entry and hand the paths to write_exports,
 so adding an export is one writer function and one line in EXPORTS:
 
-    def write_count(records, path, *, runs):
+    def write_count(records, path, *, runs, **options):
         Path(path).write_text(f"{len(records)}\\n")
 
     EXPORTS["count"] = Export("--count", "Number of trials.", write_count, example="n.txt")
@@ -37,7 +37,7 @@ from .tables import format_markdown
 class Export:
     option: str                     # the CLI option of both commands, e.g. "--csv"
     help: str
-    write: Callable[..., None]      # write(records, path, *, runs): runs = run folder names
+    write: Callable[..., None]      # write(records, path, *, runs, **options), see write_exports
     example: str                    # a file name suggested when the path given is a folder
     suffixes: tuple[str, ...] = ()  # accepted file name suffixes (empty: any)
 
@@ -63,7 +63,7 @@ def to_frame(records: list[dict]):
     return df
 
 
-def write_csv(records: list[dict], path, *, runs: list[str]) -> None:
+def write_csv(records: list[dict], path, *, runs, **options) -> None:
     to_frame(records).to_csv(path, index=False)
 
 
@@ -72,29 +72,42 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_json(records: list[dict], path, *, runs: list[str]) -> None:
+def write_json(records: list[dict], path, *, runs, **options) -> None:
     rows = [{k: _finite(v) for k, v in row.items()}
             for row in to_frame(records).to_dict(orient="records")]
     Path(path).write_text(json.dumps(rows, indent=1, default=str, allow_nan=False))
 
 
-def write_parquet(records: list[dict], path, *, runs: list[str]) -> None:
+def write_parquet(records: list[dict], path, *, runs, **options) -> None:
     try:
         to_frame(records).to_parquet(path, index=False)
     except ImportError:
         raise NiahError("Parquet export needs pyarrow: pip install pyarrow") from None
 
 
-def write_markdown(records: list[dict], path, *, runs: list[str]) -> None:
-    Path(path).write_text(format_markdown(records, title=", ".join(runs)))
+def write_markdown(records: list[dict], path, *, runs, **options) -> None:
+    Path(path).write_text(format_markdown(records, title=", ".join(run_names(runs))))
 
 
-def write_heatmap(records: list[dict], path, *, runs: list[str]) -> None:
+def write_heatmap(records: list[dict], path, *, runs, **options) -> None:
     heatmap(records, path, title=f"{records[0]['model']}" if records else None)
 
 
-def write_junit(records: list[dict], path, *, runs: list[str]) -> None:
+def write_junit(records: list[dict], path, *, runs, **options) -> None:
     junit(records, path)
+
+
+def write_html(records: list[dict], path, *, runs, compare: bool = False,
+               effective_threshold: float | None = None, **options) -> None:
+    from .html import DEFAULT_EFFECTIVE_THRESHOLD, write_html as write_page
+
+    threshold = DEFAULT_EFFECTIVE_THRESHOLD if effective_threshold is None else effective_threshold
+    write_page(path, runs, compare=compare, effective_threshold=threshold)
+
+
+def run_names(runs) -> list[str]:
+    """The run folders' names, for titles."""
+    return [Path(folder).name for folder, _ in runs]
 
 
 EXPORTS: dict[str, Export] = {
@@ -106,6 +119,8 @@ EXPORTS: dict[str, Export] = {
     "heatmap": Export("--heatmap", "PNG heatmap of accuracy (or .svg, .pdf).", write_heatmap,
                       "heatmap.png", suffixes=(".png", ".svg", ".pdf")),
     "junit": Export("--junit", "JUnit XML, one testcase per trial.", write_junit, "niah.xml"),
+    "html": Export("--html", "The HTML report: one self-contained page.", write_html,
+                   "report.html", suffixes=(".html", ".htm")),
 }
 
 
@@ -136,16 +151,18 @@ def check_targets(targets: dict[str, Path | None], *,
             check_target(registry[name], Path(path))
 
 
-def write_exports(records: list[dict], targets: dict[str, Path | None], *, runs: list[str],
-                  registry: dict[str, Export] | None = None) -> None:
-    """Write each export whose path is given (registry order), each atomically."""
+def write_exports(records: list[dict], targets: dict[str, Path | None], *, runs,
+                  registry: dict[str, Export] | None = None, **options) -> None:
+    """Write each export whose path is given (registry order), each atomically. runs: the
+    (run folder, its records) pairs shown; options (compare, effective_threshold) go to every
+    writer, which takes what it needs."""
     registry = EXPORTS if registry is None else registry
     for name, export in registry.items():
         path = targets.get(name)
         if path is None:
             continue
         try:
-            write_atomic(Path(path), lambda p: export.write(records, p, runs=runs))
+            write_atomic(Path(path), lambda p: export.write(records, p, runs=runs, **options))
         except OSError as exc:
             raise NiahError(_write_failed(export.option, path, exc)) from None
 
