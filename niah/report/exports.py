@@ -120,7 +120,7 @@ EXPORTS: dict[str, Export] = {
                       "heatmap.png", suffixes=(".png", ".svg", ".pdf")),
     "junit": Export("--junit", "JUnit XML, one testcase per trial.", write_junit, "niah.xml"),
     "html": Export("--html", "The HTML report: one self-contained page.", write_html,
-                   "report.html", suffixes=(".html", ".htm")),
+                   "report.html"),
 }
 
 

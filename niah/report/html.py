@@ -100,16 +100,8 @@ def _sha256(text: str) -> str:
 
 
 def _write(path: Path, page: str) -> Path:
-    if path.is_dir():
-        raise NiahError(f"--html {str(path)!r} is a folder: give a file name like report.html")
-    if not path.parent.is_dir():
-        raise NiahError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not "
-                        "exist; create it first")
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise NiahError(f"cannot write {str(path)!r} ({exc.strerror or exc}): choose a "
-                        "writable path") from None
+    """Write the page (the export registry writes it atomically and words any failure)."""
+    path.write_text(page, encoding="utf-8")
     return path
 
 
