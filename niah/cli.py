@@ -111,7 +111,7 @@ def run(
 
     try:
         _check_fail_under(fail_under)
-        from .runner import warm_up_mode
+        from .run import warm_up_mode
 
         warm_up_mode(warm_up, "cpu")  # an unknown mode is one line before anything runs
         _check_file_option(junit, option="--junit")
@@ -259,7 +259,7 @@ def _progress(*, quiet: bool, console):
     on stderr; nothing with --quiet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from . import runner
+    from . import run as runner
     from .config import format_context
 
     class Bar(runner.Progress):
@@ -311,8 +311,9 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
 
     from rich.console import Console
 
-    from . import report, runner
-    from .distributed import group_info
+    from . import report
+    from . import run as runner
+    from .run.ranks import group_info
 
     rank, world = group_info()
     bar = _progress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
@@ -339,7 +340,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, junit, csv, warm_up: str = "au
             _remove_unstarted(out, before, existed=existed)
         raise
     if world > 1:
-        from .distributed import gather_and_merge
+        from .run.ranks import gather_and_merge
 
         result = gather_and_merge(result, rank=rank, world=world)
         if result is None:

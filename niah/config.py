@@ -230,6 +230,7 @@ _CONFIG_KINDS = {
     "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
     "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),
     "dict": (("extra",), "an object"),
+    "cells": (("cells",), "null or a list of [context, depth, sample] cells"),
 }
 
 
@@ -253,11 +254,16 @@ def _config_value(name: str, value):
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
         "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+        "cells": lambda: value is None or is_list and all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and whole(c[0]) and c[0] > 0
+            and depth(c[1]) and whole(c[2]) and c[2] >= 0 for c in value),
     }[kind]()
     if not ok:
         shown = json.dumps(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         raise NiahError(f"config field {name!r} is {shown}: expected {_CONFIG_KINDS[kind][1]}")
+    if kind == "cells" and value is not None:
+        return tuple((c[0], float(c[1]), c[2]) for c in value)
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
@@ -293,10 +299,13 @@ class RunConfig:
     gguf_quant: str = "auto"       # GGUF weights: auto, q8, q4, f16 (niah.gguf_read)
     rope_scaling: str = "model"    # "model" (as shipped), "none", "yarn:F", "linear:F"
     out: str = DEFAULT_OUT
+    # the asked (context, depth, sample) cells when grids merged into one folder are not the
+    # cross product of contexts x depths x samples (niah.run.grid); None: the cross product
+    cells: tuple[tuple[int, float, int], ...] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # Fields that do not change what a trial measures (where it is written, how it is run).
-    _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "prefix_reuse",
+    _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "cells", "prefix_reuse",
                  "allow_beyond_trained", "shard")
 
     def __post_init__(self):

@@ -205,12 +205,12 @@ def test_boolean_flags_show_no_type(args, flags):
 @pytest.fixture
 def no_sweep(monkeypatch):
     """Output checks must happen before the sweep starts: reaching it fails the test."""
-    import niah.runner
+    import niah.run
 
     def refuse(*a, **kw):
         raise AssertionError("the sweep started before the output paths were checked")
 
-    monkeypatch.setattr(niah.runner, "run_sweep", refuse)
+    monkeypatch.setattr(niah.run, "run_sweep", refuse)
 
 
 def test_output_paths_are_checked_before_the_sweep(tmp_path, no_sweep):
@@ -282,7 +282,7 @@ def test_malformed_config_json_is_one_line(tmp_path, text, reason):
 
 def test_trained_length_counts_the_decoded_tokens():
     from niah.config import RunConfig
-    from niah.runner import check_contexts
+    from niah.run import check_contexts
 
     assert check_contexts(RunConfig(model="m", contexts=(8160,)), 8192, max_tokens=32) == []
     assert check_contexts(RunConfig(model="m", contexts=(8161,), allow_beyond_trained=True), 8192,
@@ -297,14 +297,14 @@ def test_trained_length_counts_the_decoded_tokens():
 def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
     """The runner writes config.json, then refuses (as for a too-short context): the run
     folder and the --out folders this call made go; folders that existed before stay."""
-    import niah.runner
+    import niah.run
     from niah import store
 
     def prepare_then_refuse(cfg, **kw):
         store.prepare_folder(store.run_folder(cfg, "model", config_hash=cfg.hash()), cfg)
         raise NiahError("context 50 is too short")
 
-    monkeypatch.setattr(niah.runner, "run_sweep", prepare_then_refuse)
+    monkeypatch.setattr(niah.run, "run_sweep", prepare_then_refuse)
     (tmp_path / "keep").mkdir()
     (tmp_path / "used" / "old-run").mkdir(parents=True)
     for out in ("keep/new/deeper", "used", "fresh"):
