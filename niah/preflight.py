@@ -33,9 +33,13 @@ class MemoryEstimate:
         return self.total <= SAFETY * self.working_set
 
     def reason(self) -> str:
+        """One line whose listed parts (each rounded to 0.1 GiB) add up to the total shown."""
         gib = 1024 ** 3
-        return (f"needs about {self.total / gib:.1f} GiB (weights {self.weights / gib:.1f}, KV "
-                f"{self.kv_cache / gib:.1f}, attention {self.attention / gib:.1f}) of a "
+        parts = {name: round(value / gib, 1) for name, value in (
+            ("weights", self.weights), ("KV", self.kv_cache), ("attention", self.attention),
+            ("other", self.other))}
+        listed = ", ".join(f"{name} {value:.1f}" for name, value in parts.items())
+        return (f"needs about {sum(parts.values()):.1f} GiB ({listed}) of a "
                 f"{self.working_set / gib:.1f} GiB working set")
 
 

@@ -149,11 +149,12 @@ def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
     """A folder written with an unrounded depth (0.333333333333 from a 0:1:1/3 range) merged
     with the same depth as parsed now (0.333333) must not hold two depths of one key."""
     from niah.config import RunConfig
-    from niah.store import prepare_folder
+    from niah.store import load_config, prepare_folder
     from niah.run.grid import build_grid
 
     prepare_folder(tmp_path, RunConfig(model="m", depths=(0.0, 0.333333333333)))
-    merged = prepare_folder(tmp_path, RunConfig(model="m", depths=(0.333333, 1.0)))
+    prepare_folder(tmp_path, RunConfig(model="m", depths=(0.333333, 1.0)))
+    merged = load_config(tmp_path)
     assert merged.depths == (0.0, 0.333333333333, 1.0)
     keys = [s.key for s in build_grid(merged)]
     assert len(keys) == len(set(keys))
