@@ -93,7 +93,7 @@ def match_fresh_layout(cache, *, step: int) -> None:
     would have (fresh_capacity), keeping the tokens."""
     seen: dict = {}
     for c in cache:
-        if not _buffered(c) or c.offset == 0:
+        if not _buffered(c):  # trimmed to 0 tokens too: a fresh cache holds no buffer
             continue
         cap = _capacity_of(c, tokens=c.offset, step=step, seen=seen)
         if cap is not None and c.keys.shape[2] != cap:
