@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main() -> None:
     from niah.config import RunConfig, parse_contexts, parse_depths
     from niah.model import ModelSession, device_description
-    from niah.runner import run_sweep
     from niah.backend import backend
+    from niah.run import run_sweep
 
     gpu = backend() in ("cuda", "metal")
     ap = argparse.ArgumentParser()

@@ -147,7 +147,7 @@ def run(
 
 def _start(ctx, p: dict) -> None:
     """Check every option, build the RunConfig (or take the resumed folder's), run."""
-    from .runner import warm_up_mode
+    from .run import warm_up_mode
 
     _check_fail_under(p["fail_under"])
     warm_up_mode(p["warm_up"], "cpu")  # an unknown mode is one line before anything runs
@@ -267,8 +267,9 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
 
     from rich.console import Console
 
-    from . import report, runner
-    from .distributed import group_info
+    from . import report
+    from . import run as runner
+    from .run.ranks import group_info
     from .progress import TerminalProgress
 
     rank, world = group_info()
@@ -296,7 +297,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
             remove_unstarted(out, before, existed=existed)
         raise
     if world > 1:
-        from .distributed import gather_and_merge
+        from .run.ranks import gather_and_merge
 
         result = gather_and_merge(result, rank=rank, world=world)
         if result is None:
@@ -324,7 +325,7 @@ def _warm_up_kept(result, warm_up: str) -> list[str]:
     folder keep the times of the warm-up they ran after: say so when that was another mode
     (runs.jsonl logs each warm-up; a run with warm-up off logs none)."""
     from .backend import backend
-    from .runner import warm_up_mode
+    from .run import warm_up_mode
     from .store import read_run_log
 
     if not result.skipped_done:

@@ -81,10 +81,13 @@ class RunConfig:
     gguf_quant: str = DEFAULT_GGUF_QUANT   # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
     rope_scaling: str = DEFAULT_ROPE_SCALING  # "model" (as shipped), "none", "yarn:F", "linear:F"
     out: str = DEFAULT_OUT
+    # the asked (context, depth, sample) cells when grids merged into one folder are not the
+    # cross product of contexts x depths x samples (niah.run.grid); None: the cross product
+    cells: tuple[tuple[int, float, int], ...] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # Fields that do not change what a trial measures (where it is written, how it is run).
-    _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "prefix_reuse",
+    _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "cells", "prefix_reuse",
                  "allow_beyond_trained", "shard")
 
     def __post_init__(self):

@@ -67,7 +67,7 @@ def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) ->
 SOURCE_GLOBS = (
     "haystack.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
     "datasets/*", "scoring.py", "model.py", "generation.py", "gguf*.py", "gguf/*", "preflight.py",
-    "backend.py", "blas.py", "runner.py", "run/*", "distributed.py", "sdpa/*", "kernels/*",
+    "backend.py", "blas.py", "run/*", "sdpa/*", "kernels/*",
 )
 SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".metal", ".json", ".jsonl", ".txt")
 

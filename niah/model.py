@@ -285,63 +285,6 @@ class ModelSession:
                         prefill_step=prefill_step, max_tokens=max_tokens, on_prefill=on_prefill)
 
 
-KV_STEP = 256  # mlx-lm's KVCache grows its buffer by this many slots
-
-
-def fresh_capacity(tokens: int, *, step: int) -> int:
-    """Buffer length of an mlx-lm KVCache that prefilled `tokens` in blocks of `step`."""
-    cap = pos = 0
-    while pos < tokens:
-        n = min(step, tokens - pos)
-        if pos + n > cap:  # mlx-lm cuts the buffer back to the tokens only off its step
-            cap = (pos if pos % KV_STEP else cap) + -(-n // KV_STEP) * KV_STEP
-        pos += n
-    return cap
-
-
-def match_fresh_layout(cache, *, step: int) -> None:
-    """Give every plain KVCache the buffer a fresh cache holding the same tokens would have
-    (fresh_capacity), keeping the tokens. A trimmed cache keeps the buffer of the longest
-    trial before it; MLX's CUDA attention plans per key length and buffer layout, so a
-    reused trial would otherwise meet layouts no fresh trial and no warm-up ran."""
-    from mlx_lm.models.cache import KVCache
-
-    for c in cache:
-        if type(c) is not KVCache or c.keys is None:
-            continue
-        cap = fresh_capacity(c.offset, step=step)
-        if c.keys.shape[2] != cap:
-            c.keys, c.values = (_resized(x, cap, c.offset) for x in (c.keys, c.values))
-
-
-def placeholder_cache(template, *, tokens: int, step: int):
-    """Warm-up only: plain KV caches shaped like `template`'s that hold `tokens` placeholder
-    tokens in a fresh cache's layout, so a generate with reuse=tokens runs the block shapes a
-    trial runs from there. None when a cache of `template` is of another kind."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import KVCache
-
-    if not template or any(type(c) is not KVCache or c.keys is None for c in template):
-        return None
-    cap = fresh_capacity(tokens, step=step)
-    out = []
-    for c in template:
-        new = KVCache()
-        new.keys, new.values = (mx.zeros((*x.shape[:2], cap, x.shape[3]), dtype=x.dtype)
-                                for x in (c.keys, c.values))
-        new.offset = tokens
-        out.append(new)
-    return out
-
-
-def _resized(x, capacity: int, keep: int):
-    import mlx.core as mx
-
-    out = mx.zeros((*x.shape[:2], capacity, x.shape[3]), dtype=x.dtype)
-    out[..., :keep, :] = x[..., :keep, :]
-    return out
-
-
 def device_description() -> str:
     """e.g. 'cpu (AMD EPYC)', 'cuda (NVIDIA H100 80GB HBM3)', 'metal (Apple M3 Max)'."""
     import mlx.core as mx

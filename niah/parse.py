@@ -228,6 +228,7 @@ CONFIG_KINDS = {
     "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
     "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),
     "dict": (("extra",), "an object"),
+    "cells": (("cells",), "null or a list of [context, depth, sample] cells"),
 }
 
 
@@ -251,9 +252,14 @@ def config_value(name: str, value):
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
         "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+        "cells": lambda: value is None or is_list and all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and whole(c[0]) and c[0] > 0
+            and depth(c[1]) and whole(c[2]) and c[2] >= 0 for c in value),
     }[kind]()
     if not ok:
         shown = json.dumps(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         raise NiahError(f"config field {name!r} is {shown}: expected {CONFIG_KINDS[kind][1]}")
+    if kind == "cells" and value is not None:
+        return tuple((c[0], float(c[1]), c[2]) for c in value)
     return tuple(value) if isinstance(value, (list, tuple)) else value

@@ -7,9 +7,7 @@ warning and keeps the rest, so a crash mid-write never loses finished trials.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import time
 import warnings
@@ -18,6 +16,8 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import NiahError
+from .run.grid import merge_grids
+from .run.records import RETRIED, dumps, problem
 
 CONFIG_FILE = "config.json"
 TRIALS_GLOB = "trials*.jsonl"
@@ -32,25 +32,13 @@ def run_folder(config: RunConfig, model_name: str, *, config_hash: str) -> Path:
     return Path(config.out) / f"{slug or 'model'}-{config_hash}"
 
 
-def _merge_grids(old: RunConfig, new: RunConfig) -> RunConfig:
-    """The union of two grids of one configuration (contexts, depths, samples)."""
-    return dataclasses.replace(
-        new,
-        contexts=tuple(dict.fromkeys(old.contexts + new.contexts)),
-        # one depth per trial key (6 significant digits): folders made before depths were
-        # rounded so must not gain a second depth of the same key
-        depths=tuple(sorted({f"{d:.6g}": d for d in new.depths + old.depths}.values())),
-        samples=max(old.samples, new.samples),
-    )
-
-
 def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None = None,
-                   identity: dict | None = None) -> RunConfig:
+                   identity: dict | None = None) -> None:
     """Create the folder and write config.json; one clear error when it cannot be written.
 
     A folder that already holds a run of the same configuration keeps the union of both
-    grids in config.json (so --resume later runs every trial either asked for); a folder of
-    another configuration is refused. Returns the config written.
+    runs' asked cells in config.json (so --resume later runs every trial either asked for,
+    and no other); a folder of another configuration is refused.
     """
     config_hash = config_hash or config.hash()
     path = Path(folder) / CONFIG_FILE
@@ -63,7 +51,7 @@ def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None =
             raise NiahError(
                 f"{str(folder)!r} holds results of another configuration ({what}): "
                 "start a new run without --resume, or give another --out")
-        config = _merge_grids(old.config, config)
+        config = merge_grids(old.config, config)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         probe = Path(folder) / f".write-test-{os.getpid()}"
@@ -74,14 +62,13 @@ def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None =
         if identity:
             data["identity"] = identity
         tmp = Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         os.replace(tmp, path)
     except OSError as exc:
         raise NiahError(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
             "choose a writable --out"
         ) from None
-    return config
 
 
 def _config_data(folder: Path) -> dict:
@@ -220,7 +207,12 @@ class TrialWriter:
 
     def write(self, record: dict) -> None:
         record = {**record, "written_at": round(time.time(), 6)}
-        self._fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        try:
+            line = dumps(record)
+        except ValueError:
+            raise NiahError(f"trial {record.get('key')} holds a number JSON cannot store "
+                            "(NaN or infinity): check the run options (e.g. --rope-scaling)") from None
+        self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -243,7 +235,7 @@ def append_run_log(folder: Path, entry: dict) -> None:
     path = Path(folder) / RUN_LOG
     try:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+            fh.write(dumps(entry) + "\n")
     except OSError as exc:
         raise NiahError(f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "
                         "run folder or choose a writable --out") from None
@@ -255,39 +247,6 @@ def read_run_log(folder: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-VERDICTS = ("PASS", "FAIL", "NULL", "SKIP", "ERROR")
-# Fields reports compute with: a record holding another type is malformed, not a traceback.
-NUMBER_FIELDS = ("score", "elapsed_s", "prefill_s", "ttft_s", "decode_s", "context_tokens",
-                 "prefilled_tokens", "generated_tokens", "n_layers", "n_heads", "n_kv_heads",
-                 "head_dim", "prefill_step", "kv_bits", "max_kv_size")
-TEXT_FIELDS = ("device", "response", "error", "model")
-
-
-def _problem(rec) -> str | None:
-    """Why a parsed line is not a usable trial record (None when it is one)."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    if not isinstance(rec.get("key"), str) or not rec["key"]:
-        return "no trial key"
-    for name in ("context", "sample"):
-        if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
-            return f"{name} is not a whole number"
-    depth = rec.get("depth")
-    if not isinstance(depth, (int, float)) or isinstance(depth, bool) or not 0 <= depth <= 1:
-        return "depth is not a number in [0, 1]"
-    if rec.get("verdict") not in VERDICTS:
-        return "no valid verdict"
-    for name in NUMBER_FIELDS:
-        value = rec.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                  or not math.isfinite(value)):
-            return f"{name} is not a finite number"
-    for name in TEXT_FIELDS:
-        if rec.get(name) is not None and not isinstance(rec[name], str):
-            return f"{name} is not text"
-    return None
 
 
 def written_at(rec: dict) -> float:
@@ -328,7 +287,7 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
                 rec = json.loads(line)
             except ValueError:
                 rec = None
-            why = "not JSON" if rec is None else _problem(rec)
+            why = "not JSON" if rec is None else problem(rec)
             if why:
                 bad.append(f"line {lineno}: {why}")
             elif config_hash and rec.get("config_hash") != config_hash:
@@ -357,10 +316,6 @@ def latest_by_key(records: list[dict]) -> dict[str, dict]:
     for rec in records:
         out[rec["key"]] = rec
     return out
-
-
-# SKIP depends on the machine (memory preflight) and ERROR on the moment: both are retried.
-RETRIED = ("ERROR", "SKIP")
 
 
 def finished_keys(folder: Path) -> set[str]:

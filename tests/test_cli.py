@@ -205,12 +205,12 @@ def test_boolean_flags_show_no_type(args, flags):
 @pytest.fixture
 def no_sweep(monkeypatch):
     """Output checks must happen before the sweep starts: reaching it fails the test."""
-    import niah.runner
+    import niah.run
 
     def refuse(*a, **kw):
         raise AssertionError("the sweep started before the output paths were checked")
 
-    monkeypatch.setattr(niah.runner, "run_sweep", refuse)
+    monkeypatch.setattr(niah.run, "run_sweep", refuse)
 
 
 def test_output_paths_are_checked_before_the_sweep(tmp_path, no_sweep):
@@ -282,7 +282,7 @@ def test_malformed_config_json_is_one_line(tmp_path, text, reason):
 
 def test_trained_length_counts_the_decoded_tokens():
     from niah.config import RunConfig
-    from niah.runner import check_contexts
+    from niah.run import check_contexts
 
     assert check_contexts(RunConfig(model="m", contexts=(8160,)), 8192, max_tokens=32) == []
     assert check_contexts(RunConfig(model="m", contexts=(8161,), allow_beyond_trained=True), 8192,
@@ -297,14 +297,14 @@ def test_trained_length_counts_the_decoded_tokens():
 def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
     """The runner writes config.json, then refuses (as for a too-short context): the run
     folder and the --out folders this call made go; folders that existed before stay."""
-    import niah.runner
+    import niah.run
     from niah import store
 
     def prepare_then_refuse(cfg, **kw):
         store.prepare_folder(store.run_folder(cfg, "model", config_hash=cfg.hash()), cfg)
         raise NiahError("context 50 is too short")
 
-    monkeypatch.setattr(niah.runner, "run_sweep", prepare_then_refuse)
+    monkeypatch.setattr(niah.run, "run_sweep", prepare_then_refuse)
     (tmp_path / "keep").mkdir()
     (tmp_path / "used" / "old-run").mkdir(parents=True)
     for out in ("keep/new/deeper", "used", "fresh"):
@@ -312,3 +312,44 @@ def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
         assert (result.exit_code, result.stderr) == (2, "error: context 50 is too short\n")
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ["keep", "used", "used/old-run"]
+
+
+def _folder_records(folder):
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resume_runs_exactly_the_cells_each_grid_asked(tmp_path):
+    """Issue 20 item 3: -c 256 -d 0, then -c 512 -d 1, then --resume also ran 512 at depth 0
+    and 256 at depth 1 (the cross product of the merged axes)."""
+    common = ["--out", str(tmp_path), "-q", "--max-tokens", "12"]
+    assert _run("-c", "256", "-d", "0", *common).exit_code == 0
+    second = _run("-c", "512", "-d", "1", *common)
+    assert second.exit_code == 0, second.output
+    (folder,) = tmp_path.iterdir()
+    (folder / "trials.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in _folder_records(folder) if r["context"] == 256))
+    resumed = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 run, 1 already done" in resumed.stdout
+    assert sorted((r["context"], r["depth"]) for r in _folder_records(folder)) == [(256, 0), (512, 1)]
+    assert "Total: 2 trials" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_prefill_step_beyond_the_context_is_capped_in_the_preflight(tmp_path):
+    """Issue 20 item 4: --prefill-step 1000000000 on a 256-token prompt was SKIP ('needs
+    about 17166.9 GiB'); the step is capped at the context, so the trial runs. The record
+    carries every field the committed records of the same niah version carry."""
+    result = _run("-c", "256", "-d", "0.5", "--prefill-step", "1000000000", "--out",
+                  str(tmp_path), "-q", "--max-tokens", "12")
+    assert result.exit_code == 0, result.output
+    ((rec,),) = [_folder_records(f) for f in tmp_path.iterdir()]
+    assert rec["verdict"] in ("PASS", "FAIL", "NULL"), rec["error"]
+    assert rec["estimated_memory_bytes"] < 8 * 2**30
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference"
+    keys = set(json.loads((ref / "qwen15-task-multi-key-h100-2026-11-28" / "trials.jsonl")
+                          .read_text().splitlines()[0]))
+    assert set(rec) == keys

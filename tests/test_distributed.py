@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from niah.trials import TrialSpec, assign_to_ranks
+from niah.run.grid import TrialSpec, assign_to_ranks
 
 
 def _spec(context, depth):
     return TrialSpec(context=context, depth=depth, sample=0, kv_bits=None, max_kv_size=None,
-                     prefill_step=2048, value="1")
+                     prefill_step=2048)
 
 
 def test_assignment_is_balanced_disjoint_and_keeps_prefix_groups():

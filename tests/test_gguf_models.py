@@ -40,7 +40,7 @@ def gemma_path():
 @pytest.mark.slow
 def test_qwen_k_quant_gguf_passes_a_1k_needle(qwen_path, tmp_path):
     from niah.model import ModelSession
-    from niah.runner import run_sweep
+    from niah.run import run_sweep
 
     session = ModelSession(qwen_path)
     info = session.info
@@ -93,7 +93,7 @@ def gemma(gemma_path):
 
 @pytest.mark.slow
 def test_gemma_loads_and_answers(gemma, tmp_path):
-    from niah.runner import run_sweep
+    from niah.run import run_sweep
 
     info = gemma.info
     assert info.digest == GEMMA_SHA and info.weights == "q8/g64"

@@ -96,7 +96,7 @@ def test_negative_zero_depth_is_depth_zero():
     """-0 parsed as -0.0: its trial key (d-0) differed from depth 0's (d0), so in a folder that
     already held depth 0 the grid union kept 0.0 and the run ran and reported 0 trials."""
     from niah.config import parse_depths
-    from niah.trials import build_grid
+    from niah.run.grid import build_grid
     from niah.config import RunConfig
 
     for text in ("-0", "-0.0", "-0,1"):
@@ -137,7 +137,7 @@ def test_depths_that_share_a_trial_key_are_one_depth(text):
     """Trial keys hold a depth to 6 significant digits: two depths equal to 6 digits were two
     trials under one key, and the report showed one needle twice as 2 samples of one cell."""
     from niah.config import RunConfig, parse_depths
-    from niah.trials import build_grid
+    from niah.run.grid import build_grid
 
     depths = parse_depths(text)
     keys = [s.key for s in build_grid(RunConfig(model="m", contexts=(256,), depths=depths))]
@@ -149,11 +149,12 @@ def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
     """A folder written with an unrounded depth (0.333333333333 from a 0:1:1/3 range) merged
     with the same depth as parsed now (0.333333) must not hold two depths of one key."""
     from niah.config import RunConfig
-    from niah.store import prepare_folder
-    from niah.trials import build_grid
+    from niah.store import load_config, prepare_folder
+    from niah.run.grid import build_grid
 
     prepare_folder(tmp_path, RunConfig(model="m", depths=(0.0, 0.333333333333)))
-    merged = prepare_folder(tmp_path, RunConfig(model="m", depths=(0.333333, 1.0)))
+    prepare_folder(tmp_path, RunConfig(model="m", depths=(0.333333, 1.0)))
+    merged = load_config(tmp_path)
     assert merged.depths == (0.0, 0.333333333333, 1.0)
     keys = [s.key for s in build_grid(merged)]
     assert len(keys) == len(set(keys))

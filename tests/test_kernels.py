@@ -311,7 +311,8 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     from types import SimpleNamespace
 
     import niah.backend as backend_mod
-    from niah import runner
+    from niah.run import Progress
+    from niah.run import warmup as runner
     from niah.sdpa.dispatch import resolve_config
 
     monkeypatch.setattr(backend_mod, "backend", lambda: "cuda")
@@ -320,7 +321,7 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     session = SimpleNamespace(model=model, info=SimpleNamespace(n_heads=8, n_kv_heads=2, head_dim=64))
     todo = [SimpleNamespace(context=4096, prefill_step=1000), SimpleNamespace(context=1024, prefill_step=1000)]
     notes = []
-    progress = runner.Progress()
+    progress = Progress()
     progress.note = notes.append
     runner._warm_kernels(todo, session, route="chunked", config=resolve_config(threshold=2048),
                          progress=progress)
@@ -448,7 +449,8 @@ def test_run_warm_up_note_says_which_variants_lost_their_vector_build(monkeypatc
     not compile): the note says how many variants run element-wise, and none failed."""
     from types import SimpleNamespace
 
-    from niah import runner
+    from niah.run import Progress
+    from niah.run import warmup as runner
     from niah.sdpa.dispatch import resolve_config
 
     _as_backend(monkeypatch, "metal")
@@ -457,7 +459,7 @@ def test_run_warm_up_note_says_which_variants_lost_their_vector_build(monkeypatc
     model = SimpleNamespace(parameters=lambda: {"w": mx.zeros((2,), dtype=mx.float16)})
     session = SimpleNamespace(model=model, info=SimpleNamespace(n_heads=8, n_kv_heads=2, head_dim=64))
     notes = []
-    progress = runner.Progress()
+    progress = Progress()
     progress.note = notes.append
     with pytest.warns(RuntimeWarning, match="rebuilding it with element-wise loads"):
         runner._warm_kernels([SimpleNamespace(context=4096, prefill_step=1000)], session,

@@ -11,7 +11,7 @@ from niah.config import RunConfig
 from niah.gguf import map_tensor_name
 from niah.haystack import PromptBuilder
 from niah.model import ModelSession
-from niah.runner import run_sweep
+from niah.run import run_sweep
 from niah.scoring import PASS
 
 
@@ -240,7 +240,7 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
 
 @pytest.mark.parametrize("tokens,step", [(300, 128), (1000, 256), (700, 100), (256, 256), (5, 2048)])
 def test_fresh_capacity_is_mlx_lm_buffer_and_match_fresh_layout_restores_it(session, tokens, step):
-    from niah.model import fresh_capacity, match_fresh_layout
+    from niah.run.reuse import fresh_capacity, match_fresh_layout
 
     ids = mx.array([list(range(100, 100 + 1100))])
     fresh = session.make_cache()
@@ -261,7 +261,7 @@ def test_fresh_capacity_is_mlx_lm_buffer_and_match_fresh_layout_restores_it(sess
 
 def test_warm_up_mode_per_backend():
     from niah.errors import NiahError
-    from niah.runner import warm_up_mode
+    from niah.run import warm_up_mode
 
     assert [warm_up_mode(None, b) for b in ("cuda", "metal", "cpu")] == ["shapes", "once", "off"]
     assert warm_up_mode("shapes", "cpu") == "shapes" and warm_up_mode("off", "cuda") == "off"
@@ -273,7 +273,7 @@ def test_warm_up_mode_per_backend():
 
 
 def test_prefill_block_lengths_match_generate():
-    from niah.runner import prefill_block_lengths
+    from niah.run import prefill_block_lengths
 
     # generate prefills ids[:-1] in steps, then the last token alone
     assert prefill_block_lengths(1024, 256) == {256, 255, 1}
@@ -332,7 +332,7 @@ def test_fresh_capacity_follows_mlx_lm_kvcache_growth_at_every_block(step):
     # reaches 1152 tokens with a 1408-slot buffer, not 1280.
     from mlx_lm.models.cache import KVCache
 
-    from niah.model import fresh_capacity
+    from niah.run.reuse import fresh_capacity
 
     cache, kv = KVCache(), mx.zeros((1, 1, step, 2))
     for blocks in range(1, 120):

@@ -298,7 +298,7 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
 
 
 def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
-    from niah.runner import _reuse_mismatch
+    from niah.run.sweep import _reuse_mismatch
 
     recs = [{"prefix_reuse": "reused", "verdict": "PASS"}, {"prefix_reuse": "fresh", "verdict": "FAIL"},
             {"prefix_reuse": "off", "verdict": "PASS"}, {"prefix_reuse": "reused", "verdict": "ERROR"}]

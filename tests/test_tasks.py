@@ -270,7 +270,7 @@ def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
         return dataclasses.replace(gen, response=f"One of them is {b['value']}.")
 
     monkeypatch.setattr(ModelSession, "generate", first_value_only)
-    from niah import runner as R
+    from niah.run import trial as R
 
     real_task_trial = R.task_trial
 

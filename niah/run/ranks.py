@@ -1,7 +1,7 @@
 """Spread a sweep across ranks with mx.distributed (mlx.launch).
 
 Each rank runs its share of the trials (balanced by cost, whole prefix groups per rank, see
-trials.assign_to_ranks) and appends to its own trials.rank<N>.jsonl in the shared run folder.
+niah.run.grid.assign_to_ranks) and appends to its own trials.rank<N>.jsonl in the shared run folder.
 After a barrier (an all_sum), rank 0 reads every rank's file and reports.
 """
 
@@ -30,8 +30,8 @@ def barrier() -> None:
 
 def gather_and_merge(result, *, rank: int, world: int):
     """Wait for every rank; rank 0 returns the merged result, others return None."""
-    from . import store
-    from .trials import build_grid
+    from .. import store
+    from .grid import build_grid
 
     barrier()
     if rank != 0:

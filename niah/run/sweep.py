@@ -1,0 +1,228 @@
+"""Run a sweep: grid -> prompts -> model -> score -> store, one trial at a time.
+
+Orchestration only: open the session, name and claim the run folder (under its lock), pick
+this call's trials the folder does not hold yet, warm up, run them group by group
+(niah.run.trial) and collect the records. Finished trials are appended as they complete, so a
+killed run loses only the trial in flight and a rerun of the same config (or --resume) does
+only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import store
+from ..config import RunConfig, check_kv_group_size
+from ..errors import NiahError
+from ..haystack import PromptBuilder
+from ..tasks import answer_minimum, minimum_context, validate
+from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
+from .records import ERROR, SKIP
+from .trial import Sweep, run_group
+from .warmup import warm_up, warm_up_mode
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    config: RunConfig
+    records: list[dict]            # latest record per trial of this config, grid order
+    ran: int = 0                   # trials run by this call
+    skipped_done: int = 0          # trials already on disk
+    warnings: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """Callbacks a front end can implement (all optional; this one does nothing)."""
+
+    def start(self, total: int) -> None: ...
+    def note(self, text: str) -> None: ...
+    def trial_done(self, record: dict) -> None: ...
+    def stop(self) -> None: ...
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; carries the run folder so the front end can say what to resume."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = folder
+
+
+class _Discard:
+    """The writer of a sharded run's ranks other than 0: they compute the same trials as rank
+    0, which writes them."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+
+def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 0) -> list[str]:
+    """Refuse contexts beyond the trained length unless allowed; return warnings. A context
+    counts as beyond when the prompt plus the tokens it may decode exceed the trained length."""
+    if trained is None:
+        return []
+    beyond = [c for c in config.contexts if c + max_tokens > trained]
+    if beyond and not config.allow_beyond_trained:
+        raise NiahError(
+            f"context {max(beyond)} plus up to {max_tokens} answer tokens is beyond the model's "
+            f"trained length of {trained} tokens: use a shorter --context or pass "
+            "--allow-beyond-trained"
+        )
+    return [f"context {c} plus up to {max_tokens} answer tokens is beyond the trained length "
+            f"{trained} (allowed, recorded)" for c in beyond]
+
+
+def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
+              progress: Progress | None = None, rank: int | None = None, world: int = 1,
+              preflight: bool = True, warm_up: str | None = None) -> RunResult:
+    """Run every unfinished trial of `config`; returns all records of the run.
+
+    warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
+    warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
+    prefill block shape the trials will use, "off" nothing."""
+    from ..kernels import chunk_attention_fn
+    from ..sdpa import patched
+
+    mode = warm_up_mode(warm_up, _backend_name())
+    progress = progress or Progress()
+    sharded = config.shard == "tensor" and world > 1
+    session = session or _open_session(config, sharded=sharded)
+    warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
+    with patched(config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size,
+                 kernels=chunk_attention_fn) as state:
+        run = _prepare(config, session, folder=folder, progress=progress, rank=rank, state=state)
+        writes = not (sharded and rank)
+        own_rank = rank if world > 1 and not sharded else None  # writes a file of its own
+        lock = store.FolderLock(run.folder, rank=own_rank) if writes else contextlib.nullcontext()
+        with lock:
+            _claim(run)  # only under the lock: a refused second run leaves the folder as it was
+            grid = build_grid(config)
+            # Sharded: every rank runs every trial together (one model across the group); rank
+            # 0 writes. Otherwise each rank takes its share of the grid.
+            mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
+            done = store.finished_keys(run.folder)
+            todo = [s for s in mine if s.key not in done]
+            progress.start(len(todo))
+            writer = (store.TrialWriter(run.folder, rank=own_rank) if writes
+                      else contextlib.nullcontext(_Discard()))
+            with writer as run.writer:
+                _run_all(run, todo, mode=mode, preflight=preflight)
+    latest = store.latest_by_key(store.folder_records(run.folder))
+    records = [latest[s.key] for s in build_grid(config) if s.key in latest]
+    warnings += _reuse_mismatch(records, prefix_reuse=config.prefix_reuse, folder=run.folder)
+    return RunResult(folder=run.folder, config=config, records=records, ran=run.ran,
+                     skipped_done=len(mine) - len(todo), warnings=warnings)
+
+
+def _run_all(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) -> None:
+    try:
+        if todo and mode != "off":
+            warm_up(run, todo, mode=mode, preflight=preflight)
+        for group in prefix_groups(todo).values():
+            run_group(run, group, preflight=preflight)
+    except KeyboardInterrupt:
+        raise Interrupted(run.folder) from None
+
+
+def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) -> list[str]:
+    """Prefix reuse is not in the config hash (answers are equal with and without it), but
+    timings differ: say when trials kept from the folder ran with the other setting."""
+    # with reuse off, only a reused trial was timed differently (a fresh one prefilled it all)
+    other = [r for r in records if r.get("verdict") not in (ERROR, SKIP)
+             and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")]
+    if not other:
+        return []
+    was = "off" if prefix_reuse else "on"
+    return [f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
+            f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
+            "use another --out to time every trial with this setting"]
+
+
+def _backend_name() -> str:
+    from ..backend import backend
+
+    return backend()
+
+
+def _open_session(config: RunConfig, *, sharded: bool):
+    from ..model import ModelSession
+
+    group = None
+    if sharded:
+        import mlx.core as mx
+
+        group = mx.distributed.init()
+    return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
+                        rope_scaling=config.rope_scaling)
+
+
+def _check_session(config: RunConfig, session, progress) -> None:
+    """The session was loaded with this config's options; say how long the load took."""
+    info = session.info
+    opts = getattr(session, "load_options", None)
+    if opts and opts != {"gguf_quant": config.gguf_quant, "rope_scaling": config.rope_scaling}:
+        raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
+                        f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
+    if any(config.kv_bits):  # the quantized cache groups along the head: a group must divide it
+        check_kv_group_size(config.kv_group_size, head_dim=info.head_dim)
+    if getattr(info, "load_s", 0):
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
+                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
+
+
+def _check_task(config: RunConfig, builder: PromptBuilder) -> None:
+    """The task's options hold together and fit the shortest context and --max-tokens."""
+    validate(task=config.task, needles=config.needles, needle=config.needle,
+             question=config.question, answer_prefix=config.answer_prefix, keys=config.keys)
+    minimum = minimum_context(builder, config)
+    shortest = min(config.contexts)
+    if shortest < minimum:
+        raise NiahError(f"context {shortest} is too short for the template, needle "
+                        f"and question ({minimum} tokens at least): use a longer --context")
+    need = answer_minimum(builder, config)
+    if config.max_tokens < need:
+        plural = "s" if config.needles > 1 and config.task != "multi-key" else ""
+        raise NiahError(f"--max-tokens {config.max_tokens} cannot hold the answer ({need} tokens "
+                        f"for the {config.value_kind} value{plural} asked): use --max-tokens "
+                        f"{need} or more, with room to spare")
+
+
+def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sweep:
+    """Prompt builder, input checks, identity, config hash and run folder (named only: the
+    folder is written by _claim, under its lock)."""
+    from ..identity import run_identity
+    from ..backend import backend
+    from ..model import device_description
+
+    _check_session(config, session, progress)
+    builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
+                            needle=config.needle, question=config.question,
+                            answer_prefix=config.answer_prefix, intro=config.intro)
+    _check_task(config, builder)
+    sdpa = {"route": config.sdpa, "threshold": state.config.threshold,
+            "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:
+            "flop_budget": state.config.flop_budget}  # it sets Metal's chunks and query blocks
+    info = session.info
+    identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),
+                            haystack=config.haystack, backend=backend(),
+                            compute_dtype=str(getattr(session, "compute_dtype", "unknown")),
+                            sdpa=sdpa)
+    chash = config.hash(identity)
+    folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
+    return Sweep(config=config, session=session, folder=folder, builder=builder, chash=chash,
+                 identity=identity, device=device_description(), rank=rank, progress=progress,
+                 route=config.sdpa, state=state)
+
+
+def _claim(run: Sweep) -> None:
+    """Write config.json (checked against the folder's configuration, asked cells merged) and
+    the run's start line."""
+    store.prepare_folder(run.folder, run.config, config_hash=run.chash, identity=run.identity)
+    store.append_run_log(run.folder, {"event": "start", "argv": list(sys.argv),
+                                      "device": run.device, "rank": run.rank,
+                                      "config_hash": run.chash,
+                                      "niah_version": run.identity["niah_version"]})

@@ -1,0 +1,114 @@
+"""The trial record (niah.run.records), the grid kept as asked and the store's JSON: the
+schema's one home, its generated docs, the committed folders read back through it."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from niah.config import RunConfig
+from niah.errors import NiahError
+from niah.run.records import TrialRecord, fields_markdown, problem
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "results" / "reference"
+
+
+def test_records_doc_is_generated_from_the_dataclass():
+    """docs/records.md is fields_markdown()'s output: a field added, renamed or documented
+    differently in TrialRecord fails here until the doc is regenerated."""
+    doc = (ROOT / "docs" / "records.md").read_text()
+    assert doc == fields_markdown(), ("docs/records.md is stale: regenerate it with python -c "
+                                      "\"from niah.run.records import fields_markdown; "
+                                      "open('docs/records.md','w').write(fields_markdown())\"")
+    for name in TrialRecord.__dataclass_fields__:
+        assert f"| `{name}` |" in doc
+
+
+def _reference_lines():
+    for path in sorted(REFERENCE.glob("*/trials*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                yield path, json.loads(line)
+
+
+def test_every_committed_record_reads_back_and_writes_the_same_json():
+    lines = list(_reference_lines())
+    assert len(lines) > 100
+    for path, data in lines:
+        rec = TrialRecord.from_json(data)
+        assert rec.to_json() == data, path
+
+
+def test_problem_names_the_bad_field():
+    _, good = next(_reference_lines())
+    assert problem(good) is None
+    assert problem({**good, "prefill_s": "fast"}) == "prefill_s is not a finite number"
+    assert problem({**good, "device": 3}) == "device is not text"
+    assert problem({**good, "verdict": "MAYBE"}) == "no valid verdict"
+    with pytest.raises(ValueError, match="unknown field 'colour'"):
+        TrialRecord.from_json({**good, "colour": "red"})
+
+
+def test_store_never_writes_nan_or_infinity(tmp_path):
+    """json.dumps wrote the non-standard token Infinity (a --rope-scaling factor of inf
+    reached the record): the writer refuses with one line and writes nothing."""
+    from niah.store import TrialWriter, append_run_log
+
+    with TrialWriter(tmp_path) as w:
+        with pytest.raises(NiahError, match="holds a number JSON cannot store"):
+            w.write({"key": "k", "rope_scaling_config": {"factor": math.inf}})
+    assert (tmp_path / "trials.jsonl").read_text() == ""
+    with pytest.raises(ValueError):
+        append_run_log(tmp_path, {"event": "warm-up", "seconds": math.nan})
+
+
+def _cells_of(folder):
+    from niah.run.grid import build_grid
+    from niah.store import load_config
+
+    return [(s.context, s.depth, s.sample) for s in build_grid(load_config(folder))]
+
+
+def test_grids_sharing_a_folder_keep_the_asked_cells(tmp_path):
+    """-c 256 -d 0, then -c 512 -d 1: the folder asked for two cells, not the four of the
+    cross product of its axes."""
+    from niah.store import prepare_folder
+
+    prepare_folder(tmp_path, RunConfig(model="m", contexts=(256,), depths=(0.0,)))
+    prepare_folder(tmp_path, RunConfig(model="m", contexts=(512,), depths=(1.0,)))
+    assert _cells_of(tmp_path) == [(256, 0.0, 0), (512, 1.0, 0)]
+    # a third grid filling the cross product: config.json holds axes only again
+    prepare_folder(tmp_path, RunConfig(model="m", contexts=(256, 512), depths=(0.0, 1.0)))
+    assert json.loads((tmp_path / "config.json").read_text())["cells"] is None
+    assert len(_cells_of(tmp_path)) == 4
+
+
+def test_folders_written_with_axes_only_resume_as_their_cross_product(tmp_path):
+    from niah.store import prepare_folder
+
+    data = RunConfig(model="m", contexts=(256, 512), depths=(0.0, 1.0)).to_dict()
+    del data["cells"]  # as niah wrote config.json before cells existed
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert len(_cells_of(tmp_path)) == 4
+    prepare_folder(tmp_path, RunConfig(model="m", contexts=(1024,), depths=(0.5,)))
+    assert _cells_of(tmp_path) == [(256, 0.0, 0), (256, 1.0, 0), (512, 0.0, 0), (512, 1.0, 0),
+                                   (1024, 0.5, 0)]
+
+
+def test_memory_reason_parts_add_up_to_its_total():
+    """The SKIP reason said 'needs about 17166.9 GiB (weights 0.5, KV 0.0, attention 0.0)':
+    the other temporaries were left out of the listed parts."""
+    from niah.model import ModelInfo
+    from niah.preflight import estimate
+
+    info = ModelInfo(name="m", source="gguf", path="m", trained_context=8192, n_layers=30,
+                     n_kv_heads=3, head_dim=64, n_heads=9, weight_bytes=500 * 2**20)
+    est = estimate(info, context=256, route="stock", prefill_step=10**9, working_set=2**30)
+    import re
+
+    head = est.reason().split(") of a ")[0]
+    total = float(re.search(r"needs about (\d+\.\d) GiB", head).group(1))
+    parts = [float(p) for p in re.findall(r"(?:weights|KV|attention|other) (\d+\.\d)", head)]
+    assert len(parts) == 4 and math.isclose(sum(parts), total, abs_tol=1e-9), est.reason()
