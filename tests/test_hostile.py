@@ -232,12 +232,12 @@ def test_run_log_that_cannot_be_written_is_one_line(tmp_path):
 @pytest.fixture
 def no_sweep(monkeypatch):
     """These inputs must be refused before the sweep: reaching it fails the test."""
-    import niah.runner
+    import niah.run
 
     def refuse(*a, **kw):
         raise AssertionError("the sweep started with an input that should have been refused")
 
-    monkeypatch.setattr(niah.runner, "run_sweep", refuse)
+    monkeypatch.setattr(niah.run, "run_sweep", refuse)
 
 
 ROPE_RANGE = "FACTOR must be at most 64 (a finite number above 1, e.g. yarn:4)"
@@ -330,8 +330,8 @@ def _reference_record(**changes) -> dict:
 def _fake_sweep(monkeypatch, tmp_path, records, *, skipped_done=0, log=()):
     import json
 
-    import niah.runner
-    from niah.runner import RunResult
+    import niah.run
+    from niah.run import RunResult
 
     folder = tmp_path / "out" / "run"
     folder.mkdir(parents=True)
@@ -341,7 +341,7 @@ def _fake_sweep(monkeypatch, tmp_path, records, *, skipped_done=0, log=()):
         return RunResult(folder=folder, config=cfg, records=records, ran=len(records) - skipped_done,
                          skipped_done=skipped_done)
 
-    monkeypatch.setattr(niah.runner, "run_sweep", sweep)
+    monkeypatch.setattr(niah.run, "run_sweep", sweep)
     return folder
 
 

@@ -48,7 +48,12 @@ def test_the_readme_and_measured_page_hold_generated_blocks():
         assert TOOL.BLOCK.search((ROOT / name).read_text()), f"{name} has no generated blocks"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+# docs/records.md is generated from the record type (niah.run.records) and checked against it
+# by tests/test_records.py: its table describes fields, it holds no measurement
+MEASURED_PAGES = [p for p in PAGES if p.name != "records.md"]
+
+
+@pytest.mark.parametrize("page", MEASURED_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_measured_table_outside_generated_blocks(page):
     text = TOOL.BLOCK.sub("", page.read_text())
     text = re.sub(r"```.*?```", "", text, flags=re.S)

@@ -110,5 +110,5 @@ def test_memory_reason_parts_add_up_to_its_total():
 
     head = est.reason().split(") of a ")[0]
     total = float(re.search(r"needs about (\d+\.\d) GiB", head).group(1))
-    parts = [float(p) for p in re.findall(r"(?:weights|KV|attention|other) (\d+\.\d)", head)]
+    parts = [float(p) for p in re.findall(r"(?:weights|KV|attention|activations) (\d+\.\d)", head)]
     assert len(parts) == 4 and math.isclose(sum(parts), total, abs_tol=1e-9), est.reason()

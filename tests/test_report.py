@@ -191,7 +191,7 @@ def _records(folder=REF) -> list[dict]:
 def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
     """`niah run` without a model: the sweep returns these records (the CLI's own parsing,
     summary, exports and gate run as usual)."""
-    from niah import runner
+    from niah import run as runner
 
     def sweep(cfg, *, folder=None, **_):
         out = folder if folder is not None else Path(cfg.out) / "fake-run"
@@ -340,7 +340,7 @@ def test_run_under_mlx_launch_counts_what_the_table_shows(tmp_path, monkeypatch)
     give rank 0's own count alone ("3 run") above a 6-trial table."""
     import dataclasses
 
-    from niah import distributed
+    from niah.run import ranks as distributed
 
     recs = _records()[:6]
     _fake_sweep(monkeypatch, recs[:3])
