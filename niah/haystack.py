@@ -17,9 +17,10 @@ therefore never further than the tolerance from the requested one, and every pro
 how its needle was placed.
 
 Sources: ``prose`` (seeded generator, niah.prose), ``noise`` (one paragraph repeated) or a path
-to a .txt file or a folder of .txt files (repeated when too short). A haystack that already
-contains the needle's phrase is refused; values that occur in the haystack are never drawn
-(`PromptBuilder.value_occurs`, used with `niah.values.draw_value`).
+to a .txt file or a folder of .txt files (repeated when too short; which files a folder stands
+for is niah.haystack_files's one rule, shared with the run identity's digest). A haystack that
+already contains the needle's phrase is refused; values that occur in the haystack are never
+drawn (`PromptBuilder.value_occurs`, used with `niah.values.draw_value`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 
 from .config import DEFAULT_ANSWER_PREFIX, DEFAULT_INTRO, DEFAULT_NEEDLE, DEFAULT_QUESTION
 from .errors import NiahError
+from .haystack_files import haystack_files
 from .prose import NOISE_PARAGRAPH, prose_sentences
 from .values import needle_value  # noqa: F401 - re-exported (trials.py, tests)
 
@@ -50,13 +52,10 @@ _WORD_START = ("\u0120", "\u2581", "\u010a", "\u0109", " ", "\n", "\t", "<0x0A>"
 
 
 def _read_text_source(path: Path) -> str:
-    if not path.exists():
-        raise NiahError(f"haystack path {str(path)!r} does not exist: give a .txt file or a folder of them")
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
-    if not files:
-        raise NiahError(f"haystack folder {str(path)!r} has no .txt files: add some or use --haystack prose")
+    """The text of a file or folder haystack: the files niah.haystack_files lists (the same ones
+    the run identity hashes), joined by line breaks."""
     parts = []
-    for f in files:
+    for f in haystack_files(path):
         try:
             parts.append(f.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:

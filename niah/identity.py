@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from .haystack_files import GENERATED, haystack_files_digest
+
 # Files larger than this are fingerprinted (size + head + tail) instead of hashed whole, so
 # a 40 GB model folder is identified in seconds; the identity says which was done.
 FULL_HASH_LIMIT = 2 * 1024 ** 3
@@ -65,7 +67,7 @@ def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) ->
 # tasks and their data, scoring, model loading, the sweep, attention and kernels. Not here:
 # the CLI, reports, doctor, parsing (its results are in the config), storage, docs, help text.
 SOURCE_GLOBS = (
-    "haystack.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
+    "haystack*.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
     "datasets/*", "scoring.py", "model.py", "generation.py", "gguf*.py", "gguf/*", "preflight.py",
     "backend.py", "blas.py", "run/*", "sdpa/*", "kernels/*",
 )
@@ -124,11 +126,11 @@ def model_content_digest(path: str) -> str:
 
 
 def haystack_digest(source: str) -> str:
-    """Content digest of a file/folder haystack; built-in generators are named (their code
-    is covered by niah's source digest and their content by the seed)."""
-    p = Path(source)
-    if p.exists():
-        return tree_digest(p)
+    """Content digest of a file/folder haystack, over exactly the files the reader reads
+    (niah.haystack_files); built-in generators are named (their code is covered by niah's
+    source digest and their content by the seed), even where a path of that name exists."""
+    if source not in GENERATED and Path(source).exists():
+        return haystack_files_digest(source)
     return f"builtin:{source}"
 
 
