@@ -65,8 +65,8 @@ def _warm_kernels(todo, session, *, route: str, config, progress: Progress) -> N
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from .kernels import warm_up
     from .backend import backend
+    from .sdpa.fused import warm_up
     from .sdpa.dispatch import choose_route, planned_fused_calls
 
     name = backend()
@@ -159,7 +159,6 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
     warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
     prefill block shape the trials will use, "off" nothing."""
-    from .kernels import chunk_attention_fn
     from .sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
@@ -168,8 +167,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     session = session or _open_session(config, sharded=sharded)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     route = _patch_route(config.sdpa)
-    with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size,
-                 kernels=chunk_attention_fn) as state:
+    with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size) as state:
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank,
                        route=route, state=state)
         writes = not (sharded and rank)
