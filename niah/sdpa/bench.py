@@ -100,8 +100,8 @@ def _shape_rows(shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_
     """One table row per route (stock first) for one shape."""
     import mlx.core as mx
 
-    from .dispatch import STOCK_SDPA, ChunkConfig, fused_fn, kv_route, q_split, ran_labels
-    from .dispatch import work_plan
+    from .dispatch import (STOCK_SDPA, ChunkConfig, fused_fn, kv_route, q_split, ran_labels,
+                           work_plan)
     from .fused import chunk_attention_fn
 
     mx.random.seed(0)

@@ -187,7 +187,7 @@ class FusedAttention:
 
 
 def _self_test_inputs(dtype_name: str, *, D: int, G: int, Hkv: int, qL: int, kL: int,
-                      flags: "flash.Flags"):
+                      flags: flash.Flags):
     """(q, k, v, mask, sinks) of a self-test: seeded, with the variant's mask and sinks."""
     kq, kk, kv, km, ks = mx.random.split(mx.random.key(1234), 5)
     dt = getattr(mx, dtype_name)
