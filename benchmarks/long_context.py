@@ -38,10 +38,9 @@ def _stock(model, tokenizer, ids):
 
 
 def _niah(session, ids, *, step, route):
-    from niah.kernels import chunk_attention_fn
     from niah.sdpa import patched
 
-    with patched(route, kernels=chunk_attention_fn) as state:
+    with patched(route) as state:
         gen = session.generate(ids, cache=session.make_cache(), prefill_step=step, max_tokens=1)
     return gen.prefill_s, gen.prefilled / gen.prefill_s, gen.peak_memory_bytes, state.summary()
 

@@ -45,7 +45,6 @@ def main() -> None:
     import mlx.core as mx
 
     from niah.model import device_description
-    from niah.kernels import chunk_attention_fn
     from niah.sdpa.dispatch import STOCK_SDPA, dispatch, resolve_config
 
     ap = argparse.ArgumentParser()
@@ -74,8 +73,7 @@ def main() -> None:
                 # niah's route as a trial takes it (fused kernel where it passed its
                 # self-test; the label printed by niah run says which)
                 "kv-chunks": lambda q, k, v: dispatch(q, k, v, scale=scale, mask=mask,
-                                                      route="kv-chunks", config=config,
-                                                      kernels=chunk_attention_fn),
+                                                      route="kv-chunks", config=config),
             }
             for route, fn in routes.items():
                 _time_calls(fn, q, make_kv, [args.kl] * 3)  # compile the repeated shape

@@ -1,4 +1,4 @@
-"""Stock mx.fast SDPA against each niah route, side by side in one run (niah.kernels.bench;
+"""Stock mx.fast SDPA against each niah route, side by side in one run (niah.sdpa.bench;
 `niah sdpa bench` prints the same table from an installed package).
 
     python benchmarks/sdpa.py [--quick] [--routes q-split,kv-chunks] [--dtype bfloat16]
@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:
-    from niah.kernels.bench import run_bench
+    from niah.sdpa.bench import run_bench
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")

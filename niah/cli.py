@@ -471,8 +471,8 @@ def sdpa_verify(
 def sdpa_bench(
     quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
 ):
-    """Time stock against each route (niah.kernels.bench; benchmarks/sdpa.py takes options)."""
-    from .kernels.bench import run_bench
+    """Time stock against each route (niah.sdpa.bench; benchmarks/sdpa.py takes options)."""
+    from .sdpa.bench import run_bench
 
     run_bench(quick=quick, echo=typer.echo)
 

@@ -139,8 +139,8 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
     """Run one case on each route; rows of (route, error, stock error, tolerance, ok)."""
     import mlx.core as mx
 
-    from .kernels import chunk_attention_fn
     from .sdpa.dispatch import STOCK_SDPA, ran_labels, kv_chunks, q_split
+    from .sdpa.fused import chunk_attention_fn
     from .sdpa.reference import attention_with_lse
 
     q, k, v, mask, sinks = make_inputs(case)
@@ -219,7 +219,7 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
             echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<24} "
                  f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
                  f"{'PASS' if row['ok'] else 'FAIL'}")
-    from .kernels import self_test_results
+    from .sdpa.fused import self_test_results
 
     checks, passed = print_self_tests(self_test_results(), echo=echo)
     n += checks

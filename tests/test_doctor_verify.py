@@ -195,7 +195,7 @@ def test_compute_units_come_from_the_device_when_it_says(monkeypatch):
 def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
     """`niah sdpa bench` runs packaged code (no benchmarks/ folder needed, no sys.argv games):
     a tiny shape set on the command's own code path prints the table."""
-    from niah.kernels import bench
+    from niah.sdpa import bench
 
     tiny = bench.ShapeSet(Hq=2, Hkv=1, D=16, max_chunk=64, shapes=(
         bench.Shape("decode", 1, 200, False), bench.Shape("prefill", 8, 150, True)))

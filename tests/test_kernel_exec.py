@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 
 import msl_exec
-from niah import kernels
-from niah.kernels import FusedAttention, flash
+from niah.kernels import flash
+from niah.sdpa import fused
+from niah.sdpa.fused import FusedAttention
 
 pytestmark = pytest.mark.skipif(msl_exec.COMPILER is None, reason="needs g++ or clang++")
 
@@ -264,7 +265,7 @@ def _self_test_route():
     from niah.sdpa.dispatch import ChunkConfig, dispatch
 
     c = Case("route", dtype="bfloat16", Hq=8, Hkv=2, qL=12, kL=150)
-    kernels.reset()  # every variant self-tests afresh
+    fused.reset()  # every variant self-tests afresh
     q, k, v, _, _ = inputs(c)
     log = Counter()
     fn = FusedAttention("metal")
@@ -299,17 +300,17 @@ def executor():
     mp = pytest.MonkeyPatch()
     mp.setattr(mx.fast, "metal_kernel", ex.metal_kernel)
     flash._KERNELS.clear()
-    kernels.reset()
+    fused.reset()
     try:
         ex.record()  # every instantiation the tests below will launch, compiled in one go
         _record_launches(ex)
-        kernels.reset()  # the recorded self-tests compared zeros: forget them
+        fused.reset()  # the recorded self-tests compared zeros: forget them
         ex.build()
         yield ex
     finally:
         flash.SOURCE_PATCH = None
         flash._KERNELS.clear()
-        kernels.reset()
+        fused.reset()
         mp.undo()
 
 
@@ -385,7 +386,7 @@ def test_vector_ok_needs_each_of_its_checks(executor, bug):
 def test_fused_route_on_the_executed_metal_source(executor):
     c, (q, k, v), out, log = _self_test_route()
     assert dict(log) == {"kv-chunks/fused": 1}
-    results = kernels.self_test_results()
+    results = fused.self_test_results()
     assert results and all(r.ok and r.loads == "vec" for r in results), results
     ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
@@ -406,13 +407,13 @@ def test_a_broken_vector_build_falls_back_to_the_element_wise_build(executor, bu
     finally:
         flash.SOURCE_PATCH = None
     assert dict(log) == {"kv-chunks/fused": 1}
-    results = kernels.self_test_results()
+    results = fused.self_test_results()
     tried = [(r.loads, r.replaced, r.ok) for r in results]
     assert results and tried == [("vec", True, False), ("scalar", False, True)] * (len(results) // 2)
     assert all(detail in r.detail for r in results if r.replaced), results
     ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
-    kernels.reset()
+    fused.reset()
 
 
 def test_tiles_the_dispatcher_picks_are_swept():

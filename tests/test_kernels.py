@@ -17,10 +17,11 @@ from collections import Counter
 import mlx.core as mx
 import pytest
 
-from niah import kernels
-from niah.kernels import FusedAttention, chunk_attention_fn, flash
 from niah.backend import backend
+from niah.kernels import flash
+from niah.sdpa import fused
 from niah.sdpa.dispatch import force_route, kv_chunks, dispatch
+from niah.sdpa.fused import FusedAttention, chunk_attention_fn
 from niah.sdpa.reference import attention_with_lse
 
 BACKEND = backend()
@@ -40,12 +41,12 @@ TOL = {mx.float16: 4e-3, mx.bfloat16: 3e-2}
 
 @pytest.fixture(autouse=True)
 def _fresh():
-    kernels.reset()
+    fused.reset()
     yield
     flash.SOURCE_PATCH = None
     flash.TILE_OVERRIDE = None
     flash.SPLITS_OVERRIDE = None
-    kernels.reset()
+    fused.reset()
 
 
 def _inputs(*, dtype, B, Hq, Hkv, qL, kL, D, mask, seed=0, sinks=False):
@@ -82,7 +83,7 @@ def _check(q, k, v, m, s, *, causal_shift=None, splits=None, tile=None):
         fn = FusedAttention(BACKEND)
         out2, _ = fn(q, k, v, scale=q.shape[-1] ** -0.5, mask=m, sinks=s, causal_shift=causal_shift)
         assert dict(fn.ran) == {"fused": 1}, dict(fn.ran)
-        failed = [r for r in kernels.self_test_results() if not r.ok]
+        failed = [r for r in fused.self_test_results() if not r.ok]
         assert not failed, failed
         assert _max_err(out2, ref) < TOL[q.dtype]
 
@@ -158,7 +159,7 @@ def test_metal_builds_both_match_the_reference(vector_loads):
         assert mx.max(mx.abs(lse - ref_lse)).item() < 1e-2
     fn = FusedAttention("metal")
     fn(q, k, v, scale=128 ** -0.5, mask=m)
-    results = kernels.self_test_results()
+    results = fused.self_test_results()
     assert dict(fn.ran) == {"fused": 1} and [(r.loads, r.ok) for r in results] == [("vec", True)]
 
 
@@ -167,10 +168,10 @@ def test_kv_chunks_route_uses_the_kernel():
     q, k, v, m, _ = _inputs(dtype=mx.bfloat16, B=1, Hq=8, Hkv=2, qL=16, kL=5000, D=128, mask="causal")
     log = Counter()
     with force_route("kv-chunks"):
-        out = dispatch(q, k, v, scale=128 ** -0.5, mask=m, log=log, kernels=chunk_attention_fn)
+        out = dispatch(q, k, v, scale=128 ** -0.5, mask=m, log=log)  # the default kernel
     ref, _ = attention_with_lse(q, k, v, scale=128 ** -0.5, mask=m)
     assert _max_err(out, ref) < TOL[mx.bfloat16]
-    results = kernels.self_test_results()
+    results = fused.self_test_results()
     assert results and all(r.ok for r in results), results
     assert dict(log) == {"kv-chunks/fused": 1}
 
@@ -192,7 +193,7 @@ def test_broken_kernel_falls_back_with_one_warning(patch, expect):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once only
         fn(q, k, v, scale=0.125, mask=m)
-    assert [r.ok for r in kernels.self_test_results()] == [False]
+    assert [r.ok for r in fused.self_test_results()] == [False]
 
 
 # --- CPU: the self-test logic with an injected implementation --------------------------------
@@ -224,7 +225,7 @@ def test_self_test_passes_a_correct_kernel_and_uses_it():
         fn(q, k, v, scale=0.125, mask=m)
         fn(q, k, v, scale=0.125, mask=m)
     assert len(calls) == 3  # one self-test, two real calls
-    (r,) = kernels.self_test_results()
+    (r,) = fused.self_test_results()
     assert r.ok and r.kernel.startswith("cuda:float16:D64:")
     assert r.loads == "" and not r.replaced and not r.kernel.endswith(("vec", "scalar"))
 
@@ -244,7 +245,7 @@ def test_self_test_catches_a_wrong_kernel_and_falls_back_once():
     with pytest.warns(RuntimeWarning):
         fn(q, k, v, scale=0.1, mask="causal")
     # per variant: the vector build failed and was replaced, then the scalar build failed too
-    assert [(r.loads, r.replaced, r.ok) for r in kernels.self_test_results()] == [
+    assert [(r.loads, r.replaced, r.ok) for r in fused.self_test_results()] == [
         ("vec", True, False), ("scalar", False, False)] * 2
 
 
@@ -303,7 +304,7 @@ def test_prepare_self_tests_once_and_the_call_reuses_the_verdict():
     assert r.ok and len(calls) == 1
     q, k, v, m, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=3, kL=300, D=64, mask="causal")
     fn(q, k, v, scale=0.125, mask=m)
-    assert len(calls) == 2 and len(kernels.self_test_results()) == 1  # no second self-test
+    assert len(calls) == 2 and len(fused.self_test_results()) == 1  # no second self-test
 
 
 def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
@@ -325,7 +326,7 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     progress.note = notes.append
     runner._warm_kernels(todo, session, route="chunked", config=resolve_config(threshold=2048),
                          progress=progress)
-    made = kernels.self_test_results()
+    made = fused.self_test_results()
     # 4096 keys: prefill steps of 1000 and the 96-token tail (causal), decode (plain); 1024 keys
     # stay under the threshold (stock).
     assert {(r.kernel.split(":")[0], r.kernel.split(":")[1]) for r in made} == {("cuda", "bfloat16")}
@@ -333,11 +334,11 @@ def test_run_warm_up_builds_the_variants_the_trials_will_use(monkeypatch):
     assert notes == [f"fused kernels: {len(made)} variants built and self-tested in "
                      f"{notes[0].split(' in ')[1]}"]
     # auto on CUDA only uses the kernel for 2 <= qL <= 128: the 96-token tail
-    kernels.reset()
+    fused.reset()
     notes.clear()
     runner._warm_kernels(todo, session, route="auto", config=resolve_config(threshold=2048),
                          progress=progress)
-    assert len(kernels.self_test_results()) == 1 and "causal" in kernels.self_test_results()[0].kernel
+    assert len(fused.self_test_results()) == 1 and "causal" in fused.self_test_results()[0].kernel
 
 
 # --- routing on the self-test verdict (CPU: the backend reported as a GPU, injected kernel) ---
@@ -370,21 +371,82 @@ def test_cuda_auto_routes_on_the_self_test_verdict(monkeypatch, bug, expect):
         warnings.simplefilter("ignore" if bug != 1.0 else "error")
         out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
     assert dict(log) == {expect: 1}
-    assert [r.ok for r in kernels.self_test_results()] == [bug == 1.0]
+    assert [r.ok for r in fused.self_test_results()] == [bug == 1.0]
     ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
     assert _max_err(out, ref) < 4e-3
 
 
-def test_metal_label_names_the_reference_when_the_kernel_failed(monkeypatch):
+def _stock_recorder(blocks: list):
+    from niah.sdpa.dispatch import STOCK_SDPA
+
+    def stock(q, k, v, **kw):
+        blocks.append((q.shape[2], k.shape[2]))
+        return STOCK_SDPA(q, k, v, **kw)
+    return stock
+
+
+@pytest.mark.parametrize("backend_name,route", [("metal", "auto"), ("cuda", "chunked")])
+def test_a_failed_kernel_falls_back_to_stock_query_blocks(monkeypatch, backend_name, route):
+    """A variant fails its self-test where stock has a fused kernel of its own for the call
+    (float16, D 64): the call runs as query blocks through stock (on Metal sized by the FLOP
+    budget over all keys, each evaluated on its own), exact, labelled so; the reference and the
+    failed kernel do not run."""
+    from niah.sdpa.dispatch import ChunkConfig
+
+    _as_backend(monkeypatch, backend_name)
+    fn = FusedAttention(backend_name, impl=_fake_impl(1.5))
+    q, k, v, _ = _route_case()  # q 16 rows, 700 keys, D 64
+    per_row = 4 * 4 * 700 * 64
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=6, flop_budget=5 * per_row)
+    blocks, log = [], Counter()
+    with pytest.warns(RuntimeWarning, match="failed its self-test"):
+        out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn,
+                       route=route, stock=_stock_recorder(blocks))
+    assert dict(log) == {"kv-chunks/q-split-fallback": 1}
+    assert sum(fn.ran.values()) == 0  # neither the failed kernel nor its reference answered
+    rows = 5 if backend_name == "metal" else 6  # Metal: the FLOP budget; else config.q_block
+    assert [b[0] for b in blocks] == [rows] * (16 // rows) + ([16 % rows] if 16 % rows else [])
+    assert [b[1] for b in blocks] == [700 - 16 + min(16, rows * (i + 1)) for i in range(len(blocks))]
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+
+
+@pytest.mark.parametrize("backend_name,route", [("metal", "auto"), ("cuda", "chunked")])
+def test_a_failed_kernel_keeps_the_reference_where_stock_has_no_fused_kernel(
+        monkeypatch, backend_name, route):
+    """Head dim 256 over 16-row blocks: stock has no fused kernel of its own (Metal's full
+    attention stops at 128, cuDNN at 128), so the failed kernel's call runs on the reference."""
+    from niah.sdpa.dispatch import ChunkConfig
+
+    _as_backend(monkeypatch, backend_name)
+    fn = FusedAttention(backend_name, impl=_fake_impl(1.5))
+    q, k, v, _, _ = _inputs(dtype=mx.float16, B=1, Hq=4, Hkv=2, qL=16, kL=300, D=256, mask="none")
+    config = ChunkConfig(threshold=256, chunk_size=256, q_block=64)
+    blocks, log = [], Counter()
+    with pytest.warns(RuntimeWarning, match="failed its self-test"):
+        out = dispatch(q, k, v, scale=0.0625, mask="causal", config=config, log=log, chunk_fn=fn,
+                       route=route, stock=_stock_recorder(blocks))
+    assert dict(log) == {"kv-chunks/reference": 1} and blocks == []
+    ref, _ = attention_with_lse(q, k, v, scale=0.0625, mask="causal")
+    assert _max_err(out, ref) < 4e-3
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_stock_fallback_gives_zeros_for_rows_that_see_no_key(monkeypatch, kind):
+    """Stock's answer for a row its mask hides from every key is undefined (NaN for an additive
+    -inf mask on the CPU); the fallback answers zeros, as the reference does."""
     _as_backend(monkeypatch, "metal")
     fn = FusedAttention("metal", impl=_fake_impl(1.5))
     q, k, v, config = _route_case()
+    keep = mx.random.uniform(shape=(16, 700), key=mx.random.key(3)) > 0.3
+    keep = mx.where((mx.arange(16) == 4)[:, None], False, keep)  # row 4 sees no key
+    mask = keep if kind == "bool" else mx.where(keep, 0.0, -mx.inf).astype(mx.float16)
     log = Counter()
     with pytest.warns(RuntimeWarning, match="failed its self-test"):
-        out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
-    assert dict(log) == {"kv-chunks/reference": 1}
-    assert sum(fn.ran.values()) == 0  # routed past the failed kernel: the plain reference ran
-    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
+        out = dispatch(q, k, v, scale=0.125, mask=mask, config=config, log=log, chunk_fn=fn)
+    assert dict(log) == {"kv-chunks/q-split-fallback": 1}
+    assert bool(mx.all(mx.isfinite(out)).item()) and mx.abs(out[:, :, 4]).max().item() == 0
+    ref, _ = attention_with_lse(q, k, v, scale=0.125, mask=mask)
     assert _max_err(out, ref) < 4e-3
 
 
@@ -428,12 +490,12 @@ def test_metal_falls_back_to_the_element_wise_build(monkeypatch, how, detail):
     assert builds == ["vec", "scalar", "scalar"]  # two self-tests, then the call: scalar
     ref, _ = attention_with_lse(q, k, v, scale=0.125, mask="causal")
     assert _max_err(out, ref) < 4e-3
-    vec, scalar = kernels.self_test_results()
+    vec, scalar = fused.self_test_results()
     assert (vec.loads, vec.replaced, vec.ok) == ("vec", True, False) and detail in vec.detail
     assert (scalar.loads, scalar.replaced, scalar.ok) == ("scalar", False, True)
     assert scalar.kernel == vec.kernel.removesuffix(":vec") + ":scalar"
     lines = []
-    assert print_self_tests(kernels.self_test_results(), echo=lines.append) == (1, True)
+    assert print_self_tests(fused.self_test_results(), echo=lines.append) == (1, True)
     assert re.search(r":vec .* FAIL .*" + re.escape(detail) + r".* -> replaced by its "
                      r"element-wise build", lines[1]), lines
     assert ":scalar " in lines[2] and lines[2].endswith("PASS")
@@ -465,7 +527,7 @@ def test_run_warm_up_note_says_which_variants_lost_their_vector_build(monkeypatc
         runner._warm_kernels([SimpleNamespace(context=4096, prefill_step=1000)], session,
                              route="chunked", config=resolve_config(threshold=2048),
                              progress=progress)
-    made = [r for r in kernels.self_test_results() if not r.replaced]
+    made = [r for r in fused.self_test_results() if not r.replaced]
     assert made and all(r.ok and r.loads == "scalar" for r in made)
     assert len(notes) == 1 and notes[0].endswith(
         f"; {len(made)} use element-wise loads (their vector-load build failed: niah sdpa "
@@ -497,7 +559,7 @@ def test_metal_kernel_route_bounds_the_work_per_call(monkeypatch, budget, calls)
     log = Counter()
     out = dispatch(q, k, v, scale=0.125, mask="causal", config=config, log=log, chunk_fn=fn)
     assert dict(log) == {"kv-chunks/fused": 1}
-    assert all(r.ok for r in kernels.self_test_results())
+    assert all(r.ok for r in fused.self_test_results())
     assert shapes == calls  # query blocks see their causal key prefixes
     for qL, kL in shapes:
         assert 4 * 4 * qL * kL * 64 <= (budget or 1e11)

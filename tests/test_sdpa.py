@@ -295,17 +295,53 @@ def _niah_imports(path) -> set[str]:
 
 
 @pytest.mark.parametrize("package,allowed", [
-    ("sdpa", ("niah.sdpa", "niah.backend", "niah.errors")),
-    ("kernels", ("niah.kernels", "niah.sdpa", "niah.backend", "niah.errors")),
+    ("sdpa", ("niah.sdpa", "niah.kernels", "niah.backend", "niah.errors")),
+    ("kernels", ("niah.kernels", "niah.backend", "niah.errors")),
 ])
 def test_attention_packages_import_nothing_above_them(package, allowed):
-    """niah.sdpa stands on niah.backend and niah.errors only; niah.kernels on those and sdpa
-    (fused kernels reach dispatch as an argument, never by an import back up)."""
+    """niah.kernels is the bottom layer: it stands on niah.backend and niah.errors only. niah.sdpa
+    stands on those and imports niah.kernels downward (niah.sdpa.fused self-tests the kernels
+    against sdpa's reference); nothing imports back up."""
     from pathlib import Path
 
     import niah
 
     folder = Path(niah.__file__).parent / package
-    for path in sorted(folder.rglob("*.py")):
+    files = sorted(folder.rglob("*.py"))
+    assert files
+    for path in files:
         for name in _niah_imports(path):
             assert name.startswith(allowed), f"{path.name} imports {name}"
+
+
+def test_sdpa_uses_the_fused_kernels_without_being_handed_them(monkeypatch):
+    """The public drop-in, dispatch and patched reach niah's fused kernel by themselves (backend
+    reported as CUDA, the kernel's launch replaced by the reference on the CPU)."""
+    from niah.kernels import flash
+    from niah.sdpa import fused
+    from niah.sdpa.reference import attention_with_lse
+    import niah.backend as backend_mod
+
+    launches = []
+
+    def impl(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, backend_name=None,
+             tile=None, splits=None, out_dtype=None, stream=None):
+        launches.append(tile)
+        return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
+                                  causal_shift=causal_shift)
+
+    monkeypatch.setattr(backend_mod, "backend", lambda: "cuda")
+    monkeypatch.setattr(flash, "flash_attention_with_lse", impl)
+    fused.reset()
+    q = mx.random.normal((1, 4, 16, 64)).astype(mx.float16)
+    k = mx.random.normal((1, 2, 600, 64)).astype(mx.float16)
+    try:
+        out = sdpa.scaled_dot_product_attention(q, k, k, scale=0.125, mask="causal", threshold=256)
+        with sdpa.patched("auto", threshold=256) as state:
+            mx.fast.scaled_dot_product_attention(q, k, k, scale=0.125, mask="causal")
+    finally:
+        fused.reset()
+    assert launches and launches[0] is not None  # a self-test, then the calls
+    assert len(launches) == 3 and state.summary() == "kv-chunks/fused"
+    ref, _ = attention_with_lse(q, k, k, scale=0.125, mask="causal")
+    assert mx.abs(out.astype(mx.float32) - ref.astype(mx.float32)).max().item() < 4e-3

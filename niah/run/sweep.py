@@ -84,7 +84,6 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
     warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
     prefill block shape the trials will use, "off" nothing."""
-    from ..kernels import chunk_attention_fn
     from ..sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
@@ -92,8 +91,8 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     sharded = config.shard == "tensor" and world > 1
     session = session or _open_session(config, sharded=sharded)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
-    with patched(config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size,
-                 kernels=chunk_attention_fn) as state:
+    with patched(config.sdpa, threshold=config.chunk_threshold,
+                 chunk_size=config.chunk_size) as state:
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank, state=state)
         writes = not (sharded and rank)
         own_rank = rank if world > 1 and not sharded else None  # writes a file of its own

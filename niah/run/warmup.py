@@ -67,7 +67,7 @@ def _warm_kernels(todo, session, *, route: str, config, progress) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from ..kernels import warm_up
+    from ..sdpa.fused import warm_up
     from ..backend import backend
 
     name = backend()
@@ -89,7 +89,7 @@ def _warm_kernels(todo, session, *, route: str, config, progress) -> None:
                       f"{time.perf_counter() - t0:.1f} s" +
                       (f"; {len(scalar)} use element-wise loads (their vector-load build "
                        "failed: niah sdpa verify shows why)" if scalar else "") +
-                      (f"; {len(bad)} failed, using the reference for them" if bad else ""))
+                      (f"; {len(bad)} failed their self-test: their calls run as stock query blocks where stock computes them exactly, else the reference (the route says which)" if bad else ""))
 
 
 def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) -> None:

@@ -6,6 +6,9 @@ Public API (see ../shared/DESIGN.md):
     attention_with_lse(q, k, v, *, scale, mask=None, sinks=None) -> (out, lse)
     merge_chunks(outs, lses) -> (out, lse)
     patched(route="auto", **options)
+
+Layers: niah.kernels (the fused kernels) sits below this package; niah.sdpa.fused self-tests
+them against the reference here, and dispatch uses them by default (docs/sdpa.md).
 """
 
 from __future__ import annotations

@@ -6,19 +6,20 @@ Routes
 - ``q-split``: queries split into blocks, the stock fused kernel per block, each block evaluated
   on its own: exact, no merge, bounded work per dispatch. With a causal mask each block only
   reads the keys it can see.
-- ``kv-chunks``: keys split into chunks; each chunk gives (out, lse) from a fused kernel of
-  niah's own where the caller supplied one (a KernelSource: niah.kernels sits above this
-  package and is passed in, never imported) and it passed its self-test, else from the
-  plain-ops reference; chunks are
-  merged by a streaming logsumexp merge and evaluated one at a time, so no GPU command buffer
-  spans the whole key range (the macOS watchdog is per command buffer). On Metal the work per
-  call is bounded by a FLOP budget (budget.py: key chunks, query blocks when needed, one launch
-  when it all fits). The route is logged as kv-chunks/fused or kv-chunks/reference, by what ran.
+- ``kv-chunks``: keys split into chunks; each chunk gives (out, lse) from niah's fused kernel
+  (niah.sdpa.fused: niah.kernels, self-tested) where one exists for the call, else from the
+  plain-ops reference; chunks are merged by a streaming logsumexp merge and evaluated one at a
+  time, so no GPU command buffer spans the whole key range (the macOS watchdog is per command
+  buffer). On Metal the work per call is bounded by a FLOP budget (budget.py: key chunks, query
+  blocks when needed, one launch when it all fits). When a kernel exists but a variant the call
+  needs failed its self-test, the call runs as query blocks through stock where stock's own
+  fused kernel serves it (`stock_serves`; blocks sized by the FLOP budget on Metal, each
+  evaluated on its own), else on the reference. The route is logged by what ran:
+  kv-chunks/fused, kv-chunks/q-split-fallback or kv-chunks/reference.
 - ``auto``: stock below the threshold; above it kv-chunks on Metal and CPU (watchdog, and
   bounded memory for the unfused CPU path). On CUDA (no watchdog, fused cuDNN): kv-chunks with
   niah's fused kernel for 2 <= qL <= CUDA_FUSED_MAX_QL, where its split-K launch beats stock
-  (docs/sdpa.md), and only when a kernel was supplied and passed its self-tests; stock
-  otherwise.
+  (docs/sdpa.md), and only when the kernel passed its self-tests; stock otherwise.
 
 Configuration: arguments, then NIAH_SDPA_CHUNK_THRESHOLD / NIAH_SDPA_CHUNK_SIZE /
 NIAH_SDPA_Q_BLOCK / NIAH_SDPA_FLOP_BUDGET, then MLX_SDPA_CHUNK_THRESHOLD / MLX_SDPA_CHUNK_SIZE,
@@ -32,15 +33,14 @@ import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
-
 import mlx.core as mx
 
 from .. import backend as _backend_mod
 from ..errors import NiahError
-from .budget import DEFAULT_FLOP_BUDGET
+from .budget import DEFAULT_FLOP_BUDGET, attention_flops
 from .chunks import (_slice_mask_keys, _slice_mask_rows, fused_calls, kv_chunks,  # noqa: F401
                      kv_route, planned_fused_calls, q_blocks, work_plan)
+from .fused import chunk_attention_fn
 from .merge import Accumulator
 from .reference import quantized_attention_with_lse
 
@@ -49,11 +49,14 @@ DEFAULT_CHUNK_SIZE = 32768
 DEFAULT_Q_BLOCK = 1024
 CUDA_FUSED_MAX_QL = 128
 ROUTES = ("stock", "q-split", "kv-chunks", "auto")
+FALLBACK_LABEL = "kv-chunks/q-split-fallback"  # a failed kernel's calls, run on stock blocks
 
-# Where fused kernels come from: a callable (q=, k=, v=) -> an attention_with_lse-like function
-# (niah.kernels.FusedAttention) or None. niah.kernels sits above this package and supplies it
-# (niah.kernels.chunk_attention_fn), passed in by whoever patches (niah.sdpa.patched(kernels=)).
-KernelSource = Callable[..., Any]
+# Head dims whose calls mx.fast serves with a fused kernel of its own (MLX 0.32's dispatch rules),
+# float16/bfloat16 only: Metal's full attention (more than 8 query rows) and its vector kernel
+# (at most 8 rows, rows x GQA group <= 32); CUDA's cuDNN (D a multiple of 8, at most 128).
+# Elsewhere stock runs unfused ops, no faster than the reference.
+STOCK_FUSED_HEAD_DIMS = {"metal": (64, 80, 128), "metal-vector": (64, 96, 128, 256)}
+STOCK_FUSED_MAX_D_CUDA = 128
 
 # The test override switch: when set, every call takes this route (threshold ignored).
 FORCE_ROUTE: str | None = None
@@ -181,15 +184,11 @@ def _mask_kind(mask) -> int:
 
 
 def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None,
-             q_block: int | None = None, kernels=None):
-    """The fused kernel for this kv_chunks call when it exists and every variant the call will
-    use passed its self-test (run now if not yet run); else None (the reference will run).
+             q_block: int | None = None):
+    """`chunk_fn` (niah's fused kernel for this kv_chunks call) when every variant the call will
+    use passed its self-test (run now if not yet run); else None (it must not serve the call).
 
-    `chunk_fn`: the kernel to use, or None to ask `kernels` (a KernelSource) for one; with
-    neither, None. A `chunk_fn` without a `prepare` method (a test double) is returned as
-    given."""
-    if chunk_fn is None and kernels is not None:
-        chunk_fn = kernels(q=q, k=k, v=v)
+    A `chunk_fn` without a `prepare` method (a test double) is returned as given."""
     if chunk_fn is None or not hasattr(chunk_fn, "prepare"):
         return chunk_fn
     B, Hq, qL, D = q.shape
@@ -219,25 +218,103 @@ def ran_labels(fn, before) -> list[str]:
     return [f"kv-chunks/{kind}" for kind in ("fused", "reference") if ran[kind] > before[kind]]
 
 
+def fallback_q_block(q, k, *, config: ChunkConfig, backend_name: str) -> int:
+    """Query rows per stock call when a failed kernel's call runs on stock: on Metal as many as
+    the FLOP budget per command buffer allows over all keys (at least one), else config.q_block."""
+    B, Hq, qL, D = q.shape
+    if backend_name != "metal":
+        return min(qL, config.q_block)
+    per_row = attention_flops(B=B, Hq=Hq, qL=1, kL=k.shape[2], D=D)
+    return max(1, min(qL, int(config.flop_budget // per_row)))
+
+
+def stock_serves(q, k, v, *, mask, q_block: int, backend_name: str) -> bool:
+    """True when mx.fast runs query blocks of `q_block` rows of this call with a fused kernel of
+    its own (STOCK_FUSED_HEAD_DIMS), so a failed kernel's call can run there, exactly."""
+    D, qL, kL = q.shape[-1], q.shape[2], k.shape[2]
+    if q.dtype not in (mx.float16, mx.bfloat16) or not (q.dtype == k.dtype == v.dtype):
+        return False
+    if D != v.shape[-1] or (isinstance(mask, str) and qL > kL):  # q_split needs keys per row
+        return False
+    if backend_name == "cuda":
+        return D % 8 == 0 and D <= STOCK_FUSED_MAX_D_CUDA
+    if backend_name == "metal":
+        rows = min(q_block, qL)
+        if rows <= 8:
+            return (D in STOCK_FUSED_HEAD_DIMS["metal-vector"]
+                    and rows * (q.shape[1] // k.shape[1]) <= 32)
+        return D in STOCK_FUSED_HEAD_DIMS["metal"]
+    return False
+
+
+def _zero_unseen_rows(out, mask):
+    """Rows an array mask hides from every key give zeros (as the reference does), never NaN."""
+    if mask is None or isinstance(mask, str):
+        return out
+    keep = mask if mask.dtype == mx.bool_ else mask > -mx.inf
+    seen = mx.any(keep, axis=-1, keepdims=True)
+    return mx.where(seen, out, mx.zeros((), dtype=out.dtype))
+
+
+class _Kernel:
+    """niah's fused kernel for one call, looked up and self-tested at most once, when asked."""
+
+    def __init__(self, q, k, v, *, mask, sinks, config: ChunkConfig, chunk_fn=None):
+        self.q, self.k, self.v, self.mask, self.sinks = q, k, v, mask, sinks
+        self.config, self.given = config, chunk_fn
+        self.kernel = self.passed = None
+        self.checked = False
+
+    def serves(self) -> bool:
+        """Whether a kernel exists and passed the self-tests of every variant the call uses."""
+        if not self.checked:
+            q, k, v = self.q, self.k, self.v
+            self.kernel = self.given if self.given is not None else chunk_attention_fn(q=q, k=k, v=v)
+            plan = work_plan(q, k, config=self.config, fused=True)
+            self.passed = fused_fn(q, k, v, mask=self.mask, sinks=self.sinks, chunk_size=plan.chunk,
+                                   q_block=plan.q_block, chunk_fn=self.kernel)
+            self.checked = True
+        return self.passed is not None
+
+    @property
+    def failed(self) -> bool:
+        """A kernel exists for the call but a variant it needs failed its self-test."""
+        return not self.serves() and self.kernel is not None
+
+
+def _kv_chunks(q, k, v, *, scale: float, mask, sinks, config: ChunkConfig, fused: _Kernel,
+               stock, labels: list, **kwargs) -> mx.array:
+    """The kv-chunks route: niah's kernel when it passed, else stock query blocks (a kernel
+    that failed its self-test, where stock serves the call), else the reference."""
+    fused.serves()
+    fn = fused.passed
+    if fused.failed:
+        name = _backend_mod.backend()
+        q_block = fallback_q_block(q, k, config=config, backend_name=name)
+        if stock_serves(q, k, v, mask=mask, q_block=q_block, backend_name=name):
+            labels.append(FALLBACK_LABEL)
+            out = q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=q_block,
+                          stock=stock, **kwargs)
+            return _zero_unseen_rows(out, mask)
+    before = Counter(getattr(fn, "ran", None) or {})
+    out, _ = kv_route(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, chunk_fn=fn)
+    labels.extend(ran_labels(fn, before))
+    return out
+
+
 def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
              config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
-             chunk_fn=None, kernels=None, **kwargs) -> mx.array:
+             chunk_fn=None, **kwargs) -> mx.array:
     """Run attention on the chosen route; `log` counts the routes taken, kv-chunks named by
-    what ran in its chunks (kv-chunks/fused or kv-chunks/reference).
+    what ran (kv-chunks/fused, kv-chunks/q-split-fallback or kv-chunks/reference).
 
-    `kernels`: a KernelSource for niah's fused kernels (None: key chunks run the plain-ops
-    reference, and CUDA's auto route stays on stock); `chunk_fn` fixes the kernel instead."""
+    Key chunks use niah's fused kernel (niah.sdpa.fused.chunk_attention_fn) where one exists;
+    `chunk_fn` fixes the kernel instead (tests inject failing variants this way)."""
     config = config or resolve_config()
-    found = []
-
-    def fused_ok() -> bool:
-        plan = work_plan(q, k, config=config, fused=True)
-        found.append(fused_fn(q, k, v, mask=mask, sinks=sinks, chunk_size=plan.chunk,
-                              q_block=plan.q_block, chunk_fn=chunk_fn, kernels=kernels))
-        return found[-1] is not None
-
-    name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config, fused_ok=fused_ok)
     stock = stock or STOCK_SDPA
+    fused = _Kernel(q, k, v, mask=mask, sinks=sinks, config=config, chunk_fn=chunk_fn)
+    name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config,
+                        fused_ok=fused.serves)
     if name in ("stock", "q-split"):
         if log is not None:
             log[name] += 1
@@ -245,13 +322,11 @@ def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto
             return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
         return q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=config.q_block,
                        stock=stock, **kwargs)
-    if not found:
-        fused_ok()
-    fn = found[-1]
-    before = Counter(getattr(fn, "ran", None) or {})
-    out, _ = kv_route(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, chunk_fn=fn)
+    labels = []
+    out = _kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, fused=fused,
+                     stock=stock, labels=labels, **kwargs)
     if log is not None:
-        for label in ran_labels(fn, before):
+        for label in labels:
             log[label] += 1
     return out
 
@@ -259,10 +334,8 @@ def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto
 def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None,
                                  chunk_size: int | None = None, threshold: int | None = None,
                                  stream=None) -> mx.array:
-    """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold.
-
-    Its key chunks run the plain-ops reference: niah's fused kernels come in through
-    `patched(kernels=...)` or `dispatch(kernels=...)`."""
+    """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold
+    (key chunks through niah's self-tested fused kernel where one exists)."""
     config = resolve_config(threshold=threshold, chunk_size=chunk_size)
     extra = {"stream": stream} if stream is not None else {}
     return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, **extra)

@@ -32,11 +32,9 @@ class PatchState:
 
 @contextlib.contextmanager
 def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: int | None = None,
-            q_block: int | None = None, kernels=None):
-    """Context manager: route every SDPA call through niah.sdpa.dispatch.
-
-    `kernels`: where fused kernels come from (dispatch.KernelSource, e.g.
-    niah.kernels.chunk_attention_fn); None: key chunks run the plain-ops reference."""
+            q_block: int | None = None):
+    """Context manager: route every SDPA call through niah.sdpa.dispatch (key chunks through
+    niah's self-tested fused kernel where one exists)."""
     if route not in ("auto", "stock", "chunked", "kv-chunks", "q-split"):
         raise ValueError(f"unknown route {route!r}: use auto, stock, chunked, kv-chunks or q-split")
     config = resolve_config(threshold=threshold, chunk_size=chunk_size, q_block=q_block)
@@ -45,8 +43,7 @@ def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: in
 
     def routed(q, k, v, *, scale, mask=None, sinks=None, **kwargs):
         return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, route=route,
-                        config=config, log=state.routes, stock=original, kernels=kernels,
-                        **kwargs)
+                        config=config, log=state.routes, stock=original, **kwargs)
 
     base = None
     try:

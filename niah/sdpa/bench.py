@@ -5,6 +5,8 @@ at kL 64K-256K causal, and qL 16 at 256K. Prints a Markdown table of ms, TFLOP/s
 read for decode) and the ratio to stock (higher is better: stock_ms / route_ms); kv-chunks is
 labelled by what its chunks ran (kv-chunks/fused or kv-chunks/reference). Packaged so that the
 command works from an installed wheel; benchmarks/sdpa.py is the same table from a checkout.
+The kv-chunks row times the kernel route itself: a kernel that failed its self-test shows as
+kv-chunks/reference here, whatever fallback dispatch would take.
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ def _shape_rows(shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_
     """One table row per route (stock first) for one shape."""
     import mlx.core as mx
 
-    from ..sdpa.dispatch import STOCK_SDPA, ChunkConfig, fused_fn, kv_route, q_split, ran_labels
-    from ..sdpa.dispatch import work_plan
-    from . import chunk_attention_fn
+    from .dispatch import (STOCK_SDPA, ChunkConfig, fused_fn, kv_route, q_split, ran_labels,
+                           work_plan)
+    from .fused import chunk_attention_fn
 
     mx.random.seed(0)
     q = mx.random.normal((1, shapes.Hq, shape.qL, shapes.D)).astype(dtype)
