@@ -163,7 +163,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     mode = warm_up_mode(warm_up, _backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
-    session = session or _open_session(config, sharded=sharded)
+    session = session or _open_session(config, sharded=sharded, progress=progress)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     route = _patch_route(config.sdpa)
     with patched(route, threshold=config.chunk_threshold, chunk_size=config.chunk_size) as state:
@@ -216,8 +216,8 @@ def _backend_name() -> str:
     return backend()
 
 
-def _open_session(config: RunConfig, *, sharded: bool):
-    from .model import ModelSession
+def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):
+    from .model import ModelSession, progress_notes
 
     group = None
     if sharded:
@@ -225,7 +225,7 @@ def _open_session(config: RunConfig, *, sharded: bool):
 
         group = mx.distributed.init()
     return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
-                        rope_scaling=config.rope_scaling)
+                        rope_scaling=config.rope_scaling, on_progress=progress_notes(progress.note))
 
 
 def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state) -> _Run:
@@ -241,8 +241,9 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, route, state
         raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
                         f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
     if getattr(info, "load_s", 0):
-        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
-                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
+        cached = f", weight cache {info.weight_cache}" if getattr(info, "weight_cache", "") else ""
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}"
+                      f"{cached}, peak {info.load_peak_bytes / 2**30:.2f} GiB)")
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro)
