@@ -44,6 +44,9 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
 sdpa_app = typer.Typer(cls=_Group, no_args_is_help=True,
                        help="niah's chunked SDPA: verify and benchmark.")
 app.add_typer(sdpa_app, name="sdpa")
+cache_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                        help="niah's cache folder: converted GGUF weights, file digests.")
+app.add_typer(cache_app, name="cache")
 
 P_PROMPT, P_RUN, P_SDPA, P_KV, P_OUT = "Prompt", "Running", "Attention", "KV cache", "Output and gating"
 
@@ -554,6 +557,23 @@ def sdpa_bench(
         _fail(NiahError("benchmarks/sdpa.py is not installed with this package: run it from a source checkout"))
     sys.argv = [str(script)] + (["--quick"] if quick else [])
     runpy.run_path(str(script), run_name="__main__")
+
+
+@cache_app.command("info", cls=_Command)
+def cache_info():
+    """Print the cache folder and its size (NIAH_CACHE_DIR moves it)."""
+    from .user_cache import describe
+
+    typer.echo(f"cache: {describe()}")
+
+
+@cache_app.command("clear", cls=_Command)
+def cache_clear():
+    """Delete everything in the cache folder (converted weights are rebuilt when needed)."""
+    from .user_cache import cache_root, clear
+
+    freed = clear()
+    typer.echo(f"cleared {cache_root()} ({freed / 1024 ** 2:.1f} MiB freed)")
 
 
 def main() -> None:

@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .user_cache import cache_root, enabled
+from .user_cache import DIGESTS, cache_root, enabled
 
-DB_NAME = "digests.sqlite3"
+DB_NAME = DIGESTS
 MIN_BYTES = 1024 ** 2
-RACY_S = 2.0
+RACY_S = RACY_S_DEFAULT = 2.0
 _TIMEOUT_S = 10.0
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
            "mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, digest TEXT)")

@@ -2,9 +2,10 @@
 
 The folder is NIAH_CACHE_DIR when set, else $XDG_CACHE_HOME/niah, else ~/.cache/niah. It holds
 things niah can always rebuild: converted GGUF weights (niah.gguf.cache, under weights/) and
-remembered file digests (niah.digest_store, digests.sqlite3). Deleting it is always safe; a
+remembered file digests (niah.digest_store, digests.sqlite3). Deleting them is always safe; a
 run then converts and hashes again. `niah cache info` / `niah cache clear` and `niah doctor`
-use this module.
+use this module; they count and delete only the entries named in PARTS, never anything else
+a mistyped NIAH_CACHE_DIR may point at.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+WEIGHTS = "weights"                 # niah.gguf.cache's entries
+DIGESTS = "digests.sqlite3"         # niah.digest_store's database
+PARTS = (WEIGHTS, DIGESTS, f"{DIGESTS}-journal", f"{DIGESTS}-wal", f"{DIGESTS}-shm")
 
 
 def cache_root() -> Path:
@@ -30,8 +35,10 @@ def enabled(variable: str) -> bool:
 
 
 def folder_bytes(path: Path) -> int:
-    """Bytes of every file under `path` (0 when it does not exist); files vanishing while
-    counted (another process clearing or replacing an entry) are skipped."""
+    """Bytes of a file, or of every file under a folder (0 when it does not exist); files
+    vanishing while counted (another process replacing an entry) are skipped."""
+    if path.is_file():
+        return path.stat().st_size
     total = 0
     for dirpath, _, files in os.walk(path):
         for name in files:
@@ -42,22 +49,27 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
-def describe(root: Path | None = None) -> str:
-    """e.g. '/home/u/.cache/niah (1.6 GiB)': the folder and its size."""
+def cache_bytes(root: Path | None = None) -> int:
     root = root or cache_root()
-    size = folder_bytes(root)
+    return sum(folder_bytes(root / part) for part in PARTS)
+
+
+def describe(root: Path | None = None) -> str:
+    """e.g. '/home/u/.cache/niah (1.6 GiB)': the folder and the size of niah's entries."""
+    root = root or cache_root()
+    size = cache_bytes(root)
     shown = f"{size / 1024 ** 3:.1f} GiB" if size >= 1024 ** 3 else f"{size / 1024 ** 2:.1f} MiB"
     return f"{root} ({shown})"
 
 
 def clear(root: Path | None = None) -> int:
-    """Remove everything in the cache folder; returns the bytes it held."""
+    """Delete niah's entries (PARTS) in the cache folder; returns the bytes they held."""
     root = root or cache_root()
-    size = folder_bytes(root)
-    if root.is_dir():
-        for child in root.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+    size = cache_bytes(root)
+    for part in PARTS:
+        path = root / part
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
     return size

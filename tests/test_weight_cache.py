@@ -296,3 +296,57 @@ def test_two_processes_writing_one_entry(kquant, cache_dir, tmp_path, monkeypatc
     hit = read_gguf(kquant)
     assert hit.cache == "hit"
     _same(hit, fresh)
+
+
+def test_cache_info_and_clear_touch_only_niah_entries(kquant, cache_dir):
+    from typer.testing import CliRunner
+
+    from niah.cli import app
+
+    read_gguf(kquant)
+    (cache_dir / "unrelated.txt").write_text("not niah's")
+    info = CliRunner().invoke(app, ["cache", "info"])
+    assert info.exit_code == 0 and str(cache_dir) in info.output and "(0.0 MiB)" not in info.output
+    cleared = CliRunner().invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and "freed" in cleared.output
+    assert not _entries(cache_dir) and (cache_dir / "unrelated.txt").is_file()
+    assert "(0.0 MiB)" in CliRunner().invoke(app, ["cache", "info"]).output
+    assert read_gguf(kquant).cache == "stored"
+
+
+def test_progress_notes_wait_then_throttle_then_finish():
+    from niah.model import progress_notes
+
+    now, lines = [0.0], []
+    cb = progress_notes(lines.append, quiet_s=2.0, every_s=5.0, clock=lambda: now[0])
+    for t, done in ((0.5, 1), (1.9, 2), (2.1, 3), (4.0, 4), (7.2, 5), (7.3, 6)):
+        now[0] = t
+        cb(done, 6, "converting weights")
+    assert lines == ["converting weights: 3/6 (2 s)", "converting weights: 5/6 (7 s)",
+                     "converting weights: 6/6 (7 s)"]
+    quick, now[0] = [], 0.0
+    cb = progress_notes(quick.append, clock=lambda: now[0])
+    cb(1, 1, "converting weights")
+    assert quick == []  # a load shorter than quiet_s prints nothing
+
+
+def test_a_run_shows_conversion_progress_through_its_notes(kquant, cache_dir, monkeypatch):
+    """runner -> ModelSession -> load_gguf_model -> read_gguf carries on_progress; here with
+    no quiet period, so the tiny model's conversion prints."""
+    from niah import model, runner
+    from niah.config import RunConfig
+
+    monkeypatch.setattr(model, "progress_notes",
+                        lambda note: (lambda done, total, what: note(f"{what}: {done}/{total}")))
+
+    class Notes(runner.Progress):
+        lines: list = []
+
+        def note(self, text):
+            self.lines.append(text)
+
+    notes = Notes()
+    session = runner._open_session(RunConfig(model=str(kquant)), sharded=False, progress=notes)
+    total = len(gguf_read.parse_header(kquant).tensors)
+    assert notes.lines[-1] == f"converting weights: {total}/{total}"
+    assert session.info.weight_cache == "stored"

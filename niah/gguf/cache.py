@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..identity import file_digest
 from ..digest_store import remember
-from ..user_cache import cache_root, enabled
+from ..user_cache import WEIGHTS, cache_root, enabled
 
 FORMAT = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -45,7 +45,7 @@ class Entry:
 
 
 def weights_dir() -> Path:
-    return cache_root() / "weights"
+    return cache_root() / WEIGHTS
 
 
 def cache_enabled() -> bool:
