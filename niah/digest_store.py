@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .user_cache import DIGESTS, cache_root, enabled
 

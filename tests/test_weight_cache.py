@@ -22,10 +22,10 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from niah.gguf import cache as weight_cache  # noqa: E402
-from niah.gguf import read as gguf_read  # noqa: E402
-from niah.gguf.header import GGML_TYPES  # noqa: E402
-from niah.gguf.read import read_gguf  # noqa: E402
+from niah.gguf import cache as weight_cache
+from niah.gguf import read as gguf_read
+from niah.gguf.header import GGML_TYPES
+from niah.gguf.read import read_gguf
 
 VOCAB = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(c) for c in range(97, 123)] + ["ab"]
 TYPE_IDS = {name: tid for tid, (name, _, _) in GGML_TYPES.items()}
@@ -340,7 +340,8 @@ def test_a_run_shows_conversion_progress_through_its_notes(kquant, cache_dir, mo
                         lambda note: (lambda done, total, what: note(f"{what}: {done}/{total}")))
 
     class Notes(runner.Progress):
-        lines: list = []
+        def __init__(self):
+            self.lines = []
 
         def note(self, text):
             self.lines.append(text)

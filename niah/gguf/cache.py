@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..identity import file_digest
 from ..digest_store import remember
+from ..identity import file_digest
 from ..user_cache import WEIGHTS, cache_root, enabled
 
 FORMAT = 1
@@ -89,7 +89,7 @@ def _load(folder: Path, manifest: dict) -> Entry | None:
 
     try:
         tensors = mx.load(str(folder / WEIGHTS_FILE))
-    except Exception:  # mlx raises plain exceptions for damaged files
+    except Exception:  # noqa: BLE001 - mlx raises plain exceptions for damaged files
         return None
     if sorted(tensors) != sorted(manifest.get("tensors", [])):
         return None

@@ -4,8 +4,7 @@ The same arithmetic as the gguf package's numpy dequantizers (float16 scales wid
 float32, then float32 multiplies and subtracts in the same order), so the results are equal
 bit for bit on the CPU backend (tests/test_weight_cache.py holds each type against gguf on
 random blocks). Types without an MLX version here return None from `dequantize`: the caller
-then uses gguf's numpy code. Which of the two is faster was measured with
-benchmarks/gguf_dequant.py; see docs for the numbers.
+then uses gguf's numpy code. benchmarks/gguf_load.py times both side by side.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def _q5_0(raw):
 def _q8_0(raw):
     import mlx.core as mx
 
-    b, n = _u8(raw, 34)
+    b, _ = _u8(raw, 34)
     return b[:, 2:].view(mx.int8).astype(mx.float32) * _f16(b[:, 0:2])
 
 
