@@ -75,6 +75,9 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
 sdpa_app = typer.Typer(cls=_Group, no_args_is_help=True,
                        help="niah's chunked SDPA: verify and benchmark.")
 app.add_typer(sdpa_app, name="sdpa")
+cache_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                        help="niah's cache folder: converted GGUF weights, file digests.")
+app.add_typer(cache_app, name="cache")
 
 def _fail(exc: NiahError) -> None:
     typer.echo(f"error: {exc}", err=True)
@@ -475,6 +478,23 @@ def sdpa_bench(
     from .sdpa.bench import run_bench
 
     run_bench(quick=quick, echo=typer.echo)
+
+
+@cache_app.command("info", cls=_Command)
+def cache_info():
+    """Print the cache folder and its size (NIAH_CACHE_DIR moves it)."""
+    from .user_cache import describe
+
+    typer.echo(f"cache: {describe()}")
+
+
+@cache_app.command("clear", cls=_Command)
+def cache_clear():
+    """Delete everything in the cache folder (converted weights are rebuilt when needed)."""
+    from .user_cache import cache_root, clear
+
+    freed = clear()
+    typer.echo(f"cleared {cache_root()} ({freed / 1024 ** 2:.1f} MiB freed)")
 
 
 def main() -> None:

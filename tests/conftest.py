@@ -40,6 +40,18 @@ def pytest_configure(config):
 from niah.config import default_model_path  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_folder_in_tmp(tmp_path_factory):
+    """niah's cache folder (converted weights, file digests) in tmp, never the user's."""
+    old = os.environ.get("NIAH_CACHE_DIR")
+    os.environ["NIAH_CACHE_DIR"] = str(tmp_path_factory.mktemp("niah-cache"))
+    yield
+    if old is None:
+        os.environ.pop("NIAH_CACHE_DIR", None)
+    else:
+        os.environ["NIAH_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> str:
     path = default_model_path()

@@ -1,9 +1,11 @@
 """GGUF files (llama.cpp's format) as mlx-lm models, without torch or the hub.
 
 header: the metadata and tensor table, checked against the file. read: the tensors as MLX
-arrays in a weight mode (QUANT_MODES), and the file digest. tokenizer: a transformers fast
-tokenizer from the metadata. archs: one module per architecture, picked from one table.
-load: GGUF -> (mlx-lm model, tokenizer, GGUFInfo). convert: `niah convert`, an mlx-lm folder.
+arrays in a weight mode (QUANT_MODES), and the file digest. dequant: GGML blocks to float32
+with MLX ops. cache: converted weights kept on disk, so a file is converted once. tokenizer:
+a transformers fast tokenizer from the metadata. archs: one module per architecture, picked
+from one table. load: GGUF -> (mlx-lm model, tokenizer, GGUFInfo). convert: `niah convert`,
+an mlx-lm folder.
 """
 
 from .archs import SUPPORTED_ARCHS

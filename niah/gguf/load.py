@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import NiahError
 from .archs import SUPPORTED_ARCHS, get_architecture
 from .header import scalar
-from .read import DEFAULT_QUANT, file_digest, read_gguf
+from .read import DEFAULT_QUANT, read_gguf
 from .tokenizer import build_tokenizer
 
 
@@ -35,6 +35,7 @@ class GGUFInfo:
     weights: str = ""              # "native", "q8/g64", "q4/g64" or "f16"
     quant_types: str = ""          # the file's tensor types, e.g. "F32,Q4_K,Q5_0,Q6_K,Q8_0"
     rope_scaling: dict | None = None
+    weight_cache: str = ""         # niah.gguf.read.RawGGUF.cache: "hit", "stored", ... or ""
 
 
 def _architecture(arch):
@@ -171,16 +172,17 @@ def _load_weights(model, mapped: dict, *, path: Path, model_type: str) -> None:
 
 
 def load_gguf_model(path: str | Path, *, quant: str = DEFAULT_QUANT,
-                    rope_scaling: dict | None | str = "model"):
+                    rope_scaling: dict | None | str = "model", on_progress=None):
     """Load (model, hf_tokenizer, info) from a GGUF file.
 
     quant: see niah.gguf.read.QUANT_MODES. rope_scaling: "model" keeps the file's own
     setting; None removes it; a dict (mlx-lm's rope_scaling) replaces it.
+    on_progress(done, total, what): called while tensors are converted (read_gguf).
     """
     import mlx.core as mx
 
     path = Path(path)
-    raw = read_gguf(path, quant=quant)
+    raw = read_gguf(path, quant=quant, on_progress=on_progress)
     arch = scalar(raw.meta, "general.architecture")
     args = model_args(raw.meta)
     if rope_scaling != "model":
@@ -199,9 +201,10 @@ def load_gguf_model(path: str | Path, *, quant: str = DEFAULT_QUANT,
         n_kv_heads=int(args["num_key_value_heads"]),
         head_dim=int(args["head_dim"]),
         name=str(scalar(raw.meta, "general.name", path.stem)),
-        digest=file_digest(path),
+        digest=raw.digest,
         weights=raw.weights,
         quant_types=",".join(sorted(raw.types)),
         rope_scaling=args["rope_scaling"],
+        weight_cache=raw.cache,
     )
     return model, tokenizer, info

@@ -2,15 +2,21 @@
 
 Two readers, one result. `mx.load` reads F32/F16/Q4_0/Q4_1/Q8_0 directly (the quantized ones
 as MLX affine triples, group size 32, bit-exact); files holding any other type (the K-quants
-Q4_K/Q5_K/Q6_K, Q5_0, ...) are read with the `gguf` package, which dequantizes every block in
-numpy. The weights then become what the user chose (`QUANT_MODES`):
+Q4_K/Q5_K/Q6_K, Q5_0, ...) are read block by block and every tensor dequantized to float32.
+The weights then become what the user chose (`QUANT_MODES`):
 
 - ``auto``: keep an mx.load-readable file exactly as stored; otherwise 8-bit, group 64.
 - ``q8`` / ``q4``: every 2-D weight re-quantized to MLX 8- or 4-bit affine, group 64.
 - ``f16``: every 2-D weight in float16.
 
 One-dimensional tensors (norms, biases) stay float32 in every mode, as `mx.load` gives them.
-The file's identity is niah.identity's digest (sha256), memoised per (path, size, mtime).
+The file's identity is niah.identity's digest (sha256; an unchanged file is not hashed again).
+
+A file that needs converting (a type mx.load cannot read, or a mode other than ``auto``) is
+converted once: the result is kept in the weight cache (niah.gguf.cache) under `cache_key`,
+and later reads load it from there. The K-quants and Q5_0/Q8_0 are dequantized with MLX ops
+(niah.gguf.dequant, equal to gguf's numpy results; F32/F16 too), other types with gguf's
+numpy code, so only those need the gguf package.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NiahError
-from ..identity import file_digest  # noqa: F401 - re-exported: the GGUF's digest
+from ..identity import file_digest
+from . import cache as weight_cache
+from .dequant import dequantize as mlx_dequantize
 from .header import check_layout, parse_header
 
 NATIVE_TYPES = frozenset({"F32", "F16", "Q4_0", "Q4_1", "Q8_0"})
@@ -28,6 +36,9 @@ DEFAULT_QUANT = "auto"
 QUANT_GROUP_SIZE = 64
 NATIVE_GROUP_SIZE = 32
 GGUF_PACKAGE = "gguf==0.19.0"
+# Bump when the conversion's output changes for the same file and mode: it is part of the
+# weight cache's key, so entries written by an older conversion are never read again.
+CONVERSION_VERSION = 1
 
 
 @dataclass
@@ -40,6 +51,9 @@ class RawGGUF:
     quantized: dict = field(default_factory=dict)
     types: dict = field(default_factory=dict)      # GGUF type name -> tensor count
     weights: str = ""                              # e.g. "native", "q8/g64", "f16"
+    digest: str = ""                               # the file's digest (niah.identity)
+    cache: str = ""    # weight cache: "hit", "stored", "rebuilt" (a corrupt entry replaced),
+                       # "unwritable", "off"; "" when nothing was converted
 
 
 def _check_file(path: Path) -> None:
@@ -51,8 +65,10 @@ def _check_file(path: Path) -> None:
                             "file from llama.cpp or the hub")
 
 
-def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT) -> RawGGUF:
-    """Tensors and metadata of `path`, with weights in the `quant` mode (see the module doc)."""
+def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None) -> RawGGUF:
+    """Tensors and metadata of `path`, with weights in the `quant` mode (see the module doc).
+
+    on_progress(done, total, what), when given, is called as tensors are converted."""
     if quant not in QUANT_MODES:
         raise NiahError(f"unknown --gguf-quant {quant!r}: use one of {', '.join(QUANT_MODES)}")
     path = Path(path)
@@ -62,11 +78,64 @@ def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT) -> RawGGUF:
     types = {}
     for t in header.tensors:
         types[t.type_name] = types.get(t.type_name, 0) + 1
-    if not set(types) <= NATIVE_TYPES:
-        return _read_with_gguf(path, header, quant="q8" if quant == "auto" else quant, types=types)
+    native = set(types) <= NATIVE_TYPES
+    digest = file_digest(path)
+    if native and quant == "auto":
+        raw = _read_with_mx(path, types=types)
+        raw.digest = digest
+        return raw
+    mode = "q8" if quant == "auto" else quant
+    if not weight_cache.cache_enabled():
+        raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
+        raw.digest, raw.cache = digest, "off"
+        return raw
+    return _read_cached(path, header, native=native, mode=mode, types=types, digest=digest,
+                        on_progress=on_progress)
+
+
+def cache_key(*, digest: str, weights: str) -> str:
+    """The weight cache key: what decides the converted values (the file, the mode, this
+    conversion's version, the MLX and gguf versions, the device that computed them)."""
+    import hashlib
+    import importlib.metadata as md
+    import json
+
+    import mlx.core as mx
+
+    try:
+        gguf_version = md.version("gguf")
+    except md.PackageNotFoundError:
+        gguf_version = "none"
+    parts = {"digest": digest, "weights": weights, "conversion": CONVERSION_VERSION,
+             "mlx": mx.__version__, "gguf": gguf_version, "device": str(mx.default_device())}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _read_cached(path: Path, header, *, native: bool, mode: str, types: dict, digest: str,
+                 on_progress) -> RawGGUF:
+    key = cache_key(digest=digest, weights=_mode_name(mode))
+    entry, status = weight_cache.lookup(key)
+    if entry is not None:
+        return RawGGUF(tensors=entry.tensors, meta=header.meta, quantized=entry.quantized,
+                       types=types, weights=_mode_name(mode), digest=digest, cache="hit")
+    raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
+    stored = weight_cache.store(key, weight_cache.Entry(raw.tensors, raw.quantized),
+                                source={"file": path.name, "digest": digest,
+                                        "weights": raw.weights})
+    raw.digest = digest
+    raw.cache = "unwritable" if stored == "unwritable" else (
+        "rebuilt" if status == "corrupt" else "stored")
+    return raw
+
+
+def _convert(path: Path, header, *, native: bool, mode: str, types: dict,
+             on_progress) -> RawGGUF:
+    """Read and convert to `mode` (q8/q4/f16): no cache involved."""
+    if not native:
+        return _read_with_gguf(path, header, quant=mode, types=types, on_progress=on_progress)
     raw = _read_with_mx(path, types=types)
-    if quant != "auto":
-        _requantize(raw, quant)
+    raw.meta = header.meta  # the same metadata a cache hit returns
+    _requantize(raw, mode)
     return raw
 
 
@@ -122,33 +191,61 @@ def _store(raw: RawGGUF, name: str, w, quant: str) -> None:
     raw.quantized[base] = (QUANT_GROUP_SIZE, bits)
 
 
-def _read_with_gguf(path: Path, header, *, quant: str, types: dict) -> RawGGUF:
+def _gguf_dequantizer(path: Path, types: dict):
+    """gguf's numpy dequantize, for the types niah.gguf.dequant does not cover."""
+    try:
+        from gguf.quants import dequantize
+    except ImportError:
+        raise NiahError(f"GGUF {path.name!r} holds {', '.join(sorted(set(types) - NATIVE_TYPES))} "
+                        f"tensors, which need the gguf package: pip install {GGUF_PACKAGE}") from None
+    return dequantize
+
+
+def _dequantize(t, data, *, path: Path, types: dict):
+    """One tensor as a float32 MLX array of its shape: MLX ops where niah.gguf.dequant has
+    the type, else gguf's numpy code."""
     import importlib.metadata as md
 
     import mlx.core as mx
     import numpy as np
 
     try:
+        blocks = t.raw(data)
+        arr = mlx_dequantize(blocks, t.type_name, t.shape)
+        if arr is not None:
+            return arr
+        dequantize = _gguf_dequantizer(path, types)
         from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
-    except ImportError:
-        raise NiahError(f"GGUF {path.name!r} holds {', '.join(sorted(set(types) - NATIVE_TYPES))} "
-                        f"tensors, which need the gguf package: pip install {GGUF_PACKAGE}") from None
+
+        values = dequantize(blocks, GGMLQuantizationType(t.type_id))
+    except (NotImplementedError, KeyError, ValueError) as exc:
+        try:
+            version = f"gguf {md.version('gguf')}"
+        except md.PackageNotFoundError:
+            version = "the gguf package"
+        raise NiahError(f"GGUF tensor {t.name!r} has quant type {t.type_name}, which neither "
+                        f"mx.load nor {version} can read ({type(exc).__name__}): re-quantize "
+                        "the file, e.g. to Q8_0 or Q4_K_M with llama-quantize") from None
+    return mx.array(np.ascontiguousarray(values.reshape(t.shape), dtype=np.float32))
+
+
+def _read_with_gguf(path: Path, header, *, quant: str, types: dict,
+                    on_progress=None) -> RawGGUF:
+    """Every tensor dequantized from its GGML blocks, weights stored in the `quant` mode."""
+    import mlx.core as mx
+    import numpy as np
+
     raw = RawGGUF(tensors={}, meta=header.meta, types=types, weights=_mode_name(quant))
     data = np.memmap(path, dtype=np.uint8, mode="r")
-    for t in header.tensors:
-        try:
-            qtype = GGMLQuantizationType(t.type_id)
-            values = dequantize(t.raw(data), qtype)
-        except (NotImplementedError, KeyError, ValueError) as exc:
-            raise NiahError(f"GGUF tensor {t.name!r} has quant type {t.type_name}, which neither "
-                            f"mx.load nor gguf {md.version('gguf')} can read "
-                            f"({type(exc).__name__}): re-quantize the file, e.g. to Q8_0 or "
-                            "Q4_K_M with llama-quantize") from None
-        arr = mx.array(np.ascontiguousarray(values.reshape(t.shape), dtype=np.float32))
+    total = len(header.tensors)
+    for done, t in enumerate(header.tensors, 1):
+        arr = _dequantize(t, data, path=path, types=types)
+        mx.eval(arr)
         if arr.ndim == 2 and t.name.endswith(".weight"):
             _store(raw, t.name, arr, quant)
         else:
             raw.tensors[t.name] = arr
+        if on_progress is not None:
+            on_progress(done, total, "converting weights")
     del data
     return raw

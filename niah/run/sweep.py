@@ -89,7 +89,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     mode = warm_up_mode(warm_up, _backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
-    session = session or _open_session(config, sharded=sharded)
+    session = session or _open_session(config, sharded=sharded, progress=progress)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(config.sdpa, threshold=config.chunk_threshold,
                  chunk_size=config.chunk_size) as state:
@@ -147,8 +147,8 @@ def _backend_name() -> str:
     return backend()
 
 
-def _open_session(config: RunConfig, *, sharded: bool):
-    from ..model import ModelSession
+def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):
+    from ..model import ModelSession, progress_notes
 
     group = None
     if sharded:
@@ -156,7 +156,8 @@ def _open_session(config: RunConfig, *, sharded: bool):
 
         group = mx.distributed.init()
     return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
-                        rope_scaling=config.rope_scaling)
+                        rope_scaling=config.rope_scaling,
+                        on_progress=progress_notes(progress.note))
 
 
 def _check_session(config: RunConfig, session, progress) -> None:
@@ -169,8 +170,9 @@ def _check_session(config: RunConfig, session, progress) -> None:
     if any(config.kv_bits):  # the quantized cache groups along the head: a group must divide it
         check_kv_group_size(config.kv_group_size, head_dim=info.head_dim)
     if getattr(info, "load_s", 0):
-        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}, "
-                      f"peak {info.load_peak_bytes / 2**30:.2f} GiB)")
+        cached = f", weight cache {info.weight_cache}" if getattr(info, "weight_cache", "") else ""
+        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}"
+                      f"{cached}, peak {info.load_peak_bytes / 2**30:.2f} GiB)")
 
 
 def _check_task(config: RunConfig, builder: PromptBuilder) -> None:
