@@ -153,16 +153,24 @@ class WordList:
         return plan
 
     def minimum_body(self, tokenizer) -> int:
-        """The fewest body tokens this list can be made in (found by doubling)."""
-        n = RESERVE
-        while True:
+        """The fewest body tokens this list can be made in (doubling, then bisection)."""
+        def fits(n: int) -> bool:
             try:
                 self.body(tokenizer, budget=n)
-                return n
+                return True
             except NiahError:
-                n *= 2
-                if n > 1 << 22:
-                    raise
+                return False
+
+        hi = RESERVE
+        while not fits(hi):
+            if hi > 1 << 22:
+                raise NiahError("no context holds this word list: report this as a bug")
+            hi *= 2
+        lo = hi // 2          # does not fit (or is RESERVE / 2)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        return hi
 
 
 class _Costs:
