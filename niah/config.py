@@ -148,4 +148,5 @@ class RunConfig:
 
 
 _TASK_DEFAULTS = {"task": DEFAULT_TASK, "needles": 1, "keys": ()}
-KEYED_TASKS = tuple(name for name, row in _TASK_ROWS.items() if row.get("keys", 0))  # rows with keys
+KEYED_TASKS = tuple(name for name, row in _TASK_ROWS.items()  # rows whose needles name a key
+                    if row.get("keys", 0) or "{key}" in str(row.get("needle", "")))

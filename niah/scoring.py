@@ -140,7 +140,7 @@ class TaskScore:
 
 
 def score_values(response: str, *, values: Sequence[str], targets: Sequence[bool],
-                 kind: str) -> TaskScore:
+                 kind: str, **_) -> TaskScore:
     """Rule ``values``: the targets' values scored together by `judge`; a needle that is not a
     target (a distractor) counts as found when the answer offers its value, a wrong answer."""
     j = judge(response, [v for v, t in zip(values, targets) if t], kind=kind)
@@ -149,5 +149,51 @@ def score_values(response: str, *, values: Sequence[str], targets: Sequence[bool
     return TaskScore(j.verdict, j.score, found)
 
 
-# name (a task row's "scoring") -> rule(response, *, values, targets, kind) -> TaskScore
-SCORING_RULES: dict[str, Callable[..., TaskScore]] = {"values": score_values}
+_WORD = re.compile(r"[a-z]+")
+_NAME = re.compile(r"(?<![A-Za-z])[A-Z]{5}(?![A-Za-z])")
+
+
+def _listed(response: str, *, expected: Sequence[str], known: set[str]) -> tuple[str, tuple[str, ...]]:
+    """(scored text, distinct known words it names in order), thinking set aside as `judge`."""
+    text = answer_text(response or "", kind="text", expected=tuple(expected))
+    return text, tuple(dict.fromkeys(w for w in _WORD.findall(text) if w in known))
+
+
+def _fraction(expected: Sequence[str], offered: tuple[str, ...], text: str) -> tuple[str, float]:
+    if not text.strip():
+        return NULL, 0.0
+    hits = sum(e in offered for e in expected)
+    score = hits / max(len(expected), len(offered))
+    return (PASS if score == 1.0 else FAIL), score
+
+
+def score_names(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
+                keys: Sequence[str | None] = (), **_) -> TaskScore:
+    """Rule ``names`` (variable tracking): the target chain's variable names (`keys` of the
+    target needles) found as whole words, over the larger of their number and the distinct
+    names offered: a distractor chain's name, or a made-up name of the same form (five
+    capitals), counts wrong."""
+    names = [k.lower() for k in keys]
+    expected = list(dict.fromkeys(k for k, t in zip(names, targets) if t))
+    text, offered = _listed(response, expected=expected, known=set(names))
+    raw = _THINK_BLOCK.sub(" ", unicodedata.normalize("NFKC", response or ""))
+    offered = tuple(dict.fromkeys(offered + tuple(m.lower() for m in _NAME.findall(raw))))
+    verdict, score = _fraction(expected, offered, text)
+    return TaskScore(verdict, score, tuple(k in offered for k in names))
+
+
+def score_words(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
+                vocabulary: frozenset[str] = frozenset(), **_) -> TaskScore:
+    """Rule ``words`` (word-list tasks): the targets' words found as whole words, over the
+    larger of their number and the distinct list words offered (any word of `vocabulary`, the
+    words the list can hold): a missing word and an extra word both lower the score."""
+    expected = [v.lower() for v, t in zip(values, targets) if t]
+    text, offered = _listed(response, expected=expected, known=set(vocabulary) | set(expected))
+    verdict, score = _fraction(expected, offered, text)
+    return TaskScore(verdict, score, tuple(v.lower() in offered for v in values))
+
+
+# name (a task row's "scoring") -> rule(response, *, values, targets, kind, keys, vocabulary)
+# -> TaskScore (a rule takes the keyword arguments it reads and ignores the others)
+SCORING_RULES: dict[str, Callable[..., TaskScore]] = {"values": score_values, "names": score_names,
+                                                       "words": score_words}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..haystack import Prompt, PromptBuilder
+import numpy as np
+
+from ..haystack import Placement, Prompt, PromptBuilder
 from ..scoring import SCORING_RULES
 from .catalog import get_spec
 from .rules import GENERATORS, PLACEMENTS
@@ -24,8 +26,8 @@ def build_trial(spec: TaskSpec, *, needles: int, depth: float, seed: int, value_
     """The needles, question and answer prefix of one trial (deterministic in seed and key):
     the spec's generator draws keys and values, its placement rule gives each needle's depth.
     `needle` / `question` / `answer_prefix` replace the spec's templates."""
-    drawn, fields = GENERATORS[spec.generator](spec, n=needles, seed=seed, value_key=value_key,
-                                               kind=kind, keys=keys, reject=reject)
+    drawn, fields, *extra = GENERATORS[spec.generator](
+        spec, n=needles, seed=seed, value_key=value_key, kind=kind, keys=keys, reject=reject)
     depths = PLACEMENTS[spec.placement](depth, len(drawn))
     made = tuple(Needle(key=k, value=v, depth=d, target=t) for (k, v, t), d in zip(drawn, depths))
     return TaskTrial(task=spec.task, needles=made,
@@ -33,7 +35,7 @@ def build_trial(spec: TaskSpec, *, needles: int, depth: float, seed: int, value_
                      question=fill_fields(spec.question if question is None else question, fields),
                      answer_prefix=fill_fields(spec.answer_prefix if answer_prefix is None
                                                else answer_prefix, fields),
-                     scoring=spec.scoring)
+                     scoring=spec.scoring, **(extra[0] if extra else {}))
 
 
 def trial_for(config, *, depth: float, value_key: str, reject: Reject = None) -> TaskTrial:
@@ -55,17 +57,39 @@ def make_trial(*, task: str, needles: int, depth: float, seed: int, value_key: s
 
 
 def build_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> Prompt:
-    """The token-exact prompt of a trial: every needle placed at its depth by the rule."""
+    """The token-exact prompt of a trial: every needle placed at its depth by the rule (a
+    word-list trial: the list made for the body's exact length, `list_prompt`)."""
+    if trial.words is not None:
+        return list_prompt(builder, trial, context=context)
     return builder.build_many(context=context,
                               needles=[(trial.needle_text(n), n.depth) for n in trial.needles],
                               templates=[trial.needle_template], question=trial.question,
                               answer_prefix=trial.answer_prefix, value=", ".join(trial.expected))
 
 
+def list_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> Prompt:
+    """A word-list trial's prompt of exactly `context` tokens: template head, the list as the
+    whole body, question and answer prefix; each answer word's placement is its first entry."""
+    tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
+    budget = context - len(builder.head) - len(tail)
+    body, firsts = trial.words.body(builder.tokenizer, budget=max(budget, 0))
+    ids = np.concatenate([builder.head, body, tail]).astype(np.int32)
+    head = len(builder.head)
+    places = tuple(Placement(index=head + firsts[n.value], tokens=0,
+                             depth=firsts[n.value] / budget, requested=n.depth, boundary="list")
+                   for n in trial.needles)
+    first = places[0]
+    return Prompt(ids=ids, needle_index=first.index, needle_tokens=0, needle_depth=first.depth,
+                  body_tokens=budget, head_tokens=head, value=", ".join(trial.expected),
+                  placements=places, boundary="list")
+
+
 def score_trial(trial: TaskTrial, prompt: Prompt, response: str, *, kind: str) -> dict:
     """Record fields: verdict, score (0..1; 1/0 with one value to find), the needles list."""
+    vocabulary = trial.words.vocabulary() if trial.words is not None else frozenset()
     s = SCORING_RULES[trial.scoring](response, values=[n.value for n in trial.needles],
-                                     targets=[n.target for n in trial.needles], kind=kind)
+                                     targets=[n.target for n in trial.needles], kind=kind,
+                                     keys=[n.key for n in trial.needles], vocabulary=vocabulary)
     needles = [{"key": needle.key, "value": needle.value, "needle_index": place.index,
                 "needle_depth": round(place.depth, 6), "found": found,
                 "role": "target" if needle.target else "distractor", "boundary": place.boundary}
@@ -85,5 +109,8 @@ def minimum_context(builder: PromptBuilder, config) -> int:
     """Fewest tokens a prompt of this run's task can have (template, needles, question, one
     haystack token)."""
     trial = trial_for(config, depth=0.5, value_key="minimum")
+    if trial.words is not None:
+        tail = builder.tail_ids(question=trial.question, answer_prefix=trial.answer_prefix)
+        return len(builder.head) + len(tail) + trial.words.minimum_body(builder.tokenizer)
     return builder.minimum_context(needles=[trial.needle_text(n) for n in trial.needles],
                                    question=trial.question, answer_prefix=trial.answer_prefix)

@@ -2,8 +2,9 @@
 haystack sources. Adding a task that needs a new behaviour is one function registered here by
 name (scoring rules live in niah.scoring.SCORING_RULES) plus its data row.
 
-- generator(spec, *, n, seed, value_key, kind, keys, reject) -> (needles, fields): needles as
-  (key, value, target) in placement order, and the question's placeholders ({name} -> text).
+- generator(spec, *, n, seed, value_key, kind, keys, reject) -> (needles, fields[, trial]):
+  needles as (key, value, target) in placement order, the question's placeholders ({name} ->
+  text) and optionally TaskTrial fields (``answers``, ``words``).
   GENERATOR_FIELDS says which placeholders a generator fills, so any other is refused.
 - placement(depth, n) -> n requested depths, the first the trial's requested depth's needle.
 - answer budget(spec, *, n, value_kind) -> default --max-tokens.
@@ -18,8 +19,10 @@ from collections.abc import Callable
 
 from ..config import DEFAULT_MAX_TOKENS
 from ..values import draw_value
+from .chains import chain_needles, names_budget
 from .spec import TaskSpec
 from .trial import join_keys
+from .wordlists import word_needles, words_budget
 
 BAND = 0.5
 ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}   # generous, per value asked
@@ -67,10 +70,21 @@ def per_value_budget(spec: TaskSpec, *, n: int, value_kind: str) -> int:
     return max(DEFAULT_MAX_TOKENS, 16 + asked * ANSWER_TOKENS_PER_VALUE.get(value_kind, 16))
 
 
-GENERATORS: dict[str, Callable] = {"keyed": keyed_needles}
+def list_depths(depth: float, n: int) -> list[float]:
+    """Placement ``list`` (word-list tasks): no needle is placed, the list is the haystack; each
+    answer word records where it first occurs, and the requested depth only picks the sample."""
+    return [depth] * n
+
+
+GENERATORS: dict[str, Callable] = {"keyed": keyed_needles, "chains": chain_needles,
+                                   "common-words": word_needles, "frequent-words": word_needles}
 GENERATOR_FIELDS: dict[str, Callable[[TaskSpec], tuple[str, ...]]] = {
-    "keyed": lambda spec: ("key", "keys") if spec.keyed else ()}
+    "keyed": lambda spec: ("key", "keys") if spec.keyed else (),
+    "chains": lambda spec: ("value",),
+    "common-words": lambda spec: ("top",), "frequent-words": lambda spec: ("top",)}
 PLACEMENTS: dict[str, Callable[[float, int], list[float]]] = {
-    "band": band_depths, "spread": spread_depths}
-ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget}
+    "band": band_depths, "spread": spread_depths, "list": list_depths}
+ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget,
+                                                 "per-name": names_budget,
+                                                 "per-word": words_budget}
 HAYSTACK_SOURCES: dict[str, Callable[..., str]] = {"run": lambda source, *, seed: source}

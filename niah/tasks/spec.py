@@ -6,7 +6,8 @@ default all). Each is a whole number or ``"n"``, the run's --needles; at most on
 values is ``"n"``, so --needles is always the number of needles a trial hides. The needles of
 keys the question does not name are distractors. The rule fields (``placement``, ``generator``,
 ``scoring``, ``answer_budget``, ``haystack``) name functions registered in niah.tasks.rules and
-niah.scoring.SCORING_RULES.
+niah.scoring.SCORING_RULES. ``params`` holds a rule's own knobs (e.g. ``{"hops": 4}`` for the
+``chains`` generator), as a JSON object of whole numbers or numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ MAX_NEEDLES = 64
 REQUIRED = ("needle", "question", "answer_prefix")
 DEFAULTS = {"help": "", "keys": 0, "values": 1, "asked": None, "placement": "band",
             "generator": "keyed", "scoring": "values", "answer_budget": "per-value",
-            "value_kinds": VALUE_KINDS, "haystack": "run"}
+            "value_kinds": VALUE_KINDS, "haystack": "run", "params": {}}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class TaskSpec:
     answer_budget: str = "per-value"
     value_kinds: tuple[str, ...] = VALUE_KINDS
     haystack: str = "run"
+    params: tuple[tuple[str, int | float], ...] = ()   # a rule's own knobs, sorted by name
+
+    def param(self, name: str, default: int | float) -> int | float:
+        """One of the rule knobs of ``params`` (the default when the row leaves it out)."""
+        return dict(self.params).get(name, default)
 
     @property
     def keyed(self) -> bool:
@@ -54,7 +60,7 @@ class TaskSpec:
 
     @property
     def default_needles(self) -> int:
-        return DEFAULT_NEEDLES if self.variable else self.needles(0)
+        return int(self.param("needles", DEFAULT_NEEDLES)) if self.variable else self.needles(0)
 
     def counts(self, n: int) -> tuple[int, int, int]:
         """(keys, values per key, keys asked) for --needles n."""
@@ -103,5 +109,10 @@ def spec_from_row(row: dict) -> TaskSpec:
     bad = next((f for f in texts if not isinstance(row[f], str)), None)
     if bad:
         raise ValueError(f'"{bad}" is not a string')
+    params = row["params"]
+    if not isinstance(params, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for v in params.values()):
+        raise ValueError(f'"params" is {params!r}: give an object of positive numbers')
     return TaskSpec(**{f: row[f] for f in texts}, **{f: row[f] for f in REQUIRED}, **counts,
-                    value_kinds=tuple(kinds))
+                    value_kinds=tuple(kinds), params=tuple(sorted(params.items())))

@@ -26,9 +26,14 @@ class TaskTrial:
     question: str
     answer_prefix: str
     scoring: str = "values"      # a name in niah.scoring.SCORING_RULES
+    answers: tuple[str, ...] | None = None   # what a right answer lists, when not the targets'
+    # values (variable tracking: the chain's names; word tasks: the most frequent words)
+    words: object | None = None  # a word-list task's list (niah.tasks.wordlists.WordList)
 
     @property
     def expected(self) -> tuple[str, ...]:
+        if self.answers is not None:
+            return self.answers
         return tuple(n.value for n in self.needles if n.target)
 
     def needle_text(self, needle: Needle) -> str:

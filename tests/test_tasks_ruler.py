@@ -1,0 +1,163 @@
+"""RULER's other task families (issue 21): variable tracking, common-words, frequent-words.
+
+Generators are deterministic from the seed; answer keys are checked by an independent
+computation (walking the chains in the prompt text, counting the list's words with Counter);
+scoring passes a right answer and fails a partial, hedged or distractor-naming one; the CLI
+runs each task on the real SmolLM2 at a small context.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from niah import tasks
+from niah.cli import app
+from niah.haystack import PromptBuilder
+
+RULER = ["variable-tracking", "common-words", "frequent-words"]
+CONTEXT = {"variable-tracking": 1024, "common-words": 3072, "frequent-words": 1024}
+
+
+@pytest.fixture(scope="module")
+def builder(gguf_tokenizer):
+    return PromptBuilder(gguf_tokenizer)
+
+
+def _trial(builder, task, *, seed=0, key="c-d0.5-s0", context=None):
+    spec = tasks.get_spec(task)
+    return tasks.build_trial(spec, needles=spec.default_needles, depth=0.5, seed=seed,
+                             value_key=key, kind="number",
+                             reject=lambda v: builder.value_occurs(v, context=context or 4096))
+
+
+def _body_text(builder, prompt):
+    end = prompt.head_tokens + prompt.body_tokens + sum(p.tokens for p in prompt.placements)
+    return builder.tokenizer.decode(prompt.ids[prompt.head_tokens:end].tolist())
+
+
+def _score(trial, prompt, response):
+    return tasks.score_trial(trial, prompt, response, kind="number")
+
+
+@pytest.mark.parametrize("task", RULER)
+def test_deterministic_from_the_seed_and_token_exact(builder, task):
+    ctx = CONTEXT[task]
+    a, b = (tasks.build_prompt(builder, _trial(builder, task), context=ctx) for _ in range(2))
+    assert len(a.ids) == ctx and (a.ids == b.ids).all()
+    other = tasks.build_prompt(builder, _trial(builder, task, seed=1), context=ctx)
+    assert not (other.ids == a.ids).all()
+    for longer in (ctx + 1, ctx + 7, 2 * ctx + 3):
+        assert len(tasks.build_prompt(builder, _trial(builder, task), context=longer).ids) == longer
+
+
+def test_variable_tracking_answer_walks_the_chains(builder):
+    trial = _trial(builder, "variable-tracking")
+    prompt = tasks.build_prompt(builder, trial, context=1024)
+    text = _body_text(builder, prompt)
+    links = re.findall(r"VAR ([A-Z]{5}) = (\S+)", text)
+    assert len(links) == 4 * 5                        # 4 chains, 4 hops: 5 links each
+    value = re.search(r"assigned the value (\S+)", trial.question).group(1)
+    holds = dict(links)
+    found, changed = {value}, True                    # walk: every name holding a found thing
+    while changed:
+        new = {name for name, what in links if what in found}
+        changed = not new <= found
+        found |= new
+    assert set(trial.expected) == found - {value} and len(trial.expected) == 5
+    for name in trial.expected[1:]:                    # each link after the one it names
+        assert text.index(f"VAR {name} ") > text.index(f"VAR {holds[name]} ")
+    for n, p in zip(trial.needles, prompt.placements):  # the depth rule holds for every link
+        assert abs(p.depth - n.depth) <= 0.01
+
+
+def test_variable_tracking_scoring(builder):
+    trial = _trial(builder, "variable-tracking")
+    prompt = tasks.build_prompt(builder, trial, context=1024)
+    names = list(trial.expected)
+    distractor = next(n.key for n in trial.needles if not n.target)
+    assert _score(trial, prompt, ", ".join(names))["verdict"] == "PASS"
+    assert _score(trial, prompt, " ".join(reversed(names)) + ".")["verdict"] == "PASS"
+    partial = _score(trial, prompt, ", ".join(names[:3]))
+    assert partial["verdict"] == "FAIL" and partial["score"] == pytest.approx(0.6)
+    hedged = _score(trial, prompt, ", ".join(names) + " or maybe " + distractor)
+    assert hedged["verdict"] == "FAIL" and hedged["score"] == pytest.approx(5 / 6)
+    assert any(n["found"] and n["role"] == "distractor" for n in hedged["needles"])
+    invented = _score(trial, prompt, ", ".join(names) + ", QQQQQ")
+    assert invented["verdict"] == "FAIL"
+    assert _score(trial, prompt, "  ")["verdict"] == "NULL"
+
+
+@pytest.mark.parametrize("task", ["common-words", "frequent-words"])
+def test_word_lists_answer_is_the_counted_top(builder, task):
+    ctx = CONTEXT[task] * 2
+    trial = _trial(builder, task)
+    prompt = tasks.build_prompt(builder, trial, context=ctx)
+    text = _body_text(builder, prompt)
+    words = re.findall(r"^\d+\. (\S+)$", text, re.M) if task == "common-words" else text.split()
+    if task == "common-words":                        # numbered 1..n with nothing else
+        assert len(words) == len(text.strip().splitlines())
+        assert [int(line.split(".")[0]) for line in text.strip().splitlines()] == \
+            list(range(1, len(words) + 1))
+    counts = Counter(words).most_common()
+    top = len(trial.expected)
+    assert top == (10 if task == "common-words" else 3)
+    assert {w for w, _ in counts[:top]} == set(trial.expected)
+    assert counts[top - 1][1] > counts[top][1]        # no tie at the cut
+    if task == "frequent-words":                      # strictly ordered, as the key says
+        assert [w for w, _ in counts[:3]] == list(trial.expected)
+        assert counts[0][1] > counts[1][1] > counts[2][1] > counts[3][1]
+    else:
+        assert {c for _, c in counts[:top]} == {30} and counts[top][1] <= 3
+
+
+@pytest.mark.parametrize("task", ["common-words", "frequent-words"])
+def test_word_scoring(builder, task):
+    trial = _trial(builder, task)
+    prompt = tasks.build_prompt(builder, trial, context=CONTEXT[task])
+    words = list(trial.expected)
+    vocab = trial.words.vocabulary()
+    extra = next(w for w in sorted(vocab) if w not in words)
+    assert _score(trial, prompt, "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1)))["verdict"] == "PASS"
+    assert _score(trial, prompt, ", ".join(words[:-1]))["verdict"] == "FAIL"
+    hedged = _score(trial, prompt, ", ".join(words) + " or perhaps " + extra)
+    assert hedged["verdict"] == "FAIL" and hedged["score"] == pytest.approx(len(words) / (len(words) + 1))
+    # words of the answer's phrasing are not list words: no penalty
+    assert _score(trial, prompt, "They are " + " and ".join(words) + ".")["verdict"] == "PASS"
+
+
+def test_bad_knobs_are_one_line(tmp_path):
+    for args, message in ((["--task", "variable-tracking", "--needles", "0"], "--needles 0"),
+                          (["--task", "frequent-words", "--needles", "5"], "--needles 5"),
+                          (["--task", "common-words", "--needles", "65"], "--needles 65")):
+        r = CliRunner().invoke(app, ["run", *args, "--context", "1k", "--out", str(tmp_path)])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+
+
+def test_too_short_context_is_one_line(builder):
+    from niah.errors import NiahError
+
+    with pytest.raises(NiahError, match="cannot hold 10 common words x 30"):
+        tasks.build_prompt(builder, _trial(builder, "common-words"), context=1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", RULER)
+def test_cli_runs_each_task(tmp_path, gguf_path, builder, task):
+    out = tmp_path / "res"
+    ctx = CONTEXT[task]
+    r = CliRunner().invoke(app, ["run", "--task", task, "--context", str(ctx), "--depth", "0.5",
+                                 "--out", str(out), "-q"], catch_exceptions=False)
+    assert r.exit_code in (0, 1), r.output
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    (rec,) = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+    assert rec["task"] == task and rec["context_tokens"] == ctx
+    spec = tasks.get_spec(task)
+    assert len(rec["needles"]) == spec.default_needles * (5 if task == "variable-tracking" else 1) \
+        or task == "frequent-words"
+    assert (rec["verdict"] == "PASS") == (rec["score"] == 1.0)
+    assert rec["verdict"] in ("PASS", "FAIL", "NULL")
