@@ -3,7 +3,8 @@ haystack sources. Adding a task that needs a new behaviour is one function regis
 name (scoring rules live in niah.scoring.SCORING_RULES) plus its data row.
 
 - generator(spec, *, n, seed, value_key, kind, keys, reject) -> (needles, fields): needles as
-  (key, value, target) in placement order, and the question's placeholders ({name} -> text).
+  (key, value, target) in placement order, and the question's placeholders ({name} -> text);
+  a field ``needle`` is the trial's own needle template (a task that draws it per trial).
   GENERATOR_FIELDS says which placeholders a generator fills, so any other is refused.
 - placement(depth, n) -> n requested depths, the first the trial's requested depth's needle.
 - answer budget(spec, *, n, value_kind) -> default --max-tokens.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from ..config import DEFAULT_MAX_TOKENS
 from ..values import draw_value
+from .nonliteral import nonliteral_needles
 from .spec import TaskSpec
 from .trial import join_keys
 
@@ -74,3 +76,7 @@ PLACEMENTS: dict[str, Callable[[float, int], list[float]]] = {
     "band": band_depths, "spread": spread_depths}
 ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget}
 HAYSTACK_SOURCES: dict[str, Callable[..., str]] = {"run": lambda source, *, seed: source}
+
+# non-literal needles (niah.tasks.nonliteral): a drawn pair fills {question} and the needle
+GENERATORS["nonliteral"] = nonliteral_needles
+GENERATOR_FIELDS["nonliteral"] = lambda spec: ("question",)
