@@ -184,9 +184,11 @@ def _config(p: dict) -> C.RunConfig:
     """The RunConfig of a new run's options; an empty value is refused, never a default."""
     from . import tasks
 
+    contexts = C.parse_contexts(p["context"])
+    tasks.check_contexts(task=p["task"], contexts=contexts)  # non-literal: one context <= 2K
     return C.RunConfig(
         model=_model_arg(p["model"]),
-        contexts=C.parse_contexts(p["context"]),
+        contexts=contexts,
         depths=C.parse_depths(p["depth"]),
         samples=p["samples"],
         seed=p["seed"],

@@ -28,6 +28,9 @@ missing values and extra (wrong or distractor) values both lower it; PASS only a
 Tasks name their scoring rule (niah/datasets/tasks.jsonl, ``scoring``); SCORING_RULES maps the
 name to a function scoring one answer against every needle of a trial. VERDICTS is the one list
 of verdicts a record can hold.
+
+Rule ``name`` (--task non-literal, `score_name`) scores a character name instead of a value:
+the name as a whole word, and no other name of niah/datasets/names.txt.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .datasets import character_names
 from .values import VALUE_ADJECTIVES, VALUE_ANIMALS, is_word_pair
 
 PASS, FAIL, NULL, SKIP, ERROR = "PASS", "FAIL", "NULL", "SKIP", "ERROR"
@@ -197,3 +201,24 @@ def score_words(response: str, *, values: Sequence[str], targets: Sequence[bool]
 # -> TaskScore (a rule takes the keyword arguments it reads and ignores the others)
 SCORING_RULES: dict[str, Callable[..., TaskScore]] = {"values": score_values, "names": score_names,
                                                        "words": score_words}
+
+
+def score_name(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
+               names: Sequence[str] | None = None, **_) -> TaskScore:
+    """Rule ``name`` (--task non-literal): PASS when the answer holds the expected character
+    name as a whole word and no other name of the character list (names.txt; a hedge such as
+    "Mira or Tobias" fails); a partial name fails. Thinking is set aside as for values; NULL
+    for an empty answer. `kind` is not used (the value is a name)."""
+    expected = " ".join(normalise(values[0]).split())
+    others = [normalise(n) for n in (character_names() if names is None else names)]
+    text = answer_text(response or "", kind="text", expected=(expected,))
+    if not text.strip():
+        return TaskScore(NULL, 0.0, (False,) * len(values))
+    offered = {n for n in [expected, *others]
+               if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)}
+    ok = offered == {expected}
+    return TaskScore(PASS if ok else FAIL, 1.0 if ok else 0.0,
+                     (expected in offered,) + (False,) * (len(values) - 1))
+
+
+SCORING_RULES["name"] = score_name

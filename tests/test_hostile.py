@@ -182,8 +182,8 @@ def _default_configs():
     from niah.config import RunConfig
 
     for task in tasks.TASKS:
-        for kind in ("number", "uuid", "words"):
-            for n in ([None] if task == "single" else [2, 4, 16]):
+        for kind in tasks.SPECS[task].value_kinds:
+            for n in ([None] if not tasks.SPECS[task].variable else [2, 4, 16]):
                 if task == "multi-key" and n == 16:
                     continue  # keys.txt holds fewer keys
                 fields = tasks.resolve(task=task, needles=n, needle=None, question=None,

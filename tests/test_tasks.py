@@ -157,7 +157,7 @@ def test_bad_key_files(tmp_path):
 
 
 BAD = [
-    (["--task", "nope"], "error: unknown --task 'nope': use one of single, multi-needle, multi-key, multi-value, multi-query, variable-tracking, common-words, frequent-words"),
+    (["--task", "nope"], "error: unknown --task 'nope': use one of single, multi-needle, multi-key, multi-value, multi-query, variable-tracking, common-words, frequent-words, non-literal"),
     (["--needles", "0"], "error: --needles 0 is not allowed: use 1 or more"),
     (["--needles", "3"], "error: --needles 3 needs a task with several needles: use --task multi-needle, multi-key, multi-value, multi-query, variable-tracking or common-words"),
     (["--task", "multi-needle", "--needles", "1"], "error: --needles 1 is not allowed for --task multi-needle: use 2 to 64"),

@@ -46,3 +46,10 @@ def haystack_path(name: str) -> Path | None:
     """The file of a shipped haystack, or None."""
     path = HAYSTACKS / f"{name}.txt"
     return path if name in haystack_names() else None
+
+
+def character_names(path: Path | None = None) -> tuple[str, ...]:
+    """The character names of --task non-literal (names.txt; `#` lines are comments)."""
+    path = Path(path) if path else DATASETS / "names.txt"
+    return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#"))

@@ -1,7 +1,9 @@
 """Reports from run folders: what `niah run` and `niah report` print and write.
 
-    stats.py         a trial's score and time, accuracy, Wilson interval, effective context
-    tables.py        the contexts x depths table (text, Markdown), totals, cut-answer warning
+    stats.py         a trial's score and time, accuracy, Wilson interval, effective context,
+                     a normalised task's base score (NoLiMa)
+    tables.py        the contexts x depths table (text, Markdown), totals, cut-answer warning,
+                     the task x context table
     comparison.py    runs side by side (--compare)
     plausibility.py  the guard against physically impossible timings (SUSPECT)
     summary.py       the one summary both commands print, and their headers
@@ -18,10 +20,11 @@ from .comparison import compare
 from .exports import (EXPORT_COLUMNS_FIRST, EXPORTS, Export, check_target, check_targets,
                       to_frame, write_atomic, write_exports)
 from .plausibility import DEFAULT_PEAK, DEVICE_PEAKS, attention_flops, suspect
-from .stats import accuracy, effective_context, trial_score, trial_seconds, wilson
+from .stats import (accuracy, base_score, effective_context, effective_normalised,
+                    normalised_by_context, trial_score, trial_seconds, wilson)
 from .summary import Summary, pooled_header, run_header, summary
 from .tables import (Cell, cells, cut_answers_line, fmt_seconds, format_markdown, format_table,
-                     row_label, table_rows, totals_line)
+                     row_label, table_rows, task_lines, task_table, totals_line)
 
 __all__ = [
     "Cell", "DEFAULT_PEAK", "DEVICE_PEAKS", "EXPORTS", "EXPORT_COLUMNS_FIRST", "Export",
@@ -30,4 +33,5 @@ __all__ = [
     "format_table", "pooled_header", "row_label", "run_header", "summary",
     "suspect", "table_rows", "to_frame", "totals_line", "trial_score", "trial_seconds",
     "wilson", "write_atomic", "write_exports",
+    "base_score", "effective_normalised", "normalised_by_context", "task_lines", "task_table",
 ]

@@ -64,3 +64,42 @@ def effective_context(records: list[dict], *, threshold: float = 0.85) -> int | 
             break
         best = c
     return best
+
+
+BASE_CONTEXT = 2048                 # contexts up to this give a normalised task's base score
+NORMALISED_TASKS = ("non-literal",)  # tasks scored against the model's own short-context score
+
+
+def accuracy_by_context(records: list[dict]) -> dict[int, float | None]:
+    """Accuracy of each context, in increasing order."""
+    by_ctx: dict[int, list[dict]] = {}
+    for r in records:
+        by_ctx.setdefault(r["context"], []).append(r)
+    return {c: accuracy(by_ctx[c]) for c in sorted(by_ctx)}
+
+
+def base_score(records: list[dict], *, base_context: int = BASE_CONTEXT) -> float | None:
+    """NoLiMa's base score: the mean score of the trials at contexts <= base_context (where a
+    model either knows the link or not); None without such trials."""
+    return accuracy([r for r in records if r["context"] <= base_context])
+
+
+def normalised_by_context(records: list[dict], *,
+                          base_context: int = BASE_CONTEXT) -> dict[int, float | None]:
+    """Each context's accuracy over the base score (None where either is missing or the base
+    is 0: a model that never answers at the short context has nothing to normalise by)."""
+    base = base_score(records, base_context=base_context)
+    return {c: None if acc is None or not base else acc / base
+            for c, acc in accuracy_by_context(records).items()}
+
+
+def effective_normalised(records: list[dict], *, threshold: float = 0.85,
+                         base_context: int = BASE_CONTEXT) -> int | None:
+    """Longest context whose normalised score stays >= threshold, walking contexts in
+    increasing order and stopping at the first that falls below."""
+    best = None
+    for c, norm in normalised_by_context(records, base_context=base_context).items():
+        if norm is None or norm < threshold:
+            break
+        best = c
+    return best

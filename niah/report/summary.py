@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import format_context
 from .plausibility import suspect
 from .stats import effective_context
-from .tables import cut_answers_line, format_table, totals_line
+from .tables import cut_answers_line, format_table, task_lines, totals_line
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,14 @@ class Summary:
 
 def summary(records: list[dict], *, header: list[str],
             effective_threshold: float | None = None) -> Summary:
-    """Header, table, totals, effective context (when a threshold is given), SUSPECT lines."""
+    """Header, table, totals, effective context (when a threshold is given), the task x context
+    table (several tasks or a normalised one), SUSPECT lines."""
     lines = [*header, "", format_table(records), "", totals_line(records)]
     if effective_threshold is not None:
         eff = effective_context(records, threshold=effective_threshold)
         lines.append(f"Effective context (>= {effective_threshold:.0%} of the shortest "
                      f"context's accuracy): {format_context(eff) if eff else 'none'}")
+    lines += task_lines(records, threshold=effective_threshold)
     for r in records:
         why = suspect(r)
         if why:

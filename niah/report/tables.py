@@ -1,5 +1,6 @@
 """The contexts x depths table: records grouped into cells, rendered as aligned text or
-Markdown, with the totals line and the cut-answer warning printed under it."""
+Markdown, with the totals line and the cut-answer warning printed under it; and the task x
+context table (`task_table`) for records of several tasks or a normalised one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dataclasses import dataclass
 
 from ..config import format_context
 from ..scoring import ERROR, FAIL, NULL, PASS, SKIP
-from .stats import accuracy, trial_score, trial_seconds, wilson
+from .stats import (BASE_CONTEXT, NORMALISED_TASKS, accuracy, accuracy_by_context, base_score,
+                    effective_context, effective_normalised, normalised_by_context,
+                    trial_score, trial_seconds, wilson)
 
 
 @dataclass(frozen=True)
@@ -150,3 +153,51 @@ def cut_answers_line(records: list[dict]) -> str | None:
     return (f"warning: {len(cut)} trial(s) that did not pass stopped at the answer limit "
             f"({most} tokens) before the answer ended: their verdict may reflect the cut, not "
             "retrieval; rerun with a larger --max-tokens")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def task_table(records: list[dict], *, threshold: float | None = None) -> str:
+    """The task x context table of scores: one row per task (in order of appearance), a
+    normalised row under each task of NORMALISED_TASKS (accuracy over its base score), and,
+    given a threshold, each task's effective context (from the normalised row where there is
+    one)."""
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r.get("task") or "single", []).append(r)
+    contexts = sorted({r["context"] for r in records})
+    header = ["Task", *map(format_context, contexts)] + (["Effective"] if threshold else [])
+    rows = []
+    for task, recs in by_task.items():
+        normalised = task in NORMALISED_TASKS
+        raw = accuracy_by_context(recs)
+        figures = [("", raw, None if normalised else effective_context)]
+        if normalised:
+            figures.append((" (normalised)", normalised_by_context(recs), effective_normalised))
+        for suffix, scores, effective in figures:
+            row = [task + suffix] + [_pct(scores.get(c)) for c in contexts]
+            if threshold:
+                eff = effective(recs, threshold=threshold) if effective else None
+                row.append("" if effective is None else format_context(eff) if eff else "none")
+            rows.append(row)
+    return align(header, rows)
+
+
+def task_lines(records: list[dict], *, threshold: float | None = None) -> list[str]:
+    """The task table and its note, when the records hold several tasks or a normalised one;
+    else nothing."""
+    tasks = {r.get("task") or "single" for r in records}
+    if len(tasks) < 2 and not tasks & set(NORMALISED_TASKS):
+        return []
+    lines = ["", task_table(records, threshold=threshold)]
+    for task in sorted(tasks & set(NORMALISED_TASKS)):
+        base = base_score([r for r in records if r.get("task") == task])
+        lines.append(f"{task} (normalised): each context's score over the base score "
+                     f"{_pct(base)} (mean at contexts <= {format_context(BASE_CONTEXT)}, "
+                     "NoLiMa's normalisation)" + (" — no base to normalise by" if not base else ""))
+    if threshold:
+        lines.append(f"Effective: longest context keeping >= {threshold:.0%} of the shortest "
+                     "context's score (of the base score for normalised rows)")
+    return lines

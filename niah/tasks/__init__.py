@@ -9,6 +9,8 @@ and every task runs through one builder (niah.tasks.build). The shipped tasks:
   question names the target's key; a distractor's value in the answer is a wrong answer.
 - ``multi-value``: one key with N values; all must be returned.
 - ``multi-query``: N keys with one value each, all asked at once.
+- ``non-literal``: a fact about a character answers a question sharing none of its words
+  (NoLiMa's idea; niah.tasks.nonliteral), scored by name and normalised by the short context.
 
 Depths (placement rules, niah.tasks.rules): ``spread`` puts the target at the requested depth
 and the N-1 distractors at every 1/N of the context from it, wrapping past the end; ``band``
@@ -45,7 +47,8 @@ from .catalog import (
     load_templates,
     task_help,
 )
-from .options import answer_tokens, resolve, validate
+from .nonliteral import BASE_CONTEXT, LinkPair, content_words, load_pairs
+from .options import answer_tokens, check_contexts, resolve, validate
 from .rules import (
     ANSWER_TOKENS_PER_VALUE,
     BAND,
@@ -72,4 +75,5 @@ __all__ = [
     "band_depths", "build_prompt", "build_trial", "get_spec", "haystack_source", "load_keys",
     "load_specs", "load_templates", "make_trial", "minimum_context", "resolve", "score_trial",
     "spread_depths", "task_help", "trial_for", "validate",
+    "BASE_CONTEXT", "LinkPair", "check_contexts", "content_words", "load_pairs",
 ]

@@ -25,13 +25,15 @@ def build_trial(spec: TaskSpec, *, needles: int, depth: float, seed: int, value_
                 reject: Reject = None) -> TaskTrial:
     """The needles, question and answer prefix of one trial (deterministic in seed and key):
     the spec's generator draws keys and values, its placement rule gives each needle's depth.
-    `needle` / `question` / `answer_prefix` replace the spec's templates."""
+    `needle` / `question` / `answer_prefix` replace the spec's templates (a generator's own
+    ``needle`` field, drawn per trial, replaces both)."""
     drawn, fields, *extra = GENERATORS[spec.generator](
         spec, n=needles, seed=seed, value_key=value_key, kind=kind, keys=keys, reject=reject)
     depths = PLACEMENTS[spec.placement](depth, len(drawn))
     made = tuple(Needle(key=k, value=v, depth=d, target=t) for (k, v, t), d in zip(drawn, depths))
-    return TaskTrial(task=spec.task, needles=made,
-                     needle_template=spec.needle if needle is None else needle,
+    template = fields.get("needle") or (spec.needle if needle is None else needle)
+    fields = {name: text for name, text in fields.items() if name != "needle"}
+    return TaskTrial(task=spec.task, needles=made, needle_template=template,
                      question=fill_fields(spec.question if question is None else question, fields),
                      answer_prefix=fill_fields(spec.answer_prefix if answer_prefix is None
                                                else answer_prefix, fields),

@@ -8,6 +8,7 @@ import re
 from ..errors import NiahError
 from ..values import VALUE_KINDS
 from .catalog import SPECS, get_spec, load_keys
+from .nonliteral import check_contexts as _check_base_context
 from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS
 from .spec import MAX_NEEDLES
 
@@ -82,9 +83,30 @@ def validate(*, task: str, needles: int, needle: str, question: str, answer_pref
         raise NiahError(f"the question of --task {task} has no {wanted} placeholder: name the "
                         f"key(s) asked for, like 'What is the access code for the {wanted}?'")
     _check_placeholders(task, question=question, answer_prefix=answer_prefix)
+    _check_drawn_templates(task, needle=needle, question=question)
     if spec.keyed and len(keys) < n_keys:
         raise NiahError(f"--task {task} with --needles {needles} needs {n_keys} keys and "
                         f"keys.txt has {len(keys)}: add keys or use fewer needles")
     if value_kind in VALUE_KINDS and value_kind not in spec.value_kinds:  # others: RunConfig
         raise NiahError(f"--task {task} does not take --value-kind {value_kind}: use "
                         f"{_or_list(list(spec.value_kinds))}")
+
+
+def _check_drawn_templates(task: str, *, needle: str, question: str) -> None:
+    """A task that draws its needle per trial (non-literal) takes no --needle, and its question
+    must keep the drawn {question}."""
+    spec = get_spec(task)
+    if spec.generator != "nonliteral":
+        return
+    if needle != spec.needle:
+        raise NiahError(f"--task {task} draws its needle from niah/datasets/nonliteral.jsonl "
+                        "for each trial: drop --needle")
+    if "{question}" not in question:
+        raise NiahError(f"the --question of --task {task} has no {{question}} placeholder (the "
+                        "drawn question): write it like '{question} Answer with the name only.'")
+
+
+def check_contexts(*, task: str, contexts) -> None:
+    """One line when the contexts asked cannot work for the task (non-literal needs one of 2K
+    or less for its base score)."""
+    _check_base_context(task=task, contexts=contexts, spec=get_spec(task))

@@ -4,7 +4,8 @@ name (scoring rules live in niah.scoring.SCORING_RULES) plus its data row.
 
 - generator(spec, *, n, seed, value_key, kind, keys, reject) -> (needles, fields[, trial]):
   needles as (key, value, target) in placement order, the question's placeholders ({name} ->
-  text) and optionally TaskTrial fields (``answers``, ``words``).
+  text) and optionally TaskTrial fields (``answers``, ``words``); a field ``needle`` is the
+  trial's own needle template (a task that draws it per trial).
   GENERATOR_FIELDS says which placeholders a generator fills, so any other is refused.
 - placement(depth, n) -> n requested depths, the first the trial's requested depth's needle.
 - answer budget(spec, *, n, value_kind) -> default --max-tokens.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from ..config import DEFAULT_MAX_TOKENS
 from ..values import draw_value
 from .chains import chain_needles, names_budget
+from .nonliteral import nonliteral_needles
 from .spec import TaskSpec
 from .trial import join_keys
 from .wordlists import word_needles, words_budget
@@ -88,3 +90,7 @@ ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget,
                                                  "per-name": names_budget,
                                                  "per-word": words_budget}
 HAYSTACK_SOURCES: dict[str, Callable[..., str]] = {"run": lambda source, *, seed: source}
+
+# non-literal needles (niah.tasks.nonliteral): a drawn pair fills {question} and the needle
+GENERATORS["nonliteral"] = nonliteral_needles
+GENERATOR_FIELDS["nonliteral"] = lambda spec: ("question",)
