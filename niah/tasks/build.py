@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..haystack import Prompt, PromptBuilder
+from ..haystack import THINK_OPEN, Prompt, PromptBuilder
 from ..scoring import SCORING_RULES
 from .catalog import get_spec
 from .rules import GENERATORS, PLACEMENTS
@@ -63,7 +63,11 @@ def build_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> P
 
 
 def score_trial(trial: TaskTrial, prompt: Prompt, response: str, *, kind: str) -> dict:
-    """Record fields: verdict, score (0..1; 1/0 with one value to find), the needles list."""
+    """Record fields: verdict, score (0..1; 1/0 with one value to find), the needles list.
+    A prompt whose template opened a reasoning block (`Prompt.opens_reasoning`) has its
+    response scored as the continuation of that block."""
+    if getattr(prompt, "opens_reasoning", False):
+        response = THINK_OPEN + (response or "")
     s = SCORING_RULES[trial.scoring](response, values=[n.value for n in trial.needles],
                                      targets=[n.target for n in trial.needles], kind=kind)
     needles = [{"key": needle.key, "value": needle.value, "needle_index": place.index,
