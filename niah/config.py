@@ -46,6 +46,8 @@ DEFAULT_SHARD = "none"
 DEFAULT_GGUF_QUANT = "auto"
 DEFAULT_ROPE_SCALING = "model"
 DEFAULT_WARM_UP = "auto"
+DEFAULT_THINKING = "model"
+THINKING_MODES = ("model", "on", "off")   # --thinking: the template's default, or enable_thinking
 SHARDS = ("none", "tensor")
 
 
@@ -80,6 +82,7 @@ class RunConfig:
     shard: str = DEFAULT_SHARD     # "tensor": one model sharded across the mlx.launch group
     gguf_quant: str = DEFAULT_GGUF_QUANT   # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
     rope_scaling: str = DEFAULT_ROPE_SCALING  # "model" (as shipped), "none", "yarn:F", "linear:F"
+    thinking: str = DEFAULT_THINKING  # enable_thinking for the chat template: model, on, off
     out: str = DEFAULT_OUT
     # the asked (context, depth, sample) cells when grids merged into one folder are not the
     # cross product of contexts x depths x samples (niah.run.grid); None: the cross product
@@ -112,6 +115,12 @@ class RunConfig:
             raise NiahError(f"unknown --gguf-quant {self.gguf_quant!r}: use one of "
                             f"{', '.join(GGUF_QUANTS)}")
         object.__setattr__(self, "rope_scaling", parse_rope_scaling(self.rope_scaling))
+        if self.thinking not in THINKING_MODES:
+            raise NiahError(f"unknown --thinking {self.thinking!r}: use one of "
+                            f"{', '.join(THINKING_MODES)}")
+        if self.thinking == "on" and self.answer_prefix:
+            raise NiahError("--answer-prefix cannot be combined with --thinking on (the model "
+                            "writes its reasoning first): drop --answer-prefix")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,7 +138,8 @@ class RunConfig:
         return cls(**{k: config_value(k, v) for k, v in d.items() if k in names})
 
     # Fields added later: hashed only when set, so older run folders keep their hash.
-    _HASHED_WHEN_SET = {"gguf_quant": DEFAULT_GGUF_QUANT, "rope_scaling": DEFAULT_ROPE_SCALING}
+    _HASHED_WHEN_SET = {"gguf_quant": DEFAULT_GGUF_QUANT, "rope_scaling": DEFAULT_ROPE_SCALING,
+                        "thinking": DEFAULT_THINKING}
 
     def hashed_fields(self) -> dict:
         """The fields that change what a trial measures (fields added later left out while

@@ -220,6 +220,7 @@ class Prompt:
     value: str
     placements: tuple[Placement, ...] = ()
     boundary: str = "sentence"
+    opens_reasoning: bool = False  # the template's tail ends in <think>: the answer starts inside it
 
 
 def needle_phrases(template: str) -> list[str]:
@@ -239,22 +240,50 @@ def fill(template: str, value: str, *, key: str | None = None) -> str:
     return template.format(value=value, key=key or "")
 
 
+THINK_OPEN = "<think>"
+
+
+def takes_thinking(tokenizer) -> bool:
+    """Whether the tokenizer's chat template reads the enable_thinking flag (a dict of named
+    templates: any of them)."""
+    template = getattr(tokenizer, "chat_template", None)
+    texts = template.values() if isinstance(template, dict) else [template]
+    return any(isinstance(t, str) and "enable_thinking" in t for t in texts)
+
+
+def check_thinking(tokenizer, thinking: str) -> None:
+    """--thinking on/off sets enable_thinking, which only a template that reads it obeys:
+    refused otherwise, since the run would record a mode its prompts do not have."""
+    if thinking == "model" or takes_thinking(tokenizer):
+        return
+    has = "has a chat template that does not read" if getattr(tokenizer, "chat_template", None) \
+        else "has no chat template, so nothing reads"
+    raise NiahError(f"--thinking {thinking} sets the chat template's enable_thinking, and this "
+                    f"model {has} it: use --thinking model")
+
+
 class PromptBuilder:
-    """Builds prompts of exact token counts for one tokenizer and one set of texts."""
+    """Builds prompts of exact token counts for one tokenizer and one set of texts.
+
+    `thinking` ("model", "on", "off"): on/off pass enable_thinking=True/False to the chat
+    template (check_thinking refuses a template that does not read it); model passes nothing."""
 
     def __init__(self, tokenizer, *, source: str = "prose", seed: int = 0,
                  needle: str = DEFAULT_NEEDLE, question: str = DEFAULT_QUESTION,
-                 answer_prefix: str = DEFAULT_ANSWER_PREFIX, intro: str = DEFAULT_INTRO):
+                 answer_prefix: str = DEFAULT_ANSWER_PREFIX, intro: str = DEFAULT_INTRO,
+                 thinking: str = "model"):
         if "{value}" not in needle:
             raise NiahError("the needle template has no {value} placeholder: write it like "
                             "'The secret passkey is {value}.'")
-        self.tokenizer = tokenizer
+        check_thinking(tokenizer, thinking)
+        self.tokenizer, self.thinking = tokenizer, thinking
         self.needle = needle
         self.question, self.answer_prefix, self.intro = question, answer_prefix, intro
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
         self._tails: dict[tuple[str, str], np.ndarray] = {}
         self._checked: set[tuple[str, int]] = set()   # (template, tokens) found free of phrases
-        head_text, _ = self._render_template(question=question)
+        head_text, tail_text = self._render_template(question=question)
+        self.opens_reasoning = tail_text.rstrip().endswith(THINK_OPEN)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
         if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
                 and getattr(tokenizer, "add_bos_token", False)):  # plain prompt: BOS first
@@ -269,8 +298,9 @@ class PromptBuilder:
         content = f"{self.intro}\n\n{MARKER}\n\n{question}"
         messages = [{"role": "user", "content": content}]
         if getattr(self.tokenizer, "chat_template", None):
+            flag = {} if self.thinking == "model" else {"enable_thinking": self.thinking == "on"}
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                      tokenize=False)
+                                                      tokenize=False, **flag)
         else:  # base models without a template: the plain text
             text = content + "\n\n"
         head, tail = text.split(MARKER)
@@ -399,7 +429,8 @@ class PromptBuilder:
         first = placements[0]
         return Prompt(ids=ids, needle_index=first.index, needle_tokens=first.tokens,
                       needle_depth=first.depth, body_tokens=body, head_tokens=len(self.head),
-                      value=value, placements=tuple(placements), boundary=first.boundary)
+                      value=value, placements=tuple(placements), boundary=first.boundary,
+                      opens_reasoning=self.opens_reasoning)
 
     def _tail(self, question: str | None, answer_prefix: str | None) -> np.ndarray:
         if question is None and answer_prefix is None:

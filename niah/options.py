@@ -44,6 +44,9 @@ Task = Annotated[str, _opt("--task", panel=P_PROMPT,
                            help=", ".join(task_rows()) + " (niah/datasets/tasks.jsonl).")]
 Needles = Annotated[Optional[int], _opt("--needles", panel=P_PROMPT,
                                         help="Needles per trial for multi-* tasks (default 4).")]
+Thinking = Annotated[str, _opt("--thinking", panel=P_PROMPT, help="Reasoning models: on or off "
+                               "sets the chat template's enable_thinking (on: no answer prefix, "
+                               "1024 more answer tokens); model: the template's default.")]
 Model = Annotated[Optional[str], _opt(
     "--model", "-m", panel=P_RUN, help="mlx-lm hub id, MLX model folder, or .gguf file "
     "(default: the embedded SmolLM2-135M-Instruct).")]

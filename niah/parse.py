@@ -219,7 +219,7 @@ def check_needle_template(template: str, *, keyed: bool = False) -> None:
 # The JSON type of each RunConfig field, as config.json holds it (tests check every field is here).
 CONFIG_KINDS = {
     "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling"), "a string"),
+              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling", "thinking"), "a string"),
     "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
     "texts": (("keys",), "a list of strings"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),

@@ -4,10 +4,12 @@ The rule (also in the README), applied by `judge`:
 
 1. Unicode is normalised (NFKC, so full-width digits are digits; any decimal digit is read as
    its ASCII digit) and compared case-insensitively.
-2. Thinking is set aside: complete ``<think>...</think>`` blocks are removed. An unpaired tag
-   splits what is left into reasoning (before a stray ``</think>``, after a stray ``<think>``)
-   and answer; the answer part is scored when it offers a value of the needle's kind, else the
-   whole text (tags removed) is scored, so "1234567 </think> done" keeps its answer.
+2. Thinking is set aside: complete ``<think>...</think>`` blocks are removed. A stray
+   ``</think>`` splits what is left into reasoning (before it) and answer (after it); the answer
+   part is scored when it offers a value of the needle's kind, else the whole text (tags
+   removed) is scored, so "1234567 </think> done" keeps its answer. A ``<think>`` never closed
+   is reasoning cut off by the answer budget: the text after it is never scored, only the text
+   before it (nothing there: NULL), so a value quoted in unfinished reasoning does not pass.
 3. Values are found as whole tokens of their kind, never as substrings: a number is a run of
    digits with no digit before or after (groups of three separated by one space or comma still
    count: "1,234,567" and "1 234 567" read as 1234567; a decimal like "1234567.5" is another
@@ -102,8 +104,8 @@ def answer_text(response: str, *, kind: str, expected: tuple[str, ...] = ()) -> 
     text = _THINK_BLOCK.sub(" ", normalise(response))
     if _THINK_CLOSE in text:
         answer = text[text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE):]
-    elif _THINK_OPEN in text:
-        answer = text[:text.index(_THINK_OPEN)]
+    elif _THINK_OPEN in text:  # reasoning never closed: only what came before it is an answer
+        return text[:text.index(_THINK_OPEN)]
     else:
         return text
     if candidates(answer, kind=kind, expected=expected):

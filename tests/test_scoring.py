@@ -28,7 +28,7 @@ CASES = [
     ("1234567 </think> done", N, PASS),
     ("<think>maybe 7654321</think> It is 1234567.", N, PASS),
     ("Perhaps 7654321? </think> The passkey is 1234567", N, PASS),
-    ("<think>the passkey is 1234567", N, PASS),  # truncated reasoning, no answer outside it
+    ("<think>the passkey is 1234567", N, NULL),  # truncated reasoning, no answer outside it
     ("It is 7654321 <think>or 1234567", N, FAIL),
     ("<THINK>7654321</THINK>1234567", N, PASS),
     # empty and punctuation

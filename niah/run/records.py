@@ -37,6 +37,7 @@ RAN = "records of trials that generated (PASS, FAIL, NULL)"
 TIMED = "records of trials that started (not SKIP)"
 PREFLIGHT = "records made with the memory preflight on"
 TASKED = "every record (folders made before tasks existed lack it)"
+NEWER = "records made since 2026-12 (older folders lack it)"
 STORED = "written by the store as the line is appended"
 
 
@@ -89,12 +90,18 @@ class TrialRecord:
     verdict: str = _field("PASS, FAIL, NULL (no value offered), SKIP (memory preflight) or "
                           "ERROR (the trial raised)")
     # timings and memory
-    prefill_s: float | None = _field("seconds to prefill the prompt (to the first token)",
-                                     checked="number")
-    prefill_tps: float | None = _field("prefilled tokens per second")
-    ttft_s: float | None = _field("seconds to the first generated token", checked="number")
-    decode_tps: float | None = _field("decoded tokens per second after the first")
-    peak_memory_bytes: int | None = _field("MLX peak memory during the trial, in bytes")
+    prefill_s: float | None = _field("mlx-lm's prompt time: seconds from the start of "
+                                     "generation to the first token", checked="number")
+    prefill_tps: float | None = _field("prefilled tokens per second (prefilled_tokens / "
+                                       "prefill_s, mlx-lm's prompt tokens/s)")
+    ttft_s: float | None = _field("wall seconds from the trial's generate call to the first "
+                                  "token (prefill_s plus set-up)", checked="number")
+    decode_tps: float | None = _field("decode tokens per second as mlx-lm reports it "
+                                      "(generated tokens over the time since the first); "
+                                      "null for a one-token answer")
+    peak_memory_bytes: int | None = _field("MLX peak active memory during the trial, in "
+                                           "bytes, counted from a reset after freeing what "
+                                           "earlier trials left")
     # attention route and versions
     sdpa_route: str | None = _field('what attention ran: "stock", "q-split", '
                                     '"kv-chunks/fused", "kv-chunks/reference", joined with "+"')
@@ -140,6 +147,10 @@ class TrialRecord:
     needles: list[NeedleRecord] = _field("every needle of the trial (fields below)",
                                          when=TASKED)
     estimated_memory_bytes: int = _field("the memory preflight's estimate", when=PREFLIGHT)
+    thinking: str = _field("the --thinking option: model, on or off", when=NEWER)
+    max_tokens: int = _field("the answer budget (--max-tokens, or the task's default)",
+                             when=NEWER)
+    kv_cache_bytes: int = _field("bytes the KV cache held after the trial", when=NEWER)
     # generation
     generated_tokens: int = _field("tokens generated (EOS included)", when=RAN,
                                    checked="number")
@@ -177,7 +188,6 @@ class TrialRecord:
                prefix_reuse: str, elapsed_s: float) -> "TrialRecord":
         """The record of a trial that generated: `gen` a model.Generation, `found` one flag
         per needle."""
-        decode_tokens = max(gen.tokens - 1, 0)
         needles = [dataclasses.replace(n, found=bool(f)) for n, f in zip(self.needles, found)]
         return dataclasses.replace(
             self, response=gen.response, verdict=verdict, score=round(score, 6), needles=needles,
@@ -185,9 +195,8 @@ class TrialRecord:
             prefill_s=round(gen.prefill_s, 4),
             prefill_tps=round(gen.prefilled / gen.prefill_s, 2) if gen.prefill_s > 0 else None,
             ttft_s=round(gen.ttft_s, 4), decode_s=round(gen.decode_s, 4),
-            decode_tps=(round(decode_tokens / gen.decode_s, 2)
-                        if gen.decode_s > 0 and decode_tokens else None),
-            peak_memory_bytes=gen.peak_memory_bytes, finish=gen.finish, error=None,
+            decode_tps=round(gen.decode_tps, 2) if gen.decode_tps else None,
+            peak_memory_bytes=gen.peak_memory_bytes, kv_cache_bytes=gen.kv_cache_bytes, finish=gen.finish, error=None,
             sdpa_route=sdpa_route, prefix_reuse=prefix_reuse, elapsed_s=elapsed_s)
 
     # -- JSON -------------------------------------------------------------------------------

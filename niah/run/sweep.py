@@ -202,7 +202,8 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sw
     _check_session(config, session, progress)
     builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
                             needle=config.needle, question=config.question,
-                            answer_prefix=config.answer_prefix, intro=config.intro)
+                            answer_prefix=config.answer_prefix, intro=config.intro,
+                            thinking=config.thinking)
     _check_task(config, builder)
     sdpa = {"route": config.sdpa, "threshold": state.config.threshold,
             "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:

@@ -104,7 +104,8 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         head_dim=info.head_dim, rope_scaling=config.rope_scaling,
         rope_scaling_config=getattr(info, "rope_scaling", None),
         weights=getattr(info, "weights", None), rank=run.rank, task=trial.task,
-        needle_boundary=prompt.boundary, needles=needles)
+        needle_boundary=prompt.boundary, needles=needles, thinking=config.thinking,
+        max_tokens=config.max_tokens)
 
 
 def estimate(run: Sweep, spec: TrialSpec):

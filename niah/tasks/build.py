@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..haystack import Placement, Prompt, PromptBuilder
+from ..haystack import THINK_OPEN, Placement, Prompt, PromptBuilder
 from ..scoring import SCORING_RULES
 from .catalog import get_spec
 from .rules import GENERATORS, PLACEMENTS
@@ -87,7 +87,11 @@ def list_prompt(builder: PromptBuilder, trial: TaskTrial, *, context: int) -> Pr
 
 
 def score_trial(trial: TaskTrial, prompt: Prompt, response: str, *, kind: str) -> dict:
-    """Record fields: verdict, score (0..1; 1/0 with one value to find), the needles list."""
+    """Record fields: verdict, score (0..1; 1/0 with one value to find), the needles list.
+    A prompt whose template opened a reasoning block (`Prompt.opens_reasoning`) has its
+    response scored as the continuation of that block."""
+    if getattr(prompt, "opens_reasoning", False):
+        response = THINK_OPEN + (response or "")
     vocabulary = trial.words.vocabulary() if trial.words is not None else frozenset()
     s = SCORING_RULES[trial.scoring](response, values=[n.value for n in trial.needles],
                                      targets=[n.target for n in trial.needles], kind=kind,

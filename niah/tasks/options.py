@@ -13,6 +13,7 @@ from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS
 from .spec import MAX_NEEDLES
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+REASONING_TOKENS = 1024   # answer tokens added by default for the reasoning of --thinking on
 
 
 def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
@@ -23,9 +24,14 @@ def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
 
 def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
             answer_prefix: str | None, max_tokens: int | None = None,
-            value_kind: str = "number") -> dict:
+            value_kind: str = "number", thinking: str = "model") -> dict:
     """RunConfig fields for a task: templates (yours, else the task row's), needle count, keys,
-    and the answer length (yours, else `answer_tokens`)."""
+    and the answer length (yours, else `answer_tokens`). With `thinking` "on" the model
+    reasons before it answers: no answer prefix by default (one would cut the reasoning off)
+    and REASONING_TOKENS more answer tokens by default."""
+    reasoning = thinking == "on"
+    if reasoning and answer_prefix is None:
+        answer_prefix = ""
     spec = get_spec(task)
     n = needles if needles is not None else spec.default_needles
     fields = {"task": task, "needles": n,
@@ -35,7 +41,7 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
               "keys": load_keys() if spec.keyed else ()}
     validate(**fields, value_kind=value_kind)
     fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
-        task=task, needles=n, value_kind=value_kind)
+        task=task, needles=n, value_kind=value_kind) + (REASONING_TOKENS if reasoning else 0)
     return fields
 
 
