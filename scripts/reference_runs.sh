@@ -77,6 +77,25 @@ for section in "$@"; do
       niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
       niah_run smollm2-128k-chunked --model "$SMOL" --context 128k --depth 0.5 --sdpa chunked \
         --allow-beyond-trained ;;
+    vs-mlx-lm)  # issue 24: a niah trial against mlx-lm's own generation, same process
+      logged vs-mlx-lm python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+        --rounds 4 ;;
+    calibration)  # issue 24: measured peaks per route, context, prefill step and KV bits
+      niah_run qwen15-calib-stock --model "$Q15" --context 1k,4k,16k,32k,64k,128k --depth 0.5 \
+        --samples 2 --no-prefix-reuse --sdpa stock --allow-beyond-trained
+      niah_run qwen15-calib-chunked --model "$Q15" --context 1k,4k,16k,32k,64k,128k --depth 0.5 \
+        --samples 2 --no-prefix-reuse --sdpa chunked --allow-beyond-trained
+      niah_run qwen15-calib-kv8 --model "$Q15" --context 4k,32k,128k --depth 0.5 --samples 2 \
+        --no-prefix-reuse --kv-bits 8 --allow-beyond-trained
+      niah_run qwen15-calib-step8k --model "$Q15" --context 32k,128k --depth 0.5 --samples 2 \
+        --no-prefix-reuse --prefill-step 8192 --allow-beyond-trained ;;
+    ruler)  # issue 21: the new task families at 4K-128K
+      for task in variable-tracking common-words frequent-words; do
+        niah_run "qwen15-task-$task" --model "$Q15" --task "$task" --context 4k,16k,32k,64k,128k \
+          --depth 0:1:0.25 --allow-beyond-trained
+      done
+      niah_run qwen15-task-non-literal --model "$Q15" --task non-literal \
+        --context 1k,4k,16k,32k,64k,128k --depth 0:1:0.25 --allow-beyond-trained ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
 done
