@@ -160,11 +160,16 @@ def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
     assert len(keys) == len(set(keys))
 
 
-@pytest.mark.parametrize("form", ["{a},{b},{c}", "{a} {b} {c}", "{a}\u00a0{b}\u00a0{c}", "{a}, {b}, {c}"])
-def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path, form):
+@pytest.mark.parametrize("form, read_as_value", [
+    ("{a},{b},{c}", True), ("{a} {b} {c}", True), ("{a}\u00a0{b}\u00a0{c}", True),
+    ("{a}, {b}, {c}", False),
+])
+def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path, form,
+                                                        read_as_value):
     """The scorer reads "1,234,567" and "1 234 567" as 1234567, but the value check looked
     for the plain digits only: a haystack holding the value in groups kept it, and a model
-    copying it from the haystack would PASS."""
+    copying it from the haystack would PASS. "1, 234, 567" is a list of three numbers: neither
+    the scorer nor the value check may read it as the value."""
     from niah.haystack import PromptBuilder
     from niah.scoring import judge
 
@@ -174,7 +179,7 @@ def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path
     path.write_text(f"A line. The total was {grouped} units. Another line.\n")
     builder = PromptBuilder(gguf_tokenizer, source=str(path))
     assert builder.value_occurs(value, context=1024) == (judge(grouped, value).verdict == "PASS")
-    assert builder.value_occurs(value, context=1024) or form == "{a}, {b}, {c}"
+    assert builder.value_occurs(value, context=1024) is read_as_value
 
 
 def _default_configs():
