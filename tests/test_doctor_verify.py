@@ -6,17 +6,16 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
 from niah.backend import apple_family, backend, describe_gpu
 from niah.cli import app
 
-runner = CliRunner()
 BACKEND = backend()
 
 
 def test_doctor_prints_every_section():
-    result = runner.invoke(app, ["doctor", "--model", "default", "--context", "4k"],
+    result = invoke(["doctor", "--model", "default", "--context", "4k"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -37,17 +36,17 @@ def test_doctor_prints_every_section():
 
 
 def test_doctor_beyond_trained_and_bad_context():
-    result = runner.invoke(app, ["doctor", "--model", "default", "--context", "128k"])
+    result = invoke(["doctor", "--model", "default", "--context", "128k"])
     assert result.exit_code == 0
     assert "beyond trained length: needs --allow-beyond-trained" in result.stdout
     route = "stock" if BACKEND == "cuda" else "kv-chunks"  # CUDA: cuDNN at qL 2048 and decode
     assert f"sdpa route (auto): prefill step {route}, decode {route}" in result.stdout
-    bad = runner.invoke(app, ["doctor", "--model", "default", "--context", "12q"])
+    bad = invoke(["doctor", "--model", "default", "--context", "12q"])
     assert bad.exit_code == 2 and bad.stderr == "error: bad context '12q': use a positive token count like 8000, 4k or 1m\n"
 
 
 def test_sdpa_verify_quick_passes():
-    result = runner.invoke(app, ["sdpa", "verify", "--quick"], catch_exceptions=False)
+    result = invoke(["sdpa", "verify", "--quick"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"niah sdpa verify on {BACKEND}")
@@ -69,7 +68,7 @@ def test_sdpa_verify_fails_on_a_broken_route(monkeypatch):
         return out + 0.1, lse  # an error of 0.1: above every tolerance
 
     monkeypatch.setattr(dispatch, "kv_chunks", broken)
-    result = runner.invoke(app, ["sdpa", "verify", "--quick"], catch_exceptions=False)
+    result = invoke(["sdpa", "verify", "--quick"], catch_exceptions=False)
     assert result.exit_code == 1
     assert re.fullmatch(r"\d+ checks: FAILURES above", result.stdout.splitlines()[-1])
     fails = [line for line in result.stdout.splitlines() if line.endswith("FAIL")]
@@ -203,7 +202,7 @@ def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "FULL", tiny)
     monkeypatch.chdir(tmp_path)
     argv = list(sys.argv)
-    result = runner.invoke(app, ["sdpa", "bench", "--quick"], catch_exceptions=False)
+    result = invoke(["sdpa", "bench", "--quick"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert sys.argv == argv
     lines = result.stdout.splitlines()

@@ -4,9 +4,7 @@ generation on it equals niah's on the GGUF (SmolLM2, CPU, short)."""
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from niah.cli import app
+from conftest import invoke
 
 
 def _niah_greedy(session, ids, n):
@@ -23,7 +21,7 @@ def test_converted_folder_generates_what_niah_generates(gguf_path, tmp_path):
     from niah.model import ModelSession
 
     out = tmp_path / "smollm2-mlx"
-    res = CliRunner().invoke(app, ["convert", gguf_path, str(out)])
+    res = invoke(["convert", gguf_path, str(out)])
     assert res.exit_code == 0, res.output
     assert res.output.startswith(f"wrote {out} (llama, weights native): ")
     cfg = json.loads((out / "config.json").read_text())
@@ -49,9 +47,9 @@ def test_converted_folder_generates_what_niah_generates(gguf_path, tmp_path):
 
 def test_convert_refuses_a_non_empty_folder(gguf_path, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
-    res = CliRunner().invoke(app, ["convert", gguf_path, str(tmp_path)])
+    res = invoke(["convert", gguf_path, str(tmp_path)])
     assert res.exit_code == 2
     assert res.output == (f"error: folder {str(tmp_path)!r} is not empty: give a new folder "
                           "or pass --force\n")
-    res = CliRunner().invoke(app, ["convert", str(tmp_path / "none.gguf"), str(tmp_path / "o")])
+    res = invoke(["convert", str(tmp_path / "none.gguf"), str(tmp_path / "o")])
     assert res.exit_code == 2 and "not found" in res.output and not (tmp_path / "o").exists()

@@ -13,16 +13,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from niah.cli import app
+from conftest import invoke
 
 F32, Q4_0, Q4_K, IQ2_XXS = 0, 2, 12, 16
 VOCAB = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(c) for c in range(97, 123)] + ["ab"]
-
-
-def _invoke(args):
-    return CliRunner().invoke(app, args)
 
 
 def _one_line_error(res, *words) -> str:
@@ -101,7 +95,7 @@ def test_type_field_patched_from_q4_1_is_one_line_naming_the_tensor(gguf_path, t
     """Issue 20 item 7: same file size, the type says F32 (larger) or Q4_0 (smaller) where
     the data is Q4_1."""
     bad = _patch_type(gguf_path, tmp_path / "patched.gguf", "blk.0.attn_q.weight", type_id)
-    res = _invoke(_commands(bad, tmp_path)[command])
+    res = invoke(_commands(bad, tmp_path)[command])
     _one_line_error(res, "'blk.0.attn_q.weight'", name, "does not match")
     _nothing_left(tmp_path)
 
@@ -111,7 +105,7 @@ def test_type_field_patched_from_q4_1_is_one_line_naming_the_tensor(gguf_path, t
 def test_sizes_no_type_fits_are_one_line_not_a_reshape_error(gguf_path, tmp_path, command,
                                                              type_id, name):
     bad = _patch_type(gguf_path, tmp_path / "patched.gguf", "blk.0.attn_q.weight", type_id)
-    res = _invoke(_commands(bad, tmp_path)[command])
+    res = invoke(_commands(bad, tmp_path)[command])
     line = _one_line_error(res, "'blk.0.attn_q.weight'", name)
     assert "reshape" not in line
     _nothing_left(tmp_path)
@@ -122,7 +116,7 @@ def test_truncated_gguf_says_truncated_not_install_gguf(gguf_path, tmp_path, com
     data = Path(gguf_path).read_bytes()
     half = tmp_path / "half.gguf"
     half.write_bytes(data[: len(data) // 2])
-    line = _one_line_error(_invoke(_commands(half, tmp_path)[command]), "truncated")
+    line = _one_line_error(invoke(_commands(half, tmp_path)[command]), "truncated")
     assert "pip install" not in line
     _nothing_left(tmp_path)
 
@@ -131,14 +125,14 @@ def test_mislabelled_architecture_is_one_short_line(tmp_path):
     """qwen2 in the header, llama tensors (no Q/K/V biases): mlx-lm's 5 KB list stays in the
     exception's cause; the line names the count and one parameter."""
     bad = _tiny_gguf(tmp_path / "mislabelled.gguf", header_arch="qwen2")
-    line = _one_line_error(_invoke(_commands(bad, tmp_path)["run"]), "qwen2", "missing")
+    line = _one_line_error(invoke(_commands(bad, tmp_path)["run"]), "qwen2", "missing")
     assert "model.layers.0.self_attn." in line
     _nothing_left(tmp_path)
 
 
 def test_merge_outside_the_vocabulary_is_one_line(tmp_path):
     bad = _tiny_gguf(tmp_path / "badmerge.gguf", merges=("a b", "x yz"))
-    _one_line_error(_invoke(_commands(bad, tmp_path)["convert"]), "tokenizer", "yz")
+    _one_line_error(invoke(_commands(bad, tmp_path)["convert"]), "tokenizer", "yz")
     _nothing_left(tmp_path)
 
 
@@ -147,11 +141,11 @@ def test_gguf_quant_with_an_mlx_folder_is_refused_before_loading(tmp_path):
     folder = tmp_path / "mlx-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    res = _invoke(["run", "-m", str(folder), "--gguf-quant", "q4", "-c", "256", "-d", "0.5",
+    res = invoke(["run", "-m", str(folder), "--gguf-quant", "q4", "-c", "256", "-d", "0.5",
                    "-o", str(tmp_path / "res")])
     _one_line_error(res, "--gguf-quant q4", "GGUF files only")
     assert not (tmp_path / "res").exists()
-    res = _invoke(["run", "-m", "org/some-model", "--gguf-quant", "f16", "-o",
+    res = invoke(["run", "-m", "org/some-model", "--gguf-quant", "f16", "-o",
                    str(tmp_path / "res")])
     _one_line_error(res, "--gguf-quant f16", "hub model")
 
@@ -159,13 +153,13 @@ def test_gguf_quant_with_an_mlx_folder_is_refused_before_loading(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 def test_convert_onto_proc_is_one_line(tmp_path):
     gguf = _tiny_gguf(tmp_path / "tiny.gguf")
-    _one_line_error(_invoke(["convert", str(gguf), "/proc/niah-x"]), "/proc/niah-x")
+    _one_line_error(invoke(["convert", str(gguf), "/proc/niah-x"]), "/proc/niah-x")
 
 
 def test_convert_under_a_file_is_one_line(tmp_path):
     gguf = _tiny_gguf(tmp_path / "tiny.gguf")
     (tmp_path / "afile").write_text("x")
-    _one_line_error(_invoke(["convert", str(gguf), str(tmp_path / "afile" / "out")]), "afile")
+    _one_line_error(invoke(["convert", str(gguf), str(tmp_path / "afile" / "out")]), "afile")
     assert (tmp_path / "afile").read_text() == "x"
 
 
@@ -183,7 +177,7 @@ def test_convert_onto_a_full_disk_leaves_nothing(tmp_path, monkeypatch, exists):
         raise RuntimeError("[write] Unable to write 1048576 bytes to file.")
 
     monkeypatch.setattr(mx, "save_safetensors", full_disk)
-    _one_line_error(_invoke(["convert", str(gguf), str(out)]), "Unable to write")
+    _one_line_error(invoke(["convert", str(gguf), str(out)]), "Unable to write")
     if exists:
         assert list(out.iterdir()) == []
     else:
@@ -194,7 +188,7 @@ def test_tiny_gguf_converts(tmp_path):
     """The helper's GGUF is valid: convert writes a complete folder and no temporary one."""
     gguf = _tiny_gguf(tmp_path / "tiny.gguf")
     out = tmp_path / "out"
-    res = _invoke(["convert", str(gguf), str(out)])
+    res = invoke(["convert", str(gguf), str(out)])
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
     assert "model.safetensors" in names and "config.json" in names

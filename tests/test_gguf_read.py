@@ -8,6 +8,7 @@ import struct
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import invoke
 
 from niah.errors import NiahError
 from niah.gguf.read import file_digest, parse_header, read_gguf
@@ -134,15 +135,13 @@ def test_not_a_gguf_and_bad_mode(tmp_path, gguf_path):
 
 
 def test_cli_rejects_bad_rope_scaling_and_gguf_quant(tmp_path):
-    from typer.testing import CliRunner
 
-    from niah.cli import app
 
-    res = CliRunner().invoke(app, ["run", "--rope-scaling", "yarn:0.5", "-o", str(tmp_path)])
+    res = invoke(["run", "--rope-scaling", "yarn:0.5", "-o", str(tmp_path)])
     assert res.exit_code == 2
     assert res.output == ("error: bad --rope-scaling 'yarn:0.5': use yarn:FACTOR or "
                           "linear:FACTOR with FACTOR > 1 (e.g. yarn:4), none, or model\n")
-    res = CliRunner().invoke(app, ["run", "--gguf-quant", "q5", "-o", str(tmp_path)])
+    res = invoke(["run", "--gguf-quant", "q5", "-o", str(tmp_path)])
     assert res.exit_code == 2
     assert res.output == "error: unknown --gguf-quant 'q5': use one of auto, q8, q4, f16\n"
     assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import invoke, read_records
 
 from niah.errors import NiahError
 from niah.haystack import PromptBuilder, needle_value
@@ -227,18 +228,12 @@ def test_value_occurs_and_redraw(gguf_tokenizer, tmp_path):
 # --- through the CLI on the real model (issue #11) --------------------------------------------
 
 def _cli(*args):
-    from typer.testing import CliRunner
-
-    from niah.cli import app
-
-    return CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
+    return invoke(["run", *args], catch_exceptions=False)
 
 
 def _records(out):
-    import json
-
     folder = next(p for p in out.iterdir() if p.is_dir())
-    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    return read_records(folder)
 
 
 @pytest.mark.slow

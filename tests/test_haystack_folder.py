@@ -6,22 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from niah.cli import app
 from niah.errors import NiahError
 from niah.haystack import _read_text_source
 from niah.haystack_files import haystack_files, haystack_files_digest
 from niah.identity import haystack_digest
 
-runner = CliRunner()
 SMALL = ["--context", "256", "--max-tokens", "8", "-q", "--depth", "0.5"]
 VISIBLE = "The river runs past the old mill. Birds sing at dawn. " * 20
 HIDDEN = "A quiet town sleeps under the snow. Lamps glow in the windows. " * 20
 
 
 def _cli(*args):
-    return runner.invoke(app, ["run", *map(str, args)], catch_exceptions=False)
+    return invoke(["run", *map(str, args)], catch_exceptions=False)
 
 
 def _names(root: Path) -> list[str]:

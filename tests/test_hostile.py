@@ -2,11 +2,9 @@
 crafted to fool the scorer): each case is one line and exit 2, or a true verdict."""
 
 import pytest
-from typer.testing import CliRunner
 
-from niah.cli import app
+from conftest import invoke, read_records
 
-runner = CliRunner()
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -20,7 +18,7 @@ runner = CliRunner()
 def test_bad_sdpa_environment_is_one_line(tmp_path, monkeypatch, name, value, message):
     """A bad NIAH_SDPA_* value was a ValueError traceback from inside the sweep."""
     monkeypatch.setenv(name, value)
-    result = runner.invoke(app, ["run", "--context", "256", "--out", str(tmp_path / "o"), "-q"])
+    result = invoke(["run", "--context", "256", "--out", str(tmp_path / "o"), "-q"])
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
     assert not (tmp_path / "o").exists()
 
@@ -53,7 +51,7 @@ def test_record_with_a_malformed_field_is_skipped(tmp_path, field, value):
     lines[0] = re.sub(rf'"{field}": ("[^"]*"|[^,}}]*)', f'"{field}": {value}', json.dumps(rec))
     assert lines[0] != json.dumps(rec)
     path.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["report", str(folder)])
+    result = invoke(["report", str(folder)])
     assert result.exit_code == 0, result.output
     assert result.stderr == (f"warning: skipped 1 corrupt line(s) of {path} "
                              f"(line 1: {field} is not {'text' if field in ('device', 'response') else 'a finite number'})\n")
@@ -63,7 +61,7 @@ def test_record_with_a_malformed_field_is_skipped(tmp_path, field, value):
 def test_trials_file_that_is_a_folder_is_one_line(tmp_path):
     folder = _copy_reference(tmp_path)
     (folder / "trials.rank1.jsonl").mkdir()
-    result = runner.invoke(app, ["report", str(folder)])
+    result = invoke(["report", str(folder)])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"error: cannot read {str(folder / 'trials.rank1.jsonl')!r} (Is a directory): "
                              "move it out of the run folder\n")
@@ -87,7 +85,7 @@ def test_a_decimal_number_is_not_the_whole_number(answer, verdict):
 @pytest.mark.parametrize("depth", [",,,", " , "])
 def test_depth_list_of_only_commas_is_one_line(tmp_path, depth):
     """`--depth ,,,` ran a sweep of no trials and exited 0 ("Total: 0 trials")."""
-    result = runner.invoke(app, ["run", "--context", "256", "--depth", depth, "--out", str(tmp_path / "o")])
+    result = invoke(["run", "--context", "256", "--depth", depth, "--out", str(tmp_path / "o")])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == "error: empty --depth: give depths like 0,0.5,1 or a range like 0:1:0.1\n"
 
@@ -116,7 +114,7 @@ def _reference():
 def test_heatmap_of_an_unknown_image_type_is_one_line(tmp_path, name):
     """--heatmap x.txt printed the table, then matplotlib's ValueError traceback (exit 1)."""
     path = tmp_path / name
-    result = runner.invoke(app, ["report", _reference(), "--heatmap", str(path)])
+    result = invoke(["report", _reference(), "--heatmap", str(path)])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"error: --heatmap {str(path)!r} is not a .png, .svg or .pdf file: "
                              "give a name like heatmap.png\n")
@@ -126,7 +124,7 @@ def test_heatmap_of_an_unknown_image_type_is_one_line(tmp_path, name):
 @pytest.mark.parametrize("value", ["-1", "0", "1.5", "nan"])
 def test_effective_threshold_outside_0_1_is_one_line(value):
     """--effective-threshold -1 or nan printed 'Effective context (>= nan% ...)'."""
-    result = runner.invoke(app, ["report", _reference(), "--effective-threshold", value])
+    result = invoke(["report", _reference(), "--effective-threshold", value])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"error: --effective-threshold {float(value):g} is outside (0, 1]: "
                              "use a fraction like 0.85\n")
@@ -160,11 +158,16 @@ def test_grid_union_keeps_one_depth_per_trial_key(tmp_path):
     assert len(keys) == len(set(keys))
 
 
-@pytest.mark.parametrize("form", ["{a},{b},{c}", "{a} {b} {c}", "{a}\u00a0{b}\u00a0{c}", "{a}, {b}, {c}"])
-def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path, form):
+@pytest.mark.parametrize("form, read_as_value", [
+    ("{a},{b},{c}", True), ("{a} {b} {c}", True), ("{a}\u00a0{b}\u00a0{c}", True),
+    ("{a}, {b}, {c}", False),
+])
+def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path, form,
+                                                        read_as_value):
     """The scorer reads "1,234,567" and "1 234 567" as 1234567, but the value check looked
     for the plain digits only: a haystack holding the value in groups kept it, and a model
-    copying it from the haystack would PASS."""
+    copying it from the haystack would PASS. "1, 234, 567" is a list of three numbers: neither
+    the scorer nor the value check may read it as the value."""
     from niah.haystack import PromptBuilder
     from niah.scoring import judge
 
@@ -174,7 +177,7 @@ def test_value_in_the_haystack_in_digit_groups_is_found(gguf_tokenizer, tmp_path
     path.write_text(f"A line. The total was {grouped} units. Another line.\n")
     builder = PromptBuilder(gguf_tokenizer, source=str(path))
     assert builder.value_occurs(value, context=1024) == (judge(grouped, value).verdict == "PASS")
-    assert builder.value_occurs(value, context=1024) or form == "{a}, {b}, {c}"
+    assert builder.value_occurs(value, context=1024) is read_as_value
 
 
 def _default_configs():
@@ -207,7 +210,7 @@ def test_default_answer_length_holds_the_answer(gguf_tokenizer):
 def test_max_tokens_that_cannot_hold_the_answer_is_one_line(tmp_path):
     """--max-tokens 2 with a 7-digit value (8 tokens with its space) recorded a FAIL the model
     could never have avoided."""
-    result = runner.invoke(app, ["run", "--context", "256", "--depth", "0.5", "--max-tokens", "2",
+    result = invoke(["run", "--context", "256", "--depth", "0.5", "--max-tokens", "2",
                                  "--out", str(tmp_path / "o"), "-q"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == ("error: --max-tokens 2 cannot hold the answer (8 tokens for the "
@@ -263,7 +266,7 @@ REFUSED = [
 @pytest.mark.parametrize("args,message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
 def test_empty_and_unsupported_values_are_refused_before_the_run(tmp_path, no_sweep, args, message):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", *args, "--out", str(out)], catch_exceptions=False)
+    result = invoke(["run", *args, "--out", str(out)], catch_exceptions=False)
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
     assert not out.exists()
 
@@ -296,7 +299,7 @@ def test_unreachable_hub_without_hf_hub_offline_gives_the_right_advice(tmp_path,
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", "-m", "mlx-community/not-a-real-model-xyz", "-o", str(out), "-q"])
+    result = invoke(["run", "-m", "mlx-community/not-a-real-model-xyz", "-o", str(out), "-q"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
         "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub "
@@ -307,11 +310,11 @@ def test_unreachable_hub_without_hf_hub_offline_gives_the_right_advice(tmp_path,
 
 def test_run_help_is_readable_at_80_columns():
     for args in (["run"], ["report"], ["doctor"], ["convert"], []):
-        result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        result = invoke([*args, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
         assert result.exit_code == 0
         assert "…" not in result.stdout, (args, result.stdout)
         assert max(len(line) for line in result.stdout.splitlines()) <= 80
-    text = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "80"}).stdout
+    text = invoke(["run", "--help"], env={"COLUMNS": "80"}).stdout
     assert "--allow-beyond-trained" in text and "SmolLM2-135M-Instruct" in text
     assert "1 accuracy below --fail-under, or no trial reached a" in text  # the exit codes
 
@@ -319,11 +322,10 @@ def test_run_help_is_readable_at_80_columns():
 # ---- issue 20: what the terminal says after a run, with the sweep faked ----------------------
 
 def _reference_record(**changes) -> dict:
-    import json
     from pathlib import Path
 
     ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
-    record = json.loads((ref / "trials.jsonl").read_text().splitlines()[0])
+    record = read_records(ref)[0]
     return {**record, **changes}
 
 
@@ -351,7 +353,7 @@ def test_a_run_where_no_trial_reached_a_verdict_says_why_and_exits_1(tmp_path, m
     records.append(_reference_record(verdict="ERROR", depth=1.0,
                                      error="ValueError: [quantize] group size 7"))
     _fake_sweep(monkeypatch, tmp_path, records)
-    result = runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"])
+    result = invoke(["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-3:] == [
         "error: no trial reached a verdict (2 SKIP, 1 ERROR); the first reasons:",
@@ -359,7 +361,7 @@ def test_a_run_where_no_trial_reached_a_verdict_says_why_and_exits_1(tmp_path, m
         "  context 1K depth 1: ValueError: [quantize] group size 7"]
     # one PASS among them: a result, exit 0
     records[1] = _reference_record(depth=0.5)
-    assert runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"]).exit_code == 0
+    assert invoke(["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k"]).exit_code == 0
 
 
 @pytest.mark.parametrize("logged,mode,warned", [
@@ -372,7 +374,7 @@ def test_a_run_where_no_trial_reached_a_verdict_says_why_and_exits_1(tmp_path, m
 def test_kept_trials_timed_after_another_warm_up_are_named(tmp_path, monkeypatch, logged, mode, warned):
     folder = _fake_sweep(monkeypatch, tmp_path, [_reference_record()], skipped_done=1,
                          log=[{"event": "start"}, *logged])
-    result = runner.invoke(app, ["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k",
+    result = invoke(["run", "-o", str(tmp_path / "out"), "-q", "-c", "1k",
                                  "--warm-up", mode])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "warm-up" in line]
@@ -388,14 +390,14 @@ def test_kept_trials_timed_after_another_warm_up_are_named(tmp_path, monkeypatch
     (["-c", ""], "--context is empty: give a context to size, like --context 128k"),
 ])
 def test_doctor_refuses_empty_model_and_context(args, message):
-    result = runner.invoke(app, ["doctor", *args])
+    result = invoke(["doctor", *args])
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
 
 
 @pytest.mark.slow  # loads the model: the head size is known only then
 def test_kv_group_size_that_does_not_divide_the_head_is_refused_after_loading(tmp_path, gguf_path):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", "-c", "256", "-d", "0", "--kv-bits", "4",
+    result = invoke(["run", "-c", "256", "-d", "0", "--kv-bits", "4",
                                  "--kv-group-size", "128", "-o", str(out), "-q"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == ("error: --kv-group-size 128 does not divide the model's head size 64: "

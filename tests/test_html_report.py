@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 from browser import INSTALL_HINT, Browser, find_chromium
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
-from niah.cli import app
 from niah.store import folder_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,10 @@ CURVE = REFERENCE / "qwen05-curve-h100-2026-11-28"  # FAIL cells past the traine
 REF_128K = REFERENCE / "qwen15-128k-stock-h100-2026-11-28"
 HOSTILE = ('</script><script>window.__niah_pwned = 1</script>'
            '<img src="x" onerror="window.__niah_pwned = 2"><!-- & \u2028')
-runner = CliRunner()
 
 
 def _report(*args):
-    return runner.invoke(app, ["report", *map(str, args)], catch_exceptions=False)
+    return invoke(["report", *map(str, args)], catch_exceptions=False)
 
 
 class _Page(HTMLParser):
@@ -68,7 +66,7 @@ def _parse(path: Path) -> tuple[_Page, dict]:
 def _copy(tmp_path, source: Path, name: str, mutate) -> Path:
     dst = tmp_path / name
     shutil.copytree(source, dst)
-    recs = [json.loads(line) for line in (dst / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(dst)
     (dst / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mutate(recs)))
     return dst
 

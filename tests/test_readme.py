@@ -122,3 +122,49 @@ def test_links_between_pages_resolve(page):
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(target)
     assert broken == [], f"{page.relative_to(ROOT)}: links to nothing: {broken}"
+
+
+def _layout_tree() -> list[tuple[str, str]]:
+    """(path, line) for each entry under `niah/` in docs/development.md's layout tree: two
+    spaces of indent per folder level, the name first on its line."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    block = re.search(r"## Layout\n.*?```\n(.*?)```", text, flags=re.S).group(1)
+    entries, stack = [], []
+    inside = False
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0] if line.strip() else ""
+        if indent == 0:
+            inside = name == "niah/"
+            stack = ["niah"]
+            continue
+        if not inside:
+            continue
+        assert indent % 2 == 0 and indent // 2 <= len(stack), f"misaligned tree line: {line!r}"
+        stack = stack[:indent // 2] + [name.rstrip("/")]
+        entries.append(("/".join(stack), line))
+    return entries
+
+
+def test_the_layout_tree_lists_every_module_once():
+    """docs/development.md's tree has one line per module of niah/, matching the real tree."""
+    listed = [path for path, _ in _layout_tree() if path.endswith(".py")]
+    real = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "niah").rglob("*.py"))
+    twice = sorted({p for p in listed if listed.count(p) > 1})
+    assert not twice, f"docs/development.md lists these modules twice: {twice}"
+    missing = sorted(set(real) - set(listed))
+    assert not missing, f"add a line for each to the tree in docs/development.md: {missing}"
+    gone = sorted(set(listed) - set(real))
+    assert not gone, f"docs/development.md lists modules that do not exist: {gone}"
+    folders = [path for path, _ in _layout_tree() if not path.endswith(".py")]
+    assert all((ROOT / f).is_dir() for f in folders), folders
+
+
+def test_the_example_task_row_is_a_valid_task(tmp_path):
+    """The row shown under "Add a task" loads as a task with the shipped rules."""
+    from niah.tasks import load_specs
+
+    text = (ROOT / "docs" / "development.md").read_text()
+    row = re.search(r"## Add a task\n.*?```json\n(.*?)\n```", text, flags=re.S).group(1)
+    (tmp_path / "tasks.jsonl").write_text(row + "\n")
+    assert list(load_specs(tmp_path / "tasks.jsonl")) == ["two-keys"]

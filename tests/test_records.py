@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 from niah.config import RunConfig
 from niah.errors import NiahError
@@ -28,9 +29,8 @@ def test_records_doc_is_generated_from_the_dataclass():
 
 def _reference_lines():
     for path in sorted(REFERENCE.glob("*/trials*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                yield path, json.loads(line)
+        for record in read_records(path):
+            yield path, record
 
 
 def test_every_committed_record_reads_back_and_writes_the_same_json():

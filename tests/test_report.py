@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 from niah import report
 from niah.cli import app
@@ -19,11 +19,10 @@ from niah.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 REF = ROOT / "results" / "reference" / "smollm2-cpu-2026-11-27"
 GOLDEN = Path(__file__).resolve().parent / "golden"
-runner = CliRunner()
 
 
 def _report(*args):
-    return runner.invoke(app, ["report", *map(str, args)], catch_exceptions=False)
+    return invoke(["report", *map(str, args)], catch_exceptions=False)
 
 
 def test_golden_markdown_csv_and_text(tmp_path):
@@ -53,9 +52,7 @@ def test_json_parquet_heatmap_junit(tmp_path):
 def _copy_with(tmp_path, name, mutate) -> Path:
     dst = tmp_path / name
     shutil.copytree(REF, dst)
-    lines = (dst / "trials.jsonl").read_text().splitlines()
-    recs = [json.loads(line) for line in lines]
-    recs = mutate(recs)
+    recs = mutate(read_records(dst))
     (dst / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return dst
 
@@ -75,7 +72,7 @@ def test_suspect_flag_on_planted_impossible_trial(tmp_path):
     assert suspects[0].startswith("SUSPECT: context 262144 depth 0 sample 0: prefill at ")
     assert "above the device peak of 989" in suspects[0]
     # real trials are never flagged
-    recs = [json.loads(line) for line in (REF / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(REF)
     assert not any(report.suspect(r) for r in recs)
 
 
@@ -185,7 +182,7 @@ needs_full = pytest.mark.skipif(not os.path.exists(FULL), reason="no /dev/full o
 
 
 def _records(folder=REF) -> list[dict]:
-    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    return read_records(folder)
 
 
 def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
@@ -203,8 +200,8 @@ def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
 
 
 def _run(tmp_path, *args, cli_app=app):
-    return runner.invoke(cli_app, ["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"),
-                                   *map(str, args)], catch_exceptions=False)
+    return invoke(["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"), *map(str, args)],
+                  app=cli_app, catch_exceptions=False)
 
 
 def _full_target(tmp_path, option: str) -> str:
@@ -318,7 +315,7 @@ def test_a_new_export_is_one_function_and_one_registry_line(tmp_path, monkeypatc
                                                           write_count, example="n.txt"))
         cli = importlib.reload(niah.cli)
         try:
-            assert "--count" in runner.invoke(cli.app, ["report", "--help"]).stdout
+            assert "--count" in invoke(["report", "--help"], app=cli.app).stdout
             reported = _report_with(cli.app, REF, "--count", tmp_path / "report.txt")
             _fake_sweep(m, _records())
             ran = _run(tmp_path, "--count", tmp_path / "run.txt", cli_app=cli.app)
@@ -328,11 +325,11 @@ def test_a_new_export_is_one_function_and_one_registry_line(tmp_path, monkeypatc
     assert reported.exit_code == 0 and ran.exit_code == 0, reported.output + ran.output
     assert (tmp_path / "report.txt").read_text() == "18 trials of smollm2-cpu-2026-11-27\n"
     assert (tmp_path / "run.txt").read_text() == "18 trials of fake-run\n"
-    assert "--count" not in runner.invoke(niah.cli.app, ["report", "--help"]).stdout
+    assert "--count" not in invoke(["report", "--help"], app=niah.cli.app).stdout
 
 
 def _report_with(cli_app, *args):
-    return runner.invoke(cli_app, ["report", *map(str, args)], catch_exceptions=False)
+    return invoke(["report", *map(str, args)], app=cli_app, catch_exceptions=False)
 
 
 def test_run_under_mlx_launch_counts_what_the_table_shows(tmp_path, monkeypatch):
@@ -374,7 +371,7 @@ def test_resume_takes_every_export_along(tmp_path, monkeypatch):
     _fake_sweep(monkeypatch, _records())
     args = [a for e in report.EXPORTS.values() if e.option != "--parquet"
             for a in (e.option, tmp_path / e.example)]
-    result = runner.invoke(app, ["run", "--resume", str(folder), "-q", *map(str, args)],
+    result = invoke(["run", "--resume", str(folder), "-q", *map(str, args)],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "table.md").read_text() == (GOLDEN / "report.md").read_text().replace(

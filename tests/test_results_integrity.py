@@ -8,24 +8,22 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 from niah import store
-from niah.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_REF = ROOT / "results" / "reference" / "smollm2-cpu-2026-11-27"
 H100_REF = ROOT / "results" / "reference" / "smollm2-h100-curve-2026-11-27"
-runner = CliRunner()
 SMALL = ["--context", "256", "--max-tokens", "8", "-q"]
 
 
 def _cli(*args):
-    return runner.invoke(app, [*map(str, args)], catch_exceptions=False)
+    return invoke([*map(str, args)], catch_exceptions=False)
 
 
 def _records(folder):
-    return [json.loads(line) for line in (Path(folder) / "trials.jsonl").read_text().splitlines()]
+    return read_records(Path(folder))
 
 
 def _only_folder(out: Path) -> Path:

@@ -3,13 +3,10 @@ rewritten into the forms of issue #11 (full-width digits, a stray </think>, a lo
 and the table and records must carry the rule's verdicts."""
 
 import dataclasses
-import json
 import re
 
 import pytest
-from typer.testing import CliRunner
-
-from niah.cli import app
+from conftest import invoke, read_records
 
 FORMS = [
     (lambda r: r.translate({ord(c): 0xFF10 + int(c) for c in "0123456789"}), "PASS"),
@@ -32,12 +29,11 @@ def test_cli_verdicts_follow_the_rule(tmp_path, gguf_path, monkeypatch):
 
     monkeypatch.setattr(ModelSession, "generate", rewritten)
     out = tmp_path / "res"
-    result = CliRunner().invoke(app, ["run", "--context", "1k", "--depth", "0,0.5,1", "--out",
+    result = invoke(["run", "--context", "1k", "--depth", "0,0.5,1", "--out",
                                       str(out), "-q", "--max-tokens", "16"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     folder = next(out.iterdir())
-    recs = sorted((json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()),
-                  key=lambda r: r["needle_index"])
+    recs = sorted(read_records(folder), key=lambda r: r["needle_index"])
     assert all(r["value"] in c for r, c in zip(recs, calls)), calls  # the real answers passed
     assert [r["verdict"] for r in recs] == [v for _, v in FORMS]
     row = [line for line in result.stdout.splitlines() if line.startswith("1K")][0]

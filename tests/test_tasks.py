@@ -5,10 +5,9 @@ task settings are one line; datasets/ is readable and shipped."""
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 from niah import tasks
-from niah.cli import app
 from niah.errors import NiahError
 from niah.haystack import PromptBuilder
 from niah.values import needle_value
@@ -170,7 +169,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_task_options_one_line(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path)], catch_exceptions=False)
+    result = invoke(["run", *args, "--out", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2
     assert result.stderr == message + "\n"
 
@@ -186,7 +185,7 @@ PLACEHOLDERS = [
 def test_unknown_placeholders_refused(tmp_path, args, message):
     """Issue 20: a {name} the task does not fill reached the model as written. The model does
     not exist, so a check that misses fails on the model instead of running a trial."""
-    result = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path), "--model",
+    result = invoke(["run", *args, "--out", str(tmp_path), "--model",
                                       str(tmp_path / "no-model")], catch_exceptions=False)
     assert result.exit_code == 2
     assert result.stderr == message + "\n"
@@ -221,14 +220,12 @@ def test_named_haystacks(tmp_path, monkeypatch):
 # --- through the CLI on the real SmolLM2 at 1K ------------------------------------------------
 
 def _cli(*args):
-    return CliRunner().invoke(app, [*args], catch_exceptions=False)
+    return invoke([*args], catch_exceptions=False)
 
 
 def _records(out):
-    import json
-
     folder = next(p for p in out.iterdir() if p.is_dir())
-    recs = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+    recs = read_records(folder)
     return folder, recs
 
 

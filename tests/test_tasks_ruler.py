@@ -8,15 +8,13 @@ runs each task on the real SmolLM2 at a small context.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 from niah import tasks
-from niah.cli import app
 from niah.haystack import PromptBuilder
 
 RULER = ["variable-tracking", "common-words", "frequent-words"]
@@ -134,7 +132,7 @@ def test_bad_knobs_are_one_line(tmp_path):
     for args, message in ((["--task", "variable-tracking", "--needles", "0"], "--needles 0"),
                           (["--task", "frequent-words", "--needles", "5"], "--needles 5"),
                           (["--task", "common-words", "--needles", "65"], "--needles 65")):
-        r = CliRunner().invoke(app, ["run", *args, "--context", "1k", "--out", str(tmp_path)])
+        r = invoke(["run", *args, "--context", "1k", "--out", str(tmp_path)])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
 
 
@@ -150,11 +148,11 @@ def test_too_short_context_is_one_line(builder):
 def test_cli_runs_each_task(tmp_path, gguf_path, builder, task):
     out = tmp_path / "res"
     ctx = CONTEXT[task]
-    r = CliRunner().invoke(app, ["run", "--task", task, "--context", str(ctx), "--depth", "0.5",
+    r = invoke(["run", "--task", task, "--context", str(ctx), "--depth", "0.5",
                                  "--out", str(out), "-q"], catch_exceptions=False)
     assert r.exit_code in (0, 1), r.output
     folder = next(p for p in out.iterdir() if p.is_dir())
-    (rec,) = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+    (rec,) = read_records(folder)
     assert rec["task"] == task and rec["context_tokens"] == ctx
     spec = tasks.get_spec(task)
     assert len(rec["needles"]) == spec.default_needles * (5 if task == "variable-tracking" else 1) \

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, read_records
 
 import niah
-from niah.cli import app
 from niah.haystack import PromptBuilder
 from niah.scoring import FAIL, NULL, PASS, judge
 
@@ -88,12 +87,12 @@ def _canned(monkeypatch, answer: str) -> list:
 
 def _run(tmp_path, model: str, *extra: str):
     out = tmp_path / "res"
-    result = CliRunner().invoke(app, ["run", "--model", model, "--context", "512", "--depth", "0.5",
+    result = invoke(["run", "--model", model, "--context", "512", "--depth", "0.5",
                                       "--out", str(out), "-q", "--warm-up", "off", *extra])
     records, config = [], None
     if out.exists() and any(out.iterdir()):
         folder = next(out.iterdir())
-        records = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+        records = read_records(folder)
         config = json.loads((folder / "config.json").read_text())
     return result, records, config
 
@@ -177,7 +176,7 @@ def test_thinking_option_checks():
 
 
 def test_answer_prefix_with_thinking_on_is_refused_by_the_cli(tmp_path):
-    result = CliRunner().invoke(app, ["run", "--thinking", "on", "--answer-prefix", "It is",
+    result = invoke(["run", "--thinking", "on", "--answer-prefix", "It is",
                                       "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "--answer-prefix cannot be combined with --thinking on" in result.output

@@ -19,6 +19,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import invoke
 
 gguf = pytest.importorskip("gguf")
 
@@ -299,18 +300,14 @@ def test_two_processes_writing_one_entry(kquant, cache_dir, tmp_path, monkeypatc
 
 
 def test_cache_info_and_clear_touch_only_niah_entries(kquant, cache_dir):
-    from typer.testing import CliRunner
-
-    from niah.cli import app
-
     read_gguf(kquant)
     (cache_dir / "unrelated.txt").write_text("not niah's")
-    info = CliRunner().invoke(app, ["cache", "info"])
+    info = invoke(["cache", "info"])
     assert info.exit_code == 0 and str(cache_dir) in info.output and "(0.0 MiB)" not in info.output
-    cleared = CliRunner().invoke(app, ["cache", "clear"])
+    cleared = invoke(["cache", "clear"])
     assert cleared.exit_code == 0 and "freed" in cleared.output
     assert not _entries(cache_dir) and (cache_dir / "unrelated.txt").is_file()
-    assert "(0.0 MiB)" in CliRunner().invoke(app, ["cache", "info"]).output
+    assert "(0.0 MiB)" in invoke(["cache", "info"]).output
     assert read_gguf(kquant).cache == "stored"
 
 
