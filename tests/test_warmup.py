@@ -3,6 +3,7 @@ keys) equal the calls the dispatcher makes, and a second sweep in the same proce
 shape the first one warmed."""
 
 import json
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -126,3 +127,26 @@ def test_a_second_sweep_warms_only_shapes_new_to_the_process(session, tmp_path, 
     gens, event = _warm_generations(session, more, monkeypatch)
     assert gens == [(200, 128)]
     assert event["shapes_new"] == 1 and event["shapes_warm"] == 4
+
+
+@pytest.mark.slow
+def test_wall_benchmark_prints_its_columns_for_a_fresh_process(capsys, monkeypatch):
+    """benchmarks/wall.py --quick with one tiny row: header lines, then one row whose trial sum
+    and load come from the run folder (runs.jsonl's "load" event)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "wall.py"
+    spec = importlib.util.spec_from_file_location("wall", path)
+    wall = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "wall", wall)  # dataclasses look their module up
+    spec.loader.exec_module(wall)
+    assert wall.main(["--quick", "--row", "tiny::--context 256 --depth 0.5 --max-tokens 12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["# command", "# commit", "# date",
+                                                          "# device"]
+    assert lines[4].split() == list(wall.COLUMNS)
+    label, wall_s, trials_s, load_s, warm_s, ratio, trials, rc = lines[5].split()
+    assert label == "tiny" and trials == "1" and rc == "0" and warm_s == "-"  # CPU: no warm-up
+    assert float(load_s) > 0 and 0 < float(trials_s) < float(wall_s)
+    assert float(ratio) == pytest.approx(float(wall_s) / float(trials_s), rel=0.05)
