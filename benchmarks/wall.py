@@ -129,7 +129,7 @@ def print_table(results: list[Result]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for r in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:

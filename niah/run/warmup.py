@@ -60,8 +60,8 @@ def _warm_kernels(todo, session, *, route: str, config, progress, max_tokens: in
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from ..sdpa.fused import self_test_results, warm_up
     from ..backend import backend
+    from ..sdpa.fused import self_test_results, warm_up
 
     name = backend()
     if name not in ("cuda", "metal"):
