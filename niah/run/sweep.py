@@ -89,6 +89,7 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     mode = warm_up_mode(warm_up, _backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
+    opened = session is None  # loaded by this call: its load goes in runs.jsonl
     session = session or _open_session(config, sharded=sharded, progress=progress)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(config.sdpa, threshold=config.chunk_threshold,
@@ -99,6 +100,8 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
         lock = store.FolderLock(run.folder, rank=own_rank) if writes else contextlib.nullcontext()
         with lock:
             _claim(run)  # only under the lock: a refused second run leaves the folder as it was
+            if opened:
+                _log_load(run)
             grid = build_grid(config)
             # Sharded: every rank runs every trial together (one model across the group); rank
             # 0 writes. Otherwise each rank takes its share of the grid.
@@ -218,6 +221,15 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sw
     return Sweep(config=config, session=session, folder=folder, builder=builder, chash=chash,
                  identity=identity, device=device_description(), rank=rank, progress=progress,
                  route=config.sdpa, state=state)
+
+
+def _log_load(run: Sweep) -> None:
+    """runs.jsonl's "load" event: the model load this call paid (seconds, weight cache)."""
+    info = run.session.info
+    store.append_run_log(run.folder, {"event": "load", "seconds": getattr(info, "load_s", None),
+                                      "weight_cache": getattr(info, "weight_cache", "") or None,
+                                      "device": run.device, "rank": run.rank,
+                                      "config_hash": run.chash})
 
 
 def _claim(run: Sweep) -> None:

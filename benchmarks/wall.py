@@ -1,0 +1,156 @@
+"""The time a user waits against the time niah measures: each row run in a fresh process.
+
+For every row, `python -m niah run <args> --out <temp folder>` runs in a new process; this
+prints the row's wall seconds, the sum of its trials' elapsed_s (trials.jsonl), the model load
+seconds and the warm-up seconds (runs.jsonl's "load" and "warm-up" events), and wall / trials.
+Rows run in the order given, so the first one pays what a first niah process on the machine
+pays (docs/sdpa.md: what MLX keeps across processes).
+
+    python benchmarks/wall.py                      # the rows of issue 22 (embedded SmolLM2)
+    python benchmarks/wall.py --model Q.gguf       # plus the Qwen2.5-Coder rows
+    python benchmarks/wall.py --quick              # CPU: SmolLM2 at 256 and 512 tokens
+    python benchmarks/wall.py --row "label::--context 4k --depth 0.5" [--row ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_ROWS = ["smollm2 128K d0.5::--context 128k --depth 0.5 --allow-beyond-trained"]
+MODEL_ROWS = [
+    "qwen 4K/32K/128K x3::--model {model} --context 4k,32k,128k --depth 0,0.5,1",
+    "qwen 128K x11::--model {model} --context 128k --depth 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
+    "qwen 64K/128K chunked::--model {model} --context 64k,128k --depth 0,0.5,1 --sdpa chunked",
+]
+QUICK_ROWS = ["smollm2 256::--context 256 --depth 0.5 --max-tokens 12",
+              "smollm2 512::--context 512 --depth 0.5 --max-tokens 12"]
+COLUMNS = ("row", "wall_s", "trials_s", "load_s", "warm_up_s", "wall/trials", "trials", "rc")
+
+
+@dataclass
+class Row:
+    label: str
+    args: list[str]
+
+
+@dataclass
+class Result:
+    label: str
+    wall_s: float
+    trials_s: float | None
+    load_s: float | None
+    warm_up_s: float | None
+    trials: int
+    rc: int
+    device: str = ""
+
+    def cells(self) -> list[str]:
+        ratio = (f"{self.wall_s / self.trials_s:.2f}" if self.trials_s else "-")
+        return [self.label, f"{self.wall_s:.1f}", _num(self.trials_s), _num(self.load_s),
+                _num(self.warm_up_s), ratio, str(self.trials), str(self.rc)]
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def parse_row(text: str, *, model: str | None = None) -> Row:
+    """'label::niah run args' ({model} replaced by --model)."""
+    label, sep, args = text.partition("::")
+    if not sep or not label.strip():
+        raise SystemExit(f"--row {text!r}: write it as 'label::niah run arguments'")
+    if "{model}" in args and not model:
+        raise SystemExit(f"--row {label!r} needs --model PATH")
+    return Row(label=label.strip(), args=shlex.split(args.replace("{model}", model or "")))
+
+
+def _events(folder: Path, name: str) -> list[dict]:
+    out = []
+    for path in folder.rglob("runs.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("event") == name:
+                out.append(entry)
+    return out
+
+
+def _seconds(folder: Path, name: str) -> float | None:
+    found = [e["seconds"] for e in _events(folder, name) if e.get("seconds") is not None]
+    return round(sum(found), 3) if found else None
+
+
+def read_run(folder: Path) -> tuple[float | None, int, str]:
+    """(sum of elapsed_s, trials, device) of every trials.jsonl under `folder`."""
+    total, n, device = 0.0, 0, ""
+    for path in folder.rglob("trials*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            total += record.get("elapsed_s") or 0.0
+            n += 1
+            device = device or record.get("device", "")
+    return (round(total, 3) if n else None), n, device
+
+
+def run_row(row: Row, *, python: str) -> Result:
+    """One row in a fresh process, its run folder in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="niah-wall-") as tmp:
+        cmd = [python, "-m", "niah", "run", *row.args, "--out", tmp, "-q"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode not in (0, 1):
+            sys.stderr.write(f"{row.label}: exit {proc.returncode}\n{proc.stderr[-2000:]}\n")
+        trials_s, n, device = read_run(Path(tmp))
+        return Result(label=row.label, wall_s=wall, trials_s=trials_s,
+                      load_s=_seconds(Path(tmp), "load"), warm_up_s=_seconds(Path(tmp), "warm-up"),
+                      trials=n, rc=proc.returncode, device=device)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def print_table(results: list[Result]) -> None:
+    rows = [list(COLUMNS)] + [r.cells() for r in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--row", action="append", default=[],
+                    help="'label::niah run arguments' (repeatable; replaces the default rows)")
+    ap.add_argument("--model", help="a model for the Qwen rows (e.g. the Q4_K_M GGUF)")
+    ap.add_argument("--quick", action="store_true", help="CPU rows: SmolLM2 at 256/512 tokens")
+    ap.add_argument("--python", default=sys.executable, help="the Python that runs niah")
+    args = ap.parse_args(argv)
+    texts = args.row or (QUICK_ROWS if args.quick else
+                         DEFAULT_ROWS + (MODEL_ROWS if args.model else []))
+    rows = [parse_row(t, model=args.model) for t in texts]
+    print(f"# command: {' '.join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])}")
+    print(f"# commit: {_commit()}")
+    print(f"# date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
+    results = [run_row(row, python=args.python) for row in rows]
+    print(f"# device: {next((r.device for r in results if r.device), 'unknown')}")
+    print_table(results)
+    return 0 if all(r.rc in (0, 1) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
