@@ -124,7 +124,8 @@ def run(
     thinking: O.Thinking = C.DEFAULT_THINKING,
     prefill_step: O.PrefillStep = O.DEFAULT_PREFILL_TEXT,
     max_tokens: O.MaxTokens = None,
-    allow_beyond_trained: O.AllowBeyond = False,
+    refuse_beyond_trained: O.RefuseBeyond = False,
+    allow_beyond_trained: O.AllowBeyond = False,  # no-op alias kept for old scripts
     shard: O.Shard = C.DEFAULT_SHARD,
     gguf_quant: O.GgufQuant = C.DEFAULT_GGUF_QUANT,
     rope_scaling: O.RopeScaling = C.DEFAULT_ROPE_SCALING,
@@ -207,7 +208,7 @@ def _config(p: dict) -> C.RunConfig:
         kv_bits=_optional_ints(p["kv_bits"], what="--kv-bits", allowed=C.KV_BITS, allow_none=True),
         kv_group_size=p["kv_group_size"],
         max_kv_size=_optional_ints(p["max_kv_size"], what="--max-kv-size", example="4096,8192"),
-        allow_beyond_trained=p["allow_beyond_trained"],
+        refuse_beyond_trained=p["refuse_beyond_trained"],
         prefix_reuse=p["prefix_reuse"],
         shard=p["shard"],
         gguf_quant=p["gguf_quant"],
@@ -376,9 +377,9 @@ def _gate(records, fail_under: Optional[float]) -> None:
     from . import report
 
     if fail_under is not None:
-        acc = report.accuracy(records) or 0.0
-        if acc < fail_under:
-            typer.echo(f"accuracy {acc:.1%} is below --fail-under {fail_under:.1%}")
+        line = report.fail_under_line(records, fail_under)
+        if line:
+            typer.echo(line)
             raise typer.Exit(code=1)
 
 

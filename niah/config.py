@@ -77,7 +77,10 @@ class RunConfig:
     kv_bits: tuple[int | None, ...] = (None,)
     kv_group_size: int = DEFAULT_KV_GROUP_SIZE
     max_kv_size: tuple[int | None, ...] = (None,)
-    allow_beyond_trained: bool = False
+    # refuse contexts whose prompt plus --max-tokens pass the model's trained length (CI gates
+    # on the trained range); by default they run and each trial records beyond_trained.
+    # Older folders' config.json may hold allow_beyond_trained: from_dict ignores it.
+    refuse_beyond_trained: bool = False
     prefix_reuse: bool = True
     shard: str = DEFAULT_SHARD     # "tensor": one model sharded across the mlx.launch group
     gguf_quant: str = DEFAULT_GGUF_QUANT   # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
@@ -91,7 +94,7 @@ class RunConfig:
 
     # Fields that do not change what a trial measures (where it is written, how it is run).
     _UNHASHED = ("out", "extra", "contexts", "depths", "samples", "cells", "prefix_reuse",
-                 "allow_beyond_trained", "shard")
+                 "refuse_beyond_trained", "shard")
 
     def __post_init__(self):
         if self.samples < 1:

@@ -135,7 +135,7 @@ def _planned_run_lines(*, model: str | None, context: str | None, kv_bits: int |
         f"  model: {mi.name} ({mi.n_layers} layers, {mi.n_heads} heads, {mi.n_kv_heads} KV "
         f"heads, head dim {mi.head_dim}, trained context {mi.trained_context or '?'})",
         f"  context: {format_context(ctx)} = {ctx} tokens"
-        + (" (beyond trained length: needs --allow-beyond-trained)"
+        + (" (beyond trained length: runs marked; --refuse-beyond-trained refuses it)"
            if mi.trained_context and ctx > mi.trained_context else ""),
         f"  weights: {_gib(mi.weight_bytes)}; KV cache: "
         f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}" + (f" ({kv_bits}-bit)" if kv_bits else ""),

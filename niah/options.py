@@ -55,9 +55,13 @@ PrefillStep = Annotated[str, _opt("--prefill-step", panel=P_RUN,
 MaxTokens = Annotated[Optional[int], _opt(
     "--max-tokens", panel=P_RUN, help=f"Most tokens to decode (default {C.DEFAULT_MAX_TOKENS}; "
     "more for UUIDs and tasks asking for several values).")]
-AllowBeyond = Annotated[bool, _opt("--allow-beyond-trained", panel=P_RUN,
-                                   help="Allow contexts past the model's trained length "
-                                        "(recorded per trial).")]
+RefuseBeyond = Annotated[bool, _opt("--refuse-beyond-trained", panel=P_RUN,
+                                    help="Refuse contexts past the model's trained length "
+                                         "(by default they run, marked).")]
+# Before contexts past the trained length ran by default, they needed this flag: old scripts
+# still pass it, so it is accepted, does nothing, and is hidden from --help.
+AllowBeyond = Annotated[bool, typer.Option("--allow-beyond-trained", hidden=True,
+                                           help="Accepted for old scripts; does nothing.")]
 Shard = Annotated[str, _opt("--shard", panel=P_RUN, help="Under mlx.launch: none (split the "
                             "trials across ranks) or tensor (one model sharded across ranks).")]
 GgufQuant = Annotated[str, _opt("--gguf-quant", panel=P_RUN, help="GGUF weights: auto (as "

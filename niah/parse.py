@@ -223,7 +223,7 @@ CONFIG_KINDS = {
     "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
     "texts": (("keys",), "a list of strings"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
-    "bool": (("allow_beyond_trained", "prefix_reuse"), "true or false"),
+    "bool": (("refuse_beyond_trained", "prefix_reuse"), "true or false"),
     "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
     "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
     "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),

@@ -110,12 +110,6 @@ def test_model_dependent_bad_input(tmp_path, monkeypatch):
     cases = [
         (["--model", "mlx-community/not-a-real-model-xyz"],
          "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
-        (["--context", "16k"],
-         "error: context 16384 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
-        (["--context", "8k"],
-         "error: context 8192 plus up to 32 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
-        (["--context", "8100", "--max-tokens", "93"],
-         "error: context 8100 plus up to 93 answer tokens is beyond the model's trained length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained"),
         (["--context", "50"],
          "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
     ]
@@ -187,7 +181,7 @@ def test_version():
 
 @pytest.mark.parametrize("args,flags", [
     ([], ["--version", "--help"]),
-    (["run"], ["--allow-beyond-trained", "--prefix-reuse", "--quiet", "--help"]),
+    (["run"], ["--refuse-beyond-trained", "--prefix-reuse", "--quiet", "--help"]),
     (["report"], ["--compare", "--help"]),
     (["sdpa", "verify"], ["--quick", "--long", "--help"]),
 ])
@@ -282,13 +276,18 @@ def test_trained_length_counts_the_decoded_tokens():
     from niah.run import check_contexts
 
     assert check_contexts(RunConfig(model="m", contexts=(8160,)), 8192, max_tokens=32) == []
-    assert check_contexts(RunConfig(model="m", contexts=(8161,), allow_beyond_trained=True), 8192,
-                          max_tokens=32) == [
-        "context 8161 plus up to 32 answer tokens is beyond the trained length 8192 (allowed, recorded)"]
+    # by default a context past the trained length runs (marked); a note says so
+    assert check_contexts(RunConfig(model="m", contexts=(8161,)), 8192, max_tokens=32) == [
+        "context 8161 plus up to 32 answer tokens is beyond the trained length 8192 (run, marked "
+        "in the reports)"]
+    assert check_contexts(RunConfig(model="m", contexts=(8160,), refuse_beyond_trained=True), 8192,
+                          max_tokens=32) == []
     with pytest.raises(NiahError) as e:
-        check_contexts(RunConfig(model="m", contexts=(1024, 8161)), 8192, max_tokens=32)
+        check_contexts(RunConfig(model="m", contexts=(1024, 8161), refuse_beyond_trained=True),
+                       8192, max_tokens=32)
     assert str(e.value) == ("context 8161 plus up to 32 answer tokens is beyond the model's trained "
-                            "length of 8192 tokens: use a shorter --context or pass --allow-beyond-trained")
+                            "length of 8192 tokens (--refuse-beyond-trained): use a shorter "
+                            "--context, or drop --refuse-beyond-trained to run it marked")
 
 
 def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):

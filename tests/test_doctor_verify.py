@@ -38,7 +38,7 @@ def test_doctor_prints_every_section():
 def test_doctor_beyond_trained_and_bad_context():
     result = invoke(["doctor", "--model", "default", "--context", "128k"])
     assert result.exit_code == 0
-    assert "beyond trained length: needs --allow-beyond-trained" in result.stdout
+    assert "beyond trained length: runs marked; --refuse-beyond-trained refuses it" in result.stdout
     route = "stock" if BACKEND == "cuda" else "kv-chunks"  # CUDA: cuDNN at qL 2048 and decode
     assert f"sdpa route (auto): prefill step {route}, decode {route}" in result.stdout
     bad = invoke(["doctor", "--model", "default", "--context", "12q"])

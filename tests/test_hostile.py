@@ -315,7 +315,8 @@ def test_run_help_is_readable_at_80_columns():
         assert "…" not in result.stdout, (args, result.stdout)
         assert max(len(line) for line in result.stdout.splitlines()) <= 80
     text = invoke(["run", "--help"], env={"COLUMNS": "80"}).stdout
-    assert "--allow-beyond-trained" in text and "SmolLM2-135M-Instruct" in text
+    assert "--refuse-beyond-trained" in text and "SmolLM2-135M-Instruct" in text
+    assert "--allow-beyond-trained" not in text  # the old flag: accepted, a no-op, hidden
     assert "1 accuracy below --fail-under, or no trial reached a" in text  # the exit codes
 
 

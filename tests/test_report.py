@@ -161,7 +161,7 @@ def test_fail_under_gates(tmp_path):
     assert _report(folder, "--fail-under", "0.5").exit_code == 0
     result = _report(folder, "--fail-under", "0.9")
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[-1] == "accuracy 50.0% is below --fail-under 90.0%"
+    assert result.stdout.splitlines()[-1] == "accuracy 50.0% over 18 trials is below --fail-under 90.0%"
 
 
 def test_wilson_and_effective_context():

@@ -265,11 +265,15 @@ def test_second_run_on_a_locked_folder_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_skip_is_retried_on_a_machine_with_more_memory(tmp_path, monkeypatch):
+    import niah.run.sweep
     from niah import preflight
 
     out = tmp_path / "out"
     real = preflight.working_set_bytes
     monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
+    # a grid none of whose trials fits is refused before the load (test_beyond_trained.py);
+    # here the trial must reach the per-trial preflight to be recorded SKIP
+    monkeypatch.setattr(niah.run.sweep, "check_grid_fits", lambda *a, **kw: None)
     assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 1  # nothing ran: exit 1
     folder = _only_folder(out)
     assert _records(folder)[0]["verdict"] == "SKIP"

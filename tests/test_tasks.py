@@ -291,7 +291,7 @@ def test_cli_partial_answer_is_a_fraction(tmp_path, gguf_path, monkeypatch):
     assert [c.strip() for c in lines[0] if c.strip()][1].startswith("FAIL 50% (")
     assert "accuracy 50%" in result.stdout
     report = _cli("report", str(folder), "--fail-under", "0.6")
-    assert report.exit_code == 1 and "accuracy 50.0% is below --fail-under 60.0%" in report.stdout
+    assert report.exit_code == 1 and "accuracy 50.0% over 1 trial is below --fail-under 60.0%" in report.stdout
 
 
 @pytest.mark.slow

@@ -22,9 +22,10 @@ from .exports import (EXPORT_COLUMNS_FIRST, EXPORTS, Export, check_target, check
 from .plausibility import DEFAULT_PEAK, DEVICE_PEAKS, attention_flops, suspect
 from .stats import (accuracy, base_score, effective_context, effective_normalised,
                     normalised_by_context, trial_score, trial_seconds, wilson)
-from .summary import Summary, pooled_header, run_header, summary
-from .tables import (Cell, cells, cut_answers_line, fmt_seconds, format_markdown, format_table,
-                     row_label, table_rows, task_lines, task_table, totals_line)
+from .summary import Summary, fail_under_line, pooled_header, run_header, summary
+from .tables import (BEYOND_MARK, Cell, cells, cut_answers_line, fmt_seconds, format_markdown,
+                     format_table, row_label, table_rows, task_lines, task_table, totals_line,
+                     trained_legend)
 
 __all__ = [
     "Cell", "DEFAULT_PEAK", "DEVICE_PEAKS", "EXPORTS", "EXPORT_COLUMNS_FIRST", "Export",
@@ -34,4 +35,5 @@ __all__ = [
     "suspect", "table_rows", "to_frame", "totals_line", "trial_score", "trial_seconds",
     "wilson", "write_atomic", "write_exports",
     "base_score", "effective_normalised", "normalised_by_context", "task_lines", "task_table",
+    "BEYOND_MARK", "fail_under_line", "trained_legend",
 ]

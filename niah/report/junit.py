@@ -1,5 +1,6 @@
 """JUnit XML for CI: one testsuite, one testcase per trial; FAIL and NULL are failures carrying
-the answer, ERROR an error, SKIP skipped."""
+the answer, ERROR an error, SKIP skipped. A trial past the model's trained length carries the
+property beyond_trained=true and a note in its system-out, so a CI page shows why it may fail."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def junit(records: list[dict], path, *, name: str = "niah") -> None:
         case = ET.SubElement(suite, "testcase", classname=f"{name}.{r['model']}",
                              name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}",
                              time=f"{trial_seconds(r):.3f}")
+        if r.get("beyond_trained"):  # properties first, system-out last (JUnit's order)
+            _beyond_properties(case, r)
         if r["verdict"] in (FAIL, NULL):
             el = ET.SubElement(case, "failure", message=f"{r['verdict']}: expected {r['value']}",
                                type=r["verdict"])
@@ -29,6 +32,19 @@ def junit(records: list[dict], path, *, name: str = "niah") -> None:
             ET.SubElement(case, "error", message=r.get("error") or "error")
         elif r["verdict"] == SKIP:
             ET.SubElement(case, "skipped", message=r.get("error") or "skipped")
+        if r.get("beyond_trained"):
+            ET.SubElement(case, "system-out").text = (
+                f"context {r['context']} plus up to {r.get('max_tokens', '?')} answer tokens "
+                f"is past the model's trained length of {r.get('trained_context', '?')} tokens")
     suites = ET.Element("testsuites")
     suites.append(suite)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _beyond_properties(case, r: dict) -> None:
+    import xml.etree.ElementTree as ET
+
+    props = ET.SubElement(case, "properties")
+    ET.SubElement(props, "property", name="beyond_trained", value="true")
+    if r.get("trained_context"):
+        ET.SubElement(props, "property", name="trained_context", value=str(r["trained_context"]))

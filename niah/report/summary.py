@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import format_context
+from ..scoring import SKIP
 from .plausibility import suspect
-from .stats import effective_context
-from .tables import cut_answers_line, format_table, task_lines, totals_line
+from .stats import accuracy, effective_context
+from .tables import cut_answers_line, format_table, task_lines, totals_line, trained_legend
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ def summary(records: list[dict], *, header: list[str],
             effective_threshold: float | None = None) -> Summary:
     """Header, table, totals, effective context (when a threshold is given), the task x context
     table (several tasks or a normalised one), SUSPECT lines."""
-    lines = [*header, "", format_table(records), "", totals_line(records)]
+    legend = trained_legend(records)
+    lines = [*header, "", format_table(records), *([legend] if legend else []), "",
+             totals_line(records)]
     if effective_threshold is not None:
         eff = effective_context(records, threshold=effective_threshold)
         lines.append(f"Effective context (>= {effective_threshold:.0%} of the shortest "
@@ -36,6 +39,21 @@ def summary(records: list[dict], *, header: list[str],
                          f"sample {r['sample']}: {why}")
     cut = cut_answers_line(records)
     return Summary(lines=lines, warnings=[cut] if cut else [])
+
+
+def fail_under_line(records: list[dict], fail_under: float) -> str | None:
+    """The --fail-under verdict when accuracy is below it, else None. Every scored trial the
+    run asked for counts, those past the trained length too, and the line says how many of
+    them there were (--refuse-beyond-trained gates on the trained range only)."""
+    acc = accuracy(records) or 0.0
+    if acc >= fail_under:
+        return None
+    scored = [r for r in records if r["verdict"] != SKIP]
+    beyond = sum(bool(r.get("beyond_trained")) for r in scored)
+    what = f"{len(scored)} trial{'s' if len(scored) != 1 else ''}"
+    if beyond:
+        what += f" ({beyond} beyond the trained length)"
+    return f"accuracy {acc:.1%} over {what} is below --fail-under {fail_under:.1%}"
 
 
 def run_header(records: list[dict], *, folder: Path, model: str, ran: int, done: int,

@@ -1,6 +1,7 @@
 """The contexts x depths table: records grouped into cells, rendered as aligned text or
 Markdown, with the totals line and the cut-answer warning printed under it; and the task x
-context table (`task_table`) for records of several tasks or a normalised one."""
+context table (`task_table`) for records of several tasks or a normalised one. Rows past the
+model's trained length carry BEYOND_MARK and `trained_legend` explains it under the table."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class Cell:
     passed: float       # sum of trial scores (1/0 per single-needle trial, fractions otherwise)
     verdicts: tuple[str, ...]
     seconds: float      # mean trial time
+    beyond: bool = False  # the trials ran past the model's trained length (beyond_trained)
+
+
+# The mark of a row (context) past the model's trained length, in every table and the heatmap.
+BEYOND_MARK = "†"
 
 
 def num(x: float) -> str:
@@ -43,8 +49,19 @@ def row_label(r: dict, *, show_step: bool = False) -> str:
     return " ".join(parts)
 
 
-def row_name(context: int, label: str) -> str:
-    return format_context(context) + (f" {label}" if label else "")
+def row_name(context: int, label: str, *, beyond: bool = False) -> str:
+    return format_context(context) + (f" {label}" if label else "") + (BEYOND_MARK if beyond else "")
+
+
+def trained_legend(records: list[dict]) -> str | None:
+    """The line under a table whose rows carry BEYOND_MARK; None when no trial is beyond."""
+    beyond = [r for r in records if r.get("beyond_trained")]
+    if not beyond:
+        return None
+    lengths = sorted({r["trained_context"] for r in beyond if r.get("trained_context")})
+    of = f" ({' / '.join(map(str, lengths))} tokens, with --max-tokens)" if lengths else ""
+    return (f"{BEYOND_MARK} past the model's trained length{of}: {len(beyond)} of "
+            f"{len(records)} trials, measured as asked")
 
 
 def cells(records: list[dict]) -> list[Cell]:
@@ -60,7 +77,8 @@ def cells(records: list[dict]) -> list[Cell]:
         out.append(Cell(context=ctx, depth=depth, label=label, n=len(scored),
                         passed=sum(map(trial_score, scored)),
                         verdicts=tuple(r["verdict"] for r in rs),
-                        seconds=sum(map(trial_seconds, rs)) / len(rs)))
+                        seconds=sum(map(trial_seconds, rs)) / len(rs),
+                        beyond=any(r.get("beyond_trained") for r in rs)))
     return out
 
 
@@ -99,7 +117,8 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     for (ctx, label), by_depth in sorted(rows_by.items()):
         n = sum(c.n for c in by_depth.values())
         passed = sum(c.passed for c in by_depth.values())
-        row = [row_name(ctx, label)] + [
+        beyond = any(c.beyond for c in by_depth.values())
+        row = [row_name(ctx, label, beyond=beyond)] + [
             _cell_text(by_depth[d], samples=samples) if d in by_depth else "-" for d in depths]
         row.append(f"{passed / n:.0%}" if n else "-")
         rows.append(row)
@@ -127,6 +146,8 @@ def format_markdown(records: list[dict], *, title: str | None = None) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    legend = trained_legend(records)
+    lines += ["", legend] if legend else []
     lines += ["", totals_line(records)]
     return "\n".join(lines) + "\n"
 
@@ -168,7 +189,9 @@ def task_table(records: list[dict], *, threshold: float | None = None) -> str:
     for r in records:
         by_task.setdefault(r.get("task") or "single", []).append(r)
     contexts = sorted({r["context"] for r in records})
-    header = ["Task", *map(format_context, contexts)] + (["Effective"] if threshold else [])
+    beyond = {r["context"] for r in records if r.get("beyond_trained")}
+    header = ["Task", *(format_context(c) + (BEYOND_MARK if c in beyond else "") for c in contexts)]
+    header += ["Effective"] if threshold else []
     rows = []
     for task, recs in by_task.items():
         normalised = task in NORMALISED_TASKS

@@ -61,19 +61,20 @@ class _Discard:
 
 
 def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 0) -> list[str]:
-    """Refuse contexts beyond the trained length unless allowed; return warnings. A context
-    counts as beyond when the prompt plus the tokens it may decode exceed the trained length."""
+    """Contexts beyond the trained length run and are marked (each trial records
+    beyond_trained); with --refuse-beyond-trained they are refused. A context counts as beyond
+    when the prompt plus the tokens it may decode exceed the trained length. Returns notes."""
     if trained is None:
         return []
-    beyond = [c for c in config.contexts if c + max_tokens > trained]
-    if beyond and not config.allow_beyond_trained:
+    beyond = sorted(c for c in config.contexts if c + max_tokens > trained)
+    if beyond and config.refuse_beyond_trained:
         raise NiahError(
             f"context {max(beyond)} plus up to {max_tokens} answer tokens is beyond the model's "
-            f"trained length of {trained} tokens: use a shorter --context or pass "
-            "--allow-beyond-trained"
+            f"trained length of {trained} tokens (--refuse-beyond-trained): use a shorter "
+            "--context, or drop --refuse-beyond-trained to run it marked"
         )
     return [f"context {c} plus up to {max_tokens} answer tokens is beyond the trained length "
-            f"{trained} (allowed, recorded)" for c in beyond]
+            f"{trained} (run, marked in the reports)" for c in beyond]
 
 
 def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
@@ -90,7 +91,12 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
     opened = session is None  # loaded by this call: its load goes in runs.jsonl
-    session = session or _open_session(config, sharded=sharded, progress=progress)
+    if session is None:  # the model's metadata answers these checks before weights load
+        meta = _metadata(config)
+        check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
+        if preflight:
+            check_grid_fits(config, meta)
+        session = _open_session(config, sharded=sharded, progress=progress)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(config.sdpa, threshold=config.chunk_threshold,
                  chunk_size=config.chunk_size) as state:
@@ -148,6 +154,45 @@ def _backend_name() -> str:
     from ..backend import backend
 
     return backend()
+
+
+def check_grid_fits(config: RunConfig, meta, *, working_set: int | None = None) -> None:
+    """Refuse a grid none of whose trials fits in memory, before any weight loads: each trial
+    through niah.preflight.estimate, the per-trial check, with the weights as stored (a load
+    with --gguf-quant auto keeps or widens them; another --gguf-quant may shrink them, so
+    they count as nothing then). A grid where some trials fit runs; the others are recorded
+    SKIP as they come."""
+    import dataclasses
+
+    from ..backend import backend
+    from ..preflight import estimate, working_set_bytes
+    from ..sdpa.dispatch import choose_route, resolve_config
+
+    if config.gguf_quant != "auto" or not meta.weight_bytes:
+        meta = dataclasses.replace(meta, weight_bytes=0)
+    chunking = resolve_config(threshold=config.chunk_threshold, chunk_size=config.chunk_size)
+    working_set = working_set or working_set_bytes()
+    smallest = None
+    for spec in build_grid(config):
+        step = min(spec.prefill_step, spec.context)
+        route = choose_route(qL=step, kL=spec.context, route=config.sdpa, config=chunking)
+        est = estimate(meta, context=spec.context, route=route, prefill_step=step,
+                       kv_bits=spec.kv_bits, kv_group_size=config.kv_group_size,
+                       chunk_size=chunking.chunk_size, backend=backend(),
+                       working_set=working_set)
+        if est.fits:
+            return
+        smallest = min(smallest or est, est, key=lambda e: e.total)
+    if smallest is not None:
+        raise NiahError(f"no trial of this grid fits in memory: the smallest {smallest.reason()}"
+                        ": use shorter contexts, --kv-bits 4, or a smaller model")
+
+
+def _metadata(config: RunConfig):
+    """The model's metadata (niah.model.model_metadata): no weight is read."""
+    from ..model import model_metadata
+
+    return model_metadata(config.model, rope_scaling=config.rope_scaling)
 
 
 def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):

@@ -152,7 +152,10 @@
     const depths = [...new Set(group.trials.map((t) => t.depth))].sort((a, b) => a - b);
     const changed = new Set(DATA.changes.filter((c) => c.run === index && c.group === group.name)
       .map((c) => c.context + "|" + c.depth));
-    const beyond = (c) => run.trained && c > run.trained;
+    // a column is past the trained length when its trials say so (context plus the answer
+    // budget); records without the field fall back to the context alone
+    const beyond = (c) => group.trials.some((t) => t.context === c &&
+      (t.beyond_trained === undefined ? run.trained && c > run.trained : t.beyond_trained));
     const firstBeyond = contexts.find(beyond);
     const edge = (c) => (beyond(c) ? "beyond" : "") + (c === firstBeyond ? " first-beyond" : "");
     const table = h("table", { class: "heatmap" }, h("caption", {},
