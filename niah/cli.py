@@ -276,13 +276,15 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
 
     from rich.console import Console
 
-    from . import report
     from . import run as runner
-    from .run.ranks import group_info
+    from .run.ranks import group_info, launch_id
     from .progress import TerminalProgress
 
+    interval, long_s, estimate_context = _progress_options()
     rank, world = group_info()
-    bar = TerminalProgress(quiet=quiet, console=Console(stderr=True)) if not rank else runner.Progress()
+    launch = launch_id(world)
+    bar = (TerminalProgress(quiet=quiet, console=Console(stderr=True), line_interval_s=interval,
+                            long_trial_s=long_s) if not rank else runner.Progress())
     out = Path(cfg.out)
     before, existed = listing(out), existing_ancestor(out)
     try:
@@ -291,7 +293,8 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
             try:
                 result = runner.run_sweep(cfg, folder=folder, progress=bar,
                                           rank=rank if world > 1 else None, world=world,
-                                          warm_up=warm_up)
+                                          warm_up=warm_up, launch=launch,
+                                          estimate_context=estimate_context)
             finally:
                 bar.stop()
                 _echo_warnings(caught)
@@ -305,20 +308,73 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
         if folder is None:
             remove_unstarted(out, before, existed=existed)
         raise
-    if world > 1:
-        from .run.ranks import gather_and_merge
+    _finish(result, model=cfg.model, rank=rank, world=world, launch=launch, warm_up=warm_up,
+            exports=exports, fail_under=fail_under)
 
-        result = gather_and_merge(result, rank=rank, world=world)
-        if result is None:
-            return  # rank 0 reports
+
+def _finish(result, *, model: str, rank: int, world: int, launch: str, warm_up: str,
+            exports: dict, fail_under) -> None:
+    """Rank 0 (or the only process) reports and gates; every rank logs how it ended in the
+    run folder, so `niah report --fail-under` can gate where mlx.launch drops exit codes."""
+    from .run import ranks
+
+    ends = dict(launch=launch, rank=rank if world > 1 else None)
+    if world > 1:
+        merged = ranks.gather_and_merge(result, rank=rank, world=world)
+        if merged is None:  # rank 0 reports
+            ranks.record_end(result.folder, status=0, outcome=ranks.DONE, **ends)
+            return
+        result = merged
+    try:
+        _report_run(result, model=model, world=world, warm_up=warm_up, exports=exports)
+        outcome = ranks.NO_VERDICT
+        _nothing_ran(result.records)
+        outcome = ranks.BELOW
+        _gate(result.records, fail_under,
+              log=lambda **gate: ranks.record_gate(result.folder, **gate, **ends))
+    except typer.Exit as exc:  # no verdict, or below --fail-under: the records tell
+        ranks.record_end(result.folder, status=exc.exit_code, outcome=outcome, **ends)
+        raise
+    except NiahError as exc:
+        ranks.record_end(result.folder, status=exc.exit_code, outcome=ranks.ERROR, **ends)
+        raise
+    ranks.record_end(result.folder, status=0, outcome=ranks.DONE, **ends)
+
+
+def _report_run(result, *, model: str, world: int, warm_up: str, exports: dict) -> None:
+    """Warnings, the summary table and the exports of a finished run."""
+    from . import report
+
     for w in result.warnings + _warm_up_kept(result, warm_up):
         typer.echo(f"warning: {w}", err=True)
-    header = report.run_header(result.records, folder=result.folder, model=cfg.model,
+    header = report.run_header(result.records, folder=result.folder, model=model,
                                ran=result.ran, done=result.skipped_done, world=world)
     _print_summary(report.summary(result.records, header=header))
     report.write_exports(result.records, exports, runs=[(result.folder, result.records)])
-    _nothing_ran(result.records)
-    _gate(result.records, fail_under)
+
+
+def _progress_options() -> tuple[float, float, int | None]:
+    """(line interval s, long-trial s, estimate context) from NIAH_PROGRESS_INTERVAL_S (seconds
+    between plain prefill lines off a TTY) and NIAH_LONG_TRIAL_S (announce trials expected to
+    take this long; setting it times the device for every run, whatever its contexts)."""
+    import os
+
+    from .progress import DEFAULT_LINE_INTERVAL_S, DEFAULT_LONG_TRIAL_S
+
+    values = []
+    for name, default in (("NIAH_PROGRESS_INTERVAL_S", DEFAULT_LINE_INTERVAL_S),
+                          ("NIAH_LONG_TRIAL_S", DEFAULT_LONG_TRIAL_S)):
+        text = os.environ.get(name, "").strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf"):
+            raise NiahError(f"{name}={text!r} is not a number of seconds: set it to one "
+                            "like 10, or unset it")
+        values.append(value)
+    explicit = bool(os.environ.get("NIAH_LONG_TRIAL_S", "").strip())
+    return values[0], values[1], 0 if explicit else None
 
 
 def _print_summary(summary) -> None:
@@ -373,10 +429,14 @@ def _check_fail_under(fail_under: Optional[float]) -> None:
         raise NiahError(f"--fail-under {fail_under:g} is outside [0, 1]: use a fraction like 0.9")
 
 
-def _gate(records, fail_under: Optional[float]) -> None:
+def _gate(records, fail_under: Optional[float], *, log=None) -> None:
+    """Exit 1 below --fail-under; log(accuracy=, threshold=, passed=) records the outcome."""
     from . import report
 
     if fail_under is not None:
+        acc = report.accuracy(records) or 0.0
+        if log is not None:
+            log(accuracy=acc, threshold=fail_under, passed=acc >= fail_under)
         line = report.fail_under_line(records, fail_under)
         if line:
             typer.echo(line)
@@ -424,7 +484,26 @@ def _report(folders, *, exports: dict, compare: bool, effective_threshold: float
                                       effective_threshold=effective_threshold))
     report.write_exports(records, exports, runs=[(run.name, run.records) for run in runs],
                          compare=compare, effective_threshold=effective_threshold)
+    _check_ranks(runs, fail_under)
     _gate(records, fail_under)
+
+
+def _check_ranks(runs, fail_under) -> None:
+    """A rank that died or failed (runs.jsonl: a start without an end, or an error end) fails
+    the --fail-under gate with one line; without the gate it is a warning."""
+    from .report import pool
+
+    for run in runs:
+        problems = pool.rank_problems(run)
+        if not problems:
+            continue
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        line = (f"run folder {run.name!r}: {problems[0]}{more}: its trials may be missing; "
+                f"finish them with niah run --resume {run.name}")
+        if fail_under is not None:
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code=1)
+        typer.echo(f"warning: {line}", err=True)
 
 
 @app.command(cls=_Command)

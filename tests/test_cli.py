@@ -42,7 +42,8 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
     # no TTY (CI logs): one plain progress line per trial on stderr, in the order they ran
     loaded, *progress = result.stderr.splitlines()
     assert re.fullmatch(r"loaded SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+\.\d s \(.+\)", loaded), loaded
-    assert [re.sub(r"\(\d+\.\d s\)", "(T s)", line) for line in progress] == [
+    assert [re.sub(r"\(\d+\.\d s\)", "(T s)", line) for line in progress
+            if ": prefill " not in line] == [  # a trial past 10 s on a busy CPU adds prefill lines
         f"niah: trial {i}/3: context 1K depth {d} sample 0: PASS (T s)"
         for i, d in ((1, "0"), (2, "0.5"), (3, "1"))]
     assert lines[2:] == [

@@ -103,3 +103,31 @@ def test_tensor_sharded_model_across_three_ranks(tmp_path):
     assert "exited with code 2" in two.stderr
     assert ("error: SmolLM2-135M-Instruct.Q4_1.gguf has 9 heads and 3 KV heads, which 2 ranks "
             "cannot split evenly: launch a number of ranks that divides both") in two.stderr
+
+
+@pytest.mark.slow
+def test_every_rank_logs_start_and_end_so_report_can_gate(tmp_path):
+    """mlx.launch exits 0 whatever its ranks did: each rank logs start and end events with
+    one launch id in runs.jsonl, and `niah report --fail-under` fails on a rank without end."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = ["run", "--context", "256,512", "--depth", "0", "--max-tokens", "10", "-q",
+            "--fail-under", "0", "--out", str(tmp_path / "gate")]
+    launched = subprocess.run([_launcher(), "-n", "2", "--backend", "ring", "--",
+                               sys.executable, "-m", "niah", *args],
+                              capture_output=True, text=True, env=env, timeout=600)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    folder = next((tmp_path / "gate").iterdir())
+    events = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    starts = {e["rank"]: e["launch"] for e in events if e["event"] == "start"}
+    ends = {e["rank"]: (e["launch"], e["outcome"]) for e in events if e["event"] == "end"}
+    assert set(starts) == {0, 1} and len(set(starts.values())) == 1  # one launch id
+    assert ends == {r: (starts[r], "done") for r in (0, 1)}
+    assert [e["status"] for e in events if e["event"] == "gate"] == ["pass"]  # rank 0 gates
+    gate = [sys.executable, "-m", "niah", "report", str(folder), "--fail-under", "0"]
+    assert subprocess.run(gate, capture_output=True, text=True, env=env).returncode == 0
+    # rank 1 killed before its end: the report's gate fails with one line
+    kept = [json.dumps(e) for e in events if not (e["event"] == "end" and e["rank"] == 1)]
+    (folder / "runs.jsonl").write_text("\n".join(kept) + "\n")
+    dead = subprocess.run(gate, capture_output=True, text=True, env=env)
+    assert dead.returncode == 1 and dead.stderr.count("\n") == 1, dead.stderr
+    assert "rank 1 of launch" in dead.stderr and "never ended" in dead.stderr

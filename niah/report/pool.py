@@ -45,6 +45,15 @@ def load_runs(folders: list[Path], *, warn: Callable[[str], None]) -> list[Loade
     return loaded
 
 
+def rank_problems(run: LoadedRun) -> list[str]:
+    """The folder's ranks (or single runs) that started and did not finish well, read from
+    runs.jsonl's start and end events (niah.run.ranks.unfinished_ranks): mlx.launch exits 0
+    whatever its ranks did, so a gate must read this from the folder."""
+    from ..run.ranks import unfinished_ranks
+
+    return unfinished_ranks(store.read_run_log(Path(run.name)))
+
+
 def experiment(run: LoadedRun) -> tuple[str, tuple[str, ...]]:
     """What makes two run folders the same experiment: the hash of their config and identity
     (model, haystack, backend, versions...: recomputed, so an edited config.json counts as

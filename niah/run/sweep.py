@@ -40,6 +40,13 @@ class Progress:
 
     def start(self, total: int) -> None: ...
     def note(self, text: str) -> None: ...
+
+    def trial_start(self, spec: TrialSpec, estimate) -> None:
+        """A trial begins; estimate: its preflight.TimeEstimate here, or None (not probed)."""
+
+    def prefill(self, done: int, total: int) -> None:
+        """Prompt tokens of the trial in flight computed so far (mlx-lm's prompt progress)."""
+
     def trial_done(self, record: dict) -> None: ...
     def stop(self) -> None: ...
 
@@ -79,12 +86,19 @@ def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 
 
 def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
               progress: Progress | None = None, rank: int | None = None, world: int = 1,
-              preflight: bool = True, warm_up: str | None = None) -> RunResult:
+              preflight: bool = True, warm_up: str | None = None, launch: str | None = None,
+              estimate_context: int | None = None) -> RunResult:
     """Run every unfinished trial of `config`; returns all records of the run.
 
     warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
     warm_up_mode's choice for the backend): "once" one short generation, "shapes" every
-    prefill block shape the trials will use, "off" nothing."""
+    prefill block shape the trials will use, "off" nothing.
+    launch: the id of this launch (niah.run.ranks.launch_id), logged with the start event;
+    when the sweep fails after it, an "end" event with the failure is logged too (the caller
+    logs the end of a sweep that returns).
+    estimate_context: probe this device's speed once when a trial of this call has a context
+    this long or longer, and hand each trial's time estimate to progress.trial_start (None:
+    the backend's default, DEFAULT_ESTIMATE_CONTEXT; 0: always)."""
     from ..sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
@@ -105,25 +119,73 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
         own_rank = rank if world > 1 and not sharded else None  # writes a file of its own
         lock = store.FolderLock(run.folder, rank=own_rank) if writes else contextlib.nullcontext()
         with lock:
-            _claim(run)  # only under the lock: a refused second run leaves the folder as it was
+            _claim(run, launch=launch)  # under the lock: a refused second run leaves no trace
             if opened:
                 _log_load(run)
-            grid = build_grid(config)
-            # Sharded: every rank runs every trial together (one model across the group); rank
-            # 0 writes. Otherwise each rank takes its share of the grid.
-            mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
-            done = store.finished_keys(run.folder)
-            todo = [s for s in mine if s.key not in done]
-            progress.start(len(todo))
-            writer = (store.TrialWriter(run.folder, rank=own_rank) if writes
-                      else contextlib.nullcontext(_Discard()))
-            with writer as run.writer:
-                _run_all(run, todo, mode=mode, preflight=preflight)
+            with _logs_failure(run.folder, launch=launch, rank=run.rank):
+                mine, todo = _run_mine(run, rank=rank, world=world, sharded=sharded,
+                                       writes=writes, own_rank=own_rank, mode=mode,
+                                       preflight=preflight, estimate_context=estimate_context)
     latest = store.latest_by_key(store.folder_records(run.folder))
     records = [latest[s.key] for s in build_grid(config) if s.key in latest]
     warnings += _reuse_mismatch(records, prefix_reuse=config.prefix_reuse, folder=run.folder)
     return RunResult(folder=run.folder, config=config, records=records, ran=run.ran,
                      skipped_done=len(mine) - len(todo), warnings=warnings)
+
+
+DEFAULT_ESTIMATE_CONTEXT = {"cpu": 16384}  # by backend; others below
+DEFAULT_ESTIMATE_CONTEXT_GPU = 131072
+
+
+def _run_mine(run: Sweep, *, rank, world, sharded, writes, own_rank, mode, preflight,
+              estimate_context) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """This call's share of the grid, what of it the folder lacks, run; (mine, todo)."""
+    grid = build_grid(run.config)
+    # Sharded: every rank runs every trial together (one model across the group); rank
+    # 0 writes. Otherwise each rank takes its share of the grid.
+    mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
+    done = store.finished_keys(run.folder)
+    todo = [s for s in mine if s.key not in done]
+    run.throughput = _throughput(run, todo, estimate_context=estimate_context)
+    run.progress.start(len(todo))
+    writer = (store.TrialWriter(run.folder, rank=own_rank) if writes
+              else contextlib.nullcontext(_Discard()))
+    with writer as run.writer:
+        _run_all(run, todo, mode=mode, preflight=preflight)
+    return mine, todo
+
+
+def _throughput(run: Sweep, todo: list[TrialSpec], *, estimate_context: int | None):
+    """This device's speed (preflight.probe_throughput), probed once when a trial may be
+    long enough to need a time estimate; None otherwise (small runs pay nothing)."""
+    if estimate_context is None:
+        estimate_context = DEFAULT_ESTIMATE_CONTEXT.get(_backend_name(),
+                                                        DEFAULT_ESTIMATE_CONTEXT_GPU)
+    if not any(s.context >= estimate_context for s in todo):
+        return None
+    from ..preflight import probe_throughput
+
+    run.progress.note("timing this device for trial estimates ...")
+    return probe_throughput(run.session)
+
+
+@contextlib.contextmanager
+def _logs_failure(folder: Path, *, launch: str | None, rank: int | None):
+    """Log an "end" event when the sweep fails after its start event (a rank that dies
+    without one is caught by its missing end)."""
+    from .ranks import ERROR, INTERRUPTED, record_end
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if launch:
+            record_end(folder, launch=launch, rank=rank, status=130, outcome=INTERRUPTED)
+        raise
+    except Exception as exc:
+        if launch:
+            record_end(folder, launch=launch, rank=rank,
+                       status=getattr(exc, "exit_code", 1), outcome=ERROR)
+        raise
 
 
 def _run_all(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) -> None:
@@ -277,11 +339,12 @@ def _log_load(run: Sweep) -> None:
                                       "config_hash": run.chash})
 
 
-def _claim(run: Sweep) -> None:
+def _claim(run: Sweep, *, launch: str | None = None) -> None:
     """Write config.json (checked against the folder's configuration, asked cells merged) and
     the run's start line."""
     store.prepare_folder(run.folder, run.config, config_hash=run.chash, identity=run.identity)
     store.append_run_log(run.folder, {"event": "start", "argv": list(sys.argv),
                                       "device": run.device, "rank": run.rank,
                                       "config_hash": run.chash,
-                                      "niah_version": run.identity["niah_version"]})
+                                      "niah_version": run.identity["niah_version"],
+                                      **({"launch": launch} if launch else {})})

@@ -47,6 +47,7 @@ class Sweep:
     state: object = None      # niah.sdpa.patched's state: resolved settings, routes taken
     writer: Writer | None = None
     ran: int = 0
+    throughput: object = None  # preflight.Throughput when trials get time estimates
 
 
 def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
@@ -73,6 +74,7 @@ def run_group(run: Sweep, group: list[TrialSpec], *, preflight: bool) -> None:
             if not est.fits:
                 record, cached = record.skipped(est.reason()), None
         if record.verdict is None:
+            run.progress.trial_start(spec, time_estimate(run, spec))
             record, cached = run_trial(run, spec, prompt, record, cached, trial=trial)
         data = record.to_json()
         run.writer.write(data)
@@ -123,6 +125,17 @@ def estimate(run: Sweep, spec: TrialSpec):
                            chunk_size=run.state.config.chunk_size, backend=backend())
 
 
+def time_estimate(run: Sweep, spec: TrialSpec):
+    """How long the trial should take here (preflight.TimeEstimate), when the sweep probed
+    this device's speed; else None. Counted without prefix reuse: an upper bound."""
+    if run.throughput is None:
+        return None
+    from ..preflight import estimate_seconds
+
+    return estimate_seconds(context=spec.context, throughput=run.throughput,
+                            max_tokens=run.config.max_tokens)
+
+
 def _cache_for(run: Sweep, spec: TrialSpec, prompt, cached):
     """(cache, tokens reused): the previous trial's cache trimmed to the shared prefix when
     reuse is on and it can be trimmed, else a fresh one; in a fresh cache's buffer layout."""
@@ -156,7 +169,8 @@ def run_trial(run: Sweep, spec: TrialSpec, prompt, record: TrialRecord, cached, 
     try:
         cache, reuse = _cache_for(run, spec, prompt, cached)
         gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
-                               prefill_step=spec.prefill_step, max_tokens=config.max_tokens)
+                               prefill_step=spec.prefill_step, max_tokens=config.max_tokens,
+                               on_prefill=run.progress.prefill)
         scored = score_trial(trial, prompt, gen.response, kind=config.value_kind)
         record = record.scored(
             gen, verdict=scored["verdict"], score=scored["score"],
