@@ -46,7 +46,7 @@ Task = Annotated[str, _opt("--task", panel=P_PROMPT,
 Needles = Annotated[Optional[int], _opt("--needles", panel=P_PROMPT,
                                         help="Needles per trial for multi-* tasks (default 4).")]
 TaskParam = Annotated[Optional[list[str]], _opt(
-    "--task-param", panel=P_PROMPT, help="A task knob NAME=VALUE over the task's row (repeat): "
+    "--task-param", panel=P_PROMPT, metavar="NAME=VALUE", help="A task knob NAME=VALUE over the task's row (repeat): "
     "hops (variable-tracking), common_repeats, rare_repeats (common-words), alpha "
     "(frequent-words).")]
 Thinking = Annotated[str, _opt("--thinking", panel=P_PROMPT, help="Reasoning models: on or off "

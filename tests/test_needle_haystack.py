@@ -19,7 +19,6 @@ from niah.haystack_needles import haystack_keys
 from niah.scoring import score_values
 
 
-
 def _sentence(template: str) -> re.Pattern:
     """One haystack sentence of a needle template: a two-word key and a 7-digit value."""
     escaped = re.escape(" " + template)
@@ -74,7 +73,7 @@ def test_only_needle_sentences_no_asked_key_no_trial_value(gguf_tokenizer, task)
         trial_keys = {n.key for n in trial.needles} | set(config.keys)
         assert not {k for k, _ in pairs} & trial_keys
         assert not {v for _, v in pairs} & {n.value for n in trial.needles}
-        for place, needle in zip(prompt.placements, trial.needles):
+        for place, needle in zip(prompt.placements, trial.needles, strict=True):
             assert abs(place.depth - needle.depth) <= 0.01
 
 
@@ -145,7 +144,7 @@ def test_cli_run_is_deterministic_and_keeps_the_depth_rule(tmp_path, gguf_path, 
         assert rec["context_tokens"] == context
         assert abs(rec["needle_depth"] - depth) <= 0.01            # the column's depth
         requested = tasks.spread_depths(depth, len(rec["needles"]))
-        for n, want in zip(rec["needles"], requested):
+        for n, want in zip(rec["needles"], requested, strict=True):
             assert abs(n["needle_depth"] - want) <= 0.01
         trial = tasks.trial_for(config, depth=depth, value_key=f"c{context}-d{depth:.6g}-s0",
                                 reject=lambda v, c=context: builder.value_occurs(v, context=c))

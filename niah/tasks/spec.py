@@ -45,7 +45,7 @@ class TaskSpec:
     haystack: str = "run"
     params: tuple[tuple[str, int | float], ...] = ()   # a rule's own knobs, sorted by name
 
-    def with_params(self, overrides) -> "TaskSpec":
+    def with_params(self, overrides) -> TaskSpec:
         """This spec with `overrides` ((name, value) pairs, e.g. a run's --task-param) merged
         over its params (names checked by niah.tasks.options.task_params)."""
         if not overrides:
