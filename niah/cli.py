@@ -121,6 +121,7 @@ def run(
     haystack: O.Haystack = C.DEFAULT_HAYSTACK,
     task: O.Task = C.DEFAULT_TASK,
     needles: O.Needles = None,
+    task_param: O.TaskParam = None,
     thinking: O.Thinking = C.DEFAULT_THINKING,
     prefill_step: O.PrefillStep = O.DEFAULT_PREFILL_TEXT,
     max_tokens: O.MaxTokens = None,
@@ -197,7 +198,8 @@ def _config(p: dict) -> C.RunConfig:
         **tasks.resolve(task=p["task"], needles=p["needles"], needle=p["needle"],
                         question=p["question"], answer_prefix=p["answer_prefix"],
                         max_tokens=p["max_tokens"], value_kind=p["value_kind"],
-                        thinking=p["thinking"]),
+                        thinking=p["thinking"], task_param=p["task_param"],
+                        haystack=p["haystack"], contexts=contexts),
         thinking=p["thinking"],
         value_kind=p["value_kind"],
         haystack=_haystack_arg(p["haystack"]),
@@ -250,11 +252,12 @@ def _model_arg(value: Optional[str]) -> str:
 
 def _haystack_arg(value: str) -> str:
     from .haystack import named_source
+    from .haystack_files import GENERATED
 
     if not value.strip():
         raise NiahError("--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a "
                         ".txt file or folder")
-    if value in ("prose", "noise"):
+    if value in GENERATED:  # prose, noise, needles
         return value
     named = named_source(value)
     if named is not None:

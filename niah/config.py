@@ -69,6 +69,8 @@ class RunConfig:
     task: str = DEFAULT_TASK       # niah.tasks.TASKS; validated by niah.tasks.validate
     needles: int = 1
     keys: tuple[str, ...] = ()     # key vocabulary of keyed tasks (from datasets/keys.txt)
+    # --task-param NAME=VALUE: (name, value) pairs merged over the task row's params, sorted
+    task_params: tuple[tuple[str, int | float], ...] = ()
     prefill_steps: tuple[int, ...] = (DEFAULT_PREFILL_STEP,)
     max_tokens: int = DEFAULT_MAX_TOKENS
     sdpa: str = DEFAULT_SDPA_ROUTE
@@ -142,7 +144,7 @@ class RunConfig:
 
     # Fields added later: hashed only when set, so older run folders keep their hash.
     _HASHED_WHEN_SET = {"gguf_quant": DEFAULT_GGUF_QUANT, "rope_scaling": DEFAULT_ROPE_SCALING,
-                        "thinking": DEFAULT_THINKING}
+                        "thinking": DEFAULT_THINKING, "task_params": ()}
 
     def hashed_fields(self) -> dict:
         """The fields that change what a trial measures (fields added later left out while

@@ -16,10 +16,12 @@ does not split a character, else the token boundary nearest the depth. The real 
 therefore never further than the tolerance from the requested one, and every prompt records
 how its needle was placed.
 
-Sources: ``prose`` (seeded generator, niah.prose), ``noise`` (one paragraph repeated) or a path
-to a .txt file or a folder of .txt files (repeated when too short; which files a folder stands
-for is niah.haystack_files's one rule, shared with the run identity's digest). A haystack that
-already contains the needle's phrase is refused; values that occur in the haystack are never
+Sources: ``prose`` (seeded generator, niah.prose), ``noise`` (one paragraph repeated), a
+NeedleSource (``--haystack needles``: distractor needles of the task's own form, seeded,
+niah.haystack_needles) or a path to a .txt file or a folder of .txt files (repeated when too
+short; which files a folder stands for is niah.haystack_files's one rule, shared with the run
+identity's digest). A haystack that already contains the needle's phrase is refused (a
+needle haystack holds it by design: its keys never answer a question); values that occur in the haystack are never
 drawn (`PromptBuilder.value_occurs`, used with `niah.values.draw_value`).
 """
 
@@ -39,6 +41,7 @@ import numpy as np
 from .config import DEFAULT_ANSWER_PREFIX, DEFAULT_INTRO, DEFAULT_NEEDLE, DEFAULT_QUESTION
 from .errors import NiahError
 from .haystack_files import haystack_files
+from .haystack_needles import NeedleSource
 from .prose import NOISE_PARAGRAPH, prose_sentences
 from .values import needle_value  # noqa: F401 - re-exported (trials.py, tests)
 
@@ -117,9 +120,10 @@ class Haystack:
     lies within the first N tokens (`occurs`).
     """
 
-    def __init__(self, tokenizer, *, source: str = "prose", seed: int = 0):
+    def __init__(self, tokenizer, *, source: str | NeedleSource = "prose", seed: int = 0):
         self.tokenizer = tokenizer
-        self.source = source
+        self.needle_form = isinstance(source, NeedleSource)   # made of distractor needles
+        self.source = source.name if self.needle_form else source
         self._ids: list[np.ndarray] = []
         self._starts: list[int] = []
         self._texts: list[str] = []
@@ -127,7 +131,9 @@ class Haystack:
         self._cycle: list[tuple[str, list[int]]] | None = None
         self._cycle_pos = 0
         self.full_text: str | None = None     # the whole source, where it is finite
-        if source == "prose":
+        if self.needle_form:
+            self._sentences = source.sentences(seed=seed)
+        elif source == "prose":
             self._sentences = prose_sentences(seed=seed)
         else:
             text = NOISE_PARAGRAPH if source == "noise" else _read_text_source(Path(source))
@@ -268,7 +274,7 @@ class PromptBuilder:
     `thinking` ("model", "on", "off"): on/off pass enable_thinking=True/False to the chat
     template (check_thinking refuses a template that does not read it); model passes nothing."""
 
-    def __init__(self, tokenizer, *, source: str = "prose", seed: int = 0,
+    def __init__(self, tokenizer, *, source: str | NeedleSource = "prose", seed: int = 0,
                  needle: str = DEFAULT_NEEDLE, question: str = DEFAULT_QUESTION,
                  answer_prefix: str = DEFAULT_ANSWER_PREFIX, intro: str = DEFAULT_INTRO,
                  thinking: str = "model"):
@@ -333,7 +339,9 @@ class PromptBuilder:
 
     def check_phrases(self, templates, *, n_tokens: int) -> None:
         """Refuse a haystack that already holds a needle's phrase (the whole source where it is
-        finite, else the first n_tokens)."""
+        finite, else the first n_tokens); a needle haystack holds it by design (module doc)."""
+        if self.haystack.needle_form:
+            return
         for template in templates:
             if (template, n_tokens) in self._checked:
                 continue

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import NiahError
 
-GENERATED = ("prose", "noise")          # haystacks made by niah, not read from disk
+GENERATED = ("prose", "noise", "needles")   # haystacks made by niah, not read from disk
 TEXT_SUFFIX = ".txt"
 CACHE_FOLDERS = frozenset({"__pycache__"})
 _BLOCK = 4 * 1024 ** 2

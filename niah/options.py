@@ -39,11 +39,16 @@ AnswerPrefix = Annotated[Optional[str], _opt("--answer-prefix", panel=P_PROMPT,
 ValueKind = Annotated[str, _opt("--value-kind", panel=P_PROMPT,
                                 help="Needle value: number (7 digits), uuid, words.")]
 Haystack = Annotated[str, _opt("--haystack", panel=P_PROMPT,
-                               help="prose, noise, zh, ja, log, pg-essays, or a .txt file / folder.")]
+                               help="prose, noise, zh, ja, log, pg-essays, needles (distractor "
+                               "needles: keyed tasks), or a .txt file / folder.")]
 Task = Annotated[str, _opt("--task", panel=P_PROMPT,
                            help=", ".join(task_rows()) + " (niah/datasets/tasks.jsonl).")]
 Needles = Annotated[Optional[int], _opt("--needles", panel=P_PROMPT,
                                         help="Needles per trial for multi-* tasks (default 4).")]
+TaskParam = Annotated[Optional[list[str]], _opt(
+    "--task-param", panel=P_PROMPT, metavar="NAME=VALUE", help="A task knob NAME=VALUE over the task's row (repeat): "
+    "hops (variable-tracking), common_repeats, rare_repeats (common-words), alpha "
+    "(frequent-words).")]
 Thinking = Annotated[str, _opt("--thinking", panel=P_PROMPT, help="Reasoning models: on or off "
                                "sets the chat template's enable_thinking (on: no answer prefix, "
                                "1024 more answer tokens); model: the template's default.")]

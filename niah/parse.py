@@ -3,7 +3,8 @@
 Contexts ("128k" = 131072, "1m" = 1048576, "8000"), depth lists ("0,0.25,0.5") and ranges
 ("0:1:0.1": the stop included only when the steps hit it, at most MAX_RANGE_VALUES values),
 integer axes ("4,8"), KV-cache quantization, RoPE scaling, needle templates ({value}, literal
-braces as {{ }}) and config fields read back from JSON. Every error raises NiahError with one
+braces as {{ }}), repeated NAME=VALUE options (--task-param) and config fields read back from
+JSON. Every error raises NiahError with one
 line naming the bad value and the fix.
 """
 
@@ -222,6 +223,7 @@ CONFIG_KINDS = {
               "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling", "thinking"), "a string"),
     "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
     "texts": (("keys",), "a list of strings"),
+    "params": (("task_params",), "a list of [name, positive number] pairs"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
     "bool": (("refuse_beyond_trained", "prefix_reuse"), "true or false"),
     "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
@@ -252,6 +254,10 @@ def config_value(name: str, value):
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
         "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+        "params": lambda: isinstance(value, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] > 0
+            for p in value),
         "cells": lambda: value is None or is_list and all(
             isinstance(c, (list, tuple)) and len(c) == 3 and whole(c[0]) and c[0] > 0
             and depth(c[1]) and whole(c[2]) and c[2] >= 0 for c in value),
@@ -260,6 +266,21 @@ def config_value(name: str, value):
         shown = json.dumps(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         raise NiahError(f"config field {name!r} is {shown}: expected {CONFIG_KINDS[kind][1]}")
+    if kind == "params":
+        return tuple((str(n), v) for n, v in value)
     if kind == "cells" and value is not None:
         return tuple((c[0], float(c[1]), c[2]) for c in value)
     return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def parse_assignments(texts, *, option: str) -> tuple[tuple[str, str], ...]:
+    """Repeated NAME=VALUE options as (name, value text) pairs, a later name replacing an
+    earlier one; a text without NAME= is refused."""
+    pairs: dict[str, str] = {}
+    for text in texts or ():
+        name, eq, value = str(text).partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not name or not value:
+            raise NiahError(f"bad {option} {text!r}: write NAME=VALUE, like {option} hops=2")
+        pairs[name] = value
+    return tuple(pairs.items())

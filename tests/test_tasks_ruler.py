@@ -159,3 +159,85 @@ def test_cli_runs_each_task(tmp_path, gguf_path, builder, task):
         or task == "frequent-words"
     assert (rec["verdict"] == "PASS") == (rec["score"] == 1.0)
     assert rec["verdict"] in ("PASS", "FAIL", "NULL")
+
+
+# --task-param NAME=VALUE: the row's knobs from the command line, checked before the model loads
+BAD_PARAMS = (
+    (["--task", "variable-tracking", "--task-param", "hops=0"],
+     "--task-param hops=0 is not allowed for --task variable-tracking: use a whole number of 1 "
+     "or more, like hops=4"),
+    (["--task", "variable-tracking", "--task-param", "hop=2"],
+     "--task variable-tracking has no knob 'hop': use hops"),
+    (["--task", "single", "--task-param", "hops=2"],
+     "--task single has no knob 'hops': this task has no knobs: drop --task-param"),
+    (["--task", "variable-tracking", "--task-param", "hops"],
+     "bad --task-param 'hops': write NAME=VALUE, like --task-param hops=2"),
+    (["--task", "common-words", "--task-param", "needles=5"],
+     "--task-param needles sets what --needles sets: use --needles 5"),
+    (["--task", "frequent-words", "--task-param", "alpha=-1"],
+     "--task-param alpha=-1 is not allowed for --task frequent-words: use a number above 0, "
+     "like alpha=2.0"),
+    (["--task", "variable-tracking", "--task-param", "hops=100"],
+     "--task variable-tracking with 4 chains of 100 hops hides 404 assignments, 1616 tokens at "
+     "least, more than the shortest --context 1024 holds: use fewer hops or --needles, or a "
+     "longer --context"),
+    (["--task", "common-words", "--task-param", "common_repeats=60"],
+     "--task common-words: 10 common words x 60 need 1240 tokens at least, more than the "
+     "shortest --context 1024 holds: use fewer --needles, a smaller common_repeats or a longer "
+     "--context"),
+    (["--task", "common-words", "--task-param", "rare_repeats=30"],
+     "--task common-words: common_repeats 30 must be above rare_repeats 30, or no words are the "
+     "most common: raise common_repeats or lower rare_repeats"),
+    (["--task", "frequent-words", "--task-param", "alpha=12"],
+     "--task frequent-words: alpha 12 cannot make 3 words clearly most frequent within the "
+     "shortest --context 1024: use an alpha nearer 2 or a longer --context"),
+)
+
+
+@pytest.mark.parametrize("args,message", BAD_PARAMS, ids=[a[-1] for a, _ in BAD_PARAMS])
+def test_bad_task_params_are_one_line_before_the_model_loads(tmp_path, args, message):
+    r = CliRunner().invoke(app, ["run", *args, "--context", "1k,4k", "--out", str(tmp_path),
+                                 "--model", str(tmp_path / "no-model")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.output.strip() == f"error: {message}"
+
+
+def test_task_params_reach_the_config_hash_and_the_generator(builder):
+    from niah.config import RunConfig
+
+    def config(*params):
+        return RunConfig(model="x", **tasks.resolve(
+            task="variable-tracking", needles=None, needle=None, question=None,
+            answer_prefix=None, task_param=list(params), contexts=(1024,)))
+
+    default, two, again = config(), config("hops=2"), config("hops=3", "hops=2")
+    assert default.task_params == () and two.task_params == (("hops", 2),) == again.task_params
+    assert "task_params" not in default.hashed_fields()        # old folders keep their hash
+    assert default.hash() != two.hash() == again.hash()
+    assert RunConfig.from_dict(json.loads(json.dumps(two.to_dict()))) == two
+    trial = tasks.trial_for(two, depth=0.5, value_key="k")
+    assert len(trial.needles) == 4 * 3 and len(trial.expected) == 3
+    assert two.max_tokens <= default.max_tokens
+
+
+@pytest.mark.slow
+def test_cli_variable_tracking_with_two_hops(tmp_path, gguf_path):
+    out = tmp_path / "res"
+    r = CliRunner().invoke(app, ["run", "--task", "variable-tracking", "--task-param", "hops=2",
+                                 "--context", "1024", "--depth", "0.5", "--out", str(out), "-q"],
+                           catch_exceptions=False)
+    assert r.exit_code in (0, 1), r.output
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    assert json.loads((folder / "config.json").read_text())["task_params"] == [["hops", 2]]
+    (rec,) = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+    held = {n["key"]: n["value"] for n in rec["needles"]}
+    starts = [k for k, v in held.items() if v not in held]            # links holding a value
+    assert len(starts) == 4 and len(rec["needles"]) == 4 * 3
+    for start in starts:                                              # walk each chain
+        chain, name = [start], start
+        while (nxt := [k for k, v in held.items() if v == name]):
+            (name,) = nxt
+            chain.append(name)
+        assert len(chain) == 3                                        # 2 hops after the first
+    targets = {n["key"] for n in rec["needles"] if n["role"] == "target"}
+    assert set(rec["value"].split(", ")) == targets and len(targets) == 3

@@ -18,7 +18,7 @@ from .. import store
 from ..config import RunConfig, check_kv_group_size
 from ..errors import NiahError
 from ..haystack import PromptBuilder
-from ..tasks import answer_minimum, minimum_context, validate
+from ..tasks import answer_minimum, haystack_source, minimum_context, validate
 from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
 from .records import ERROR, SKIP
 from .trial import Sweep, run_group
@@ -310,7 +310,7 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sw
     from ..model import device_description
 
     _check_session(config, session, progress)
-    builder = PromptBuilder(session.tokenizer, source=config.haystack, seed=config.seed,
+    builder = PromptBuilder(session.tokenizer, source=haystack_source(config), seed=config.seed,
                             needle=config.needle, question=config.question,
                             answer_prefix=config.answer_prefix, intro=config.intro,
                             thinking=config.thinking)

@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..errors import NiahError
 from ..haystack import PromptBuilder
 from ..generation import free_memory
-from ..tasks import TaskTrial, build_prompt, make_trial, score_trial
+from ..tasks import TaskTrial, build_prompt, score_trial, trial_for
 from .grid import TrialSpec, value_key
 from .records import NeedleRecord, TrialRecord
 from .reuse import match_fresh_layout, reuse_length, trim_to, trimmable
@@ -51,12 +51,10 @@ class Sweep:
 
 
 def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
-    """The needles of one trial: values drawn from the seed, never one the haystack holds."""
-    return make_trial(task=config.task, needles=config.needles, depth=spec.depth,
-                      seed=config.seed, value_key=value_key(spec), kind=config.value_kind,
-                      needle=config.needle, question=config.question,
-                      answer_prefix=config.answer_prefix, keys=config.keys,
-                      reject=lambda v: builder.value_occurs(v, context=spec.context))
+    """The needles of one trial (niah.tasks.trial_for, the one config-to-trial mapping):
+    values drawn from the seed, never one the haystack holds."""
+    return trial_for(config, depth=spec.depth, value_key=value_key(spec),
+                     reject=lambda v: builder.value_occurs(v, context=spec.context))
 
 
 def run_group(run: Sweep, group: list[TrialSpec], *, preflight: bool) -> None:

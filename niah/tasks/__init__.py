@@ -45,10 +45,11 @@ from .catalog import (
     load_keys,
     load_specs,
     load_templates,
+    run_spec,
     task_help,
 )
 from .nonliteral import BASE_CONTEXT, LinkPair, content_words, load_pairs
-from .options import answer_tokens, check_contexts, resolve, validate
+from .options import answer_tokens, check_contexts, resolve, task_params, validate
 from .rules import (
     ANSWER_TOKENS_PER_VALUE,
     BAND,
@@ -63,10 +64,11 @@ from .trial import Needle, TaskTrial
 KEYED = tuple(name for name, spec in SPECS.items() if spec.keyed)
 
 
-def haystack_source(config) -> str:
+def haystack_source(config):
     """The haystack a run's PromptBuilder reads: the task's haystack rule applied to
-    --haystack (``run``: as given)."""
-    return HAYSTACK_SOURCES[get_spec(config.task).haystack](config.haystack, seed=config.seed)
+    --haystack (``run``: as given, ``needles`` as a niah.haystack_needles.NeedleSource)."""
+    spec = run_spec(config)
+    return HAYSTACK_SOURCES[spec.haystack](config, spec=spec)
 
 
 __all__ = [
@@ -74,6 +76,6 @@ __all__ = [
     "SPECS", "TASKS", "Needle", "TaskSpec", "TaskTrial", "answer_minimum", "answer_tokens",
     "band_depths", "build_prompt", "build_trial", "get_spec", "haystack_source", "load_keys",
     "load_specs", "load_templates", "make_trial", "minimum_context", "resolve", "score_trial",
-    "spread_depths", "task_help", "trial_for", "validate",
+    "spread_depths", "task_help", "trial_for", "validate", "run_spec", "task_params",
     "BASE_CONTEXT", "LinkPair", "check_contexts", "content_words", "load_pairs",
 ]

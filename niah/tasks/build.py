@@ -11,7 +11,7 @@ import numpy as np
 
 from ..haystack import THINK_OPEN, Placement, Prompt, PromptBuilder
 from ..scoring import SCORING_RULES
-from .catalog import get_spec
+from .catalog import get_spec, run_spec
 from .rules import GENERATORS, PLACEMENTS
 from .spec import TaskSpec
 from .trial import Needle, TaskTrial, fill_fields
@@ -42,8 +42,9 @@ def build_trial(spec: TaskSpec, *, needles: int, depth: float, seed: int, value_
 
 def trial_for(config, *, depth: float, value_key: str, reject: Reject = None) -> TaskTrial:
     """The trial a RunConfig asks for at one grid cell (its depth and value key, see
-    niah.trials.value_key); `reject` refuses values (e.g. those the haystack holds)."""
-    return build_trial(get_spec(config.task), needles=config.needles, depth=depth,
+    niah.run.grid.value_key); `reject` refuses values (e.g. those the haystack holds). The
+    spec's params are the row's with the run's --task-param merged over them (`run_spec`)."""
+    return build_trial(run_spec(config), needles=config.needles, depth=depth,
                        seed=config.seed, value_key=value_key, kind=config.value_kind,
                        keys=config.keys, needle=config.needle, question=config.question,
                        answer_prefix=config.answer_prefix, reject=reject)
@@ -52,7 +53,8 @@ def trial_for(config, *, depth: float, value_key: str, reject: Reject = None) ->
 def make_trial(*, task: str, needles: int, depth: float, seed: int, value_key: str, kind: str,
                needle: str, question: str, answer_prefix: str, keys: tuple[str, ...] = (),
                reject: Reject = None) -> TaskTrial:
-    """`build_trial` for a shipped task by name (the runner's call until it uses trial_for)."""
+    """`build_trial` for a shipped task by name, with the row's own params (the sweep calls
+    `trial_for`, which takes a run's --task-param too)."""
     return build_trial(get_spec(task), needles=needles, depth=depth, seed=seed,
                        value_key=value_key, kind=kind, keys=keys, needle=needle,
                        question=question, answer_prefix=answer_prefix, reject=reject)

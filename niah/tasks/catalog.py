@@ -56,6 +56,12 @@ def get_spec(task: str) -> TaskSpec:
     return SPECS[task]
 
 
+def run_spec(config) -> TaskSpec:
+    """The spec a run uses: its task's row with the run's --task-param (``task_params``)
+    merged over the row's params."""
+    return get_spec(config.task).with_params(getattr(config, "task_params", ()))
+
+
 def task_help() -> dict[str, str]:
     """Each task's name and one-line help, for the CLI's --task help."""
     return {name: spec.help for name, spec in SPECS.items()}

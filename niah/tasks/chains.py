@@ -15,12 +15,14 @@ import string
 from collections.abc import Callable
 
 from ..config import DEFAULT_MAX_TOKENS
+from ..errors import NiahError
 from ..values import draw_value
 from .spec import TaskSpec
 
 DEFAULT_HOPS = 4
 NAME_LETTERS = 5
 TOKENS_PER_NAME = 6          # generous: five capitals and a separator
+MIN_LINK_TOKENS = 4          # fewest tokens an assignment can take: VAR, name, =, what it holds
 
 
 def hops(spec: TaskSpec) -> int:
@@ -62,3 +64,14 @@ def chain_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: st
 def names_budget(spec: TaskSpec, *, n: int, value_kind: str) -> int:
     """Budget ``per-name``: room for every name of the target chain (DEFAULT_MAX_TOKENS at least)."""
     return max(DEFAULT_MAX_TOKENS, 16 + (hops(spec) + 1) * TOKENS_PER_NAME)
+
+
+def check_chains(spec: TaskSpec, *, n: int, shortest: int) -> None:
+    """Param check ``chains``: n chains of hops + 1 assignments must fit the shortest context
+    (MIN_LINK_TOKENS each, before the tokenizer says more)."""
+    links = n * (hops(spec) + 1)
+    if links * MIN_LINK_TOKENS > shortest:
+        raise NiahError(f"--task {spec.task} with {n} chains of {hops(spec)} hops hides {links} "
+                        f"assignments, {links * MIN_LINK_TOKENS} tokens at least, more than the "
+                        f"shortest --context {shortest} holds: use fewer hops or --needles, or a "
+                        "longer --context")

@@ -3,36 +3,44 @@ for every setting that cannot work (`validate`), from the task's spec."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import NiahError
+from ..parse import parse_assignments
 from ..values import VALUE_KINDS
 from .catalog import SPECS, get_spec, load_keys
 from .nonliteral import check_contexts as _check_base_context
-from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS
+from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS, PARAM_CHECKS, check_haystack
 from .spec import MAX_NEEDLES
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 REASONING_TOKENS = 1024   # answer tokens added by default for the reasoning of --thinking on
 
 
-def answer_tokens(*, task: str, needles: int, value_kind: str) -> int:
-    """Default --max-tokens: the task's answer budget rule for the values it asks."""
-    spec = get_spec(task)
+def answer_tokens(*, task: str, needles: int, value_kind: str, params=()) -> int:
+    """Default --max-tokens: the task's answer budget rule for the values it asks (`params`:
+    the run's --task-param, merged over the row's)."""
+    spec = get_spec(task).with_params(params)
     return ANSWER_BUDGETS[spec.answer_budget](spec, n=needles, value_kind=value_kind)
 
 
 def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
             answer_prefix: str | None, max_tokens: int | None = None,
-            value_kind: str = "number", thinking: str = "model") -> dict:
+            value_kind: str = "number", thinking: str = "model", task_param=(),
+            haystack: str | None = None, contexts=()) -> dict:
     """RunConfig fields for a task: templates (yours, else the task row's), needle count, keys,
-    and the answer length (yours, else `answer_tokens`). With `thinking` "on" the model
-    reasons before it answers: no answer prefix by default (one would cut the reasoning off)
-    and REASONING_TOKENS more answer tokens by default."""
+    knobs (`task_param`: --task-param NAME=VALUE texts, checked by `task_params` and, against
+    the shortest of `contexts`, by the generator's PARAM_CHECKS) and the answer length (yours,
+    else `answer_tokens`). With `thinking` "on" the model reasons before it answers: no answer
+    prefix by default (one would cut the reasoning off) and REASONING_TOKENS more answer tokens
+    by default. `haystack` (--haystack as typed): ``needles`` only for keyed tasks."""
     reasoning = thinking == "on"
     if reasoning and answer_prefix is None:
         answer_prefix = ""
     spec = get_spec(task)
+    if haystack is not None:
+        check_haystack(spec, haystack)
     n = needles if needles is not None else spec.default_needles
     fields = {"task": task, "needles": n,
               "needle": needle if needle is not None else spec.needle,
@@ -40,9 +48,54 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
               "answer_prefix": answer_prefix if answer_prefix is not None else spec.answer_prefix,
               "keys": load_keys() if spec.keyed else ()}
     validate(**fields, value_kind=value_kind)
+    params = task_params(task, parse_assignments(task_param, option="--task-param"))
+    if contexts:
+        check_params(task, params=params, needles=n, shortest=min(contexts))
+    fields["task_params"] = params
     fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
-        task=task, needles=n, value_kind=value_kind) + (REASONING_TOKENS if reasoning else 0)
+        task=task, needles=n, value_kind=value_kind,
+        params=params) + (REASONING_TOKENS if reasoning else 0)
     return fields
+
+
+def _param_value(task: str, name: str, text: str, default: int | float) -> int | float:
+    """A --task-param value of the row default's type: a whole number >= 1, or (a number
+    default) a finite number > 0."""
+    whole = isinstance(default, int)
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        kind = "a whole number of 1 or more" if whole else "a number above 0"
+        raise NiahError(f"--task-param {name}={text} is not allowed for --task {task}: use "
+                        f"{kind}, like {name}={default}")
+    return value
+
+
+def task_params(task: str, pairs) -> tuple[tuple[str, int | float], ...]:
+    """(name, value text) pairs of --task-param checked against the knobs the task's row
+    declares (``params``; ``needles`` is --needles): typed values, sorted by name."""
+    declared = {k: v for k, v in get_spec(task).params if k != "needles"}
+    out = {}
+    for name, text in pairs:
+        if name == "needles":
+            raise NiahError(f"--task-param needles sets what --needles sets: use --needles {text}")
+        if name not in declared:
+            fix = ("use " + _or_list(sorted(declared)) if declared
+                   else "this task has no knobs: drop --task-param")
+            raise NiahError(f"--task {task} has no knob {name!r}: {fix}")
+        out[name] = _param_value(task, name, text, declared[name])
+    return tuple(sorted(out.items()))
+
+
+def check_params(task: str, *, params, needles: int, shortest: int) -> None:
+    """One line when the task's knobs (the row's, `params` merged over them) cannot work in
+    the shortest context (the generator's PARAM_CHECKS rule, computed without a tokenizer)."""
+    spec = get_spec(task).with_params(params)
+    check = PARAM_CHECKS.get(spec.generator)
+    if check is not None:
+        check(spec, n=needles, shortest=shortest)
 
 
 def _or_list(names: list[str]) -> str:

@@ -9,8 +9,11 @@ name (scoring rules live in niah.scoring.SCORING_RULES) plus its data row.
   GENERATOR_FIELDS says which placeholders a generator fills, so any other is refused.
 - placement(depth, n) -> n requested depths, the first the trial's requested depth's needle.
 - answer budget(spec, *, n, value_kind) -> default --max-tokens.
-- haystack source(source, *, seed) -> the haystack a PromptBuilder reads (``run``: the run's
-  --haystack as given; a task that brings its own text, e.g. a word list, registers another).
+- haystack source(config, *, spec) -> the haystack a PromptBuilder reads (``run``: the run's
+  --haystack as given, ``needles`` as a niah.haystack_needles.NeedleSource of the task's own
+  needle form; a task that brings its own text, e.g. a word list, registers another).
+- param checks (spec, *, n, shortest) -> None: one line for task knobs (``params``, merged with
+  --task-param) that cannot work in the shortest context, found before the model loads.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import random
 from collections.abc import Callable
 
 from ..config import DEFAULT_MAX_TOKENS
+from ..errors import NiahError
+from ..haystack_needles import NEEDLES, NeedleSource
 from ..values import draw_value
-from .chains import chain_needles, names_budget
+from .chains import chain_needles, check_chains, names_budget
 from .nonliteral import nonliteral_needles
 from .spec import TaskSpec
 from .trial import join_keys
-from .wordlists import word_needles, words_budget
+from .wordlists import check_words, word_needles, words_budget
 
 BAND = 0.5
 ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}   # generous, per value asked
@@ -89,7 +94,29 @@ PLACEMENTS: dict[str, Callable[[float, int], list[float]]] = {
 ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget,
                                                  "per-name": names_budget,
                                                  "per-word": words_budget}
-HAYSTACK_SOURCES: dict[str, Callable[..., str]] = {"run": lambda source, *, seed: source}
+
+
+def check_haystack(spec: TaskSpec, haystack: str) -> None:
+    """--haystack needles is made of needles of a keyed task's form: refused for other tasks."""
+    if haystack == NEEDLES and not spec.keyed:
+        raise NiahError(f"--haystack needles fills the haystack with needles of a keyed task's "
+                        f"form, and --task {spec.task} has no keys: use --task multi-key, "
+                        "multi-value or multi-query, or another --haystack")
+
+
+def run_haystack(config, *, spec: TaskSpec) -> str | NeedleSource:
+    """Source ``run``: the run's --haystack as given; ``needles``: distractor needles of the
+    run's needle template, value kind and keys (niah.haystack_needles)."""
+    if config.haystack != NEEDLES:
+        return config.haystack
+    check_haystack(spec, config.haystack)
+    return NeedleSource(template=config.needle, value_kind=config.value_kind, avoid=config.keys)
+
+
+HAYSTACK_SOURCES: dict[str, Callable[..., str | NeedleSource]] = {"run": run_haystack}
+PARAM_CHECKS: dict[str, Callable[..., None]] = {"chains": check_chains,
+                                                 "common-words": check_words,
+                                                 "frequent-words": check_words}
 
 # non-literal needles (niah.tasks.nonliteral): a drawn pair fills {question} and the needle
 GENERATORS["nonliteral"] = nonliteral_needles

@@ -12,7 +12,7 @@ niah.scoring.SCORING_RULES. ``params`` holds a rule's own knobs (e.g. ``{"hops":
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..values import VALUE_KINDS
 
@@ -44,6 +44,13 @@ class TaskSpec:
     value_kinds: tuple[str, ...] = VALUE_KINDS
     haystack: str = "run"
     params: tuple[tuple[str, int | float], ...] = ()   # a rule's own knobs, sorted by name
+
+    def with_params(self, overrides) -> TaskSpec:
+        """This spec with `overrides` ((name, value) pairs, e.g. a run's --task-param) merged
+        over its params (names checked by niah.tasks.options.task_params)."""
+        if not overrides:
+            return self
+        return replace(self, params=tuple(sorted({**dict(self.params), **dict(overrides)}.items())))
 
     def param(self, name: str, default: int | float) -> int | float:
         """One of the rule knobs of ``params`` (the default when the row leaves it out)."""

@@ -32,6 +32,7 @@ RARE_POOL = 12000                # distinct rare words a common-words list can u
 CODED_POOL = 2000                # ranked coded words a frequent-words list can use
 FILLERS = 600
 RESERVE = 40                     # tokens left for fillers after the plan
+MIN_ENTRY_TOKENS = {COMMON: 2, FREQUENT: 1}   # fewest tokens of one entry (number, word)
 _ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fl gr pl st tr sh ch".split()
 _VOWELS = "a e i o u ai ea ou".split()
 _CODAS = ["", "", "n", "r", "l", "s", "m", "t"]
@@ -265,3 +266,43 @@ def words_budget(spec: TaskSpec, *, n: int, value_kind: str) -> int:
     """Budget ``per-word``: room for each word asked (pseudo-words run to a few tokens)."""
     top = n if spec.variable else DEFAULT_TOP[FREQUENT]
     return max(32, 16 + 8 * top)
+
+
+def _zipf_separates(*, alpha: float, top: int, entries: int) -> bool:
+    """Whether some plan of at most `entries` entries (counts as `WordList._zipf_plan` makes
+    them) puts `top` words strictly ahead of the rest, the last of them twice or more."""
+    weights = [k ** -alpha for k in range(1, CODED_POOL + 1)]
+    total, head = sum(weights), np.asarray(weights[:top + 1])[None, :]
+    for start in range(1, max(entries, 1) + 1, 1 << 18):
+        m = np.arange(start, min(start + (1 << 18), max(entries, 1) + 1), dtype=np.float64)
+        counts = (m[:, None] * head / total).astype(np.int64)
+        ok = counts[:, top - 1] >= 2
+        for i in range(top):
+            ok &= counts[:, i] > counts[:, i + 1]
+        if ok.any():
+            return True
+    return False
+
+
+def check_words(spec: TaskSpec, *, n: int, shortest: int) -> None:
+    """Param checks ``common-words`` / ``frequent-words``, before the tokenizer: the common
+    words recur more than the rare ones and their entries (MIN_ENTRY_TOKENS each, plus RESERVE)
+    fit the shortest context; the Zipf counts can single out the top words in it."""
+    rule = COMMON if spec.generator == "common-words" else FREQUENT
+    top = n if spec.variable else DEFAULT_TOP[rule]
+    words = word_list(spec, rule=rule, top=top, seed=0, value_key="check")
+    if rule == COMMON:
+        if words.common_repeats <= words.rare_repeats:
+            raise NiahError(f"--task {spec.task}: common_repeats {words.common_repeats} must be "
+                            f"above rare_repeats {words.rare_repeats}, or no words are the most "
+                            "common: raise common_repeats or lower rare_repeats")
+        need = top * words.common_repeats * MIN_ENTRY_TOKENS[COMMON] + RESERVE
+        if need > shortest:
+            raise NiahError(f"--task {spec.task}: {top} common words x {words.common_repeats} "
+                            f"need {need} tokens at least, more than the shortest --context "
+                            f"{shortest} holds: use fewer --needles, a smaller common_repeats or a "
+                            "longer --context")
+    elif not _zipf_separates(alpha=words.alpha, top=top, entries=shortest - RESERVE):
+        raise NiahError(f"--task {spec.task}: alpha {words.alpha:g} cannot make {top} words "
+                        f"clearly most frequent within the shortest --context {shortest}: use an "
+                        f"alpha nearer {DEFAULT_ALPHA:g} or a longer --context")
