@@ -72,7 +72,7 @@ def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) ->
 # the CLI, reports, doctor, parsing (its results are in the config), storage, docs, help text.
 SOURCE_GLOBS = (
     "haystack*.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
-    "datasets/*", "scoring.py", "model.py", "generation.py", "gguf*.py", "gguf/*", "preflight.py",
+    "datasets/*", "scoring.py", "model.py", "model_meta.py", "generation.py", "gguf*.py", "gguf/*", "preflight.py",
     "backend.py", "blas.py", "run/*", "sdpa/*", "kernels/*",
 )
 SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".metal", ".json", ".jsonl", ".txt")

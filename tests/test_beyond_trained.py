@@ -7,12 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from niah.cli import app
 from niah.config import RunConfig
 
-runner = CliRunner()
 REF = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
 
 
@@ -39,7 +37,7 @@ def test_refusal_asked_for_answers_before_any_weight_loads(tmp_path, monkeypatch
                                                            args, context, answer):
     _no_weights(monkeypatch)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", *args, "--refuse-beyond-trained", "-o", str(out), "-q"])
+    result = invoke(["run", *args, "--refuse-beyond-trained", "-o", str(out), "-q"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
         f"error: context {context} plus up to {answer} answer tokens is beyond the model's trained "
@@ -54,7 +52,7 @@ def test_grid_that_fits_nowhere_is_refused_before_any_weight_loads(tmp_path, mon
     _no_weights(monkeypatch)
     monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", "-c", "1k,2k", "-d", "0", "-o", str(out), "-q"])
+    result = invoke(["run", "-c", "1k,2k", "-d", "0", "-o", str(out), "-q"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert re.fullmatch(r"error: no trial of this grid fits in memory: the smallest needs about "
                         r"[\d.]+ GiB \(weights [\d.]+ \+ KV [\d.]+ \+ attention [\d.]+ \+ "
@@ -80,13 +78,13 @@ def test_headline_command_passes_the_checks_and_goes_on_to_load(tmp_path, monkey
     loaded = SimpleNamespace(info=SimpleNamespace(trained_context=8192))
     monkeypatch.setattr(sweep, "_open_session", lambda *a, **kw: loaded)
     monkeypatch.setattr(sweep, "_prepare", running)
-    result = runner.invoke(app, ["run", "--context", "128k", "--depth", "0.5", *extra,
+    result = invoke(["run", "--context", "128k", "--depth", "0.5", *extra,
                                  "-o", str(tmp_path / "out"), "-q"])
     assert (result.exit_code, result.stderr) == (2, "error: reached the trials\n")
 
 
 def test_model_metadata_without_weights(gguf_path, tmp_path, monkeypatch):
-    from niah.model import model_metadata
+    from niah.model_meta import model_metadata
 
     _no_weights(monkeypatch)
     meta = model_metadata(gguf_path)
@@ -140,7 +138,7 @@ def _fake_sweep(monkeypatch, tmp_path, records):
 def test_terminal_table_marks_rows_past_the_trained_length_and_the_gate_counts_them(
         tmp_path, monkeypatch):
     _fake_sweep(monkeypatch, tmp_path, _records())
-    result = runner.invoke(app, ["run", "-c", "1k,16k,128k", "-d", "0.5", "-o",
+    result = invoke(["run", "-c", "1k,16k,128k", "-d", "0.5", "-o",
                                  str(tmp_path / "out"), "-q", "--fail-under", "0.5"])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

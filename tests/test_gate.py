@@ -7,18 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from niah.cli import app
 from niah.errors import NiahError
 from niah.run import ranks
 
 REF = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
-runner = CliRunner()
 
 
 def _report(*args):
-    return runner.invoke(app, ["report", *map(str, args)], catch_exceptions=False)
+    return invoke(["report", *map(str, args)], catch_exceptions=False)
 
 
 def _two_rank_folder(tmp_path, *, fail_rank1: bool = False) -> Path:
@@ -121,7 +119,7 @@ def test_run_logs_its_gate_and_its_end(tmp_path, monkeypatch, fail_under, code, 
     recs = [json.loads(line) for line in (REF / "trials.jsonl").read_text().splitlines()]
     recs[0] = dict(recs[0], verdict="FAIL")
     _fake_sweep(monkeypatch, recs)
-    result = runner.invoke(app, ["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"),
+    result = invoke(["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"),
                                  "--fail-under", fail_under], catch_exceptions=False)
     assert result.exit_code == code, result.output
     events = _events(tmp_path / "res" / "fake-run")

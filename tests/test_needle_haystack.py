@@ -9,10 +9,9 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
 from niah import tasks
-from niah.cli import app
 from niah.config import RunConfig
 from niah.haystack import PromptBuilder
 from niah.haystack_needles import haystack_keys
@@ -108,7 +107,7 @@ def test_needle_phrase_check_lets_it_pass_and_seed_changes_it(gguf_tokenizer):
 
 @pytest.mark.parametrize("task", ["single", "multi-needle", "variable-tracking", "common-words"])
 def test_refused_for_tasks_without_keys(tmp_path, task):
-    r = CliRunner().invoke(app, ["run", "--task", task, "--haystack", "needles", "-c", "1k",
+    r = invoke(["run", "--task", task, "--haystack", "needles", "-c", "1k",
                                  "--out", str(tmp_path), "--model", str(tmp_path / "none")])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert (f"--haystack needles fills the haystack with needles of a keyed task's form, and "
@@ -125,11 +124,10 @@ def _records(out):
 @pytest.mark.slow
 def test_cli_run_is_deterministic_and_keeps_the_depth_rule(tmp_path, gguf_path, gguf_tokenizer):
     args = ["run", "--task", "multi-key", "--haystack", "needles", "--seed", "3", "-q"]
-    runner = CliRunner()
-    r = runner.invoke(app, [*args, "-c", "512,1024", "-d", "0,1", "-o", str(tmp_path / "a")],
+    r = invoke([*args, "-c", "512,1024", "-d", "0,1", "-o", str(tmp_path / "a")],
                       catch_exceptions=False)
     assert r.exit_code in (0, 1), r.output
-    r = runner.invoke(app, [*args, "-c", "512", "-d", "1", "-o", str(tmp_path / "b")],
+    r = invoke([*args, "-c", "512", "-d", "1", "-o", str(tmp_path / "b")],
                       catch_exceptions=False)
     assert r.exit_code in (0, 1), r.output
     folder, recs = _records(tmp_path / "a")

@@ -4,10 +4,9 @@ the bar's description on one) and a time estimate before a trial predicted long.
 from types import SimpleNamespace
 
 import pytest
+from conftest import invoke
 from rich.console import Console
-from typer.testing import CliRunner
 
-from niah.cli import app
 from niah.preflight import TimeEstimate
 from niah.progress import TerminalProgress
 
@@ -74,8 +73,7 @@ def test_bar_shows_prefill_in_its_description():
 def test_run_prints_estimate_and_prefill_lines_off_a_tty(tmp_path):
     """A real 1K trial in 256-token blocks, with the line interval and the long-trial
     threshold forced to 0: the estimate comes first, then one line per prefill block."""
-    result = CliRunner().invoke(
-        app, ["run", "-c", "1k", "-d", "0.5", "--prefill-step", "256", "--max-tokens", "12",
+    result = invoke(["run", "-c", "1k", "-d", "0.5", "--prefill-step", "256", "--max-tokens", "12",
               "--warm-up", "off", "--out", str(tmp_path)],
         env={"NIAH_PROGRESS_INTERVAL_S": "0", "NIAH_LONG_TRIAL_S": "0"}, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -8,6 +8,7 @@ runs each task on the real SmolLM2 at a small context.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -196,7 +197,7 @@ BAD_PARAMS = (
 
 @pytest.mark.parametrize("args,message", BAD_PARAMS, ids=[a[-1] for a, _ in BAD_PARAMS])
 def test_bad_task_params_are_one_line_before_the_model_loads(tmp_path, args, message):
-    r = CliRunner().invoke(app, ["run", *args, "--context", "1k,4k", "--out", str(tmp_path),
+    r = invoke(["run", *args, "--context", "1k,4k", "--out", str(tmp_path),
                                  "--model", str(tmp_path / "no-model")])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert r.output.strip() == f"error: {message}"
@@ -223,7 +224,7 @@ def test_task_params_reach_the_config_hash_and_the_generator(builder):
 @pytest.mark.slow
 def test_cli_variable_tracking_with_two_hops(tmp_path, gguf_path):
     out = tmp_path / "res"
-    r = CliRunner().invoke(app, ["run", "--task", "variable-tracking", "--task-param", "hops=2",
+    r = invoke(["run", "--task", "variable-tracking", "--task-param", "hops=2",
                                  "--context", "1024", "--depth", "0.5", "--out", str(out), "-q"],
                            catch_exceptions=False)
     assert r.exit_code in (0, 1), r.output

@@ -251,8 +251,8 @@ def check_grid_fits(config: RunConfig, meta, *, working_set: int | None = None) 
 
 
 def _metadata(config: RunConfig):
-    """The model's metadata (niah.model.model_metadata): no weight is read."""
-    from ..model import model_metadata
+    """The model's metadata (niah.model_meta.model_metadata): no weight is read."""
+    from ..model_meta import model_metadata
 
     return model_metadata(config.model, rope_scaling=config.rope_scaling)
 
