@@ -61,9 +61,11 @@ def _header(args) -> None:
 
     from niah.model import device_description
 
+    commit = os.environ.get("NIAH_COMMIT")  # set where the tree has no .git (the GPU host)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip() or "unknown"
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True,
+                                          check=False).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
     print(f"# command: python benchmarks/vs_mlx_lm.py {' '.join(sys.argv[1:])}")

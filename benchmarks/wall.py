@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULT_ROWS = ["smollm2 128K d0.5::--context 128k --depth 0.5 --allow-beyond-trained"]
+DEFAULT_ROWS = ["smollm2 128K d0.5::--context 128k --depth 0.5"]  # the headline, as typed
 MODEL_ROWS = [
     "qwen 4K/32K/128K x3::--model {model} --context 4k,32k,128k --depth 0,0.5,1",
     "qwen 128K x11::--model {model} --context 128k --depth 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",

@@ -96,6 +96,8 @@ for section in "$@"; do
       done
       niah_run qwen15-task-non-literal --model "$Q15" --task non-literal \
         --context 1k,4k,16k,32k,64k,128k --depth 0:1:0.25 --allow-beyond-trained ;;
+    wall)  # issue 22: what a user waits against what niah measures, fresh processes
+      NIAH_DEFAULT_GGUF="$SMOL" logged wall python3 benchmarks/wall.py --model "$Q15" ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
 done
