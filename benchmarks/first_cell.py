@@ -43,35 +43,48 @@ def first_cells(folder: Path, *, field: str) -> list[FirstCell]:
     from niah import store
 
     records = [r for r in store.read_trials(folder) if r.get(field) is not None]
-    modes = [e.get("mode", "once") for e in store.read_run_log(folder)
-             if e.get("event") == "warm-up"]
+    modes = [
+        e.get("mode", "once") for e in store.read_run_log(folder) if e.get("event") == "warm-up"
+    ]
     rows = []
     for context in sorted({r["context"] for r in records}):
         trials = [r for r in records if r["context"] == context]  # write order
         if len(trials) < 2:
             continue
         first, later = trials[0], [float(r[field]) for r in trials[1:]]
-        rows.append(FirstCell(folder="/".join(folder.parts[-2:]), warm_up=",".join(modes) or "none",
-                              context=context, first_depth=first["depth"],
-                              first_s=float(first[field]),
-                              later_median_s=statistics.median(later), later=len(later)))
+        rows.append(
+            FirstCell(
+                folder="/".join(folder.parts[-2:]),
+                warm_up=",".join(modes) or "none",
+                context=context,
+                first_depth=first["depth"],
+                first_s=float(first[field]),
+                later_median_s=statistics.median(later),
+                later=len(later),
+            )
+        )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folders", nargs="+", type=Path)
-    ap.add_argument("--field", default="elapsed_s", help="record field to compare (elapsed_s, "
-                    "prefill_s, ...)")
+    ap.add_argument(
+        "--field", default="elapsed_s", help="record field to compare (elapsed_s, prefill_s, ...)"
+    )
     args = ap.parse_args()
     print(f"# first trial of each context vs the median of its later trials ({args.field})")
-    print("| run folder | warm-up | context | first trial s (depth) | later median s | "
-          "later trials | first / later |")
+    print(
+        "| run folder | warm-up | context | first trial s (depth) | later median s | "
+        "later trials | first / later |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for folder in args.folders:
         for c in first_cells(folder, field=args.field):
-            print(f"| {c.folder} | {c.warm_up} | {c.context} | {c.first_s:.3f} "
-                  f"({c.first_depth:g}) | {c.later_median_s:.3f} | {c.later} | {c.ratio:.2f}x |")
+            print(
+                f"| {c.folder} | {c.warm_up} | {c.context} | {c.first_s:.3f} "
+                f"({c.first_depth:g}) | {c.later_median_s:.3f} | {c.later} | {c.ratio:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

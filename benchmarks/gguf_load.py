@@ -33,7 +33,9 @@ def random_blocks(rng, type_name: str, rows: int, cols: int) -> np.ndarray:
     n = rows * cols // per_block
     b = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for at in SCALE_AT[type_name]:
-        b[:, at:at + 2] = rng.uniform(-0.02, 0.02, n).astype(np.float16).view(np.uint8).reshape(n, 2)
+        b[:, at : at + 2] = (
+            rng.uniform(-0.02, 0.02, n).astype(np.float16).view(np.uint8).reshape(n, 2)
+        )
     return b.reshape(rows, -1)
 
 
@@ -54,8 +56,10 @@ def compare_types(rows: int, cols: int, repeats: int) -> None:
     from niah.gguf.dequant import dequantize
 
     rng = np.random.default_rng(0)
-    print(f"dequantize + 8-bit quantize, {rows}x{cols}, median of {repeats} "
-          f"(device {mx.default_device()}):")
+    print(
+        f"dequantize + 8-bit quantize, {rows}x{cols}, median of {repeats} "
+        f"(device {mx.default_device()}):"
+    )
     for name in SCALE_AT:
         raw = random_blocks(rng, name, rows, cols)
 
@@ -77,8 +81,11 @@ def write_file(path: Path, *, layers: int, rows: int, cols: int) -> None:
     w = gguf.GGUFWriter(str(path), "llama")
     for i in range(layers):
         for j, kind in enumerate(("Q4_K", "Q6_K", "Q4_K")):
-            w.add_tensor(f"blk.{i}.t{j}.weight", random_blocks(rng, kind, rows, cols),
-                         raw_dtype=gguf.GGMLQuantizationType[kind])
+            w.add_tensor(
+                f"blk.{i}.t{j}.weight",
+                random_blocks(rng, kind, rows, cols),
+                raw_dtype=gguf.GGMLQuantizationType[kind],
+            )
         w.add_tensor(f"blk.{i}.norm.weight", np.ones(cols, dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -93,12 +100,14 @@ def cold_and_warm(layers: int, rows: int, cols: int) -> None:
         os.environ["NIAH_CACHE_DIR"] = str(Path(tmp) / "cache")
         path = Path(tmp) / "synthetic.gguf"
         write_file(path, layers=layers, rows=rows, cols=cols)
-        size = path.stat().st_size / 1024 ** 2
+        size = path.stat().st_size / 1024**2
         for label in ("cold (convert + store)", "warm (cache hit)"):
             t = time.perf_counter()
             raw = read_gguf(path)
-            print(f"  read {size:.0f} MiB file, {label}: {time.perf_counter() - t:.2f} s "
-                  f"(cache {raw.cache})")
+            print(
+                f"  read {size:.0f} MiB file, {label}: {time.perf_counter() - t:.2f} s "
+                f"(cache {raw.cache})"
+            )
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ def _stock(model, tokenizer, ids):
     mx.reset_peak_memory()
     t0 = time.perf_counter()
     last = None
-    for last in stream_generate(model, tokenizer, ids, max_tokens=1, prefill_step_size=2048):
-        pass
+    for response in stream_generate(model, tokenizer, ids, max_tokens=1, prefill_step_size=2048):
+        last = response
     secs = time.perf_counter() - t0
     return secs, last.prompt_tps, mx.get_peak_memory()
 
@@ -51,10 +51,13 @@ def _row(ctx, path, step, runs, base_tps, note=""):
     secs = statistics.median(r[0] for r in rest) if rest else None
     peak = max(r[2] for r in runs) / 2**30
     ratio = f"{steady / base_tps:.2f}x" if steady and base_tps else "-"
-    print(f"| {ctx} | {path}{note} | {step} | {cold[0]:.2f} | {cold[1]:.0f} | "
-          f"{secs:.2f} | {steady:.0f} | {peak:.1f} | {ratio} |" if steady else
-          f"| {ctx} | {path}{note} | {step} | {cold[0]:.2f} | {cold[1]:.0f} | - | - | {peak:.1f} | - |",
-          flush=True)
+    print(
+        f"| {ctx} | {path}{note} | {step} | {cold[0]:.2f} | {cold[1]:.0f} | "
+        f"{secs:.2f} | {steady:.0f} | {peak:.1f} | {ratio} |"
+        if steady
+        else f"| {ctx} | {path}{note} | {step} | {cold[0]:.2f} | {cold[1]:.0f} | - | - | {peak:.1f} | - |",
+        flush=True,
+    )
     return steady
 
 
@@ -72,11 +75,11 @@ def main() -> None:
     import mlx.core as mx
     from mlx_lm import load
 
+    from niah.backend import backend
     from niah.config import default_model_path, parse_contexts
     from niah.gguf.convert import convert
     from niah.haystack import PromptBuilder
     from niah.model import ModelSession, device_description
-    from niah.backend import backend
 
     gpu = backend() in ("cuda", "metal")
     ap = argparse.ArgumentParser()
@@ -100,13 +103,17 @@ def main() -> None:
         stock = load(folder)
     builder = PromptBuilder(session.tokenizer)
     info = session.info
-    print(f"# long-context prefill on {device_description()}, mlx {mx.__version__}, "
-          f"{info.name} (weights {info.weights}, sha256 {info.digest[:12] if info.digest else '-'}), "
-          f"{time.strftime('%Y-%m-%d')}; stock = mlx_lm.load on the niah-converted folder + "
-          f"stream_generate; cold = first run of the cell, steady = median of the next "
-          f"{args.repeats - 1}")
-    print("| context | path | prefill step | cold s | cold tok/s | steady s | steady tok/s | "
-          "peak GiB | steady vs stock |")
+    print(
+        f"# long-context prefill on {device_description()}, mlx {mx.__version__}, "
+        f"{info.name} (weights {info.weights}, sha256 {info.digest[:12] if info.digest else '-'}), "
+        f"{time.strftime('%Y-%m-%d')}; stock = mlx_lm.load on the niah-converted folder + "
+        f"stream_generate; cold = first run of the cell, steady = median of the next "
+        f"{args.repeats - 1}"
+    )
+    print(
+        "| context | path | prefill step | cold s | cold tok/s | steady s | steady tok/s | "
+        "peak GiB | steady vs stock |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for ctx in contexts:
         ids = builder.build(context=ctx, depth=0.5, value="1234567").ids.tolist()
@@ -120,11 +127,21 @@ def main() -> None:
             _free()
         for step in steps:
             try:
-                runs = [_niah(session, ids, step=step, route=args.route) for _ in range(args.repeats)]
-                _row(ctx, "niah", step, [r[:3] for r in runs], base,
-                     note=f" ({runs[-1][3]}, {session.compute_dtype})")
+                runs = [
+                    _niah(session, ids, step=step, route=args.route) for _ in range(args.repeats)
+                ]
+                _row(
+                    ctx,
+                    "niah",
+                    step,
+                    [r[:3] for r in runs],
+                    base,
+                    note=f" ({runs[-1][3]}, {session.compute_dtype})",
+                )
             except Exception as exc:  # noqa: BLE001
-                print(f"| {ctx} | niah | {step} | no: {type(exc).__name__}: {str(exc)[:60]} | | | | | |")
+                print(
+                    f"| {ctx} | niah | {step} | no: {type(exc).__name__}: {str(exc)[:60]} | | | | | |"
+                )
             _free()
 
 

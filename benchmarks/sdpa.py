@@ -23,8 +23,13 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32768)
     ap.add_argument("--q-block", type=int, default=1024)
     args = ap.parse_args()
-    run_bench(quick=args.quick, routes=[r for r in args.routes.split(",") if r],
-              dtype=args.dtype, chunk=args.chunk, q_block=args.q_block)
+    run_bench(
+        quick=args.quick,
+        routes=[r for r in args.routes.split(",") if r],
+        dtype=args.dtype,
+        chunk=args.chunk,
+        q_block=args.q_block,
+    )
 
 
 if __name__ == "__main__":

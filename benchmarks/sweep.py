@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:
+    from niah.backend import backend
     from niah.config import RunConfig, parse_contexts, parse_depths
     from niah.model import ModelSession, device_description
-    from niah.backend import backend
     from niah.run import run_sweep
 
     gpu = backend() in ("cuda", "metal")
@@ -32,23 +32,34 @@ def main() -> None:
     args = ap.parse_args()
     session = ModelSession(None)
     walls, answers = {}, {}
-    print(f"# sweep benchmark on {device_description()}, {time.strftime('%Y-%m-%d')}, "
-          f"contexts {args.contexts}, depths {args.depths}")
+    print(
+        f"# sweep benchmark on {device_description()}, {time.strftime('%Y-%m-%d')}, "
+        f"contexts {args.contexts}, depths {args.depths}"
+    )
     print("| prefix reuse | trials | wall s | prefilled tokens | ratio |")
     print("|---|---:|---:|---:|---:|")
     for reuse in (False, True):
         with tempfile.TemporaryDirectory() as out:
-            cfg = RunConfig(model="default", contexts=parse_contexts(args.contexts),
-                            depths=parse_depths(args.depths), prefix_reuse=reuse, out=out,
-                            max_tokens=args.max_tokens, allow_beyond_trained=True)
+            cfg = RunConfig(
+                model="default",
+                contexts=parse_contexts(args.contexts),
+                depths=parse_depths(args.depths),
+                prefix_reuse=reuse,
+                out=out,
+                max_tokens=args.max_tokens,
+                allow_beyond_trained=True,
+            )
             t = time.perf_counter()
             result = run_sweep(cfg, session=session)
             walls[reuse] = time.perf_counter() - t
             answers[reuse] = [r["response"] for r in result.records]
             prefilled = sum(r["prefilled_tokens"] for r in result.records)
         ratio = walls[reuse] / walls[False]
-        print(f"| {'on' if reuse else 'off'} | {len(answers[reuse])} | {walls[reuse]:.1f} | "
-              f"{prefilled} | {ratio:.2f}x |", flush=True)
+        print(
+            f"| {'on' if reuse else 'off'} | {len(answers[reuse])} | {walls[reuse]:.1f} | "
+            f"{prefilled} | {ratio:.2f}x |",
+            flush=True,
+        )
     print(f"answers identical: {answers[True] == answers[False]}")
 
 

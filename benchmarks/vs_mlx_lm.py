@@ -38,8 +38,14 @@ def _mlx_lm(session, ids, *, step: int, max_tokens: int):
     free_memory()
     cache = make_prompt_cache(session.model)
     tokens, last = [], None
-    for last in stream_generate(session.model, session.wrapper, mx.array(ids), prompt_cache=cache,
-                                max_tokens=max_tokens, prefill_step_size=step):
+    for last in stream_generate(
+        session.model,
+        session.wrapper,
+        mx.array(ids),
+        prompt_cache=cache,
+        max_tokens=max_tokens,
+        prefill_step_size=step,
+    ):
         tokens.append(int(last.token))
     return tokens, last.prompt_tps, (last.generation_tps if len(tokens) > 1 else None)
 
@@ -49,8 +55,9 @@ def _niah(session, ids, *, step: int, max_tokens: int, route: str):
     from niah.sdpa import patched
 
     with patched(route) as state:
-        gen = session.generate(ids, cache=session.make_cache(), prefill_step=step,
-                               max_tokens=max_tokens)
+        gen = session.generate(
+            ids, cache=session.make_cache(), prefill_step=step, max_tokens=max_tokens
+        )
     return list(gen.token_ids), gen.prefilled / gen.prefill_s, gen.decode_tps, state.summary(), gen
 
 
@@ -63,18 +70,26 @@ def _header(args) -> None:
 
     commit = os.environ.get("NIAH_COMMIT")  # set where the tree has no .git (the GPU host)
     try:
-        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True,
-                                          check=False).stdout.strip() or "unknown"
+        commit = (
+            commit
+            or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         commit = "unknown"
     print(f"# command: python benchmarks/vs_mlx_lm.py {' '.join(sys.argv[1:])}")
-    print(f"# commit {commit}; device {device_description()}; {platform.machine()}; "
-          f"mlx {mx.__version__}; mlx-lm {version('mlx-lm')}; "
-          f"date {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
-    print(f"# model {args.model or 'embedded default'}; prefill step {args.step}; "
-          f"max tokens {args.max_tokens}; rounds {args.rounds} (first is warm-up); "
-          f"route {args.route}")
+    print(
+        f"# commit {commit}; device {device_description()}; {platform.machine()}; "
+        f"mlx {mx.__version__}; mlx-lm {version('mlx-lm')}; "
+        f"date {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+    )
+    print(
+        f"# model {args.model or 'embedded default'}; prefill step {args.step}; "
+        f"max tokens {args.max_tokens}; rounds {args.rounds} (first is warm-up); "
+        f"route {args.route}"
+    )
 
 
 def _context_rows(session, builder, context: int, args) -> bool:
@@ -85,25 +100,33 @@ def _context_rows(session, builder, context: int, args) -> bool:
         order = ("niah", "mlx") if r % 2 == 0 else ("mlx", "niah")
         got = {}
         for side in order:
-            got[side] = (_niah(session, ids, route=args.route, **kw) if side == "niah"
-                         else _mlx_lm(session, ids, **kw))
+            got[side] = (
+                _niah(session, ids, route=args.route, **kw)
+                if side == "niah"
+                else _mlx_lm(session, ids, **kw)
+            )
         n_tok, n_pre, n_dec, route, _ = got["niah"]
         m_tok, m_pre, m_dec = got["mlx"]
         equal = n_tok == m_tok
         same &= equal
         tag = "warm-up" if r == 0 else f"round {r}"
-        print(f"{context:>7} {tag:>8}: niah prefill {n_pre:9.1f} tok/s decode "
-              f"{(n_dec or 0):7.1f} tok/s | mlx-lm prefill {m_pre:9.1f} decode "
-              f"{(m_dec or 0):7.1f} | tokens {'identical' if equal else 'DIFFER'} | route {route}",
-              flush=True)
+        print(
+            f"{context:>7} {tag:>8}: niah prefill {n_pre:9.1f} tok/s decode "
+            f"{(n_dec or 0):7.1f} tok/s | mlx-lm prefill {m_pre:9.1f} decode "
+            f"{(m_dec or 0):7.1f} | tokens {'identical' if equal else 'DIFFER'} | route {route}",
+            flush=True,
+        )
         if r:
             pre.append(n_pre / m_pre)
             if n_dec and m_dec:
                 dec.append(n_dec / m_dec)
     if pre:
-        print(f"{context:>7}   median: prefill ratio {statistics.median(pre):.3f}, decode ratio "
-              + (f"{statistics.median(dec):.3f}" if dec else "-")
-              + f", tokens {'identical' if same else 'DIFFER'}", flush=True)
+        print(
+            f"{context:>7}   median: prefill ratio {statistics.median(pre):.3f}, decode ratio "
+            + (f"{statistics.median(dec):.3f}" if dec else "-")
+            + f", tokens {'identical' if same else 'DIFFER'}",
+            flush=True,
+        )
     return same
 
 
@@ -129,8 +152,9 @@ def main(argv=None) -> int:
     _header(args)
     session = ModelSession(args.model)
     builder = PromptBuilder(session.tokenizer)
-    ok = all([_context_rows(session, builder, parse_context(c), args)
-              for c in args.contexts.split(",")])
+    ok = all(
+        [_context_rows(session, builder, parse_context(c), args) for c in args.contexts.split(",")]
+    )
     print("tokens identical in every round" if ok else "TOKENS DIFFER: see the rows above")
     return 0 if ok else 1
 

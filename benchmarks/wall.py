@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -32,8 +33,10 @@ MODEL_ROWS = [
     "qwen 128K x11::--model {model} --context 128k --depth 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
     "qwen 64K/128K chunked::--model {model} --context 64k,128k --depth 0,0.5,1 --sdpa chunked",
 ]
-QUICK_ROWS = ["smollm2 256::--context 256 --depth 0.5 --max-tokens 12",
-              "smollm2 512::--context 512 --depth 0.5 --max-tokens 12"]
+QUICK_ROWS = [
+    "smollm2 256::--context 256 --depth 0.5 --max-tokens 12",
+    "smollm2 512::--context 512 --depth 0.5 --max-tokens 12",
+]
 COLUMNS = ("row", "wall_s", "trials_s", "load_s", "warm_up_s", "wall/trials", "trials", "rc")
 
 
@@ -55,9 +58,17 @@ class Result:
     device: str = ""
 
     def cells(self) -> list[str]:
-        ratio = (f"{self.wall_s / self.trials_s:.2f}" if self.trials_s else "-")
-        return [self.label, f"{self.wall_s:.1f}", _num(self.trials_s), _num(self.load_s),
-                _num(self.warm_up_s), ratio, str(self.trials), str(self.rc)]
+        ratio = f"{self.wall_s / self.trials_s:.2f}" if self.trials_s else "-"
+        return [
+            self.label,
+            f"{self.wall_s:.1f}",
+            _num(self.trials_s),
+            _num(self.load_s),
+            _num(self.warm_up_s),
+            ratio,
+            str(self.trials),
+            str(self.rc),
+        ]
 
 
 def _num(x: float | None) -> str:
@@ -111,15 +122,29 @@ def run_row(row: Row, *, python: str) -> Result:
         if proc.returncode not in (0, 1):
             sys.stderr.write(f"{row.label}: exit {proc.returncode}\n{proc.stderr[-2000:]}\n")
         trials_s, n, device = read_run(Path(tmp))
-        return Result(label=row.label, wall_s=wall, trials_s=trials_s,
-                      load_s=_seconds(Path(tmp), "load"), warm_up_s=_seconds(Path(tmp), "warm-up"),
-                      trials=n, rc=proc.returncode, device=device)
+        return Result(
+            label=row.label,
+            wall_s=wall,
+            trials_s=trials_s,
+            load_s=_seconds(Path(tmp), "load"),
+            warm_up_s=_seconds(Path(tmp), "warm-up"),
+            trials=n,
+            rc=proc.returncode,
+            device=device,
+        )
 
 
 def _commit() -> str:
+    if os.environ.get("NIAH_COMMIT"):  # set where the tree has no .git (the GPU host)
+        return os.environ["NIAH_COMMIT"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -128,20 +153,29 @@ def print_table(results: list[Result]) -> None:
     rows = [list(COLUMNS)] + [r.cells() for r in results]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--row", action="append", default=[],
-                    help="'label::niah run arguments' (repeatable; replaces the default rows)")
+    ap.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        help="'label::niah run arguments' (repeatable; replaces the default rows)",
+    )
     ap.add_argument("--model", help="a model for the Qwen rows (e.g. the Q4_K_M GGUF)")
     ap.add_argument("--quick", action="store_true", help="CPU rows: SmolLM2 at 256/512 tokens")
     ap.add_argument("--python", default=sys.executable, help="the Python that runs niah")
     args = ap.parse_args(argv)
-    texts = args.row or (QUICK_ROWS if args.quick else
-                         DEFAULT_ROWS + (MODEL_ROWS if args.model else []))
+    texts = args.row or (
+        QUICK_ROWS if args.quick else DEFAULT_ROWS + (MODEL_ROWS if args.model else [])
+    )
     rows = [parse_row(t, model=args.model) for t in texts]
     print(f"# command: {' '.join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])}")
     print(f"# commit: {_commit()}")

@@ -32,11 +32,11 @@ _CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16  # CUDA driver API attribute id
 
 @dataclass(frozen=True)
 class GpuInfo:
-    backend: str             # metal | cuda | cpu
-    name: str                # device name as the backend reports it ("" on cpu)
-    architecture: str        # e.g. applegpu_g13p, sm_90 ("" when unknown)
-    family: int | None       # Apple GPU family number on Metal (7 = Apple7), else None
-    paravirtual: bool        # a virtual machine's GPU: kernel validation is not meaningful
+    backend: str  # metal | cuda | cpu
+    name: str  # device name as the backend reports it ("" on cpu)
+    architecture: str  # e.g. applegpu_g13p, sm_90 ("" when unknown)
+    family: int | None  # Apple GPU family number on Metal (7 = Apple7), else None
+    paravirtual: bool  # a virtual machine's GPU: kernel validation is not meaningful
 
     def family_label(self) -> str:
         if self.backend != "metal":
@@ -47,8 +47,12 @@ class GpuInfo:
         """True when niah's fused kernels can be validated on this device's hardware."""
         if self.backend == "cuda":
             return True
-        return (self.backend == "metal" and not self.paravirtual and self.family is not None
-                and self.family >= MIN_KERNEL_FAMILY)
+        return (
+            self.backend == "metal"
+            and not self.paravirtual
+            and self.family is not None
+            and self.family >= MIN_KERNEL_FAMILY
+        )
 
 
 def backend() -> str:
@@ -81,7 +85,9 @@ def is_paravirtual(name: str) -> bool:
 
 def _device_info() -> dict:
     try:
-        return dict(mx.device_info()) if hasattr(mx, "device_info") else dict(mx.metal.device_info())
+        return (
+            dict(mx.device_info()) if hasattr(mx, "device_info") else dict(mx.metal.device_info())
+        )
     except Exception:  # noqa: BLE001 - no GPU, or an MLX without device_info
         return {}
 
@@ -93,8 +99,13 @@ def describe_gpu(*, info: dict | None = None, backend_name: str | None = None) -
     name = str(info.get("device_name") or "") if be != "cpu" else ""
     arch = str(info.get("architecture") or "") if be != "cpu" else ""
     family = apple_family(arch) if be == "metal" else None
-    return GpuInfo(backend=be, name=name, architecture=arch, family=family,
-                   paravirtual=be == "metal" and (is_paravirtual(name) or is_paravirtual(arch)))
+    return GpuInfo(
+        backend=be,
+        name=name,
+        architecture=arch,
+        family=family,
+        paravirtual=be == "metal" and (is_paravirtual(name) or is_paravirtual(arch)),
+    )
 
 
 def device_name() -> str:
@@ -105,8 +116,8 @@ def device_name() -> str:
 
 @dataclass(frozen=True)
 class ComputeUnits:
-    count: int    # SMs (CUDA) or GPU cores (Metal)
-    source: str   # "device" (read from it) or "default" (DEFAULT_COMPUTE_UNITS)
+    count: int  # SMs (CUDA) or GPU cores (Metal)
+    source: str  # "device" (read from it) or "default" (DEFAULT_COMPUTE_UNITS)
 
     def label(self) -> str:
         return f"{self.count} ({'from the device' if self.source == 'device' else 'default: the device does not say'})"
@@ -131,8 +142,9 @@ def _cuda_sm_count() -> int | None:
         index = getattr(mx.default_device(), "index", 0) or 0
         if lib.cuInit(0) or lib.cuDeviceGet(ctypes.byref(dev), index):
             return None
-        if lib.cuDeviceGetAttribute(ctypes.byref(value),
-                                    _CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev):
+        if lib.cuDeviceGetAttribute(
+            ctypes.byref(value), _CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev
+        ):
             return None
         return value.value or None
     except (OSError, AttributeError):

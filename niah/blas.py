@@ -41,7 +41,7 @@ def loaded_blas() -> str | None:
     for name in ("libopenblas", "libmkl_rt", "libblis", "libblas.so"):
         for line in maps.splitlines():
             if name in line and "/" in line:
-                return line[line.index("/"):]
+                return line[line.index("/") :]
     return None
 
 

@@ -7,7 +7,6 @@ NiahError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -49,10 +48,15 @@ def _with_exports(panel: Optional[str] = None):
     import inspect
 
     names = tuple(EXPORTS)
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                               default=typer.Option(None, e.option, help=e.help,
-                                                    rich_help_panel=panel))
-             for name, e in EXPORTS.items()]
+    added = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[Path],
+            default=typer.Option(None, e.option, help=e.help, rich_help_panel=panel),
+        )
+        for name, e in EXPORTS.items()
+    ]
 
     def wrap(fn):
         sig = inspect.signature(fn, eval_str=True)  # typer reads __signature__ as given
@@ -62,22 +66,34 @@ def _with_exports(panel: Optional[str] = None):
             return fn(*args, exports={name: kwargs.pop(name) for name in names}, **kwargs)
 
         command.__signature__ = sig.replace(
-            parameters=[p for p in sig.parameters.values() if p.name != "exports"] + added)
-        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+            parameters=[p for p in sig.parameters.values() if p.name != "exports"] + added
+        )
+        command.__annotations__ = {
+            p.name: p.annotation for p in command.__signature__.parameters.values()
+        }
         return command
 
     return wrap
 
 
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False,
-                  help="Needle-in-a-haystack long-context checks for MLX models.")
-sdpa_app = typer.Typer(cls=_Group, no_args_is_help=True,
-                       help="niah's chunked SDPA: verify and benchmark.")
+app = typer.Typer(
+    cls=_Group,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Needle-in-a-haystack long-context checks for MLX models.",
+)
+sdpa_app = typer.Typer(
+    cls=_Group, no_args_is_help=True, help="niah's chunked SDPA: verify and benchmark."
+)
 app.add_typer(sdpa_app, name="sdpa")
-cache_app = typer.Typer(cls=_Group, no_args_is_help=True,
-                        help="niah's cache folder: converted GGUF weights, file digests.")
+cache_app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    help="niah's cache folder: converted GGUF weights, file digests.",
+)
 app.add_typer(cache_app, name="cache")
+
 
 def _fail(exc: NiahError) -> None:
     typer.echo(f"error: {exc}", err=True)
@@ -94,15 +110,22 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
-                                 help="Print niah's version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_show_version,
+        help="Print niah's version and exit.",
+    ),
 ):
     """Needle-in-a-haystack long-context checks for MLX models."""
 
 
-RUN_EPILOG = ("Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
-              "(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
-              "130 interrupted.")
+RUN_EPILOG = (
+    "Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
+    "(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
+    "130 interrupted."
+)
 
 
 @app.command(cls=_Command, epilog=RUN_EPILOG)
@@ -173,14 +196,22 @@ def _start(ctx, p: dict) -> None:
         check_gguf_options(cfg.model, gguf_quant=cfg.gguf_quant)
         for name in ("chunk_threshold", "chunk_size"):
             if p[name] is not None and p[name] < 1:
-                raise NiahError(f"--{name.replace('_', '-')} {p[name]} is not allowed: use a "
-                                "positive token count")
+                raise NiahError(
+                    f"--{name.replace('_', '-')} {p[name]} is not allowed: use a "
+                    "positive token count"
+                )
     from .sdpa.dispatch import resolve_config
 
     # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
     resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
-    _run(cfg, folder=folder, quiet=p["quiet"], fail_under=p["fail_under"],
-         exports=p["exports"], warm_up=p["warm_up"])
+    _run(
+        cfg,
+        folder=folder,
+        quiet=p["quiet"],
+        fail_under=p["fail_under"],
+        exports=p["exports"],
+        warm_up=p["warm_up"],
+    )
 
 
 def _config(p: dict) -> C.RunConfig:
@@ -195,15 +226,25 @@ def _config(p: dict) -> C.RunConfig:
         depths=C.parse_depths(p["depth"]),
         samples=p["samples"],
         seed=p["seed"],
-        **tasks.resolve(task=p["task"], needles=p["needles"], needle=p["needle"],
-                        question=p["question"], answer_prefix=p["answer_prefix"],
-                        max_tokens=p["max_tokens"], value_kind=p["value_kind"],
-                        thinking=p["thinking"], task_param=p["task_param"],
-                        haystack=p["haystack"], contexts=contexts),
+        **tasks.resolve(
+            task=p["task"],
+            needles=p["needles"],
+            needle=p["needle"],
+            question=p["question"],
+            answer_prefix=p["answer_prefix"],
+            max_tokens=p["max_tokens"],
+            value_kind=p["value_kind"],
+            thinking=p["thinking"],
+            task_param=p["task_param"],
+            haystack=p["haystack"],
+            contexts=contexts,
+        ),
         thinking=p["thinking"],
         value_kind=p["value_kind"],
         haystack=_haystack_arg(p["haystack"]),
-        prefill_steps=C.parse_int_list(p["prefill_step"], what="--prefill-step", example="1024,2048"),
+        prefill_steps=C.parse_int_list(
+            p["prefill_step"], what="--prefill-step", example="1024,2048"
+        ),
         sdpa=p["sdpa"],
         chunk_threshold=p["chunk_threshold"],
         chunk_size=p["chunk_size"],
@@ -230,23 +271,33 @@ RESUME_COMPATIBLE = {"resume", "fail_under", "quiet", "warm_up", *EXPORTS}
 
 def _refuse_with_resume(ctx) -> None:
     """--resume takes every option from the run folder: one given too would be ignored."""
-    given = [p for p in ctx.command.params
-             if p.name not in RESUME_COMPATIBLE
-             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    given = [
+        p
+        for p in ctx.command.params
+        if p.name not in RESUME_COMPATIBLE
+        and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"
+    ]
     if given:
         p = given[0]
-        flag = p.secondary_opts[0] if p.secondary_opts and ctx.params.get(p.name) is False \
+        flag = (
+            p.secondary_opts[0]
+            if p.secondary_opts and ctx.params.get(p.name) is False
             else p.opts[0]
-        raise NiahError(f"{flag} cannot be combined with --resume (the run folder's own "
-                        f"options are used): drop {flag}, or start a new run without --resume")
+        )
+        raise NiahError(
+            f"{flag} cannot be combined with --resume (the run folder's own "
+            f"options are used): drop {flag}, or start a new run without --resume"
+        )
 
 
 def _model_arg(value: Optional[str]) -> str:
     if value is None:
         return "default"
     if not value.strip():
-        raise NiahError("--model is empty: give a hub id, a model folder or a .gguf file, or "
-                        "leave --model out for the embedded model")
+        raise NiahError(
+            "--model is empty: give a hub id, a model folder or a .gguf file, or "
+            "leave --model out for the embedded model"
+        )
     return value
 
 
@@ -255,8 +306,10 @@ def _haystack_arg(value: str) -> str:
     from .haystack_files import GENERATED
 
     if not value.strip():
-        raise NiahError("--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a "
-                        ".txt file or folder")
+        raise NiahError(
+            "--haystack is empty: give prose, noise, zh, ja, log, pg-essays, or a "
+            ".txt file or folder"
+        )
     if value in GENERATED:  # prose, noise, needles
         return value
     named = named_source(value)
@@ -264,7 +317,9 @@ def _haystack_arg(value: str) -> str:
         return named
     path = Path(value).expanduser()
     if not path.exists():
-        raise NiahError(f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise")
+        raise NiahError(
+            f"haystack path {value!r} does not exist: give a .txt file, a folder of them, prose or noise"
+        )
     return str(path.resolve())
 
 
@@ -280,43 +335,73 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
     from rich.console import Console
 
     from . import run as runner
-    from .run.ranks import group_info, launch_id
     from .progress import TerminalProgress
+    from .run.ranks import group_info, launch_id
 
     interval, long_s, estimate_context = _progress_options()
     rank, world = group_info()
     launch = launch_id(world)
-    bar = (TerminalProgress(quiet=quiet, console=Console(stderr=True), line_interval_s=interval,
-                            long_trial_s=long_s) if not rank else runner.Progress())
+    bar = (
+        TerminalProgress(
+            quiet=quiet, console=Console(stderr=True), line_interval_s=interval, long_trial_s=long_s
+        )
+        if not rank
+        else runner.Progress()
+    )
     out = Path(cfg.out)
     before, existed = listing(out), existing_ancestor(out)
     try:
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
             try:
-                result = runner.run_sweep(cfg, folder=folder, progress=bar,
-                                          rank=rank if world > 1 else None, world=world,
-                                          warm_up=warm_up, launch=launch,
-                                          estimate_context=estimate_context)
+                result = runner.run_sweep(
+                    cfg,
+                    folder=folder,
+                    progress=bar,
+                    rank=rank if world > 1 else None,
+                    world=world,
+                    warm_up=warm_up,
+                    launch=launch,
+                    estimate_context=estimate_context,
+                )
             finally:
                 bar.stop()
                 _echo_warnings(caught)
     except KeyboardInterrupt as exc:
         where = getattr(exc, "folder", None)
-        typer.echo("interrupted: finished trials are saved; run the same command again or "
-                   f"niah run --resume {where if where else '<run folder>'} to finish the rest",
-                   err=True)
-        raise typer.Exit(code=130)
+        typer.echo(
+            "interrupted: finished trials are saved; run the same command again or "
+            f"niah run --resume {where if where else '<run folder>'} to finish the rest",
+            err=True,
+        )
+        raise typer.Exit(code=130) from None
     except NiahError:
         if folder is None:
             remove_unstarted(out, before, existed=existed)
         raise
-    _finish(result, model=cfg.model, rank=rank, world=world, launch=launch, warm_up=warm_up,
-            exports=exports, fail_under=fail_under)
+    _finish(
+        result,
+        model=cfg.model,
+        rank=rank,
+        world=world,
+        launch=launch,
+        warm_up=warm_up,
+        exports=exports,
+        fail_under=fail_under,
+    )
 
 
-def _finish(result, *, model: str, rank: int, world: int, launch: str, warm_up: str,
-            exports: dict, fail_under) -> None:
+def _finish(
+    result,
+    *,
+    model: str,
+    rank: int,
+    world: int,
+    launch: str,
+    warm_up: str,
+    exports: dict,
+    fail_under,
+) -> None:
     """Rank 0 (or the only process) reports and gates; every rank logs how it ended in the
     run folder, so `niah report --fail-under` can gate where mlx.launch drops exit codes."""
     from .run import ranks
@@ -333,8 +418,11 @@ def _finish(result, *, model: str, rank: int, world: int, launch: str, warm_up: 
         outcome = ranks.NO_VERDICT
         _nothing_ran(result.records)
         outcome = ranks.BELOW
-        _gate(result.records, fail_under,
-              log=lambda **gate: ranks.record_gate(result.folder, **gate, **ends))
+        _gate(
+            result.records,
+            fail_under,
+            log=lambda **gate: ranks.record_gate(result.folder, **gate, **ends),
+        )
     except typer.Exit as exc:  # no verdict, or below --fail-under: the records tell
         ranks.record_end(result.folder, status=exc.exit_code, outcome=outcome, **ends)
         raise
@@ -350,8 +438,14 @@ def _report_run(result, *, model: str, world: int, warm_up: str, exports: dict) 
 
     for w in result.warnings + _warm_up_kept(result, warm_up):
         typer.echo(f"warning: {w}", err=True)
-    header = report.run_header(result.records, folder=result.folder, model=model,
-                               ran=result.ran, done=result.skipped_done, world=world)
+    header = report.run_header(
+        result.records,
+        folder=result.folder,
+        model=model,
+        ran=result.ran,
+        done=result.skipped_done,
+        world=world,
+    )
     _print_summary(report.summary(result.records, header=header))
     report.write_exports(result.records, exports, runs=[(result.folder, result.records)])
 
@@ -365,16 +459,19 @@ def _progress_options() -> tuple[float, float, int | None]:
     from .progress import DEFAULT_LINE_INTERVAL_S, DEFAULT_LONG_TRIAL_S
 
     values = []
-    for name, default in (("NIAH_PROGRESS_INTERVAL_S", DEFAULT_LINE_INTERVAL_S),
-                          ("NIAH_LONG_TRIAL_S", DEFAULT_LONG_TRIAL_S)):
+    for name, default in (
+        ("NIAH_PROGRESS_INTERVAL_S", DEFAULT_LINE_INTERVAL_S),
+        ("NIAH_LONG_TRIAL_S", DEFAULT_LONG_TRIAL_S),
+    ):
         text = os.environ.get(name, "").strip()
         try:
             value = float(text) if text else default
         except ValueError:
             value = -1.0
         if not value >= 0 or value == float("inf"):
-            raise NiahError(f"{name}={text!r} is not a number of seconds: set it to one "
-                            "like 10, or unset it")
+            raise NiahError(
+                f"{name}={text!r} is not a number of seconds: set it to one like 10, or unset it"
+            )
         values.append(value)
     explicit = bool(os.environ.get("NIAH_LONG_TRIAL_S", "").strip())
     return values[0], values[1], 0 if explicit else None
@@ -404,9 +501,11 @@ def _warm_up_kept(result, warm_up: str) -> list[str]:
         return []
     was = ", ".join(sorted(str(m) for m in logged)) if logged else "off"
     n = result.skipped_done
-    return [f"{n} trial{'s' if n > 1 else ''} kept from {result.folder} ran after warm-up {was}, "
-            f"not {mode}: --warm-up does not rerun finished trials; use another --out to time "
-            f"every trial with --warm-up {mode}"]
+    return [
+        f"{n} trial{'s' if n > 1 else ''} kept from {result.folder} ran after warm-up {was}, "
+        f"not {mode}: --warm-up does not rerun finished trials; use another --out to time "
+        f"every trial with --warm-up {mode}"
+    ]
 
 
 def _nothing_ran(records) -> None:
@@ -416,14 +515,19 @@ def _nothing_ran(records) -> None:
 
     if not records or any(r["verdict"] not in (SKIP, ERROR) for r in records):
         return
-    counts = ", ".join(f"{sum(r['verdict'] == v for r in records)} {v}" for v in (SKIP, ERROR)
-                       if any(r["verdict"] == v for r in records))
+    counts = ", ".join(
+        f"{sum(r['verdict'] == v for r in records)} {v}"
+        for v in (SKIP, ERROR)
+        if any(r["verdict"] == v for r in records)
+    )
     typer.echo(f"error: no trial reached a verdict ({counts}); the first reasons:", err=True)
     reasons = dict.fromkeys(str(r.get("error") or r["verdict"]) for r in records)
     for reason in list(reasons)[:3]:
         first = next(r for r in records if str(r.get("error") or r["verdict"]) == reason)
-        typer.echo(f"  context {C.format_context(first['context'])} depth {first['depth']:g}: "
-                   f"{reason}", err=True)
+        typer.echo(
+            f"  context {C.format_context(first['context'])} depth {first['depth']:g}: {reason}",
+            err=True,
+        )
     raise typer.Exit(code=O.EXIT_NOTHING_RAN)
 
 
@@ -450,28 +554,44 @@ def _gate(records, fail_under: Optional[float], *, log=None) -> None:
 @_with_exports()
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders made by niah run."),
-    compare: bool = typer.Option(False, "--compare", help="Compare runs cell by cell (first is the baseline)."),
-    effective_threshold: float = typer.Option(0.85, "--effective-threshold", help="Effective context: accuracy >= this x the shortest context's."),
-    fail_under: Optional[float] = typer.Option(None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."),
+    compare: bool = typer.Option(
+        False, "--compare", help="Compare runs cell by cell (first is the baseline)."
+    ),
+    effective_threshold: float = typer.Option(
+        0.85,
+        "--effective-threshold",
+        help="Effective context: accuracy >= this x the shortest context's.",
+    ),
+    fail_under: Optional[float] = typer.Option(
+        None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."
+    ),
     exports: Optional[dict] = None,  # --markdown, --csv...: one option per export (_with_exports)
 ):
     """Print and export reports of one or more run folders."""
     try:
         _check_fail_under(fail_under)
         if not 0 < effective_threshold <= 1:
-            raise NiahError(f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
-                            "use a fraction like 0.85")
+            raise NiahError(
+                f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
+                "use a fraction like 0.85"
+            )
         from .report import check_targets
 
         check_targets(exports)
-        _report(runs, exports=exports, compare=compare,
-                effective_threshold=effective_threshold, fail_under=fail_under)
+        _report(
+            runs,
+            exports=exports,
+            compare=compare,
+            effective_threshold=effective_threshold,
+            fail_under=fail_under,
+        )
     except NiahError as exc:
         _fail(exc)
 
 
-def _report(folders, *, exports: dict, compare: bool, effective_threshold: float,
-            fail_under) -> None:
+def _report(
+    folders, *, exports: dict, compare: bool, effective_threshold: float, fail_under
+) -> None:
     from . import report
     from .report import pool
 
@@ -483,10 +603,16 @@ def _report(folders, *, exports: dict, compare: bool, effective_threshold: float
     else:
         records = pool.pooled(runs)
         header = report.pooled_header([(run.name, run.records) for run in runs])
-        _print_summary(report.summary(records, header=header,
-                                      effective_threshold=effective_threshold))
-    report.write_exports(records, exports, runs=[(run.name, run.records) for run in runs],
-                         compare=compare, effective_threshold=effective_threshold)
+        _print_summary(
+            report.summary(records, header=header, effective_threshold=effective_threshold)
+        )
+    report.write_exports(
+        records,
+        exports,
+        runs=[(run.name, run.records) for run in runs],
+        compare=compare,
+        effective_threshold=effective_threshold,
+    )
     _check_ranks(runs, fail_under)
     _gate(records, fail_under)
 
@@ -501,8 +627,10 @@ def _check_ranks(runs, fail_under) -> None:
         if not problems:
             continue
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        line = (f"run folder {run.name!r}: {problems[0]}{more}: its trials may be missing; "
-                f"finish them with niah run --resume {run.name}")
+        line = (
+            f"run folder {run.name!r}: {problems[0]}{more}: its trials may be missing; "
+            f"finish them with niah run --resume {run.name}"
+        )
         if fail_under is not None:
             typer.echo(f"error: {line}", err=True)
             raise typer.Exit(code=1)
@@ -513,7 +641,11 @@ def _check_ranks(runs, fail_under) -> None:
 def convert(
     gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
     out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
-    gguf_quant: str = typer.Option("auto", "--gguf-quant", help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16."),
+    gguf_quant: str = typer.Option(
+        "auto",
+        "--gguf-quant",
+        help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16.",
+    ),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
 ):
     """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
@@ -523,14 +655,19 @@ def convert(
         done = do_convert(gguf, out, quant=gguf_quant, force=force)
     except NiahError as exc:
         _fail(exc)
-    typer.echo(f"wrote {done.folder} ({done.model_type}, weights {done.weights}): "
-               f"{', '.join(done.files)}")
+    typer.echo(
+        f"wrote {done.folder} ({done.model_type}, weights {done.weights}): {', '.join(done.files)}"
+    )
 
 
 @app.command(cls=_Command)
 def doctor(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Also size a run of this model."),
-    context: Optional[str] = typer.Option(None, "--context", "-c", help="Context to size (with --model)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Also size a run of this model."
+    ),
+    context: Optional[str] = typer.Option(
+        None, "--context", "-c", help="Context to size (with --model)."
+    ),
     kv_bits: Optional[int] = typer.Option(None, "--kv-bits", help="Quantized KV bits for sizing."),
 ):
     """Check the installation: MLX, device, BLAS, mlx-lm, the embedded model; size a run."""
@@ -549,7 +686,9 @@ def doctor(
 @sdpa_app.command("verify", cls=_Command)
 def sdpa_verify(
     quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
-    long: bool = typer.Option(True, "--long/--no-long", help="Include 128K/256K-key cases where memory allows."),
+    long: bool = typer.Option(
+        True, "--long/--no-long", help="Include 128K/256K-key cases where memory allows."
+    ),
 ):
     """Check every route against the reference over the upstream proposal's test plan."""
     from .verify import run_verify
@@ -582,7 +721,7 @@ def cache_clear():
     from .user_cache import cache_root, clear
 
     freed = clear()
-    typer.echo(f"cleared {cache_root()} ({freed / 1024 ** 2:.1f} MiB freed)")
+    typer.echo(f"cleared {cache_root()} ({freed / 1024**2:.1f} MiB freed)")
 
 
 def main() -> None:

@@ -33,11 +33,13 @@ from pathlib import Path
 from .user_cache import DIGESTS, cache_root, enabled
 
 DB_NAME = DIGESTS
-MIN_BYTES = 1024 ** 2
+MIN_BYTES = 1024**2
 RACY_S = RACY_S_DEFAULT = 2.0
 _TIMEOUT_S = 10.0
-_SCHEMA = ("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
-           "mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, digest TEXT)")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+    "mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, digest TEXT)"
+)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -55,8 +57,9 @@ def _connect(root: Path) -> sqlite3.Connection:
 def _lookup(root: Path, path: str, key: tuple) -> str | None:
     conn = _connect(root)
     try:
-        row = conn.execute("SELECT size, mtime_ns, inode, ctime_ns, digest FROM digests "
-                           "WHERE path = ?", (path,)).fetchone()
+        row = conn.execute(
+            "SELECT size, mtime_ns, inode, ctime_ns, digest FROM digests WHERE path = ?", (path,)
+        ).fetchone()
     finally:
         conn.close()
     return row[4] if row and tuple(row[:4]) == key else None
@@ -66,8 +69,9 @@ def _store(root: Path, path: str, key: tuple, digest: str) -> None:
     conn = _connect(root)
     try:
         with conn:
-            conn.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)",
-                         (path, *key, digest))
+            conn.execute(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (path, *key, digest)
+            )
     finally:
         conn.close()
 

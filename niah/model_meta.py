@@ -14,8 +14,9 @@ from .model import _hub_folder, resolve_model
 @dataclass(frozen=True)
 class ModelMeta:
     """What a model is, read before any weight loads (GGUF header or config.json)."""
+
     name: str
-    source: str            # "gguf" | "mlx" | "hub"
+    source: str  # "gguf" | "mlx" | "hub"
     path: str
     trained_context: int | None
     n_layers: int
@@ -38,8 +39,13 @@ def model_metadata(spec: str | None, *, rope_scaling: str = "model") -> ModelMet
         meta = _gguf_meta(location)
     else:
         folder = _hub_folder(location, patterns=("config.json",)) if kind == "hub" else location
-        meta = _config_meta(Path(folder), name=location if kind == "hub" else Path(folder).name,
-                            source=kind, path=location, weights=kind == "mlx")
+        meta = _config_meta(
+            Path(folder),
+            name=location if kind == "hub" else Path(folder).name,
+            source=kind,
+            path=location,
+            weights=kind == "mlx",
+        )
     rope = parse_rope_scaling(rope_scaling)
     if rope != "model":
         rope_scaling_config(rope, trained_context=meta.trained_context)
@@ -54,13 +60,18 @@ def _gguf_meta(path: str) -> ModelMeta:
     header = parse_header(path)
     args = model_args(header.meta)
     sizes = [t.nbytes for t in header.tensors]
-    return ModelMeta(name=Path(path).name, source="gguf", path=path,
-                     trained_context=int(args["max_position_embeddings"]) or None,
-                     n_layers=int(args["num_hidden_layers"]),
-                     n_heads=int(args["num_attention_heads"]),
-                     n_kv_heads=int(args["num_key_value_heads"]),
-                     head_dim=int(args["head_dim"]), vocab_size=int(args["vocab_size"]),
-                     weight_bytes=None if None in sizes else int(sum(sizes)))
+    return ModelMeta(
+        name=Path(path).name,
+        source="gguf",
+        path=path,
+        trained_context=int(args["max_position_embeddings"]) or None,
+        n_layers=int(args["num_hidden_layers"]),
+        n_heads=int(args["num_attention_heads"]),
+        n_kv_heads=int(args["num_key_value_heads"]),
+        head_dim=int(args["head_dim"]),
+        vocab_size=int(args["vocab_size"]),
+        weight_bytes=None if None in sizes else int(sum(sizes)),
+    )
 
 
 def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bool) -> ModelMeta:
@@ -71,8 +82,10 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise NiahError(f"cannot read {str(folder / 'config.json')!r} ({exc}): give an MLX "
-                        "model folder made by mlx_lm.convert") from None
+        raise NiahError(
+            f"cannot read {str(folder / 'config.json')!r} ({exc}): give an MLX "
+            "model folder made by mlx_lm.convert"
+        ) from None
     cfg = {**cfg, **cfg.get("text_config", {})} if isinstance(cfg, dict) else {}
 
     def whole(key, default=0):
@@ -82,9 +95,15 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
     heads = whole("num_attention_heads")
     hidden = whole("hidden_size")
     stored = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if weights else 0
-    return ModelMeta(name=name, source=source, path=path,
-                     trained_context=whole("max_position_embeddings", None),
-                     n_layers=whole("num_hidden_layers"), n_heads=heads,
-                     n_kv_heads=whole("num_key_value_heads", heads),
-                     head_dim=whole("head_dim", hidden // heads if heads else 0),
-                     vocab_size=whole("vocab_size"), weight_bytes=stored or None)
+    return ModelMeta(
+        name=name,
+        source=source,
+        path=path,
+        trained_context=whole("max_position_embeddings", None),
+        n_layers=whole("num_hidden_layers"),
+        n_heads=heads,
+        n_kv_heads=whole("num_key_value_heads", heads),
+        head_dim=whole("head_dim", hidden // heads if heads else 0),
+        vocab_size=whole("vocab_size"),
+        weight_bytes=stored or None,
+    )

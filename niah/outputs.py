@@ -21,10 +21,14 @@ def check_file_option(path: Path | None, *, option: str) -> None:
         raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {example}")
     parent = path.parent
     if not parent.is_dir():
-        raise NiahError(f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not exist; "
-                        "create it first")
+        raise NiahError(
+            f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not exist; "
+            "create it first"
+        )
     if not os.access(path if path.exists() else parent, os.W_OK):
-        raise NiahError(f"cannot write {option} {str(path)!r} (permission denied): choose a writable path")
+        raise NiahError(
+            f"cannot write {option} {str(path)!r} (permission denied): choose a writable path"
+        )
 
 
 def check_out(out: str) -> None:
@@ -33,11 +37,14 @@ def check_out(out: str) -> None:
         raise NiahError("--out is empty: give a folder for run folders, like --out results")
     probe = existing_ancestor(Path(out))
     if not probe.is_dir():
-        raise NiahError(f"cannot write to output folder {out!r} ({str(probe)!r} is a file): "
-                        "choose a writable --out")
+        raise NiahError(
+            f"cannot write to output folder {out!r} ({str(probe)!r} is a file): "
+            "choose a writable --out"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise NiahError(f"cannot write to output folder {out!r} (permission denied): "
-                        "choose a writable --out")
+        raise NiahError(
+            f"cannot write to output folder {out!r} (permission denied): choose a writable --out"
+        )
 
 
 def listing(folder: Path) -> set | None:

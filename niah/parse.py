@@ -18,11 +18,11 @@ import string
 from .errors import NiahError
 
 MAX_CONTEXT = 16 * 1024 * 1024
-MAX_RANGE_VALUES = 1001          # most values a start:stop:step range may give
+MAX_RANGE_VALUES = 1001  # most values a start:stop:step range may give
 ROPE_KINDS = ("yarn", "linear")
-MAX_ROPE_FACTOR = 64             # a RoPE factor is in (1, MAX_ROPE_FACTOR]
-KV_BITS = (2, 3, 4, 5, 6, 8)     # bits mlx-lm's QuantizedKVCache (mx.quantize) accepts
-KV_GROUP_SIZES = (32, 64, 128)   # group sizes mx.quantize accepts
+MAX_ROPE_FACTOR = 64  # a RoPE factor is in (1, MAX_ROPE_FACTOR]
+KV_BITS = (2, 3, 4, 5, 6, 8)  # bits mlx-lm's QuantizedKVCache (mx.quantize) accepts
+KV_GROUP_SIZES = (32, 64, 128)  # group sizes mx.quantize accepts
 
 _CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
@@ -31,9 +31,7 @@ def parse_context(text: str) -> int:
     """Parse one context length: "128k" -> 131072, "1m" -> 1048576, "8000" -> 8000."""
     m = _CONTEXT_RE.match(str(text))
     if not m:
-        raise NiahError(
-            f"bad context {text!r}: use a positive token count like 8000, 4k or 1m"
-        )
+        raise NiahError(f"bad context {text!r}: use a positive token count like 8000, 4k or 1m")
     number, unit = float(m.group(1)), m.group(2).lower()
     value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
     if value != int(value) or int(value) <= 0:
@@ -63,8 +61,9 @@ def _parse_float(text: str, what: str) -> float:
     return value
 
 
-def parse_range(text: str, *, what: str, example: str = "0:1:0.1",
-                limit: int = MAX_RANGE_VALUES) -> list[float]:
+def parse_range(
+    text: str, *, what: str, example: str = "0:1:0.1", limit: int = MAX_RANGE_VALUES
+) -> list[float]:
     """Parse "start:stop:step" into start, start + step, ... up to stop. The stop is included
     only when the steps hit it (within a relative tolerance of 1e-9 steps); never beyond it.
     More than `limit` values is an error, computed before any list is built."""
@@ -76,8 +75,10 @@ def parse_range(text: str, *, what: str, example: str = "0:1:0.1",
     except ValueError:
         start = stop = step = math.nan
     if not all(math.isfinite(v) for v in (start, stop, step)):
-        raise NiahError(f"bad {what} range {text!r}: start, stop and step must be finite "
-                        f"numbers, like {example}")
+        raise NiahError(
+            f"bad {what} range {text!r}: start, stop and step must be finite "
+            f"numbers, like {example}"
+        )
     if step <= 0 or stop < start:
         raise NiahError(
             f"bad {what} range {text!r}: step must be > 0 and stop >= start, like {example}"
@@ -85,8 +86,9 @@ def parse_range(text: str, *, what: str, example: str = "0:1:0.1",
     steps = (stop - start) / step
     n = math.floor(steps + 1e-9 * max(1.0, steps)) if steps < limit else limit
     if n + 1 > limit:
-        raise NiahError(f"{what} range {text!r} gives more than the {limit} values allowed: "
-                        "use a larger step")
+        raise NiahError(
+            f"{what} range {text!r} gives more than the {limit} values allowed: use a larger step"
+        )
     values = [round(start + i * step, 12) for i in range(n + 1)]
     values[-1] = min(values[-1], stop)  # a hit within the tolerance is the stop itself
     return values
@@ -111,8 +113,14 @@ def parse_depths(text: str) -> tuple[float, ...]:
     return tuple(dict.fromkeys(float(v) for v in values))
 
 
-def parse_int_list(text: str, *, what: str, allowed: tuple[int, ...] | None = None,
-                   allow_none: bool = False, example: str = "4,8") -> tuple[int | None, ...]:
+def parse_int_list(
+    text: str,
+    *,
+    what: str,
+    allowed: tuple[int, ...] | None = None,
+    allow_none: bool = False,
+    example: str = "4,8",
+) -> tuple[int | None, ...]:
     """Parse "4,8" (and "none" where allowed) into a tuple of ints. An empty value is refused,
     never taken as the default."""
     out: list[int | None] = []
@@ -126,11 +134,14 @@ def parse_int_list(text: str, *, what: str, allowed: tuple[int, ...] | None = No
         try:
             value = int(part)
         except ValueError:
-            raise NiahError(f"bad {what} value {part!r}: use whole numbers like {example}") from None
+            raise NiahError(
+                f"bad {what} value {part!r}: use whole numbers like {example}"
+            ) from None
         if value <= 0 or (allowed is not None and value not in allowed):
             choices = ", ".join(str(a) for a in allowed) if allowed else "a positive number"
-            raise NiahError(f"bad {what} value {part!r}: use {choices}"
-                            + (" or none" if allow_none else ""))
+            raise NiahError(
+                f"bad {what} value {part!r}: use {choices}" + (" or none" if allow_none else "")
+            )
         out.append(value)
     if not out:
         raise NiahError(f"empty {what}: give one or more values like {example}")
@@ -141,16 +152,20 @@ def check_kv_group_size(size: int, *, head_dim: int | None = None) -> None:
     """The quantized KV cache's group size: one mx.quantize accepts and, once the model is
     known, one that divides its head size (keys and values are quantized along it)."""
     if size not in KV_GROUP_SIZES:
-        raise NiahError(f"--kv-group-size {size} is not supported: use "
-                        f"{', '.join(str(g) for g in KV_GROUP_SIZES)}")
+        raise NiahError(
+            f"--kv-group-size {size} is not supported: use "
+            f"{', '.join(str(g) for g in KV_GROUP_SIZES)}"
+        )
     if head_dim and head_dim % size:
         fits = [str(g) for g in KV_GROUP_SIZES if head_dim % g == 0] or ["none"]
-        raise NiahError(f"--kv-group-size {size} does not divide the model's head size "
-                        f"{head_dim}: use {' or '.join(fits)}")
+        raise NiahError(
+            f"--kv-group-size {size} does not divide the model's head size "
+            f"{head_dim}: use {' or '.join(fits)}"
+        )
 
 
 def parse_rope_scaling(text: str) -> str:
-    """"yarn:4" / "linear:2" / "none" / "model" -> its canonical form ("yarn:4"); the factor is
+    """ "yarn:4" / "linear:2" / "none" / "model" -> its canonical form ("yarn:4"); the factor is
     a finite number in (1, MAX_ROPE_FACTOR]."""
     value = str(text).strip().lower()
     if value in ("model", "none"):
@@ -161,11 +176,15 @@ def parse_rope_scaling(text: str) -> str:
     except ValueError:
         f = 0.0
     if kind not in ROPE_KINDS or not f > 1.0 or f != f:
-        raise NiahError(f"bad --rope-scaling {text!r}: use yarn:FACTOR or linear:FACTOR with "
-                        "FACTOR > 1 (e.g. yarn:4), none, or model")
+        raise NiahError(
+            f"bad --rope-scaling {text!r}: use yarn:FACTOR or linear:FACTOR with "
+            "FACTOR > 1 (e.g. yarn:4), none, or model"
+        )
     if not f <= MAX_ROPE_FACTOR:
-        raise NiahError(f"bad --rope-scaling {text!r}: FACTOR must be at most {MAX_ROPE_FACTOR} "
-                        "(a finite number above 1, e.g. yarn:4)")
+        raise NiahError(
+            f"bad --rope-scaling {text!r}: FACTOR must be at most {MAX_ROPE_FACTOR} "
+            "(a finite number above 1, e.g. yarn:4)"
+        )
     return f"{kind}:{f:g}"
 
 
@@ -177,8 +196,10 @@ def rope_scaling_config(spec: str, *, trained_context: int | None) -> dict | Non
     out = {"type": kind, "factor": float(factor)}
     if kind == "yarn":
         if not trained_context:
-            raise NiahError("--rope-scaling yarn needs the model's trained context length, which "
-                            "this model does not state: use linear:FACTOR")
+            raise NiahError(
+                "--rope-scaling yarn needs the model's trained context length, which "
+                "this model does not state: use linear:FACTOR"
+            )
         out["original_max_position_embeddings"] = int(trained_context)
     return out
 
@@ -200,16 +221,21 @@ def check_needle_template(template: str, *, keyed: bool = False) -> None:
     shown_allowed = " and ".join("{" + a + "}" for a in allowed)
     fix = "write literal braces as {{ and }} and the value as {value}"
     try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
-                  if name is not None]
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError:
         raise NiahError(f"the needle template {template!r} has an unpaired brace: {fix}") from None
     for name, spec, conv in fields:
         if name not in allowed or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-            raise NiahError(f"the needle template {template!r} has the placeholder {shown}: "
-                            f"only {shown_allowed} {'is' if len(allowed) == 1 else 'are'} "
-                            f"filled in; {fix}")
+            raise NiahError(
+                f"the needle template {template!r} has the placeholder {shown}: "
+                f"only {shown_allowed} {'is' if len(allowed) == 1 else 'are'} "
+                f"filled in; {fix}"
+            )
     if not any(name == "value" for name, _, _ in fields):
         raise NiahError(
             "the needle template has no {value} placeholder: write it like "
@@ -219,8 +245,25 @@ def check_needle_template(template: str, *, keyed: bool = False) -> None:
 
 # The JSON type of each RunConfig field, as config.json holds it (tests check every field is here).
 CONFIG_KINDS = {
-    "text": (("model", "needle", "question", "answer_prefix", "intro", "value_kind", "haystack",
-              "sdpa", "shard", "out", "task", "gguf_quant", "rope_scaling", "thinking"), "a string"),
+    "text": (
+        (
+            "model",
+            "needle",
+            "question",
+            "answer_prefix",
+            "intro",
+            "value_kind",
+            "haystack",
+            "sdpa",
+            "shard",
+            "out",
+            "task",
+            "gguf_quant",
+            "rope_scaling",
+            "thinking",
+        ),
+        "a string",
+    ),
     "int": (("samples", "seed", "max_tokens", "kv_group_size", "needles"), "a whole number"),
     "texts": (("keys",), "a list of strings"),
     "params": (("task_params",), "a list of [name, positive number] pairs"),
@@ -236,6 +279,7 @@ CONFIG_KINDS = {
 
 def config_value(name: str, value):
     """One field of a config read back from JSON, type-checked; lists become tuples."""
+
     def whole(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -253,14 +297,35 @@ def config_value(name: str, value):
         "ints?": lambda: is_list and all(v is None or whole(v) for v in value),
         "depths": lambda: is_list and all(depth(v) for v in value),
         "dict": lambda: isinstance(value, dict),
-        "texts": lambda: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
-        "params": lambda: isinstance(value, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
-            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] > 0
-            for p in value),
-        "cells": lambda: value is None or is_list and all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and whole(c[0]) and c[0] > 0
-            and depth(c[1]) and whole(c[2]) and c[2] >= 0 for c in value),
+        "texts": lambda: (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        ),
+        "params": lambda: (
+            isinstance(value, (list, tuple))
+            and all(
+                isinstance(p, (list, tuple))
+                and len(p) == 2
+                and isinstance(p[0], str)
+                and isinstance(p[1], (int, float))
+                and not isinstance(p[1], bool)
+                and p[1] > 0
+                for p in value
+            )
+        ),
+        "cells": lambda: (
+            value is None
+            or is_list
+            and all(
+                isinstance(c, (list, tuple))
+                and len(c) == 3
+                and whole(c[0])
+                and c[0] > 0
+                and depth(c[1])
+                and whole(c[2])
+                and c[2] >= 0
+                for c in value
+            )
+        ),
     }[kind]()
     if not ok:
         shown = json.dumps(value)

@@ -27,9 +27,9 @@ from .model import ModelInfo
 from .sdpa import DEFAULT_CHUNK_SIZE
 
 SAFETY = 0.9
-OTHER_FIXED = 256 * 1024 ** 2  # allocator slack, small buffers: a fixed allowance
-PROBE_BLOCK = 128              # prompt tokens per probe pass
-PROBE_KEYS = 1024              # filler keys in the cache for the attention probe
+OTHER_FIXED = 256 * 1024**2  # allocator slack, small buffers: a fixed allowance
+PROBE_BLOCK = 128  # prompt tokens per probe pass
+PROBE_KEYS = 1024  # filler keys in the cache for the attention probe
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     attention: int
-    other: int        # activations and logits of one prefill step, plus OTHER_FIXED
+    other: int  # activations and logits of one prefill step, plus OTHER_FIXED
     working_set: int
 
     @property
@@ -51,22 +51,24 @@ class MemoryEstimate:
     def reason(self) -> str:
         """One line naming every part; the printed parts add up to the printed total."""
         parts = (self.weights, self.kv_cache, self.attention, self.other)
-        (w, kv, att, other), total = _rounded_parts(parts, scale=1024 ** 3, decimals=1)
-        return (f"needs about {total:.1f} GiB (weights {w:.1f} + KV {kv:.1f} + attention "
-                f"{att:.1f} + activations {other:.1f}) of a "
-                f"{self.working_set / 1024 ** 3:.1f} GiB working set")
+        (w, kv, att, other), total = _rounded_parts(parts, scale=1024**3, decimals=1)
+        return (
+            f"needs about {total:.1f} GiB (weights {w:.1f} + KV {kv:.1f} + attention "
+            f"{att:.1f} + activations {other:.1f}) of a "
+            f"{self.working_set / 1024**3:.1f} GiB working set"
+        )
 
 
 def _rounded_parts(parts, *, scale: float, decimals: int) -> tuple[list[float], float]:
     """Each part and the total in units of `scale`, rounded to `decimals` so that the rounded
     parts sum exactly to the rounded total (largest remainders get the spare units)."""
-    unit = 10 ** decimals
+    unit = 10**decimals
     exact = [p / scale * unit for p in parts]
     total = round(sum(exact))
     floors = [math.floor(x) for x in exact]
     spare = total - sum(floors)
     order = sorted(range(len(exact)), key=lambda i: exact[i] - floors[i], reverse=True)
-    for i in order[:max(0, spare)]:
+    for i in order[: max(0, spare)]:
         floors[i] += 1
     return [f / unit for f in floors], total / unit
 
@@ -84,11 +86,17 @@ def working_set_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
-        return 16 * 1024 ** 3
+        return 16 * 1024**3
 
 
-def kv_bytes(info: ModelInfo, *, tokens: int, kv_bits: int | None = None,
-             kv_group_size: int = DEFAULT_KV_GROUP_SIZE, dtype_bytes: int = 2) -> int:
+def kv_bytes(
+    info: ModelInfo,
+    *,
+    tokens: int,
+    kv_bits: int | None = None,
+    kv_group_size: int = DEFAULT_KV_GROUP_SIZE,
+    dtype_bytes: int = 2,
+) -> int:
     """Bytes of the KV cache for `tokens`; quantized: packed values plus a float16 scale and
     bias per group of `kv_group_size` values."""
     per = 2 * info.n_layers * info.n_kv_heads * info.head_dim * tokens
@@ -101,10 +109,18 @@ def kv_bytes(info: ModelInfo, *, tokens: int, kv_bits: int | None = None,
     return int(per * kv_bits / 8 + per / kv_group_size * 4)
 
 
-def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
-             kv_bits: int | None = None, kv_group_size: int = DEFAULT_KV_GROUP_SIZE,
-             chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "cpu",
-             working_set: int | None = None) -> MemoryEstimate:
+def estimate(
+    info: ModelInfo,
+    *,
+    context: int,
+    route: str,
+    prefill_step: int,
+    kv_bits: int | None = None,
+    kv_group_size: int = DEFAULT_KV_GROUP_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: str = "cpu",
+    working_set: int | None = None,
+) -> MemoryEstimate:
     """Peak memory of one trial at this context (a prefill step is at most the context)."""
     kv = kv_bytes(info, tokens=context + 64, kv_bits=kv_bits, kv_group_size=kv_group_size)
     q_rows = max(1, min(prefill_step, context))
@@ -118,17 +134,23 @@ def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
         keys = context
     attention = 3 * heads * q_rows * keys * 4
     other = 8 * q_rows * max(info.n_heads * info.head_dim, 1) * 4 + OTHER_FIXED
-    return MemoryEstimate(weights=info.weight_bytes, kv_cache=kv, attention=attention,
-                          other=other, working_set=working_set or working_set_bytes())
+    return MemoryEstimate(
+        weights=info.weight_bytes,
+        kv_cache=kv,
+        attention=attention,
+        other=other,
+        working_set=working_set or working_set_bytes(),
+    )
 
 
 @dataclass(frozen=True)
 class Throughput:
     """Seconds per unit of work on this device, from probe_throughput (or given, in tests)."""
-    token_s: float   # one prompt token through the model, attention aside
-    pair_s: float    # one (query, key) pair of attention, over all layers and heads
+
+    token_s: float  # one prompt token through the model, attention aside
+    pair_s: float  # one (query, key) pair of attention, over all layers and heads
     decode_s: float  # one generated token, attention aside
-    basis: str       # what was measured, for messages
+    basis: str  # what was measured, for messages
 
 
 @dataclass(frozen=True)
@@ -143,9 +165,11 @@ class TimeEstimate:
 
     def describe(self) -> str:
         """e.g. 'about 2 h 05 min (prefill 2 h 04 min, decode 41 s; from a probe ...)'."""
-        return (f"about {format_duration(self.total_s)} (prefill "
-                f"{format_duration(self.prefill_s)}, decode {format_duration(self.decode_s)}; "
-                f"{self.basis})")
+        return (
+            f"about {format_duration(self.total_s)} (prefill "
+            f"{format_duration(self.prefill_s)}, decode {format_duration(self.decode_s)}; "
+            f"{self.basis})"
+        )
 
 
 def format_duration(seconds: float) -> str:
@@ -159,8 +183,9 @@ def format_duration(seconds: float) -> str:
     return f"{s / 86400:.1f} days"
 
 
-def estimate_seconds(*, context: int, throughput: Throughput, max_tokens: int = DEFAULT_MAX_TOKENS,
-                     reused: int = 0) -> TimeEstimate:
+def estimate_seconds(
+    *, context: int, throughput: Throughput, max_tokens: int = DEFAULT_MAX_TOKENS, reused: int = 0
+) -> TimeEstimate:
     """Time of one trial: prefill of the context's tokens not `reused` from a cache (causal:
     token i attends to i + 1 keys), then up to `max_tokens` decode steps over the context."""
     if context <= 0 or not 0 <= reused < context:
@@ -172,8 +197,9 @@ def estimate_seconds(*, context: int, throughput: Throughput, max_tokens: int = 
     return TimeEstimate(prefill_s=prefill, decode_s=decode, basis=throughput.basis)
 
 
-def probe_throughput(session, *, block: int = PROBE_BLOCK, keys: int = PROBE_KEYS,
-                     repeats: int = 2) -> Throughput:
+def probe_throughput(
+    session, *, block: int = PROBE_BLOCK, keys: int = PROBE_KEYS, repeats: int = 2
+) -> Throughput:
     """Time the real model here: `block` prompt tokens on an empty cache, the same block after
     `keys` filler keys, and one decode step after them (each the fastest of `repeats`, the
     first pass of each shape included in the repeats so compilation is not counted twice).
@@ -200,8 +226,12 @@ def probe_throughput(session, *, block: int = PROBE_BLOCK, keys: int = PROBE_KEY
     pair_s = max(0.0, (t_keys - t_empty) / (block * keys))
     token_s = max(1e-9, (t_empty - pair_s * own_pairs) / block)
     decode_s = max(1e-9, t_decode - pair_s * (keys + 1))
-    return Throughput(token_s=token_s, pair_s=pair_s, decode_s=decode_s,
-                      basis=f"from a {block}-token probe at 0 and {keys} keys on this device")
+    return Throughput(
+        token_s=token_s,
+        pair_s=pair_s,
+        decode_s=decode_s,
+        basis=f"from a {block}-token probe at 0 and {keys} keys on this device",
+    )
 
 
 def _fill_cache(cache, session, *, tokens: int) -> None:

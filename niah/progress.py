@@ -17,30 +17,50 @@ import typer
 from .parse import format_context
 
 DEFAULT_LINE_INTERVAL_S = 10.0  # off a TTY: at most one prefill line per this many seconds
-DEFAULT_LONG_TRIAL_S = 10.0     # trials expected to take this long get their estimate printed
+DEFAULT_LONG_TRIAL_S = 10.0  # trials expected to take this long get their estimate printed
 
 
 class TerminalProgress:
     """Progress callbacks drawn with rich on `console` (a stderr Console)."""
 
-    def __init__(self, *, quiet: bool, console, line_interval_s: float = DEFAULT_LINE_INTERVAL_S,
-                 long_trial_s: float = DEFAULT_LONG_TRIAL_S, clock=time.monotonic):
+    def __init__(
+        self,
+        *,
+        quiet: bool,
+        console,
+        line_interval_s: float = DEFAULT_LINE_INTERVAL_S,
+        long_trial_s: float = DEFAULT_LONG_TRIAL_S,
+        clock=time.monotonic,
+    ):
         self.quiet, self.console = quiet, console
         self.line_interval_s, self.long_trial_s, self.clock = line_interval_s, long_trial_s, clock
         self.bar, self.task, self.total, self.done = None, None, 0, 0
         self.trial, self.trial_t0, self.last_line = "", 0.0, 0.0
 
     def start(self, total: int) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.total = total
         if self.quiet or total == 0 or not self.console.is_terminal:
             return
-        self.bar = Progress(TextColumn("[bold]niah"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
-                            transient=True)
+        self.bar = Progress(
+            TextColumn("[bold]niah"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.bar.start()
         self.task = self.bar.add_task("", total=total)
 
@@ -69,9 +89,11 @@ class TerminalProgress:
         if now - self.last_line < self.line_interval_s:
             return
         self.last_line = now
-        typer.echo(f"niah: trial {self.done + 1}/{self.total}: {self.trial}: prefill "
-                   f"{done}/{total} tokens ({done / total:.0%}, {now - self.trial_t0:.1f} s)",
-                   err=True)
+        typer.echo(
+            f"niah: trial {self.done + 1}/{self.total}: {self.trial}: prefill "
+            f"{done}/{total} tokens ({done / total:.0%}, {now - self.trial_t0:.1f} s)",
+            err=True,
+        )
 
     def trial_done(self, record: dict) -> None:
         self.done += 1
@@ -80,10 +102,13 @@ class TerminalProgress:
             self.bar.update(self.task, advance=1, description=desc)
         elif not self.quiet:
             secs = record.get("elapsed_s")
-            typer.echo(f"niah: trial {self.done}/{self.total}: context "
-                       f"{format_context(record['context'])} depth {record['depth']:g} "
-                       f"sample {record['sample']}: {record['verdict']}"
-                       + (f" ({secs:.1f} s)" if secs is not None else ""), err=True)
+            typer.echo(
+                f"niah: trial {self.done}/{self.total}: context "
+                f"{format_context(record['context'])} depth {record['depth']:g} "
+                f"sample {record['sample']}: {record['verdict']}"
+                + (f" ({secs:.1f} s)" if secs is not None else ""),
+                err=True,
+            )
 
     def stop(self) -> None:
         if self.bar is not None:

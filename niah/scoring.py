@@ -63,7 +63,7 @@ class Judgement:
     verdict: str
     score: float
     found: tuple[bool, ...]
-    offered: tuple[str, ...]     # distinct values of the needle's kind in the scored answer
+    offered: tuple[str, ...]  # distinct values of the needle's kind in the scored answer
 
 
 def normalise(text: str) -> str:
@@ -82,7 +82,9 @@ def value_kind(value: str) -> str:
     return "words" if is_word_pair(v) else "text"
 
 
-_WORDS = re.compile(rf"(?<![a-z])(?:{'|'.join(VALUE_ADJECTIVES)})\s+(?:{'|'.join(VALUE_ANIMALS)})(?![a-z])")
+_WORDS = re.compile(
+    rf"(?<![a-z])(?:{'|'.join(VALUE_ADJECTIVES)})\s+(?:{'|'.join(VALUE_ANIMALS)})(?![a-z])"
+)
 
 
 def candidates(text: str, *, kind: str, expected: tuple[str, ...] = ()) -> list[str]:
@@ -95,17 +97,16 @@ def candidates(text: str, *, kind: str, expected: tuple[str, ...] = ()) -> list[
         return _UUID.findall(text)
     if kind == "words":
         return [" ".join(m.group().split()) for m in _WORDS.finditer(text)]
-    return [e for e in expected
-            if re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text)]
+    return [e for e in expected if re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text)]
 
 
 def answer_text(response: str, *, kind: str, expected: tuple[str, ...] = ()) -> str:
     """The part of a normalised response that is scored (thinking set aside, see module doc)."""
     text = _THINK_BLOCK.sub(" ", normalise(response))
     if _THINK_CLOSE in text:
-        answer = text[text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE):]
+        answer = text[text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE) :]
     elif _THINK_OPEN in text:  # reasoning never closed: only what came before it is an answer
-        return text[:text.index(_THINK_OPEN)]
+        return text[: text.index(_THINK_OPEN)]
     else:
         return text
     if candidates(answer, kind=kind, expected=expected):
@@ -142,11 +143,12 @@ class TaskScore:
 
     verdict: str
     score: float
-    found: tuple[bool, ...]      # per needle, in order: a target retrieved / another's value offered
+    found: tuple[bool, ...]  # per needle, in order: a target retrieved / another's value offered
 
 
-def score_values(response: str, *, values: Sequence[str], targets: Sequence[bool],
-                 kind: str, **_) -> TaskScore:
+def score_values(
+    response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str, **_
+) -> TaskScore:
     """Rule ``values``: the targets' values scored together by `judge`; a needle that is not a
     target (a distractor) counts as found when the answer offers its value, a wrong answer."""
     j = judge(response, [v for v, t in zip(values, targets) if t], kind=kind)
@@ -159,7 +161,9 @@ _WORD = re.compile(r"[a-z]+")
 _NAME = re.compile(r"(?<![A-Za-z])[A-Z]{5}(?![A-Za-z])")
 
 
-def _listed(response: str, *, expected: Sequence[str], known: set[str]) -> tuple[str, tuple[str, ...]]:
+def _listed(
+    response: str, *, expected: Sequence[str], known: set[str]
+) -> tuple[str, tuple[str, ...]]:
     """(scored text, distinct known words it names in order), thinking set aside as `judge`."""
     text = answer_text(response or "", kind="text", expected=tuple(expected))
     return text, tuple(dict.fromkeys(w for w in _WORD.findall(text) if w in known))
@@ -173,8 +177,15 @@ def _fraction(expected: Sequence[str], offered: tuple[str, ...], text: str) -> t
     return (PASS if score == 1.0 else FAIL), score
 
 
-def score_names(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
-                keys: Sequence[str | None] = (), **_) -> TaskScore:
+def score_names(
+    response: str,
+    *,
+    values: Sequence[str],
+    targets: Sequence[bool],
+    kind: str,
+    keys: Sequence[str | None] = (),
+    **_,
+) -> TaskScore:
     """Rule ``names`` (variable tracking): the target chain's variable names (`keys` of the
     target needles) found as whole words, over the larger of their number and the distinct
     names offered: a distractor chain's name, or a made-up name of the same form (five
@@ -188,8 +199,15 @@ def score_names(response: str, *, values: Sequence[str], targets: Sequence[bool]
     return TaskScore(verdict, score, tuple(k in offered for k in names))
 
 
-def score_words(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
-                vocabulary: frozenset[str] = frozenset(), **_) -> TaskScore:
+def score_words(
+    response: str,
+    *,
+    values: Sequence[str],
+    targets: Sequence[bool],
+    kind: str,
+    vocabulary: frozenset[str] = frozenset(),
+    **_,
+) -> TaskScore:
     """Rule ``words`` (word-list tasks): the targets' words found as whole words, over the
     larger of their number and the distinct list words offered (any word of `vocabulary`, the
     words the list can hold): a missing word and an extra word both lower the score."""
@@ -201,12 +219,22 @@ def score_words(response: str, *, values: Sequence[str], targets: Sequence[bool]
 
 # name (a task row's "scoring") -> rule(response, *, values, targets, kind, keys, vocabulary)
 # -> TaskScore (a rule takes the keyword arguments it reads and ignores the others)
-SCORING_RULES: dict[str, Callable[..., TaskScore]] = {"values": score_values, "names": score_names,
-                                                       "words": score_words}
+SCORING_RULES: dict[str, Callable[..., TaskScore]] = {
+    "values": score_values,
+    "names": score_names,
+    "words": score_words,
+}
 
 
-def score_name(response: str, *, values: Sequence[str], targets: Sequence[bool], kind: str,
-               names: Sequence[str] | None = None, **_) -> TaskScore:
+def score_name(
+    response: str,
+    *,
+    values: Sequence[str],
+    targets: Sequence[bool],
+    kind: str,
+    names: Sequence[str] | None = None,
+    **_,
+) -> TaskScore:
     """Rule ``name`` (--task non-literal): PASS when the answer holds the expected character
     name as a whole word and no other name of the character list (names.txt; a hedge such as
     "Mira or Tobias" fails); a partial name fails. Thinking is set aside as for values; NULL
@@ -216,11 +244,13 @@ def score_name(response: str, *, values: Sequence[str], targets: Sequence[bool],
     text = answer_text(response or "", kind="text", expected=(expected,))
     if not text.strip():
         return TaskScore(NULL, 0.0, (False,) * len(values))
-    offered = {n for n in [expected, *others]
-               if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)}
+    offered = {n for n in [expected, *others] if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)}
     ok = offered == {expected}
-    return TaskScore(PASS if ok else FAIL, 1.0 if ok else 0.0,
-                     (expected in offered,) + (False,) * (len(values) - 1))
+    return TaskScore(
+        PASS if ok else FAIL,
+        1.0 if ok else 0.0,
+        (expected in offered,) + (False,) * (len(values) - 1),
+    )
 
 
 SCORING_RULES["name"] = score_name

@@ -32,8 +32,9 @@ def run_folder(config: RunConfig, model_name: str, *, config_hash: str) -> Path:
     return Path(config.out) / f"{slug or 'model'}-{config_hash}"
 
 
-def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None = None,
-                   identity: dict | None = None) -> None:
+def prepare_folder(
+    folder: Path, config: RunConfig, *, config_hash: str | None = None, identity: dict | None = None
+) -> None:
     """Create the folder and write config.json; one clear error when it cannot be written.
 
     A folder that already holds a run of the same configuration keeps the union of both
@@ -50,7 +51,8 @@ def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None =
             what = describe_difference(old.identity or {}, identity or {}) or "the run options"
             raise NiahError(
                 f"{str(folder)!r} holds results of another configuration ({what}): "
-                "start a new run without --resume, or give another --out")
+                "start a new run without --resume, or give another --out"
+            )
         config = merge_grids(old.config, config)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -74,15 +76,21 @@ def prepare_folder(folder: Path, config: RunConfig, *, config_hash: str | None =
 def _config_data(folder: Path) -> dict:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise NiahError(f"{str(folder)!r} is not a niah run folder (no {CONFIG_FILE}): "
-                        "give a folder made by niah run")
+        raise NiahError(
+            f"{str(folder)!r} is not a niah run folder (no {CONFIG_FILE}): "
+            "give a folder made by niah run"
+        )
     try:
         data = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
-        raise NiahError(f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run") from None
+        raise NiahError(
+            f"{str(path)!r} is not a valid niah config ({exc}): re-run niah run"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
-        raise NiahError(f"{str(path)!r} is not a valid niah config (not an object with a "
-                        "model): re-run niah run into a new folder")
+        raise NiahError(
+            f"{str(path)!r} is not a valid niah config (not an object with a "
+            "model): re-run niah run into a new folder"
+        )
     return data
 
 
@@ -106,10 +114,15 @@ def load_run(folder: Path) -> StoredRun:
     try:
         config = RunConfig.from_dict(data)
     except (ValueError, TypeError, AttributeError, NiahError) as exc:
-        raise NiahError(f"{str(Path(folder) / CONFIG_FILE)!r} is not a valid niah config "
-                        f"({exc}): re-run niah run") from None
-    return StoredRun(config=config, config_hash=_stored(data, "config_hash", str),
-                     identity=_stored(data, "identity", dict))
+        raise NiahError(
+            f"{str(Path(folder) / CONFIG_FILE)!r} is not a valid niah config "
+            f"({exc}): re-run niah run"
+        ) from None
+    return StoredRun(
+        config=config,
+        config_hash=_stored(data, "config_hash", str),
+        identity=_stored(data, "identity", dict),
+    )
 
 
 def load_config(folder: Path) -> RunConfig:
@@ -147,8 +160,10 @@ class FolderLock:
         try:
             fh = open(path, "a+", encoding="utf-8")
         except OSError as exc:
-            raise NiahError(f"cannot write to output folder {str(self.folder)!r} "
-                            f"({exc.strerror or exc}): choose a writable --out") from None
+            raise NiahError(
+                f"cannot write to output folder {str(self.folder)!r} "
+                f"({exc.strerror or exc}): choose a writable --out"
+            ) from None
         try:
             fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
         except OSError:
@@ -157,7 +172,8 @@ class FolderLock:
             fh.close()
             raise NiahError(
                 f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
-                "to finish, or give another --out") from None
+                "to finish, or give another --out"
+            ) from None
         if mode == fcntl.LOCK_EX:
             fh.seek(0)
             fh.truncate()
@@ -171,8 +187,10 @@ class FolderLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise NiahError(f"cannot write to output folder {str(self.folder)!r} "
-                            f"({exc.strerror or exc}): choose a writable --out") from None
+            raise NiahError(
+                f"cannot write to output folder {str(self.folder)!r} "
+                f"({exc.strerror or exc}): choose a writable --out"
+            ) from None
         if self.rank is None:
             self._take(".lock", fcntl.LOCK_EX)
         else:
@@ -203,15 +221,19 @@ class TrialWriter:
                         self._fh.write("\n")
                         self._fh.flush()
         except OSError as exc:
-            raise NiahError(f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out") from None
+            raise NiahError(
+                f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out"
+            ) from None
 
     def write(self, record: dict) -> None:
         record = {**record, "written_at": round(time.time(), 6)}
         try:
             line = dumps(record)
         except ValueError:
-            raise NiahError(f"trial {record.get('key')} holds a number JSON cannot store "
-                            "(NaN or infinity): check the run options (e.g. --rope-scaling)") from None
+            raise NiahError(
+                f"trial {record.get('key')} holds a number JSON cannot store "
+                "(NaN or infinity): check the run options (e.g. --rope-scaling)"
+            ) from None
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -237,8 +259,10 @@ def append_run_log(folder: Path, entry: dict) -> None:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(dumps(entry) + "\n")
     except OSError as exc:
-        raise NiahError(f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "
-                        "run folder or choose a writable --out") from None
+        raise NiahError(
+            f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "
+            "run folder or choose a writable --out"
+        ) from None
 
 
 def read_run_log(folder: Path) -> list[dict]:
@@ -277,8 +301,9 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
         except OSError as exc:
-            raise NiahError(f"cannot read {str(path)!r} ({exc.strerror or exc}): "
-                            "move it out of the run folder") from None
+            raise NiahError(
+                f"cannot read {str(path)!r} ({exc.strerror or exc}): move it out of the run folder"
+            ) from None
         for lineno, line in enumerate(lines, 1):
             line = line.strip()
             if not line:
@@ -296,11 +321,19 @@ def read_trials(folder: Path, *, config_hash: str | None = None) -> list[dict]:
                 latest = max(latest, written_at(rec))
                 rows.append((latest, index, lineno, rec))
         if bad:
-            warnings.warn(f"skipped {len(bad)} corrupt line(s) of {path} ({bad[0]}"
-                          f"{', ...' if len(bad) > 1 else ''})", StoreWarning, stacklevel=2)
+            warnings.warn(
+                f"skipped {len(bad)} corrupt line(s) of {path} ({bad[0]}"
+                f"{', ...' if len(bad) > 1 else ''})",
+                StoreWarning,
+                stacklevel=2,
+            )
         if foreign:
-            warnings.warn(f"left out {foreign} record(s) of {path} made by another "
-                          f"configuration (not config {config_hash})", StoreWarning, stacklevel=2)
+            warnings.warn(
+                f"left out {foreign} record(s) of {path} made by another "
+                f"configuration (not config {config_hash})",
+                StoreWarning,
+                stacklevel=2,
+            )
     rows.sort(key=lambda row: row[:3])
     return [row[3] for row in rows]
 
@@ -320,5 +353,8 @@ def latest_by_key(records: list[dict]) -> dict[str, dict]:
 
 def finished_keys(folder: Path) -> set[str]:
     """Keys of this configuration's trials that need no rerun."""
-    return {k for k, r in latest_by_key(folder_records(folder)).items()
-            if r.get("verdict") not in RETRIED}
+    return {
+        k
+        for k, r in latest_by_key(folder_records(folder)).items()
+        if r.get("verdict") not in RETRIED
+    }

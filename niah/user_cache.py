@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-WEIGHTS = "weights"                 # niah.gguf.cache's entries
-DIGESTS = "digests.sqlite3"         # niah.digest_store's database
+WEIGHTS = "weights"  # niah.gguf.cache's entries
+DIGESTS = "digests.sqlite3"  # niah.digest_store's database
 PARTS = (WEIGHTS, DIGESTS, f"{DIGESTS}-journal", f"{DIGESTS}-wal", f"{DIGESTS}-shm")
 
 
@@ -58,7 +58,7 @@ def describe(root: Path | None = None) -> str:
     """e.g. '/home/u/.cache/niah (1.6 GiB)': the folder and the size of niah's entries."""
     root = root or cache_root()
     size = cache_bytes(root)
-    shown = f"{size / 1024 ** 3:.1f} GiB" if size >= 1024 ** 3 else f"{size / 1024 ** 2:.1f} MiB"
+    shown = f"{size / 1024**3:.1f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
     return f"{root} ({shown})"
 
 

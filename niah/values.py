@@ -17,14 +17,56 @@ VALUE_KINDS = ("number", "uuid", "words")
 MAX_REDRAWS = 1000
 
 VALUE_ADJECTIVES = (
-    "amber", "brisk", "crimson", "dusky", "eager", "frosty", "gentle", "hollow", "ivory",
-    "jolly", "keen", "lunar", "mellow", "nimble", "olive", "plucky", "quiet", "rustic",
-    "silver", "tawny", "umber", "vivid", "wistful", "zesty",
+    "amber",
+    "brisk",
+    "crimson",
+    "dusky",
+    "eager",
+    "frosty",
+    "gentle",
+    "hollow",
+    "ivory",
+    "jolly",
+    "keen",
+    "lunar",
+    "mellow",
+    "nimble",
+    "olive",
+    "plucky",
+    "quiet",
+    "rustic",
+    "silver",
+    "tawny",
+    "umber",
+    "vivid",
+    "wistful",
+    "zesty",
 )
 VALUE_ANIMALS = (
-    "albatross", "badger", "cheetah", "dolphin", "ermine", "falcon", "gazelle", "heron",
-    "ibex", "jackal", "koala", "lemur", "marmot", "narwhal", "ocelot", "pelican", "quokka",
-    "raven", "salamander", "tapir", "urchin", "vulture", "walrus", "yak",
+    "albatross",
+    "badger",
+    "cheetah",
+    "dolphin",
+    "ermine",
+    "falcon",
+    "gazelle",
+    "heron",
+    "ibex",
+    "jackal",
+    "koala",
+    "lemur",
+    "marmot",
+    "narwhal",
+    "ocelot",
+    "pelican",
+    "quokka",
+    "raven",
+    "salamander",
+    "tapir",
+    "urchin",
+    "vulture",
+    "walrus",
+    "yak",
 )
 
 
@@ -40,15 +82,18 @@ def needle_value(*, kind: str, seed: int, key: str) -> str:
     raise NiahError(f"unknown value kind {kind!r}: use number, uuid or words")
 
 
-def draw_value(*, kind: str, seed: int, key: str,
-               reject: Callable[[str], bool] | None = None) -> str:
+def draw_value(
+    *, kind: str, seed: int, key: str, reject: Callable[[str], bool] | None = None
+) -> str:
     """`needle_value`, redrawn deterministically while `reject(value)` is true."""
     for attempt in range(MAX_REDRAWS):
         value = needle_value(kind=kind, seed=seed, key=key if attempt == 0 else f"{key}#{attempt}")
         if reject is None or not reject(value):
             return value
-    raise NiahError(f"no {kind} value avoids the haystack after {MAX_REDRAWS} draws: "
-                    "use another --value-kind or a haystack with fewer such values")
+    raise NiahError(
+        f"no {kind} value avoids the haystack after {MAX_REDRAWS} draws: "
+        "use another --value-kind or a haystack with fewer such values"
+    )
 
 
 def is_word_pair(text: str) -> bool:

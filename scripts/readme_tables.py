@@ -44,18 +44,23 @@ def report_block(folder: Path) -> str:
     starts = [e for e in log if e.get("event") == "start" and e.get("argv")]
     commands = sorted({" ".join(["niah", *e["argv"][1:]]) for e in starts})
     devices = sorted({r.get("device", "?") for r in records})
-    versions = sorted({f"MLX {r.get('mlx_version')}, mlx-lm {r.get('mlx_lm_version')}"
-                       for r in records})
+    versions = sorted(
+        {f"MLX {r.get('mlx_version')}, mlx-lm {r.get('mlx_lm_version')}" for r in records}
+    )
     days = sorted({str(r.get("time", ""))[:10] for r in records})
-    lines = [f"Run folder `{folder.relative_to(ROOT)}` · model `{records[0]['model']}` · "
-             f"{', '.join(devices)} · {'; '.join(versions)} · "
-             f"{days[0]}{' to ' + days[-1] if days[-1] != days[0] else ''}"]
-    lines += [f"Command: `{c}`" for c in commands] or ["Command: not recorded (run made before "
-                                                        "runs.jsonl existed)"]
+    lines = [
+        f"Run folder `{folder.relative_to(ROOT)}` · model `{records[0]['model']}` · "
+        f"{', '.join(devices)} · {'; '.join(versions)} · "
+        f"{days[0]}{' to ' + days[-1] if days[-1] != days[0] else ''}"
+    ]
+    lines += [f"Command: `{c}`" for c in commands] or [
+        "Command: not recorded (run made before runs.jsonl existed)"
+    ]
     warm = [e for e in log if e.get("event") == "warm-up"]
     if warm:
-        lines.append("Warm-up (kept out of the cells): " +
-                     ", ".join(f"{e['seconds']:.1f} s" for e in warm))
+        lines.append(
+            "Warm-up (kept out of the cells): " + ", ".join(f"{e['seconds']:.1f} s" for e in warm)
+        )
     lines += ["", report.format_markdown(records).rstrip()]
     return "\n".join(lines) + "\n"
 
@@ -68,8 +73,10 @@ def bench_block(path: Path) -> str:
     if missing:
         raise SystemExit(f"{path}: raw output lacks its {', '.join(missing)} header")
     table = [line for line in text.splitlines() if line.startswith("|")]
-    head = (f"Raw output `{path.relative_to(ROOT)}` · `{meta['command']}` · commit "
-            f"{meta['commit']} · {meta['device']} · {meta['date']}")
+    head = (
+        f"Raw output `{path.relative_to(ROOT)}` · `{meta['command']}` · commit "
+        f"{meta['commit']} · {meta['device']} · {meta['date']}"
+    )
     return "\n".join([head, "", *table]) + "\n"
 
 

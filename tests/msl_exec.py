@@ -40,26 +40,58 @@ SHIM = HERE / "msl_shim.h"
 COMPILER = shutil.which("g++") or shutil.which("clang++")
 MAX_CONSTANT_ARRAY_SIZE = 8  # mlx/backend/metal: smaller inputs are passed as `constant`
 ATTRIBUTES = [  # MLX's list, in its order; one is passed when its name occurs in the body
-    ("dispatch_quadgroups_per_threadgroup", "uint"), ("dispatch_simdgroups_per_threadgroup", "uint"),
-    ("dispatch_threads_per_threadgroup", "uint3"), ("grid_origin", "uint3"), ("grid_size", "uint3"),
-    ("quadgroup_index_in_threadgroup", "uint"), ("quadgroups_per_threadgroup", "uint"),
-    ("simdgroup_index_in_threadgroup", "uint"), ("simdgroups_per_threadgroup", "uint"),
-    ("thread_execution_width", "uint"), ("thread_index_in_quadgroup", "uint"),
-    ("thread_index_in_simdgroup", "uint"), ("thread_index_in_threadgroup", "uint"),
-    ("thread_position_in_grid", "uint3"), ("thread_position_in_threadgroup", "uint3"),
-    ("threadgroup_position_in_grid", "uint3"), ("threadgroups_per_grid", "uint3"),
-    ("threads_per_grid", "uint3"), ("threads_per_simdgroup", "uint"),
+    ("dispatch_quadgroups_per_threadgroup", "uint"),
+    ("dispatch_simdgroups_per_threadgroup", "uint"),
+    ("dispatch_threads_per_threadgroup", "uint3"),
+    ("grid_origin", "uint3"),
+    ("grid_size", "uint3"),
+    ("quadgroup_index_in_threadgroup", "uint"),
+    ("quadgroups_per_threadgroup", "uint"),
+    ("simdgroup_index_in_threadgroup", "uint"),
+    ("simdgroups_per_threadgroup", "uint"),
+    ("thread_execution_width", "uint"),
+    ("thread_index_in_quadgroup", "uint"),
+    ("thread_index_in_simdgroup", "uint"),
+    ("thread_index_in_threadgroup", "uint"),
+    ("thread_position_in_grid", "uint3"),
+    ("thread_position_in_threadgroup", "uint3"),
+    ("threadgroup_position_in_grid", "uint3"),
+    ("threadgroups_per_grid", "uint3"),
+    ("threads_per_grid", "uint3"),
+    ("threads_per_simdgroup", "uint"),
     ("threads_per_threadgroup", "uint3"),
 ]
-SUPPORTED_ATTRS = {"simdgroup_index_in_threadgroup", "simdgroups_per_threadgroup",
-                   "thread_index_in_simdgroup", "thread_index_in_threadgroup",
-                   "thread_position_in_grid", "thread_position_in_threadgroup",
-                   "threadgroup_position_in_grid", "threadgroups_per_grid", "threads_per_grid",
-                   "threads_per_simdgroup", "threads_per_threadgroup"}
-TYPE = {"float16": "float16_t", "bfloat16": "bfloat16_t", "float32": "float", "int32": "int32_t",
-        "bool": "bool", "uint32": "uint32_t", "int64": "int64_t"}
-NP = {"float16": np.uint16, "bfloat16": np.uint16, "float32": np.float32, "int32": np.int32,
-      "bool": np.bool_, "uint32": np.uint32, "int64": np.int64}
+SUPPORTED_ATTRS = {
+    "simdgroup_index_in_threadgroup",
+    "simdgroups_per_threadgroup",
+    "thread_index_in_simdgroup",
+    "thread_index_in_threadgroup",
+    "thread_position_in_grid",
+    "thread_position_in_threadgroup",
+    "threadgroup_position_in_grid",
+    "threadgroups_per_grid",
+    "threads_per_grid",
+    "threads_per_simdgroup",
+    "threads_per_threadgroup",
+}
+TYPE = {
+    "float16": "float16_t",
+    "bfloat16": "bfloat16_t",
+    "float32": "float",
+    "int32": "int32_t",
+    "bool": "bool",
+    "uint32": "uint32_t",
+    "int64": "int64_t",
+}
+NP = {
+    "float16": np.uint16,
+    "bfloat16": np.uint16,
+    "float32": np.float32,
+    "int32": np.int32,
+    "bool": np.bool_,
+    "uint32": np.uint32,
+    "int64": np.int64,
+}
 
 
 def _dname(dtype) -> str:
@@ -69,20 +101,24 @@ def _dname(dtype) -> str:
 @dataclass(frozen=True)
 class Spec:
     """One instantiation: what MLX would compile for one call."""
+
     name: str
     header: str
     source: str
-    inputs: tuple      # (name, dtype name, ndim, passed as `constant`)
-    outputs: tuple     # (name, dtype name)
-    template: tuple    # (name, kind, rendered value)
+    inputs: tuple  # (name, dtype name, ndim, passed as `constant`)
+    outputs: tuple  # (name, dtype name)
+    template: tuple  # (name, kind, rendered value)
 
     @property
     def key(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
-_TG_ARRAY = re.compile(r"^(\s*(?:alignas\([^)]*\)\s*)?)threadgroup(\s+[A-Za-z_][\w:<>, ]*\s+"
-                       r"[A-Za-z_]\w*\s*\[)", re.M)
+_TG_ARRAY = re.compile(
+    r"^(\s*(?:alignas\([^)]*\)\s*)?)threadgroup(\s+[A-Za-z_][\w:<>, ]*\s+"
+    r"[A-Za-z_]\w*\s*\[)",
+    re.M,
+)
 
 
 def threadgroup_statics(source: str) -> str:
@@ -106,8 +142,11 @@ def signature(spec: Spec, fn: str) -> str:
                 lines.append(f"  const constant int& {name}_ndim")
     lines += [f"  device {TYPE[dt]}* {name}" for name, dt in spec.outputs]
     lines += [f"  {t} {a}" for a, t in ATTRIBUTES if a in spec.source]
-    tpl = ("template <" + ", ".join(f"{kind} {n}" for n, kind, _ in spec.template) + ">\n"
-           if spec.template else "")
+    tpl = (
+        "template <" + ", ".join(f"{kind} {n}" for n, kind, _ in spec.template) + ">\n"
+        if spec.template
+        else ""
+    )
     body = threadgroup_statics(spec.source)
     return f"{tpl}void {fn}(\n" + ",\n".join(lines) + ") {\n" + body + "\n}\n"
 
@@ -131,11 +170,13 @@ def _launcher(spec: Spec, fn: str) -> str:
                 raise NotImplementedError(f"attribute {a} is not implemented by the executor")
             args.append(f"a.{a}")
     tpl = "<" + ", ".join(v for _, _, v in spec.template) + ">" if spec.template else ""
-    return (f'extern "C" const char* launch_{fn}(void** in, int** shapes, int64_t** strides, '
-            f"int* ndims, void** out, const unsigned* grid, const unsigned* tg) {{\n"
-            f"  static std::string err;\n"
-            f"  err = mslx::launch(grid, tg, [&](const mslx::Attrs& a) {{ {fn}{tpl}({', '.join(args)}); }});\n"
-            f"  return err.c_str();\n}}\n")
+    return (
+        f'extern "C" const char* launch_{fn}(void** in, int** shapes, int64_t** strides, '
+        f"int* ndims, void** out, const unsigned* grid, const unsigned* tg) {{\n"
+        f"  static std::string err;\n"
+        f"  err = mslx::launch(grid, tg, [&](const mslx::Attrs& a) {{ {fn}{tpl}({', '.join(args)}); }});\n"
+        f"  return err.c_str();\n}}\n"
+    )
 
 
 def translation_unit(specs: list[Spec]) -> str:
@@ -150,8 +191,9 @@ def translation_unit(specs: list[Spec]) -> str:
     return "\n".join(parts)
 
 
-def compile_library(specs: list[Spec], *, cache_dir: Path,
-                    flags=("-O1", "-fno-strict-aliasing")) -> Path:
+def compile_library(
+    specs: list[Spec], *, cache_dir: Path, flags=("-O1", "-fno-strict-aliasing")
+) -> Path:
     """One shared library for these instantiations, cached by the hash of its text."""
     if COMPILER is None:
         raise RuntimeError("no C++ compiler (install g++)")
@@ -167,8 +209,22 @@ def compile_library(specs: list[Spec], *, cache_dir: Path,
     src = cache_dir / f"msl_{digest}.cpp"
     src.write_text(f'#include "{SHIM}"\n' + text)
     tmp = cache_dir / f"msl_{digest}.{os.getpid()}.so"
-    res = subprocess.run([COMPILER, "-std=c++17", "-shared", "-fPIC", *flags, "-w",
-                          f"-I{inc}", str(src), "-o", str(tmp)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            COMPILER,
+            "-std=c++17",
+            "-shared",
+            "-fPIC",
+            *flags,
+            "-w",
+            f"-I{inc}",
+            str(src),
+            "-o",
+            str(tmp),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise CompileError(res.stderr[-6000:])
     tmp.replace(lib)
@@ -189,7 +245,7 @@ class Executor:
     def __init__(self, *, cache_dir: Path | None = None, patch=None):
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.patch = patch          # callable(source) -> source, applied to every body (tests)
+        self.patch = patch  # callable(source) -> source, applied to every body (tests)
         self.recording: list[Spec] | None = None
         self.built: dict[str, ctypes.CDLL] = {}
         self.launches = 0
@@ -202,18 +258,22 @@ class Executor:
         """Compile every recorded instantiation: `jobs` g++ processes at a time, one library
         per process and header."""
         specs, self.recording = self.recording or [], None
-        todo = sorted({s.key: s for s in specs if s.key not in self.built}.values(),
-                      key=lambda s: s.key)
+        todo = sorted(
+            {s.key: s for s in specs if s.key not in self.built}.values(), key=lambda s: s.key
+        )
         if not todo:
             return
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
         by_header: dict[str, list[Spec]] = {}  # one header per library (a patched header
-        for s in todo:                          # redefines what the original defines)
+        for s in todo:  # redefines what the original defines)
             by_header.setdefault(s.header, []).append(s)
-        parts = [group[i::jobs] for group in by_header.values() for i in range(jobs)
-                 if group[i::jobs]]
+        parts = [
+            group[i::jobs] for group in by_header.values() for i in range(jobs) if group[i::jobs]
+        ]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            libs = list(pool.map(lambda part: compile_library(part, cache_dir=self.cache_dir), parts))
+            libs = list(
+                pool.map(lambda part: compile_library(part, cache_dir=self.cache_dir), parts)
+            )
         for part, path in zip(parts, libs):
             lib = ctypes.CDLL(str(path))
             for s in part:
@@ -237,20 +297,46 @@ class Executor:
         v = held[1]
         return _aligned_copy(v) if ensure_row_contiguous and not v.flags.c_contiguous else v
 
-    def metal_kernel(self, *, name, input_names, output_names, source, header="",
-                     ensure_row_contiguous=True, atomic_outputs=False, **_):
+    def metal_kernel(
+        self,
+        *,
+        name,
+        input_names,
+        output_names,
+        source,
+        header="",
+        ensure_row_contiguous=True,
+        atomic_outputs=False,
+        **_,
+    ):
         if atomic_outputs:
             raise NotImplementedError("atomic outputs")
         src = self.patch(source) if self.patch else source
         ex = self
 
-        def kernel(*, inputs, output_shapes, output_dtypes, grid, threadgroup, template=(),
-                   init_value=None, verbose=False, stream=None):
-            spec = Spec(name=name, header=header, source=src,
-                        inputs=tuple((n, _dname(a.dtype), a.ndim, a.size < MAX_CONSTANT_ARRAY_SIZE)
-                                     for n, a in zip(input_names, inputs)),
-                        outputs=tuple((n, _dname(d)) for n, d in zip(output_names, output_dtypes)),
-                        template=tuple(_template_arg(n, v) for n, v in template))
+        def kernel(
+            *,
+            inputs,
+            output_shapes,
+            output_dtypes,
+            grid,
+            threadgroup,
+            template=(),
+            init_value=None,
+            verbose=False,
+            stream=None,
+        ):
+            spec = Spec(
+                name=name,
+                header=header,
+                source=src,
+                inputs=tuple(
+                    (n, _dname(a.dtype), a.ndim, a.size < MAX_CONSTANT_ARRAY_SIZE)
+                    for n, a in zip(input_names, inputs)
+                ),
+                outputs=tuple((n, _dname(d)) for n, d in zip(output_names, output_dtypes)),
+                template=tuple(_template_arg(n, v) for n, v in template),
+            )
             if ex.recording is not None:
                 ex.recording.append(spec)
                 return [mx.zeros(s, dtype=d) for s, d in zip(output_shapes, output_dtypes)]
@@ -258,8 +344,10 @@ class Executor:
                 ex.recording = [spec]
                 ex.build()
             arrays = [ex._input(a, ensure_row_contiguous) for a in inputs]
-            return ex._run(spec, arrays, output_shapes, output_dtypes, grid, threadgroup,
-                           init_value)
+            return ex._run(
+                spec, arrays, output_shapes, output_dtypes, grid, threadgroup, init_value
+            )
+
         return kernel
 
     def _run(self, spec, arrays, output_shapes, output_dtypes, grid, threadgroup, init_value):
@@ -312,7 +400,7 @@ def _aligned_copy(arr: np.ndarray, align: int = 64) -> np.ndarray:
     heap-aligned; numpy only promises 16)."""
     raw = np.empty(arr.nbytes + align, dtype=np.uint8)
     start = -raw.ctypes.data % align
-    out = raw[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out = raw[start : start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
     out[...] = arr
     return out
 

@@ -12,7 +12,9 @@ from niah.errors import NiahError
 
 def _mask_seconds(text: str) -> str:
     """Seconds vary run to run: replace them by T and re-align columns to two spaces."""
-    text = re.sub(r"\d+(\.\d+)? s\)", "T s)", re.sub(r"; \d+(\.\d+)? s$", "; T s", text, flags=re.M))
+    text = re.sub(
+        r"\d+(\.\d+)? s\)", "T s)", re.sub(r"; \d+(\.\d+)? s$", "; T s", text, flags=re.M)
+    )
     return "\n".join(re.sub(r" {2,}", "  ", line).rstrip() for line in text.splitlines())
 
 
@@ -30,22 +32,40 @@ def test_help_is_instant_and_lists_commands():
 @pytest.mark.slow
 def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
     out = tmp_path / "res"
-    result = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out),
-                  "--junit", str(tmp_path / "j.xml"), "--csv", str(tmp_path / "t.csv"),
-                  "--fail-under", "1.0")
+    result = _run(
+        "--context",
+        "1k",
+        "--depth",
+        "0,0.5,1",
+        "--out",
+        str(out),
+        "--junit",
+        str(tmp_path / "j.xml"),
+        "--csv",
+        str(tmp_path / "t.csv"),
+        "--fail-under",
+        "1.0",
+    )
     assert result.exit_code == 0, result.output
     folder = next(out.iterdir())
     lines = _mask_seconds(result.stdout).splitlines()
     assert lines[0] == f"Run folder: {folder}"
-    assert re.fullmatch(r"Model: SmolLM2-135M-Instruct\.Q4_1\.gguf · device cpu \(.+\) · 3 run, "
-                        r"0 already done", lines[1]), lines[1]
+    assert re.fullmatch(
+        r"Model: SmolLM2-135M-Instruct\.Q4_1\.gguf · device cpu \(.+\) · 3 run, "
+        r"0 already done",
+        lines[1],
+    ), lines[1]
     # no TTY (CI logs): one plain progress line per trial on stderr, in the order they ran
     loaded, *progress = result.stderr.splitlines()
-    assert re.fullmatch(r"loaded SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+\.\d s \(.+\)", loaded), loaded
-    assert [re.sub(r"\(\d+\.\d s\)", "(T s)", line) for line in progress
-            if ": prefill " not in line] == [  # a trial past 10 s on a busy CPU adds prefill lines
+    assert re.fullmatch(r"loaded SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+\.\d s \(.+\)", loaded), (
+        loaded
+    )
+    assert [
+        re.sub(r"\(\d+\.\d s\)", "(T s)", line) for line in progress if ": prefill " not in line
+    ] == [  # a trial past 10 s on a busy CPU adds prefill lines
         f"niah: trial {i}/3: context 1K depth {d} sample 0: PASS (T s)"
-        for i, d in ((1, "0"), (2, "0.5"), (3, "1"))]
+        for i, d in ((1, "0"), (2, "0.5"), (3, "1"))
+    ]
     assert lines[2:] == [
         "",
         "Context  Depth 0%  Depth 50%  Depth 100%  Accuracy",
@@ -54,10 +74,28 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
         "Total: 3 trials, 3 PASS, 0 FAIL; accuracy 100%; T s",
     ]
     recs = read_records(folder)
-    required = ["model", "context", "context_tokens", "depth", "needle_index", "needle_depth",
-                "value", "response", "verdict", "prefill_s", "prefill_tps", "ttft_s",
-                "decode_tps", "peak_memory_bytes", "sdpa_route", "mlx_version", "device",
-                "config_hash", "seed", "sample"]
+    required = [
+        "model",
+        "context",
+        "context_tokens",
+        "depth",
+        "needle_index",
+        "needle_depth",
+        "value",
+        "response",
+        "verdict",
+        "prefill_s",
+        "prefill_tps",
+        "ttft_s",
+        "decode_tps",
+        "peak_memory_bytes",
+        "sdpa_route",
+        "mlx_version",
+        "device",
+        "config_hash",
+        "seed",
+        "sample",
+    ]
     for r in recs:
         assert all(k in r for k in required)
         assert r["context_tokens"] == 1024 and r["verdict"] == "PASS" and r["sdpa_route"] == "stock"
@@ -73,27 +111,63 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
 
 
 BAD = [
-    (["--context", "128q"], "error: bad context '128q': use a positive token count like 8000, 4k or 1m"),
-    (["--context", "0"], "error: bad context '0': use a positive whole token count like 8000, 4k or 1m"),
-    (["--context", "-4k"], "error: bad context '-4k': use a positive token count like 8000, 4k or 1m"),
+    (
+        ["--context", "128q"],
+        "error: bad context '128q': use a positive token count like 8000, 4k or 1m",
+    ),
+    (
+        ["--context", "0"],
+        "error: bad context '0': use a positive whole token count like 8000, 4k or 1m",
+    ),
+    (
+        ["--context", "-4k"],
+        "error: bad context '-4k': use a positive token count like 8000, 4k or 1m",
+    ),
     (["--depth", "1.5"], "error: depth 1.5 is outside [0, 1]: use fractions like 0.1 or 0:1:0.1"),
     (["--depth", "0:1"], "error: bad depth range '0:1': use start:stop:step like 0:1:0.1"),
     (["--samples", "0"], "error: --samples 0 is not allowed: use 1 or more"),
-    (["--needle", "no value here"], "error: the needle template has no {value} placeholder: write it like 'The secret passkey is {value}.'"),
-    (["--model", "/nope/model.gguf"], "error: GGUF file '/nope/model.gguf' not found: check the path"),
-    (["--model", "./missing-folder"], "error: model path './missing-folder' does not exist: check the path, or give a hub id like mlx-community/SmolLM2-135M-Instruct-8bit"),
-    (["--haystack", "/nope/hay.txt"], "error: haystack path '/nope/hay.txt' does not exist: give a .txt file, a folder of them, prose or noise"),
+    (
+        ["--needle", "no value here"],
+        "error: the needle template has no {value} placeholder: write it like 'The secret passkey is {value}.'",
+    ),
+    (
+        ["--model", "/nope/model.gguf"],
+        "error: GGUF file '/nope/model.gguf' not found: check the path",
+    ),
+    (
+        ["--model", "./missing-folder"],
+        "error: model path './missing-folder' does not exist: check the path, or give a hub id like mlx-community/SmolLM2-135M-Instruct-8bit",
+    ),
+    (
+        ["--haystack", "/nope/hay.txt"],
+        "error: haystack path '/nope/hay.txt' does not exist: give a .txt file, a folder of them, prose or noise",
+    ),
     (["--sdpa", "fast"], "error: unknown --sdpa 'fast': use one of stock, chunked, auto"),
     (["--fail-under", "2"], "error: --fail-under 2 is outside [0, 1]: use a fraction like 0.9"),
     (["--warm-up", "fast"], "error: unknown warm-up 'fast': use one of auto, off, once, shapes"),
     (["--warm-up", ""], "error: unknown warm-up '': use one of auto, off, once, shapes"),
     (["--kv-bits", "7"], "error: bad --kv-bits value '7': use 2, 3, 4, 5, 6, 8 or none"),
-    (["--depth", "0:1:1e-9"], "error: depth range '0:1:1e-9' gives more than the 1001 values allowed: use a larger step"),
-    (["--depth", "0:inf:0.1"], "error: bad depth range '0:inf:0.1': start, stop and step must be finite numbers, like 0:1:0.1"),
+    (
+        ["--depth", "0:1:1e-9"],
+        "error: depth range '0:1:1e-9' gives more than the 1001 values allowed: use a larger step",
+    ),
+    (
+        ["--depth", "0:inf:0.1"],
+        "error: bad depth range '0:inf:0.1': start, stop and step must be finite numbers, like 0:1:0.1",
+    ),
     (["--depth", "nan"], "error: bad depth 'nan': use a number between 0 and 1 like 0.5"),
-    (["--needle", "{value} and {other}"], "error: the needle template '{value} and {other}' has the placeholder {other}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}"),
-    (["--needle", "{value} {}"], "error: the needle template '{value} {}' has the placeholder {}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}"),
-    (["--needle", "brace { {value}"], "error: the needle template 'brace { {value}' has an unpaired brace: write literal braces as {{ and }} and the value as {value}"),
+    (
+        ["--needle", "{value} and {other}"],
+        "error: the needle template '{value} and {other}' has the placeholder {other}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}",
+    ),
+    (
+        ["--needle", "{value} {}"],
+        "error: the needle template '{value} {}' has the placeholder {}: only {value} is filled in; write literal braces as {{ and }} and the value as {value}",
+    ),
+    (
+        ["--needle", "brace { {value}"],
+        "error: the needle template 'brace { {value}' has an unpaired brace: write literal braces as {{ and }} and the value as {value}",
+    ),
 ]
 
 
@@ -109,18 +183,28 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
 def test_model_dependent_bad_input(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cases = [
-        (["--model", "mlx-community/not-a-real-model-xyz"],
-         "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE"),
-        (["--context", "50"],
-         "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context"),
+        (
+            ["--model", "mlx-community/not-a-real-model-xyz"],
+            "error: model 'mlx-community/not-a-real-model-xyz' is not in the local cache and the hub is offline: download it once online, or unset HF_HUB_OFFLINE",
+        ),
+        (
+            ["--context", "50"],
+            "error: context 50 is too short for the template, needle and question (93 tokens at least): use a longer --context",
+        ),
     ]
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\xfa not utf8")
     cases += [
-        (["--haystack", str(empty)], f"error: haystack {str(empty)!r} is empty: give a file with text or use --haystack prose"),
-        (["--haystack", str(binary)], f"error: haystack file {str(binary)!r} is not UTF-8 text: convert it (iconv -t utf-8)"),
+        (
+            ["--haystack", str(empty)],
+            f"error: haystack {str(empty)!r} is empty: give a file with text or use --haystack prose",
+        ),
+        (
+            ["--haystack", str(binary)],
+            f"error: haystack file {str(binary)!r} is not UTF-8 text: convert it (iconv -t utf-8)",
+        ),
     ]
     for args, message in cases:
         extra = [] if "--context" in args else ["--context", "1k"]
@@ -143,7 +227,17 @@ def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypat
         return original(self, *a, **kw)
 
     monkeypatch.setattr(ModelSession, "generate", flaky)
-    args = ["--context", "512", "--depth", "0,0.5,1", "--out", str(tmp_path), "-q", "--max-tokens", "12"]
+    args = [
+        "--context",
+        "512",
+        "--depth",
+        "0,0.5,1",
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--max-tokens",
+        "12",
+    ]
     result = _run(*args)
     assert result.exit_code == 130
     assert result.stderr.startswith("interrupted: finished trials are saved")
@@ -157,8 +251,9 @@ def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     assert "2 run, 1 already done" in result.stdout
     # read several times during the run, reported once, without file:line or source text
-    assert result.stderr == (f"warning: skipped 1 corrupt line(s) of {folder / 'trials.jsonl'} "
-                             "(line 2: not JSON)\n")
+    assert result.stderr == (
+        f"warning: skipped 1 corrupt line(s) of {folder / 'trials.jsonl'} (line 2: not JSON)\n"
+    )
     from niah.store import latest_by_key, read_trials
 
     with pytest.warns(UserWarning):
@@ -169,7 +264,10 @@ def test_interrupt_keeps_finished_trials_and_resume_finishes(tmp_path, monkeypat
 def test_resume_of_missing_folder(tmp_path):
     result = _run("--resume", str(tmp_path / "none"))
     assert result.exit_code == 2
-    assert result.stderr == f"error: {str(tmp_path / 'none')!r} is not a niah run folder (no config.json): give a folder made by niah run\n"
+    assert (
+        result.stderr
+        == f"error: {str(tmp_path / 'none')!r} is not a niah run folder (no config.json): give a folder made by niah run\n"
+    )
 
 
 def test_version():
@@ -180,12 +278,15 @@ def test_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 
-@pytest.mark.parametrize("args,flags", [
-    ([], ["--version", "--help"]),
-    (["run"], ["--refuse-beyond-trained", "--prefix-reuse", "--quiet", "--help"]),
-    (["report"], ["--compare", "--help"]),
-    (["sdpa", "verify"], ["--quick", "--long", "--help"]),
-])
+@pytest.mark.parametrize(
+    "args,flags",
+    [
+        ([], ["--version", "--help"]),
+        (["run"], ["--refuse-beyond-trained", "--prefix-reuse", "--quiet", "--help"]),
+        (["report"], ["--compare", "--help"]),
+        (["sdpa", "verify"], ["--quick", "--long", "--help"]),
+    ],
+)
 def test_boolean_flags_show_no_type(args, flags):
     result = invoke([*args, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -212,17 +313,30 @@ def test_output_paths_are_checked_before_the_sweep(tmp_path, no_sweep):
     out = str(tmp_path / "res")
     cases = [
         (["--out", ""], "error: --out is empty: give a folder for run folders, like --out results"),
-        (["--out", "  "], "error: --out is empty: give a folder for run folders, like --out results"),
-        (["--out", str(blocker / "sub")],
-         f"error: cannot write to output folder {str(blocker / 'sub')!r} ({str(blocker)!r} is a file): choose a writable --out"),
-        (["--out", out, "--junit", str(tmp_path / "typo" / "niah.xml")],
-         f"error: cannot write --junit {str(tmp_path / 'typo' / 'niah.xml')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first"),
-        (["--out", out, "--csv", str(tmp_path / "typo" / "t.csv")],
-         f"error: cannot write --csv {str(tmp_path / 'typo' / 't.csv')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first"),
-        (["--out", out, "--junit", str(tmp_path / "adir")],
-         f"error: --junit {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.xml"),
-        (["--out", out, "--csv", str(tmp_path / "adir")],
-         f"error: --csv {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.csv"),
+        (
+            ["--out", "  "],
+            "error: --out is empty: give a folder for run folders, like --out results",
+        ),
+        (
+            ["--out", str(blocker / "sub")],
+            f"error: cannot write to output folder {str(blocker / 'sub')!r} ({str(blocker)!r} is a file): choose a writable --out",
+        ),
+        (
+            ["--out", out, "--junit", str(tmp_path / "typo" / "niah.xml")],
+            f"error: cannot write --junit {str(tmp_path / 'typo' / 'niah.xml')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first",
+        ),
+        (
+            ["--out", out, "--csv", str(tmp_path / "typo" / "t.csv")],
+            f"error: cannot write --csv {str(tmp_path / 'typo' / 't.csv')!r}: folder {str(tmp_path / 'typo')!r} does not exist; create it first",
+        ),
+        (
+            ["--out", out, "--junit", str(tmp_path / "adir")],
+            f"error: --junit {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.xml",
+        ),
+        (
+            ["--out", out, "--csv", str(tmp_path / "adir")],
+            f"error: --csv {str(tmp_path / 'adir')!r} is a folder: give a file name like niah.csv",
+        ),
     ]
     for args, message in cases:
         result = _run("--context", "1k", *args)
@@ -237,30 +351,47 @@ def test_resume_checks_report_paths_before_the_sweep(tmp_path, no_sweep):
     prepare_folder(tmp_path / "run", RunConfig(model="default"))
     result = _run("--resume", str(tmp_path / "run"), "--junit", str(tmp_path / "no" / "j.xml"))
     assert result.exit_code == 2
-    assert result.stderr == (f"error: cannot write --junit {str(tmp_path / 'no' / 'j.xml')!r}: folder "
-                             f"{str(tmp_path / 'no')!r} does not exist; create it first\n")
+    assert result.stderr == (
+        f"error: cannot write --junit {str(tmp_path / 'no' / 'j.xml')!r}: folder "
+        f"{str(tmp_path / 'no')!r} does not exist; create it first\n"
+    )
 
 
 @pytest.mark.parametrize("value", ["2", "-0.5", "1.01"])
 def test_report_fail_under_range(value):
     from pathlib import Path
 
-    ref = Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
+    ref = (
+        Path(__file__).resolve().parent.parent / "results" / "reference" / "smollm2-cpu-2026-11-27"
+    )
     result = invoke(["report", str(ref), "--fail-under", value])
     assert result.exit_code == 2
-    assert result.stderr == f"error: --fail-under {float(value):g} is outside [0, 1]: use a fraction like 0.9\n"
+    assert (
+        result.stderr
+        == f"error: --fail-under {float(value):g} is outside [0, 1]: use a fraction like 0.9\n"
+    )
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("[]", "not an object with a model): re-run niah run into a new folder"),
-    ("null", "not an object with a model): re-run niah run into a new folder"),
-    ('{"model": "default", "contexts": 5}',
-     "config field 'contexts' is 5: expected a non-empty list of positive whole numbers): re-run niah run"),
-    ('{"model": "default", "depths": ["half"]}',
-     'config field \'depths\' is ["half"]: expected a non-empty list of numbers in [0, 1]): re-run niah run'),
-    ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): re-run niah run"),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("[]", "not an object with a model): re-run niah run into a new folder"),
+        ("null", "not an object with a model): re-run niah run into a new folder"),
+        (
+            '{"model": "default", "contexts": 5}',
+            "config field 'contexts' is 5: expected a non-empty list of positive whole numbers): re-run niah run",
+        ),
+        (
+            '{"model": "default", "depths": ["half"]}',
+            "config field 'depths' is [\"half\"]: expected a non-empty list of numbers in [0, 1]): re-run niah run",
+        ),
+        (
+            "{not json",
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): re-run niah run",
+        ),
+    ],
+)
 def test_malformed_config_json_is_one_line(tmp_path, text, reason):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -280,15 +411,25 @@ def test_trained_length_counts_the_decoded_tokens():
     # by default a context past the trained length runs (marked); a note says so
     assert check_contexts(RunConfig(model="m", contexts=(8161,)), 8192, max_tokens=32) == [
         "context 8161 plus up to 32 answer tokens is beyond the trained length 8192 (run, marked "
-        "in the reports)"]
-    assert check_contexts(RunConfig(model="m", contexts=(8160,), refuse_beyond_trained=True), 8192,
-                          max_tokens=32) == []
+        "in the reports)"
+    ]
+    assert (
+        check_contexts(
+            RunConfig(model="m", contexts=(8160,), refuse_beyond_trained=True), 8192, max_tokens=32
+        )
+        == []
+    )
     with pytest.raises(NiahError) as e:
-        check_contexts(RunConfig(model="m", contexts=(1024, 8161), refuse_beyond_trained=True),
-                       8192, max_tokens=32)
-    assert str(e.value) == ("context 8161 plus up to 32 answer tokens is beyond the model's trained "
-                            "length of 8192 tokens (--refuse-beyond-trained): use a shorter "
-                            "--context, or drop --refuse-beyond-trained to run it marked")
+        check_contexts(
+            RunConfig(model="m", contexts=(1024, 8161), refuse_beyond_trained=True),
+            8192,
+            max_tokens=32,
+        )
+    assert str(e.value) == (
+        "context 8161 plus up to 32 answer tokens is beyond the model's trained "
+        "length of 8192 tokens (--refuse-beyond-trained): use a shorter "
+        "--context, or drop --refuse-beyond-trained to run it marked"
+    )
 
 
 def test_refused_run_removes_only_what_it_created(tmp_path, monkeypatch):
@@ -325,11 +466,15 @@ def test_resume_runs_exactly_the_cells_each_grid_asked(tmp_path):
     assert second.exit_code == 0, second.output
     (folder,) = tmp_path.iterdir()
     (folder / "trials.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in _folder_records(folder) if r["context"] == 256))
+        "".join(json.dumps(r) + "\n" for r in _folder_records(folder) if r["context"] == 256)
+    )
     resumed = invoke(["run", "--resume", str(folder), "-q"], catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.output
     assert "1 run, 1 already done" in resumed.stdout
-    assert sorted((r["context"], r["depth"]) for r in _folder_records(folder)) == [(256, 0), (512, 1)]
+    assert sorted((r["context"], r["depth"]) for r in _folder_records(folder)) == [
+        (256, 0),
+        (512, 1),
+    ]
     assert "Total: 2 trials" in resumed.stdout
 
 
@@ -338,8 +483,19 @@ def test_prefill_step_beyond_the_context_is_capped_in_the_preflight(tmp_path):
     """Issue 20 item 4: --prefill-step 1000000000 on a 256-token prompt was SKIP ('needs
     about 17166.9 GiB'); the step is capped at the context, so the trial runs. The record
     carries every field the committed records of the same niah version carry."""
-    result = _run("-c", "256", "-d", "0.5", "--prefill-step", "1000000000", "--out",
-                  str(tmp_path), "-q", "--max-tokens", "12")
+    result = _run(
+        "-c",
+        "256",
+        "-d",
+        "0.5",
+        "--prefill-step",
+        "1000000000",
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--max-tokens",
+        "12",
+    )
     assert result.exit_code == 0, result.output
     ((rec,),) = [_folder_records(f) for f in tmp_path.iterdir()]
     assert rec["verdict"] in ("PASS", "FAIL", "NULL"), rec["error"]

@@ -55,14 +55,17 @@ def test_unchanged_file_is_hashed_once(tmp_path, store):
 def test_another_process_reuses_the_digest(tmp_path, store):
     f = _big(tmp_path / "model.bin")
     identity.file_digest(f)
-    code = ("import sys; from niah import identity, digest_store\n"
-            "calls = []\n"
-            "real = identity._hash_file\n"
-            "identity._hash_file = lambda p, s: calls.append(p) or real(p, s)\n"
-            "print(identity.file_digest(sys.argv[1]), len(calls))")
+    code = (
+        "import sys; from niah import identity, digest_store\n"
+        "calls = []\n"
+        "real = identity._hash_file\n"
+        "identity._hash_file = lambda p, s: calls.append(p) or real(p, s)\n"
+        "print(identity.file_digest(sys.argv[1]), len(calls))"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    out = subprocess.run([sys.executable, "-c", code, str(f)], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(f)], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == [_sha(f), "0"]
 
 
@@ -143,8 +146,12 @@ def test_concurrent_processes_share_the_store(tmp_path, store):
     time.sleep(digest_store.RACY_S_DEFAULT + 0.1)  # the children keep the racy-write rule
     code = "import sys; from niah.identity import file_digest; print(file_digest(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(f)], env=env, text=True,
-                              stdout=subprocess.PIPE) for f in files]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(f)], env=env, text=True, stdout=subprocess.PIPE
+        )
+        for f in files
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outs == [_sha(f) for f in files]
     for f in files:

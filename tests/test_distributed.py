@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import read_records
@@ -14,8 +13,9 @@ from niah.run.grid import TrialSpec, assign_to_ranks
 
 
 def _spec(context, depth):
-    return TrialSpec(context=context, depth=depth, sample=0, kv_bits=None, max_kv_size=None,
-                     prefill_step=2048)
+    return TrialSpec(
+        context=context, depth=depth, sample=0, kv_bits=None, max_kv_size=None, prefill_step=2048
+    )
 
 
 def test_assignment_is_balanced_disjoint_and_keeps_prefix_groups():
@@ -42,9 +42,26 @@ def _launcher() -> str:
 def test_two_ranks_match_single_process_and_resume(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     args = ["run", "--context", "512,1k", "--depth", "0,1", "--max-tokens", "10", "-q"]
-    multi = subprocess.run([_launcher(), "-n", "2", "--backend", "ring", "--",
-                            sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "multi")],
-                           capture_output=True, text=True, env=env, timeout=600)
+    multi = subprocess.run(
+        [
+            _launcher(),
+            "-n",
+            "2",
+            "--backend",
+            "ring",
+            "--",
+            sys.executable,
+            "-m",
+            "niah",
+            *args,
+            "--out",
+            str(tmp_path / "multi"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert multi.returncode == 0, multi.stdout + multi.stderr
     folder = next((tmp_path / "multi").iterdir())
     rank_files = sorted(p.name for p in folder.glob("trials.rank*.jsonl"))
@@ -53,13 +70,20 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
     assert all(len(recs) == 2 for recs in by_rank.values())  # one context (2 depths) per rank
     assert "Total: 4 trials" in multi.stdout  # rank 0 reports the merged run
 
-    single = subprocess.run([sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "single")],
-                            capture_output=True, text=True, env=env, timeout=600)
+    single = subprocess.run(
+        [sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr
     sfolder = next((tmp_path / "single").iterdir())
     srecs = {r["key"]: r for r in read_records(sfolder)}
     mrecs = {r["key"]: r for recs in by_rank.values() for r in recs}
-    assert {k: r["verdict"] for k, r in mrecs.items()} == {k: r["verdict"] for k, r in srecs.items()}
+    assert {k: r["verdict"] for k, r in mrecs.items()} == {
+        k: r["verdict"] for k, r in srecs.items()
+    }
 
     # A rank that died mid-run: its unfinished trial is missing from its file (simulated by
     # dropping its last record). Resume re-runs exactly that one, here on a single process.
@@ -67,8 +91,13 @@ def test_two_ranks_match_single_process_and_resume(tmp_path):
     lines = rank1.read_text().splitlines()
     lost = json.loads(lines[-1])["key"]
     rank1.write_text("\n".join(lines[:-1]) + "\n")
-    resumed = subprocess.run([sys.executable, "-m", "niah", "run", "--resume", str(folder), "-q"],
-                             capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "niah", "run", "--resume", str(folder), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "1 run, 3 already done" in resumed.stdout
     all_keys = [r["key"] for p in folder.glob("trials*.jsonl") for r in read_records(p)]
@@ -82,27 +111,72 @@ def test_tensor_sharded_model_across_three_ranks(tmp_path):
     divide by 3. Every rank computes every trial; rank 0 alone writes and reports."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     args = ["run", "--context", "512", "--depth", "0,1", "--max-tokens", "10", "-q"]
-    sharded = subprocess.run([_launcher(), "-n", "3", "--backend", "ring", "--", sys.executable,
-                              "-m", "niah", *args, "--shard", "tensor", "--out", str(tmp_path / "tp")],
-                             capture_output=True, text=True, env=env, timeout=600)
+    sharded = subprocess.run(
+        [
+            _launcher(),
+            "-n",
+            "3",
+            "--backend",
+            "ring",
+            "--",
+            sys.executable,
+            "-m",
+            "niah",
+            *args,
+            "--shard",
+            "tensor",
+            "--out",
+            str(tmp_path / "tp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert sharded.returncode == 0, sharded.stdout + sharded.stderr
     folder = next((tmp_path / "tp").iterdir())
     assert [p.name for p in folder.glob("trials*.jsonl")] == ["trials.jsonl"]
     recs = read_records(folder)
-    single = subprocess.run([sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env, timeout=600)
+    single = subprocess.run(
+        [sys.executable, "-m", "niah", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr
     srecs = read_records(next((tmp_path / "one").iterdir()))
     assert [r["verdict"] for r in recs] == [r["verdict"] for r in srecs] == ["PASS", "PASS"]
     assert sharded.stdout.count("Total: 2 trials") == 1  # one report, from rank 0
 
-    two = subprocess.run([_launcher(), "-n", "2", "--backend", "ring", "--", sys.executable, "-m",
-                          "niah", *args, "--shard", "tensor", "--out", str(tmp_path / "bad")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    two = subprocess.run(
+        [
+            _launcher(),
+            "-n",
+            "2",
+            "--backend",
+            "ring",
+            "--",
+            sys.executable,
+            "-m",
+            "niah",
+            *args,
+            "--shard",
+            "tensor",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     # mlx.launch itself exits 0 here; it reports each rank's code
     assert "exited with code 2" in two.stderr
-    assert ("error: SmolLM2-135M-Instruct.Q4_1.gguf has 9 heads and 3 KV heads, which 2 ranks "
-            "cannot split evenly: launch a number of ranks that divides both") in two.stderr
+    assert (
+        "error: SmolLM2-135M-Instruct.Q4_1.gguf has 9 heads and 3 KV heads, which 2 ranks "
+        "cannot split evenly: launch a number of ranks that divides both"
+    ) in two.stderr
 
 
 @pytest.mark.slow
@@ -110,11 +184,27 @@ def test_every_rank_logs_start_and_end_so_report_can_gate(tmp_path):
     """mlx.launch exits 0 whatever its ranks did: each rank logs start and end events with
     one launch id in runs.jsonl, and `niah report --fail-under` fails on a rank without end."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    args = ["run", "--context", "256,512", "--depth", "0", "--max-tokens", "10", "-q",
-            "--fail-under", "0", "--out", str(tmp_path / "gate")]
-    launched = subprocess.run([_launcher(), "-n", "2", "--backend", "ring", "--",
-                               sys.executable, "-m", "niah", *args],
-                              capture_output=True, text=True, env=env, timeout=600)
+    args = [
+        "run",
+        "--context",
+        "256,512",
+        "--depth",
+        "0",
+        "--max-tokens",
+        "10",
+        "-q",
+        "--fail-under",
+        "0",
+        "--out",
+        str(tmp_path / "gate"),
+    ]
+    launched = subprocess.run(
+        [_launcher(), "-n", "2", "--backend", "ring", "--", sys.executable, "-m", "niah", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert launched.returncode == 0, launched.stdout + launched.stderr
     folder = next((tmp_path / "gate").iterdir())
     events = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]

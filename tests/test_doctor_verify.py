@@ -9,23 +9,30 @@ import pytest
 from conftest import invoke
 
 from niah.backend import apple_family, backend, describe_gpu
-from niah.cli import app
 
 BACKEND = backend()
 
 
 def test_doctor_prints_every_section():
-    result = invoke(["doctor", "--model", "default", "--context", "4k"],
-                           catch_exceptions=False)
+    result = invoke(["doctor", "--model", "default", "--context", "4k"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = result.stdout
     for section in ("[MLX]", "[BLAS]", "[mlx-lm]", "[embedded model]", "[planned run]"):
         assert section in out
-    for field in ("version: ", "backend: ", "recommended working set: ", "metal available: ",
-                  "cuda available: ", "in use: ", "SmolLM2-135M-Instruct GGUF: /",
-                  "context: 4K = 4096 tokens", "estimated peak: ", "-> fits",
-                  "sdpa route (auto): prefill step stock, decode stock",
-                  "estimated time of one trial: about "):
+    for field in (
+        "version: ",
+        "backend: ",
+        "recommended working set: ",
+        "metal available: ",
+        "cuda available: ",
+        "in use: ",
+        "SmolLM2-135M-Instruct GGUF: /",
+        "context: 4K = 4096 tokens",
+        "estimated peak: ",
+        "-> fits",
+        "sdpa route (auto): prefill step stock, decode stock",
+        "estimated time of one trial: about ",
+    ):
         assert field in out, field
     if BACKEND == "cpu" and sys.platform.startswith("linux"):
         assert "(fast)" in out  # OpenBLAS is preloaded in the test process
@@ -42,7 +49,11 @@ def test_doctor_beyond_trained_and_bad_context():
     route = "stock" if BACKEND == "cuda" else "kv-chunks"  # CUDA: cuDNN at qL 2048 and decode
     assert f"sdpa route (auto): prefill step {route}, decode {route}" in result.stdout
     bad = invoke(["doctor", "--model", "default", "--context", "12q"])
-    assert bad.exit_code == 2 and bad.stderr == "error: bad context '12q': use a positive token count like 8000, 4k or 1m\n"
+    assert (
+        bad.exit_code == 2
+        and bad.stderr
+        == "error: bad context '12q': use a positive token count like 8000, 4k or 1m\n"
+    )
 
 
 def test_sdpa_verify_quick_passes():
@@ -75,15 +86,18 @@ def test_sdpa_verify_fails_on_a_broken_route(monkeypatch):
     assert len(fails) == 42 and all("kv-chunks" in line for line in fails)
 
 
-@pytest.mark.parametrize("name,arch,family,paravirtual,valid", [
-    ("Apple M1", "applegpu_g13g", 7, False, True),
-    ("Apple M2 Max", "applegpu_g14s", 8, False, True),
-    ("Apple M3 Pro", "applegpu_g15s", 9, False, True),
-    ("Apple M4", "applegpu_g16p", 9, False, True),
-    ("Apple Paravirtual device", "applegpu_g13g", 7, True, False),
-    ("Apple Paravirtual device", "", None, True, False),
-    ("Apple A13 GPU", "applegpu_g12p", None, False, False),
-])
+@pytest.mark.parametrize(
+    "name,arch,family,paravirtual,valid",
+    [
+        ("Apple M1", "applegpu_g13g", 7, False, True),
+        ("Apple M2 Max", "applegpu_g14s", 8, False, True),
+        ("Apple M3 Pro", "applegpu_g15s", 9, False, True),
+        ("Apple M4", "applegpu_g16p", 9, False, True),
+        ("Apple Paravirtual device", "applegpu_g13g", 7, True, False),
+        ("Apple Paravirtual device", "", None, True, False),
+        ("Apple A13 GPU", "applegpu_g12p", None, False, False),
+    ],
+)
 def test_gpu_family_and_paravirtual(name, arch, family, paravirtual, valid):
     from niah.doctor import _gpu_lines
 
@@ -92,8 +106,9 @@ def test_gpu_family_and_paravirtual(name, arch, family, paravirtual, valid):
     lines = _gpu_lines(g)
     assert lines[0] == f"  gpu architecture: {arch or '?'}, family {g.family_label()}"
     if paravirtual:
-        assert lines[1:] == ["  paravirtual GPU (a virtual machine): hardware validation is not "
-                             "meaningful here"]
+        assert lines[1:] == [
+            "  paravirtual GPU (a virtual machine): hardware validation is not meaningful here"
+        ]
     elif not valid:
         assert "need Apple7 or newer" in lines[1]
     else:
@@ -102,10 +117,15 @@ def test_gpu_family_and_paravirtual(name, arch, family, paravirtual, valid):
 
 def test_gpu_description_on_cpu_and_cuda():
     assert describe_gpu(info={"device_name": "x"}, backend_name="cpu").name == ""
-    g = describe_gpu(info={"device_name": "NVIDIA H100", "architecture": "sm_90"},
-                     backend_name="cuda")
+    g = describe_gpu(
+        info={"device_name": "NVIDIA H100", "architecture": "sm_90"}, backend_name="cuda"
+    )
     assert (g.family, g.paravirtual, g.can_validate_kernels(), g.family_label()) == (
-        None, False, True, "-")
+        None,
+        False,
+        True,
+        "-",
+    )
     assert apple_family("applegpu_g99x") == 9 and apple_family("sm_90") is None
 
 
@@ -128,18 +148,33 @@ def test_memory_estimate_caps_the_step_and_its_parts_add_up():
     from niah.model import ModelInfo
     from niah.preflight import estimate
 
-    info = ModelInfo(name="m", source="gguf", path="m", trained_context=8192, n_layers=30,
-                     n_kv_heads=3, head_dim=64, n_heads=9, weight_bytes=512 * 1024 ** 2)
-    est = estimate(info, context=256, route="stock", prefill_step=1_000_000_000,
-                   working_set=8 * 1024 ** 3)
-    assert est.fits and est == estimate(info, context=256, route="stock", prefill_step=256,
-                                        working_set=8 * 1024 ** 3)
-    for ws, step in ((8 * 1024 ** 3, 256), (64 * 1024 ** 2, 2048)):
-        reason = estimate(info, context=300_000, route="kv-chunks", prefill_step=step,
-                          working_set=ws).reason()
-        m = re.fullmatch(r"needs about ([\d.]+) GiB \(weights ([\d.]+) \+ KV ([\d.]+) \+ "
-                         r"attention ([\d.]+) \+ activations ([\d.]+)\) of a [\d.]+ GiB "
-                         r"working set", reason)
+    info = ModelInfo(
+        name="m",
+        source="gguf",
+        path="m",
+        trained_context=8192,
+        n_layers=30,
+        n_kv_heads=3,
+        head_dim=64,
+        n_heads=9,
+        weight_bytes=512 * 1024**2,
+    )
+    est = estimate(
+        info, context=256, route="stock", prefill_step=1_000_000_000, working_set=8 * 1024**3
+    )
+    assert est.fits and est == estimate(
+        info, context=256, route="stock", prefill_step=256, working_set=8 * 1024**3
+    )
+    for ws, step in ((8 * 1024**3, 256), (64 * 1024**2, 2048)):
+        reason = estimate(
+            info, context=300_000, route="kv-chunks", prefill_step=step, working_set=ws
+        ).reason()
+        m = re.fullmatch(
+            r"needs about ([\d.]+) GiB \(weights ([\d.]+) \+ KV ([\d.]+) \+ "
+            r"attention ([\d.]+) \+ activations ([\d.]+)\) of a [\d.]+ GiB "
+            r"working set",
+            reason,
+        )
         assert m, reason
         total, *parts = (round(float(x) * 10) for x in m.groups())
         assert sum(parts) == total, reason
@@ -150,9 +185,21 @@ def test_kv_bytes_refuses_a_zero_group_size():
     from niah.model import ModelInfo
     from niah.preflight import kv_bytes
 
-    info = ModelInfo(name="m", source="gguf", path="m", trained_context=None, n_layers=2,
-                     n_kv_heads=1, head_dim=64, n_heads=2, weight_bytes=1)
-    assert kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=64) == 2 * 2 * 64 * 64 // 2 + 2 * 2 * 64 * 4
+    info = ModelInfo(
+        name="m",
+        source="gguf",
+        path="m",
+        trained_context=None,
+        n_layers=2,
+        n_kv_heads=1,
+        head_dim=64,
+        n_heads=2,
+        weight_bytes=1,
+    )
+    assert (
+        kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=64)
+        == 2 * 2 * 64 * 64 // 2 + 2 * 2 * 64 * 4
+    )
     with pytest.raises(NiahError, match="--kv-group-size 0 must be positive"):
         kv_bytes(info, tokens=64, kv_bits=4, kv_group_size=0)
 
@@ -165,7 +212,8 @@ def test_time_estimate_scales_with_the_context_squared():
     assert short.prefill_s == pytest.approx(1.0 + 1e-8 * 1000 * 1001 / 2)
     long = estimate_seconds(context=128 * 1024, max_tokens=32, throughput=tp)
     assert long.prefill_s > 80 and long.decode_s == pytest.approx(
-        32 * (0.01 + 1e-8 * (128 * 1024 + 16)))
+        32 * (0.01 + 1e-8 * (128 * 1024 + 16))
+    )
     assert estimate_seconds(context=1000, reused=999, max_tokens=0, throughput=tp).prefill_s < 0.01
     assert long.describe().startswith("about 3 min 37 s") and "given" in long.describe()
 
@@ -178,15 +226,19 @@ def test_compute_units_come_from_the_device_when_it_says(monkeypatch):
     said = backend_mod.compute_units("cuda", read=lambda: 78)
     assert (said.count, said.source) == (78, "device") and "from the device" in said.label()
     fallback = backend_mod.compute_units("cuda", read=lambda: None)
-    assert (fallback.count, fallback.source) == (backend_mod.DEFAULT_COMPUTE_UNITS["cuda"],
-                                                 "default")
+    assert (fallback.count, fallback.source) == (
+        backend_mod.DEFAULT_COMPUTE_UNITS["cuda"],
+        "default",
+    )
     assert "does not say" in fallback.label()
     assert backend_mod.compute_units("metal").source == "default"
     real = backend_mod.compute_units
     tile = flash.choose_tile(rows=8, D=128)
     splits = {}
     for n in (16, 264):
-        monkeypatch.setattr(backend_mod, "compute_units", lambda name, n=n: real(name, read=lambda: n))
+        monkeypatch.setattr(
+            backend_mod, "compute_units", lambda name, n=n: real(name, read=lambda: n)
+        )
         splits[n] = flash.choose_splits(blocks=8, kL=1 << 20, tile=tile, D=128)
     assert splits[264] > splits[16]  # more SMs: more key splits to fill them
 
@@ -196,8 +248,13 @@ def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
     a tiny shape set on the command's own code path prints the table."""
     from niah.sdpa import bench
 
-    tiny = bench.ShapeSet(Hq=2, Hkv=1, D=16, max_chunk=64, shapes=(
-        bench.Shape("decode", 1, 200, False), bench.Shape("prefill", 8, 150, True)))
+    tiny = bench.ShapeSet(
+        Hq=2,
+        Hkv=1,
+        D=16,
+        max_chunk=64,
+        shapes=(bench.Shape("decode", 1, 200, False), bench.Shape("prefill", 8, 150, True)),
+    )
     monkeypatch.setattr(bench, "QUICK", tiny)
     monkeypatch.setattr(bench, "FULL", tiny)
     monkeypatch.chdir(tmp_path)

@@ -29,7 +29,9 @@ def _two_rank_folder(tmp_path, *, fail_rank1: bool = False) -> Path:
     for rank, part in ((0, recs[:half]), (1, recs[half:])):
         if rank == 1 and fail_rank1:
             part = [dict(r, verdict="FAIL") for r in part]
-        (folder / f"trials.rank{rank}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+        (folder / f"trials.rank{rank}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in part)
+        )
     return folder
 
 
@@ -74,8 +76,13 @@ def test_report_fails_on_a_rank_that_started_and_never_ended(tmp_path):
 
 def test_report_fails_on_a_rank_that_ended_in_error(tmp_path):
     folder = _two_rank_folder(tmp_path)
-    _log(folder, _start("L1", 0), _start("L1", 1), _end("L1", 1, ranks.ERROR, 2),
-         _end("L1", 0, ranks.BELOW, 1))
+    _log(
+        folder,
+        _start("L1", 0),
+        _start("L1", 1),
+        _end("L1", 1, ranks.ERROR, 2),
+        _end("L1", 0, ranks.BELOW, 1),
+    )
     result = _report(folder, "--fail-under", "0.5")
     assert result.exit_code == 1
     assert "rank 1 of launch L1 ended with error" in result.stderr
@@ -84,15 +91,22 @@ def test_report_fails_on_a_rank_that_ended_in_error(tmp_path):
 
 def test_a_later_finished_launch_covers_a_dead_one(tmp_path):
     folder = _two_rank_folder(tmp_path)
-    _log(folder, _start("L1", 0), _start("L1", 1), _end("L1", 0),  # rank 1 killed
-         _start("L2", None), _end("L2", None))                      # niah run --resume
+    _log(
+        folder,
+        _start("L1", 0),
+        _start("L1", 1),
+        _end("L1", 0),  # rank 1 killed
+        _start("L2", None),
+        _end("L2", None),
+    )  # niah run --resume
     assert _report(folder, "--fail-under", "0.5").exit_code == 0
 
 
 def test_unfinished_ranks_ignores_folders_from_before_end_events():
     assert ranks.unfinished_ranks([{"event": "start", "rank": 0}, {"event": "warm-up"}]) == []
     assert ranks.unfinished_ranks([_start("A", None)]) == [
-        "the run of launch A started and never ended (killed?)"]
+        "the run of launch A started and never ended (killed?)"
+    ]
 
 
 def _fake_sweep(monkeypatch, records):
@@ -113,26 +127,33 @@ def _events(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("fail_under, code, outcome, gate",
-                         [("0.5", 0, "done", "pass"), ("1", 1, "below-threshold", "fail")])
+@pytest.mark.parametrize(
+    "fail_under, code, outcome, gate",
+    [("0.5", 0, "done", "pass"), ("1", 1, "below-threshold", "fail")],
+)
 def test_run_logs_its_gate_and_its_end(tmp_path, monkeypatch, fail_under, code, outcome, gate):
     recs = [json.loads(line) for line in (REF / "trials.jsonl").read_text().splitlines()]
     recs[0] = dict(recs[0], verdict="FAIL")
     _fake_sweep(monkeypatch, recs)
-    result = invoke(["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"),
-                                 "--fail-under", fail_under], catch_exceptions=False)
+    result = invoke(
+        ["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"), "--fail-under", fail_under],
+        catch_exceptions=False,
+    )
     assert result.exit_code == code, result.output
     events = _events(tmp_path / "res" / "fake-run")
     start, logged_gate, end = events
     assert logged_gate["event"] == "gate" and logged_gate["status"] == gate
     assert logged_gate["threshold"] == float(fail_under) and logged_gate["accuracy"] == 17 / 18
-    assert end == dict(end, event="end", launch=start["launch"], rank=None, status=code,
-                       outcome=outcome)
+    assert end == dict(
+        end, event="end", launch=start["launch"], rank=None, status=code, outcome=outcome
+    )
     assert ranks.unfinished_ranks(events) == []
 
 
-@pytest.mark.parametrize("exc, status, outcome",
-                         [(NiahError("bad"), 2, "error"), (KeyboardInterrupt(), 130, "interrupted")])
+@pytest.mark.parametrize(
+    "exc, status, outcome",
+    [(NiahError("bad"), 2, "error"), (KeyboardInterrupt(), 130, "interrupted")],
+)
 def test_a_sweep_that_fails_after_its_start_logs_its_end(tmp_path, exc, status, outcome):
     from niah.run.sweep import _logs_failure
 

@@ -8,8 +8,9 @@ from niah.haystack import PromptBuilder
 @pytest.fixture(scope="module")
 def prompts(session):
     builder = PromptBuilder(session.tokenizer)
-    return {c: builder.build(context=c, depth=0.5, value="4817263").ids.tolist()
-            for c in (512, 1024)}
+    return {
+        c: builder.build(context=c, depth=0.5, value="4817263").ids.tolist() for c in (512, 1024)
+    }
 
 
 def test_tokens_equal_mlx_lm_stream_generate(session, prompts):
@@ -19,9 +20,17 @@ def test_tokens_equal_mlx_lm_stream_generate(session, prompts):
 
     ids = prompts[512]
     gen = session.generate(ids, cache=session.make_cache(), max_tokens=12, prefill_step=128)
-    theirs = [int(r.token) for r in stream_generate(
-        session.model, session.wrapper, mx.array(ids), max_tokens=12, prefill_step_size=128,
-        prompt_cache=make_prompt_cache(session.model))]
+    theirs = [
+        int(r.token)
+        for r in stream_generate(
+            session.model,
+            session.wrapper,
+            mx.array(ids),
+            max_tokens=12,
+            prefill_step_size=128,
+            prompt_cache=make_prompt_cache(session.model),
+        )
+    ]
     assert list(gen.token_ids) == theirs
     assert gen.tokens == len(theirs) and gen.prefilled == len(ids) and gen.reused == 0
     assert gen.prefill_s > 0 and gen.ttft_s >= gen.prefill_s

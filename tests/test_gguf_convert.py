@@ -25,7 +25,9 @@ def test_converted_folder_generates_what_niah_generates(gguf_path, tmp_path):
     assert res.exit_code == 0, res.output
     assert res.output.startswith(f"wrote {out} (llama, weights native): ")
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["rope_traditional"] is True and cfg["quantization"]["model.embed_tokens"]["bits"] == 8
+    assert (
+        cfg["rope_traditional"] is True and cfg["quantization"]["model.embed_tokens"]["bits"] == 8
+    )
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
     model, wrapper = load(str(out))
@@ -41,15 +43,18 @@ def test_converted_folder_generates_what_niah_generates(gguf_path, tmp_path):
     theirs = generate(model, wrapper, ids, max_tokens=12, sampler=make_sampler(temp=0.0))
     ours = _niah_greedy(session, ids, 12)
     assert theirs.strip() and theirs == ours
-    assert mx.array_equal(model.model.layers[0].self_attn.q_proj.weight,
-                          session.model.model.layers[0].self_attn.q_proj.weight).item()
+    assert mx.array_equal(
+        model.model.layers[0].self_attn.q_proj.weight,
+        session.model.model.layers[0].self_attn.q_proj.weight,
+    ).item()
 
 
 def test_convert_refuses_a_non_empty_folder(gguf_path, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     res = invoke(["convert", gguf_path, str(tmp_path)])
     assert res.exit_code == 2
-    assert res.output == (f"error: folder {str(tmp_path)!r} is not empty: give a new folder "
-                          "or pass --force\n")
+    assert res.output == (
+        f"error: folder {str(tmp_path)!r} is not empty: give a new folder or pass --force\n"
+    )
     res = invoke(["convert", str(tmp_path / "none.gguf"), str(tmp_path / "o")])
     assert res.exit_code == 2 and "not found" in res.output and not (tmp_path / "o").exists()

@@ -51,23 +51,36 @@ def _tiny_gguf(path: Path, *, header_arch: str = "llama", merges=("a b",)) -> Pa
 
     tensors = {"token_embd.weight": w(len(VOCAB), 64), "output_norm.weight": w(64) + 1}
     for i in range(2):
-        tensors.update({
-            f"blk.{i}.attn_norm.weight": w(64) + 1, f"blk.{i}.ffn_norm.weight": w(64) + 1,
-            f"blk.{i}.attn_q.weight": w(64, 64), f"blk.{i}.attn_k.weight": w(32, 64),
-            f"blk.{i}.attn_v.weight": w(32, 64), f"blk.{i}.attn_output.weight": w(64, 64),
-            f"blk.{i}.ffn_gate.weight": w(96, 64), f"blk.{i}.ffn_up.weight": w(96, 64),
-            f"blk.{i}.ffn_down.weight": w(64, 96),
-        })
+        tensors.update(
+            {
+                f"blk.{i}.attn_norm.weight": w(64) + 1,
+                f"blk.{i}.ffn_norm.weight": w(64) + 1,
+                f"blk.{i}.attn_q.weight": w(64, 64),
+                f"blk.{i}.attn_k.weight": w(32, 64),
+                f"blk.{i}.attn_v.weight": w(32, 64),
+                f"blk.{i}.attn_output.weight": w(64, 64),
+                f"blk.{i}.ffn_gate.weight": w(96, 64),
+                f"blk.{i}.ffn_up.weight": w(96, 64),
+                f"blk.{i}.ffn_down.weight": w(64, 96),
+            }
+        )
     a, u32 = header_arch, (lambda v: mx.array(v, dtype=mx.uint32))
     meta = {
-        "general.architecture": a, "general.name": "tiny",
-        f"{a}.embedding_length": u32(64), f"{a}.block_count": u32(2),
-        f"{a}.feed_forward_length": u32(96), f"{a}.attention.head_count": u32(4),
-        f"{a}.attention.head_count_kv": u32(2), f"{a}.context_length": u32(2048),
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
-        "tokenizer.ggml.tokens": VOCAB, "tokenizer.ggml.merges": list(merges),
+        "general.architecture": a,
+        "general.name": "tiny",
+        f"{a}.embedding_length": u32(64),
+        f"{a}.block_count": u32(2),
+        f"{a}.feed_forward_length": u32(96),
+        f"{a}.attention.head_count": u32(4),
+        f"{a}.attention.head_count_kv": u32(2),
+        f"{a}.context_length": u32(2048),
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "smollm",
+        "tokenizer.ggml.tokens": VOCAB,
+        "tokenizer.ggml.merges": list(merges),
         "tokenizer.ggml.token_type": mx.array([3, 3, 3] + [1] * (len(VOCAB) - 3), dtype=mx.int32),
-        "tokenizer.ggml.bos_token_id": u32(1), "tokenizer.ggml.eos_token_id": u32(2),
+        "tokenizer.ggml.bos_token_id": u32(1),
+        "tokenizer.ggml.eos_token_id": u32(2),
         "tokenizer.chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}",
     }
     mx.save_gguf(str(path), tensors, meta)
@@ -90,8 +103,9 @@ def _nothing_left(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("type_id,name", [(F32, "F32"), (Q4_0, "Q4_0")])
 @pytest.mark.parametrize("command", ["run", "convert", "doctor"])
-def test_type_field_patched_from_q4_1_is_one_line_naming_the_tensor(gguf_path, tmp_path,
-                                                                    command, type_id, name):
+def test_type_field_patched_from_q4_1_is_one_line_naming_the_tensor(
+    gguf_path, tmp_path, command, type_id, name
+):
     """Issue 20 item 7: same file size, the type says F32 (larger) or Q4_0 (smaller) where
     the data is Q4_1."""
     bad = _patch_type(gguf_path, tmp_path / "patched.gguf", "blk.0.attn_q.weight", type_id)
@@ -102,8 +116,9 @@ def test_type_field_patched_from_q4_1_is_one_line_naming_the_tensor(gguf_path, t
 
 @pytest.mark.parametrize("type_id,name", [(Q4_K, "Q4_K"), (IQ2_XXS, "IQ2_XXS")])
 @pytest.mark.parametrize("command", ["run", "convert", "doctor"])
-def test_sizes_no_type_fits_are_one_line_not_a_reshape_error(gguf_path, tmp_path, command,
-                                                             type_id, name):
+def test_sizes_no_type_fits_are_one_line_not_a_reshape_error(
+    gguf_path, tmp_path, command, type_id, name
+):
     bad = _patch_type(gguf_path, tmp_path / "patched.gguf", "blk.0.attn_q.weight", type_id)
     res = invoke(_commands(bad, tmp_path)[command])
     line = _one_line_error(res, "'blk.0.attn_q.weight'", name)
@@ -141,12 +156,26 @@ def test_gguf_quant_with_an_mlx_folder_is_refused_before_loading(tmp_path):
     folder = tmp_path / "mlx-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    res = invoke(["run", "-m", str(folder), "--gguf-quant", "q4", "-c", "256", "-d", "0.5",
-                   "-o", str(tmp_path / "res")])
+    res = invoke(
+        [
+            "run",
+            "-m",
+            str(folder),
+            "--gguf-quant",
+            "q4",
+            "-c",
+            "256",
+            "-d",
+            "0.5",
+            "-o",
+            str(tmp_path / "res"),
+        ]
+    )
     _one_line_error(res, "--gguf-quant q4", "GGUF files only")
     assert not (tmp_path / "res").exists()
-    res = invoke(["run", "-m", "org/some-model", "--gguf-quant", "f16", "-o",
-                   str(tmp_path / "res")])
+    res = invoke(
+        ["run", "-m", "org/some-model", "--gguf-quant", "f16", "-o", str(tmp_path / "res")]
+    )
     _one_line_error(res, "--gguf-quant f16", "hub model")
 
 

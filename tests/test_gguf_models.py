@@ -20,7 +20,8 @@ GEMMA_SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 def _model(file: str, name: str) -> str:
     """Where scripts/fetch_models.py caches `file` (same lookup order as the script)."""
     base = os.environ.get("NIAH_MODELS_DIR") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "niah-models")
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "niah-models"
+    )
     path = Path(base) / file
     if not path.is_file():
         pytest.skip(f"{file} is not fetched: run python3 scripts/fetch_models.py {name}")
@@ -46,9 +47,15 @@ def test_qwen_k_quant_gguf_passes_a_1k_needle(qwen_path, tmp_path):
     info = session.info
     assert info.digest == QWEN_SHA
     assert info.weights == "q8/g64" and {"Q4_K", "Q6_K", "Q5_0"} <= set(info.quant_types.split(","))
-    assert (info.n_layers, info.n_heads, info.n_kv_heads, info.trained_context) == (24, 14, 2, 32768)
-    cfg = RunConfig(model=qwen_path, contexts=(1024,), depths=(0.5,), max_tokens=12,
-                    out=str(tmp_path))
+    assert (info.n_layers, info.n_heads, info.n_kv_heads, info.trained_context) == (
+        24,
+        14,
+        2,
+        32768,
+    )
+    cfg = RunConfig(
+        model=qwen_path, contexts=(1024,), depths=(0.5,), max_tokens=12, out=str(tmp_path)
+    )
     (rec,) = run_sweep(cfg, session=session).records
     assert rec["verdict"] == PASS, rec["response"]
     assert rec["model_digest"] == QWEN_SHA and rec["weights"] == "q8/g64"
@@ -64,9 +71,14 @@ def test_gemma_tokenizer_matches_sentencepiece(gemma_path):
     meta = parse_header(gemma_path).meta
     ours = build_tokenizer(meta)
     ref = sentencepiece_reference(meta)
-    texts = ["Hello world", "The secret passkey is 4829173.", "  two  spaces\n\nnewlines\n\n\n end",
-             "naïve café 東京 🤖 x\u2581y \t tab", "What is the secret passkey mentioned in the text above?"
-             "\n\nThe secret passkey is", "a" * 50 + " " * 7 + "\n" * 3]
+    texts = [
+        "Hello world",
+        "The secret passkey is 4829173.",
+        "  two  spaces\n\nnewlines\n\n\n end",
+        "naïve café 東京 🤖 x\u2581y \t tab",
+        "What is the secret passkey mentioned in the text above?\n\nThe secret passkey is",
+        "a" * 50 + " " * 7 + "\n" * 3,
+    ]
     hay = Haystack(ours, source="prose", seed=3)
     hay.ensure(3000)
     texts.append(ours.decode(hay.ids.tolist()))
@@ -99,15 +111,20 @@ def test_gemma_loads_and_answers(gemma, tmp_path):
     assert info.digest == GEMMA_SHA and info.weights == "q8/g64"
     assert (info.n_layers, info.n_heads, info.n_kv_heads, info.head_dim) == (18, 4, 1, 256)
     args = gemma.model.args
-    assert (args.sliding_window, args.sliding_window_pattern, args.query_pre_attn_scalar,
-            args.rope_local_base_freq) == (512, 6, 256, 10000.0)
+    assert (
+        args.sliding_window,
+        args.sliding_window_pattern,
+        args.query_pre_attn_scalar,
+        args.rope_local_base_freq,
+    ) == (512, 6, 256, 10000.0)
     # Norms were stored as 1 + w: the loaded ones are w (output_norm's first is 7.125 in the file).
     assert abs(gemma.model.model.norm.weight[0].item() - 6.125) < 1e-6
     ids = gemma.tokenizer.encode("The capital of France is")
     out = gemma.generate(ids, cache=gemma.make_cache(), max_tokens=6)
     assert "Paris" in out.response or "capital" in out.response, out.response
-    cfg = RunConfig(model="gemma", contexts=(1024,), depths=(0.0, 1.0), max_tokens=12,
-                    out=str(tmp_path))
+    cfg = RunConfig(
+        model="gemma", contexts=(1024,), depths=(0.0, 1.0), max_tokens=12, out=str(tmp_path)
+    )
     recs = run_sweep(cfg, session=gemma).records
     assert [r["context_tokens"] for r in recs] == [1024, 1024]
     # Sliding-window layers keep rotating caches: prefix reuse is recorded as unavailable.
@@ -126,7 +143,9 @@ def test_gemma_chunked_sdpa_matches_stock_with_sliding_windows(gemma):
     ref = gemma.model(x).astype(mx.float32)
     with sdpa.patched("chunked", threshold=128, chunk_size=200) as state:
         out = gemma.model(x).astype(mx.float32)
-    assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == gemma.info.n_layers
+    assert (
+        sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == gemma.info.n_layers
+    )
     rel = 1e-2 if gemma.compute_dtype == "float16" else 2e-3
     assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     assert mx.argmax(out[0, -1]).item() == mx.argmax(ref[0, -1]).item()

@@ -25,8 +25,9 @@ def test_header_parser_matches_mx_load(gguf_path):
         else:
             assert np.array(ours).tolist() == np.array(value).tolist(), key
     names = {t.name for t in header.tensors}
-    assert names == {n.rsplit(".", 1)[0] + ".weight" for n in tensors if n.endswith(".scales")} | \
-        {n for n in tensors if not n.endswith((".scales", ".biases"))}
+    assert names == {n.rsplit(".", 1)[0] + ".weight" for n in tensors if n.endswith(".scales")} | {
+        n for n in tensors if not n.endswith((".scales", ".biases"))
+    }
 
 
 def _dequantized(tensors: dict, name: str) -> mx.array:
@@ -46,11 +47,17 @@ def test_gguf_package_reader_matches_mx_load(gguf_path):
 
     ref, _ = mx.load(gguf_path, return_metadata=True)
     header = parse_header(gguf_path)
-    raw = _read_with_gguf(__import__("pathlib").Path(gguf_path), header, quant="f16",
-                          types={"Q4_1": 1})
+    raw = _read_with_gguf(
+        __import__("pathlib").Path(gguf_path), header, quant="f16", types={"Q4_1": 1}
+    )
     checked = 0
-    for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight",
-                 "blk.3.attn_norm.weight", "output_norm.weight"):
+    for name in (
+        "token_embd.weight",
+        "blk.0.attn_q.weight",
+        "blk.29.ffn_down.weight",
+        "blk.3.attn_norm.weight",
+        "output_norm.weight",
+    ):
         a = raw.tensors[name].astype(mx.float32)
         b = _dequantized(ref, name)
         assert a.shape == b.shape, name
@@ -68,8 +75,13 @@ def test_weight_modes(gguf_path, quant, bits, group):
     if quant != "auto":
         ref, _ = mx.load(gguf_path, return_metadata=True)
         q = raw.tensors
-        w = mx.dequantize(q["blk.0.attn_q.weight"], q["blk.0.attn_q.scales"],
-                          q["blk.0.attn_q.biases"], group_size=group, bits=bits)
+        w = mx.dequantize(
+            q["blk.0.attn_q.weight"],
+            q["blk.0.attn_q.scales"],
+            q["blk.0.attn_q.biases"],
+            group_size=group,
+            bits=bits,
+        )
         b = _dequantized(ref, "blk.0.attn_q.weight")
         err = (mx.abs(w - b).max() / mx.abs(b).max()).item()
         assert err < (0.01 if bits == 8 else 0.1), err
@@ -90,12 +102,18 @@ def test_digest_is_sha256_of_the_file(gguf_path):
 
 def _tiny_gguf(path, type_id: int, dims=(32, 2), data: bytes = b"\0" * 4096) -> None:
     """One tensor of the given GGML type id; data after the 32-byte aligned header."""
+
     def s(text):
         b = text.encode()
         return struct.pack("<Q", len(b)) + b
+
     kv = s("general.architecture") + struct.pack("<I", 8) + s("gemma3")
-    info = s("blk.0.attn_q.weight") + struct.pack("<I", len(dims)) + \
-        b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", type_id, 0)
+    info = (
+        s("blk.0.attn_q.weight")
+        + struct.pack("<I", len(dims))
+        + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<IQ", type_id, 0)
+    )
     head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + kv + info
     assert len(head) % 32, "the test needs padding after the header"
     head += b"\0" * (-len(head) % 32)
@@ -110,8 +128,10 @@ def test_tensor_data_starts_at_the_aligned_offset(tmp_path):
     path = tmp_path / "f32.gguf"
     _tiny_gguf(path, 0, data=values.tobytes())
     raw = _read_with_gguf(path, parse_header(path), quant="f16", types={"F32": 1})
-    assert raw.tensors["blk.0.attn_q.weight"].astype(mx.float32).tolist() == \
-        values.reshape(2, 32).tolist()
+    assert (
+        raw.tensors["blk.0.attn_q.weight"].astype(mx.float32).tolist()
+        == values.reshape(2, 32).tolist()
+    )
 
 
 @pytest.mark.parametrize("type_id,name", [(9, "Q8_1"), (99, "type 99")])
@@ -136,11 +156,12 @@ def test_not_a_gguf_and_bad_mode(tmp_path, gguf_path):
 
 def test_cli_rejects_bad_rope_scaling_and_gguf_quant(tmp_path):
 
-
     res = invoke(["run", "--rope-scaling", "yarn:0.5", "-o", str(tmp_path)])
     assert res.exit_code == 2
-    assert res.output == ("error: bad --rope-scaling 'yarn:0.5': use yarn:FACTOR or "
-                          "linear:FACTOR with FACTOR > 1 (e.g. yarn:4), none, or model\n")
+    assert res.output == (
+        "error: bad --rope-scaling 'yarn:0.5': use yarn:FACTOR or "
+        "linear:FACTOR with FACTOR > 1 (e.g. yarn:4), none, or model\n"
+    )
     res = invoke(["run", "--gguf-quant", "q5", "-o", str(tmp_path)])
     assert res.exit_code == 2
     assert res.output == "error: unknown --gguf-quant 'q5': use one of auto, q8, q4, f16\n"

@@ -11,7 +11,11 @@ import pytest
 
 from niah.gguf import load_gguf_model
 
-VOCAB = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(c) for c in range(97, 123)] + ["Ġ", "Ġa", "ab"]
+VOCAB = (
+    ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    + [chr(c) for c in range(97, 123)]
+    + ["Ġ", "Ġa", "ab"]
+)
 MERGES = ["Ġ a", "a b"]
 
 
@@ -44,16 +48,28 @@ def _meta(arch: str) -> dict:
 def _permute_for_llamacpp(w: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's convert permutes Q/K rows from rotate-half to interleaved RoPE order."""
     out_dim, in_dim = w.shape
-    return w.reshape(heads, 2, out_dim // heads // 2, in_dim).swapaxes(1, 2).reshape(out_dim, in_dim)
+    return (
+        w.reshape(heads, 2, out_dim // heads // 2, in_dim).swapaxes(1, 2).reshape(out_dim, in_dim)
+    )
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "llama"])
 def test_synthetic_gguf_matches_mlx_lm(arch, tmp_path):
     module = importlib.import_module(f"mlx_lm.models.{arch}")
-    args = dict(model_type=arch, hidden_size=64, num_hidden_layers=2, intermediate_size=96,
-                num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
-                vocab_size=len(VOCAB), rope_theta=10000.0, max_position_embeddings=2048,
-                tie_word_embeddings=True, head_dim=16)
+    args = dict(
+        model_type=arch,
+        hidden_size=64,
+        num_hidden_layers=2,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        vocab_size=len(VOCAB),
+        rope_theta=10000.0,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        head_dim=16,
+    )
     if arch == "qwen3":
         args["head_dim"] = 16
     ref = module.Model(module.ModelArgs.from_dict(args))
@@ -61,11 +77,19 @@ def test_synthetic_gguf_matches_mlx_lm(arch, tmp_path):
     from mlx.utils import tree_flatten
 
     names = {
-        "embed_tokens": "token_embd", "norm": "output_norm", "input_layernorm": "attn_norm",
-        "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
-        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+        "embed_tokens": "token_embd",
+        "norm": "output_norm",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
     }
     tensors = {}
     for path, value in tree_flatten(ref.parameters()):
@@ -105,20 +129,43 @@ def test_synthetic_gemma3_gguf_matches_mlx_lm(tmp_path):
     from mlx.utils import tree_flatten
 
     module = importlib.import_module("mlx_lm.models.gemma3_text")
-    args = dict(model_type="gemma3_text", hidden_size=64, num_hidden_layers=6,
-                intermediate_size=96, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
-                rms_norm_eps=1e-6, vocab_size=len(GEMMA_VOCAB), rope_theta=1e6,
-                rope_local_base_freq=10000.0, query_pre_attn_scalar=32, sliding_window=4,
-                sliding_window_pattern=6, max_position_embeddings=2048)
+    args = dict(
+        model_type="gemma3_text",
+        hidden_size=64,
+        num_hidden_layers=6,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        rms_norm_eps=1e-6,
+        vocab_size=len(GEMMA_VOCAB),
+        rope_theta=1e6,
+        rope_local_base_freq=10000.0,
+        query_pre_attn_scalar=32,
+        sliding_window=4,
+        sliding_window_pattern=6,
+        max_position_embeddings=2048,
+    )
     ref = module.Model(module.ModelArgs.from_dict(args))
     ref.sanitize({})  # tied embeddings, as the GGUF has no output.weight
     ref.update(tree_unflatten_random(ref))
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attention_norm",
-             "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
-             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-             "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "embed_tokens": "token_embd", "norm": "output_norm"}
+    names = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "post_attention_norm",
+        "pre_feedforward_layernorm": "ffn_norm",
+        "post_feedforward_layernorm": "post_ffw_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "embed_tokens": "token_embd",
+        "norm": "output_norm",
+    }
     tensors = {}
     for path, value in tree_flatten(ref.parameters()):
         parts = path.split(".")
@@ -129,19 +176,29 @@ def test_synthetic_gemma3_gguf_matches_mlx_lm(tmp_path):
         tensors[name] = value + 1.0 if name.endswith("norm.weight") else value
     u32 = lambda v: mx.array(v, dtype=mx.uint32)  # noqa: E731
     meta = {
-        "general.architecture": "gemma3", "gemma3.embedding_length": u32(64),
-        "gemma3.block_count": u32(6), "gemma3.feed_forward_length": u32(96),
-        "gemma3.attention.head_count": u32(4), "gemma3.attention.head_count_kv": u32(1),
-        "gemma3.attention.key_length": u32(32), "gemma3.attention.sliding_window": u32(4),
+        "general.architecture": "gemma3",
+        "gemma3.embedding_length": u32(64),
+        "gemma3.block_count": u32(6),
+        "gemma3.feed_forward_length": u32(96),
+        "gemma3.attention.head_count": u32(4),
+        "gemma3.attention.head_count_kv": u32(1),
+        "gemma3.attention.key_length": u32(32),
+        "gemma3.attention.sliding_window": u32(4),
         "gemma3.attention.layer_norm_rms_epsilon": mx.array(1e-6, dtype=mx.float32),
         "gemma3.rope.freq_base": mx.array(1e6, dtype=mx.float32),
         "gemma3.context_length": u32(2048),
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": GEMMA_VOCAB,
-        "tokenizer.ggml.scores": mx.array([-1000.0] * 4 + [-1, -2, -3, -4, -5, -1000], dtype=mx.float32),
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": GEMMA_VOCAB,
+        "tokenizer.ggml.scores": mx.array(
+            [-1000.0] * 4 + [-1, -2, -3, -4, -5, -1000], dtype=mx.float32
+        ),
         "tokenizer.ggml.token_type": mx.array([3, 3, 3, 3, 1, 1, 1, 1, 1, 4], dtype=mx.int32),
-        "tokenizer.ggml.bos_token_id": u32(2), "tokenizer.ggml.eos_token_id": u32(1),
-        "tokenizer.ggml.unknown_token_id": u32(3), "tokenizer.ggml.padding_token_id": u32(0),
-        "tokenizer.ggml.add_bos_token": mx.array(True), "tokenizer.ggml.add_space_prefix": mx.array(False),
+        "tokenizer.ggml.bos_token_id": u32(2),
+        "tokenizer.ggml.eos_token_id": u32(1),
+        "tokenizer.ggml.unknown_token_id": u32(3),
+        "tokenizer.ggml.padding_token_id": u32(0),
+        "tokenizer.ggml.add_bos_token": mx.array(True),
+        "tokenizer.ggml.add_space_prefix": mx.array(False),
     }
     path = tmp_path / "tiny-gemma3.gguf"
     mx.save_gguf(str(path), tensors, meta)

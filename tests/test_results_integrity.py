@@ -33,13 +33,18 @@ def _only_folder(out: Path) -> Path:
 
 # --- report pooling --------------------------------------------------------------------
 
+
 def test_report_refuses_to_pool_cpu_and_h100_reference_runs():
     # Both were written with the same (old, options-only) hash: the device tells them apart.
     result = _cli("report", CPU_REF, H100_REF)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: these runs are different experiments (config ")
-    assert "on cpu (AMD EPYC)" in result.stderr and "on cuda (NVIDIA H100 80GB HBM3)" in result.stderr
-    assert result.stderr.endswith("pass --compare to see them side by side, or report them one at a time\n")
+    assert (
+        "on cpu (AMD EPYC)" in result.stderr and "on cuda (NVIDIA H100 80GB HBM3)" in result.stderr
+    )
+    assert result.stderr.endswith(
+        "pass --compare to see them side by side, or report them one at a time\n"
+    )
     compared = _cli("report", CPU_REF, H100_REF, "--compare")
     assert compared.exit_code == 0, compared.output
 
@@ -60,21 +65,33 @@ def test_edited_config_of_one_folder_is_warned(tmp_path):
     (run / "config.json").write_text(json.dumps(dict(cfg, seed=5)))
     result = _cli("report", run)
     assert result.exit_code == 0, result.output
-    assert result.stderr == (f"warning: {str(run / 'config.json')!r} no longer matches the config "
-                             "ead3737e93d2 its trials were run with (edited after the run?): the "
-                             "table shows the trials as recorded\n")
+    assert result.stderr == (
+        f"warning: {str(run / 'config.json')!r} no longer matches the config "
+        "ead3737e93d2 its trials were run with (edited after the run?): the "
+        "table shows the trials as recorded\n"
+    )
     assert _cli("report", CPU_REF).stderr == ""
 
 
 def _step_sweep_records(folder: Path) -> None:
-    base = {"model": "m", "device": "cpu", "config_hash": "abc", "sample": 0, "verdict": "PASS",
-            "context": 1024, "depth": 0.5, "elapsed_s": 1.0}
+    base = {
+        "model": "m",
+        "device": "cpu",
+        "config_hash": "abc",
+        "sample": 0,
+        "verdict": "PASS",
+        "context": 1024,
+        "depth": 0.5,
+        "elapsed_s": 1.0,
+    }
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "abc"}))
     with open(folder / "trials.jsonl", "w") as fh:
         for step, verdict in ((2048, "PASS"), (8192, "FAIL")):
-            fh.write(json.dumps({**base, "key": f"k{step}", "prefill_step": step,
-                                 "verdict": verdict}) + "\n")
+            fh.write(
+                json.dumps({**base, "key": f"k{step}", "prefill_step": step, "verdict": verdict})
+                + "\n"
+            )
 
 
 def test_prefill_step_sweep_is_two_rows_not_two_samples(tmp_path):
@@ -82,24 +99,30 @@ def test_prefill_step_sweep_is_two_rows_not_two_samples(tmp_path):
     result = _cli("report", tmp_path / "run")
     assert result.exit_code == 0, result.output
     table = result.stdout.splitlines()[2:5]
-    assert table == ["Context      Depth 50%      Accuracy",
-                     "1K step2048  PASS (1.00 s)  100%",
-                     "1K step8192  FAIL (1.00 s)  0%"]
+    assert table == [
+        "Context      Depth 50%      Accuracy",
+        "1K step2048  PASS (1.00 s)  100%",
+        "1K step8192  FAIL (1.00 s)  0%",
+    ]
 
 
 # --- records: foreign, order, malformed -------------------------------------------------
 
+
 def test_foreign_rank_file_is_not_mixed_in(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(CPU_REF, run)
-    foreign = [dict(r, config_hash="0123456789ab", verdict="FAIL", response="no")
-               for r in _records(run)]
+    foreign = [
+        dict(r, config_hash="0123456789ab", verdict="FAIL", response="no") for r in _records(run)
+    ]
     (run / "trials.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in foreign))
     result = _cli("report", run)
     assert result.exit_code == 0, result.output
     assert "Total: 18 trials, 18 PASS, 0 FAIL" in result.stdout
-    assert result.stderr == (f"warning: left out 18 record(s) of {run / 'trials.rank1.jsonl'} made "
-                             "by another configuration (not config ead3737e93d2)\n")
+    assert result.stderr == (
+        f"warning: left out 18 record(s) of {run / 'trials.rank1.jsonl'} made "
+        "by another configuration (not config ead3737e93d2)\n"
+    )
 
 
 def test_retried_error_in_an_earlier_named_file_wins_by_write_time(tmp_path):
@@ -107,10 +130,12 @@ def test_retried_error_in_an_earlier_named_file_wins_by_write_time(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "h"}))
     rec = {"key": "k", "context": 256, "depth": 0.5, "sample": 0, "config_hash": "h"}
-    (folder / "trials.rank1.jsonl").write_text(json.dumps({**rec, "verdict": "ERROR",
-                                                           "written_at": 100.0}) + "\n")
-    (folder / "trials.jsonl").write_text(json.dumps({**rec, "verdict": "PASS",
-                                                     "written_at": 200.0}) + "\n")
+    (folder / "trials.rank1.jsonl").write_text(
+        json.dumps({**rec, "verdict": "ERROR", "written_at": 100.0}) + "\n"
+    )
+    (folder / "trials.jsonl").write_text(
+        json.dumps({**rec, "verdict": "PASS", "written_at": 200.0}) + "\n"
+    )
     latest = store.latest_by_key(store.folder_records(folder))
     assert latest["k"]["verdict"] == "PASS"
     assert store.finished_keys(folder) == {"k"}
@@ -122,14 +147,22 @@ def test_a_clock_stepping_back_does_not_reorder_one_file(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model": "m", "config_hash": "h"}))
     rec = {"key": "k", "context": 256, "depth": 0.5, "sample": 0, "config_hash": "h"}
     (folder / "trials.jsonl").write_text(
-        json.dumps({**rec, "verdict": "ERROR", "written_at": 200.0}) + "\n" +
-        json.dumps({**rec, "verdict": "PASS", "written_at": 100.0}) + "\n")  # retried later
+        json.dumps({**rec, "verdict": "ERROR", "written_at": 200.0})
+        + "\n"
+        + json.dumps({**rec, "verdict": "PASS", "written_at": 100.0})
+        + "\n"
+    )  # retried later
     assert store.latest_by_key(store.folder_records(folder))["k"]["verdict"] == "PASS"
 
 
-MALFORMED = ['{"key":"junk"}', '{"key":["x"]}', '{"key":"c1024-d0-s0-kvfp-mall-p2048"}',
-             '{"key":"c1024-d0-s0-kvfp-mall-p2048","context":"1024","depth":0,"sample":0,"verdict":"PASS"}',
-             '[1, 2]', 'null']
+MALFORMED = [
+    '{"key":"junk"}',
+    '{"key":["x"]}',
+    '{"key":"c1024-d0-s0-kvfp-mall-p2048"}',
+    '{"key":"c1024-d0-s0-kvfp-mall-p2048","context":"1024","depth":0,"sample":0,"verdict":"PASS"}',
+    "[1, 2]",
+    "null",
+]
 
 
 def test_malformed_records_are_skipped_with_one_warning(tmp_path):
@@ -140,12 +173,23 @@ def test_malformed_records_are_skipped_with_one_warning(tmp_path):
     result = _cli("report", run)
     assert result.exit_code == 0, result.output
     assert "Total: 18 trials, 18 PASS" in result.stdout
-    assert result.stderr == (f"warning: skipped 6 corrupt line(s) of {run / 'trials.jsonl'} "
-                             "(line 19: context is not a whole number, ...)\n")
+    assert result.stderr == (
+        f"warning: skipped 6 corrupt line(s) of {run / 'trials.jsonl'} "
+        "(line 19: context is not a whole number, ...)\n"
+    )
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '"x"', '{"model": "m", "contexts": 5}',
-                                     '{"model": "m", "depths": "a"}', "{not json"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        '"x"',
+        '{"model": "m", "contexts": 5}',
+        '{"model": "m", "depths": "a"}',
+        "{not json",
+    ],
+)
 def test_malformed_config_is_one_line(tmp_path, content):
     run = tmp_path / "run"
     shutil.copytree(CPU_REF, run)
@@ -153,11 +197,14 @@ def test_malformed_config_is_one_line(tmp_path, content):
     for args in (["report", run], ["run", "--resume", run]):
         result = _cli(*args)
         assert result.exit_code == 2, (args, result.output)
-        assert result.stderr.startswith(f"error: {str(run / 'config.json')!r} is not a valid niah config")
+        assert result.stderr.startswith(
+            f"error: {str(run / 'config.json')!r} is not a valid niah config"
+        )
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
 
 
 # --- runs: hash coverage, union, resume, lock, SKIP, Ctrl-C (real model) ----------------
+
 
 @pytest.mark.slow
 def test_edited_haystack_file_is_a_new_configuration(tmp_path):
@@ -219,16 +266,26 @@ def test_smaller_grid_into_same_folder_keeps_the_union_and_resume_honours_it(tmp
     assert len(_records(folder)) == 3
 
 
-@pytest.mark.parametrize("flag", [["--depth", "0.5"], ["--context", "2k"], ["--seed", "3"],
-                                  ["--sdpa", "chunked"], ["--no-prefix-reuse"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--depth", "0.5"],
+        ["--context", "2k"],
+        ["--seed", "3"],
+        ["--sdpa", "chunked"],
+        ["--no-prefix-reuse"],
+    ],
+)
 def test_resume_refuses_options_it_cannot_honour(tmp_path, flag):
     run = tmp_path / "run"
     shutil.copytree(CPU_REF, run)
     result = _cli("run", "--resume", run, *flag)
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {flag[0]} cannot be combined with --resume (the run folder's "
-                             f"own options are used): drop {flag[0]}, or start a new run without "
-                             "--resume\n")
+    assert result.stderr == (
+        f"error: {flag[0]} cannot be combined with --resume (the run folder's "
+        f"own options are used): drop {flag[0]}, or start a new run without "
+        "--resume\n"
+    )
 
 
 @pytest.mark.slow
@@ -239,9 +296,11 @@ def test_resume_on_another_identity_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("NIAH_SDPA_CHUNK_SIZE", "128")
     result = _cli("run", "--resume", folder, "-q")
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {str(folder)!r} holds results of another configuration "
-                             "(sdpa_chunk_size 32768 -> 128): start a new run without --resume, "
-                             "or give another --out\n")
+    assert result.stderr == (
+        f"error: {str(folder)!r} holds results of another configuration "
+        "(sdpa_chunk_size 32768 -> 128): start a new run without --resume, "
+        "or give another --out\n"
+    )
 
 
 @pytest.mark.slow
@@ -254,8 +313,9 @@ def test_second_run_on_a_locked_folder_is_refused(tmp_path):
         result = _cli("run", *SMALL, "--depth", "0,1", "--out", out)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: another niah run (pid ")
-    assert result.stderr.endswith(f"is writing to {str(folder)!r}: wait for it to finish, or "
-                                  "give another --out\n")
+    assert result.stderr.endswith(
+        f"is writing to {str(folder)!r}: wait for it to finish, or give another --out\n"
+    )
     assert len(_records(folder)) == 1  # nothing ran twice
     # and the refused run left the folder as it was: no grid merged, no start line
     assert json.loads((folder / "config.json").read_text())["depths"] == [0.0]
@@ -271,7 +331,7 @@ def test_skip_is_retried_on_a_machine_with_more_memory(tmp_path, monkeypatch):
 
     out = tmp_path / "out"
     real = preflight.working_set_bytes
-    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024 ** 2)
+    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024**2)
     # a grid none of whose trials fits is refused before the load (test_beyond_trained.py);
     # here the trial must reach the per-trial preflight to be recorded SKIP
     monkeypatch.setattr(niah.run.sweep, "check_grid_fits", lambda *a, **kw: None)
@@ -296,27 +356,43 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
     result = _cli("run", *SMALL, "--depth", "0", "--out", out)
     assert result.exit_code == 130
     folder = _only_folder(out)
-    assert result.stderr == ("interrupted: finished trials are saved; run the same command again "
-                             f"or niah run --resume {folder} to finish the rest\n")
+    assert result.stderr == (
+        "interrupted: finished trials are saved; run the same command again "
+        f"or niah run --resume {folder} to finish the rest\n"
+    )
 
 
 def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
     from niah.run.sweep import _reuse_mismatch
 
-    recs = [{"prefix_reuse": "reused", "verdict": "PASS"}, {"prefix_reuse": "fresh", "verdict": "FAIL"},
-            {"prefix_reuse": "off", "verdict": "PASS"}, {"prefix_reuse": "reused", "verdict": "ERROR"}]
+    recs = [
+        {"prefix_reuse": "reused", "verdict": "PASS"},
+        {"prefix_reuse": "fresh", "verdict": "FAIL"},
+        {"prefix_reuse": "off", "verdict": "PASS"},
+        {"prefix_reuse": "reused", "verdict": "ERROR"},
+    ]
     recs.append({"prefix_reuse": "reused", "verdict": "FAIL"})
     assert _reuse_mismatch(recs, prefix_reuse=False, folder=tmp_path) == [
         f"2 trials kept from {tmp_path} ran with prefix reuse on: verdicts hold, but their times "
-        "are not this setting's; use another --out to time every trial with this setting"]
+        "are not this setting's; use another --out to time every trial with this setting"
+    ]
     assert _reuse_mismatch(recs, prefix_reuse=True, folder=tmp_path) == [
         f"1 trial kept from {tmp_path} ran with prefix reuse off: verdicts hold, but their times "
-        "are not this setting's; use another --out to time every trial with this setting"]
+        "are not this setting's; use another --out to time every trial with this setting"
+    ]
     assert _reuse_mismatch(recs[:2], prefix_reuse=True, folder=tmp_path) == []
     # a fresh (or untrimmable-cache) trial prefilled its whole prompt, as one without reuse does
-    assert _reuse_mismatch([{"prefix_reuse": "fresh", "verdict": "PASS"},
-                            {"prefix_reuse": "untrimmable-cache", "verdict": "PASS"}],
-                           prefix_reuse=False, folder=tmp_path) == []
+    assert (
+        _reuse_mismatch(
+            [
+                {"prefix_reuse": "fresh", "verdict": "PASS"},
+                {"prefix_reuse": "untrimmable-cache", "verdict": "PASS"},
+            ],
+            prefix_reuse=False,
+            folder=tmp_path,
+        )
+        == []
+    )
 
 
 @pytest.mark.slow
@@ -330,4 +406,5 @@ def test_no_prefix_reuse_into_a_folder_timed_with_reuse_warns(tmp_path):
     reused = sum(r["prefix_reuse"] == "reused" for r in _records(folder))
     assert reused == 1 and again.stderr == (
         f"warning: 1 trial kept from {folder} ran with prefix reuse on: verdicts hold, but their "
-        "times are not this setting's; use another --out to time every trial with this setting\n")
+        "times are not this setting's; use another --out to time every trial with this setting\n"
+    )

@@ -16,10 +16,10 @@ CASES = [
     ("1234567", N, PASS),
     ("1,234,567", N, PASS),
     ("1 234 567.", N, PASS),
-    ("It is 1234567 (7 digits).", N, PASS),      # a short count is not an offered value
-    ("1234567 1234567", N, PASS),                 # the same value twice
-    ("\uff11\uff12\uff13\uff14\uff15\uff16\uff17", N, PASS),   # full-width digits (NFKC)
-    ("\u0661\u0662\u0663\u0664\u0665\u0666\u0667", N, PASS),   # Arabic-Indic digits
+    ("It is 1234567 (7 digits).", N, PASS),  # a short count is not an offered value
+    ("1234567 1234567", N, PASS),  # the same value twice
+    ("\uff11\uff12\uff13\uff14\uff15\uff16\uff17", N, PASS),  # full-width digits (NFKC)
+    ("\u0661\u0662\u0663\u0664\u0665\u0666\u0667", N, PASS),  # Arabic-Indic digits
     # hedges offering another value of the needle's kind
     ("7654321 or maybe 1234567", N, FAIL),
     ("1234567, or perhaps 1234568", N, FAIL),
@@ -73,15 +73,18 @@ def test_other_values_match_as_whole_words():
     assert score("The answer is blue notes.", "blue note") == FAIL
 
 
-@pytest.mark.parametrize("response,found,score_,verdict", [
-    ("1111111, 2222222 and 3333333", (True, True, True), 1.0, PASS),
-    ("3333333 2222222 1111111", (True, True, True), 1.0, PASS),
-    ("1111111 and 3333333", (True, False, True), 2 / 3, FAIL),
-    ("1111111", (True, False, False), 1 / 3, FAIL),
-    ("1111111 2222222 3333333 4444444", (True, True, True), 3 / 4, FAIL),  # an extra value
-    ("nothing", (False, False, False), 0.0, FAIL),
-    ("", (False, False, False), 0.0, NULL),
-])
+@pytest.mark.parametrize(
+    "response,found,score_,verdict",
+    [
+        ("1111111, 2222222 and 3333333", (True, True, True), 1.0, PASS),
+        ("3333333 2222222 1111111", (True, True, True), 1.0, PASS),
+        ("1111111 and 3333333", (True, False, True), 2 / 3, FAIL),
+        ("1111111", (True, False, False), 1 / 3, FAIL),
+        ("1111111 2222222 3333333 4444444", (True, True, True), 3 / 4, FAIL),  # an extra value
+        ("nothing", (False, False, False), 0.0, FAIL),
+        ("", (False, False, False), 0.0, NULL),
+    ],
+)
 def test_several_values(response, found, score_, verdict):
     j = judge(response, ["1111111", "2222222", "3333333"])
     assert (j.found, j.verdict) == (found, verdict)

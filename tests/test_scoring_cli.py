@@ -29,8 +29,21 @@ def test_cli_verdicts_follow_the_rule(tmp_path, gguf_path, monkeypatch):
 
     monkeypatch.setattr(ModelSession, "generate", rewritten)
     out = tmp_path / "res"
-    result = invoke(["run", "--context", "1k", "--depth", "0,0.5,1", "--out",
-                                      str(out), "-q", "--max-tokens", "16"], catch_exceptions=False)
+    result = invoke(
+        [
+            "run",
+            "--context",
+            "1k",
+            "--depth",
+            "0,0.5,1",
+            "--out",
+            str(out),
+            "-q",
+            "--max-tokens",
+            "16",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     folder = next(out.iterdir())
     recs = sorted(read_records(folder), key=lambda r: r["needle_index"])

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from niah import sdpa
+from niah.backend import backend
 from niah.sdpa import dispatch
 from niah.sdpa.dispatch import kv_chunks, q_split
 from niah.verify import Case, check_case, make_inputs, numpy_reference
-
-from niah.backend import backend
 
 ON_GPU = backend() != "cpu"
 # float32 matmuls on GPUs may run in TF32 (about 1e-4 absolute here); CPUs are exact to ~1e-6.
@@ -20,14 +19,14 @@ MATRIX = [
     Case(f"D{D} {dtype} {mask}", dtype, B, Hq, Hkv, qL, kL, D, mask, sinks=sinks, chunk=chunk)
     for dtype in ("float32", "float16", "bfloat16")
     for (B, Hq, Hkv, qL, kL, D, mask, sinks, chunk) in [
-        (1, 4, 4, 16, 1024, 64, "causal", False, 512),      # kL = 2 chunks exactly
-        (1, 8, 2, 33, 1025, 80, "causal", False, 512),      # chunk + 1, GQA 4:1, odd lengths
-        (2, 16, 1, 7, 1300, 128, "causal", True, 512),      # 16:1 GQA, sinks, 3 unequal chunks
-        (3, 4, 2, 300, 300, 256, "none", False, 128),       # non-causal qL = kL, D 256
-        (1, 8, 4, 1, 2000, 64, "none", False, 512),         # decode
+        (1, 4, 4, 16, 1024, 64, "causal", False, 512),  # kL = 2 chunks exactly
+        (1, 8, 2, 33, 1025, 80, "causal", False, 512),  # chunk + 1, GQA 4:1, odd lengths
+        (2, 16, 1, 7, 1300, 128, "causal", True, 512),  # 16:1 GQA, sinks, 3 unequal chunks
+        (3, 4, 2, 300, 300, 256, "none", False, 128),  # non-causal qL = kL, D 256
+        (1, 8, 4, 1, 2000, 64, "none", False, 512),  # decode
         (2, 8, 2, 40, 1100, 64, "bool", False, 512),
         (1, 8, 8, 40, 1100, 128, "additive", False, 512),
-        (1, 8, 2, 600, 600, 64, "causal", False, 256),      # causal qL = kL crossing chunks
+        (1, 8, 2, 600, 600, 64, "causal", False, 256),  # causal qL = kL crossing chunks
     ]
 ]
 
@@ -51,9 +50,19 @@ def test_lse_matches_float64(dtype):
     s = np.einsum("bhqd,bhkd->bhqk", qn, kn)
     keep = np.arange(999)[None, :] <= np.arange(24)[:, None] + 999 - 24
     s = np.where(keep, s, -np.inf)
-    s = np.concatenate([s, np.broadcast_to(np.array(sinks.astype(mx.float32), np.float64)[None, :, None, None], (2, 8, 24, 1))], -1)
+    s = np.concatenate(
+        [
+            s,
+            np.broadcast_to(
+                np.array(sinks.astype(mx.float32), np.float64)[None, :, None, None], (2, 8, 24, 1)
+            ),
+        ],
+        -1,
+    )
     ref = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1)) + s.max(-1)
-    assert np.abs(np.array(lse) - ref).max() < (5e-4 if dtype == "float32" else 2e-2)  # GPUs may use TF32
+    assert np.abs(np.array(lse) - ref).max() < (
+        5e-4 if dtype == "float32" else 2e-2
+    )  # GPUs may use TF32
 
 
 def test_fully_masked_chunks_give_no_nan():
@@ -61,8 +70,8 @@ def test_fully_masked_chunks_give_no_nan():
     k = mx.random.normal((1, 2, 1024, 64))
     v = mx.random.normal((1, 2, 1024, 64))
     keep = np.zeros((1, 1, 8, 1024), bool)
-    keep[..., 700:710] = True      # only chunk 1 (of 0..3 at 256) has visible keys
-    keep[:, :, 3, :] = False       # and one row sees nothing at all
+    keep[..., 700:710] = True  # only chunk 1 (of 0..3 at 256) has visible keys
+    keep[:, :, 3, :] = False  # and one row sees nothing at all
     out, lse = kv_chunks(q, k, v, scale=0.125, mask=mx.array(keep), chunk_size=256)
     assert bool(mx.all(mx.isfinite(out)).item())
     assert np.all(np.array(out)[:, :, 3] == 0) and np.all(np.isneginf(np.array(lse)[:, :, 3]))
@@ -75,16 +84,18 @@ def test_merge_chunks_list_and_stacked_and_streaming():
     k = mx.random.normal((1, 2, 300, 32))
     v = mx.random.normal((1, 2, 300, 32))
     full, full_lse = sdpa.attention_with_lse(q, k, v, scale=0.2)
-    parts = [sdpa.attention_with_lse(q, k[:, :, a:b], v[:, :, a:b], scale=0.2)
-             for a, b in [(0, 100), (100, 117), (117, 300)]]
+    parts = [
+        sdpa.attention_with_lse(q, k[:, :, a:b], v[:, :, a:b], scale=0.2)
+        for a, b in [(0, 100), (100, 117), (117, 300)]
+    ]
     out, lse = sdpa.merge_chunks([p[0] for p in parts], [p[1] for p in parts])
     out2, lse2 = sdpa.merge_chunks(mx.stack([p[0] for p in parts]), mx.stack([p[1] for p in parts]))
     acc = sdpa.Accumulator()
-    for o, l in parts:
-        acc.add(o, l)
+    for o, part_lse in parts:
+        acc.add(o, part_lse)
     out3, lse3 = acc.result()
-    for o, l in [(out, lse), (out2, lse2), (out3, lse3)]:
-        assert mx.abs(o - full).max().item() < F32 and mx.abs(l - full_lse).max().item() < F32
+    for o, got_lse in [(out, lse), (out2, lse2), (out3, lse3)]:
+        assert mx.abs(o - full).max().item() < F32 and mx.abs(got_lse - full_lse).max().item() < F32
     # a -inf partial contributes nothing
     dead = (mx.zeros_like(parts[0][0]), mx.full(parts[0][1].shape, -mx.inf))
     o4, l4 = sdpa.merge_chunks([dead[0], full], [dead[1], full_lse])
@@ -98,8 +109,9 @@ def test_public_function_routes_by_threshold():
     stock = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
     below = sdpa.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
     assert mx.array_equal(below, stock).item()  # below threshold: bit-identical to stock
-    chunked = sdpa.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal",
-                                                threshold=512, chunk_size=300)
+    chunked = sdpa.scaled_dot_product_attention(
+        q, k, v, scale=0.125, mask="causal", threshold=512, chunk_size=300
+    )
     assert chunked.dtype == mx.float16 and chunked.shape == q.shape
     assert mx.abs(chunked.astype(mx.float32) - stock.astype(mx.float32)).max().item() < 4e-3
 
@@ -165,11 +177,21 @@ def test_quantized_kv_path_is_chunked():
         # MLX 0.32's CUDA quantized_matmul has no kernel for these attention shapes (measured on
         # the H100): mlx-lm's own stock path fails the same way, so there is nothing to compare.
         with pytest.raises(RuntimeError, match="quantized_matmul"):
-            mx.eval(base.quantized_scaled_dot_product_attention(q * 1, qk, qv, scale=0.125,
-                                                                mask="causal", group_size=64, bits=8))
+            mx.eval(
+                base.quantized_scaled_dot_product_attention(
+                    q * 1, qk, qv, scale=0.125, mask="causal", group_size=64, bits=8
+                )
+            )
         return
-    ref = base.quantized_scaled_dot_product_attention(q * 1, qk, qv, scale=0.125, mask="causal",  # it scales q in place
-                                                      group_size=64, bits=8)
+    ref = base.quantized_scaled_dot_product_attention(
+        q * 1,
+        qk,
+        qv,
+        scale=0.125,
+        mask="causal",  # it scales q in place
+        group_size=64,
+        bits=8,
+    )
     with sdpa.patched("chunked", threshold=256, chunk_size=200) as state:
         out = base.scaled_dot_product_attention(q, qk, qv, cache=cache, scale=0.125, mask="causal")
     assert state.routes["quantized-kv-chunks"] == 1
@@ -178,23 +200,29 @@ def test_quantized_kv_path_is_chunked():
 
 # --- work per command buffer (Metal watchdog) and reference memory -----------------------------
 
+
 @pytest.mark.parametrize("kL", [131072, 262144])
 @pytest.mark.parametrize("Hq,D", [(32, 128), (64, 128), (64, 256)])
 @pytest.mark.parametrize("qL", [1, 16, 512, 2048, 8192])
 def test_flop_budget_bounds_every_call(kL, Hq, D, qL):
     from niah.sdpa.budget import DEFAULT_FLOP_BUDGET, MIN_CHUNK_KEYS, attention_flops, plan_work
 
-    for fused, cap in ((True, None), (False, 32768)):
+    for _fused, cap in ((True, None), (False, 32768)):
         plan = plan_work(B=1, Hq=Hq, qL=qL, kL=kL, D=D, budget=DEFAULT_FLOP_BUDGET, max_chunk=cap)
         assert plan.call_flops(B=1, Hq=Hq, D=D) <= DEFAULT_FLOP_BUDGET, plan
         assert 1 <= plan.q_block <= qL and min(kL, MIN_CHUNK_KEYS) <= plan.chunk <= (cap or kL)
         # as large as the budget allows: doubling the keys (or the block, once keys are at the
         # floor) would not fit, unless the call already covers everything
         if plan.chunk < (cap or kL) and plan.q_block == qL:
-            assert attention_flops(B=1, Hq=Hq, qL=qL, kL=plan.chunk + 256, D=D) > DEFAULT_FLOP_BUDGET
+            assert (
+                attention_flops(B=1, Hq=Hq, qL=qL, kL=plan.chunk + 256, D=D) > DEFAULT_FLOP_BUDGET
+            )
         if plan.q_block < qL:
             assert plan.chunk == min(kL, MIN_CHUNK_KEYS, cap or kL)
-            assert plan.call_flops(B=1, Hq=Hq, D=D) * (plan.q_block + 1) / plan.q_block > DEFAULT_FLOP_BUDGET
+            assert (
+                plan.call_flops(B=1, Hq=Hq, D=D) * (plan.q_block + 1) / plan.q_block
+                > DEFAULT_FLOP_BUDGET
+            )
 
 
 def test_flop_budget_examples():
@@ -236,7 +264,9 @@ def test_reference_query_blocks_bound_memory_and_agree(monkeypatch, mask):
     elif mask == "shift":
         shift = -3  # the first rows see no key
     sinks = mx.random.normal((Hq,))
-    whole = reference.attention_with_lse(q, k, v, scale=0.25, mask=m, sinks=sinks, causal_shift=shift)
+    whole = reference.attention_with_lse(
+        q, k, v, scale=0.25, mask=m, sinks=sinks, causal_shift=shift
+    )
     blocks = []
     real = reference._attention
 
@@ -246,8 +276,16 @@ def test_reference_query_blocks_bound_memory_and_agree(monkeypatch, mask):
         return real(q, *a, **kw)
 
     monkeypatch.setattr(reference, "_attention", spy)
-    part = reference.attention_with_lse(q, k, v, scale=0.25, mask=m, sinks=sinks, causal_shift=shift,
-                                        scores_budget=4 * B * Hq * kL * 8)  # 8 rows per block
+    part = reference.attention_with_lse(
+        q,
+        k,
+        v,
+        scale=0.25,
+        mask=m,
+        sinks=sinks,
+        causal_shift=shift,
+        scores_budget=4 * B * Hq * kL * 8,
+    )  # 8 rows per block
     assert blocks == [8, 8, 8, 8, 5]
     for a, b in zip(whole, part):
         assert mx.array_equal(mx.isinf(a), mx.isinf(b)).item()
@@ -268,10 +306,12 @@ def test_metal_kv_route_query_blocks_match_the_reference(mask, qL, kL):
     if mask == "bool":
         m = mx.random.uniform(shape=(1, 1, qL, kL)) > 0.4
     # a budget of 16 rows x 1024 keys per call (kL < 1024: the queries are split)
-    config = dispatch.ChunkConfig(threshold=1, chunk_size=64, q_block=8,
-                                  flop_budget=4 * 4 * 16 * min(kL, 1024) * 16)
-    out, lse = kv_route(q, k, v, scale=0.25, mask=m, sinks=sinks, config=config,
-                        backend_name="metal")
+    config = dispatch.ChunkConfig(
+        threshold=1, chunk_size=64, q_block=8, flop_budget=4 * 4 * 16 * min(kL, 1024) * 16
+    )
+    out, lse = kv_route(
+        q, k, v, scale=0.25, mask=m, sinks=sinks, config=config, backend_name="metal"
+    )
     ref, rlse = ref_lse(q, k, v, scale=0.25, mask=m, sinks=sinks)
     assert mx.max(mx.abs(out - ref)).item() < 1e-5
     assert mx.max(mx.abs(lse - rlse)).item() < 1e-5
@@ -294,10 +334,13 @@ def _niah_imports(path) -> set[str]:
     return {name for name in found if name.split(".")[0] == "niah"}
 
 
-@pytest.mark.parametrize("package,allowed", [
-    ("sdpa", ("niah.sdpa", "niah.kernels", "niah.backend", "niah.errors")),
-    ("kernels", ("niah.kernels", "niah.backend", "niah.errors")),
-])
+@pytest.mark.parametrize(
+    "package,allowed",
+    [
+        ("sdpa", ("niah.sdpa", "niah.kernels", "niah.backend", "niah.errors")),
+        ("kernels", ("niah.kernels", "niah.backend", "niah.errors")),
+    ],
+)
 def test_attention_packages_import_nothing_above_them(package, allowed):
     """niah.kernels is the bottom layer: it stands on niah.backend and niah.errors only. niah.sdpa
     stands on those and imports niah.kernels downward (niah.sdpa.fused self-tests the kernels
@@ -317,18 +360,32 @@ def test_attention_packages_import_nothing_above_them(package, allowed):
 def test_sdpa_uses_the_fused_kernels_without_being_handed_them(monkeypatch):
     """The public drop-in, dispatch and patched reach niah's fused kernel by themselves (backend
     reported as CUDA, the kernel's launch replaced by the reference on the CPU)."""
+    import niah.backend as backend_mod
     from niah.kernels import flash
     from niah.sdpa import fused
     from niah.sdpa.reference import attention_with_lse
-    import niah.backend as backend_mod
 
     launches = []
 
-    def impl(q, k, v, *, scale, mask=None, sinks=None, causal_shift=None, backend_name=None,
-             tile=None, splits=None, out_dtype=None, stream=None):
+    def impl(
+        q,
+        k,
+        v,
+        *,
+        scale,
+        mask=None,
+        sinks=None,
+        causal_shift=None,
+        backend_name=None,
+        tile=None,
+        splits=None,
+        out_dtype=None,
+        stream=None,
+    ):
         launches.append(tile)
-        return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                  causal_shift=causal_shift)
+        return attention_with_lse(
+            q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift
+        )
 
     monkeypatch.setattr(backend_mod, "backend", lambda: "cuda")
     monkeypatch.setattr(flash, "flash_attention_with_lse", impl)

@@ -29,14 +29,20 @@ def builder(gguf_tokenizer):
 
 def _trial(builder, task, *, seed=0, key="c-d0.5-s0", context=None):
     spec = tasks.get_spec(task)
-    return tasks.build_trial(spec, needles=spec.default_needles, depth=0.5, seed=seed,
-                             value_key=key, kind="number",
-                             reject=lambda v: builder.value_occurs(v, context=context or 4096))
+    return tasks.build_trial(
+        spec,
+        needles=spec.default_needles,
+        depth=0.5,
+        seed=seed,
+        value_key=key,
+        kind="number",
+        reject=lambda v: builder.value_occurs(v, context=context or 4096),
+    )
 
 
 def _body_text(builder, prompt):
     end = prompt.head_tokens + prompt.body_tokens + sum(p.tokens for p in prompt.placements)
-    return builder.tokenizer.decode(prompt.ids[prompt.head_tokens:end].tolist())
+    return builder.tokenizer.decode(prompt.ids[prompt.head_tokens : end].tolist())
 
 
 def _score(trial, prompt, response):
@@ -59,16 +65,16 @@ def test_variable_tracking_answer_walks_the_chains(builder):
     prompt = tasks.build_prompt(builder, trial, context=1024)
     text = _body_text(builder, prompt)
     links = re.findall(r"VAR ([A-Z]{5}) = (\S+)", text)
-    assert len(links) == 4 * 5                        # 4 chains, 4 hops: 5 links each
+    assert len(links) == 4 * 5  # 4 chains, 4 hops: 5 links each
     value = re.search(r"assigned the value (\S+)", trial.question).group(1)
     holds = dict(links)
-    found, changed = {value}, True                    # walk: every name holding a found thing
+    found, changed = {value}, True  # walk: every name holding a found thing
     while changed:
         new = {name for name, what in links if what in found}
         changed = not new <= found
         found |= new
     assert set(trial.expected) == found - {value} and len(trial.expected) == 5
-    for name in trial.expected[1:]:                    # each link after the one it names
+    for name in trial.expected[1:]:  # each link after the one it names
         assert text.index(f"VAR {name} ") > text.index(f"VAR {holds[name]} ")
     for n, p in zip(trial.needles, prompt.placements):  # the depth rule holds for every link
         assert abs(p.depth - n.depth) <= 0.01
@@ -98,16 +104,17 @@ def test_word_lists_answer_is_the_counted_top(builder, task):
     prompt = tasks.build_prompt(builder, trial, context=ctx)
     text = _body_text(builder, prompt)
     words = re.findall(r"^\d+\. (\S+)$", text, re.M) if task == "common-words" else text.split()
-    if task == "common-words":                        # numbered 1..n with nothing else
+    if task == "common-words":  # numbered 1..n with nothing else
         assert len(words) == len(text.strip().splitlines())
-        assert [int(line.split(".")[0]) for line in text.strip().splitlines()] == \
-            list(range(1, len(words) + 1))
+        assert [int(line.split(".")[0]) for line in text.strip().splitlines()] == list(
+            range(1, len(words) + 1)
+        )
     counts = Counter(words).most_common()
     top = len(trial.expected)
     assert top == (10 if task == "common-words" else 3)
     assert {w for w, _ in counts[:top]} == set(trial.expected)
-    assert counts[top - 1][1] > counts[top][1]        # no tie at the cut
-    if task == "frequent-words":                      # strictly ordered, as the key says
+    assert counts[top - 1][1] > counts[top][1]  # no tie at the cut
+    if task == "frequent-words":  # strictly ordered, as the key says
         assert [w for w, _ in counts[:3]] == list(trial.expected)
         assert counts[0][1] > counts[1][1] > counts[2][1] > counts[3][1]
     else:
@@ -121,18 +128,25 @@ def test_word_scoring(builder, task):
     words = list(trial.expected)
     vocab = trial.words.vocabulary()
     extra = next(w for w in sorted(vocab) if w not in words)
-    assert _score(trial, prompt, "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1)))["verdict"] == "PASS"
+    assert (
+        _score(trial, prompt, "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1)))["verdict"]
+        == "PASS"
+    )
     assert _score(trial, prompt, ", ".join(words[:-1]))["verdict"] == "FAIL"
     hedged = _score(trial, prompt, ", ".join(words) + " or perhaps " + extra)
-    assert hedged["verdict"] == "FAIL" and hedged["score"] == pytest.approx(len(words) / (len(words) + 1))
+    assert hedged["verdict"] == "FAIL" and hedged["score"] == pytest.approx(
+        len(words) / (len(words) + 1)
+    )
     # words of the answer's phrasing are not list words: no penalty
     assert _score(trial, prompt, "They are " + " and ".join(words) + ".")["verdict"] == "PASS"
 
 
 def test_bad_knobs_are_one_line(tmp_path):
-    for args, message in ((["--task", "variable-tracking", "--needles", "0"], "--needles 0"),
-                          (["--task", "frequent-words", "--needles", "5"], "--needles 5"),
-                          (["--task", "common-words", "--needles", "65"], "--needles 65")):
+    for args, message in (
+        (["--task", "variable-tracking", "--needles", "0"], "--needles 0"),
+        (["--task", "frequent-words", "--needles", "5"], "--needles 5"),
+        (["--task", "common-words", "--needles", "65"], "--needles 65"),
+    ):
         r = invoke(["run", *args, "--context", "1k", "--out", str(tmp_path)])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
 
@@ -149,56 +163,90 @@ def test_too_short_context_is_one_line(builder):
 def test_cli_runs_each_task(tmp_path, gguf_path, builder, task):
     out = tmp_path / "res"
     ctx = CONTEXT[task]
-    r = invoke(["run", "--task", task, "--context", str(ctx), "--depth", "0.5",
-                                 "--out", str(out), "-q"], catch_exceptions=False)
+    r = invoke(
+        ["run", "--task", task, "--context", str(ctx), "--depth", "0.5", "--out", str(out), "-q"],
+        catch_exceptions=False,
+    )
     assert r.exit_code in (0, 1), r.output
     folder = next(p for p in out.iterdir() if p.is_dir())
     (rec,) = read_records(folder)
     assert rec["task"] == task and rec["context_tokens"] == ctx
     spec = tasks.get_spec(task)
-    assert len(rec["needles"]) == spec.default_needles * (5 if task == "variable-tracking" else 1) \
+    assert (
+        len(rec["needles"]) == spec.default_needles * (5 if task == "variable-tracking" else 1)
         or task == "frequent-words"
+    )
     assert (rec["verdict"] == "PASS") == (rec["score"] == 1.0)
     assert rec["verdict"] in ("PASS", "FAIL", "NULL")
 
 
 # --task-param NAME=VALUE: the row's knobs from the command line, checked before the model loads
 BAD_PARAMS = (
-    (["--task", "variable-tracking", "--task-param", "hops=0"],
-     "--task-param hops=0 is not allowed for --task variable-tracking: use a whole number of 1 "
-     "or more, like hops=4"),
-    (["--task", "variable-tracking", "--task-param", "hop=2"],
-     "--task variable-tracking has no knob 'hop': use hops"),
-    (["--task", "single", "--task-param", "hops=2"],
-     "--task single has no knob 'hops': this task has no knobs: drop --task-param"),
-    (["--task", "variable-tracking", "--task-param", "hops"],
-     "bad --task-param 'hops': write NAME=VALUE, like --task-param hops=2"),
-    (["--task", "common-words", "--task-param", "needles=5"],
-     "--task-param needles sets what --needles sets: use --needles 5"),
-    (["--task", "frequent-words", "--task-param", "alpha=-1"],
-     "--task-param alpha=-1 is not allowed for --task frequent-words: use a number above 0, "
-     "like alpha=2.0"),
-    (["--task", "variable-tracking", "--task-param", "hops=100"],
-     "--task variable-tracking with 4 chains of 100 hops hides 404 assignments, 1616 tokens at "
-     "least, more than the shortest --context 1024 holds: use fewer hops or --needles, or a "
-     "longer --context"),
-    (["--task", "common-words", "--task-param", "common_repeats=60"],
-     "--task common-words: 10 common words x 60 need 1240 tokens at least, more than the "
-     "shortest --context 1024 holds: use fewer --needles, a smaller common_repeats or a longer "
-     "--context"),
-    (["--task", "common-words", "--task-param", "rare_repeats=30"],
-     "--task common-words: common_repeats 30 must be above rare_repeats 30, or no words are the "
-     "most common: raise common_repeats or lower rare_repeats"),
-    (["--task", "frequent-words", "--task-param", "alpha=12"],
-     "--task frequent-words: alpha 12 cannot make 3 words clearly most frequent within the "
-     "shortest --context 1024: use an alpha nearer 2 or a longer --context"),
+    (
+        ["--task", "variable-tracking", "--task-param", "hops=0"],
+        "--task-param hops=0 is not allowed for --task variable-tracking: use a whole number of 1 "
+        "or more, like hops=4",
+    ),
+    (
+        ["--task", "variable-tracking", "--task-param", "hop=2"],
+        "--task variable-tracking has no knob 'hop': use hops",
+    ),
+    (
+        ["--task", "single", "--task-param", "hops=2"],
+        "--task single has no knob 'hops': this task has no knobs: drop --task-param",
+    ),
+    (
+        ["--task", "variable-tracking", "--task-param", "hops"],
+        "bad --task-param 'hops': write NAME=VALUE, like --task-param hops=2",
+    ),
+    (
+        ["--task", "common-words", "--task-param", "needles=5"],
+        "--task-param needles sets what --needles sets: use --needles 5",
+    ),
+    (
+        ["--task", "frequent-words", "--task-param", "alpha=-1"],
+        "--task-param alpha=-1 is not allowed for --task frequent-words: use a number above 0, "
+        "like alpha=2.0",
+    ),
+    (
+        ["--task", "variable-tracking", "--task-param", "hops=100"],
+        "--task variable-tracking with 4 chains of 100 hops hides 404 assignments, 1616 tokens at "
+        "least, more than the shortest --context 1024 holds: use fewer hops or --needles, or a "
+        "longer --context",
+    ),
+    (
+        ["--task", "common-words", "--task-param", "common_repeats=60"],
+        "--task common-words: 10 common words x 60 need 1240 tokens at least, more than the "
+        "shortest --context 1024 holds: use fewer --needles, a smaller common_repeats or a longer "
+        "--context",
+    ),
+    (
+        ["--task", "common-words", "--task-param", "rare_repeats=30"],
+        "--task common-words: common_repeats 30 must be above rare_repeats 30, or no words are the "
+        "most common: raise common_repeats or lower rare_repeats",
+    ),
+    (
+        ["--task", "frequent-words", "--task-param", "alpha=12"],
+        "--task frequent-words: alpha 12 cannot make 3 words clearly most frequent within the "
+        "shortest --context 1024: use an alpha nearer 2 or a longer --context",
+    ),
 )
 
 
 @pytest.mark.parametrize("args,message", BAD_PARAMS, ids=[a[-1] for a, _ in BAD_PARAMS])
 def test_bad_task_params_are_one_line_before_the_model_loads(tmp_path, args, message):
-    r = invoke(["run", *args, "--context", "1k,4k", "--out", str(tmp_path),
-                                 "--model", str(tmp_path / "no-model")])
+    r = invoke(
+        [
+            "run",
+            *args,
+            "--context",
+            "1k,4k",
+            "--out",
+            str(tmp_path),
+            "--model",
+            str(tmp_path / "no-model"),
+        ]
+    )
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert r.output.strip() == f"error: {message}"
 
@@ -207,13 +255,22 @@ def test_task_params_reach_the_config_hash_and_the_generator(builder):
     from niah.config import RunConfig
 
     def config(*params):
-        return RunConfig(model="x", **tasks.resolve(
-            task="variable-tracking", needles=None, needle=None, question=None,
-            answer_prefix=None, task_param=list(params), contexts=(1024,)))
+        return RunConfig(
+            model="x",
+            **tasks.resolve(
+                task="variable-tracking",
+                needles=None,
+                needle=None,
+                question=None,
+                answer_prefix=None,
+                task_param=list(params),
+                contexts=(1024,),
+            ),
+        )
 
     default, two, again = config(), config("hops=2"), config("hops=3", "hops=2")
     assert default.task_params == () and two.task_params == (("hops", 2),) == again.task_params
-    assert "task_params" not in default.hashed_fields()        # old folders keep their hash
+    assert "task_params" not in default.hashed_fields()  # old folders keep their hash
     assert default.hash() != two.hash() == again.hash()
     assert RunConfig.from_dict(json.loads(json.dumps(two.to_dict()))) == two
     trial = tasks.trial_for(two, depth=0.5, value_key="k")
@@ -224,21 +281,35 @@ def test_task_params_reach_the_config_hash_and_the_generator(builder):
 @pytest.mark.slow
 def test_cli_variable_tracking_with_two_hops(tmp_path, gguf_path):
     out = tmp_path / "res"
-    r = invoke(["run", "--task", "variable-tracking", "--task-param", "hops=2",
-                                 "--context", "1024", "--depth", "0.5", "--out", str(out), "-q"],
-                           catch_exceptions=False)
+    r = invoke(
+        [
+            "run",
+            "--task",
+            "variable-tracking",
+            "--task-param",
+            "hops=2",
+            "--context",
+            "1024",
+            "--depth",
+            "0.5",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code in (0, 1), r.output
     folder = next(p for p in out.iterdir() if p.is_dir())
     assert json.loads((folder / "config.json").read_text())["task_params"] == [["hops", 2]]
     (rec,) = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
     held = {n["key"]: n["value"] for n in rec["needles"]}
-    starts = [k for k, v in held.items() if v not in held]            # links holding a value
+    starts = [k for k, v in held.items() if v not in held]  # links holding a value
     assert len(starts) == 4 and len(rec["needles"]) == 4 * 3
-    for start in starts:                                              # walk each chain
+    for start in starts:  # walk each chain
         chain, name = [start], start
-        while (nxt := [k for k, v in held.items() if v == name]):
+        while nxt := [k for k, v in held.items() if v == name]:
             (name,) = nxt
             chain.append(name)
-        assert len(chain) == 3                                        # 2 hops after the first
+        assert len(chain) == 3  # 2 hops after the first
     targets = {n["key"] for n in rec["needles"] if n["role"] == "target"}
     assert set(rec["value"].split(", ")) == targets and len(targets) == 3

@@ -38,8 +38,11 @@ def thinking_gguf(gguf_path, tmp_path_factory):
     reader = gguf.GGUFReader(gguf_path)
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
     writer = gguf.GGUFWriter(str(out), arch=arch.contents(), endianess=reader.endianess)
-    template = {gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(gguf.GGUFValueType.STRING,
-                                                                   THINKING_TEMPLATE)}
+    template = {
+        gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(
+            gguf.GGUFValueType.STRING, THINKING_TEMPLATE
+        )
+    }
     copy_with_new_metadata(reader, writer, template, [])
     return str(out)
 
@@ -57,8 +60,9 @@ def _wire(monkeypatch, thinking: str) -> None:
             continue
         if package in Path(module.__file__).parents and hasattr(module, "PromptBuilder"):
             if "thinking=config.thinking" not in inspect.getsource(module):
-                monkeypatch.setattr(module, "PromptBuilder",
-                                    functools.partial(PromptBuilder, thinking=thinking))
+                monkeypatch.setattr(
+                    module, "PromptBuilder", functools.partial(PromptBuilder, thinking=thinking)
+                )
             return
 
 
@@ -76,10 +80,19 @@ def _canned(monkeypatch, answer: str) -> list:
         ids = [int(i) for i in ids]
         seen.append((ids, max_tokens))
         value = re.search(r"The secret passkey is (\d+)", self.tokenizer.decode(ids)).group(1)
-        return Generation(response=answer.format(value=value), tokens=3,
-                          prefilled=len(ids) - reuse, reused=reuse, prefill_s=0.01, ttft_s=0.01,
-                          decode_s=0.01, decode_tps=None, peak_memory_bytes=0, kv_cache_bytes=0,
-                          finish="eos")
+        return Generation(
+            response=answer.format(value=value),
+            tokens=3,
+            prefilled=len(ids) - reuse,
+            reused=reuse,
+            prefill_s=0.01,
+            ttft_s=0.01,
+            decode_s=0.01,
+            decode_tps=None,
+            peak_memory_bytes=0,
+            kv_cache_bytes=0,
+            finish="eos",
+        )
 
     monkeypatch.setattr(ModelSession, "generate", generate)
     return seen
@@ -87,8 +100,23 @@ def _canned(monkeypatch, answer: str) -> list:
 
 def _run(tmp_path, model: str, *extra: str):
     out = tmp_path / "res"
-    result = invoke(["run", "--model", model, "--context", "512", "--depth", "0.5",
-                                      "--out", str(out), "-q", "--warm-up", "off", *extra])
+    result = invoke(
+        [
+            "run",
+            "--model",
+            model,
+            "--context",
+            "512",
+            "--depth",
+            "0.5",
+            "--out",
+            str(out),
+            "-q",
+            "--warm-up",
+            "off",
+            *extra,
+        ]
+    )
     records, config = [], None
     if out.exists() and any(out.iterdir()):
         folder = next(out.iterdir())
@@ -99,7 +127,8 @@ def _run(tmp_path, model: str, *extra: str):
 
 @pytest.mark.slow
 def test_thinking_modes_change_the_prompt_the_prefix_and_the_budget(
-        thinking_gguf, tmp_path, monkeypatch):
+    thinking_gguf, tmp_path, monkeypatch
+):
     from niah.model import ModelSession
 
     tokenizer = ModelSession(thinking_gguf).tokenizer
@@ -109,29 +138,33 @@ def test_thinking_modes_change_the_prompt_the_prefix_and_the_budget(
         seen = _canned(monkeypatch, "It is 1234567.")
         result, records, config = _run(tmp_path / mode, thinking_gguf, "--thinking", mode)
         assert result.exit_code == 0, result.output
-        (ids, budget), = seen
+        ((ids, budget),) = seen
         texts[mode], configs[mode] = tokenizer.decode(ids), config
         assert config["thinking"] == mode and budget == config["max_tokens"]
         configs[mode]["hash"] = records[0]["config_hash"]
-    tail = {mode: text[text.rindex("<|im_start|>assistant\n"):] for mode, text in texts.items()}
+    tail = {mode: text[text.rindex("<|im_start|>assistant\n") :] for mode, text in texts.items()}
     prefix = "The secret passkey is"
-    assert tail["model"] == "<|im_start|>assistant\n" + prefix          # the template's default
+    assert tail["model"] == "<|im_start|>assistant\n" + prefix  # the template's default
     assert tail["off"] == "<|im_start|>assistant\n<think>\n\n</think>\n\n" + prefix
-    assert tail["on"] == "<|im_start|>assistant\n<think>\n"             # no answer prefix
+    assert tail["on"] == "<|im_start|>assistant\n<think>\n"  # no answer prefix
     assert configs["on"]["answer_prefix"] == ""
     assert configs["on"]["max_tokens"] == configs["model"]["max_tokens"] + 1024
     assert configs["off"]["max_tokens"] == configs["model"]["max_tokens"]
-    assert len({c["hash"] for c in configs.values()}) == 3   # thinking is in the config hash
+    assert len({c["hash"] for c in configs.values()}) == 3  # thinking is in the config hash
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer,verdict", [
-    ("the passkey is {value}, so I answer that.\n</think>\n\nThe passkey is {value}.", PASS),
-    ("the passkey is {value}, so I", NULL),                            # cut off while reasoning
-    ("the passkey is {value}.\n</think>\n\nI could not find it.", FAIL),  # quoted, not answered
-])
-def test_thinking_on_scores_the_text_after_the_reasoning(thinking_gguf, tmp_path, monkeypatch,
-                                                         answer, verdict):
+@pytest.mark.parametrize(
+    "answer,verdict",
+    [
+        ("the passkey is {value}, so I answer that.\n</think>\n\nThe passkey is {value}.", PASS),
+        ("the passkey is {value}, so I", NULL),  # cut off while reasoning
+        ("the passkey is {value}.\n</think>\n\nI could not find it.", FAIL),  # quoted, not answered
+    ],
+)
+def test_thinking_on_scores_the_text_after_the_reasoning(
+    thinking_gguf, tmp_path, monkeypatch, answer, verdict
+):
     """The prompt opens the reasoning block (<think> at its end), so the response is its
     continuation: the value quoted before </think> is reasoning, the text after it the answer."""
     _wire(monkeypatch, "on")
@@ -158,8 +191,10 @@ def test_thinking_refused_for_a_template_without_the_flag(tmp_path, monkeypatch,
     seen = _canned(monkeypatch, "1234567")
     result, records, _ = _run(tmp_path, "default", "--thinking", mode)
     assert result.exit_code == 2, result.output
-    assert (f"error: --thinking {mode} sets the chat template's enable_thinking, and this model "
-            "has a chat template that does not read it: use --thinking model") in result.output
+    assert (
+        f"error: --thinking {mode} sets the chat template's enable_thinking, and this model "
+        "has a chat template that does not read it: use --thinking model"
+    ) in result.output
     assert not seen and not records
 
 
@@ -176,7 +211,8 @@ def test_thinking_option_checks():
 
 
 def test_answer_prefix_with_thinking_on_is_refused_by_the_cli(tmp_path):
-    result = invoke(["run", "--thinking", "on", "--answer-prefix", "It is",
-                                      "--out", str(tmp_path / "r")])
+    result = invoke(
+        ["run", "--thinking", "on", "--answer-prefix", "It is", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2
     assert "--answer-prefix cannot be combined with --thinking on" in result.output

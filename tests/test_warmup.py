@@ -16,7 +16,13 @@ from niah.sdpa.dispatch import resolve_config
 
 def test_trial_calls_follow_mlx_lm_generate_step():
     assert trial_calls(context=300, step=128, max_tokens=2) == [
-        (128, 128), (128, 256), (43, 299), (1, 300), (1, 301), (1, 302)]
+        (128, 128),
+        (128, 256),
+        (43, 299),
+        (1, 300),
+        (1, 301),
+        (1, 302),
+    ]
     assert trial_calls(context=300, step=128, max_tokens=0, start=256) == [(43, 299), (1, 300)]
     assert trial_calls(context=257, step=128, max_tokens=0) == [(128, 128), (128, 256), (1, 257)]
     with pytest.raises(ValueError):
@@ -33,8 +39,14 @@ def test_kernel_plan_uses_each_calls_own_key_length():
     assert planned_kernel_calls(specs, route="auto", **plan) == {(95, 4095, True, False)}
     chunked = planned_kernel_calls(specs, route="chunked", **plan)
     # blocks ending under the threshold (1000, 2000 keys) stay stock on every route
-    assert {(c[0], c[1]) for c in chunked} == {(1000, 3000), (1000, 4000), (95, 4095),
-                                               (1, 4096), (1, 4097), (1, 4098)}
+    assert {(c[0], c[1]) for c in chunked} == {
+        (1000, 3000),
+        (1000, 4000),
+        (95, 4095),
+        (1, 4096),
+        (1, 4097),
+        (1, 4098),
+    }
     quantized = [SimpleNamespace(context=4096, prefill_step=1000, kv_bits=8)]
     assert planned_kernel_calls(quantized, route="chunked", **plan) == set()
 
@@ -62,24 +74,41 @@ def _called_routes(session, cfg, monkeypatch):
     return called, result
 
 
-@pytest.mark.parametrize("contexts,step,threshold", [
-    ((200, 448, 300), 128, 256),   # reused trials start mid-prompt at multiples of 128
-    ((333,), 100, 150),            # a partial block of 32 rows
-    ((385, 257), 128, 200),        # no partial block: (C - 1) % step == 0
-])
-def test_planned_calls_equal_the_calls_trials_make(session, tmp_path, monkeypatch, contexts,
-                                                   step, threshold):
-    cfg = RunConfig(model="default", contexts=contexts, depths=(0.0, 1.0), max_tokens=8,
-                    prefill_steps=(step,), sdpa="chunked", chunk_threshold=threshold,
-                    chunk_size=64, out=str(tmp_path))
+@pytest.mark.parametrize(
+    "contexts,step,threshold",
+    [
+        ((200, 448, 300), 128, 256),  # reused trials start mid-prompt at multiples of 128
+        ((333,), 100, 150),  # a partial block of 32 rows
+        ((385, 257), 128, 200),  # no partial block: (C - 1) % step == 0
+    ],
+)
+def test_planned_calls_equal_the_calls_trials_make(
+    session, tmp_path, monkeypatch, contexts, step, threshold
+):
+    cfg = RunConfig(
+        model="default",
+        contexts=contexts,
+        depths=(0.0, 1.0),
+        max_tokens=8,
+        prefill_steps=(step,),
+        sdpa="chunked",
+        chunk_threshold=threshold,
+        chunk_size=64,
+        out=str(tmp_path),
+    )
     called, result = _called_routes(session, cfg, monkeypatch)
     assert len(result.records) == 2 * len(contexts)
     if len(contexts) > 1 and step == 128 and threshold == 256:
         assert "reused" in [r["prefix_reuse"] for r in result.records]
     from niah.run.grid import build_grid
 
-    planned = routed_calls(build_grid(cfg), route="chunked", config=resolve_config(
-        threshold=threshold, chunk_size=64), backend_name="cpu", max_tokens=cfg.max_tokens)
+    planned = routed_calls(
+        build_grid(cfg),
+        route="chunked",
+        config=resolve_config(threshold=threshold, chunk_size=64),
+        backend_name="cpu",
+        max_tokens=cfg.max_tokens,
+    )
     assert planned == called
     assert {r for r, _, _ in called} == {"stock", "kv-chunks"}
 
@@ -111,8 +140,9 @@ def fresh_record(session):
         session.warmed_shapes = old
 
 
-def test_a_second_sweep_warms_only_shapes_new_to_the_process(session, tmp_path, monkeypatch,
-                                                             fresh_record):
+def test_a_second_sweep_warms_only_shapes_new_to_the_process(
+    session, tmp_path, monkeypatch, fresh_record
+):
     base = dict(model="default", depths=(0.5,), max_tokens=8, prefill_steps=(128,))
     first = RunConfig(**base, contexts=(448, 300), out=str(tmp_path / "a"))
     gens, event = _warm_generations(session, first, monkeypatch)
@@ -143,8 +173,12 @@ def test_wall_benchmark_prints_its_columns_for_a_fresh_process(capsys, monkeypat
     spec.loader.exec_module(wall)
     assert wall.main(["--quick", "--row", "tiny::--context 256 --depth 0.5 --max-tokens 12"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines[:4]] == ["# command", "# commit", "# date",
-                                                          "# device"]
+    assert [line.split(":")[0] for line in lines[:4]] == [
+        "# command",
+        "# commit",
+        "# date",
+        "# device",
+    ]
     assert lines[4].split() == list(wall.COLUMNS)
     label, wall_s, trials_s, load_s, warm_s, ratio, trials, rc = lines[5].split()
     assert label == "tiny" and trials == "1" and rc == "0" and warm_s == "-"  # CPU: no warm-up

@@ -42,7 +42,7 @@ def _blocks(rng, type_name: str, rows: int, cols: int) -> np.ndarray:
     b = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for at in SCALE_AT[type_name]:
         scale = rng.uniform(-0.02, 0.02, n).astype(np.float16)
-        b[:, at:at + 2] = scale.view(np.uint8).reshape(n, 2)
+        b[:, at : at + 2] = scale.view(np.uint8).reshape(n, 2)
     return b.reshape(rows, -1)
 
 
@@ -50,9 +50,14 @@ def write_kquant_gguf(path: Path, *, seed: int = 0, types=("Q4_K", "Q6_K", "Q5_0
     """A 2-layer llama GGUF whose 2-D weights cycle through `types`, norms in F32."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "llama")
-    for key, value in {"embedding_length": HIDDEN, "block_count": LAYERS,
-                       "feed_forward_length": FFN, "attention.head_count": 4,
-                       "attention.head_count_kv": 2, "context_length": 2048}.items():
+    for key, value in {
+        "embedding_length": HIDDEN,
+        "block_count": LAYERS,
+        "feed_forward_length": FFN,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 2,
+        "context_length": 2048,
+    }.items():
         w.add_uint32(f"llama.{key}", value)
     w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-6)
     w.add_float32("llama.rope.freq_base", 10000.0)
@@ -65,18 +70,26 @@ def write_kquant_gguf(path: Path, *, seed: int = 0, types=("Q4_K", "Q6_K", "Q5_0
     w.add_eos_token_id(2)
     shapes = {"token_embd.weight": (len(VOCAB), HIDDEN), "output_norm.weight": (HIDDEN,)}
     for i in range(LAYERS):
-        for part, shape in (("attn_q", (HIDDEN, HIDDEN)), ("attn_k", (128, HIDDEN)),
-                            ("attn_v", (128, HIDDEN)), ("attn_output", (HIDDEN, HIDDEN)),
-                            ("ffn_gate", (FFN, HIDDEN)), ("ffn_up", (FFN, HIDDEN)),
-                            ("ffn_down", (HIDDEN, FFN)), ("attn_norm", (HIDDEN,)),
-                            ("ffn_norm", (HIDDEN,))):
+        for part, shape in (
+            ("attn_q", (HIDDEN, HIDDEN)),
+            ("attn_k", (128, HIDDEN)),
+            ("attn_v", (128, HIDDEN)),
+            ("attn_output", (HIDDEN, HIDDEN)),
+            ("ffn_gate", (FFN, HIDDEN)),
+            ("ffn_up", (FFN, HIDDEN)),
+            ("ffn_down", (HIDDEN, FFN)),
+            ("attn_norm", (HIDDEN,)),
+            ("ffn_norm", (HIDDEN,)),
+        ):
             shapes[f"blk.{i}.{part}.weight"] = shape
     for k, (name, shape) in enumerate(shapes.items()):
         if len(shape) == 1:
             w.add_tensor(name, rng.uniform(0.5, 1.5, shape).astype(np.float32))
         else:
             kind = types[k % len(types)]
-            w.add_tensor(name, _blocks(rng, kind, *shape), raw_dtype=gguf.GGMLQuantizationType[kind])
+            w.add_tensor(
+                name, _blocks(rng, kind, *shape), raw_dtype=gguf.GGMLQuantizationType[kind]
+            )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -170,8 +183,9 @@ def test_loaded_model_from_a_hit_equals_a_fresh_load(kquant, cache_dir, monkeypa
     assert all(mx.array_equal(want[k], got[k]).item() for k in want)
 
 
-@pytest.mark.parametrize("damage", ["truncate weights", "drop manifest", "garble manifest",
-                                    "manifest of another key"])
+@pytest.mark.parametrize(
+    "damage", ["truncate weights", "drop manifest", "garble manifest", "manifest of another key"]
+)
 def test_damaged_entry_is_rebuilt_never_used(kquant, cache_dir, monkeypatch, damage):
     fresh = _fresh(kquant, monkeypatch)
     read_gguf(kquant)
@@ -282,13 +296,21 @@ def test_two_processes_writing_one_entry(kquant, cache_dir, tmp_path, monkeypatc
     sync = tmp_path / "sync"
     sync.mkdir()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(kquant), str(sync), name],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(kquant), str(sync), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
-    stores = sorted(line.split()[1] for out, _ in outs for line in out.splitlines()
-                    if line.startswith("store:"))
+    stores = sorted(
+        line.split()[1] for out, _ in outs for line in out.splitlines() if line.startswith("store:")
+    )
     assert stores == ["lost", "stored"]
     assert all("cache: stored" in out for out, _ in outs)
     (entry,) = _entries(cache_dir)  # one entry, no temporary folder left
@@ -319,8 +341,11 @@ def test_progress_notes_wait_then_throttle_then_finish():
     for t, done in ((0.5, 1), (1.9, 2), (2.1, 3), (4.0, 4), (7.2, 5), (7.3, 6)):
         now[0] = t
         cb(done, 6, "converting weights")
-    assert lines == ["converting weights: 3/6 (2 s)", "converting weights: 5/6 (7 s)",
-                     "converting weights: 6/6 (7 s)"]
+    assert lines == [
+        "converting weights: 3/6 (2 s)",
+        "converting weights: 5/6 (7 s)",
+        "converting weights: 6/6 (7 s)",
+    ]
     quick, now[0] = [], 0.0
     cb = progress_notes(quick.append, clock=lambda: now[0])
     cb(1, 1, "converting weights")
@@ -334,8 +359,11 @@ def test_a_run_shows_conversion_progress_through_its_notes(kquant, cache_dir, mo
     from niah.config import RunConfig
     from niah.run import sweep as runner
 
-    monkeypatch.setattr(model, "progress_notes",
-                        lambda note: (lambda done, total, what: note(f"{what}: {done}/{total}")))
+    monkeypatch.setattr(
+        model,
+        "progress_notes",
+        lambda note: lambda done, total, what: note(f"{what}: {done}/{total}"),
+    )
 
     class Notes(runner.Progress):
         def __init__(self):

@@ -16,7 +16,7 @@ from ..errors import NiahError
 DATASETS = Path(__file__).resolve().parent
 HAYSTACKS = DATASETS / "haystacks"
 TASKS_FILE = DATASETS / "tasks.jsonl"
-ROW_FIELDS = "task, needle, question and answer_prefix"   # the fields every task row needs
+ROW_FIELDS = "task, needle, question and answer_prefix"  # the fields every task row needs
 
 
 def task_rows(path: Path | None = None) -> dict[str, tuple[int, dict]]:
@@ -51,5 +51,8 @@ def haystack_path(name: str) -> Path | None:
 def character_names(path: Path | None = None) -> tuple[str, ...]:
     """The character names of --task non-literal (names.txt; `#` lines are comments)."""
     path = Path(path) if path else DATASETS / "names.txt"
-    return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip() and not line.lstrip().startswith("#"))
+    return tuple(
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )

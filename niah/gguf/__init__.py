@@ -14,6 +14,17 @@ from .load import GGUFInfo, load_gguf_model, map_tensor_name, model_args
 from .read import DEFAULT_QUANT, QUANT_MODES, file_digest, read_gguf
 from .tokenizer import build_tokenizer
 
-__all__ = ["DEFAULT_QUANT", "GGUFInfo", "QUANT_MODES", "SUPPORTED_ARCHS", "build_tokenizer",
-           "file_digest", "load_gguf_model", "map_tensor_name", "model_args", "parse_header",
-           "read_gguf", "scalar"]
+__all__ = [
+    "DEFAULT_QUANT",
+    "GGUFInfo",
+    "QUANT_MODES",
+    "SUPPORTED_ARCHS",
+    "build_tokenizer",
+    "file_digest",
+    "load_gguf_model",
+    "map_tensor_name",
+    "model_args",
+    "parse_header",
+    "read_gguf",
+    "scalar",
+]

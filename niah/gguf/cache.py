@@ -33,7 +33,7 @@ from ..user_cache import WEIGHTS, cache_root, enabled
 FORMAT = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST = "manifest.json"
-STALE_TEMP_S = 6 * 3600       # temporary folders older than this were left by killed writers
+STALE_TEMP_S = 6 * 3600  # temporary folders older than this were left by killed writers
 
 
 @dataclass
@@ -67,8 +67,12 @@ def _read_manifest(folder: Path, key: str) -> dict | None:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("key") != key \
-            or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("key") != key
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         return None
     return manifest
 
@@ -118,7 +122,7 @@ def _sha256(path: Path) -> str:
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 * 1024 ** 2), b""):
+        for block in iter(lambda: fh.read(4 * 1024**2), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -156,9 +160,14 @@ def _write_entry(tmp: Path, key: str, entry: Entry, source: dict) -> dict:
     mx.save_safetensors(str(data), entry.tensors, metadata={"niah_weight_cache": key})
     _fsync(data)
     files = {WEIGHTS_FILE: {"size": data.stat().st_size, "sha256": _sha256(data)}}
-    manifest = {"format": FORMAT, "key": key, "source": source, "files": files,
-                "tensors": sorted(entry.tensors),
-                "quantized": {k: list(v) for k, v in entry.quantized.items()}}
+    manifest = {
+        "format": FORMAT,
+        "key": key,
+        "source": source,
+        "files": files,
+        "tensors": sorted(entry.tensors),
+        "quantized": {k: list(v) for k, v in entry.quantized.items()},
+    }
     _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return files
 

@@ -28,8 +28,8 @@ from ..errors import NiahError
 class Converted:
     folder: Path
     model_type: str
-    weights: str                # the weight mode (niah.gguf.read)
-    digest: str                 # sha256 of the source GGUF
+    weights: str  # the weight mode (niah.gguf.read)
+    digest: str  # sha256 of the source GGUF
     files: tuple[str, ...]
 
 
@@ -75,8 +75,12 @@ def _model_config(model, tokenizer, info, gguf: Path) -> dict:
         if text in tokenizer.get_vocab():
             eos.add(tokenizer.convert_tokens_to_ids(text))
     config["eos_token_id"] = sorted(int(e) for e in eos)
-    config["niah"] = {"source": gguf.name, "sha256": info.digest, "weights": info.weights,
-                      "gguf_types": info.quant_types}
+    config["niah"] = {
+        "source": gguf.name,
+        "sha256": info.digest,
+        "weights": info.weights,
+        "gguf_types": info.quant_types,
+    }
     return config
 
 
@@ -116,17 +120,21 @@ def _write_atomically(out: Path, write) -> tuple[str, ...]:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         text = str(exc).strip()
-        reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else
-                                                    type(exc).__name__)
-        raise NiahError(f"cannot write the model folder {str(out)!r} ({reason}): choose a "
-                        "writable folder with free space") from exc
+        reason = getattr(exc, "strerror", None) or (
+            text.splitlines()[0] if text else type(exc).__name__
+        )
+        raise NiahError(
+            f"cannot write the model folder {str(out)!r} ({reason}): choose a "
+            "writable folder with free space"
+        ) from exc
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def convert(gguf: str | Path, out: str | Path, *, quant: str = "auto",
-            force: bool = False) -> Converted:
+def convert(
+    gguf: str | Path, out: str | Path, *, quant: str = "auto", force: bool = False
+) -> Converted:
     """Write the mlx-lm folder for `gguf` into `out`."""
     from .load import load_gguf_model
 
@@ -136,8 +144,14 @@ def convert(gguf: str | Path, out: str | Path, *, quant: str = "auto",
     _check_target(out, force=force)
     model, tokenizer, info = load_gguf_model(gguf, quant=quant)
     config = _model_config(model, tokenizer, info, gguf)
-    _write_atomically(out, lambda folder: _write_files(folder, model=model, tokenizer=tokenizer,
-                                                       config=config))
+    _write_atomically(
+        out, lambda folder: _write_files(folder, model=model, tokenizer=tokenizer, config=config)
+    )
     files = tuple(sorted(p.name for p in out.iterdir()))
-    return Converted(folder=out, model_type=config["model_type"], weights=info.weights,
-                     digest=info.digest, files=files)
+    return Converted(
+        folder=out,
+        model_type=config["model_type"],
+        weights=info.weights,
+        digest=info.digest,
+        files=files,
+    )

@@ -107,7 +107,15 @@ def _f16_tensor(raw):
     return mx.array(raw).reshape(-1).view(mx.float16).astype(mx.float32)
 
 
-_BY_TYPE = {"F32": _f32, "F16": _f16_tensor, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k, "Q5_0": _q5_0, "Q8_0": _q8_0}
+_BY_TYPE = {
+    "F32": _f32,
+    "F16": _f16_tensor,
+    "Q4_K": _q4_k,
+    "Q5_K": _q5_k,
+    "Q6_K": _q6_k,
+    "Q5_0": _q5_0,
+    "Q8_0": _q8_0,
+}
 MLX_TYPES = frozenset(_BY_TYPE)
 
 

@@ -16,24 +16,68 @@ from pathlib import Path
 
 from ..errors import NiahError
 
-DEFAULT_ALIGNMENT = 32       # GGUF's data alignment when general.alignment is absent
+DEFAULT_ALIGNMENT = 32  # GGUF's data alignment when general.alignment is absent
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
-_NUMPY = {0: "u1", 1: "i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
-          10: "<u8", 11: "<i8", 12: "<f8"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_NUMPY = {
+    0: "u1",
+    1: "i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "?",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}
 _STRING, _ARRAY = 8, 9
 # GGML type id -> (name, elements per block, bytes per block); the types llama.cpp writes.
 GGML_TYPES = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
 }
 
 
@@ -48,9 +92,9 @@ def scalar(meta: dict, key: str, default=None):
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
-    dims: tuple[int, ...]      # GGUF order: fastest-varying first
+    dims: tuple[int, ...]  # GGUF order: fastest-varying first
     type_id: int
-    offset: int                # absolute byte offset in the file
+    offset: int  # absolute byte offset in the file
 
     @property
     def type_name(self) -> str:
@@ -75,7 +119,7 @@ class TensorEntry:
         _, block, size = GGML_TYPES[self.type_id]
         rows = math.prod(self.dims[1:])
         nbytes = self.dims[0] // block * size
-        return data[self.offset:self.offset + rows * nbytes].reshape(rows, nbytes)
+        return data[self.offset : self.offset + rows * nbytes].reshape(rows, nbytes)
 
 
 @dataclass(frozen=True)
@@ -108,7 +152,7 @@ class _Reader:
     def string(self) -> str:
         n = self.unpack("<Q")
         self.need(n)
-        s = self.buf[self.pos:self.pos + n].decode("utf-8", errors="replace")
+        s = self.buf[self.pos : self.pos + n].decode("utf-8", errors="replace")
         self.pos += n
         return s
 
@@ -120,7 +164,9 @@ class _Reader:
         if vtype == _ARRAY:
             return self.array(self.unpack("<I"), self.unpack("<Q"))
         if vtype not in _SCALARS:
-            raise NiahError(f"GGUF {str(self.path)!r} has an unreadable metadata value type {vtype}")
+            raise NiahError(
+                f"GGUF {str(self.path)!r} has an unreadable metadata value type {vtype}"
+            )
         return np.array(self.unpack(_SCALARS[vtype]), dtype=_NUMPY[vtype])
 
     def array(self, etype: int, count: int):
@@ -129,7 +175,9 @@ class _Reader:
         if etype == _STRING:
             return [self.string() for _ in range(count)]
         if etype not in _NUMPY:
-            raise NiahError(f"GGUF {str(self.path)!r} has an unreadable metadata array type {etype}")
+            raise NiahError(
+                f"GGUF {str(self.path)!r} has an unreadable metadata array type {etype}"
+            )
         n = np.dtype(_NUMPY[etype]).itemsize * count
         self.need(n)
         arr = np.frombuffer(self.buf, dtype=_NUMPY[etype], count=count, offset=self.pos).copy()
@@ -147,7 +195,9 @@ def parse_header(path: str | Path) -> Header:
         r.pos = 4
         version, n_tensors, n_kv = r.unpack("<I"), r.unpack("<Q"), r.unpack("<Q")
         if version < 2:
-            raise NiahError(f"GGUF {str(path)!r} is version {version}: convert it with a current llama.cpp")
+            raise NiahError(
+                f"GGUF {str(path)!r} is version {version}: convert it with a current llama.cpp"
+            )
         meta = {}
         for _ in range(n_kv):
             key = r.string()
@@ -159,8 +209,11 @@ def parse_header(path: str | Path) -> Header:
             entries.append((name, dims, r.unpack("<I"), r.unpack("<Q")))
     align = int(meta.get("general.alignment", DEFAULT_ALIGNMENT))
     start = (r.pos + align - 1) // align * align
-    return Header(meta=meta, tensors=[TensorEntry(n, d, t, start + o) for n, d, t, o in entries],
-                  alignment=align)
+    return Header(
+        meta=meta,
+        tensors=[TensorEntry(n, d, t, start + o) for n, d, t, o in entries],
+        alignment=align,
+    )
 
 
 def check_layout(path: str | Path, header: Header) -> None:
@@ -173,21 +226,27 @@ def check_layout(path: str | Path, header: Header) -> None:
     for t in known:
         _, block, _ = GGML_TYPES[t.type_id]
         if not t.dims or t.dims[0] % block:
-            raise NiahError(f"GGUF {name!r}: tensor {t.name!r} is {t.type_name}, whose "
-                            f"{block}-value blocks do not divide its shape {_shape(t)}: the "
-                            "type field does not match the data; get an intact file")
+            raise NiahError(
+                f"GGUF {name!r}: tensor {t.name!r} is {t.type_name}, whose "
+                f"{block}-value blocks do not divide its shape {_shape(t)}: the "
+                "type field does not match the data; get an intact file"
+            )
     for t, nxt in zip(known, known[1:]):
         room = nxt.offset - t.offset
         if not t.nbytes <= room < t.nbytes + header.alignment:
-            raise NiahError(f"GGUF {name!r}: tensor {t.name!r} ({t.type_name}, shape "
-                            f"{_shape(t)}) needs {t.nbytes} bytes but has {room} before the "
-                            "next tensor: the type field does not match the data; get an "
-                            "intact file")
+            raise NiahError(
+                f"GGUF {name!r}: tensor {t.name!r} ({t.type_name}, shape "
+                f"{_shape(t)}) needs {t.nbytes} bytes but has {room} before the "
+                "next tensor: the type field does not match the data; get an "
+                "intact file"
+            )
     size = Path(path).stat().st_size
     if known and known[-1].offset + known[-1].nbytes > size:
         last = next(t for t in known if t.offset + t.nbytes > size)
-        raise NiahError(f"GGUF {name!r} is truncated: tensor {last.name!r} ends past the "
-                        f"file's {size} bytes; download it again")
+        raise NiahError(
+            f"GGUF {name!r} is truncated: tensor {last.name!r} ends past the "
+            f"file's {size} bytes; download it again"
+        )
 
 
 def _shape(t: TensorEntry) -> str:

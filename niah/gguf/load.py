@@ -31,11 +31,11 @@ class GGUFInfo:
     n_kv_heads: int
     head_dim: int
     name: str
-    digest: str = ""               # sha256 of the file
-    weights: str = ""              # "native", "q8/g64", "q4/g64" or "f16"
-    quant_types: str = ""          # the file's tensor types, e.g. "F32,Q4_K,Q5_0,Q6_K,Q8_0"
+    digest: str = ""  # sha256 of the file
+    weights: str = ""  # "native", "q8/g64", "q4/g64" or "f16"
+    quant_types: str = ""  # the file's tensor types, e.g. "F32,Q4_K,Q5_0,Q6_K,Q8_0"
     rope_scaling: dict | None = None
-    weight_cache: str = ""         # niah.gguf.read.RawGGUF.cache: "hit", "stored", ... or ""
+    weight_cache: str = ""  # niah.gguf.read.RawGGUF.cache: "hit", "stored", ... or ""
 
 
 def _architecture(arch):
@@ -86,8 +86,10 @@ def model_args(meta: dict) -> dict:
     def need(key):
         value = g(key)
         if value is None:
-            raise NiahError(f"GGUF metadata has no {arch}.{key}: the file is incomplete; "
-                            "get an intact file or use an MLX model folder")
+            raise NiahError(
+                f"GGUF metadata has no {arch}.{key}: the file is incomplete; "
+                "get an intact file or use an MLX model folder"
+            )
         return value
 
     hidden = int(need("embedding_length"))
@@ -138,8 +140,10 @@ def _build_model(raw, args: dict, arch: str):
         target = map_tensor_name(f"{base}.weight", arch)
         if target is not None:
             qparams[target[: -len(".weight")]] = {"group_size": group, "bits": bits}
-    nn.quantize(model, class_predicate=lambda p, layer: hasattr(layer, "to_quantized")
-                and qparams.get(p, False))
+    nn.quantize(
+        model,
+        class_predicate=lambda p, layer: hasattr(layer, "to_quantized") and qparams.get(p, False),
+    )
     return model, mapped
 
 
@@ -152,8 +156,12 @@ def _mismatch(model, mapped: dict) -> str:
     for what, names in (
         ("missing", sorted(set(want) - set(mapped))),
         ("unexpected", sorted(set(mapped) - set(want))),
-        ("of another shape", sorted(n for n in set(want) & set(mapped)
-                                    if tuple(want[n].shape) != tuple(mapped[n].shape))),
+        (
+            "of another shape",
+            sorted(
+                n for n in set(want) & set(mapped) if tuple(want[n].shape) != tuple(mapped[n].shape)
+            ),
+        ),
     ):
         if names:
             parts.append(f"{len(names)} {what}, e.g. {names[0]}")
@@ -171,8 +179,13 @@ def _load_weights(model, mapped: dict, *, path: Path, model_type: str) -> None:
         ) from exc
 
 
-def load_gguf_model(path: str | Path, *, quant: str = DEFAULT_QUANT,
-                    rope_scaling: dict | None | str = "model", on_progress=None):
+def load_gguf_model(
+    path: str | Path,
+    *,
+    quant: str = DEFAULT_QUANT,
+    rope_scaling: dict | None | str = "model",
+    on_progress=None,
+):
     """Load (model, hf_tokenizer, info) from a GGUF file.
 
     quant: see niah.gguf.read.QUANT_MODES. rope_scaling: "model" keeps the file's own

@@ -49,11 +49,11 @@ class RawGGUF:
     tensors: dict
     meta: dict
     quantized: dict = field(default_factory=dict)
-    types: dict = field(default_factory=dict)      # GGUF type name -> tensor count
-    weights: str = ""                              # e.g. "native", "q8/g64", "f16"
-    digest: str = ""                               # the file's digest (niah.identity)
-    cache: str = ""    # weight cache: "hit", "stored", "rebuilt" (a corrupt entry replaced),
-                       # "unwritable", "off"; "" when nothing was converted
+    types: dict = field(default_factory=dict)  # GGUF type name -> tensor count
+    weights: str = ""  # e.g. "native", "q8/g64", "f16"
+    digest: str = ""  # the file's digest (niah.identity)
+    cache: str = ""  # weight cache: "hit", "stored", "rebuilt" (a corrupt entry replaced),
+    # "unwritable", "off"; "" when nothing was converted
 
 
 def _check_file(path: Path) -> None:
@@ -61,8 +61,10 @@ def _check_file(path: Path) -> None:
         raise NiahError(f"GGUF file {str(path)!r} not found: check the path")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
-            raise NiahError(f"{str(path)!r} is not a GGUF file (no GGUF magic): give a .gguf "
-                            "file from llama.cpp or the hub")
+            raise NiahError(
+                f"{str(path)!r} is not a GGUF file (no GGUF magic): give a .gguf "
+                "file from llama.cpp or the hub"
+            )
 
 
 def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None) -> RawGGUF:
@@ -89,8 +91,9 @@ def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None)
         raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
         raw.digest, raw.cache = digest, "off"
         return raw
-    return _read_cached(path, header, native=native, mode=mode, types=types, digest=digest,
-                        on_progress=on_progress)
+    return _read_cached(
+        path, header, native=native, mode=mode, types=types, digest=digest, on_progress=on_progress
+    )
 
 
 def cache_key(*, digest: str, weights: str) -> str:
@@ -106,30 +109,46 @@ def cache_key(*, digest: str, weights: str) -> str:
         gguf_version = md.version("gguf")
     except md.PackageNotFoundError:
         gguf_version = "none"
-    parts = {"digest": digest, "weights": weights, "conversion": CONVERSION_VERSION,
-             "mlx": mx.__version__, "gguf": gguf_version, "device": str(mx.default_device())}
+    parts = {
+        "digest": digest,
+        "weights": weights,
+        "conversion": CONVERSION_VERSION,
+        "mlx": mx.__version__,
+        "gguf": gguf_version,
+        "device": str(mx.default_device()),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _read_cached(path: Path, header, *, native: bool, mode: str, types: dict, digest: str,
-                 on_progress) -> RawGGUF:
+def _read_cached(
+    path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress
+) -> RawGGUF:
     key = cache_key(digest=digest, weights=_mode_name(mode))
     entry, status = weight_cache.lookup(key)
     if entry is not None:
-        return RawGGUF(tensors=entry.tensors, meta=header.meta, quantized=entry.quantized,
-                       types=types, weights=_mode_name(mode), digest=digest, cache="hit")
+        return RawGGUF(
+            tensors=entry.tensors,
+            meta=header.meta,
+            quantized=entry.quantized,
+            types=types,
+            weights=_mode_name(mode),
+            digest=digest,
+            cache="hit",
+        )
     raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
-    stored = weight_cache.store(key, weight_cache.Entry(raw.tensors, raw.quantized),
-                                source={"file": path.name, "digest": digest,
-                                        "weights": raw.weights})
+    stored = weight_cache.store(
+        key,
+        weight_cache.Entry(raw.tensors, raw.quantized),
+        source={"file": path.name, "digest": digest, "weights": raw.weights},
+    )
     raw.digest = digest
-    raw.cache = "unwritable" if stored == "unwritable" else (
-        "rebuilt" if status == "corrupt" else "stored")
+    raw.cache = (
+        "unwritable" if stored == "unwritable" else ("rebuilt" if status == "corrupt" else "stored")
+    )
     return raw
 
 
-def _convert(path: Path, header, *, native: bool, mode: str, types: dict,
-             on_progress) -> RawGGUF:
+def _convert(path: Path, header, *, native: bool, mode: str, types: dict, on_progress) -> RawGGUF:
     """Read and convert to `mode` (q8/q4/f16): no cache involved."""
     if not native:
         return _read_with_gguf(path, header, quant=mode, types=types, on_progress=on_progress)
@@ -145,8 +164,10 @@ def _read_with_mx(path: Path, *, types) -> RawGGUF:
     try:
         tensors, meta = mx.load(str(path), return_metadata=True)
     except Exception as exc:  # mlx raises plain exceptions for unreadable files
-        raise NiahError(f"cannot read GGUF {str(path)!r} with mx.load ({exc}): its quant types "
-                        f"need the gguf package: pip install {GGUF_PACKAGE}") from None
+        raise NiahError(
+            f"cannot read GGUF {str(path)!r} with mx.load ({exc}): its quant types "
+            f"need the gguf package: pip install {GGUF_PACKAGE}"
+        ) from None
     quantized = {}
     for name, value in tensors.items():
         if name.endswith(".scales"):
@@ -154,8 +175,9 @@ def _read_with_mx(path: Path, *, types) -> RawGGUF:
             packed = tensors[f"{base}.weight"].shape[-1]
             bits = packed * 32 // (value.shape[-1] * NATIVE_GROUP_SIZE)
             quantized[base] = (NATIVE_GROUP_SIZE, bits)
-    return RawGGUF(tensors=tensors, meta=meta, quantized=quantized, types=types or {},
-                   weights="native")
+    return RawGGUF(
+        tensors=tensors, meta=meta, quantized=quantized, types=types or {}, weights="native"
+    )
 
 
 def _requantize(raw: RawGGUF, quant: str) -> None:
@@ -163,8 +185,13 @@ def _requantize(raw: RawGGUF, quant: str) -> None:
     import mlx.core as mx
 
     for base, (group, bits) in list(raw.quantized.items()):
-        w = mx.dequantize(raw.tensors.pop(f"{base}.weight"), raw.tensors.pop(f"{base}.scales"),
-                          raw.tensors.pop(f"{base}.biases"), group_size=group, bits=bits)
+        w = mx.dequantize(
+            raw.tensors.pop(f"{base}.weight"),
+            raw.tensors.pop(f"{base}.scales"),
+            raw.tensors.pop(f"{base}.biases"),
+            group_size=group,
+            bits=bits,
+        )
         raw.tensors[f"{base}.weight"] = w
     raw.quantized = {}
     for name in [n for n, v in raw.tensors.items() if v.ndim == 2 and n.endswith(".weight")]:
@@ -196,8 +223,10 @@ def _gguf_dequantizer(path: Path, types: dict):
     try:
         from gguf.quants import dequantize
     except ImportError:
-        raise NiahError(f"GGUF {path.name!r} holds {', '.join(sorted(set(types) - NATIVE_TYPES))} "
-                        f"tensors, which need the gguf package: pip install {GGUF_PACKAGE}") from None
+        raise NiahError(
+            f"GGUF {path.name!r} holds {', '.join(sorted(set(types) - NATIVE_TYPES))} "
+            f"tensors, which need the gguf package: pip install {GGUF_PACKAGE}"
+        ) from None
     return dequantize
 
 
@@ -223,14 +252,15 @@ def _dequantize(t, data, *, path: Path, types: dict):
             version = f"gguf {md.version('gguf')}"
         except md.PackageNotFoundError:
             version = "the gguf package"
-        raise NiahError(f"GGUF tensor {t.name!r} has quant type {t.type_name}, which neither "
-                        f"mx.load nor {version} can read ({type(exc).__name__}): re-quantize "
-                        "the file, e.g. to Q8_0 or Q4_K_M with llama-quantize") from None
+        raise NiahError(
+            f"GGUF tensor {t.name!r} has quant type {t.type_name}, which neither "
+            f"mx.load nor {version} can read ({type(exc).__name__}): re-quantize "
+            "the file, e.g. to Q8_0 or Q4_K_M with llama-quantize"
+        ) from None
     return mx.array(np.ascontiguousarray(values.reshape(t.shape), dtype=np.float32))
 
 
-def _read_with_gguf(path: Path, header, *, quant: str, types: dict,
-                    on_progress=None) -> RawGGUF:
+def _read_with_gguf(path: Path, header, *, quant: str, types: dict, on_progress=None) -> RawGGUF:
     """Every tensor dequantized from its GGML blocks, weights stored in the `quant` mode."""
     import mlx.core as mx
     import numpy as np

@@ -34,10 +34,12 @@ def _pre_tokenizer(pre: str | None):
             r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
         )
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     return byte_level
 
 
@@ -73,12 +75,19 @@ def _spm_tokenizer(meta: dict, tokens: list[str], types: list[int]):
 
     scores = meta.get("tokenizer.ggml.scores")
     if scores is None:
-        raise NiahError("GGUF SentencePiece vocabulary has no tokenizer.ggml.scores: "
-                        "use an MLX model folder for this model")
+        raise NiahError(
+            "GGUF SentencePiece vocabulary has no tokenizer.ggml.scores: "
+            "use an MLX model folder for this model"
+        )
     unk_id = scalar(meta, "tokenizer.ggml.unknown_token_id")
     vocab = {t: i for i, t in enumerate(tokens)}
-    bpe = models.BPE(vocab=vocab, merges=spm_merges(tokens, scores, types), fuse_unk=True,
-                     byte_fallback=True, unk_token=tokens[int(unk_id)] if unk_id is not None else None)
+    bpe = models.BPE(
+        vocab=vocab,
+        merges=spm_merges(tokens, scores, types),
+        fuse_unk=True,
+        byte_fallback=True,
+        unk_token=tokens[int(unk_id)] if unk_id is not None else None,
+    )
     tok = Tokenizer(bpe)
     norm = [normalizers.Replace(" ", SPACE)]
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
@@ -93,8 +102,10 @@ def _spm_tokenizer(meta: dict, tokens: list[str], types: list[int]):
 def _backend_tokenizer(meta: dict, kind, tokens: list[str], types: list[int]):
     """The `tokenizers` model for the vocabulary kind; inconsistent metadata is one line."""
     if kind not in ("gpt2", "llama"):
-        raise NiahError(f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
-                        "or llama SentencePiece): use an MLX model folder for this model")
+        raise NiahError(
+            f"GGUF tokenizer type {kind!r} is not supported (gpt2 byte-level BPE "
+            "or llama SentencePiece): use an MLX model folder for this model"
+        )
     try:
         if kind == "gpt2":
             return _bpe_tokenizer(meta, tokens)
@@ -103,8 +114,10 @@ def _backend_tokenizer(meta: dict, kind, tokens: list[str], types: list[int]):
         raise
     except Exception as exc:  # tokenizers raises plain Exception for a bad vocabulary
         detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise NiahError(f"GGUF tokenizer metadata is inconsistent ({detail}): get an intact "
-                        "file, or use an MLX model folder") from exc
+        raise NiahError(
+            f"GGUF tokenizer metadata is inconsistent ({detail}): get an intact "
+            "file, or use an MLX model folder"
+        ) from exc
 
 
 def build_tokenizer(meta: dict):
@@ -115,15 +128,27 @@ def build_tokenizer(meta: dict):
     kind = scalar(meta, "tokenizer.ggml.model")
     tokens = list(meta["tokenizer.ggml.tokens"])
     raw_types = meta.get("tokenizer.ggml.token_type")
-    types = list(raw_types.tolist() if hasattr(raw_types, "tolist") else raw_types or [1] * len(tokens))
+    types = list(
+        raw_types.tolist() if hasattr(raw_types, "tolist") else raw_types or [1] * len(tokens)
+    )
     tok = _backend_tokenizer(meta, kind, tokens, types)
 
     # Byte-level BPE files mark their chat markers user-defined too: special there.
     special_types = (_CONTROL,) if kind == "llama" else (_CONTROL, _USER_DEFINED)
-    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                            for i, t in enumerate(types) if t in special_types])
-    tok.add_tokens([AddedToken(tokens[i], normalized=False, special=False)
-                    for i, t in enumerate(types) if t == _USER_DEFINED and kind == "llama"])
+    tok.add_special_tokens(
+        [
+            AddedToken(tokens[i], special=True, normalized=False)
+            for i, t in enumerate(types)
+            if t in special_types
+        ]
+    )
+    tok.add_tokens(
+        [
+            AddedToken(tokens[i], normalized=False, special=False)
+            for i, t in enumerate(types)
+            if t == _USER_DEFINED and kind == "llama"
+        ]
+    )
 
     def tok_text(key):
         idx = scalar(meta, key)
@@ -150,7 +175,8 @@ def _prepend_bos(hf) -> None:
 
     bos, bos_id = hf.bos_token, hf.bos_token_id
     hf.backend_tokenizer.post_processor = TemplateProcessing(
-        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, bos_id)])
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, bos_id)]
+    )
 
 
 def sentencepiece_reference(meta: dict):
@@ -161,14 +187,24 @@ def sentencepiece_reference(meta: dict):
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     kinds = pb.ModelProto.SentencePiece
-    by_type = {1: kinds.NORMAL, 2: kinds.UNKNOWN, 3: kinds.CONTROL, 4: kinds.USER_DEFINED,
-               5: kinds.UNUSED, 6: kinds.BYTE}
+    by_type = {
+        1: kinds.NORMAL,
+        2: kinds.UNKNOWN,
+        3: kinds.CONTROL,
+        4: kinds.USER_DEFINED,
+        5: kinds.UNUSED,
+        6: kinds.BYTE,
+    }
     m = pb.ModelProto()
     t = m.trainer_spec
     t.model_type = pb.TrainerSpec.BPE
     t.byte_fallback = True
-    for field, key in (("unk_id", "unknown"), ("bos_id", "bos"), ("eos_id", "eos"),
-                       ("pad_id", "padding")):
+    for field, key in (
+        ("unk_id", "unknown"),
+        ("bos_id", "bos"),
+        ("eos_id", "eos"),
+        ("pad_id", "padding"),
+    ):
         setattr(t, field, int(scalar(meta, f"tokenizer.ggml.{key}_token_id", -1)))
     n = m.normalizer_spec
     n.name, n.remove_extra_whitespaces, n.escape_whitespaces = "identity", False, True

@@ -16,7 +16,7 @@ from .flash import Flags, Tile, flash_attention_with_lse, supported
 def compatible(q, k, v=None) -> bool:
     """The fused kernel needs q, k and v to share head dim and dtype (else the reference)."""
     arrays = [a for a in (q, k, v) if a is not None]
-    return (len({a.shape[-1] for a in arrays}) == 1 and len({a.dtype for a in arrays}) == 1)
+    return len({a.shape[-1] for a in arrays}) == 1 and len({a.dtype for a in arrays}) == 1
 
 
 def forget_builds() -> None:
@@ -24,5 +24,12 @@ def forget_builds() -> None:
     flash._KERNELS.clear()
 
 
-__all__ = ["flash", "Flags", "Tile", "flash_attention_with_lse", "supported", "compatible",
-           "forget_builds"]
+__all__ = [
+    "flash",
+    "Flags",
+    "Tile",
+    "flash_attention_with_lse",
+    "supported",
+    "compatible",
+    "forget_builds",
+]

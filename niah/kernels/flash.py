@@ -38,7 +38,7 @@ SUPPORTED_DTYPES = ("float16", "bfloat16")
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
 
 # Test switches (explicit overrides; None in normal use).
-TILE_OVERRIDE: "Tile | None" = None
+TILE_OVERRIDE: Tile | None = None
 SPLITS_OVERRIDE: int | None = None
 SOURCE_PATCH = None  # callable(name: str, source: str) -> str
 
@@ -75,14 +75,20 @@ class Flags:
     split: bool
 
     def label(self) -> str:
-        parts = ["causal" if self.causal else "", ["", "bool", "additive"][self.mask],
-                 "sinks" if self.sinks else "", "split" if self.split else ""]
+        parts = [
+            "causal" if self.causal else "",
+            ["", "bool", "additive"][self.mask],
+            "sinks" if self.sinks else "",
+            "split" if self.split else "",
+        ]
         return "+".join(p for p in parts if p) or "plain"
 
 
 def supported(*, backend_name: str, dtype, D: int) -> bool:
     name = str(dtype).split(".")[-1]
-    return backend_name in ("cuda", "metal") and name in SUPPORTED_DTYPES and D in SUPPORTED_HEAD_DIMS
+    return (
+        backend_name in ("cuda", "metal") and name in SUPPORTED_DTYPES and D in SUPPORTED_HEAD_DIMS
+    )
 
 
 def choose_tile(*, rows: int, D: int, backend_name: str = "cuda") -> Tile:
@@ -110,7 +116,9 @@ def resident_blocks(tile: Tile, D: int, backend_name: str) -> int:
     return max(1, min(by_smem, 2048 // tile.threads, 32))
 
 
-def choose_splits(*, blocks: int, kL: int, tile: Tile, D: int = 128, backend_name: str = "cuda") -> int:
+def choose_splits(
+    *, blocks: int, kL: int, tile: Tile, D: int = 128, backend_name: str = "cuda"
+) -> int:
     """No split when the row tiles fill one wave of resident blocks; else about four waves of
     blocks, each over >= 8 key tiles."""
     if SPLITS_OVERRIDE is not None:
@@ -172,11 +180,19 @@ def _combine_kernel(backend_name: str):
     key = ("combine", backend_name, SOURCE_PATCH)
     if key not in _KERNELS:
         make = mx.fast.cuda_kernel if backend_name == "cuda" else mx.fast.metal_kernel
-        header = (_read("flash_common.cuh") if backend_name == "cuda"
-                  else _metal_header(vector_loads=False))  # the combine has no vector loads
+        header = (
+            _read("flash_common.cuh")
+            if backend_name == "cuda"
+            else _metal_header(vector_loads=False)
+        )  # the combine has no vector loads
         source = _read("flash_combine.cu" if backend_name == "cuda" else "flash_combine.metal")
-        _KERNELS[key] = make(name="niah_flash_combine", input_names=["opart", "lpart", "sinks"],
-                             output_names=["out", "lse"], header=header, source=source)
+        _KERNELS[key] = make(
+            name="niah_flash_combine",
+            input_names=["opart", "lpart", "sinks"],
+            output_names=["out", "lse"],
+            header=header,
+            source=source,
+        )
     return _KERNELS[key]
 
 
@@ -188,8 +204,9 @@ def flags_for(*, mask, sinks, causal_shift, split: bool) -> Flags:
     return Flags(causal=causal, mask=kind, sinks=sinks is not None, split=split)
 
 
-def plan(*, q_shape, k_shape, backend_name: str, tile: Tile | None = None,
-         splits: int | None = None) -> tuple[Tile, int, int]:
+def plan(
+    *, q_shape, k_shape, backend_name: str, tile: Tile | None = None, splits: int | None = None
+) -> tuple[Tile, int, int]:
     """(tile, splits, keys per split) for these shapes."""
     B, Hq, qL, D = q_shape
     Hkv, kL = k_shape[1], k_shape[2]
@@ -197,18 +214,30 @@ def plan(*, q_shape, k_shape, backend_name: str, tile: Tile | None = None,
     tile = tile or choose_tile(rows=rows, D=D, backend_name=backend_name)
     row_tiles = math.ceil(rows / tile.rows)
     if splits is None:
-        splits = choose_splits(blocks=row_tiles * B * Hkv, kL=kL, tile=tile, D=D,
-                               backend_name=backend_name)
+        splits = choose_splits(
+            blocks=row_tiles * B * Hkv, kL=kL, tile=tile, D=D, backend_name=backend_name
+        )
     split_len = math.ceil(math.ceil(kL / splits) / tile.bc) * tile.bc
     splits = max(1, math.ceil(kL / split_len))
     return tile, splits, split_len
 
 
-def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
-                             sinks: mx.array | None = None, causal_shift: int | None = None,
-                             backend_name: str = "cuda", tile: Tile | None = None,
-                             splits: int | None = None, out_dtype=None, stream=None,
-                             vector_loads: bool = True) -> tuple[mx.array, mx.array]:
+def flash_attention_with_lse(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    *,
+    scale: float,
+    mask=None,
+    sinks: mx.array | None = None,
+    causal_shift: int | None = None,
+    backend_name: str = "cuda",
+    tile: Tile | None = None,
+    splits: int | None = None,
+    out_dtype=None,
+    stream=None,
+    vector_loads: bool = True,
+) -> tuple[mx.array, mx.array]:
     """Fused attention over all of k/v: (out in out_dtype or q.dtype, lse float32 [B, Hq, qL]).
     `vector_loads` picks Metal's build (NIAH_VECTOR_LOADS 1 or 0); CUDA ignores it."""
     out_dtype = out_dtype or q.dtype
@@ -216,8 +245,9 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
     Hkv, kL = k.shape[1], k.shape[2]
     if isinstance(mask, str) and mask != "causal":
         raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
-    tile, splits, split_len = plan(q_shape=q.shape, k_shape=k.shape, backend_name=backend_name,
-                                   tile=tile, splits=splits)
+    tile, splits, split_len = plan(
+        q_shape=q.shape, k_shape=k.shape, backend_name=backend_name, tile=tile, splits=splits
+    )
     flags = flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
     if isinstance(mask, str):
         shift = kL - qL
@@ -233,9 +263,17 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
     sinks_arr = sinks.astype(q.dtype) if sinks is not None else mx.zeros((1,), dtype=q.dtype)
     rows = (Hq // Hkv) * qL
     row_tiles = math.ceil(rows / tile.rows)
-    template = [("T", q.dtype), ("D", D), ("MW", tile.mw), ("MT", tile.mt), ("BC", tile.bc),
-                ("CAUSAL", flags.causal), ("MASK", flags.mask), ("SINKS", flags.sinks),
-                ("SPLIT", flags.split)]
+    template = [
+        ("T", q.dtype),
+        ("D", D),
+        ("MW", tile.mw),
+        ("MT", tile.mt),
+        ("BC", tile.bc),
+        ("CAUSAL", flags.causal),
+        ("MASK", flags.mask),
+        ("SINKS", flags.sinks),
+        ("SPLIT", flags.split),
+    ]
     if flags.split:
         out_shapes = [(splits, B, Hq, qL, D), (splits, B * Hq * qL)]
         out_dtypes = [mx.float32, mx.float32]
@@ -244,18 +282,26 @@ def flash_attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: fl
         out_dtypes = [out_dtype, mx.float32]
     extra = {"stream": stream} if stream is not None else {}
     kern = _fwd_kernel(backend_name, tile, D, vector_loads=vector_loads)
-    out, lse = kern(inputs=[q, k, v, params, mask_arr, sinks_arr],
-                    template=template,
-                    grid=(row_tiles * tile.threads, B * Hkv, splits),
-                    threadgroup=(tile.threads, 1, 1),
-                    output_shapes=out_shapes, output_dtypes=out_dtypes, **extra)
+    out, lse = kern(
+        inputs=[q, k, v, params, mask_arr, sinks_arr],
+        template=template,
+        grid=(row_tiles * tile.threads, B * Hkv, splits),
+        threadgroup=(tile.threads, 1, 1),
+        output_shapes=out_shapes,
+        output_dtypes=out_dtypes,
+        **extra,
+    )
     if not flags.split:
         return out, lse
     comb = _combine_kernel(backend_name)
     total = B * Hq * qL * D
-    out, lse2 = comb(inputs=[out, lse, sinks_arr],
-                     template=[("O", out_dtype), ("D", D), ("SINKS", flags.sinks)],
-                     grid=(total, 1, 1), threadgroup=(256, 1, 1),
-                     output_shapes=[(B, Hq, qL, D), (B, Hq, qL)],
-                     output_dtypes=[out_dtype, mx.float32], **extra)
+    out, lse2 = comb(
+        inputs=[out, lse, sinks_arr],
+        template=[("O", out_dtype), ("D", D), ("SINKS", flags.sinks)],
+        grid=(total, 1, 1),
+        threadgroup=(256, 1, 1),
+        output_shapes=[(B, Hq, qL, D), (B, Hq, qL)],
+        output_dtypes=[out_dtype, mx.float32],
+        **extra,
+    )
     return out, lse2

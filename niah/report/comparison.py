@@ -11,8 +11,12 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
     """Per-cell comparison of runs (first is the baseline): accuracy, delta, verdict changes."""
     keyed = [(name, {(c.context, c.label, c.depth): c for c in cells(recs)}) for name, recs in runs]
     all_keys = sorted(set().union(*(set(k) for _, k in keyed)))
-    header = ["Context", "Depth"] + [name for name, _ in keyed] + \
-        [f"Δ {name}" for name, _ in keyed[1:]] + ["Changed"]
+    header = (
+        ["Context", "Depth"]
+        + [name for name, _ in keyed]
+        + [f"Δ {name}" for name, _ in keyed[1:]]
+        + ["Changed"]
+    )
     rows = []
     changed = missing = 0
     for key in all_keys:
@@ -20,17 +24,27 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
         found = [(name, k.get(key)) for name, k in keyed]
         accs = [None if c is None or c.n == 0 else c.passed / c.n for _, c in found]
         verds = [_verdicts_text(c) for _, c in found]
-        deltas = ["-" if a is None or accs[0] is None else f"{(a - accs[0]) * 100:+.0f}%"
-                  for a in accs[1:]]
+        deltas = [
+            "-" if a is None or accs[0] is None else f"{(a - accs[0]) * 100:+.0f}%"
+            for a in accs[1:]
+        ]
         status = _compare_status(found, verds)
         changed += status == "yes"
         missing += status.startswith("missing")
         rows.append([row_name(ctx, label), f"{depth * 100:.4g}%", *verds, *deltas, status])
-    summary = [f"{name}: accuracy {acc:.0%}" if (acc := accuracy(recs)) is not None else f"{name}: -"
-               for name, recs in runs]
-    return "\n".join([align(header, rows), "",
-                      "; ".join(summary) + f"; {changed} cell(s) changed verdict" +
-                      (f"; {missing} cell(s) missing from a run" if missing else "")])
+    summary = [
+        f"{name}: accuracy {acc:.0%}" if (acc := accuracy(recs)) is not None else f"{name}: -"
+        for name, recs in runs
+    ]
+    return "\n".join(
+        [
+            align(header, rows),
+            "",
+            "; ".join(summary)
+            + f"; {changed} cell(s) changed verdict"
+            + (f"; {missing} cell(s) missing from a run" if missing else ""),
+        ]
+    )
 
 
 def _verdicts_text(c: Cell | None) -> str:

@@ -22,9 +22,9 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import NiahError
 from .heatmap import heatmap
@@ -35,17 +35,33 @@ from .tables import format_markdown
 
 @dataclass(frozen=True)
 class Export:
-    option: str                     # the CLI option of both commands, e.g. "--csv"
+    option: str  # the CLI option of both commands, e.g. "--csv"
     help: str
-    write: Callable[..., None]      # write(records, path, *, runs, **options), see write_exports
-    example: str                    # a file name suggested when the path given is a folder
+    write: Callable[..., None]  # write(records, path, *, runs, **options), see write_exports
+    example: str  # a file name suggested when the path given is a folder
     suffixes: tuple[str, ...] = ()  # accepted file name suffixes (empty: any)
 
 
-EXPORT_COLUMNS_FIRST = ["model", "context", "context_tokens", "depth", "needle_index",
-                        "needle_depth", "sample", "value", "response", "verdict", "score",
-                        "task", "prefill_s",
-                        "prefill_tps", "ttft_s", "decode_tps", "peak_memory_bytes", "sdpa_route"]
+EXPORT_COLUMNS_FIRST = [
+    "model",
+    "context",
+    "context_tokens",
+    "depth",
+    "needle_index",
+    "needle_depth",
+    "sample",
+    "value",
+    "response",
+    "verdict",
+    "score",
+    "task",
+    "prefill_s",
+    "prefill_tps",
+    "ttft_s",
+    "decode_tps",
+    "peak_memory_bytes",
+    "sdpa_route",
+]
 
 
 def to_frame(records: list[dict]):
@@ -73,8 +89,10 @@ def _finite(value):
 
 
 def write_json(records: list[dict], path, *, runs, **options) -> None:
-    rows = [{k: _finite(v) for k, v in row.items()}
-            for row in to_frame(records).to_dict(orient="records")]
+    rows = [
+        {k: _finite(v) for k, v in row.items()}
+        for row in to_frame(records).to_dict(orient="records")
+    ]
     Path(path).write_text(json.dumps(rows, indent=1, default=str, allow_nan=False))
 
 
@@ -97,9 +115,17 @@ def write_junit(records: list[dict], path, *, runs, **options) -> None:
     junit(records, path)
 
 
-def write_html(records: list[dict], path, *, runs, compare: bool = False,
-               effective_threshold: float | None = None, **options) -> None:
-    from .html import DEFAULT_EFFECTIVE_THRESHOLD, write_html as write_page
+def write_html(
+    records: list[dict],
+    path,
+    *,
+    runs,
+    compare: bool = False,
+    effective_threshold: float | None = None,
+    **options,
+) -> None:
+    from .html import DEFAULT_EFFECTIVE_THRESHOLD
+    from .html import write_html as write_page
 
     threshold = DEFAULT_EFFECTIVE_THRESHOLD if effective_threshold is None else effective_threshold
     write_page(path, runs, compare=compare, effective_threshold=threshold)
@@ -114,13 +140,20 @@ EXPORTS: dict[str, Export] = {
     "markdown": Export("--markdown", "Write the table as Markdown.", write_markdown, "table.md"),
     "csv": Export("--csv", "One row per trial, every field.", write_csv, "niah.csv"),
     "json": Export("--json", "One object per trial.", write_json, "niah.json"),
-    "parquet": Export("--parquet", "One row per trial (needs pyarrow).", write_parquet,
-                      "niah.parquet"),
-    "heatmap": Export("--heatmap", "PNG heatmap of accuracy (or .svg, .pdf).", write_heatmap,
-                      "heatmap.png", suffixes=(".png", ".svg", ".pdf")),
+    "parquet": Export(
+        "--parquet", "One row per trial (needs pyarrow).", write_parquet, "niah.parquet"
+    ),
+    "heatmap": Export(
+        "--heatmap",
+        "PNG heatmap of accuracy (or .svg, .pdf).",
+        write_heatmap,
+        "heatmap.png",
+        suffixes=(".png", ".svg", ".pdf"),
+    ),
     "junit": Export("--junit", "JUnit XML, one testcase per trial.", write_junit, "niah.xml"),
-    "html": Export("--html", "The HTML report: one self-contained page.", write_html,
-                   "report.html"),
+    "html": Export(
+        "--html", "The HTML report: one self-contained page.", write_html, "report.html"
+    ),
 }
 
 
@@ -128,31 +161,44 @@ def check_target(export: Export, path: Path) -> None:
     """Refuse, before any work, a path the export could not be written to."""
     option = export.option
     if path.is_dir():
-        raise NiahError(f"{option} {str(path)!r} is a folder: give a file name like {export.example}")
+        raise NiahError(
+            f"{option} {str(path)!r} is a folder: give a file name like {export.example}"
+        )
     if export.suffixes and path.suffix.lower() not in export.suffixes:
         kinds = ", ".join(export.suffixes[:-1]) + " or " + export.suffixes[-1]
-        raise NiahError(f"{option} {str(path)!r} is not a {kinds} file: give a name like "
-                        f"{export.example}")
+        raise NiahError(
+            f"{option} {str(path)!r} is not a {kinds} file: give a name like {export.example}"
+        )
     parent = path.parent
     if not parent.is_dir():
-        raise NiahError(f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not "
-                        "exist; create it first")
+        raise NiahError(
+            f"cannot write {option} {str(path)!r}: folder {str(parent)!r} does not "
+            "exist; create it first"
+        )
     in_place = path.exists() and not path.is_file()  # a device or pipe
     if not os.access(path if in_place else parent, os.W_OK if in_place else os.W_OK | os.X_OK):
-        raise NiahError(f"cannot write {option} {str(path)!r} (permission denied): choose a "
-                        "writable path")
+        raise NiahError(
+            f"cannot write {option} {str(path)!r} (permission denied): choose a writable path"
+        )
 
 
-def check_targets(targets: dict[str, Path | None], *,
-                  registry: dict[str, Export] | None = None) -> None:
+def check_targets(
+    targets: dict[str, Path | None], *, registry: dict[str, Export] | None = None
+) -> None:
     registry = EXPORTS if registry is None else registry
     for name, path in targets.items():
         if path is not None:
             check_target(registry[name], Path(path))
 
 
-def write_exports(records: list[dict], targets: dict[str, Path | None], *, runs,
-                  registry: dict[str, Export] | None = None, **options) -> None:
+def write_exports(
+    records: list[dict],
+    targets: dict[str, Path | None],
+    *,
+    runs,
+    registry: dict[str, Export] | None = None,
+    **options,
+) -> None:
     """Write each export whose path is given (registry order), each atomically. runs: the
     (run folder, its records) pairs shown; options (compare, effective_threshold) go to every
     writer, which takes what it needs."""
@@ -162,7 +208,9 @@ def write_exports(records: list[dict], targets: dict[str, Path | None], *, runs,
         if path is None:
             continue
         try:
-            write_atomic(Path(path), lambda p: export.write(records, p, runs=runs, **options))
+            write_atomic(
+                Path(path), lambda p, export=export: export.write(records, p, runs=runs, **options)
+            )
         except OSError as exc:
             raise NiahError(_write_failed(export.option, path, exc)) from None
 
@@ -170,8 +218,9 @@ def write_exports(records: list[dict], targets: dict[str, Path | None], *, runs,
 def _write_failed(option: str, path, exc: OSError) -> str:
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     full = exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-    return (f"cannot write {option} {str(path)!r} ({why}): "
-            + ("free space or choose another path" if full else "choose a writable path"))
+    return f"cannot write {option} {str(path)!r} ({why}): " + (
+        "free space or choose another path" if full else "choose a writable path"
+    )
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

@@ -41,12 +41,31 @@ def _mark_beyond(fig, ax, rows: list, beyond: set, n_depths: int) -> bool:
     if not marked:
         return False
     for i in marked:
-        ax.add_patch(Rectangle((-0.5, i - 0.5), n_depths, 1, fill=False, hatch="//",
-                               edgecolor="#444444", linewidth=0))
+        ax.add_patch(
+            Rectangle(
+                (-0.5, i - 0.5),
+                n_depths,
+                1,
+                fill=False,
+                hatch="//",
+                edgecolor="#444444",
+                linewidth=0,
+            )
+        )
     ax.axhline(min(marked) - 0.5, color="black", linestyle="--", linewidth=1.2)
-    fig.legend(handles=[Patch(facecolor="white", edgecolor="#444444", hatch="//",
-                              label=f"{BEYOND_MARK} past the trained length (below the dashed line)")],
-               loc="lower center", fontsize=8, frameon=False)
+    fig.legend(
+        handles=[
+            Patch(
+                facecolor="white",
+                edgecolor="#444444",
+                hatch="//",
+                label=f"{BEYOND_MARK} past the trained length (below the dashed line)",
+            )
+        ],
+        loc="lower center",
+        fontsize=8,
+        frameon=False,
+    )
     return True
 
 
@@ -67,8 +86,9 @@ def heatmap(records: list[dict], path, *, title: str | None = None) -> None:
     try:
         im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(depths)), [f"{d * 100:.4g}%" for d in depths])
-        ax.set_yticks(range(len(rows)), [row_name(c, label, beyond=(c, label) in beyond)
-                                         for c, label in rows])
+        ax.set_yticks(
+            range(len(rows)), [row_name(c, label, beyond=(c, label) in beyond) for c, label in rows]
+        )
         ax.set_xlabel("needle depth")
         ax.set_ylabel("context (tokens)")
         for i in range(len(rows)):

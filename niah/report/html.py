@@ -29,17 +29,50 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_EFFECTIVE_THRESHOLD = 0.85
 # Trial fields the page shows (others stay in trials.jsonl); absent or null ones are left out.
 TRIAL_FIELDS = (
-    "context", "context_tokens", "depth", "sample", "verdict", "value", "response",
-    "needle_index", "needle_depth", "needle_boundary", "prefill_s", "prefill_tps", "decode_s",
-    "decode_tps", "generated_tokens", "elapsed_s", "peak_memory_bytes", "sdpa_route",
-    "prefix_reuse", "reused_tokens", "finish", "error", "beyond_trained", "excerpt",
+    "context",
+    "context_tokens",
+    "depth",
+    "sample",
+    "verdict",
+    "value",
+    "response",
+    "needle_index",
+    "needle_depth",
+    "needle_boundary",
+    "prefill_s",
+    "prefill_tps",
+    "decode_s",
+    "decode_tps",
+    "generated_tokens",
+    "elapsed_s",
+    "peak_memory_bytes",
+    "sdpa_route",
+    "prefix_reuse",
+    "reused_tokens",
+    "finish",
+    "error",
+    "beyond_trained",
+    "excerpt",
 )
-NEEDLE_FIELDS = ("role", "key", "value", "needle_index", "needle_depth", "boundary", "found",
-                 "excerpt")
+NEEDLE_FIELDS = (
+    "role",
+    "key",
+    "value",
+    "needle_index",
+    "needle_depth",
+    "boundary",
+    "found",
+    "excerpt",
+)
 
 
-def write_html(path, runs: Sequence[tuple], *, compare: bool = False,
-               effective_threshold: float = DEFAULT_EFFECTIVE_THRESHOLD) -> Path:
+def write_html(
+    path,
+    runs: Sequence[tuple],
+    *,
+    compare: bool = False,
+    effective_threshold: float = DEFAULT_EFFECTIVE_THRESHOLD,
+) -> Path:
     """Write the page for `runs`, a list of (run folder, records) pairs. Without `compare` the
     folders hold one experiment and their records are pooled (a trial key counted once, its
     latest record kept); with it each run is shown on its own and cells whose verdicts differ
@@ -50,13 +83,19 @@ def write_html(path, runs: Sequence[tuple], *, compare: bool = False,
         shown = [_run_data(folder, recs, threshold=effective_threshold) for folder, recs in runs]
         changes = _changes(shown)
     else:
-        pooled = list(latest_by_key(sorted((r for _, recs in runs for r in recs),
-                                           key=written_at)).values())
-        shown = [_run_data(runs[0][0], pooled, threshold=effective_threshold,
-                           folders=[folder for folder, _ in runs])]
+        pooled = list(
+            latest_by_key(sorted((r for _, recs in runs for r in recs), key=written_at)).values()
+        )
+        shown = [
+            _run_data(
+                runs[0][0],
+                pooled,
+                threshold=effective_threshold,
+                folders=[folder for folder, _ in runs],
+            )
+        ]
         changes = []
-    data = {"compare": bool(compare), "runs": shown, "changes": changes,
-            "title": _title(shown)}
+    data = {"compare": bool(compare), "runs": shown, "changes": changes, "title": _title(shown)}
     return _write(Path(path), render_page(data))
 
 
@@ -64,18 +103,20 @@ def render_page(data: dict) -> str:
     """The whole document: data as JSON once, the assets inline."""
     script = (ASSETS / "page.js").read_text(encoding="utf-8")
     style = (ASSETS / "page.css").read_text(encoding="utf-8")
-    policy = ("default-src 'none'; img-src data:; "
-              f"style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
-              "base-uri 'none'; form-action 'none'")
+    policy = (
+        "default-src 'none'; img-src data:; "
+        f"style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
     return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_escape(data['title'])}</title>\n<style>{style}</style>\n</head>\n<body>\n"
         "<noscript>This report draws its tables with JavaScript: open it in a browser with "
         "scripts enabled, or read the run folder's trials.jsonl.</noscript>\n"
-        "<main id=\"app\"></main>\n"
-        f"<script type=\"application/json\" id=\"niah-data\">{script_json(data)}</script>\n"
+        '<main id="app"></main>\n'
+        f'<script type="application/json" id="niah-data">{script_json(data)}</script>\n'
         f"<script>{script}</script>\n</body>\n</html>\n"
     )
 
@@ -84,15 +125,21 @@ def script_json(data) -> str:
     """JSON safe inside a <script> element: no `<`, `>` or `&` (so no `</script>` or `<!--`
     can end it early) and no line separators U+2028/9."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text
 
 
 def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 def _sha256(text: str) -> str:
@@ -146,7 +193,9 @@ def _groups(records: list[dict]) -> list[dict]:
     show_step = len({r.get("prefill_step") for r in records}) > 1
     groups: dict[str, list[dict]] = {}
     for r in records:
-        name = " ".join(p for p in (r.get("task") or "single", row_label(r, show_step=show_step)) if p)
+        name = " ".join(
+            p for p in (r.get("task") or "single", row_label(r, show_step=show_step)) if p
+        )
         groups.setdefault(name, []).append(_trial(r))
     for trials in groups.values():
         trials.sort(key=lambda t: (t.get("context", 0), t.get("depth", 0), t.get("sample", 0)))
@@ -158,8 +207,11 @@ def _trial(r: dict) -> dict:
     out["score"] = trial_score(r) if r.get("verdict") != "SKIP" else None
     needles = r.get("needles")
     if isinstance(needles, list):
-        out["needles"] = [{k: n[k] for k in NEEDLE_FIELDS if _shown(n.get(k))}
-                          for n in needles if isinstance(n, dict)]
+        out["needles"] = [
+            {k: n[k] for k in NEEDLE_FIELDS if _shown(n.get(k))}
+            for n in needles
+            if isinstance(n, dict)
+        ]
     return out
 
 
@@ -183,8 +235,14 @@ def identity(folders: list[Path], records: list[dict]) -> list[list[str]]:
         ("Model digest", ident.get("model_digest") or seen("model_digest")),
         ("Weights", seen("weights")),
         ("Device", seen("device")),
-        ("Backend", " ".join(x for x in (ident.get("backend"), ident.get("compute_dtype")
-                                         or seen("compute_dtype")) if x)),
+        (
+            "Backend",
+            " ".join(
+                x
+                for x in (ident.get("backend"), ident.get("compute_dtype") or seen("compute_dtype"))
+                if x
+            ),
+        ),
         ("Attention route", _route(config, records)),
         ("Versions", _versions(ident, first)),
         ("Task", seen("task") or config.get("task") or "single"),
@@ -214,8 +272,14 @@ def _route(config: dict, records: list[dict]) -> str:
 
 
 def _versions(ident: dict, first: dict) -> str:
-    parts = [(name, ident.get(key) or first.get(key)) for name, key in
-             (("MLX", "mlx_version"), ("mlx-lm", "mlx_lm_version"), ("niah", "niah_version"))]
+    parts = [
+        (name, ident.get(key) or first.get(key))
+        for name, key in (
+            ("MLX", "mlx_version"),
+            ("mlx-lm", "mlx_lm_version"),
+            ("niah", "niah_version"),
+        )
+    ]
     return ", ".join(f"{name} {v}" for name, v in parts if v)
 
 
@@ -233,8 +297,11 @@ def _command(folders: list[Path]) -> str:
                 commands.append(" ".join(["niah", *map(str, argv[1:])]))
     unique = list(dict.fromkeys(commands))
     more = len(commands) - 1
-    return unique[0] + (f" (and {more} later run(s) into the folder)" if more > 0 else "") \
-        if unique else ""
+    return (
+        unique[0] + (f" (and {more} later run(s) into the folder)" if more > 0 else "")
+        if unique
+        else ""
+    )
 
 
 def _cell_summary(trials: list[dict]) -> tuple:
@@ -267,9 +334,17 @@ def _changes(runs: list[dict]) -> list[dict]:
             before = base.get(key)
             if before is None or _cell_summary(before) == _cell_summary(trials):
                 continue
-            changes.append({"run": index, "group": key[0], "context": key[1], "depth": key[2],
-                            "before": _cell_text(before), "after": _cell_text(trials),
-                            "delta": _mean_score(trials) - _mean_score(before)})
+            changes.append(
+                {
+                    "run": index,
+                    "group": key[0],
+                    "context": key[1],
+                    "depth": key[2],
+                    "before": _cell_text(before),
+                    "after": _cell_text(trials),
+                    "delta": _mean_score(trials) - _mean_score(before),
+                }
+            )
     return changes
 
 

@@ -16,17 +16,29 @@ def junit(records: list[dict], path, *, name: str = "niah") -> None:
     errors = sum(r["verdict"] == ERROR for r in records)
     skipped = sum(r["verdict"] == SKIP for r in records)
     total_s = sum(map(trial_seconds, records))
-    suite = ET.Element("testsuite", name=name, tests=str(len(records)), failures=str(failures),
-                       errors=str(errors), skipped=str(skipped), time=f"{total_s:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name=name,
+        tests=str(len(records)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{total_s:.3f}",
+    )
     for r in records:
-        case = ET.SubElement(suite, "testcase", classname=f"{name}.{r['model']}",
-                             name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}",
-                             time=f"{trial_seconds(r):.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{name}.{r['model']}",
+            name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}",
+            time=f"{trial_seconds(r):.3f}",
+        )
         if r.get("beyond_trained"):  # properties first, system-out last (JUnit's order)
             _beyond_properties(case, r)
         if r["verdict"] in (FAIL, NULL):
-            el = ET.SubElement(case, "failure", message=f"{r['verdict']}: expected {r['value']}",
-                               type=r["verdict"])
+            el = ET.SubElement(
+                case, "failure", message=f"{r['verdict']}: expected {r['value']}", type=r["verdict"]
+            )
             el.text = r.get("response") or ""
         elif r["verdict"] == ERROR:
             ET.SubElement(case, "error", message=r.get("error") or "error")
@@ -35,7 +47,8 @@ def junit(records: list[dict], path, *, name: str = "niah") -> None:
         if r.get("beyond_trained"):
             ET.SubElement(case, "system-out").text = (
                 f"context {r['context']} plus up to {r.get('max_tokens', '?')} answer tokens "
-                f"is past the model's trained length of {r.get('trained_context', '?')} tokens")
+                f"is past the model's trained length of {r.get('trained_context', '?')} tokens"
+            )
     suites = ET.Element("testsuites")
     suites.append(suite)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -5,9 +5,9 @@ different experiments are refused unless compared side by side."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .. import store
 from ..errors import NiahError
@@ -15,9 +15,9 @@ from ..errors import NiahError
 
 @dataclass(frozen=True)
 class LoadedRun:
-    name: str                    # the folder as given
-    stored: "store.StoredRun"
-    records: list[dict]          # latest record per trial key
+    name: str  # the folder as given
+    stored: store.StoredRun
+    records: list[dict]  # latest record per trial key
 
 
 def load_runs(folders: list[Path], *, warn: Callable[[str], None]) -> list[LoadedRun]:
@@ -26,22 +26,31 @@ def load_runs(folders: list[Path], *, warn: Callable[[str], None]) -> list[Loade
     loaded = []
     for folder in folders:
         if not Path(folder).is_dir():
-            raise NiahError(f"run folder {str(folder)!r} does not exist: give a folder made by niah run")
+            raise NiahError(
+                f"run folder {str(folder)!r} does not exist: give a folder made by niah run"
+            )
         stored = store.load_run(folder)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            recs = list(store.latest_by_key(
-                store.read_trials(folder, config_hash=stored.config_hash)).values())
+            recs = list(
+                store.latest_by_key(
+                    store.read_trials(folder, config_hash=stored.config_hash)
+                ).values()
+            )
         for w in caught:
             warn(str(w.message))
         if not recs:
-            raise NiahError(f"run folder {str(folder)!r} has no finished trials: run niah run first")
+            raise NiahError(
+                f"run folder {str(folder)!r} has no finished trials: run niah run first"
+            )
         loaded.append(LoadedRun(name=str(folder), stored=stored, records=recs))
     for run in loaded:
         if run.stored.config_hash and run.stored.recomputed_hash() != run.stored.config_hash:
-            warn(f"{str(Path(run.name) / 'config.json')!r} no longer matches the config "
-                 f"{run.stored.config_hash} its trials were run with (edited after the run?): "
-                 "the table shows the trials as recorded")
+            warn(
+                f"{str(Path(run.name) / 'config.json')!r} no longer matches the config "
+                f"{run.stored.config_hash} its trials were run with (edited after the run?): "
+                "the table shows the trials as recorded"
+            )
     return loaded
 
 
@@ -67,9 +76,11 @@ def check_poolable(runs: list[LoadedRun], *, compare: bool) -> None:
     """Several experiments need --compare; --compare needs two folders or more."""
     experiments = {experiment(run) for run in runs}
     if len(experiments) > 1 and not compare:
-        raise NiahError("these runs are different experiments (" +
-                        "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments)) +
-                        "): pass --compare to see them side by side, or report them one at a time")
+        raise NiahError(
+            "these runs are different experiments ("
+            + "; ".join(f"config {h} on {', '.join(d)}" for h, d in sorted(experiments))
+            + "): pass --compare to see them side by side, or report them one at a time"
+        )
     if compare and len(runs) < 2:
         raise NiahError("--compare needs two or more run folders")
 
@@ -77,8 +88,11 @@ def check_poolable(runs: list[LoadedRun], *, compare: bool) -> None:
 def pooled(runs: list[LoadedRun]) -> list[dict]:
     """One experiment in several folders: a trial key is one needle, counted once (the
     latest record wins)."""
-    return list(store.latest_by_key(
-        sorted((r for run in runs for r in run.records), key=store.written_at)).values())
+    return list(
+        store.latest_by_key(
+            sorted((r for run in runs for r in run.records), key=store.written_at)
+        ).values()
+    )
 
 
 def all_records(runs: list[LoadedRun]) -> list[dict]:

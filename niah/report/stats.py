@@ -66,7 +66,7 @@ def effective_context(records: list[dict], *, threshold: float = 0.85) -> int | 
     return best
 
 
-BASE_CONTEXT = 2048                 # contexts up to this give a normalised task's base score
+BASE_CONTEXT = 2048  # contexts up to this give a normalised task's base score
 NORMALISED_TASKS = ("non-literal",)  # tasks scored against the model's own short-context score
 
 
@@ -84,17 +84,21 @@ def base_score(records: list[dict], *, base_context: int = BASE_CONTEXT) -> floa
     return accuracy([r for r in records if r["context"] <= base_context])
 
 
-def normalised_by_context(records: list[dict], *,
-                          base_context: int = BASE_CONTEXT) -> dict[int, float | None]:
+def normalised_by_context(
+    records: list[dict], *, base_context: int = BASE_CONTEXT
+) -> dict[int, float | None]:
     """Each context's accuracy over the base score (None where either is missing or the base
     is 0: a model that never answers at the short context has nothing to normalise by)."""
     base = base_score(records, base_context=base_context)
-    return {c: None if acc is None or not base else acc / base
-            for c, acc in accuracy_by_context(records).items()}
+    return {
+        c: None if acc is None or not base else acc / base
+        for c, acc in accuracy_by_context(records).items()
+    }
 
 
-def effective_normalised(records: list[dict], *, threshold: float = 0.85,
-                         base_context: int = BASE_CONTEXT) -> int | None:
+def effective_normalised(
+    records: list[dict], *, threshold: float = 0.85, base_context: int = BASE_CONTEXT
+) -> int | None:
     """Longest context whose normalised score stays >= threshold, walking contexts in
     increasing order and stopping at the first that falls below."""
     best = None

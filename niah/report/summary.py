@@ -16,27 +16,37 @@ from .tables import cut_answers_line, format_table, task_lines, totals_line, tra
 
 @dataclass(frozen=True)
 class Summary:
-    lines: list[str]                                   # for stdout
+    lines: list[str]  # for stdout
     warnings: list[str] = field(default_factory=list)  # for stderr, each a whole line
 
 
-def summary(records: list[dict], *, header: list[str],
-            effective_threshold: float | None = None) -> Summary:
+def summary(
+    records: list[dict], *, header: list[str], effective_threshold: float | None = None
+) -> Summary:
     """Header, table, totals, effective context (when a threshold is given), the task x context
     table (several tasks or a normalised one), SUSPECT lines."""
     legend = trained_legend(records)
-    lines = [*header, "", format_table(records), *([legend] if legend else []), "",
-             totals_line(records)]
+    lines = [
+        *header,
+        "",
+        format_table(records),
+        *([legend] if legend else []),
+        "",
+        totals_line(records),
+    ]
     if effective_threshold is not None:
         eff = effective_context(records, threshold=effective_threshold)
-        lines.append(f"Effective context (>= {effective_threshold:.0%} of the shortest "
-                     f"context's accuracy): {format_context(eff) if eff else 'none'}")
+        lines.append(
+            f"Effective context (>= {effective_threshold:.0%} of the shortest "
+            f"context's accuracy): {format_context(eff) if eff else 'none'}"
+        )
     lines += task_lines(records, threshold=effective_threshold)
     for r in records:
         why = suspect(r)
         if why:
-            lines.append(f"SUSPECT: context {r['context']} depth {r['depth']:g} "
-                         f"sample {r['sample']}: {why}")
+            lines.append(
+                f"SUSPECT: context {r['context']} depth {r['depth']:g} sample {r['sample']}: {why}"
+            )
     cut = cut_answers_line(records)
     return Summary(lines=lines, warnings=[cut] if cut else [])
 
@@ -56,20 +66,24 @@ def fail_under_line(records: list[dict], fail_under: float) -> str | None:
     return f"accuracy {acc:.1%} over {what} is below --fail-under {fail_under:.1%}"
 
 
-def run_header(records: list[dict], *, folder: Path, model: str, ran: int, done: int,
-               world: int = 1) -> list[str]:
+def run_header(
+    records: list[dict], *, folder: Path, model: str, ran: int, done: int, world: int = 1
+) -> list[str]:
     """`niah run`'s header. Under mlx.launch (world > 1) rank 0 prints, and its counts cover
     only its own share, so the header also says how many trials the table holds."""
     counts = f"{ran} run, {done} already done"
     if world > 1:
-        counts = (f"{len(records)} trials in the table from {world} ranks "
-                  f"(rank 0: {counts})")
-    return [f"Run folder: {folder}",
-            f"Model: {records[0]['model'] if records else model} · device "
-            f"{records[0]['device'] if records else '?'} · {counts}"]
+        counts = f"{len(records)} trials in the table from {world} ranks (rank 0: {counts})"
+    return [
+        f"Run folder: {folder}",
+        f"Model: {records[0]['model'] if records else model} · device "
+        f"{records[0]['device'] if records else '?'} · {counts}",
+    ]
 
 
 def pooled_header(runs: list[tuple[str, list[dict]]]) -> list[str]:
     """`niah report`'s header: one line per run folder."""
-    return [f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}"
-            for name, recs in runs]
+    return [
+        f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}"
+        for name, recs in runs
+    ]

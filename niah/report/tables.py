@@ -9,20 +9,30 @@ from dataclasses import dataclass
 
 from ..config import format_context
 from ..scoring import ERROR, FAIL, NULL, PASS, SKIP
-from .stats import (BASE_CONTEXT, NORMALISED_TASKS, accuracy, accuracy_by_context, base_score,
-                    effective_context, effective_normalised, normalised_by_context,
-                    trial_score, trial_seconds, wilson)
+from .stats import (
+    BASE_CONTEXT,
+    NORMALISED_TASKS,
+    accuracy,
+    accuracy_by_context,
+    base_score,
+    effective_context,
+    effective_normalised,
+    normalised_by_context,
+    trial_score,
+    trial_seconds,
+    wilson,
+)
 
 
 @dataclass(frozen=True)
 class Cell:
     context: int
     depth: float
-    label: str          # row label extra (KV settings) or ""
-    n: int              # scored trials (SKIP excluded)
-    passed: float       # sum of trial scores (1/0 per single-needle trial, fractions otherwise)
+    label: str  # row label extra (KV settings) or ""
+    n: int  # scored trials (SKIP excluded)
+    passed: float  # sum of trial scores (1/0 per single-needle trial, fractions otherwise)
     verdicts: tuple[str, ...]
-    seconds: float      # mean trial time
+    seconds: float  # mean trial time
     beyond: bool = False  # the trials ran past the model's trained length (beyond_trained)
 
 
@@ -50,7 +60,9 @@ def row_label(r: dict, *, show_step: bool = False) -> str:
 
 
 def row_name(context: int, label: str, *, beyond: bool = False) -> str:
-    return format_context(context) + (f" {label}" if label else "") + (BEYOND_MARK if beyond else "")
+    return (
+        format_context(context) + (f" {label}" if label else "") + (BEYOND_MARK if beyond else "")
+    )
 
 
 def trained_legend(records: list[dict]) -> str | None:
@@ -60,8 +72,10 @@ def trained_legend(records: list[dict]) -> str | None:
         return None
     lengths = sorted({r["trained_context"] for r in beyond if r.get("trained_context")})
     of = f" ({' / '.join(map(str, lengths))} tokens, with --max-tokens)" if lengths else ""
-    return (f"{BEYOND_MARK} past the model's trained length{of}: {len(beyond)} of "
-            f"{len(records)} trials, measured as asked")
+    return (
+        f"{BEYOND_MARK} past the model's trained length{of}: {len(beyond)} of "
+        f"{len(records)} trials, measured as asked"
+    )
 
 
 def cells(records: list[dict]) -> list[Cell]:
@@ -69,16 +83,24 @@ def cells(records: list[dict]) -> list[Cell]:
     groups: dict[tuple, list[dict]] = {}
     show_step = len({r.get("prefill_step") for r in records}) > 1
     for r in records:
-        groups.setdefault((r["context"], row_label(r, show_step=show_step), r["depth"]),
-                          []).append(r)
+        groups.setdefault((r["context"], row_label(r, show_step=show_step), r["depth"]), []).append(
+            r
+        )
     out = []
     for (ctx, label, depth), rs in sorted(groups.items(), key=lambda kv: kv[0]):
         scored = [r for r in rs if r["verdict"] != SKIP]
-        out.append(Cell(context=ctx, depth=depth, label=label, n=len(scored),
-                        passed=sum(map(trial_score, scored)),
-                        verdicts=tuple(r["verdict"] for r in rs),
-                        seconds=sum(map(trial_seconds, rs)) / len(rs),
-                        beyond=any(r.get("beyond_trained") for r in rs)))
+        out.append(
+            Cell(
+                context=ctx,
+                depth=depth,
+                label=label,
+                n=len(scored),
+                passed=sum(map(trial_score, scored)),
+                verdicts=tuple(r["verdict"] for r in rs),
+                seconds=sum(map(trial_seconds, rs)) / len(rs),
+                beyond=any(r.get("beyond_trained") for r in rs),
+            )
+        )
     return out
 
 
@@ -119,7 +141,8 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         passed = sum(c.passed for c in by_depth.values())
         beyond = any(c.beyond for c in by_depth.values())
         row = [row_name(ctx, label, beyond=beyond)] + [
-            _cell_text(by_depth[d], samples=samples) if d in by_depth else "-" for d in depths]
+            _cell_text(by_depth[d], samples=samples) if d in by_depth else "-" for d in depths
+        ]
         row.append(f"{passed / n:.0%}" if n else "-")
         rows.append(row)
     return header, rows
@@ -128,8 +151,9 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
 def align(header: list[str], rows: list[list[str]]) -> str:
     """Plain aligned text, two spaces between columns."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
-                     for r in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]
+    )
 
 
 def format_table(records: list[dict]) -> str:
@@ -160,8 +184,10 @@ def totals_line(records: list[dict]) -> str:
     acc = accuracy(records)
     total_s = sum(map(trial_seconds, records))
     acc_text = f"{acc:.0%}" if acc is not None else "-"
-    return (f"Total: {len(records)} trials, {', '.join(parts)}; accuracy {acc_text}; "
-            f"{fmt_seconds(total_s)}")
+    return (
+        f"Total: {len(records)} trials, {', '.join(parts)}; accuracy {acc_text}; "
+        f"{fmt_seconds(total_s)}"
+    )
 
 
 def cut_answers_line(records: list[dict]) -> str | None:
@@ -171,9 +197,11 @@ def cut_answers_line(records: list[dict]) -> str | None:
     if not cut:
         return None
     most = max(int(r.get("generated_tokens") or 0) for r in cut)
-    return (f"warning: {len(cut)} trial(s) that did not pass stopped at the answer limit "
-            f"({most} tokens) before the answer ended: their verdict may reflect the cut, not "
-            "retrieval; rerun with a larger --max-tokens")
+    return (
+        f"warning: {len(cut)} trial(s) that did not pass stopped at the answer limit "
+        f"({most} tokens) before the answer ended: their verdict may reflect the cut, not "
+        "retrieval; rerun with a larger --max-tokens"
+    )
 
 
 def _pct(x: float | None) -> str:
@@ -217,10 +245,14 @@ def task_lines(records: list[dict], *, threshold: float | None = None) -> list[s
     lines = ["", task_table(records, threshold=threshold)]
     for task in sorted(tasks & set(NORMALISED_TASKS)):
         base = base_score([r for r in records if r.get("task") == task])
-        lines.append(f"{task} (normalised): each context's score over the base score "
-                     f"{_pct(base)} (mean at contexts <= {format_context(BASE_CONTEXT)}, "
-                     "NoLiMa's normalisation)" + (" — no base to normalise by" if not base else ""))
+        lines.append(
+            f"{task} (normalised): each context's score over the base score "
+            f"{_pct(base)} (mean at contexts <= {format_context(BASE_CONTEXT)}, "
+            "NoLiMa's normalisation)" + (" — no base to normalise by" if not base else "")
+        )
     if threshold:
-        lines.append(f"Effective: longest context keeping >= {threshold:.0%} of the shortest "
-                     "context's score (of the base score for normalised rows)")
+        lines.append(
+            f"Effective: longest context keeping >= {threshold:.0%} of the shortest "
+            "context's score (of the base score for normalised rows)"
+        )
     return lines

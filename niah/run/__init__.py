@@ -17,12 +17,20 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "run_sweep": "sweep", "RunResult": "sweep", "Progress": "sweep", "Interrupted": "sweep",
+    "run_sweep": "sweep",
+    "RunResult": "sweep",
+    "Progress": "sweep",
+    "Interrupted": "sweep",
     "check_contexts": "sweep",
-    "warm_up_mode": "warmup", "WARM_UP_MODES": "warmup", "prefill_block_lengths": "warmup",
-    "TrialSpec": "grid", "build_grid": "grid", "assign_to_ranks": "grid",
+    "warm_up_mode": "warmup",
+    "WARM_UP_MODES": "warmup",
+    "prefill_block_lengths": "warmup",
+    "TrialSpec": "grid",
+    "build_grid": "grid",
+    "assign_to_ranks": "grid",
     "TrialRecord": "records",
-    "group_info": "ranks", "gather_and_merge": "ranks",
+    "group_info": "ranks",
+    "gather_and_merge": "ranks",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-Call = tuple[int, int]            # (query rows, key length)
+Call = tuple[int, int]  # (query rows, key length)
 RoutedCall = tuple[str, int, int]  # (route, query rows, key length)
 
 
@@ -39,8 +39,9 @@ def prefill_blocks(*, context: int, step: int, start: int = 0) -> list[Call]:
     return trial_calls(context=context, step=step, max_tokens=0, start=start)[:-1]
 
 
-def routed_calls(specs: Iterable, *, route: str, config, backend_name: str,
-                 max_tokens: int) -> set[RoutedCall]:
+def routed_calls(
+    specs: Iterable, *, route: str, config, backend_name: str, max_tokens: int
+) -> set[RoutedCall]:
     """(route, rows, keys) of every attention call the trials `specs` (context, prefill_step)
     make, routed as niah.sdpa.dispatch.choose_route routes them on `backend_name`, with niah's
     fused kernel taken to pass its self-tests (the warm-up builds what it would serve)."""
@@ -48,16 +49,31 @@ def routed_calls(specs: Iterable, *, route: str, config, backend_name: str,
 
     out = set()
     for spec in specs:
-        for qL, kL in trial_calls(context=spec.context, step=spec.prefill_step,
-                                  max_tokens=max_tokens):
-            name = choose_route(qL=qL, kL=kL, route=route, config=config,
-                                backend_name=backend_name, fused_ok=lambda: True)
+        for qL, kL in trial_calls(
+            context=spec.context, step=spec.prefill_step, max_tokens=max_tokens
+        ):
+            name = choose_route(
+                qL=qL,
+                kL=kL,
+                route=route,
+                config=config,
+                backend_name=backend_name,
+                fused_ok=lambda: True,
+            )
             out.add((name, qL, kL))
     return out
 
 
-def planned_kernel_calls(specs: Iterable, *, n_heads: int, head_dim: int, route: str, config,
-                         backend_name: str, max_tokens: int) -> set[tuple]:
+def planned_kernel_calls(
+    specs: Iterable,
+    *,
+    n_heads: int,
+    head_dim: int,
+    route: str,
+    config,
+    backend_name: str,
+    max_tokens: int,
+) -> set[tuple]:
     """The fused-kernel calls (rows, keys, causal, float32 out) of every kv-chunks call of
     routed_calls: the kernel variants these trials will use. Trials with a quantized KV cache
     are left out (their key chunks run on the reference, never on the kernel)."""
@@ -65,10 +81,20 @@ def planned_kernel_calls(specs: Iterable, *, n_heads: int, head_dim: int, route:
 
     plain = [s for s in specs if not getattr(s, "kv_bits", None)]
     calls = set()
-    for name, qL, kL in routed_calls(plain, route=route, config=config,
-                                     backend_name=backend_name, max_tokens=max_tokens):
+    for name, qL, kL in routed_calls(
+        plain, route=route, config=config, backend_name=backend_name, max_tokens=max_tokens
+    ):
         if name == "kv-chunks":
-            calls.update(planned_fused_calls(B=1, Hq=n_heads, qL=qL, kL=kL, D=head_dim,
-                                             causal=qL > 1, config=config,
-                                             backend_name=backend_name))
+            calls.update(
+                planned_fused_calls(
+                    B=1,
+                    Hq=n_heads,
+                    qL=qL,
+                    kL=kL,
+                    D=head_dim,
+                    causal=qL > 1,
+                    config=config,
+                    backend_name=backend_name,
+                )
+            )
     return calls

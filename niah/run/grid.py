@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..config import RunConfig
 
-Cell = tuple[int, float, int]   # (context, depth, sample)
+Cell = tuple[int, float, int]  # (context, depth, sample)
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,29 @@ class TrialSpec:
 
     @property
     def key(self) -> str:
-        return trial_key(context=self.context, depth=self.depth, sample=self.sample,
-                         kv_bits=self.kv_bits, max_kv_size=self.max_kv_size,
-                         prefill_step=self.prefill_step)
+        return trial_key(
+            context=self.context,
+            depth=self.depth,
+            sample=self.sample,
+            kv_bits=self.kv_bits,
+            max_kv_size=self.max_kv_size,
+            prefill_step=self.prefill_step,
+        )
 
 
-def trial_key(*, context: int, depth: float, sample: int, kv_bits=None, max_kv_size=None,
-              prefill_step: int = 2048) -> str:
-    return (f"c{context}-d{depth:.6g}-s{sample}-kv{kv_bits or 'fp'}-m{max_kv_size or 'all'}"
-            f"-p{prefill_step}")
+def trial_key(
+    *,
+    context: int,
+    depth: float,
+    sample: int,
+    kv_bits=None,
+    max_kv_size=None,
+    prefill_step: int = 2048,
+) -> str:
+    return (
+        f"c{context}-d{depth:.6g}-s{sample}-kv{kv_bits or 'fp'}-m{max_kv_size or 'all'}"
+        f"-p{prefill_step}"
+    )
 
 
 def value_key(spec: TrialSpec) -> str:
@@ -49,8 +63,9 @@ def asked_cells(config: RunConfig) -> list[Cell]:
     else contexts x depths x samples."""
     if config.cells is not None:
         return [tuple(c) for c in config.cells]
-    return [(c, d, s) for c in config.contexts for d in config.depths
-            for s in range(config.samples)]
+    return [
+        (c, d, s) for c in config.contexts for d in config.depths for s in range(config.samples)
+    ]
 
 
 def _cell_key(cell: Cell) -> tuple:
@@ -84,15 +99,23 @@ def build_grid(config: RunConfig) -> list[TrialSpec]:
         for kv_bits in config.kv_bits:
             for max_kv in config.max_kv_size:
                 for step in config.prefill_steps:
-                    specs.extend(TrialSpec(context=context, depth=depth, sample=sample,
-                                           kv_bits=kv_bits, max_kv_size=max_kv,
-                                           prefill_step=step) for sample in drawn)
+                    specs.extend(
+                        TrialSpec(
+                            context=context,
+                            depth=depth,
+                            sample=sample,
+                            kv_bits=kv_bits,
+                            max_kv_size=max_kv,
+                            prefill_step=step,
+                        )
+                        for sample in drawn
+                    )
     return specs
 
 
 def estimated_cost(spec: TrialSpec) -> float:
     """Relative cost of a trial (prefill is about linear plus quadratic attention)."""
-    return spec.context + spec.context ** 2 / 65536
+    return spec.context + spec.context**2 / 65536
 
 
 def prefix_groups(specs: list[TrialSpec]) -> dict[tuple, list[TrialSpec]]:

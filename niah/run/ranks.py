@@ -27,8 +27,10 @@ FINISHED = (DONE, BELOW, NO_VERDICT)
 
 def group_info() -> tuple[int, int]:
     """(rank, world size); (0, 1) when not launched by mlx.launch."""
-    if not any(k in os.environ for k in ("MLX_RANK", "MLX_HOSTFILE", "MLX_WORLD_SIZE",
-                                          "OMPI_COMM_WORLD_SIZE")):
+    if not any(
+        k in os.environ
+        for k in ("MLX_RANK", "MLX_HOSTFILE", "MLX_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
+    ):
         return 0, 1
     import mlx.core as mx
 
@@ -44,7 +46,7 @@ def launch_id(world: int) -> str:
     import mlx.core as mx
 
     group = mx.distributed.init()
-    mine = mx.array([secrets.randbelow(2 ** 30) for _ in range(2)], dtype=mx.int32)
+    mine = mx.array([secrets.randbelow(2**30) for _ in range(2)], dtype=mx.int32)
     total = mx.distributed.all_sum(mine, group=group, stream=mx.cpu)
     return "".join(f"{int(v) & 0xFFFFFFFF:08x}" for v in total.tolist())
 
@@ -73,18 +75,29 @@ def record_end(folder: Path, *, launch: str, rank: int | None, status: int, outc
     """Log how this rank ended (after its start event) in the run folder's runs.jsonl."""
     from .. import store
 
-    store.append_run_log(folder, {"event": "end", "launch": launch, "rank": rank,
-                                  "status": status, "outcome": outcome})
+    store.append_run_log(
+        folder,
+        {"event": "end", "launch": launch, "rank": rank, "status": status, "outcome": outcome},
+    )
 
 
-def record_gate(folder: Path, *, launch: str, rank: int | None, accuracy: float,
-                threshold: float, passed: bool) -> None:
+def record_gate(
+    folder: Path, *, launch: str, rank: int | None, accuracy: float, threshold: float, passed: bool
+) -> None:
     """Log the --fail-under gate's outcome, as the reporting rank computed it."""
     from .. import store
 
-    store.append_run_log(folder, {"event": "gate", "launch": launch, "rank": rank,
-                                  "accuracy": accuracy, "threshold": threshold,
-                                  "status": "pass" if passed else "fail"})
+    store.append_run_log(
+        folder,
+        {
+            "event": "gate",
+            "launch": launch,
+            "rank": rank,
+            "accuracy": accuracy,
+            "threshold": threshold,
+            "status": "pass" if passed else "fail",
+        },
+    )
 
 
 def unfinished_ranks(events: list[dict]) -> list[str]:

@@ -16,8 +16,20 @@ from dataclasses import dataclass, field
 
 from ..scoring import ERROR, FAIL, NULL, PASS, SKIP, VERDICTS
 
-__all__ = ["ERROR", "FAIL", "NULL", "PASS", "SKIP", "VERDICTS", "RETRIED", "NeedleRecord",
-           "TrialRecord", "problem", "fields_markdown", "dumps"]
+__all__ = [
+    "ERROR",
+    "FAIL",
+    "NULL",
+    "PASS",
+    "SKIP",
+    "VERDICTS",
+    "RETRIED",
+    "NeedleRecord",
+    "TrialRecord",
+    "problem",
+    "fields_markdown",
+    "dumps",
+]
 
 # SKIP depends on the machine (memory preflight) and ERROR on the moment: both are retried.
 RETRIED = (ERROR, SKIP)
@@ -60,11 +72,12 @@ class NeedleRecord:
     value: str = _field("the value the needle states")
     needle_index: int = _field("token index of the needle's first token in the prompt")
     needle_depth: float = _field("real depth of the needle in the haystack, 0..1 (6 digits)")
-    found: bool | None = _field("whether the answer holds the value (targets) or offers it "
-                                "(distractors); null before scoring")
+    found: bool | None = _field(
+        "whether the answer holds the value (targets) or offers it "
+        "(distractors); null before scoring"
+    )
     role: str = _field('"target" (asked for) or "distractor" (must not be answered)')
-    boundary: str = _field('what the needle was placed at: "sentence", "word", "char" or '
-                           '"token"')
+    boundary: str = _field('what the needle was placed at: "sentence", "word", "char" or "token"')
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,8 +88,10 @@ class TrialRecord:
     """One trial's result, one JSON object per line of trials.jsonl."""
 
     # the cell and how the prompt came out
-    key: str = _field("stable trial key (context, depth, sample, KV settings, prefill step): "
-                      "what resume and pooling match on")
+    key: str = _field(
+        "stable trial key (context, depth, sample, KV settings, prefill step): "
+        "what resume and pooling match on"
+    )
     model: str = _field("model name (file or folder name, or hub id)", checked="text")
     model_path: str = _field("where the model was loaded from")
     context: int = _field("requested context in tokens")
@@ -85,26 +100,39 @@ class TrialRecord:
     needle_index: int = _field("token index of the (first) needle in the prompt")
     needle_depth: float = _field("real depth of the (first) needle, 0..1 (6 digits)")
     value: str = _field("the value(s) asked for, comma-separated")
-    response: str | None = _field("the model's decoded answer; null when it did not generate",
-                                  checked="text")
-    verdict: str = _field("PASS, FAIL, NULL (no value offered), SKIP (memory preflight) or "
-                          "ERROR (the trial raised)")
+    response: str | None = _field(
+        "the model's decoded answer; null when it did not generate", checked="text"
+    )
+    verdict: str = _field(
+        "PASS, FAIL, NULL (no value offered), SKIP (memory preflight) or ERROR (the trial raised)"
+    )
     # timings and memory
-    prefill_s: float | None = _field("mlx-lm's prompt time: seconds from the start of "
-                                     "generation to the first token", checked="number")
-    prefill_tps: float | None = _field("prefilled tokens per second (prefilled_tokens / "
-                                       "prefill_s, mlx-lm's prompt tokens/s)")
-    ttft_s: float | None = _field("wall seconds from the trial's generate call to the first "
-                                  "token (prefill_s plus set-up)", checked="number")
-    decode_tps: float | None = _field("decode tokens per second as mlx-lm reports it "
-                                      "(generated tokens over the time since the first); "
-                                      "null for a one-token answer")
-    peak_memory_bytes: int | None = _field("MLX peak active memory during the trial, in "
-                                           "bytes, counted from a reset after freeing what "
-                                           "earlier trials left")
+    prefill_s: float | None = _field(
+        "mlx-lm's prompt time: seconds from the start of generation to the first token",
+        checked="number",
+    )
+    prefill_tps: float | None = _field(
+        "prefilled tokens per second (prefilled_tokens / prefill_s, mlx-lm's prompt tokens/s)"
+    )
+    ttft_s: float | None = _field(
+        "wall seconds from the trial's generate call to the first token (prefill_s plus set-up)",
+        checked="number",
+    )
+    decode_tps: float | None = _field(
+        "decode tokens per second as mlx-lm reports it "
+        "(generated tokens over the time since the first); "
+        "null for a one-token answer"
+    )
+    peak_memory_bytes: int | None = _field(
+        "MLX peak active memory during the trial, in "
+        "bytes, counted from a reset after freeing what "
+        "earlier trials left"
+    )
     # attention route and versions
-    sdpa_route: str | None = _field('what attention ran: "stock", "q-split", '
-                                    '"kv-chunks/fused", "kv-chunks/reference", joined with "+"')
+    sdpa_route: str | None = _field(
+        'what attention ran: "stock", "q-split", '
+        '"kv-chunks/fused", "kv-chunks/reference", joined with "+"'
+    )
     sdpa_option: str = _field("the --sdpa option asked (auto, stock, chunked)")
     mlx_version: str | None = _field("MLX version")
     mlx_lm_version: str | None = _field("mlx-lm version")
@@ -112,18 +140,22 @@ class TrialRecord:
     model_digest: str | None = _field("sha256 of a GGUF file; null for folders and hub ids")
     haystack_digest: str | None = _field("digest of the haystack text")
     compute_dtype: str | None = _field("dtype activations ran in")
-    device: str = _field("backend and device name, e.g. 'cuda (NVIDIA H100 80GB HBM3)'",
-                         checked="text")
-    config_hash: str = _field("the run configuration's hash: records of other hashes are "
-                              "never pooled")
+    device: str = _field(
+        "backend and device name, e.g. 'cuda (NVIDIA H100 80GB HBM3)'", checked="text"
+    )
+    config_hash: str = _field(
+        "the run configuration's hash: records of other hashes are never pooled"
+    )
     seed: int = _field("run seed (needle values and haystack order)")
     sample: int = _field("sample index within the cell")
     # KV cache and prefill settings
-    kv_bits: int | None = _field("KV cache quantization bits; null for full precision",
-                                 checked="number")
+    kv_bits: int | None = _field(
+        "KV cache quantization bits; null for full precision", checked="number"
+    )
     kv_group_size: int | None = _field("KV quantization group size; null without kv_bits")
-    max_kv_size: int | None = _field("rotating KV cache size; null for the whole prompt",
-                                     checked="number")
+    max_kv_size: int | None = _field(
+        "rotating KV cache size; null for the whole prompt", checked="number"
+    )
     prefill_step: int = _field("tokens per prefill block", checked="number")
     # the model
     trained_context: int | None = _field("the model's trained context length, if known")
@@ -134,32 +166,31 @@ class TrialRecord:
     head_dim: int = _field("head dimension", checked="number")
     rope_scaling: str = _field("the --rope-scaling option (model, none, yarn:F, linear:F)")
     rope_scaling_config: dict | None = _field("the RoPE scaling the model ran with")
-    weights: str | None = _field('GGUF weights as loaded ("native", "q8/g64", ...); '
-                                 '"as stored" for MLX folders')
+    weights: str | None = _field(
+        'GGUF weights as loaded ("native", "q8/g64", ...); "as stored" for MLX folders'
+    )
     rank: int | None = _field("mlx.launch rank that ran the trial; null in a plain run")
     time: str = _field("local time the trial record was made (%Y-%m-%dT%H:%M:%S%z)")
     # the task
     task: str = _field("task name (single, multi-needle, multi-key, ...)", when=TASKED)
-    score: float | None = _field("fraction of asked values found, 0..1 (6 digits); null "
-                                 "before scoring", when=TASKED, checked="number")
-    needle_boundary: str = _field("what the first needle was placed at (see needles)",
-                                  when=TASKED)
-    needles: list[NeedleRecord] = _field("every needle of the trial (fields below)",
-                                         when=TASKED)
+    score: float | None = _field(
+        "fraction of asked values found, 0..1 (6 digits); null before scoring",
+        when=TASKED,
+        checked="number",
+    )
+    needle_boundary: str = _field("what the first needle was placed at (see needles)", when=TASKED)
+    needles: list[NeedleRecord] = _field("every needle of the trial (fields below)", when=TASKED)
     estimated_memory_bytes: int = _field("the memory preflight's estimate", when=PREFLIGHT)
     thinking: str = _field("the --thinking option: model, on or off", when=NEWER)
-    max_tokens: int = _field("the answer budget (--max-tokens, or the task's default)",
-                             when=NEWER)
+    max_tokens: int = _field("the answer budget (--max-tokens, or the task's default)", when=NEWER)
     kv_cache_bytes: int = _field("bytes the KV cache held after the trial", when=NEWER)
     # generation
-    generated_tokens: int = _field("tokens generated (EOS included)", when=RAN,
-                                   checked="number")
-    prefilled_tokens: int = _field("prompt tokens computed in this trial", when=RAN,
-                                   checked="number")
-    reused_tokens: int = _field("prompt tokens taken from the previous trial's cache",
-                                when=RAN)
-    decode_s: float = _field("seconds decoding after the first token", when=RAN,
-                             checked="number")
+    generated_tokens: int = _field("tokens generated (EOS included)", when=RAN, checked="number")
+    prefilled_tokens: int = _field(
+        "prompt tokens computed in this trial", when=RAN, checked="number"
+    )
+    reused_tokens: int = _field("prompt tokens taken from the previous trial's cache", when=RAN)
+    decode_s: float = _field("seconds decoding after the first token", when=RAN, checked="number")
     finish: str = _field('"eos" or "length"', when=RAN)
     error: str | None = _field("why a SKIP or ERROR happened; null otherwise", checked="text")
     prefix_reuse: str = _field('"reused", "fresh", "off" or "untrimmable-cache"', when=RAN)
@@ -169,35 +200,72 @@ class TrialRecord:
     # -- the stages that fill a record ------------------------------------------------------
 
     @classmethod
-    def begin(cls, **fields) -> "TrialRecord":
+    def begin(cls, **fields) -> TrialRecord:
         """A record before it runs: its cell, prompt, model and settings (no verdict)."""
-        base = dict(response=None, verdict=None, prefill_s=None, prefill_tps=None, ttft_s=None,
-                    decode_tps=None, peak_memory_bytes=None, sdpa_route=None,
-                    time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), score=None)
+        base = dict(
+            response=None,
+            verdict=None,
+            prefill_s=None,
+            prefill_tps=None,
+            ttft_s=None,
+            decode_tps=None,
+            peak_memory_bytes=None,
+            sdpa_route=None,
+            time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            score=None,
+        )
         return cls(**{**base, **fields})
 
-    def skipped(self, reason: str) -> "TrialRecord":
+    def skipped(self, reason: str) -> TrialRecord:
         return dataclasses.replace(self, verdict=SKIP, error=f"skipped: {reason}")
 
-    def failed(self, exc: BaseException, *, sdpa_route: str, elapsed_s: float) -> "TrialRecord":
+    def failed(self, exc: BaseException, *, sdpa_route: str, elapsed_s: float) -> TrialRecord:
         text = str(exc).splitlines()[0] if str(exc) else ""
-        return dataclasses.replace(self, verdict=ERROR, score=0.0, sdpa_route=sdpa_route,
-                                   error=f"{type(exc).__name__}: {text}", elapsed_s=elapsed_s)
+        return dataclasses.replace(
+            self,
+            verdict=ERROR,
+            score=0.0,
+            sdpa_route=sdpa_route,
+            error=f"{type(exc).__name__}: {text}",
+            elapsed_s=elapsed_s,
+        )
 
-    def scored(self, gen, *, verdict: str, score: float, found, sdpa_route: str,
-               prefix_reuse: str, elapsed_s: float) -> "TrialRecord":
+    def scored(
+        self,
+        gen,
+        *,
+        verdict: str,
+        score: float,
+        found,
+        sdpa_route: str,
+        prefix_reuse: str,
+        elapsed_s: float,
+    ) -> TrialRecord:
         """The record of a trial that generated: `gen` a model.Generation, `found` one flag
         per needle."""
         needles = [dataclasses.replace(n, found=bool(f)) for n, f in zip(self.needles, found)]
         return dataclasses.replace(
-            self, response=gen.response, verdict=verdict, score=round(score, 6), needles=needles,
-            generated_tokens=gen.tokens, prefilled_tokens=gen.prefilled, reused_tokens=gen.reused,
+            self,
+            response=gen.response,
+            verdict=verdict,
+            score=round(score, 6),
+            needles=needles,
+            generated_tokens=gen.tokens,
+            prefilled_tokens=gen.prefilled,
+            reused_tokens=gen.reused,
             prefill_s=round(gen.prefill_s, 4),
             prefill_tps=round(gen.prefilled / gen.prefill_s, 2) if gen.prefill_s > 0 else None,
-            ttft_s=round(gen.ttft_s, 4), decode_s=round(gen.decode_s, 4),
+            ttft_s=round(gen.ttft_s, 4),
+            decode_s=round(gen.decode_s, 4),
             decode_tps=round(gen.decode_tps, 2) if gen.decode_tps else None,
-            peak_memory_bytes=gen.peak_memory_bytes, kv_cache_bytes=gen.kv_cache_bytes, finish=gen.finish, error=None,
-            sdpa_route=sdpa_route, prefix_reuse=prefix_reuse, elapsed_s=elapsed_s)
+            peak_memory_bytes=gen.peak_memory_bytes,
+            kv_cache_bytes=gen.kv_cache_bytes,
+            finish=gen.finish,
+            error=None,
+            sdpa_route=sdpa_route,
+            prefix_reuse=prefix_reuse,
+            elapsed_s=elapsed_s,
+        )
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -214,7 +282,7 @@ class TrialRecord:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrialRecord":
+    def from_json(cls, data: dict) -> TrialRecord:
         """A record read back (checked by `problem`); unknown keys are refused by name."""
         why = problem(data)
         if why:
@@ -252,8 +320,11 @@ def problem(rec) -> str | None:
         return "no valid verdict"
     for name in checked_fields("number"):
         value = rec.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                  or not math.isfinite(value)):
+        if value is not None and (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             return f"{name} is not a finite number"
     for name in checked_fields("text"):
         if rec.get(name) is not None and not isinstance(rec[name], str):
@@ -278,9 +349,12 @@ def fields_markdown() -> str:
         "",
         "Each finished trial is one JSON object per line of `<run>/trials.jsonl` "
         "(`trials.rank<N>.jsonl` per rank under mlx.launch). Keys are sorted; a field a "
-        "record does not carry is left out (see the \"in\" column), `null` means known to be "
-        "empty. Verdicts: " + ", ".join(f"`{v}`" for v in VERDICTS) + "; "
-        + " and ".join(f"`{v}`" for v in RETRIED) + " trials are run again on resume.",
+        'record does not carry is left out (see the "in" column), `null` means known to be '
+        "empty. Verdicts: "
+        + ", ".join(f"`{v}`" for v in VERDICTS)
+        + "; "
+        + " and ".join(f"`{v}`" for v in RETRIED)
+        + " trials are run again on resume.",
         "",
         *_table(TrialRecord),
         "",

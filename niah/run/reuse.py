@@ -116,8 +116,9 @@ def placeholder_cache(template, *, tokens: int, step: int):
         if cap is None:
             return None
         new = type(c)()
-        new.keys, new.values = (mx.zeros((*x.shape[:2], cap, x.shape[3]), dtype=x.dtype)
-                                for x in (c.keys, c.values))
+        new.keys, new.values = (
+            mx.zeros((*x.shape[:2], cap, x.shape[3]), dtype=x.dtype) for x in (c.keys, c.values)
+        )
         new.offset = tokens
         out.append(new)
     return out

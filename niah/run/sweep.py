@@ -29,9 +29,9 @@ from .warmup import warm_up, warm_up_mode
 class RunResult:
     folder: Path
     config: RunConfig
-    records: list[dict]            # latest record per trial of this config, grid order
-    ran: int = 0                   # trials run by this call
-    skipped_done: int = 0          # trials already on disk
+    records: list[dict]  # latest record per trial of this config, grid order
+    ran: int = 0  # trials run by this call
+    skipped_done: int = 0  # trials already on disk
     warnings: list[str] = field(default_factory=list)
 
 
@@ -80,14 +80,26 @@ def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 
             f"trained length of {trained} tokens (--refuse-beyond-trained): use a shorter "
             "--context, or drop --refuse-beyond-trained to run it marked"
         )
-    return [f"context {c} plus up to {max_tokens} answer tokens is beyond the trained length "
-            f"{trained} (run, marked in the reports)" for c in beyond]
+    return [
+        f"context {c} plus up to {max_tokens} answer tokens is beyond the trained length "
+        f"{trained} (run, marked in the reports)"
+        for c in beyond
+    ]
 
 
-def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
-              progress: Progress | None = None, rank: int | None = None, world: int = 1,
-              preflight: bool = True, warm_up: str | None = None, launch: str | None = None,
-              estimate_context: int | None = None) -> RunResult:
+def run_sweep(
+    config: RunConfig,
+    *,
+    session=None,
+    folder: Path | None = None,
+    progress: Progress | None = None,
+    rank: int | None = None,
+    world: int = 1,
+    preflight: bool = True,
+    warm_up: str | None = None,
+    launch: str | None = None,
+    estimate_context: int | None = None,
+) -> RunResult:
     """Run every unfinished trial of `config`; returns all records of the run.
 
     warm_up: what to run before the first timed trial (WARM_UP_MODES; None or "auto":
@@ -112,8 +124,9 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
             check_grid_fits(config, meta)
         session = _open_session(config, sharded=sharded, progress=progress)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
-    with patched(config.sdpa, threshold=config.chunk_threshold,
-                 chunk_size=config.chunk_size) as state:
+    with patched(
+        config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size
+    ) as state:
         run = _prepare(config, session, folder=folder, progress=progress, rank=rank, state=state)
         writes = not (sharded and rank)
         own_rank = rank if world > 1 and not sharded else None  # writes a file of its own
@@ -123,22 +136,37 @@ def run_sweep(config: RunConfig, *, session=None, folder: Path | None = None,
             if opened:
                 _log_load(run)
             with _logs_failure(run.folder, launch=launch, rank=run.rank):
-                mine, todo = _run_mine(run, rank=rank, world=world, sharded=sharded,
-                                       writes=writes, own_rank=own_rank, mode=mode,
-                                       preflight=preflight, estimate_context=estimate_context)
+                mine, todo = _run_mine(
+                    run,
+                    rank=rank,
+                    world=world,
+                    sharded=sharded,
+                    writes=writes,
+                    own_rank=own_rank,
+                    mode=mode,
+                    preflight=preflight,
+                    estimate_context=estimate_context,
+                )
     latest = store.latest_by_key(store.folder_records(run.folder))
     records = [latest[s.key] for s in build_grid(config) if s.key in latest]
     warnings += _reuse_mismatch(records, prefix_reuse=config.prefix_reuse, folder=run.folder)
-    return RunResult(folder=run.folder, config=config, records=records, ran=run.ran,
-                     skipped_done=len(mine) - len(todo), warnings=warnings)
+    return RunResult(
+        folder=run.folder,
+        config=config,
+        records=records,
+        ran=run.ran,
+        skipped_done=len(mine) - len(todo),
+        warnings=warnings,
+    )
 
 
 DEFAULT_ESTIMATE_CONTEXT = {"cpu": 16384}  # by backend; others below
 DEFAULT_ESTIMATE_CONTEXT_GPU = 131072
 
 
-def _run_mine(run: Sweep, *, rank, world, sharded, writes, own_rank, mode, preflight,
-              estimate_context) -> tuple[list[TrialSpec], list[TrialSpec]]:
+def _run_mine(
+    run: Sweep, *, rank, world, sharded, writes, own_rank, mode, preflight, estimate_context
+) -> tuple[list[TrialSpec], list[TrialSpec]]:
     """This call's share of the grid, what of it the folder lacks, run; (mine, todo)."""
     grid = build_grid(run.config)
     # Sharded: every rank runs every trial together (one model across the group); rank
@@ -148,8 +176,11 @@ def _run_mine(run: Sweep, *, rank, world, sharded, writes, own_rank, mode, prefl
     todo = [s for s in mine if s.key not in done]
     run.throughput = _throughput(run, todo, estimate_context=estimate_context)
     run.progress.start(len(todo))
-    writer = (store.TrialWriter(run.folder, rank=own_rank) if writes
-              else contextlib.nullcontext(_Discard()))
+    writer = (
+        store.TrialWriter(run.folder, rank=own_rank)
+        if writes
+        else contextlib.nullcontext(_Discard())
+    )
     with writer as run.writer:
         _run_all(run, todo, mode=mode, preflight=preflight)
     return mine, todo
@@ -159,8 +190,9 @@ def _throughput(run: Sweep, todo: list[TrialSpec], *, estimate_context: int | No
     """This device's speed (preflight.probe_throughput), probed once when a trial may be
     long enough to need a time estimate; None otherwise (small runs pay nothing)."""
     if estimate_context is None:
-        estimate_context = DEFAULT_ESTIMATE_CONTEXT.get(_backend_name(),
-                                                        DEFAULT_ESTIMATE_CONTEXT_GPU)
+        estimate_context = DEFAULT_ESTIMATE_CONTEXT.get(
+            _backend_name(), DEFAULT_ESTIMATE_CONTEXT_GPU
+        )
     if not any(s.context >= estimate_context for s in todo):
         return None
     from ..preflight import probe_throughput
@@ -183,8 +215,9 @@ def _logs_failure(folder: Path, *, launch: str | None, rank: int | None):
         raise
     except Exception as exc:
         if launch:
-            record_end(folder, launch=launch, rank=rank,
-                       status=getattr(exc, "exit_code", 1), outcome=ERROR)
+            record_end(
+                folder, launch=launch, rank=rank, status=getattr(exc, "exit_code", 1), outcome=ERROR
+            )
         raise
 
 
@@ -202,14 +235,20 @@ def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) ->
     """Prefix reuse is not in the config hash (answers are equal with and without it), but
     timings differ: say when trials kept from the folder ran with the other setting."""
     # with reuse off, only a reused trial was timed differently (a fresh one prefilled it all)
-    other = [r for r in records if r.get("verdict") not in (ERROR, SKIP)
-             and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")]
+    other = [
+        r
+        for r in records
+        if r.get("verdict") not in (ERROR, SKIP)
+        and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")
+    ]
     if not other:
         return []
     was = "off" if prefix_reuse else "on"
-    return [f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
-            f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
-            "use another --out to time every trial with this setting"]
+    return [
+        f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
+        f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
+        "use another --out to time every trial with this setting"
+    ]
 
 
 def _backend_name() -> str:
@@ -238,16 +277,25 @@ def check_grid_fits(config: RunConfig, meta, *, working_set: int | None = None) 
     for spec in build_grid(config):
         step = min(spec.prefill_step, spec.context)
         route = choose_route(qL=step, kL=spec.context, route=config.sdpa, config=chunking)
-        est = estimate(meta, context=spec.context, route=route, prefill_step=step,
-                       kv_bits=spec.kv_bits, kv_group_size=config.kv_group_size,
-                       chunk_size=chunking.chunk_size, backend=backend(),
-                       working_set=working_set)
+        est = estimate(
+            meta,
+            context=spec.context,
+            route=route,
+            prefill_step=step,
+            kv_bits=spec.kv_bits,
+            kv_group_size=config.kv_group_size,
+            chunk_size=chunking.chunk_size,
+            backend=backend(),
+            working_set=working_set,
+        )
         if est.fits:
             return
         smallest = min(smallest or est, est, key=lambda e: e.total)
     if smallest is not None:
-        raise NiahError(f"no trial of this grid fits in memory: the smallest {smallest.reason()}"
-                        ": use shorter contexts, --kv-bits 4, or a smaller model")
+        raise NiahError(
+            f"no trial of this grid fits in memory: the smallest {smallest.reason()}"
+            ": use shorter contexts, --kv-bits 4, or a smaller model"
+        )
 
 
 def _metadata(config: RunConfig):
@@ -265,9 +313,13 @@ def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):
         import mlx.core as mx
 
         group = mx.distributed.init()
-    return ModelSession(config.model, shard_group=group, gguf_quant=config.gguf_quant,
-                        rope_scaling=config.rope_scaling,
-                        on_progress=progress_notes(progress.note))
+    return ModelSession(
+        config.model,
+        shard_group=group,
+        gguf_quant=config.gguf_quant,
+        rope_scaling=config.rope_scaling,
+        on_progress=progress_notes(progress.note),
+    )
 
 
 def _check_session(config: RunConfig, session, progress) -> None:
@@ -275,76 +327,127 @@ def _check_session(config: RunConfig, session, progress) -> None:
     info = session.info
     opts = getattr(session, "load_options", None)
     if opts and opts != {"gguf_quant": config.gguf_quant, "rope_scaling": config.rope_scaling}:
-        raise NiahError(f"the session was loaded with {opts}, not this config's --gguf-quant "
-                        f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again")
+        raise NiahError(
+            f"the session was loaded with {opts}, not this config's --gguf-quant "
+            f"{config.gguf_quant} --rope-scaling {config.rope_scaling}: load it again"
+        )
     if any(config.kv_bits):  # the quantized cache groups along the head: a group must divide it
         check_kv_group_size(config.kv_group_size, head_dim=info.head_dim)
     if getattr(info, "load_s", 0):
         cached = f", weight cache {info.weight_cache}" if getattr(info, "weight_cache", "") else ""
-        progress.note(f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}"
-                      f"{cached}, peak {info.load_peak_bytes / 2**30:.2f} GiB)")
+        progress.note(
+            f"loaded {info.name} in {info.load_s:.1f} s (weights {info.weights}"
+            f"{cached}, peak {info.load_peak_bytes / 2**30:.2f} GiB)"
+        )
 
 
 def _check_task(config: RunConfig, builder: PromptBuilder) -> None:
     """The task's options hold together and fit the shortest context and --max-tokens."""
-    validate(task=config.task, needles=config.needles, needle=config.needle,
-             question=config.question, answer_prefix=config.answer_prefix, keys=config.keys)
+    validate(
+        task=config.task,
+        needles=config.needles,
+        needle=config.needle,
+        question=config.question,
+        answer_prefix=config.answer_prefix,
+        keys=config.keys,
+    )
     minimum = minimum_context(builder, config)
     shortest = min(config.contexts)
     if shortest < minimum:
-        raise NiahError(f"context {shortest} is too short for the template, needle "
-                        f"and question ({minimum} tokens at least): use a longer --context")
+        raise NiahError(
+            f"context {shortest} is too short for the template, needle "
+            f"and question ({minimum} tokens at least): use a longer --context"
+        )
     need = answer_minimum(builder, config)
     if config.max_tokens < need:
         plural = "s" if config.needles > 1 and config.task != "multi-key" else ""
-        raise NiahError(f"--max-tokens {config.max_tokens} cannot hold the answer ({need} tokens "
-                        f"for the {config.value_kind} value{plural} asked): use --max-tokens "
-                        f"{need} or more, with room to spare")
+        raise NiahError(
+            f"--max-tokens {config.max_tokens} cannot hold the answer ({need} tokens "
+            f"for the {config.value_kind} value{plural} asked): use --max-tokens "
+            f"{need} or more, with room to spare"
+        )
 
 
 def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sweep:
     """Prompt builder, input checks, identity, config hash and run folder (named only: the
     folder is written by _claim, under its lock)."""
-    from ..identity import run_identity
     from ..backend import backend
+    from ..identity import run_identity
     from ..model import device_description
 
     _check_session(config, session, progress)
-    builder = PromptBuilder(session.tokenizer, source=haystack_source(config), seed=config.seed,
-                            needle=config.needle, question=config.question,
-                            answer_prefix=config.answer_prefix, intro=config.intro,
-                            thinking=config.thinking)
+    builder = PromptBuilder(
+        session.tokenizer,
+        source=haystack_source(config),
+        seed=config.seed,
+        needle=config.needle,
+        question=config.question,
+        answer_prefix=config.answer_prefix,
+        intro=config.intro,
+        thinking=config.thinking,
+    )
     _check_task(config, builder)
-    sdpa = {"route": config.sdpa, "threshold": state.config.threshold,
-            "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:
-            "flop_budget": state.config.flop_budget}  # it sets Metal's chunks and query blocks
+    sdpa = {
+        "route": config.sdpa,
+        "threshold": state.config.threshold,
+        "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:
+        "flop_budget": state.config.flop_budget,
+    }  # it sets Metal's chunks and query blocks
     info = session.info
-    identity = run_identity(model_path=info.path, model_digest=getattr(info, "digest", None),
-                            haystack=config.haystack, backend=backend(),
-                            compute_dtype=str(getattr(session, "compute_dtype", "unknown")),
-                            sdpa=sdpa)
+    identity = run_identity(
+        model_path=info.path,
+        model_digest=getattr(info, "digest", None),
+        haystack=config.haystack,
+        backend=backend(),
+        compute_dtype=str(getattr(session, "compute_dtype", "unknown")),
+        sdpa=sdpa,
+    )
     chash = config.hash(identity)
     folder = Path(folder) if folder else store.run_folder(config, info.name, config_hash=chash)
-    return Sweep(config=config, session=session, folder=folder, builder=builder, chash=chash,
-                 identity=identity, device=device_description(), rank=rank, progress=progress,
-                 route=config.sdpa, state=state)
+    return Sweep(
+        config=config,
+        session=session,
+        folder=folder,
+        builder=builder,
+        chash=chash,
+        identity=identity,
+        device=device_description(),
+        rank=rank,
+        progress=progress,
+        route=config.sdpa,
+        state=state,
+    )
 
 
 def _log_load(run: Sweep) -> None:
     """runs.jsonl's "load" event: the model load this call paid (seconds, weight cache)."""
     info = run.session.info
-    store.append_run_log(run.folder, {"event": "load", "seconds": getattr(info, "load_s", None),
-                                      "weight_cache": getattr(info, "weight_cache", "") or None,
-                                      "device": run.device, "rank": run.rank,
-                                      "config_hash": run.chash})
+    store.append_run_log(
+        run.folder,
+        {
+            "event": "load",
+            "seconds": getattr(info, "load_s", None),
+            "weight_cache": getattr(info, "weight_cache", "") or None,
+            "device": run.device,
+            "rank": run.rank,
+            "config_hash": run.chash,
+        },
+    )
 
 
 def _claim(run: Sweep, *, launch: str | None = None) -> None:
     """Write config.json (checked against the folder's configuration, asked cells merged) and
     the run's start line."""
     store.prepare_folder(run.folder, run.config, config_hash=run.chash, identity=run.identity)
-    store.append_run_log(run.folder, {"event": "start", "argv": list(sys.argv),
-                                      "device": run.device, "rank": run.rank,
-                                      "config_hash": run.chash,
-                                      "niah_version": run.identity["niah_version"],
-                                      **({"launch": launch} if launch else {})})
+    store.append_run_log(
+        run.folder,
+        {
+            "event": "start",
+            "argv": list(sys.argv),
+            "device": run.device,
+            "rank": run.rank,
+            "config_hash": run.chash,
+            "niah_version": run.identity["niah_version"],
+            **({"launch": launch} if launch else {}),
+        },
+    )

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import RunConfig
 from ..errors import NiahError
-from ..haystack import PromptBuilder
 from ..generation import free_memory
+from ..haystack import PromptBuilder
 from ..tasks import TaskTrial, build_prompt, score_trial, trial_for
 from .grid import TrialSpec, value_key
 from .records import NeedleRecord, TrialRecord
@@ -42,9 +42,9 @@ class Sweep:
     identity: dict
     device: str
     rank: int | None
-    progress: "Progress"
+    progress: Progress
     route: str = "auto"
-    state: object = None      # niah.sdpa.patched's state: resolved settings, routes taken
+    state: object = None  # niah.sdpa.patched's state: resolved settings, routes taken
     writer: Writer | None = None
     ran: int = 0
     throughput: object = None  # preflight.Throughput when trials get time estimates
@@ -53,8 +53,12 @@ class Sweep:
 def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
     """The needles of one trial (niah.tasks.trial_for, the one config-to-trial mapping):
     values drawn from the seed, never one the haystack holds."""
-    return trial_for(config, depth=spec.depth, value_key=value_key(spec),
-                     reject=lambda v: builder.value_occurs(v, context=spec.context))
+    return trial_for(
+        config,
+        depth=spec.depth,
+        value_key=value_key(spec),
+        reject=lambda v: builder.value_occurs(v, context=spec.context),
+    )
 
 
 def run_group(run: Sweep, group: list[TrialSpec], *, preflight: bool) -> None:
@@ -84,43 +88,80 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
     """The record of a trial before it runs (SKIP and ERROR keep every field of it)."""
     config, info, identity = run.config, run.session.info, run.identity
     trained = info.trained_context
-    needles = [NeedleRecord(key=n.key, value=n.value, needle_index=p.index,
-                            needle_depth=round(p.depth, 6), found=None,
-                            role="target" if n.target else "distractor", boundary=p.boundary)
-               for n, p in zip(trial.needles, prompt.placements)]
+    needles = [
+        NeedleRecord(
+            key=n.key,
+            value=n.value,
+            needle_index=p.index,
+            needle_depth=round(p.depth, 6),
+            found=None,
+            role="target" if n.target else "distractor",
+            boundary=p.boundary,
+        )
+        for n, p in zip(trial.needles, prompt.placements)
+    ]
     return TrialRecord.begin(
-        key=spec.key, model=info.name, model_path=info.path, context=spec.context,
-        context_tokens=int(len(prompt.ids)), depth=spec.depth, needle_index=prompt.needle_index,
-        needle_depth=round(prompt.needle_depth, 6), value=", ".join(trial.expected),
-        sdpa_option=config.sdpa, mlx_version=identity.get("mlx_version"),
-        mlx_lm_version=identity.get("mlx_lm_version"), niah_version=identity.get("niah_version"),
-        model_digest=identity.get("model_digest"), haystack_digest=identity.get("haystack_digest"),
-        compute_dtype=identity.get("compute_dtype"), device=run.device, config_hash=run.chash,
-        seed=config.seed, sample=spec.sample, kv_bits=spec.kv_bits,
+        key=spec.key,
+        model=info.name,
+        model_path=info.path,
+        context=spec.context,
+        context_tokens=int(len(prompt.ids)),
+        depth=spec.depth,
+        needle_index=prompt.needle_index,
+        needle_depth=round(prompt.needle_depth, 6),
+        value=", ".join(trial.expected),
+        sdpa_option=config.sdpa,
+        mlx_version=identity.get("mlx_version"),
+        mlx_lm_version=identity.get("mlx_lm_version"),
+        niah_version=identity.get("niah_version"),
+        model_digest=identity.get("model_digest"),
+        haystack_digest=identity.get("haystack_digest"),
+        compute_dtype=identity.get("compute_dtype"),
+        device=run.device,
+        config_hash=run.chash,
+        seed=config.seed,
+        sample=spec.sample,
+        kv_bits=spec.kv_bits,
         kv_group_size=config.kv_group_size if spec.kv_bits else None,
-        max_kv_size=spec.max_kv_size, prefill_step=spec.prefill_step, trained_context=trained,
+        max_kv_size=spec.max_kv_size,
+        prefill_step=spec.prefill_step,
+        trained_context=trained,
         beyond_trained=bool(trained and spec.context + config.max_tokens > trained),
-        n_layers=info.n_layers, n_heads=info.n_heads, n_kv_heads=info.n_kv_heads,
-        head_dim=info.head_dim, rope_scaling=config.rope_scaling,
+        n_layers=info.n_layers,
+        n_heads=info.n_heads,
+        n_kv_heads=info.n_kv_heads,
+        head_dim=info.head_dim,
+        rope_scaling=config.rope_scaling,
         rope_scaling_config=getattr(info, "rope_scaling", None),
-        weights=getattr(info, "weights", None), rank=run.rank, task=trial.task,
-        needle_boundary=prompt.boundary, needles=needles, thinking=config.thinking,
-        max_tokens=config.max_tokens)
+        weights=getattr(info, "weights", None),
+        rank=run.rank,
+        task=trial.task,
+        needle_boundary=prompt.boundary,
+        needles=needles,
+        thinking=config.thinking,
+        max_tokens=config.max_tokens,
+    )
 
 
 def estimate(run: Sweep, spec: TrialSpec):
     """The memory estimate of one trial (preflight.estimate) on the route it will take. A
     prefill step longer than the prompt runs blocks of the prompt's length."""
-    from ..preflight import estimate as memory_estimate
     from ..backend import backend
+    from ..preflight import estimate as memory_estimate
     from ..sdpa.dispatch import choose_route
 
     step = min(spec.prefill_step, spec.context)
     route = choose_route(qL=step, kL=spec.context, route=run.route, config=run.state.config)
-    return memory_estimate(run.session.info, context=spec.context, route=route,
-                           prefill_step=step, kv_bits=spec.kv_bits,
-                           kv_group_size=run.config.kv_group_size,
-                           chunk_size=run.state.config.chunk_size, backend=backend())
+    return memory_estimate(
+        run.session.info,
+        context=spec.context,
+        route=route,
+        prefill_step=step,
+        kv_bits=spec.kv_bits,
+        kv_group_size=run.config.kv_group_size,
+        chunk_size=run.state.config.chunk_size,
+        backend=backend(),
+    )
 
 
 def time_estimate(run: Sweep, spec: TrialSpec):
@@ -130,8 +171,9 @@ def time_estimate(run: Sweep, spec: TrialSpec):
         return None
     from ..preflight import estimate_seconds
 
-    return estimate_seconds(context=spec.context, throughput=run.throughput,
-                            max_tokens=run.config.max_tokens)
+    return estimate_seconds(
+        context=spec.context, throughput=run.throughput, max_tokens=run.config.max_tokens
+    )
 
 
 def _cache_for(run: Sweep, spec: TrialSpec, prompt, cached):
@@ -143,9 +185,14 @@ def _cache_for(run: Sweep, spec: TrialSpec, prompt, cached):
         reuse = reuse_length(cached[1], prompt.ids, step=spec.prefill_step)
         trim_to(cache, reuse)
     else:
-        cache, reuse = run.session.make_cache(kv_bits=spec.kv_bits,
-                                              kv_group_size=config.kv_group_size,
-                                              max_kv_size=spec.max_kv_size), 0
+        cache, reuse = (
+            run.session.make_cache(
+                kv_bits=spec.kv_bits,
+                kv_group_size=config.kv_group_size,
+                max_kv_size=spec.max_kv_size,
+            ),
+            0,
+        )
     match_fresh_layout(cache, step=spec.prefill_step)
     return cache, reuse
 
@@ -158,23 +205,33 @@ def _reuse_label(*, reuse: int, prefix_reuse: bool, cache) -> str:
     return "fresh" if trimmable(cache) else "untrimmable-cache"
 
 
-def run_trial(run: Sweep, spec: TrialSpec, prompt, record: TrialRecord, cached, *,
-              trial: TaskTrial):
+def run_trial(
+    run: Sweep, spec: TrialSpec, prompt, record: TrialRecord, cached, *, trial: TaskTrial
+):
     """Prefill, decode, score; the record and the cache to hand to the next trial."""
     config, session = run.config, run.session
     run.state.routes.clear()
     t0 = time.perf_counter()
     try:
         cache, reuse = _cache_for(run, spec, prompt, cached)
-        gen = session.generate(prompt.ids.tolist(), cache=cache, reuse=reuse,
-                               prefill_step=spec.prefill_step, max_tokens=config.max_tokens,
-                               on_prefill=run.progress.prefill)
+        gen = session.generate(
+            prompt.ids.tolist(),
+            cache=cache,
+            reuse=reuse,
+            prefill_step=spec.prefill_step,
+            max_tokens=config.max_tokens,
+            on_prefill=run.progress.prefill,
+        )
         scored = score_trial(trial, prompt, gen.response, kind=config.value_kind)
         record = record.scored(
-            gen, verdict=scored["verdict"], score=scored["score"],
-            found=[n["found"] for n in scored["needles"]], sdpa_route=run.state.summary(),
+            gen,
+            verdict=scored["verdict"],
+            score=scored["score"],
+            found=[n["found"] for n in scored["needles"]],
+            sdpa_route=run.state.summary(),
             prefix_reuse=_reuse_label(reuse=reuse, prefix_reuse=config.prefix_reuse, cache=cache),
-            elapsed_s=round(time.perf_counter() - t0, 4))
+            elapsed_s=round(time.perf_counter() - t0, 4),
+        )
         # hand on only a cache the next trial will take: one it cannot take would stay alive
         # beside the next trial's own, doubling the KV memory
         next_cached = (cache, prompt.ids) if config.prefix_reuse and trimmable(cache) else None
@@ -183,6 +240,7 @@ def run_trial(run: Sweep, spec: TrialSpec, prompt, record: TrialRecord, cached, 
     except Exception as exc:  # OOM and backend errors: record, go on
         next_cached = None
         free_memory()
-        record = record.failed(exc, sdpa_route=run.state.summary(),
-                               elapsed_s=round(time.perf_counter() - t0, 4))
+        record = record.failed(
+            exc, sdpa_route=run.state.summary(), elapsed_s=round(time.perf_counter() - t0, 4)
+        )
     return record, next_cached

@@ -49,8 +49,15 @@ def prefill_block_lengths(context: int, step: int) -> set[int]:
 def _planned_calls(todo, info, *, route: str, config, name: str, max_tokens: int = 1) -> set:
     """The fused-kernel calls (shapes) these trials' kv-chunks calls will make, from the route
     the dispatcher gives each call (niah.run.calls)."""
-    return planned_kernel_calls(todo, n_heads=info.n_heads, head_dim=info.head_dim, route=route,
-                                config=config, backend_name=name, max_tokens=max_tokens)
+    return planned_kernel_calls(
+        todo,
+        n_heads=info.n_heads,
+        head_dim=info.head_dim,
+        route=route,
+        config=config,
+        backend_name=name,
+        max_tokens=max_tokens,
+    )
 
 
 def _warm_kernels(todo, session, *, route: str, config, progress, max_tokens: int = 1) -> None:
@@ -67,27 +74,47 @@ def _warm_kernels(todo, session, *, route: str, config, progress, max_tokens: in
     if name not in ("cuda", "metal"):
         return
     info = session.info
-    dtype = next((a.dtype for _, a in tree_flatten(session.model.parameters())
-                  if a.dtype in (mx.float16, mx.bfloat16)), mx.float16)
-    calls = _planned_calls(todo, info, route=route, config=config, name=name,
-                           max_tokens=max_tokens)
+    dtype = next(
+        (
+            a.dtype
+            for _, a in tree_flatten(session.model.parameters())
+            if a.dtype in (mx.float16, mx.bfloat16)
+        ),
+        mx.float16,
+    )
+    calls = _planned_calls(todo, info, route=route, config=config, name=name, max_tokens=max_tokens)
     if not calls:
         return
     known = {id(r) for r in self_test_results()}
     t0 = time.perf_counter()
-    results = warm_up(dtype=dtype, n_heads=info.n_heads, n_kv_heads=info.n_kv_heads,
-                      head_dim=info.head_dim, calls=sorted(calls))
+    results = warm_up(
+        dtype=dtype,
+        n_heads=info.n_heads,
+        n_kv_heads=info.n_kv_heads,
+        head_dim=info.head_dim,
+        calls=sorted(calls),
+    )
     fresh = [r for r in results if id(r) not in known]
     if results:
         bad = [r.kernel for r in fresh if not r.ok]
         scalar = [r for r in fresh if r.ok and getattr(r, "loads", "") == "scalar"]
         already = len(results) - len(fresh)
-        progress.note(f"fused kernels: {len(fresh)} variants built and self-tested in "
-                      f"{time.perf_counter() - t0:.1f} s" +
-                      (f" ({already} already built in this process)" if already else "") +
-                      (f"; {len(scalar)} use element-wise loads (their vector-load build "
-                       "failed: niah sdpa verify shows why)" if scalar else "") +
-                      (f"; {len(bad)} failed their self-test: their calls run as stock query blocks where stock computes them exactly, else the reference (the route says which)" if bad else ""))
+        progress.note(
+            f"fused kernels: {len(fresh)} variants built and self-tested in "
+            f"{time.perf_counter() - t0:.1f} s"
+            + (f" ({already} already built in this process)" if already else "")
+            + (
+                f"; {len(scalar)} use element-wise loads (their vector-load build "
+                "failed: niah sdpa verify shows why)"
+                if scalar
+                else ""
+            )
+            + (
+                f"; {len(bad)} failed their self-test: their calls run as stock query blocks where stock computes them exactly, else the reference (the route says which)"
+                if bad
+                else ""
+            )
+        )
 
 
 def warmed_shapes(session) -> set:
@@ -106,14 +133,23 @@ def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
     trials will use. The time is noted once per run (runs.jsonl), never inside a trial."""
     t0 = time.perf_counter()
     try:
-        _warm_kernels(todo, run.session, route=run.route, config=run.state.config,
-                      progress=run.progress, max_tokens=run.config.max_tokens)
+        _warm_kernels(
+            todo,
+            run.session,
+            route=run.route,
+            config=run.state.config,
+            progress=run.progress,
+            max_tokens=run.config.max_tokens,
+        )
     except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
         run.progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
     counts = [0, 0]  # shapes new, shapes already warm
     for (kv_bits, max_kv, step), group in prefix_groups(todo).items():
-        cache_kw = {"kv_bits": kv_bits, "max_kv_size": max_kv,
-                    "kv_group_size": run.config.kv_group_size}
+        cache_kw = {
+            "kv_bits": kv_bits,
+            "max_kv_size": max_kv,
+            "kv_group_size": run.config.kv_group_size,
+        }
         try:
             if mode == "shapes":
                 fits = [s for s in group if not preflight or estimate(run, s).fits]
@@ -130,15 +166,17 @@ def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
     event = {"event": "warm-up", "mode": mode, "seconds": round(seconds, 3)}
     if mode == "shapes":
         event.update(shapes_new=counts[0], shapes_warm=counts[1])
-    store.append_run_log(run.folder, {**event, "device": run.device, "rank": run.rank,
-                                      "config_hash": run.chash})
+    store.append_run_log(
+        run.folder, {**event, "device": run.device, "rank": run.rank, "config_hash": run.chash}
+    )
     did = f"{counts[0]} shapes new, {counts[1]} already warm; " if mode == "shapes" else ""
     run.progress.note(f"warm-up ({mode}): {did}{seconds:.1f} s (kept out of trial times)")
 
 
 def _warm_generate(run: Sweep, ids: list[int], *, cache, reuse: int = 0, step: int) -> None:
-    run.session.generate(ids, cache=cache, reuse=reuse, prefill_step=step,
-                         max_tokens=min(run.config.max_tokens, 3))
+    run.session.generate(
+        ids, cache=cache, reuse=reuse, prefill_step=step, max_tokens=min(run.config.max_tokens, 3)
+    )
 
 
 def _value(run: Sweep, spec: TrialSpec) -> str:
@@ -149,8 +187,9 @@ def _value(run: Sweep, spec: TrialSpec) -> str:
 def _warm_once(run: Sweep, group: list[TrialSpec], *, step: int, cache_kw: dict) -> None:
     """One short generation: a full prefill block, a partial one and a few decode steps."""
     length = min(min(s.context for s in group), step + max(2, step // 4))
-    prompt = run.builder.build(context=max(length, run.builder.minimum_context()),
-                               depth=0.5, value=_value(run, group[0]))
+    prompt = run.builder.build(
+        context=max(length, run.builder.minimum_context()), depth=0.5, value=_value(run, group[0])
+    )
     cache = run.session.make_cache(**cache_kw)
     _warm_generate(run, prompt.ids.tolist(), cache=cache, step=step)
 
@@ -159,12 +198,15 @@ def _block_shapes(context: int, *, step: int, settings: tuple, start: int = 0) -
     """(settings, rows, keys, buffer) of the prefill blocks a trial of `context` runs from
     `start`: what MLX's CUDA attention plans per (its graphs are keyed by shapes and strides;
     buffer: the length of the plain KVCache buffer the keys are a slice of)."""
-    return {(settings, rows, keys, fresh_capacity(keys, step=step))
-            for rows, keys in prefill_blocks(context=context, step=step, start=start)}
+    return {
+        (settings, rows, keys, fresh_capacity(keys, step=step))
+        for rows, keys in prefill_blocks(context=context, step=step, start=start)
+    }
 
 
-def _warm_shapes(run: Sweep, group: list[TrialSpec], *, step: int, cache_kw: dict,
-                 counts: list) -> None:
+def _warm_shapes(
+    run: Sweep, group: list[TrialSpec], *, step: int, cache_kw: dict, counts: list
+) -> None:
     """Every prefill block shape the trials will run that this process has not run yet
     (warmed_shapes); counts[0] += shapes new, counts[1] += shapes already warm.
 

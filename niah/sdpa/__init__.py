@@ -13,8 +13,15 @@ them against the reference here, and dispatch uses them by default (docs/sdpa.md
 
 from __future__ import annotations
 
-from .dispatch import (DEFAULT_CHUNK_SIZE, DEFAULT_THRESHOLD, ROUTES, choose_route,
-                       force_route, resolve_config, scaled_dot_product_attention)
+from .dispatch import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_THRESHOLD,
+    ROUTES,
+    choose_route,
+    force_route,
+    resolve_config,
+    scaled_dot_product_attention,
+)
 from .merge import Accumulator, merge_chunks
 from .patch import PatchState, patched
 from .reference import attention_with_lse as _attention_with_lse
@@ -26,7 +33,16 @@ def attention_with_lse(q, k, v, *, scale: float, mask=None, sinks=None):
 
 
 __all__ = [
-    "scaled_dot_product_attention", "attention_with_lse", "merge_chunks", "patched",
-    "Accumulator", "PatchState", "force_route", "resolve_config", "choose_route", "ROUTES",
-    "DEFAULT_THRESHOLD", "DEFAULT_CHUNK_SIZE",
+    "scaled_dot_product_attention",
+    "attention_with_lse",
+    "merge_chunks",
+    "patched",
+    "Accumulator",
+    "PatchState",
+    "force_route",
+    "resolve_config",
+    "choose_route",
+    "ROUTES",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_CHUNK_SIZE",
 ]

@@ -36,14 +36,33 @@ class ShapeSet:
     max_chunk: int | None = None  # caps the chunk size (small sets)
 
 
-FULL = ShapeSet(Hq=32, Hkv=8, D=128, shapes=(
-    Shape("decode", 1, 65536, False), Shape("decode", 1, 262144, False),
-    Shape("decode", 1, 1048576, False), Shape("prefill", 2048, 65536, True),
-    Shape("prefill", 2048, 131072, True), Shape("prefill", 2048, 262144, True),
-    Shape("qL16", 16, 262144, True), Shape("qL64", 64, 131072, True)))
-QUICK = ShapeSet(Hq=8, Hkv=2, D=64, max_chunk=8192, shapes=(
-    Shape("decode", 1, 16384, False), Shape("decode", 1, 65536, False),
-    Shape("prefill", 512, 16384, True), Shape("qL16", 16, 65536, True)))
+FULL = ShapeSet(
+    Hq=32,
+    Hkv=8,
+    D=128,
+    shapes=(
+        Shape("decode", 1, 65536, False),
+        Shape("decode", 1, 262144, False),
+        Shape("decode", 1, 1048576, False),
+        Shape("prefill", 2048, 65536, True),
+        Shape("prefill", 2048, 131072, True),
+        Shape("prefill", 2048, 262144, True),
+        Shape("qL16", 16, 262144, True),
+        Shape("qL64", 64, 131072, True),
+    ),
+)
+QUICK = ShapeSet(
+    Hq=8,
+    Hkv=2,
+    D=64,
+    max_chunk=8192,
+    shapes=(
+        Shape("decode", 1, 16384, False),
+        Shape("decode", 1, 65536, False),
+        Shape("prefill", 512, 16384, True),
+        Shape("qL16", 16, 65536, True),
+    ),
+)
 
 
 def median_ms(fn, *, warmup: int = 2, repeats: int = 5) -> float:
@@ -66,9 +85,16 @@ def attention_flops(*, B: int, Hq: int, qL: int, kL: int, D: int, causal: bool) 
     return 4.0 * B * Hq * D * pairs
 
 
-def run_bench(*, quick: bool = False, routes=ROUTES, dtype: str | None = None,
-              chunk: int = 32768, q_block: int = 1024, shapes: ShapeSet | None = None,
-              echo=print) -> None:
+def run_bench(
+    *,
+    quick: bool = False,
+    routes=ROUTES,
+    dtype: str | None = None,
+    chunk: int = 32768,
+    q_block: int = 1024,
+    shapes: ShapeSet | None = None,
+    echo=print,
+) -> None:
     """Print the table. `shapes` overrides the set (FULL on a GPU, QUICK with `quick` or on
     the CPU)."""
     import mlx.core as mx
@@ -84,24 +110,35 @@ def run_bench(*, quick: bool = False, routes=ROUTES, dtype: str | None = None,
     shapes = shapes or (QUICK if quick or not gpu else FULL)
     chunk = min(chunk, shapes.max_chunk or chunk)
     dt = getattr(mx, dtype or ("bfloat16" if gpu else "float32"))
-    echo(f"# niah sdpa bench on {backend()} ({device}), mlx {mx.__version__}, {dt}, "
-         f"Hq {shapes.Hq}, Hkv {shapes.Hkv}, D {shapes.D}, chunk {chunk}, q-block {q_block}")
+    echo(
+        f"# niah sdpa bench on {backend()} ({device}), mlx {mx.__version__}, {dt}, "
+        f"Hq {shapes.Hq}, Hkv {shapes.Hkv}, D {shapes.D}, chunk {chunk}, q-block {q_block}"
+    )
     echo("| shape | qL | kL | route | ms | TFLOP/s | GB/s | vs stock |")
     echo("|---|---:|---:|---|---:|---:|---:|---:|")
     for shape in shapes.shapes:
-        for row in _shape_rows(shape, shapes, routes=routes, dtype=dt, chunk=chunk,
-                               q_block=q_block, gpu=gpu):
+        for row in _shape_rows(
+            shape, shapes, routes=routes, dtype=dt, chunk=chunk, q_block=q_block, gpu=gpu
+        ):
             echo(row)
         mx.clear_cache()
 
 
-def _shape_rows(shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_block: int,
-                gpu: bool) -> list[str]:
+def _shape_rows(
+    shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_block: int, gpu: bool
+) -> list[str]:
     """One table row per route (stock first) for one shape."""
     import mlx.core as mx
 
-    from .dispatch import (STOCK_SDPA, ChunkConfig, fused_fn, kv_route, q_split, ran_labels,
-                           work_plan)
+    from .dispatch import (
+        STOCK_SDPA,
+        ChunkConfig,
+        fused_fn,
+        kv_route,
+        q_split,
+        ran_labels,
+        work_plan,
+    )
     from .fused import chunk_attention_fn
 
     mx.random.seed(0)
@@ -110,19 +147,28 @@ def _shape_rows(shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_
     v = mx.random.normal((1, shapes.Hkv, shape.kL, shapes.D)).astype(dtype)
     mx.eval(q, k, v)
     mask = "causal" if shape.causal else None
-    scale = shapes.D ** -0.5
+    scale = shapes.D**-0.5
     config = ChunkConfig(threshold=0, chunk_size=chunk, q_block=q_block)
     plan = work_plan(q, k, config=config, fused=True)  # Metal: the FLOP budget per call
-    fused = fused_fn(q, k, v, mask=mask, chunk_size=plan.chunk, q_block=plan.q_block,
-                     chunk_fn=chunk_attention_fn(q=q, k=k, v=v))
+    fused = fused_fn(
+        q,
+        k,
+        v,
+        mask=mask,
+        chunk_size=plan.chunk,
+        q_block=plan.q_block,
+        chunk_fn=chunk_attention_fn(q=q, k=k, v=v),
+    )
     fns = {"stock": lambda: STOCK_SDPA(q, k, v, scale=scale, mask=mask)}
     if "q-split" in routes:
         fns["q-split"] = lambda: q_split(q, k, v, scale=scale, mask=mask, q_block=q_block)
     if "kv-chunks" in routes:
-        fns["kv-chunks"] = lambda: kv_route(q, k, v, scale=scale, mask=mask, config=config,
-                                            chunk_fn=fused)[0]
-    flops = attention_flops(B=1, Hq=shapes.Hq, qL=shape.qL, kL=shape.kL, D=shapes.D,
-                            causal=shape.causal)
+        fns["kv-chunks"] = lambda: kv_route(
+            q, k, v, scale=scale, mask=mask, config=config, chunk_fn=fused
+        )[0]
+    flops = attention_flops(
+        B=1, Hq=shapes.Hq, qL=shape.qL, kL=shape.kL, D=shapes.D, causal=shape.causal
+    )
     kv_gb = 2 * k.nbytes / 1e9
     lead = f"| {shape.name} | {shape.qL} | {shape.kL} |"
     rows, base = [], None
@@ -137,6 +183,8 @@ def _shape_rows(shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_
             label = "+".join(ran_labels(fused, before))
         base = ms if label == "stock" else base
         ratio = f"{base / ms:.2f}x" if base else "-"
-        rows.append(f"{lead} {label} | {ms:.3f} | {flops / ms / 1e9:.{1 if gpu else 3}f} | "
-                    f"{kv_gb / ms * 1e3:.0f} | {ratio} |")
+        rows.append(
+            f"{lead} {label} | {ms:.3f} | {flops / ms / 1e9:.{1 if gpu else 3}f} | "
+            f"{kv_gb / ms * 1e3:.0f} | {ratio} |"
+        )
     return rows

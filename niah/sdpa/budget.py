@@ -19,13 +19,13 @@ from dataclasses import dataclass
 # under a second even at 5% of it: far inside the watchdog's few seconds.
 DEFAULT_FLOP_BUDGET = 1e11
 MIN_CHUNK_KEYS = 1024  # below this, split the queries instead of shrinking the key chunks
-KEY_ALIGN = 256        # chunk lengths are multiples of this (whole key tiles, few shapes)
+KEY_ALIGN = 256  # chunk lengths are multiples of this (whole key tiles, few shapes)
 
 
 @dataclass(frozen=True)
 class WorkPlan:
     q_block: int  # query rows per call (qL when the queries are not split)
-    chunk: int    # keys per call (kL when the keys are not split)
+    chunk: int  # keys per call (kL when the keys are not split)
 
     def call_flops(self, *, B: int, Hq: int, D: int) -> float:
         return attention_flops(B=B, Hq=Hq, qL=self.q_block, kL=self.chunk, D=D)
@@ -39,8 +39,16 @@ def attention_flops(*, B: int, Hq: int, qL: int, kL: int, D: int) -> float:
     return 4.0 * B * Hq * qL * kL * D
 
 
-def plan_work(*, B: int, Hq: int, qL: int, kL: int, D: int, budget: float = DEFAULT_FLOP_BUDGET,
-              max_chunk: int | None = None) -> WorkPlan:
+def plan_work(
+    *,
+    B: int,
+    Hq: int,
+    qL: int,
+    kL: int,
+    D: int,
+    budget: float = DEFAULT_FLOP_BUDGET,
+    max_chunk: int | None = None,
+) -> WorkPlan:
     """Query block and key chunk whose call stays within `budget` FLOPs.
 
     `max_chunk` caps the keys per call (e.g. the configured chunk size for the unfused

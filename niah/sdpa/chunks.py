@@ -7,12 +7,17 @@ niah.sdpa.dispatch re-exports these names; it decides when this route runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import mlx.core as mx
 
 from .. import backend as _backend_mod
 from .budget import WorkPlan, plan_work
 from .merge import Accumulator
 from .reference import attention_with_lse
+
+if TYPE_CHECKING:  # dispatch imports this module: the name is for annotations only
+    from .dispatch import ChunkConfig
 
 
 def _slice_mask_keys(mask, start: int, stop: int, kL: int):
@@ -29,8 +34,18 @@ def _slice_mask_rows(mask, start: int, stop: int):
     return mask[..., start:stop, :]
 
 
-def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
-              chunk_fn=None, evaluate: bool = True) -> tuple[mx.array, mx.array]:
+def kv_chunks(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask=None,
+    sinks=None,
+    chunk_size: int,
+    chunk_fn=None,
+    evaluate: bool = True,
+) -> tuple[mx.array, mx.array]:
     """Key-chunked attention with a streaming lse merge; returns (out, lse)."""
     qL, kL = q.shape[2], k.shape[2]
     shift_total = kL - qL  # causal: row i sees key j when j <= i + shift_total
@@ -59,11 +74,26 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
             if shift >= stop - start - 1:  # every row sees the whole chunk
                 out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks, **extra)
             else:
-                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks,
-                              causal_shift=shift, **extra)
+                out, lse = fn(
+                    q,
+                    kc,
+                    vc,
+                    scale=scale,
+                    mask=None,
+                    sinks=chunk_sinks,
+                    causal_shift=shift,
+                    **extra,
+                )
         else:
-            out, lse = fn(q, kc, vc, scale=scale, mask=_slice_mask_keys(mask, start, stop, kL),
-                          sinks=chunk_sinks, **extra)
+            out, lse = fn(
+                q,
+                kc,
+                vc,
+                scale=scale,
+                mask=_slice_mask_keys(mask, start, stop, kL),
+                sinks=chunk_sinks,
+                **extra,
+            )
         acc.add(out, lse)
         if evaluate:
             mx.eval(acc.out, acc.lse)
@@ -71,35 +101,69 @@ def kv_chunks(q, k, v, *, scale: float, mask=None, sinks=None, chunk_size: int,
     return out.astype(q.dtype), lse
 
 
-def work_plan(q, k, *, config: "ChunkConfig", fused: bool,
-              backend_name: str | None = None) -> WorkPlan:
+def work_plan(
+    q, k, *, config: ChunkConfig, fused: bool, backend_name: str | None = None
+) -> WorkPlan:
     """Query block and keys per call for the kv-chunks route. Metal: bounded by the FLOP budget
     per command buffer (budget.plan_work; the fused kernel may take all keys in one launch, the
     reference at most config.chunk_size). Elsewhere: all queries, config.chunk_size keys."""
     B, Hq, qL, D = q.shape
     if (backend_name or _backend_mod.backend()) != "metal":
         return WorkPlan(q_block=qL, chunk=config.chunk_size)
-    return plan_work(B=B, Hq=Hq, qL=qL, kL=k.shape[2], D=D, budget=config.flop_budget,
-                     max_chunk=None if fused else config.chunk_size)
+    return plan_work(
+        B=B,
+        Hq=Hq,
+        qL=qL,
+        kL=k.shape[2],
+        D=D,
+        budget=config.flop_budget,
+        max_chunk=None if fused else config.chunk_size,
+    )
 
 
-def kv_route(q, k, v, *, scale: float, mask=None, sinks=None, config: "ChunkConfig",
-             chunk_fn=None, backend_name: str | None = None) -> tuple[mx.array, mx.array]:
+def kv_route(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask=None,
+    sinks=None,
+    config: ChunkConfig,
+    chunk_fn=None,
+    backend_name: str | None = None,
+) -> tuple[mx.array, mx.array]:
     """kv_chunks in the blocks and chunks of work_plan; (out, lse)."""
-    plan = work_plan(q, k, config=config, backend_name=backend_name,
-                     fused=chunk_fn is not None and hasattr(chunk_fn, "splits_keys"))
-    return q_blocks(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=plan.q_block,
-                    chunk_size=plan.chunk, chunk_fn=chunk_fn)
+    plan = work_plan(
+        q,
+        k,
+        config=config,
+        backend_name=backend_name,
+        fused=chunk_fn is not None and hasattr(chunk_fn, "splits_keys"),
+    )
+    return q_blocks(
+        q,
+        k,
+        v,
+        scale=scale,
+        mask=mask,
+        sinks=sinks,
+        q_block=plan.q_block,
+        chunk_size=plan.chunk,
+        chunk_fn=chunk_fn,
+    )
 
 
-def q_blocks(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chunk_size: int,
-             chunk_fn=None) -> tuple[mx.array, mx.array]:
+def q_blocks(
+    q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chunk_size: int, chunk_fn=None
+) -> tuple[mx.array, mx.array]:
     """kv_chunks over blocks of query rows, each evaluated before the next; (out, lse)."""
     B, Hq, qL, D = q.shape
     kL = k.shape[2]
     if q_block >= qL:
-        return kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks, chunk_size=chunk_size,
-                         chunk_fn=chunk_fn)
+        return kv_chunks(
+            q, k, v, scale=scale, mask=mask, sinks=sinks, chunk_size=chunk_size, chunk_fn=chunk_fn
+        )
     causal = isinstance(mask, str)
     outs, lses = [], []
     for a in range(0, qL, q_block):
@@ -113,20 +177,36 @@ def q_blocks(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, chun
                 if sinks is not None:  # the sink alone: lse is its logit, the output zero
                     lse = mx.broadcast_to(sinks.astype(mx.float32)[None, :, None], lse.shape)
             else:
-                o, lse = kv_chunks(qb, k[:, :, :visible], v[:, :, :visible], scale=scale,
-                                   mask="causal", sinks=sinks, chunk_size=chunk_size,
-                                   chunk_fn=chunk_fn)
+                o, lse = kv_chunks(
+                    qb,
+                    k[:, :, :visible],
+                    v[:, :, :visible],
+                    scale=scale,
+                    mask="causal",
+                    sinks=sinks,
+                    chunk_size=chunk_size,
+                    chunk_fn=chunk_fn,
+                )
         else:
-            o, lse = kv_chunks(qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b),
-                               sinks=sinks, chunk_size=chunk_size, chunk_fn=chunk_fn)
+            o, lse = kv_chunks(
+                qb,
+                k,
+                v,
+                scale=scale,
+                mask=_slice_mask_rows(mask, a, b),
+                sinks=sinks,
+                chunk_size=chunk_size,
+                chunk_fn=chunk_fn,
+            )
         mx.eval(o, lse)
         outs.append(o)
         lses.append(lse)
     return mx.concatenate(outs, axis=2), mx.concatenate(lses, axis=2)
 
 
-def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
-                splits_keys: bool) -> list[tuple[int, int, bool, bool]]:
+def fused_calls(
+    *, qL: int, kL: int, causal: bool, chunk_size: int, splits_keys: bool
+) -> list[tuple[int, int, bool, bool]]:
     """The (qL, keys, causal, float32 out) of each fused call kv_chunks makes for these sizes."""
     if splits_keys or chunk_size >= kL:
         return [(qL, kL, causal, False)]
@@ -140,21 +220,39 @@ def fused_calls(*, qL: int, kL: int, causal: bool, chunk_size: int,
     return calls
 
 
-def planned_fused_calls(*, B: int, Hq: int, qL: int, kL: int, D: int, causal: bool,
-                        config: "ChunkConfig", backend_name: str) -> list[tuple[int, int, bool, bool]]:
+def planned_fused_calls(
+    *,
+    B: int,
+    Hq: int,
+    qL: int,
+    kL: int,
+    D: int,
+    causal: bool,
+    config: ChunkConfig,
+    backend_name: str,
+) -> list[tuple[int, int, bool, bool]]:
     """The (qL, keys, causal, float32 out) of each fused call the kv-chunks route (kv_route)
     makes on this backend: on Metal the FLOP budget's query blocks and key chunks, elsewhere
     fused_calls with the configured chunk size. For warming up exactly the variants a run uses."""
     if backend_name != "metal":
-        return list(dict.fromkeys(fused_calls(qL=qL, kL=kL, causal=causal,
-                                              chunk_size=config.chunk_size,
-                                              splits_keys=backend_name == "cuda")))
+        return list(
+            dict.fromkeys(
+                fused_calls(
+                    qL=qL,
+                    kL=kL,
+                    causal=causal,
+                    chunk_size=config.chunk_size,
+                    splits_keys=backend_name == "cuda",
+                )
+            )
+        )
     plan = plan_work(B=B, Hq=Hq, qL=qL, kL=kL, D=D, budget=config.flop_budget)
     calls = []
     for a in range(0, qL, plan.q_block):
         b = min(a + plan.q_block, qL)
         keys = kL - qL + b if causal else kL
         if keys > 0:
-            calls += fused_calls(qL=b - a, kL=keys, causal=causal, chunk_size=plan.chunk,
-                                 splits_keys=False)
+            calls += fused_calls(
+                qL=b - a, kL=keys, causal=causal, chunk_size=plan.chunk, splits_keys=False
+            )
     return list(dict.fromkeys(calls))

@@ -33,13 +33,22 @@ import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass
+
 import mlx.core as mx
 
 from .. import backend as _backend_mod
 from ..errors import NiahError
 from .budget import DEFAULT_FLOP_BUDGET, attention_flops
-from .chunks import (_slice_mask_keys, _slice_mask_rows, fused_calls, kv_chunks,  # noqa: F401
-                     kv_route, planned_fused_calls, q_blocks, work_plan)
+from .chunks import (  # noqa: F401
+    _slice_mask_keys,
+    _slice_mask_rows,
+    fused_calls,
+    kv_chunks,
+    kv_route,
+    planned_fused_calls,
+    q_blocks,
+    work_plan,
+)
 from .fused import chunk_attention_fn
 from .merge import Accumulator
 from .reference import quantized_attention_with_lse
@@ -89,7 +98,9 @@ def _env_int(*names: str) -> int | None:
             try:
                 value = int(raw)
             except ValueError:
-                raise SettingError(f"{name}={raw!r} is not a whole number: set it like {name}=65536") from None
+                raise SettingError(
+                    f"{name}={raw!r} is not a whole number: set it like {name}=65536"
+                ) from None
             if value <= 0:
                 raise SettingError(f"{name}={raw!r} must be positive: set it like {name}=65536")
             return value
@@ -117,19 +128,35 @@ def _env_float(name: str) -> float | None:
     return value
 
 
-def resolve_config(*, threshold: int | None = None, chunk_size: int | None = None,
-                   q_block: int | None = None, flop_budget: float | None = None) -> ChunkConfig:
+def resolve_config(
+    *,
+    threshold: int | None = None,
+    chunk_size: int | None = None,
+    q_block: int | None = None,
+    flop_budget: float | None = None,
+) -> ChunkConfig:
     """Arguments, then NIAH_SDPA_* (NIAH_SDPA_FLOP_BUDGET: FLOPs per Metal command buffer),
     then MLX_SDPA_CHUNK_*, then defaults."""
-    t = threshold or _env_int("NIAH_SDPA_CHUNK_THRESHOLD", "MLX_SDPA_CHUNK_THRESHOLD") or DEFAULT_THRESHOLD
+    t = (
+        threshold
+        or _env_int("NIAH_SDPA_CHUNK_THRESHOLD", "MLX_SDPA_CHUNK_THRESHOLD")
+        or DEFAULT_THRESHOLD
+    )
     c = chunk_size or _env_int("NIAH_SDPA_CHUNK_SIZE", "MLX_SDPA_CHUNK_SIZE") or DEFAULT_CHUNK_SIZE
     qb = q_block or _env_int("NIAH_SDPA_Q_BLOCK") or DEFAULT_Q_BLOCK
     fb = flop_budget or _env_float("NIAH_SDPA_FLOP_BUDGET") or DEFAULT_FLOP_BUDGET
     return ChunkConfig(threshold=int(t), chunk_size=int(c), q_block=int(qb), flop_budget=float(fb))
 
 
-def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
-                 backend_name: str | None = None, fused_ok=None) -> str:
+def choose_route(
+    *,
+    qL: int,
+    kL: int,
+    route: str = "auto",
+    config: ChunkConfig,
+    backend_name: str | None = None,
+    fused_ok=None,
+) -> str:
     """The route a call of these sizes takes.
 
     `fused_ok`: None, or a callable telling whether niah's fused kernel serves this call (a
@@ -154,8 +181,19 @@ def choose_route(*, qL: int, kL: int, route: str = "auto", config: ChunkConfig,
     return "kv-chunks"
 
 
-def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock=None,
-            evaluate: bool = True, **kwargs) -> mx.array:
+def q_split(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask=None,
+    sinks=None,
+    q_block: int,
+    stock=None,
+    evaluate: bool = True,
+    **kwargs,
+) -> mx.array:
     """Query blocks through the stock fused kernel, each evaluated on its own."""
     stock = stock or STOCK_SDPA
     qL, kL = q.shape[2], k.shape[2]
@@ -166,11 +204,19 @@ def q_split(q, k, v, *, scale: float, mask=None, sinks=None, q_block: int, stock
         qb = q[:, :, a:b]
         if causal:
             visible = kL - qL + b  # last row of the block sees keys [0, visible)
-            o = stock(qb, k[:, :, :visible], v[:, :, :visible], scale=scale, mask="causal",
-                      sinks=sinks, **kwargs)
+            o = stock(
+                qb,
+                k[:, :, :visible],
+                v[:, :, :visible],
+                scale=scale,
+                mask="causal",
+                sinks=sinks,
+                **kwargs,
+            )
         else:
-            o = stock(qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b), sinks=sinks,
-                      **kwargs)
+            o = stock(
+                qb, k, v, scale=scale, mask=_slice_mask_rows(mask, a, b), sinks=sinks, **kwargs
+            )
         if evaluate:
             mx.eval(o)
         outs.append(o)
@@ -183,8 +229,9 @@ def _mask_kind(mask) -> int:
     return 1 if mask.dtype == mx.bool_ else 2
 
 
-def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None,
-             q_block: int | None = None):
+def fused_fn(
+    q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None, q_block: int | None = None
+):
     """`chunk_fn` (niah's fused kernel for this kv_chunks call) when every variant the call will
     use passed its self-test (run now if not yet run); else None (it must not serve the call).
 
@@ -197,12 +244,23 @@ def fused_fn(q, k, v, *, mask=None, sinks=None, chunk_size: int, chunk_fn=None,
         kL, qL = (kL - qL + q_block if isinstance(mask, str) else kL), q_block
         if kL <= 0:
             return chunk_fn
-    calls = fused_calls(qL=qL, kL=kL, causal=isinstance(mask, str), chunk_size=chunk_size,
-                        splits_keys=chunk_fn.splits_keys)
+    calls = fused_calls(
+        qL=qL,
+        kL=kL,
+        causal=isinstance(mask, str),
+        chunk_size=chunk_size,
+        splits_keys=chunk_fn.splits_keys,
+    )
     for i, (cq, ck, causal, out32) in enumerate(calls):
-        verdict = chunk_fn.prepare(q_shape=(B, Hq, cq, D), k_shape=(B, Hkv, ck, D), dtype=q.dtype,
-                                   causal=causal, out_dtype=mx.float32 if out32 else None,
-                                   mask_kind=_mask_kind(mask), sinks=sinks is not None and i == 0)
+        verdict = chunk_fn.prepare(
+            q_shape=(B, Hq, cq, D),
+            k_shape=(B, Hkv, ck, D),
+            dtype=q.dtype,
+            causal=causal,
+            out_dtype=mx.float32 if out32 else None,
+            mask_kind=_mask_kind(mask),
+            sinks=sinks is not None and i == 0,
+        )
         if not verdict.ok:
             return None
     return chunk_fn
@@ -241,8 +299,10 @@ def stock_serves(q, k, v, *, mask, q_block: int, backend_name: str) -> bool:
     if backend_name == "metal":
         rows = min(q_block, qL)
         if rows <= 8:
-            return (D in STOCK_FUSED_HEAD_DIMS["metal-vector"]
-                    and rows * (q.shape[1] // k.shape[1]) <= 32)
+            return (
+                D in STOCK_FUSED_HEAD_DIMS["metal-vector"]
+                and rows * (q.shape[1] // k.shape[1]) <= 32
+            )
         return D in STOCK_FUSED_HEAD_DIMS["metal"]
     return False
 
@@ -269,10 +329,20 @@ class _Kernel:
         """Whether a kernel exists and passed the self-tests of every variant the call uses."""
         if not self.checked:
             q, k, v = self.q, self.k, self.v
-            self.kernel = self.given if self.given is not None else chunk_attention_fn(q=q, k=k, v=v)
+            self.kernel = (
+                self.given if self.given is not None else chunk_attention_fn(q=q, k=k, v=v)
+            )
             plan = work_plan(q, k, config=self.config, fused=True)
-            self.passed = fused_fn(q, k, v, mask=self.mask, sinks=self.sinks, chunk_size=plan.chunk,
-                                   q_block=plan.q_block, chunk_fn=self.kernel)
+            self.passed = fused_fn(
+                q,
+                k,
+                v,
+                mask=self.mask,
+                sinks=self.sinks,
+                chunk_size=plan.chunk,
+                q_block=plan.q_block,
+                chunk_fn=self.kernel,
+            )
             self.checked = True
         return self.passed is not None
 
@@ -282,8 +352,20 @@ class _Kernel:
         return not self.serves() and self.kernel is not None
 
 
-def _kv_chunks(q, k, v, *, scale: float, mask, sinks, config: ChunkConfig, fused: _Kernel,
-               stock, labels: list, **kwargs) -> mx.array:
+def _kv_chunks(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask,
+    sinks,
+    config: ChunkConfig,
+    fused: _Kernel,
+    stock,
+    labels: list,
+    **kwargs,
+) -> mx.array:
     """The kv-chunks route: niah's kernel when it passed, else stock query blocks (a kernel
     that failed its self-test, where stock serves the call), else the reference."""
     fused.serves()
@@ -293,8 +375,9 @@ def _kv_chunks(q, k, v, *, scale: float, mask, sinks, config: ChunkConfig, fused
         q_block = fallback_q_block(q, k, config=config, backend_name=name)
         if stock_serves(q, k, v, mask=mask, q_block=q_block, backend_name=name):
             labels.append(FALLBACK_LABEL)
-            out = q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=q_block,
-                          stock=stock, **kwargs)
+            out = q_split(
+                q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=q_block, stock=stock, **kwargs
+            )
             return _zero_unseen_rows(out, mask)
     before = Counter(getattr(fn, "ran", None) or {})
     out, _ = kv_route(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, chunk_fn=fn)
@@ -302,9 +385,21 @@ def _kv_chunks(q, k, v, *, scale: float, mask, sinks, config: ChunkConfig, fused
     return out
 
 
-def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto",
-             config: ChunkConfig | None = None, log: Counter | None = None, stock=None,
-             chunk_fn=None, **kwargs) -> mx.array:
+def dispatch(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask=None,
+    sinks=None,
+    route: str = "auto",
+    config: ChunkConfig | None = None,
+    log: Counter | None = None,
+    stock=None,
+    chunk_fn=None,
+    **kwargs,
+) -> mx.array:
     """Run attention on the chosen route; `log` counts the routes taken, kv-chunks named by
     what ran (kv-chunks/fused, kv-chunks/q-split-fallback or kv-chunks/reference).
 
@@ -313,27 +408,57 @@ def dispatch(q, k, v, *, scale: float, mask=None, sinks=None, route: str = "auto
     config = config or resolve_config()
     stock = stock or STOCK_SDPA
     fused = _Kernel(q, k, v, mask=mask, sinks=sinks, config=config, chunk_fn=chunk_fn)
-    name = choose_route(qL=q.shape[2], kL=k.shape[2], route=route, config=config,
-                        fused_ok=fused.serves)
+    name = choose_route(
+        qL=q.shape[2], kL=k.shape[2], route=route, config=config, fused_ok=fused.serves
+    )
     if name in ("stock", "q-split"):
         if log is not None:
             log[name] += 1
         if name == "stock":
             return stock(q, k, v, scale=scale, mask=mask, sinks=sinks, **kwargs)
-        return q_split(q, k, v, scale=scale, mask=mask, sinks=sinks, q_block=config.q_block,
-                       stock=stock, **kwargs)
+        return q_split(
+            q,
+            k,
+            v,
+            scale=scale,
+            mask=mask,
+            sinks=sinks,
+            q_block=config.q_block,
+            stock=stock,
+            **kwargs,
+        )
     labels = []
-    out = _kv_chunks(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, fused=fused,
-                     stock=stock, labels=labels, **kwargs)
+    out = _kv_chunks(
+        q,
+        k,
+        v,
+        scale=scale,
+        mask=mask,
+        sinks=sinks,
+        config=config,
+        fused=fused,
+        stock=stock,
+        labels=labels,
+        **kwargs,
+    )
     if log is not None:
         for label in labels:
             log[label] += 1
     return out
 
 
-def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None,
-                                 chunk_size: int | None = None, threshold: int | None = None,
-                                 stream=None) -> mx.array:
+def scaled_dot_product_attention(
+    q,
+    k,
+    v,
+    *,
+    scale: float,
+    mask=None,
+    sinks=None,
+    chunk_size: int | None = None,
+    threshold: int | None = None,
+    stream=None,
+) -> mx.array:
     """Drop-in for mx.fast.scaled_dot_product_attention with key chunking past a threshold
     (key chunks through niah's self-tested fused kernel where one exists)."""
     config = resolve_config(threshold=threshold, chunk_size=chunk_size)
@@ -341,9 +466,20 @@ def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None
     return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, **extra)
 
 
-def quantized_dispatch(q, qk, qv, *, scale: float, mask=None, group_size: int = 64,
-                       bits: int = 8, route: str = "auto", config: ChunkConfig | None = None,
-                       log: Counter | None = None, stock=None) -> mx.array:
+def quantized_dispatch(
+    q,
+    qk,
+    qv,
+    *,
+    scale: float,
+    mask=None,
+    group_size: int = 64,
+    bits: int = 8,
+    route: str = "auto",
+    config: ChunkConfig | None = None,
+    log: Counter | None = None,
+    stock=None,
+) -> mx.array:
     """mlx-lm's quantized-KV attention, key-chunked past the threshold."""
     config = config or resolve_config()
     kL = qk[0].shape[-2]
@@ -362,13 +498,26 @@ def quantized_dispatch(q, qk, qv, *, scale: float, mask=None, group_size: int = 
         kc = tuple(t[..., start:stop, :] for t in qk)
         vc = tuple(t[..., start:stop, :] for t in qv)
         if causal:
-            out, lse = quantized_attention_with_lse(q, kc, vc, scale=scale, mask=None,
-                                                    causal_shift=kL - qL - start,
-                                                    group_size=group_size, bits=bits)
+            out, lse = quantized_attention_with_lse(
+                q,
+                kc,
+                vc,
+                scale=scale,
+                mask=None,
+                causal_shift=kL - qL - start,
+                group_size=group_size,
+                bits=bits,
+            )
         else:
-            out, lse = quantized_attention_with_lse(q, kc, vc, scale=scale,
-                                                    mask=_slice_mask_keys(mask, start, stop, kL),
-                                                    group_size=group_size, bits=bits)
+            out, lse = quantized_attention_with_lse(
+                q,
+                kc,
+                vc,
+                scale=scale,
+                mask=_slice_mask_keys(mask, start, stop, kL),
+                group_size=group_size,
+                bits=bits,
+            )
         acc.add(out, lse)
         mx.eval(acc.out, acc.lse)
     return acc.result()[0]

@@ -95,21 +95,38 @@ class FusedAttention:
         self.ran: Counter = Counter()
 
     def variant(self, q, k, *, mask, sinks, causal_shift, out_dtype=None):
-        tile, splits, _ = flash.plan(q_shape=q.shape, k_shape=k.shape,
-                                     backend_name=self.backend_name)
+        tile, splits, _ = flash.plan(
+            q_shape=q.shape, k_shape=k.shape, backend_name=self.backend_name
+        )
         flags = flash.flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
         out = _dtype_name(out_dtype or q.dtype)
         return (self.backend_name, _dtype_name(q.dtype), q.shape[-1], tile, flags, out)
 
-    def prepare(self, *, q_shape, k_shape, dtype, causal: bool, out_dtype=None, mask_kind: int = 0,
-                sinks: bool = False) -> SelfTest:
+    def prepare(
+        self,
+        *,
+        q_shape,
+        k_shape,
+        dtype,
+        causal: bool,
+        out_dtype=None,
+        mask_kind: int = 0,
+        sinks: bool = False,
+    ) -> SelfTest:
         """Build and self-test the variant a call of these shapes would use (no big arrays).
         `mask_kind`: 0 none, 1 bool, 2 additive (as flash.Flags)."""
-        tile, splits, _ = flash.plan(q_shape=q_shape, k_shape=k_shape,
-                                     backend_name=self.backend_name)
+        tile, splits, _ = flash.plan(
+            q_shape=q_shape, k_shape=k_shape, backend_name=self.backend_name
+        )
         flags = flash.Flags(causal=causal, mask=mask_kind, sinks=sinks, split=splits > 1)
-        key = (self.backend_name, _dtype_name(dtype), q_shape[-1], tile, flags,
-               _dtype_name(out_dtype or dtype))
+        key = (
+            self.backend_name,
+            _dtype_name(dtype),
+            q_shape[-1],
+            tile,
+            flags,
+            _dtype_name(out_dtype or dtype),
+        )
         self._ensure(key)
         return _RESULTS[key]
 
@@ -124,28 +141,57 @@ class FusedAttention:
             r = self._self_test(key, loads="scalar")
         _RESULTS[key] = r
         if not r.ok:
-            _warn_failed(r, "falling back for it (stock query blocks where stock serves "
-                            "the call, else the reference)")
+            _warn_failed(
+                r,
+                "falling back for it (stock query blocks where stock serves "
+                "the call, else the reference)",
+            )
 
-    def __call__(self, q, k, v, *, scale: float, mask=None, sinks=None, causal_shift=None,
-                 out_dtype=None, stream=None):
+    def __call__(
+        self,
+        q,
+        k,
+        v,
+        *,
+        scale: float,
+        mask=None,
+        sinks=None,
+        causal_shift=None,
+        out_dtype=None,
+        stream=None,
+    ):
         """(out, lse); out in q.dtype, or float32 when out_dtype=mx.float32 (merge partials)."""
-        usable = (scale > 0 and kernels.compatible(q, k, v)
-                  and flash.supported(backend_name=self.backend_name, dtype=q.dtype, D=q.shape[-1]))
+        usable = (
+            scale > 0
+            and kernels.compatible(q, k, v)
+            and flash.supported(backend_name=self.backend_name, dtype=q.dtype, D=q.shape[-1])
+        )
         if usable:
-            key = self.variant(q, k, mask=mask, sinks=sinks, causal_shift=causal_shift,
-                               out_dtype=out_dtype)
+            key = self.variant(
+                q, k, mask=mask, sinks=sinks, causal_shift=causal_shift, out_dtype=out_dtype
+            )
             self._ensure(key)
             usable = _RESULTS[key].ok
         if not usable:
             self.ran["reference"] += 1
-            return attention_with_lse(q, k, v, scale=scale, mask=mask, sinks=sinks,
-                                      causal_shift=causal_shift)
+            return attention_with_lse(
+                q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift
+            )
         self.ran["fused"] += 1
         extra = {"out_dtype": out_dtype} if out_dtype is not None else {}
         extra.update(_loads_option(_RESULTS[key].loads))
-        return self.impl(q, k, v, scale=scale, mask=mask, sinks=sinks, causal_shift=causal_shift,
-                         backend_name=self.backend_name, stream=stream, **extra)
+        return self.impl(
+            q,
+            k,
+            v,
+            scale=scale,
+            mask=mask,
+            sinks=sinks,
+            causal_shift=causal_shift,
+            backend_name=self.backend_name,
+            stream=stream,
+            **extra,
+        )
 
     def _self_test(self, key, *, loads: str = "") -> SelfTest:
         """Run the variant's build (`loads`: Metal's "vec" or "scalar"; "" on CUDA) on a small
@@ -153,24 +199,45 @@ class FusedAttention:
         backend_name, dtype_name, D, tile, flags, out_name = key
         G, Hkv = 2, 2
         qL = tile.rows // G + 3  # two row tiles, the second partly filled
-        kL = 3 * tile.bc + 5     # three key tiles, the last partly filled
+        kL = 3 * tile.bc + 5  # three key tiles, the last partly filled
         splits = 2 if flags.split else 1
-        case = (f"{dtype_name} B1 H{G * Hkv}/{Hkv} q{qL} k{kL} D{D} tile {tile} "
-                f"{flags.label()} splits {splits}")
-        kernel = (f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
-                  f"{'' if out_name == dtype_name else ':out-' + out_name}"
-                  f"{':' + loads if loads else ''}")
-        verdict = dict(backend=backend_name, device=_device(), kernel=kernel, case=case,
-                       tolerance=SELF_TEST_TOL[dtype_name], loads=loads)
+        case = (
+            f"{dtype_name} B1 H{G * Hkv}/{Hkv} q{qL} k{kL} D{D} tile {tile} "
+            f"{flags.label()} splits {splits}"
+        )
+        kernel = (
+            f"{backend_name}:{dtype_name}:D{D}:{tile}:{flags.label()}"
+            f"{'' if out_name == dtype_name else ':out-' + out_name}"
+            f"{':' + loads if loads else ''}"
+        )
+        verdict = dict(
+            backend=backend_name,
+            device=_device(),
+            kernel=kernel,
+            case=case,
+            tolerance=SELF_TEST_TOL[dtype_name],
+            loads=loads,
+        )
         tol = verdict["tolerance"]
         try:
-            q, k, v, mask, sinks = _self_test_inputs(dtype_name, D=D, G=G, Hkv=Hkv, qL=qL, kL=kL,
-                                                     flags=flags)
+            q, k, v, mask, sinks = _self_test_inputs(
+                dtype_name, D=D, G=G, Hkv=Hkv, qL=qL, kL=kL, flags=flags
+            )
             extra = {} if out_name == dtype_name else {"out_dtype": getattr(mx, out_name)}
             extra.update(_loads_option(loads))
-            out, lse = self.impl(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks,
-                                 backend_name=backend_name, tile=tile, splits=splits, **extra)
-            ref, ref_lse = attention_with_lse(q, k, v, scale=D ** -0.5, mask=mask, sinks=sinks)
+            out, lse = self.impl(
+                q,
+                k,
+                v,
+                scale=D**-0.5,
+                mask=mask,
+                sinks=sinks,
+                backend_name=backend_name,
+                tile=tile,
+                splits=splits,
+                **extra,
+            )
+            ref, ref_lse = attention_with_lse(q, k, v, scale=D**-0.5, mask=mask, sinks=sinks)
             mx.eval(out, lse, ref, ref_lse)
             err = mx.max(mx.abs(out.astype(mx.float32) - ref.astype(mx.float32))).item()
             finite = mx.isfinite(ref_lse)
@@ -178,16 +245,27 @@ class FusedAttention:
             same_inf = bool(mx.all(mx.isfinite(lse) == finite).item())
         except Exception as exc:  # noqa: BLE001 - compile or launch failure: fall back
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return SelfTest(**verdict, ok=False, error=float("nan"),
-                            detail=f"{type(exc).__name__}: {first[:300]}")
+            return SelfTest(
+                **verdict,
+                ok=False,
+                error=float("nan"),
+                detail=f"{type(exc).__name__}: {first[:300]}",
+            )
         ok = err <= tol and lse_err <= LSE_TOL and same_inf and err == err
-        detail = "" if ok else (f"max error {err:.3g} (tolerance {tol:.1g}), lse error {lse_err:.3g}"
-                                f"{'' if same_inf else ', masked rows differ'}")
+        detail = (
+            ""
+            if ok
+            else (
+                f"max error {err:.3g} (tolerance {tol:.1g}), lse error {lse_err:.3g}"
+                f"{'' if same_inf else ', masked rows differ'}"
+            )
+        )
         return SelfTest(**verdict, ok=ok, error=err, detail=detail)
 
 
-def _self_test_inputs(dtype_name: str, *, D: int, G: int, Hkv: int, qL: int, kL: int,
-                      flags: flash.Flags):
+def _self_test_inputs(
+    dtype_name: str, *, D: int, G: int, Hkv: int, qL: int, kL: int, flags: flash.Flags
+):
     """(q, k, v, mask, sinks) of a self-test: seeded, with the variant's mask and sinks."""
     kq, kk, kv, km, ks = mx.random.split(mx.random.key(1234), 5)
     dt = getattr(mx, dtype_name)
@@ -211,8 +289,12 @@ def _loads_option(loads: str) -> dict:
 
 def _warn_failed(r: SelfTest, then: str) -> None:
     loads = {"vec": " (16-byte vector loads)", "scalar": " (element-wise loads)"}.get(r.loads, "")
-    warnings.warn(f"niah: fused attention kernel {r.kernel}{loads} failed its self-test on "
-                  f"{r.device} ({r.case}): {r.detail}; {then}", RuntimeWarning, stacklevel=4)
+    warnings.warn(
+        f"niah: fused attention kernel {r.kernel}{loads} failed its self-test on "
+        f"{r.device} ({r.case}): {r.detail}; {then}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def warm_up(*, dtype, n_heads: int, n_kv_heads: int, head_dim: int, calls) -> list[SelfTest]:
@@ -226,8 +308,13 @@ def warm_up(*, dtype, n_heads: int, n_kv_heads: int, head_dim: int, calls) -> li
     fa = FusedAttention(name)
     out = []
     for qL, kL, causal, out32 in calls:
-        r = fa.prepare(q_shape=(1, n_heads, qL, head_dim), k_shape=(1, n_kv_heads, kL, head_dim),
-                       dtype=dtype, causal=causal, out_dtype=mx.float32 if out32 else None)
+        r = fa.prepare(
+            q_shape=(1, n_heads, qL, head_dim),
+            k_shape=(1, n_kv_heads, kL, head_dim),
+            dtype=dtype,
+            causal=causal,
+            out_dtype=mx.float32 if out32 else None,
+        )
         if r not in out:
             out.append(r)
     return out
@@ -239,7 +326,8 @@ def chunk_attention_fn(*, q, k, v=None):
     None too when q, k and v differ in head dim or dtype. A FusedAttention still self-tests
     each variant on first use; routing on the verdict is niah.sdpa.dispatch.fused_fn's job."""
     name = _backend()
-    if not kernels.compatible(q, k, v) or not flash.supported(backend_name=name, dtype=q.dtype,
-                                                      D=q.shape[-1]):
+    if not kernels.compatible(q, k, v) or not flash.supported(
+        backend_name=name, dtype=q.dtype, D=q.shape[-1]
+    ):
         return None
     return FusedAttention(name)

@@ -25,7 +25,7 @@ def merge_chunks(outs, lses) -> tuple[mx.array, mx.array]:
             raise ValueError("merge_chunks needs at least one partial")
         dtype = outs[0].dtype
         outs = mx.stack([o.astype(mx.float32) for o in outs])
-        lses = mx.stack([l.astype(mx.float32) for l in lses])
+        lses = mx.stack([x.astype(mx.float32) for x in lses])
     else:
         dtype = outs.dtype
         outs, lses = outs.astype(mx.float32), lses.astype(mx.float32)

@@ -31,8 +31,13 @@ class PatchState:
 
 
 @contextlib.contextmanager
-def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: int | None = None,
-            q_block: int | None = None):
+def patched(
+    route: str = "auto",
+    *,
+    threshold: int | None = None,
+    chunk_size: int | None = None,
+    q_block: int | None = None,
+):
     """Context manager: route every SDPA call through niah.sdpa.dispatch (key chunks through
     niah's self-tested fused kernel where one exists)."""
     if route not in ("auto", "stock", "chunked", "kv-chunks", "q-split"):
@@ -42,8 +47,19 @@ def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: in
     original = mx.fast.scaled_dot_product_attention
 
     def routed(q, k, v, *, scale, mask=None, sinks=None, **kwargs):
-        return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, route=route,
-                        config=config, log=state.routes, stock=original, **kwargs)
+        return dispatch(
+            q,
+            k,
+            v,
+            scale=scale,
+            mask=mask,
+            sinks=sinks,
+            route=route,
+            config=config,
+            log=state.routes,
+            stock=original,
+            **kwargs,
+        )
 
     base = None
     try:
@@ -53,9 +69,19 @@ def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: in
     original_q = getattr(base, "quantized_scaled_dot_product_attention", None) if base else None
 
     def routed_quantized(queries, q_keys, q_values, scale, mask, group_size=64, bits=8):
-        return quantized_dispatch(queries, q_keys, q_values, scale=scale, mask=mask,
-                                  group_size=group_size, bits=bits, route=route, config=config,
-                                  log=state.routes, stock=_keyword_stock(original_q))
+        return quantized_dispatch(
+            queries,
+            q_keys,
+            q_values,
+            scale=scale,
+            mask=mask,
+            group_size=group_size,
+            bits=bits,
+            route=route,
+            config=config,
+            log=state.routes,
+            stock=_keyword_stock(original_q),
+        )
 
     mx.fast.scaled_dot_product_attention = routed
     if original_q is not None:
@@ -71,4 +97,5 @@ def patched(route: str = "auto", *, threshold: int | None = None, chunk_size: in
 def _keyword_stock(fn):
     def call(q, qk, qv, *, scale, mask, group_size, bits):
         return fn(q, qk, qv, scale=scale, mask=mask, group_size=group_size, bits=bits)
+
     return call

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-SCORES_BUDGET_BYTES = 256 * 1024 ** 2
+SCORES_BUDGET_BYTES = 256 * 1024**2
 
 
 def _grouped_mask(mask: mx.array, *, B: int, Hkv: int, G: int, qL: int, kL: int) -> mx.array:
@@ -38,8 +38,9 @@ def causal_keep(*, qL: int, kL: int, shift: int) -> mx.array:
     return cols <= rows + shift
 
 
-def _apply_mask(scores: mx.array, mask, *, causal_shift: int | None, B: int, Hkv: int,
-                G: int) -> mx.array:
+def _apply_mask(
+    scores: mx.array, mask, *, causal_shift: int | None, B: int, Hkv: int, G: int
+) -> mx.array:
     """Scores [B, Hkv, G, qL, kL] with the mask applied (-inf where a key is not kept)."""
     qL, kL = scores.shape[-2], scores.shape[-1]
     keep = None
@@ -58,9 +59,18 @@ def _apply_mask(scores: mx.array, mask, *, causal_shift: int | None, B: int, Hkv
     return scores if keep is None else mx.where(keep, scores, -mx.inf)
 
 
-def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask=None,
-                       sinks: mx.array | None = None, causal_shift: int | None = None,
-                       stream=None, scores_budget: int | None = None) -> tuple[mx.array, mx.array]:
+def attention_with_lse(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    *,
+    scale: float,
+    mask=None,
+    sinks: mx.array | None = None,
+    causal_shift: int | None = None,
+    stream=None,
+    scores_budget: int | None = None,
+) -> tuple[mx.array, mx.array]:
     """Attention over all of k/v; returns (out in q.dtype, lse float32 [B, Hq, qL]).
 
     Query blocks (each evaluated) keep one float32 score tensor under `scores_budget` bytes
@@ -80,19 +90,27 @@ def attention_with_lse(q: mx.array, k: mx.array, v: mx.array, *, scale: float, m
         m = mask
         if m is not None and m.ndim >= 2 and m.shape[-2] != 1:
             m = m[..., a:b, :]
-        out, lse = _attention(q[:, :, a:b], k, v, scale=scale, mask=m, sinks=sinks,
-                              causal_shift=None if causal_shift is None else causal_shift + a)
+        out, lse = _attention(
+            q[:, :, a:b],
+            k,
+            v,
+            scale=scale,
+            mask=m,
+            sinks=sinks,
+            causal_shift=None if causal_shift is None else causal_shift + a,
+        )
         mx.eval(out, lse)
         outs.append(out)
         lses.append(lse)
     return mx.concatenate(outs, axis=2), mx.concatenate(lses, axis=2)
 
 
-def _attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask, sinks,
-               causal_shift) -> tuple[mx.array, mx.array]:
+def _attention(
+    q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask, sinks, causal_shift
+) -> tuple[mx.array, mx.array]:
     """One block of attention_with_lse (all of it in one graph)."""
     B, Hq, qL, D = q.shape
-    Hkv, kL = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
     G = Hq // Hkv
     qf = (q.astype(mx.float32) * scale).reshape(B, Hkv, G, qL, D)
     kf = mx.expand_dims(k.astype(mx.float32), 2)
@@ -115,25 +133,35 @@ def _attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask, sin
     return out, lse.reshape(B, Hq, qL)
 
 
-def quantized_attention_with_lse(q: mx.array, qk: tuple, qv: tuple, *, scale: float,
-                                 mask=None, causal_shift: int | None = None,
-                                 group_size: int = 64, bits: int = 8) -> tuple[mx.array, mx.array]:
+def quantized_attention_with_lse(
+    q: mx.array,
+    qk: tuple,
+    qv: tuple,
+    *,
+    scale: float,
+    mask=None,
+    causal_shift: int | None = None,
+    group_size: int = 64,
+    bits: int = 8,
+) -> tuple[mx.array, mx.array]:
     """attention_with_lse over mlx-lm's quantized K/V triples (weight, scales, biases)."""
     B, Hq, qL, D = q.shape
-    Hkv, kL = qk[0].shape[1], qk[0].shape[2]
+    Hkv = qk[0].shape[1]
     G = Hq // Hkv
     qs = (q * scale).reshape(B, Hkv, G, qL, D)
     qk = tuple(mx.expand_dims(t, 2) for t in qk)
     qv = tuple(mx.expand_dims(t, 2) for t in qv)
-    scores = mx.quantized_matmul(qs, *qk, transpose=True, group_size=group_size,
-                                 bits=bits).astype(mx.float32)
+    scores = mx.quantized_matmul(qs, *qk, transpose=True, group_size=group_size, bits=bits).astype(
+        mx.float32
+    )
     scores = _apply_mask(scores, mask, causal_shift=causal_shift, B=B, Hkv=Hkv, G=G)
     m = mx.max(scores, axis=-1, keepdims=True)
     m_safe = mx.where(mx.isinf(m) & (m < 0), 0.0, m)
     p = mx.exp(scores - m_safe)
     denom = mx.sum(p, axis=-1, keepdims=True)
-    out = mx.quantized_matmul(p.astype(q.dtype), *qv, transpose=False, group_size=group_size,
-                              bits=bits).astype(mx.float32)
+    out = mx.quantized_matmul(
+        p.astype(q.dtype), *qv, transpose=False, group_size=group_size, bits=bits
+    ).astype(mx.float32)
     out = out / mx.where(denom > 0, denom, 1.0)
     lse = mx.where(denom > 0, m_safe + mx.log(mx.where(denom > 0, denom, 1.0)), -mx.inf)
     return out.reshape(B, Hq, qL, D).astype(q.dtype), lse.reshape(B, Hq, qL)

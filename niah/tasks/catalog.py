@@ -13,15 +13,22 @@ from ..scoring import SCORING_RULES
 from .rules import ANSWER_BUDGETS, GENERATORS, HAYSTACK_SOURCES, PLACEMENTS
 from .spec import TaskSpec, spec_from_row
 
-_RULES = {"placement": PLACEMENTS, "generator": GENERATORS, "scoring": SCORING_RULES,
-          "answer_budget": ANSWER_BUDGETS, "haystack": HAYSTACK_SOURCES}
+_RULES = {
+    "placement": PLACEMENTS,
+    "generator": GENERATORS,
+    "scoring": SCORING_RULES,
+    "answer_budget": ANSWER_BUDGETS,
+    "haystack": HAYSTACK_SOURCES,
+}
 
 
 def _check_rules(spec: TaskSpec) -> None:
     for field, registry in _RULES.items():
         if getattr(spec, field) not in registry:
-            raise ValueError(f'"{field}" is {getattr(spec, field)!r}: use one of '
-                             f'{", ".join(registry)} (or register a rule of that name)')
+            raise ValueError(
+                f'"{field}" is {getattr(spec, field)!r}: use one of '
+                f"{', '.join(registry)} (or register a rule of that name)"
+            )
 
 
 def load_specs(path: Path | None = None) -> dict[str, TaskSpec]:
@@ -34,8 +41,9 @@ def load_specs(path: Path | None = None) -> dict[str, TaskSpec]:
             spec = spec_from_row(row)
             _check_rules(spec)
         except ValueError as exc:
-            raise NiahError(f"{path}: line {n} is not a task template ({exc}): give JSON with "
-                            f"{ROW_FIELDS}") from None
+            raise NiahError(
+                f"{path}: line {n} is not a task template ({exc}): give JSON with {ROW_FIELDS}"
+            ) from None
         specs[name] = spec
     return specs
 
@@ -70,12 +78,17 @@ def task_help() -> dict[str, str]:
 def load_keys(path: Path | None = None) -> tuple[str, ...]:
     """The key vocabulary (keys.txt): distinct, none inside another."""
     path = Path(path) if path else DATASETS / "keys.txt"
-    keys = [k.strip() for k in path.read_text(encoding="utf-8").splitlines()
-            if k.strip() and not k.lstrip().startswith("#")]
+    keys = [
+        k.strip()
+        for k in path.read_text(encoding="utf-8").splitlines()
+        if k.strip() and not k.lstrip().startswith("#")
+    ]
     for a in keys:
         for b in keys:
             if a != b and a.lower() in b.lower():
-                raise NiahError(f"{path}: key {a!r} is part of key {b!r}: keys must be distinct words")
+                raise NiahError(
+                    f"{path}: key {a!r} is part of key {b!r}: keys must be distinct words"
+                )
     if len(set(keys)) != len(keys):
         raise NiahError(f"{path}: a key is listed twice: keep each key once")
     return tuple(keys)

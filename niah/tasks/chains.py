@@ -21,8 +21,8 @@ from .spec import TaskSpec
 
 DEFAULT_HOPS = 4
 NAME_LETTERS = 5
-TOKENS_PER_NAME = 6          # generous: five capitals and a separator
-MIN_LINK_TOKENS = 4          # fewest tokens an assignment can take: VAR, name, =, what it holds
+TOKENS_PER_NAME = 6  # generous: five capitals and a separator
+MIN_LINK_TOKENS = 4  # fewest tokens an assignment can take: VAR, name, =, what it holds
 
 
 def hops(spec: TaskSpec) -> int:
@@ -39,8 +39,16 @@ def _names(rng: random.Random, count: int, reject: Callable[[str], bool] | None)
     return names
 
 
-def chain_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: str,
-                  keys: tuple[str, ...], reject: Callable[[str], bool] | None):
+def chain_needles(
+    spec: TaskSpec,
+    *,
+    n: int,
+    seed: int,
+    value_key: str,
+    kind: str,
+    keys: tuple[str, ...],
+    reject: Callable[[str], bool] | None,
+):
     """Generator ``chains``: n chains of hops(spec) + 1 links each, as (name, holds, target)
     hop by hop; the question's {value} is the target chain's value; the answer is its names."""
     links = hops(spec) + 1
@@ -48,9 +56,15 @@ def chain_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: st
     names = _names(rng, n * links, reject)
     values: list[str] = []
     for c in range(n):
-        values.append(draw_value(kind=kind, seed=seed, key=value_key if c == 0 else f"{value_key}-c{c}",
-                                 reject=lambda v: v in values or (reject is not None and reject(v))))
-    chains = [names[c * links:(c + 1) * links] for c in range(n)]
+        values.append(
+            draw_value(
+                kind=kind,
+                seed=seed,
+                key=value_key if c == 0 else f"{value_key}-c{c}",
+                reject=lambda v: v in values or (reject is not None and reject(v)),
+            )
+        )
+    chains = [names[c * links : (c + 1) * links] for c in range(n)]
     needles = []
     for h in range(links):
         order = list(range(n))
@@ -71,7 +85,9 @@ def check_chains(spec: TaskSpec, *, n: int, shortest: int) -> None:
     (MIN_LINK_TOKENS each, before the tokenizer says more)."""
     links = n * (hops(spec) + 1)
     if links * MIN_LINK_TOKENS > shortest:
-        raise NiahError(f"--task {spec.task} with {n} chains of {hops(spec)} hops hides {links} "
-                        f"assignments, {links * MIN_LINK_TOKENS} tokens at least, more than the "
-                        f"shortest --context {shortest} holds: use fewer hops or --needles, or a "
-                        "longer --context")
+        raise NiahError(
+            f"--task {spec.task} with {n} chains of {hops(spec)} hops hides {links} "
+            f"assignments, {links * MIN_LINK_TOKENS} tokens at least, more than the "
+            f"shortest --context {shortest} holds: use fewer hops or --needles, or a "
+            "longer --context"
+        )

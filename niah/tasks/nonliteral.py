@@ -26,12 +26,13 @@ from ..errors import NiahError
 from .spec import TaskSpec
 
 PAIRS_FILE = DATASETS / "nonliteral.jsonl"
-BASE_CONTEXT = 2048     # a run of this task asks at least one context this short (base score)
+BASE_CONTEXT = 2048  # a run of this task asks at least one context this short (base score)
 STOP_WORDS = frozenset(
     "a an the and or but of in on at to for from by with into onto over under up down out "
     "is are was were be been being has have had do does did can could will would "
     "which who whom whose what where when this that these those it its s "
-    "he she his her him they them their i you we our my your one some every all no not".split())
+    "he she his her him they them their i you we our my your one some every all no not".split()
+)
 _CONTEXT_PREFIX = re.compile(r"^c\d+-")
 
 
@@ -39,10 +40,10 @@ _CONTEXT_PREFIX = re.compile(r"^c\d+-")
 class LinkPair:
     """One non-literal needle: the fact about {name}, the question, and the one-hop link."""
 
-    needle: str                  # template with a {name} slot
+    needle: str  # template with a {name} slot
     question: str
-    link: str                    # the world-knowledge hop, stated ("Kiyomizu-dera is in Kyoto")
-    keywords: tuple[str, ...]    # the link's key words: none may occur in the haystack
+    link: str  # the world-knowledge hop, stated ("Kiyomizu-dera is in Kyoto")
+    keywords: tuple[str, ...]  # the link's key words: none may occur in the haystack
 
 
 def content_words(text: str) -> set[str]:
@@ -59,13 +60,19 @@ def load_pairs(path: Path | None = None) -> tuple[LinkPair, ...]:
             continue
         try:
             row = json.loads(line)
-            pair = LinkPair(needle=row["needle"], question=row["question"], link=row["link"],
-                            keywords=tuple(row["keywords"]))
+            pair = LinkPair(
+                needle=row["needle"],
+                question=row["question"],
+                link=row["link"],
+                keywords=tuple(row["keywords"]),
+            )
         except (ValueError, KeyError, TypeError):
             pair = None
         if pair is None or "{name}" not in pair.needle or not pair.keywords:
-            raise NiahError(f"{path}: line {n} is not a non-literal pair: give JSON with needle "
-                            "(with {name}), question, link and keywords")
+            raise NiahError(
+                f"{path}: line {n} is not a non-literal pair: give JSON with needle "
+                "(with {name}), question, link and keywords"
+            )
         pairs.append(pair)
     return tuple(pairs)
 
@@ -74,12 +81,15 @@ def _pick(options: list, rejected, what: str):
     for option in options:
         if not rejected(option):
             return option
-    raise NiahError(f"the haystack holds {what}, so its question could be answered by another "
-                    "sentence: use --haystack prose or a text without them")
+    raise NiahError(
+        f"the haystack holds {what}, so its question could be answered by another "
+        "sentence: use --haystack prose or a text without them"
+    )
 
 
-def nonliteral_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: str,
-                       keys: tuple[str, ...], reject):
+def nonliteral_needles(
+    spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: str, keys: tuple[str, ...], reject
+):
     """Generator ``nonliteral``: one needle, a pair and a character name drawn from the seed
     and the cell (its context left out, see module doc), redrawn while the haystack holds the
     pair's key words or the name. Fills {question} and hands the trial its own needle
@@ -87,16 +97,23 @@ def nonliteral_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kin
     rng = random.Random(f"niah-nonliteral-{seed}-{_CONTEXT_PREFIX.sub('', value_key)}")
     pairs, names = load_pairs(), character_names()
     ok = (lambda text: not reject(text)) if reject is not None else (lambda text: True)
-    pair = _pick(rng.sample(pairs, len(pairs)),
-                 lambda p: not all(ok(k) for k in p.keywords), "the key words of every link")
+    pair = _pick(
+        rng.sample(pairs, len(pairs)),
+        lambda p: not all(ok(k) for k in p.keywords),
+        "the key words of every link",
+    )
     name = _pick(rng.sample(names, len(names)), lambda v: not ok(v), "every character name")
-    return [(None, name, True)], {"question": pair.question,
-                                  "needle": pair.needle.replace("{name}", "{value}")}
+    return [(None, name, True)], {
+        "question": pair.question,
+        "needle": pair.needle.replace("{name}", "{value}"),
+    }
 
 
 def check_contexts(*, task: str, contexts, spec: TaskSpec) -> None:
     """A task scored against its short-context base score needs a context <= BASE_CONTEXT."""
     if spec.generator == "nonliteral" and min(contexts) > BASE_CONTEXT:
-        raise NiahError(f"--task {task} needs a context of 2K or less in --context for its "
-                        f"base score (scores are normalised by it): add one, e.g. --context "
-                        f"1k,{','.join(format_context(c) for c in contexts)}")
+        raise NiahError(
+            f"--task {task} needs a context of 2K or less in --context for its "
+            f"base score (scores are normalised by it): add one, e.g. --context "
+            f"1k,{','.join(format_context(c) for c in contexts)}"
+        )

@@ -15,7 +15,7 @@ from .rules import ANSWER_BUDGETS, GENERATOR_FIELDS, PARAM_CHECKS, check_haystac
 from .spec import MAX_NEEDLES
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
-REASONING_TOKENS = 1024   # answer tokens added by default for the reasoning of --thinking on
+REASONING_TOKENS = 1024  # answer tokens added by default for the reasoning of --thinking on
 
 
 def answer_tokens(*, task: str, needles: int, value_kind: str, params=()) -> int:
@@ -25,10 +25,20 @@ def answer_tokens(*, task: str, needles: int, value_kind: str, params=()) -> int
     return ANSWER_BUDGETS[spec.answer_budget](spec, n=needles, value_kind=value_kind)
 
 
-def resolve(*, task: str, needles: int | None, needle: str | None, question: str | None,
-            answer_prefix: str | None, max_tokens: int | None = None,
-            value_kind: str = "number", thinking: str = "model", task_param=(),
-            haystack: str | None = None, contexts=()) -> dict:
+def resolve(
+    *,
+    task: str,
+    needles: int | None,
+    needle: str | None,
+    question: str | None,
+    answer_prefix: str | None,
+    max_tokens: int | None = None,
+    value_kind: str = "number",
+    thinking: str = "model",
+    task_param=(),
+    haystack: str | None = None,
+    contexts=(),
+) -> dict:
     """RunConfig fields for a task: templates (yours, else the task row's), needle count, keys,
     knobs (`task_param`: --task-param NAME=VALUE texts, checked by `task_params` and, against
     the shortest of `contexts`, by the generator's PARAM_CHECKS) and the answer length (yours,
@@ -42,19 +52,25 @@ def resolve(*, task: str, needles: int | None, needle: str | None, question: str
     if haystack is not None:
         check_haystack(spec, haystack)
     n = needles if needles is not None else spec.default_needles
-    fields = {"task": task, "needles": n,
-              "needle": needle if needle is not None else spec.needle,
-              "question": question if question is not None else spec.question,
-              "answer_prefix": answer_prefix if answer_prefix is not None else spec.answer_prefix,
-              "keys": load_keys() if spec.keyed else ()}
+    fields = {
+        "task": task,
+        "needles": n,
+        "needle": needle if needle is not None else spec.needle,
+        "question": question if question is not None else spec.question,
+        "answer_prefix": answer_prefix if answer_prefix is not None else spec.answer_prefix,
+        "keys": load_keys() if spec.keyed else (),
+    }
     validate(**fields, value_kind=value_kind)
     params = task_params(task, parse_assignments(task_param, option="--task-param"))
     if contexts:
         check_params(task, params=params, needles=n, shortest=min(contexts))
     fields["task_params"] = params
-    fields["max_tokens"] = max_tokens if max_tokens is not None else answer_tokens(
-        task=task, needles=n, value_kind=value_kind,
-        params=params) + (REASONING_TOKENS if reasoning else 0)
+    fields["max_tokens"] = (
+        max_tokens
+        if max_tokens is not None
+        else answer_tokens(task=task, needles=n, value_kind=value_kind, params=params)
+        + (REASONING_TOKENS if reasoning else 0)
+    )
     return fields
 
 
@@ -68,8 +84,10 @@ def _param_value(task: str, name: str, text: str, default: int | float) -> int |
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         kind = "a whole number of 1 or more" if whole else "a number above 0"
-        raise NiahError(f"--task-param {name}={text} is not allowed for --task {task}: use "
-                        f"{kind}, like {name}={default}")
+        raise NiahError(
+            f"--task-param {name}={text} is not allowed for --task {task}: use "
+            f"{kind}, like {name}={default}"
+        )
     return value
 
 
@@ -82,8 +100,11 @@ def task_params(task: str, pairs) -> tuple[tuple[str, int | float], ...]:
         if name == "needles":
             raise NiahError(f"--task-param needles sets what --needles sets: use --needles {text}")
         if name not in declared:
-            fix = ("use " + _or_list(sorted(declared)) if declared
-                   else "this task has no knobs: drop --task-param")
+            fix = (
+                "use " + _or_list(sorted(declared))
+                if declared
+                else "this task has no knobs: drop --task-param"
+            )
             raise NiahError(f"--task {task} has no knob {name!r}: {fix}")
         out[name] = _param_value(task, name, text, declared[name])
     return tuple(sorted(out.items()))
@@ -122,33 +143,54 @@ def _check_placeholders(task: str, *, question: str, answer_prefix: str) -> None
         unknown = next((m for m in _PLACEHOLDER.findall(text) if m not in filled), None)
         if unknown is None:
             continue
-        fix = ("only " + " and ".join("{" + f + "}" for f in filled) + " are filled in"
-               if filled else "it fills none")
-        raise NiahError(f"the {option} of --task {task} has the placeholder {{{unknown}}}, "
-                        f"which this task does not fill ({fix}): remove it or write the text")
+        fix = (
+            "only " + " and ".join("{" + f + "}" for f in filled) + " are filled in"
+            if filled
+            else "it fills none"
+        )
+        raise NiahError(
+            f"the {option} of --task {task} has the placeholder {{{unknown}}}, "
+            f"which this task does not fill ({fix}): remove it or write the text"
+        )
 
 
-def validate(*, task: str, needles: int, needle: str, question: str, answer_prefix: str,
-             keys: tuple[str, ...], value_kind: str | None = None) -> None:
+def validate(
+    *,
+    task: str,
+    needles: int,
+    needle: str,
+    question: str,
+    answer_prefix: str,
+    keys: tuple[str, ...],
+    value_kind: str | None = None,
+) -> None:
     """One line for every task setting that cannot work."""
     spec = get_spec(task)
     _check_count(task, needles)
     if spec.keyed and "{key}" not in needle:
-        raise NiahError(f"the needle template of --task {task} has no {{key}} placeholder: write it "
-                        "like 'The access code for the {key} is {value}.'")
+        raise NiahError(
+            f"the needle template of --task {task} has no {{key}} placeholder: write it "
+            "like 'The access code for the {key} is {value}.'"
+        )
     n_keys, _, n_asked = spec.counts(needles)
     wanted = "{keys}" if spec.asked == "n" or n_asked > 1 else "{key}"
     if spec.keyed and wanted not in question:
-        raise NiahError(f"the question of --task {task} has no {wanted} placeholder: name the "
-                        f"key(s) asked for, like 'What is the access code for the {wanted}?'")
+        raise NiahError(
+            f"the question of --task {task} has no {wanted} placeholder: name the "
+            f"key(s) asked for, like 'What is the access code for the {wanted}?'"
+        )
     _check_placeholders(task, question=question, answer_prefix=answer_prefix)
     _check_drawn_templates(task, needle=needle, question=question)
     if spec.keyed and len(keys) < n_keys:
-        raise NiahError(f"--task {task} with --needles {needles} needs {n_keys} keys and "
-                        f"keys.txt has {len(keys)}: add keys or use fewer needles")
+        raise NiahError(
+            f"--task {task} with --needles {needles} needs {n_keys} keys and "
+            f"keys.txt has {len(keys)}: add keys or use fewer needles"
+        )
     if value_kind in VALUE_KINDS and value_kind not in spec.value_kinds:  # others: RunConfig
-        raise NiahError(f"--task {task} does not take --value-kind {value_kind}: use "
-                        f"{_or_list(list(spec.value_kinds))}")
+        raise NiahError(
+            f"--task {task} does not take --value-kind {value_kind}: use "
+            f"{_or_list(list(spec.value_kinds))}"
+        )
 
 
 def _check_drawn_templates(task: str, *, needle: str, question: str) -> None:
@@ -158,11 +200,15 @@ def _check_drawn_templates(task: str, *, needle: str, question: str) -> None:
     if spec.generator != "nonliteral":
         return
     if needle != spec.needle:
-        raise NiahError(f"--task {task} draws its needle from niah/datasets/nonliteral.jsonl "
-                        "for each trial: drop --needle")
+        raise NiahError(
+            f"--task {task} draws its needle from niah/datasets/nonliteral.jsonl "
+            "for each trial: drop --needle"
+        )
     if "{question}" not in question:
-        raise NiahError(f"the --question of --task {task} has no {{question}} placeholder (the "
-                        "drawn question): write it like '{question} Answer with the name only.'")
+        raise NiahError(
+            f"the --question of --task {task} has no {{question}} placeholder (the "
+            "drawn question): write it like '{question} Answer with the name only.'"
+        )
 
 
 def check_contexts(*, task: str, contexts) -> None:

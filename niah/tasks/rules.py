@@ -32,11 +32,19 @@ from .trial import join_keys
 from .wordlists import check_words, word_needles, words_budget
 
 BAND = 0.5
-ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}   # generous, per value asked
+ANSWER_TOKENS_PER_VALUE = {"number": 12, "uuid": 40, "words": 8}  # generous, per value asked
 
 
-def keyed_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: str,
-                  keys: tuple[str, ...], reject: Callable[[str], bool] | None):
+def keyed_needles(
+    spec: TaskSpec,
+    *,
+    n: int,
+    seed: int,
+    value_key: str,
+    kind: str,
+    keys: tuple[str, ...],
+    reject: Callable[[str], bool] | None,
+):
     """Generator ``keyed``: the spec's keys drawn from the key vocabulary, then its values
     (distinct, never rejected), needle i holding key i // values-per-key. The first value is
     drawn with `value_key` itself, so a single-needle trial keeps the value it had before
@@ -46,11 +54,18 @@ def keyed_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: st
     chosen = rng.sample(list(keys), n_keys) if n_keys else []
     values: list[str] = []
     for i in range(max(n_keys, 1) * per_key):
-        values.append(draw_value(
-            kind=kind, seed=seed, key=value_key if i == 0 else f"{value_key}-n{i}",
-            reject=lambda v: v in values or (reject is not None and reject(v))))
-    needles = [(chosen[i // per_key] if n_keys else None, v, not n_keys or i // per_key < n_asked)
-               for i, v in enumerate(values)]
+        values.append(
+            draw_value(
+                kind=kind,
+                seed=seed,
+                key=value_key if i == 0 else f"{value_key}-n{i}",
+                reject=lambda v: v in values or (reject is not None and reject(v)),
+            )
+        )
+    needles = [
+        (chosen[i // per_key] if n_keys else None, v, not n_keys or i // per_key < n_asked)
+        for i, v in enumerate(values)
+    ]
     asked = chosen[:n_asked]
     return needles, ({"keys": join_keys(asked), "key": asked[0]} if asked else {})
 
@@ -83,25 +98,38 @@ def list_depths(depth: float, n: int) -> list[float]:
     return [depth] * n
 
 
-GENERATORS: dict[str, Callable] = {"keyed": keyed_needles, "chains": chain_needles,
-                                   "common-words": word_needles, "frequent-words": word_needles}
+GENERATORS: dict[str, Callable] = {
+    "keyed": keyed_needles,
+    "chains": chain_needles,
+    "common-words": word_needles,
+    "frequent-words": word_needles,
+}
 GENERATOR_FIELDS: dict[str, Callable[[TaskSpec], tuple[str, ...]]] = {
     "keyed": lambda spec: ("key", "keys") if spec.keyed else (),
     "chains": lambda spec: ("value",),
-    "common-words": lambda spec: ("top",), "frequent-words": lambda spec: ("top",)}
+    "common-words": lambda spec: ("top",),
+    "frequent-words": lambda spec: ("top",),
+}
 PLACEMENTS: dict[str, Callable[[float, int], list[float]]] = {
-    "band": band_depths, "spread": spread_depths, "list": list_depths}
-ANSWER_BUDGETS: dict[str, Callable[..., int]] = {"per-value": per_value_budget,
-                                                 "per-name": names_budget,
-                                                 "per-word": words_budget}
+    "band": band_depths,
+    "spread": spread_depths,
+    "list": list_depths,
+}
+ANSWER_BUDGETS: dict[str, Callable[..., int]] = {
+    "per-value": per_value_budget,
+    "per-name": names_budget,
+    "per-word": words_budget,
+}
 
 
 def check_haystack(spec: TaskSpec, haystack: str) -> None:
     """--haystack needles is made of needles of a keyed task's form: refused for other tasks."""
     if haystack == NEEDLES and not spec.keyed:
-        raise NiahError(f"--haystack needles fills the haystack with needles of a keyed task's "
-                        f"form, and --task {spec.task} has no keys: use --task multi-key, "
-                        "multi-value or multi-query, or another --haystack")
+        raise NiahError(
+            f"--haystack needles fills the haystack with needles of a keyed task's "
+            f"form, and --task {spec.task} has no keys: use --task multi-key, "
+            "multi-value or multi-query, or another --haystack"
+        )
 
 
 def run_haystack(config, *, spec: TaskSpec) -> str | NeedleSource:
@@ -114,9 +142,11 @@ def run_haystack(config, *, spec: TaskSpec) -> str | NeedleSource:
 
 
 HAYSTACK_SOURCES: dict[str, Callable[..., str | NeedleSource]] = {"run": run_haystack}
-PARAM_CHECKS: dict[str, Callable[..., None]] = {"chains": check_chains,
-                                                 "common-words": check_words,
-                                                 "frequent-words": check_words}
+PARAM_CHECKS: dict[str, Callable[..., None]] = {
+    "chains": check_chains,
+    "common-words": check_words,
+    "frequent-words": check_words,
+}
 
 # non-literal needles (niah.tasks.nonliteral): a drawn pair fills {question} and the needle
 GENERATORS["nonliteral"] = nonliteral_needles

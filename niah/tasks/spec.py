@@ -16,13 +16,23 @@ from dataclasses import dataclass, replace
 
 from ..values import VALUE_KINDS
 
-N = "n"                    # a count that is the run's --needles
-DEFAULT_NEEDLES = 4        # --needles when a task's count is "n" and none is given
+N = "n"  # a count that is the run's --needles
+DEFAULT_NEEDLES = 4  # --needles when a task's count is "n" and none is given
 MAX_NEEDLES = 64
 REQUIRED = ("needle", "question", "answer_prefix")
-DEFAULTS = {"help": "", "keys": 0, "values": 1, "asked": None, "placement": "band",
-            "generator": "keyed", "scoring": "values", "answer_budget": "per-value",
-            "value_kinds": VALUE_KINDS, "haystack": "run", "params": {}}
+DEFAULTS = {
+    "help": "",
+    "keys": 0,
+    "values": 1,
+    "asked": None,
+    "placement": "band",
+    "generator": "keyed",
+    "scoring": "values",
+    "answer_budget": "per-value",
+    "value_kinds": VALUE_KINDS,
+    "haystack": "run",
+    "params": {},
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class TaskSpec:
     answer_budget: str = "per-value"
     value_kinds: tuple[str, ...] = VALUE_KINDS
     haystack: str = "run"
-    params: tuple[tuple[str, int | float], ...] = ()   # a rule's own knobs, sorted by name
+    params: tuple[tuple[str, int | float], ...] = ()  # a rule's own knobs, sorted by name
 
     def with_params(self, overrides) -> TaskSpec:
         """This spec with `overrides` ((name, value) pairs, e.g. a run's --task-param) merged
@@ -101,13 +111,22 @@ def spec_from_row(row: dict) -> TaskSpec:
     if missing:
         raise ValueError(f'"{missing[0]}" is missing or not a string')
     row = {**DEFAULTS, **row}
-    counts = {"keys": _count(row, "keys", least=0), "values": _count(row, "values", least=1),
-              "asked": _count(row, "asked", least=1)}
+    counts = {
+        "keys": _count(row, "keys", least=0),
+        "values": _count(row, "values", least=1),
+        "asked": _count(row, "asked", least=1),
+    }
     if counts["keys"] == N and counts["values"] == N:
         raise ValueError('"keys" and "values" are both "n": let --needles set one of them')
     asked = counts["asked"]
-    if asked is not None and (counts["keys"] == 0 or asked == N and counts["keys"] != N
-                              or asked != N and counts["keys"] != N and asked > counts["keys"]):
+    if asked is not None and (
+        counts["keys"] == 0
+        or asked == N
+        and counts["keys"] != N
+        or asked != N
+        and counts["keys"] != N
+        and asked > counts["keys"]
+    ):
         raise ValueError(f'"asked" is {asked!r}: ask at most as many keys as "keys" has')
     kinds = row["value_kinds"]
     if not isinstance(kinds, (list, tuple)) or not kinds or not set(kinds) <= set(VALUE_KINDS):
@@ -118,8 +137,13 @@ def spec_from_row(row: dict) -> TaskSpec:
         raise ValueError(f'"{bad}" is not a string')
     params = row["params"]
     if not isinstance(params, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            for v in params.values()):
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in params.values()
+    ):
         raise ValueError(f'"params" is {params!r}: give an object of positive numbers')
-    return TaskSpec(**{f: row[f] for f in texts}, **{f: row[f] for f in REQUIRED}, **counts,
-                    value_kinds=tuple(kinds), params=tuple(sorted(params.items())))
+    return TaskSpec(
+        **{f: row[f] for f in texts},
+        **{f: row[f] for f in REQUIRED},
+        **counts,
+        value_kinds=tuple(kinds),
+        params=tuple(sorted(params.items())),
+    )

@@ -12,8 +12,8 @@ from ..haystack import fill
 class Needle:
     key: str | None
     value: str
-    depth: float          # requested depth of this needle
-    target: bool          # False for a distractor (its value in the answer is a wrong answer)
+    depth: float  # requested depth of this needle
+    target: bool  # False for a distractor (its value in the answer is a wrong answer)
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class TaskTrial:
     needle_template: str
     question: str
     answer_prefix: str
-    scoring: str = "values"      # a name in niah.scoring.SCORING_RULES
-    answers: tuple[str, ...] | None = None   # what a right answer lists, when not the targets'
+    scoring: str = "values"  # a name in niah.scoring.SCORING_RULES
+    answers: tuple[str, ...] | None = None  # what a right answer lists, when not the targets'
     # values (variable tracking: the chain's names; word tasks: the most frequent words)
     words: object | None = None  # a word-list task's list (niah.tasks.wordlists.WordList)
 

@@ -25,14 +25,14 @@ from .spec import TaskSpec
 
 COMMON, FREQUENT = "common", "frequent"
 DEFAULT_TOP = {COMMON: 10, FREQUENT: 3}
-DEFAULT_COMMON_REPEATS = 30      # RULER's freq_cw
-DEFAULT_RARE_REPEATS = 3         # RULER's freq_ucw
-DEFAULT_ALPHA = 2.0              # RULER's FWE alpha
-RARE_POOL = 12000                # distinct rare words a common-words list can use
-CODED_POOL = 2000                # ranked coded words a frequent-words list can use
+DEFAULT_COMMON_REPEATS = 30  # RULER's freq_cw
+DEFAULT_RARE_REPEATS = 3  # RULER's freq_ucw
+DEFAULT_ALPHA = 2.0  # RULER's FWE alpha
+RARE_POOL = 12000  # distinct rare words a common-words list can use
+CODED_POOL = 2000  # ranked coded words a frequent-words list can use
 FILLERS = 600
-RESERVE = 40                     # tokens left for fillers after the plan
-MIN_ENTRY_TOKENS = {COMMON: 2, FREQUENT: 1}   # fewest tokens of one entry (number, word)
+RESERVE = 40  # tokens left for fillers after the plan
+MIN_ENTRY_TOKENS = {COMMON: 2, FREQUENT: 1}  # fewest tokens of one entry (number, word)
 _ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fl gr pl st tr sh ch".split()
 _VOWELS = "a e i o u ai ea ou".split()
 _CODAS = ["", "", "n", "r", "l", "s", "m", "t"]
@@ -40,8 +40,9 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _pseudo_word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
-                   for _ in range(syllables))
+    return "".join(
+        rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+    )
 
 
 def _coded_word(rng: random.Random, letters: int) -> str:
@@ -62,9 +63,9 @@ def _distinct(make, count: int, taken: set[str]) -> list[str]:
 class WordList:
     """One trial's word list: which rule, its knobs and the seed string of its words."""
 
-    rule: str                 # COMMON or FREQUENT
+    rule: str  # COMMON or FREQUENT
     seed_key: str
-    top: int                  # words the answer names
+    top: int  # words the answer names
     common_repeats: int = DEFAULT_COMMON_REPEATS
     rare_repeats: int = DEFAULT_RARE_REPEATS
     alpha: float = DEFAULT_ALPHA
@@ -77,8 +78,9 @@ class WordList:
         """(ranked words, fillers): the answer is the first `top` ranked words."""
         rng, taken = random.Random(f"niah-words-{self.rule}-{self.seed_key}"), set()
         if self.rule == COMMON:
-            ranked = _distinct(lambda: _pseudo_word(rng, rng.choice((2, 2, 3))),
-                               self.top + RARE_POOL, taken)
+            ranked = _distinct(
+                lambda: _pseudo_word(rng, rng.choice((2, 2, 3))), self.top + RARE_POOL, taken
+            )
             fillers = _distinct(lambda: _pseudo_word(rng, rng.randint(1, 8)), FILLERS, taken)
         else:
             ranked = _distinct(lambda: _coded_word(rng, rng.randint(3, 7)), CODED_POOL, taken)
@@ -86,7 +88,7 @@ class WordList:
         return ranked, fillers
 
     def answer(self) -> tuple[str, ...]:
-        return tuple(self.words()[0][:self.top])
+        return tuple(self.words()[0][: self.top])
 
     def vocabulary(self) -> frozenset[str]:
         """Every word a list of this trial can hold (an answer naming another is wrong)."""
@@ -111,31 +113,35 @@ class WordList:
         body = np.concatenate(parts).astype(np.int32)
         if len(body) != budget:  # the fill guarantees it
             raise NiahError(f"word list of {len(body)} tokens for {budget}: report this as a bug")
-        return body, {w: firsts[w] for w in ranked[:self.top]}
+        return body, {w: firsts[w] for w in ranked[: self.top]}
 
     def _plan(self, ranked, costs, *, budget: int) -> list[tuple[str, int]]:
         """(word, count) of the planned words, leaving RESERVE tokens or more for fillers."""
         if self.rule == COMMON:
-            plan = [(w, self.common_repeats) for w in ranked[:self.top]]
+            plan = [(w, self.common_repeats) for w in ranked[: self.top]]
             if costs.plan(plan) + RESERVE > budget:
-                raise NiahError(f"{budget} tokens cannot hold {self.top} common words x "
-                                f"{self.common_repeats} ({costs.plan(plan) + RESERVE} tokens at "
-                                "least): use a longer --context or fewer --needles")
+                raise NiahError(
+                    f"{budget} tokens cannot hold {self.top} common words x "
+                    f"{self.common_repeats} ({costs.plan(plan) + RESERVE} tokens at "
+                    "least): use a longer --context or fewer --needles"
+                )
             spent, entries = costs.plan(plan), self.top * self.common_repeats
-            for w in ranked[self.top:]:
+            for w in ranked[self.top :]:
                 more = costs.added(entries, w, self.rare_repeats)
                 if spent + more + RESERVE > budget:
                     return plan
                 plan.append((w, self.rare_repeats))
                 spent, entries = spent + more, entries + self.rare_repeats
-            raise NiahError(f"{budget} tokens need more than {RARE_POOL} rare words: use a "
-                            "shorter --context")
+            raise NiahError(
+                f"{budget} tokens need more than {RARE_POOL} rare words: use a shorter --context"
+            )
         return self._zipf_plan(ranked, costs, budget=budget)
 
     def _zipf_plan(self, ranked, costs, *, budget: int) -> list[tuple[str, int]]:
         """The largest Zipf plan (count of rank k proportional to k**-alpha) that fits."""
+
         def plan_of(m: int):
-            weights = [k ** -self.alpha for k in range(1, len(ranked) + 1)]
+            weights = [k**-self.alpha for k in range(1, len(ranked) + 1)]
             total = sum(weights)
             return [(w, int(m * x / total)) for w, x in zip(ranked, weights) if int(m * x / total)]
 
@@ -149,12 +155,15 @@ class WordList:
         plan = plan_of(lo)
         counts = [c for _, c in plan] + [0] * (self.top + 1)
         if not all(counts[i] > counts[i + 1] for i in range(self.top)) or counts[self.top - 1] < 2:
-            raise NiahError(f"{budget} tokens are too few for {self.top} clearly most frequent "
-                            "words: use a longer --context")
+            raise NiahError(
+                f"{budget} tokens are too few for {self.top} clearly most frequent "
+                "words: use a longer --context"
+            )
         return plan
 
     def minimum_body(self, tokenizer) -> int:
         """The fewest body tokens this list can be made in (doubling, then bisection)."""
+
         def fits(n: int) -> bool:
             try:
                 self.body(tokenizer, budget=n)
@@ -167,7 +176,7 @@ class WordList:
             if hi > 1 << 22:
                 raise NiahError("no context holds this word list: report this as a bug")
             hi *= 2
-        lo = hi // 2          # does not fit (or is RESERVE / 2)
+        lo = hi // 2  # does not fit (or is RESERVE / 2)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if fits(mid) else (mid, hi)
@@ -234,8 +243,9 @@ def _fill(fillers: list[str], costs: _Costs, *, start: int, rem: int) -> list[st
         after = len(costs.number_ids(i + 1)) + min(by_cost)
         fits = [c for c, ws in by_cost.items() if ws and rem - num - c >= after]
         if not fits:
-            raise NiahError(f"no filler words fill the last {rem} tokens of the list: report "
-                            "this as a bug")
+            raise NiahError(
+                f"no filler words fill the last {rem} tokens of the list: report this as a bug"
+            )
         c = max(fits)
         out.append(by_cost[c].pop())
         rem -= num + c
@@ -244,22 +254,33 @@ def _fill(fillers: list[str], costs: _Costs, *, start: int, rem: int) -> list[st
 
 
 def word_list(spec: TaskSpec, *, rule: str, top: int, seed: int, value_key: str) -> WordList:
-    return WordList(rule=rule, seed_key=f"{seed}-{value_key}", top=top,
-                    common_repeats=int(spec.param("common_repeats", DEFAULT_COMMON_REPEATS)),
-                    rare_repeats=int(spec.param("rare_repeats", DEFAULT_RARE_REPEATS)),
-                    alpha=float(spec.param("alpha", DEFAULT_ALPHA)))
+    return WordList(
+        rule=rule,
+        seed_key=f"{seed}-{value_key}",
+        top=top,
+        common_repeats=int(spec.param("common_repeats", DEFAULT_COMMON_REPEATS)),
+        rare_repeats=int(spec.param("rare_repeats", DEFAULT_RARE_REPEATS)),
+        alpha=float(spec.param("alpha", DEFAULT_ALPHA)),
+    )
 
 
-def word_needles(spec: TaskSpec, *, n: int, seed: int, value_key: str, kind: str,
-                 keys: tuple[str, ...], reject=None):
+def word_needles(
+    spec: TaskSpec,
+    *,
+    n: int,
+    seed: int,
+    value_key: str,
+    kind: str,
+    keys: tuple[str, ...],
+    reject=None,
+):
     """Generators ``common-words`` / ``frequent-words``: the answer's words as target needles
     (no haystack needle: the list is the haystack), the question's {top}, and the WordList."""
     rule = COMMON if spec.generator == "common-words" else FREQUENT
     top = n if spec.variable else DEFAULT_TOP[rule]
     words = word_list(spec, rule=rule, top=top, seed=seed, value_key=value_key)
     answer = words.answer()
-    return [(None, w, True) for w in answer], {"top": str(top)}, {"answers": answer,
-                                                                  "words": words}
+    return [(None, w, True) for w in answer], {"top": str(top)}, {"answers": answer, "words": words}
 
 
 def words_budget(spec: TaskSpec, *, n: int, value_kind: str) -> int:
@@ -271,8 +292,8 @@ def words_budget(spec: TaskSpec, *, n: int, value_kind: str) -> int:
 def _zipf_separates(*, alpha: float, top: int, entries: int) -> bool:
     """Whether some plan of at most `entries` entries (counts as `WordList._zipf_plan` makes
     them) puts `top` words strictly ahead of the rest, the last of them twice or more."""
-    weights = [k ** -alpha for k in range(1, CODED_POOL + 1)]
-    total, head = sum(weights), np.asarray(weights[:top + 1])[None, :]
+    weights = [k**-alpha for k in range(1, CODED_POOL + 1)]
+    total, head = sum(weights), np.asarray(weights[: top + 1])[None, :]
     for start in range(1, max(entries, 1) + 1, 1 << 18):
         m = np.arange(start, min(start + (1 << 18), max(entries, 1) + 1), dtype=np.float64)
         counts = (m[:, None] * head / total).astype(np.int64)
@@ -293,16 +314,22 @@ def check_words(spec: TaskSpec, *, n: int, shortest: int) -> None:
     words = word_list(spec, rule=rule, top=top, seed=0, value_key="check")
     if rule == COMMON:
         if words.common_repeats <= words.rare_repeats:
-            raise NiahError(f"--task {spec.task}: common_repeats {words.common_repeats} must be "
-                            f"above rare_repeats {words.rare_repeats}, or no words are the most "
-                            "common: raise common_repeats or lower rare_repeats")
+            raise NiahError(
+                f"--task {spec.task}: common_repeats {words.common_repeats} must be "
+                f"above rare_repeats {words.rare_repeats}, or no words are the most "
+                "common: raise common_repeats or lower rare_repeats"
+            )
         need = top * words.common_repeats * MIN_ENTRY_TOKENS[COMMON] + RESERVE
         if need > shortest:
-            raise NiahError(f"--task {spec.task}: {top} common words x {words.common_repeats} "
-                            f"need {need} tokens at least, more than the shortest --context "
-                            f"{shortest} holds: use fewer --needles, a smaller common_repeats or a "
-                            "longer --context")
+            raise NiahError(
+                f"--task {spec.task}: {top} common words x {words.common_repeats} "
+                f"need {need} tokens at least, more than the shortest --context "
+                f"{shortest} holds: use fewer --needles, a smaller common_repeats or a "
+                "longer --context"
+            )
     elif not _zipf_separates(alpha=words.alpha, top=top, entries=shortest - RESERVE):
-        raise NiahError(f"--task {spec.task}: alpha {words.alpha:g} cannot make {top} words "
-                        f"clearly most frequent within the shortest --context {shortest}: use an "
-                        f"alpha nearer {DEFAULT_ALPHA:g} or a longer --context")
+        raise NiahError(
+            f"--task {spec.task}: alpha {words.alpha:g} cannot make {top} words "
+            f"clearly most frequent within the shortest --context {shortest}: use an "
+            f"alpha nearer {DEFAULT_ALPHA:g} or a longer --context"
+        )

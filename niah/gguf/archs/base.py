@@ -3,8 +3,9 @@ most llama.cpp architectures share."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # llama.cpp per-layer tensor part -> mlx-lm module path inside model.layers.N
 LAYER_MAP = {

@@ -24,7 +24,8 @@ def _extra_args(setting, args: dict) -> dict:
         "sliding_window": int(setting("attention.sliding_window", 512)),
         "sliding_window_pattern": 6,
         # an int, as transformers' Gemma3TextConfig validates it (niah convert's folders)
-        "query_pre_attn_scalar": hidden // heads if args["num_hidden_layers"] == 62
+        "query_pre_attn_scalar": hidden // heads
+        if args["num_hidden_layers"] == 62
         else args["head_dim"],
     }
 
@@ -33,5 +34,9 @@ def _tensor_value(name: str, value):
     return value - 1.0 if name.endswith("norm.weight") else value
 
 
-ARCHITECTURE = Architecture(model_type="gemma3_text", layer_map=LAYER_MAP_GEMMA,
-                            extra_args=_extra_args, tensor_value=_tensor_value)
+ARCHITECTURE = Architecture(
+    model_type="gemma3_text",
+    layer_map=LAYER_MAP_GEMMA,
+    extra_args=_extra_args,
+    tensor_value=_tensor_value,
+)
