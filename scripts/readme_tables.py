@@ -72,12 +72,34 @@ def bench_block(path: Path) -> str:
     missing = [k for k in ("command", "commit", "device", "date") if k not in meta]
     if missing:
         raise SystemExit(f"{path}: raw output lacks its {', '.join(missing)} header")
-    table = [line for line in text.splitlines() if line.startswith("|")]
+    table = [line for line in text.splitlines() if line.startswith("|")] or _text_table(text)
     head = (
         f"Raw output `{path.relative_to(ROOT)}` · `{meta['command']}` · commit "
         f"{meta['commit']} · {meta['device']} · {meta['date']}"
     )
     return "\n".join([head, "", *table]) + "\n"
+
+
+_MEDIAN = re.compile(
+    r"^\s*(\d+)\s+median: prefill ratio ([\d.]+), decode ratio ([\d.]+|-), tokens (\w+)", re.M
+)
+
+
+def _text_table(text: str) -> list[str]:
+    """A Markdown table from output printed as plain columns: benchmarks/vs_mlx_lm.py's median
+    lines, or a header row of names (benchmarks/wall.py) and rows split by two or more spaces."""
+    medians = _MEDIAN.findall(text)
+    if medians:
+        rows = [["context", "prefill tok/s niah / mlx-lm", "decode tok/s niah / mlx-lm", "tokens"]]
+        rows += [list(m) for m in medians]
+    else:
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        rows = [re.split(r"\s{2,}", line.strip()) for line in lines]
+        rows = [r for r in rows if len(r) == len(rows[0])] if rows else []
+    if len(rows) < 2:
+        return []
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
 
 def render(text: str) -> str:
