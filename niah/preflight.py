@@ -28,16 +28,18 @@ from .sdpa import DEFAULT_CHUNK_SIZE
 
 SAFETY = 0.9
 OTHER_FIXED = 256 * 1024 ** 2  # allocator slack, small buffers: a fixed allowance
+KV_STEP = 256                  # mlx-lm's KVCache grows its buffers in steps of this many slots
 PROBE_BLOCK = 128              # prompt tokens per probe pass
 PROBE_KEYS = 1024              # filler keys in the cache for the attention probe
+UNFUSED_SCORE_COPIES = 3       # unfused attention: scores, their softmax and a masked copy
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     weights: int
-    kv_cache: int
+    kv_cache: int     # the cache as allocated plus the old buffer alive while it grows
     attention: int
-    other: int        # activations and logits of one prefill step, plus OTHER_FIXED
+    other: int        # activations of one prefill block, logits, plus OTHER_FIXED
     working_set: int
 
     @property
@@ -87,7 +89,7 @@ def working_set_bytes() -> int:
         return 16 * 1024 ** 3
 
 
-def kv_bytes(info: ModelInfo, *, tokens: int, kv_bits: int | None = None,
+def kv_bytes(info, *, tokens: int, kv_bits: int | None = None,
              kv_group_size: int = DEFAULT_KV_GROUP_SIZE, dtype_bytes: int = 2) -> int:
     """Bytes of the KV cache for `tokens`; quantized: packed values plus a float16 scale and
     bias per group of `kv_group_size` values."""
@@ -101,25 +103,86 @@ def kv_bytes(info: ModelInfo, *, tokens: int, kv_bits: int | None = None,
     return int(per * kv_bits / 8 + per / kv_group_size * 4)
 
 
+@dataclass(frozen=True)
+class Dims:
+    """The model dimensions the estimate needs beyond ModelInfo's heads and layers."""
+    hidden: int
+    intermediate: int
+    vocab: int
+    dtype_bytes: int  # bytes of one activation (and KV cache) element
+
+
+def model_dims(info) -> Dims:
+    """Dims from a ModelInfo (or ModelMeta); a field the model did not give falls back to
+    the attention width (hidden), 4 x hidden (intermediate), nothing (vocab), float16."""
+    hidden = getattr(info, "hidden_size", 0) or max(info.n_heads * info.head_dim, 1)
+    return Dims(hidden=hidden, intermediate=getattr(info, "intermediate_size", 0) or 4 * hidden,
+                vocab=getattr(info, "vocab_size", 0) or 0,
+                dtype_bytes=getattr(info, "dtype_bytes", 0) or 2)
+
+
+def cache_slots(*, context: int, rows: int, extra: int = DEFAULT_MAX_TOKENS) -> tuple[int, int]:
+    """(slots allocated, slots of the last growth) of mlx-lm's KVCache after a prefill in
+    blocks of `rows` and `extra` more tokens: each block grows the buffer by whole KV_STEPs."""
+    def grow(n: int) -> int:
+        return -(-n // KV_STEP) * KV_STEP
+
+    prefill = max(context - 1, 1)
+    full, tail = divmod(prefill, rows)
+    slots = full * grow(rows) + (grow(tail) if tail else 0)
+    last = grow(tail) if tail else grow(rows)
+    need = prefill + 1 + extra
+    if need > slots:
+        last = grow(need - slots)
+        slots += last
+    return slots, last
+
+
 def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
              kv_bits: int | None = None, kv_group_size: int = DEFAULT_KV_GROUP_SIZE,
              chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "cpu",
              working_set: int | None = None) -> MemoryEstimate:
-    """Peak memory of one trial at this context (a prefill step is at most the context)."""
-    kv = kv_bytes(info, tokens=context + 64, kv_bits=kv_bits, kv_group_size=kv_group_size)
-    q_rows = max(1, min(prefill_step, context))
-    heads = max(info.n_heads, 1)
-    fused = backend in ("metal", "cuda") and kv_bits is None
-    if route == "kv-chunks":
-        keys = min(chunk_size, context)
-    elif fused:
-        keys = 0  # fused kernels keep scores on chip
-    else:
-        keys = context
-    attention = 3 * heads * q_rows * keys * 4
-    other = 8 * q_rows * max(info.n_heads * info.head_dim, 1) * 4 + OTHER_FIXED
+    """Peak memory of one trial at this context: weights as loaded; the KV cache as mlx-lm
+    allocates it plus the old buffer it concatenates from while growing; the activations of
+    one prefill block (mlx-lm prefills all but the last prompt token in blocks of
+    `prefill_step`, the block capped there); the attention temporaries of `route`; logits."""
+    dims = model_dims(info)
+    rows = max(1, min(prefill_step, context - 1))
+    slots, last = cache_slots(context=context, rows=rows)
+    kv_of = dict(kv_bits=kv_bits, kv_group_size=kv_group_size, dtype_bytes=dims.dtype_bytes)
+    kv = kv_bytes(info, tokens=slots, **kv_of) + kv_bytes(info, tokens=slots - last, **kv_of)
+    attention = attention_bytes(info, dims, rows=rows, keys=context, route=route,
+                                chunk_size=chunk_size,
+                                fused=backend in ("metal", "cuda") and kv_bits is None)
+    other = activation_bytes(info, dims, rows=rows) + logits_bytes(dims) + OTHER_FIXED
     return MemoryEstimate(weights=info.weight_bytes, kv_cache=kv, attention=attention,
                           other=other, working_set=working_set or working_set_bytes())
+
+
+def activation_bytes(info, dims: Dims, *, rows: int) -> int:
+    """One prefill block's activations: MLX evaluates the block's whole graph lazily, so the
+    MLP's gate and up outputs and two hidden-width buffers per row stay alive in every
+    layer at once."""
+    per_row_layer = 2 * dims.intermediate + 2 * dims.hidden
+    return rows * info.n_layers * per_row_layer * dims.dtype_bytes
+
+
+def attention_bytes(info, dims: Dims, *, rows: int, keys: int, route: str, chunk_size: int,
+                    fused: bool) -> int:
+    """Attention temporaries of one layer's block: the chunked route holds a chunk of scores
+    per query head; a fused kernel keeps stock scores on chip; unfused stock attention holds
+    the whole score matrix a few times over (float32)."""
+    heads = max(info.n_heads, 1)
+    if "kv-chunks" in route:
+        return heads * rows * min(chunk_size, keys) * (dims.dtype_bytes if fused else 4)
+    if fused:
+        return 0
+    return UNFUSED_SCORE_COPIES * heads * rows * keys * 4
+
+
+def logits_bytes(dims: Dims) -> int:
+    """The last prompt token's and each decode step's logits (float32, a few alive)."""
+    return 4 * dims.vocab * 4
 
 
 @dataclass(frozen=True)
