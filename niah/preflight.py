@@ -1,9 +1,10 @@
 """Preflight of one trial before it runs: the memory it needs, and the time it will take.
 
-Memory: weights + KV cache (2 x layers x KV heads x head dim x tokens x bytes, or the quantized
-size with --kv-bits) + attention temporaries of the route in force + activations and logits of
-one prefill step (the step capped at the context), against the device's working set (Metal's
-recommended working set, the CUDA card's memory, or system memory on CPU). A trial that will not
+Memory (`estimate`): weights as loaded + the KV cache as mlx-lm allocates it (whole 256-slot
+steps; the quantized size with --kv-bits) and the old buffer it copies from while growing +
+attention temporaries of the route in force + activations of one prefill block + logits,
+calibrated against measured peaks (benchmarks/calibration.py), against the device's working
+set (Metal's recommended working set, the CUDA card's memory, or system memory on CPU). A trial that will not
 fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to its total.
 
 Time: `probe_throughput(session)` times a few short forward passes of the real model on this
@@ -27,11 +28,11 @@ from .model import ModelInfo
 from .sdpa import DEFAULT_CHUNK_SIZE
 
 SAFETY = 0.9
-OTHER_FIXED = 256 * 1024 ** 2  # allocator slack, small buffers: a fixed allowance
+OTHER_FIXED = 32 * 1024 ** 2   # small buffers (token ids, norms, sampler): a fixed allowance
 KV_STEP = 256                  # mlx-lm's KVCache grows its buffers in steps of this many slots
 PROBE_BLOCK = 128              # prompt tokens per probe pass
 PROBE_KEYS = 1024              # filler keys in the cache for the attention probe
-UNFUSED_SCORE_COPIES = 3       # unfused attention: scores, their softmax and a masked copy
+UNFUSED_SCORE_COPIES = 2       # unfused attention: the scores and their softmax
 
 
 @dataclass(frozen=True)
@@ -145,26 +146,33 @@ def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
     """Peak memory of one trial at this context: weights as loaded; the KV cache as mlx-lm
     allocates it plus the old buffer it concatenates from while growing; the activations of
     one prefill block (mlx-lm prefills all but the last prompt token in blocks of
-    `prefill_step`, the block capped there); the attention temporaries of `route`; logits."""
+    `prefill_step`, the block capped there); the attention temporaries of `route`; logits.
+
+    On a GPU (metal, cuda) a buffer returns to the allocator only when the command buffer
+    that used it completes, and a prefill block's graph is submitted whole: every layer's
+    activations and old KV buffers are alive at once. On the CPU each is freed as soon as
+    its last use ran: one layer's worth is alive."""
     dims = model_dims(info)
     rows = max(1, min(prefill_step, context - 1))
     slots, last = cache_slots(context=context, rows=rows)
+    layers_alive = info.n_layers if backend in ("metal", "cuda") else 1
     kv_of = dict(kv_bits=kv_bits, kv_group_size=kv_group_size, dtype_bytes=dims.dtype_bytes)
-    kv = kv_bytes(info, tokens=slots, **kv_of) + kv_bytes(info, tokens=slots - last, **kv_of)
+    growth = kv_bytes(info, tokens=slots - last, **kv_of) * layers_alive // max(info.n_layers, 1)
+    kv = kv_bytes(info, tokens=slots, **kv_of) + growth
     attention = attention_bytes(info, dims, rows=rows, keys=context, route=route,
                                 chunk_size=chunk_size,
                                 fused=backend in ("metal", "cuda") and kv_bits is None)
-    other = activation_bytes(info, dims, rows=rows) + logits_bytes(dims) + OTHER_FIXED
+    other = (activation_bytes(dims, rows=rows, layers=layers_alive) + logits_bytes(dims)
+             + OTHER_FIXED)
     return MemoryEstimate(weights=info.weight_bytes, kv_cache=kv, attention=attention,
                           other=other, working_set=working_set or working_set_bytes())
 
 
-def activation_bytes(info, dims: Dims, *, rows: int) -> int:
-    """One prefill block's activations: MLX evaluates the block's whole graph lazily, so the
-    MLP's gate and up outputs and two hidden-width buffers per row stay alive in every
-    layer at once."""
+def activation_bytes(dims: Dims, *, rows: int, layers: int) -> int:
+    """One prefill block's activations in `layers` layers alive at once: per row and layer
+    the MLP's gate and up outputs and two hidden-width buffers (residual, normed input)."""
     per_row_layer = 2 * dims.intermediate + 2 * dims.hidden
-    return rows * info.n_layers * per_row_layer * dims.dtype_bytes
+    return rows * layers * per_row_layer * dims.dtype_bytes
 
 
 def attention_bytes(info, dims: Dims, *, rows: int, keys: int, route: str, chunk_size: int,
