@@ -44,6 +44,7 @@ class Cell:
     measured_low: int
     measured_high: int
     estimated: int
+    recorded: int | None  # the estimate the trial's own preflight recorded when it ran
 
     @property
     def ratios(self) -> tuple[float, float]:
@@ -108,21 +109,24 @@ def calibrate(folder: Path, *, dims: dict | None = None) -> list[Cell]:
         peaks = [r["peak_memory_bytes"] for r in records]
         cells.append(Cell(folder=folder.name, context=context, prefill_step=step, kv_bits=bits,
                           route=route, measured_low=min(peaks), measured_high=max(peaks),
-                          estimated=est))
+                          estimated=est, recorded=records[0].get("estimated_memory_bytes")))
     return cells
 
 
 def table(cells: list[Cell]) -> str:
     """A markdown table, one row per cell."""
     lines = ["| run | context | prefill step | KV bits | route | measured GiB | estimate GiB "
-             "| estimate / measured |", "|---|---:|---:|---|---|---:|---:|---:|"]
+             "| estimate / measured | recorded estimate GiB |",
+             "|---|---:|---:|---|---|---:|---:|---:|---:|"]
     for c in cells:
         lo, hi = sorted(c.ratios)
-        measured = (f"{c.measured_low / GIB:.2f}" if round(c.measured_low / GIB, 2) == round(c.measured_high / GIB, 2)
-                    else f"{c.measured_low / GIB:.2f}-{c.measured_high / GIB:.2f}")
+        low, high = f"{c.measured_low / GIB:.2f}", f"{c.measured_high / GIB:.2f}"
+        measured = low if low == high else f"{low}-{high}"
         ratio = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+        recorded = f"{c.recorded / GIB:.2f}" if c.recorded else "-"
         lines.append(f"| {c.folder} | {c.context} | {c.prefill_step} | {c.kv_bits or 'fp'} "
-                     f"| {c.route} | {measured} | {c.estimated / GIB:.2f} | {ratio} |")
+                     f"| {c.route} | {measured} | {c.estimated / GIB:.2f} | {ratio} "
+                     f"| {recorded} |")
     return "\n".join(lines)
 
 

@@ -4,8 +4,9 @@ Memory (`estimate`): weights as loaded + the KV cache as mlx-lm allocates it (wh
 steps; the quantized size with --kv-bits) and the old buffer it copies from while growing +
 attention temporaries of the route in force + activations of one prefill block + logits,
 calibrated against measured peaks (benchmarks/calibration.py), against the device's working
-set (Metal's recommended working set, the CUDA card's memory, or system memory on CPU). A trial that will not
-fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to its total.
+set (Metal's recommended working set, the CUDA card's memory, or system memory on CPU). A trial
+that will not fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to
+its total.
 
 Time: `probe_throughput(session)` times a few short forward passes of the real model on this
 device (a block of prompt tokens on an empty cache, the same block after a cache of filler

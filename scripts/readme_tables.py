@@ -92,6 +92,7 @@ def calibration_block(path: Path) -> str:
     spec = importlib.util.spec_from_file_location(
         "calibration", ROOT / "benchmarks" / "calibration.py")
     cal = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cal  # dataclasses look their module up there
     spec.loader.exec_module(cal)
     dims = cal.parse_dims(argv[argv.index("--dims") + 1]) if "--dims" in argv else {}
     folders = [a for i, a in enumerate(argv) if not a.startswith("--")

@@ -5,6 +5,7 @@ breaks the calibration fails here)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,17 @@ REF = ROOT / "results" / "reference"
 # command lines of docs/bench/calibration-*.txt.
 QWEN15 = "hidden=1536,intermediate=8960,vocab=151936,weight_bytes=1888291840"
 SMOLLM2 = "hidden=576,intermediate=1536,vocab=49152,weight_bytes=545137920"
-FOLDERS = [(f"qwen15-calib-{kind}-h200-2026-12-04", QWEN15) for kind in ("stock", "chunked", "step8k")]
-FOLDERS += [(f"smollm2-calib-cpu-2026-12-04-{kind}", SMOLLM2) for kind in ("stock", "chunked", "kv8")]
+FOLDERS = [(f"qwen15-calib-{kind}-h200-2026-12-04", QWEN15)
+           for kind in ("stock", "chunked", "step8k")]
+FOLDERS += [(f"smollm2-calib-cpu-2026-12-04-{kind}", SMOLLM2)
+            for kind in ("stock", "chunked", "kv8")]
 
 
 def _calibration():
-    spec = importlib.util.spec_from_file_location("calibration", ROOT / "benchmarks" / "calibration.py")
+    spec = importlib.util.spec_from_file_location("calibration",
+                                                  ROOT / "benchmarks" / "calibration.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
