@@ -114,13 +114,14 @@ class Dims:
     dtype_bytes: int  # bytes of one activation (and KV cache) element
 
 
-def model_dims(info) -> Dims:
+def model_dims(info, *, backend: str = "cpu") -> Dims:
     """Dims from a ModelInfo (or ModelMeta); a field the model did not give falls back to
-    the attention width (hidden), 4 x hidden (intermediate), nothing (vocab), float16."""
+    the attention width (hidden), 4 x hidden (intermediate), nothing (vocab), and the
+    dtype niah computes in on `backend` (float32 on the CPU, float16 on a GPU)."""
     hidden = getattr(info, "hidden_size", 0) or max(info.n_heads * info.head_dim, 1)
     return Dims(hidden=hidden, intermediate=getattr(info, "intermediate_size", 0) or 4 * hidden,
                 vocab=getattr(info, "vocab_size", 0) or 0,
-                dtype_bytes=getattr(info, "dtype_bytes", 0) or 2)
+                dtype_bytes=getattr(info, "dtype_bytes", 0) or (4 if backend == "cpu" else 2))
 
 
 def cache_slots(*, context: int, rows: int, extra: int = DEFAULT_MAX_TOKENS) -> tuple[int, int]:
@@ -153,7 +154,7 @@ def estimate(info: ModelInfo, *, context: int, route: str, prefill_step: int,
     that used it completes, and a prefill block's graph is submitted whole: every layer's
     activations and old KV buffers are alive at once. On the CPU each is freed as soon as
     its last use ran: one layer's worth is alive."""
-    dims = model_dims(info)
+    dims = model_dims(info, backend=backend)
     rows = max(1, min(prefill_step, context - 1))
     slots, last = cache_slots(context=context, rows=rows)
     layers_alive = info.n_layers if backend in ("metal", "cuda") else 1
