@@ -33,7 +33,8 @@ OTHER_FIXED = 32 * 1024 ** 2   # small buffers (token ids, norms, sampler): a fi
 KV_STEP = 256                  # mlx-lm's KVCache grows its buffers in steps of this many slots
 PROBE_BLOCK = 128              # prompt tokens per probe pass
 PROBE_KEYS = 1024              # filler keys in the cache for the attention probe
-UNFUSED_SCORE_COPIES = 2       # unfused attention: the scores and their softmax
+UNFUSED_SCORE_BYTES = 6        # unfused attention, per (head, query, key): float32 scores and
+                               # half as much again for the softmax's temporaries (calibrated)
 
 
 @dataclass(frozen=True)
@@ -181,13 +182,13 @@ def attention_bytes(info, dims: Dims, *, rows: int, keys: int, route: str, chunk
                     fused: bool) -> int:
     """Attention temporaries of one layer's block: the chunked route holds a chunk of scores
     per query head; a fused kernel keeps stock scores on chip; unfused stock attention holds
-    the whole score matrix a few times over (float32)."""
+    one layer's whole score matrix and its softmax temporaries."""
     heads = max(info.n_heads, 1)
     if "kv-chunks" in route:
         return heads * rows * min(chunk_size, keys) * (dims.dtype_bytes if fused else 4)
     if fused:
         return 0
-    return UNFUSED_SCORE_COPIES * heads * rows * keys * 4
+    return UNFUSED_SCORE_BYTES * heads * rows * keys
 
 
 def logits_bytes(dims: Dims) -> int:
