@@ -185,7 +185,8 @@ def attention_bytes(info, dims: Dims, *, rows: int, keys: int, route: str, chunk
     one layer's whole score matrix and its softmax temporaries."""
     heads = max(info.n_heads, 1)
     if "kv-chunks" in route:
-        return heads * rows * min(chunk_size, keys) * (dims.dtype_bytes if fused else 4)
+        return heads * rows * min(chunk_size, keys) * (dims.dtype_bytes if fused
+                                                        else UNFUSED_SCORE_BYTES)
     if fused:
         return 0
     return UNFUSED_SCORE_BYTES * heads * rows * keys
