@@ -5,7 +5,8 @@ For each run folder (trials.jsonl + config.json) every trial that generated is g
 cell (context, prefill step, KV bits); the estimate is recomputed from the record's model
 dimensions and the run's settings, and printed beside the measured peaks (lowest and highest
 of the cell's trials) with the ratio estimate / measured for both. Records made before the
-width fields existed lack hidden/intermediate/vocab/weight bytes: give them with --dims.
+width fields existed lack hidden/intermediate/vocab/weight bytes: give them with --dims
+(a value a record carries wins over --dims).
 
     python benchmarks/calibration.py results/reference/qwen15-calib-stock-h200-2026-12-04 \\
         --dims hidden=1536,intermediate=8960,vocab=151936,weight_bytes=1888291840
@@ -66,7 +67,7 @@ def parse_dims(text: str | None) -> dict:
 
 def model_info(record: dict, dims: dict) -> ModelInfo:
     """The ModelInfo the estimate needs, from a record and the --dims overrides."""
-    given = {k: dims.get(k, record.get(k) or 0) for k in DIM_KEYS}
+    given = {k: record.get(k) or dims.get(k, 0) for k in DIM_KEYS}  # records win
     if not given["weight_bytes"]:
         raise SystemExit(f"{record.get('model')}: the records lack weight_bytes: give --dims")
     return ModelInfo(name=record["model"], source="gguf", path=record.get("model_path", ""),
