@@ -37,6 +37,26 @@ class ModelInfo:
     load_s: float = 0.0  # wall time of the load (read, convert, tokenizer)
     load_peak_bytes: int = 0  # peak MLX memory during the load
     weight_cache: str = ""  # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
+    hidden_size: int = 0  # model width (0: unknown); the memory preflight uses these
+    intermediate_size: int = 0  # MLP width
+    vocab_size: int = 0
+    dtype_bytes: int = 0  # bytes of one activation element as the model computes
+
+
+def _dims(model, compute_dtype: str) -> dict:
+    """ModelInfo's width fields from a loaded mlx-lm model's args (0 where it has none)."""
+    args = getattr(model, "args", None)
+
+    def whole(key: str) -> int:
+        value = getattr(args, key, 0)
+        return int(value) if isinstance(value, (int, float)) else 0
+
+    return dict(
+        hidden_size=whole("hidden_size"),
+        intermediate_size=whole("intermediate_size"),
+        vocab_size=whole("vocab_size"),
+        dtype_bytes={"float32": 4, "float16": 2, "bfloat16": 2}.get(compute_dtype, 0),
+    )
 
 
 def resolve_model(spec: str | None) -> tuple[str, str]:
@@ -266,6 +286,7 @@ class ModelSession:
             head_dim=head_dim,
             n_heads=n_heads,
             weight_bytes=_count_bytes(self.model),
+            **_dims(self.model, self.compute_dtype),
             **extra,
         )
         if shard_group is not None and shard_group.size() > 1:

@@ -1,10 +1,12 @@
 """Preflight of one trial before it runs: the memory it needs, and the time it will take.
 
-Memory: weights + KV cache (2 x layers x KV heads x head dim x tokens x bytes, or the quantized
-size with --kv-bits) + attention temporaries of the route in force + activations and logits of
-one prefill step (the step capped at the context), against the device's working set (Metal's
-recommended working set, the CUDA card's memory, or system memory on CPU). A trial that will not
-fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to its total.
+Memory (`estimate`): weights as loaded + the KV cache as mlx-lm allocates it (whole 256-slot
+steps; the quantized size with --kv-bits) and the old buffer it copies from while growing +
+attention temporaries of the route in force + activations of one prefill block + logits,
+calibrated against measured peaks (benchmarks/calibration.py), against the device's working
+set (Metal's recommended working set, the CUDA card's memory, or system memory on CPU). A trial
+that will not fit is recorded as SKIP with `MemoryEstimate.reason()`, whose parts add up to
+its total.
 
 Time: `probe_throughput(session)` times a few short forward passes of the real model on this
 device (a block of prompt tokens on an empty cache, the same block after a cache of filler
@@ -27,17 +29,20 @@ from .model import ModelInfo
 from .sdpa import DEFAULT_CHUNK_SIZE
 
 SAFETY = 0.9
-OTHER_FIXED = 256 * 1024**2  # allocator slack, small buffers: a fixed allowance
+OTHER_FIXED = 32 * 1024**2  # small buffers (token ids, norms, sampler): a fixed allowance
+KV_STEP = 256  # mlx-lm's KVCache grows its buffers in steps of this many slots
 PROBE_BLOCK = 128  # prompt tokens per probe pass
 PROBE_KEYS = 1024  # filler keys in the cache for the attention probe
+UNFUSED_SCORE_BYTES = 6  # unfused attention, per (head, query, key): float32 scores and
+# half as much again for the softmax's temporaries (calibrated)
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     weights: int
-    kv_cache: int
+    kv_cache: int  # the cache as allocated plus the old buffer alive while it grows
     attention: int
-    other: int  # activations and logits of one prefill step, plus OTHER_FIXED
+    other: int  # activations of one prefill block, logits, plus OTHER_FIXED
     working_set: int
 
     @property
@@ -90,7 +95,7 @@ def working_set_bytes() -> int:
 
 
 def kv_bytes(
-    info: ModelInfo,
+    info,
     *,
     tokens: int,
     kv_bits: int | None = None,
@@ -109,6 +114,47 @@ def kv_bytes(
     return int(per * kv_bits / 8 + per / kv_group_size * 4)
 
 
+@dataclass(frozen=True)
+class Dims:
+    """The model dimensions the estimate needs beyond ModelInfo's heads and layers."""
+
+    hidden: int
+    intermediate: int
+    vocab: int
+    dtype_bytes: int  # bytes of one activation (and KV cache) element
+
+
+def model_dims(info, *, backend: str = "cpu") -> Dims:
+    """Dims from a ModelInfo (or ModelMeta); a field the model did not give falls back to
+    the attention width (hidden), 4 x hidden (intermediate), nothing (vocab), and the
+    dtype niah computes in on `backend` (float32 on the CPU, float16 on a GPU)."""
+    hidden = getattr(info, "hidden_size", 0) or max(info.n_heads * info.head_dim, 1)
+    return Dims(
+        hidden=hidden,
+        intermediate=getattr(info, "intermediate_size", 0) or 4 * hidden,
+        vocab=getattr(info, "vocab_size", 0) or 0,
+        dtype_bytes=getattr(info, "dtype_bytes", 0) or (4 if backend == "cpu" else 2),
+    )
+
+
+def cache_slots(*, context: int, rows: int, extra: int = DEFAULT_MAX_TOKENS) -> tuple[int, int]:
+    """(slots allocated, slots of the last growth) of mlx-lm's KVCache after a prefill in
+    blocks of `rows` and `extra` more tokens: each block grows the buffer by whole KV_STEPs."""
+
+    def grow(n: int) -> int:
+        return -(-n // KV_STEP) * KV_STEP
+
+    prefill = max(context - 1, 1)
+    full, tail = divmod(prefill, rows)
+    slots = full * grow(rows) + (grow(tail) if tail else 0)
+    last = grow(tail) if tail else grow(rows)
+    need = prefill + 1 + extra
+    if need > slots:
+        last = grow(need - slots)
+        slots += last
+    return slots, last
+
+
 def estimate(
     info: ModelInfo,
     *,
@@ -121,19 +167,34 @@ def estimate(
     backend: str = "cpu",
     working_set: int | None = None,
 ) -> MemoryEstimate:
-    """Peak memory of one trial at this context (a prefill step is at most the context)."""
-    kv = kv_bytes(info, tokens=context + 64, kv_bits=kv_bits, kv_group_size=kv_group_size)
-    q_rows = max(1, min(prefill_step, context))
-    heads = max(info.n_heads, 1)
-    fused = backend in ("metal", "cuda") and kv_bits is None
-    if route == "kv-chunks":
-        keys = min(chunk_size, context)
-    elif fused:
-        keys = 0  # fused kernels keep scores on chip
-    else:
-        keys = context
-    attention = 3 * heads * q_rows * keys * 4
-    other = 8 * q_rows * max(info.n_heads * info.head_dim, 1) * 4 + OTHER_FIXED
+    """Peak memory of one trial at this context: weights as loaded; the KV cache as mlx-lm
+    allocates it plus the old buffer it concatenates from while growing; the activations of
+    one prefill block (mlx-lm prefills all but the last prompt token in blocks of
+    `prefill_step`, the block capped there); the attention temporaries of `route`; logits.
+
+    On a GPU (metal, cuda) a buffer returns to the allocator only when the command buffer
+    that used it completes, and a prefill block's graph is submitted whole: every layer's
+    activations and old KV buffers are alive at once. On the CPU each is freed as soon as
+    its last use ran: one layer's worth is alive."""
+    dims = model_dims(info, backend=backend)
+    rows = max(1, min(prefill_step, context - 1))
+    slots, last = cache_slots(context=context, rows=rows)
+    layers_alive = info.n_layers if backend in ("metal", "cuda") else 1
+    kv_of = dict(kv_bits=kv_bits, kv_group_size=kv_group_size, dtype_bytes=dims.dtype_bytes)
+    growth = kv_bytes(info, tokens=slots - last, **kv_of) * layers_alive // max(info.n_layers, 1)
+    kv = kv_bytes(info, tokens=slots, **kv_of) + growth
+    attention = attention_bytes(
+        info,
+        dims,
+        rows=rows,
+        keys=context,
+        route=route,
+        chunk_size=chunk_size,
+        fused=backend in ("metal", "cuda") and kv_bits is None,
+    )
+    other = (
+        activation_bytes(dims, rows=rows, layers=layers_alive) + logits_bytes(dims) + OTHER_FIXED
+    )
     return MemoryEstimate(
         weights=info.weight_bytes,
         kv_cache=kv,
@@ -141,6 +202,37 @@ def estimate(
         other=other,
         working_set=working_set or working_set_bytes(),
     )
+
+
+def activation_bytes(dims: Dims, *, rows: int, layers: int) -> int:
+    """One prefill block's activations in `layers` layers alive at once: per row and layer
+    the MLP's gate and up outputs and two hidden-width buffers (residual, normed input)."""
+    per_row_layer = 2 * dims.intermediate + 2 * dims.hidden
+    return rows * layers * per_row_layer * dims.dtype_bytes
+
+
+def attention_bytes(
+    info, dims: Dims, *, rows: int, keys: int, route: str, chunk_size: int, fused: bool
+) -> int:
+    """Attention temporaries of one layer's block: the chunked route holds a chunk of scores
+    per query head; a fused kernel keeps stock scores on chip; unfused stock attention holds
+    one layer's whole score matrix and its softmax temporaries."""
+    heads = max(info.n_heads, 1)
+    if "kv-chunks" in route:
+        return (
+            heads
+            * rows
+            * min(chunk_size, keys)
+            * (dims.dtype_bytes if fused else UNFUSED_SCORE_BYTES)
+        )
+    if fused:
+        return 0
+    return UNFUSED_SCORE_BYTES * heads * rows * keys
+
+
+def logits_bytes(dims: Dims) -> int:
+    """The last prompt token's and each decode step's logits (float32, a few alive)."""
+    return 4 * dims.vocab * 4
 
 
 @dataclass(frozen=True)

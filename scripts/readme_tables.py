@@ -4,6 +4,8 @@ Every measured table in the README and the docs pages sits between two markers n
 
     <!-- niah:report results/reference/<run folder> -->      a run folder: niah report --markdown
     <!-- niah:bench docs/bench/<file>.txt -->               a benchmark's raw output
+    <!-- niah:calibration docs/bench/calibration-<x>.txt --> benchmarks/calibration.py's table,
+                                                             recomputed by the current preflight
     ...generated text...
     <!-- niah:end -->
 
@@ -26,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-BLOCK = re.compile(r"(<!-- niah:(report|bench) (\S+) -->\n)(.*?)(<!-- niah:end -->)", re.S)
+BLOCK = re.compile(
+    r"(<!-- niah:(report|bench|calibration) (\S+) -->\n)(.*?)(<!-- niah:end -->)", re.S
+)
 
 
 def report_block(folder: Path) -> str:
@@ -102,10 +106,47 @@ def _text_table(text: str) -> list[str]:
     return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
 
+def calibration_block(path: Path) -> str:
+    """benchmarks/calibration.py's table recomputed with the CURRENT preflight, for the run
+    folders and --dims named on the `# command:` line of its committed output `path` (a
+    change to niah.preflight makes the page stale until this block is regenerated)."""
+    import importlib.util
+    import shlex
+
+    text = path.read_text()
+    meta = dict(re.findall(r"^# (command|commit|device|date): (.*)$", text, re.M))
+    if "command" not in meta:
+        raise SystemExit(f"{path}: raw output lacks its command header")
+    argv = shlex.split(meta["command"])
+    argv = argv[argv.index("benchmarks/calibration.py") + 1 :]
+    spec = importlib.util.spec_from_file_location(
+        "calibration", ROOT / "benchmarks" / "calibration.py"
+    )
+    cal = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cal  # dataclasses look their module up there
+    spec.loader.exec_module(cal)
+    dims = cal.parse_dims(argv[argv.index("--dims") + 1]) if "--dims" in argv else {}
+    folders = [
+        a
+        for i, a in enumerate(argv)
+        if not a.startswith("--") and (i == 0 or argv[i - 1] != "--dims")
+    ]
+    cells = [c for f in folders for c in cal.calibrate(ROOT / f, dims=dims)]
+    head = (
+        f"Estimate by the current `niah.preflight` against the peaks measured in "
+        f"{', '.join(f'`{f}`' for f in folders)} · {meta.get('device', '?')} · raw output "
+        f"`{path.relative_to(ROOT)}`"
+    )
+    return "\n".join([head, "", cal.table(cells)]) + "\n"
+
+
+BLOCKS = {"report": report_block, "bench": bench_block, "calibration": calibration_block}
+
+
 def render(text: str) -> str:
     def one(m: re.Match) -> str:
         kind, target = m.group(2), ROOT / m.group(3)
-        body = report_block(target) if kind == "report" else bench_block(target)
+        body = BLOCKS[kind](target)
         return m.group(1) + body + m.group(5)
 
     return BLOCK.sub(one, text)

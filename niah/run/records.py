@@ -50,6 +50,7 @@ TIMED = "records of trials that started (not SKIP)"
 PREFLIGHT = "records made with the memory preflight on"
 TASKED = "every record (folders made before tasks existed lack it)"
 NEWER = "records made since 2026-12 (older folders lack it)"
+SIZED = "records made since 2026-12-04 (older folders lack it)"
 STORED = "written by the store as the line is appended"
 
 
@@ -164,6 +165,10 @@ class TrialRecord:
     n_heads: int = _field("attention (query) heads", checked="number")
     n_kv_heads: int = _field("KV heads", checked="number")
     head_dim: int = _field("head dimension", checked="number")
+    hidden_size: int = _field("model width (0: unknown)", when=SIZED)
+    intermediate_size: int = _field("MLP width (0: unknown)", when=SIZED)
+    vocab_size: int = _field("vocabulary size (0: unknown)", when=SIZED)
+    weight_bytes: int = _field("bytes of the weights as loaded", when=SIZED)
     rope_scaling: str = _field("the --rope-scaling option (model, none, yarn:F, linear:F)")
     rope_scaling_config: dict | None = _field("the RoPE scaling the model ran with")
     weights: str | None = _field(
