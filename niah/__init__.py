@@ -3,7 +3,8 @@
 The layout, following `niah run` from the command line to the table (one line per module in
 docs/development.md#layout):
 
-- cli.py, options.py, progress.py, outputs.py: the command line: parse, call, print.
+- cli.py, cli_common.py, commands.py, options.py, progress.py, outputs.py: the command line:
+  parse, call, print.
 - config.py, parse.py, environment.py: RunConfig and the parsing of what a user gives.
 - run/: the sweep: the grid, the warm-up, prefix reuse, one trial, the TrialRecord type.
 - tasks/ (rows in datasets/): task specs and the one trial builder; haystack.py splices

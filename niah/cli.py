@@ -1,4 +1,6 @@
-"""The `niah` command line: run, report, convert, doctor, sdpa verify, sdpa bench.
+"""The `niah` command line: the app, `niah run`, and the entry point (main). The other
+commands (report, convert, doctor, sdpa, cache) live in niah.commands and are registered
+on this app; what they share is in niah.cli_common.
 
 Options are parsed into a RunConfig here and nothing else happens in this module; heavy
 imports (mlx, mlx-lm, pandas) live inside the command bodies so `--help` is instant. Every
@@ -11,93 +13,31 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import typer.core
 
 from . import config as C
 from . import options as O
+from .cli_common import (
+    Command,
+    Group,
+    check_fail_under,
+    fail,
+    gate,
+    model_arg,
+    print_summary,
+    with_exports,
+)
+from .commands import register
 from .errors import NiahError
 from .outputs import check_out, existing_ancestor, listing, remove_unstarted
 from .report.exports import EXPORTS
 
-
-class _Command(typer.core.TyperCommand):
-    """A command whose on/off flags show no type (typer would print `<bool>` next to them)."""
-
-    def format_help(self, ctx, formatter):
-        _hide_flag_types(self.get_params(ctx))
-        return super().format_help(ctx, formatter)
-
-
-class _Group(typer.core.TyperGroup):
-    def format_help(self, ctx, formatter):
-        _hide_flag_types(self.get_params(ctx))
-        return super().format_help(ctx, formatter)
-
-
-def _hide_flag_types(params) -> None:
-    for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-
-
-def _with_exports(panel: Optional[str] = None):
-    """Give a command one option per entry of the export registry (niah.report.exports:
-    --csv, --junit, --heatmap...); the command receives them as `exports`, a dict
-    name -> Path or None. A new registry entry is an option of `run` and `report` at once."""
-    import functools
-    import inspect
-
-    names = tuple(EXPORTS)
-    added = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Optional[Path],
-            default=typer.Option(None, e.option, help=e.help, rich_help_panel=panel),
-        )
-        for name, e in EXPORTS.items()
-    ]
-
-    def wrap(fn):
-        sig = inspect.signature(fn, eval_str=True)  # typer reads __signature__ as given
-
-        @functools.wraps(fn)
-        def command(*args, **kwargs):
-            return fn(*args, exports={name: kwargs.pop(name) for name in names}, **kwargs)
-
-        command.__signature__ = sig.replace(
-            parameters=[p for p in sig.parameters.values() if p.name != "exports"] + added
-        )
-        command.__annotations__ = {
-            p.name: p.annotation for p in command.__signature__.parameters.values()
-        }
-        return command
-
-    return wrap
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Needle-in-a-haystack long-context checks for MLX models.",
 )
-sdpa_app = typer.Typer(
-    cls=_Group, no_args_is_help=True, help="niah's chunked SDPA: verify and benchmark."
-)
-app.add_typer(sdpa_app, name="sdpa")
-cache_app = typer.Typer(
-    cls=_Group,
-    no_args_is_help=True,
-    help="niah's cache folder: converted GGUF weights, file digests.",
-)
-app.add_typer(cache_app, name="cache")
-
-
-def _fail(exc: NiahError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=exc.exit_code)
 
 
 def _show_version(value: bool) -> None:
@@ -128,8 +68,8 @@ RUN_EPILOG = (
 )
 
 
-@app.command(cls=_Command, epilog=RUN_EPILOG)
-@_with_exports(panel=O.P_OUT)
+@app.command(cls=Command, epilog=RUN_EPILOG)
+@with_exports(panel=O.P_OUT)
 def run(
     ctx: typer.Context,
     context: O.Context = O.DEFAULT_CONTEXT_TEXT,
@@ -165,20 +105,20 @@ def run(
     fail_under: O.FailUnder = None,
     quiet: O.Quiet = False,
     warm_up: O.WarmUp = C.DEFAULT_WARM_UP,
-    exports: Optional[dict] = None,  # --csv, --junit...: one option per export (_with_exports)
+    exports: Optional[dict] = None,  # --csv, --junit...: one option per export (with_exports)
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
     try:
         _start(ctx, {**ctx.params, "exports": exports})
     except NiahError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _start(ctx, p: dict) -> None:
     """Check every option, build the RunConfig (or take the resumed folder's), run."""
     from .run import warm_up_mode
 
-    _check_fail_under(p["fail_under"])
+    check_fail_under(p["fail_under"])
     warm_up_mode(p["warm_up"], "cpu")  # an unknown mode is one line before anything runs
     from .report import check_targets
 
@@ -221,7 +161,7 @@ def _config(p: dict) -> C.RunConfig:
     contexts = C.parse_contexts(p["context"])
     tasks.check_contexts(task=p["task"], contexts=contexts)  # non-literal: one context <= 2K
     return C.RunConfig(
-        model=_model_arg(p["model"]),
+        model=model_arg(p["model"]),
         contexts=contexts,
         depths=C.parse_depths(p["depth"]),
         samples=p["samples"],
@@ -288,17 +228,6 @@ def _refuse_with_resume(ctx) -> None:
             f"{flag} cannot be combined with --resume (the run folder's own "
             f"options are used): drop {flag}, or start a new run without --resume"
         )
-
-
-def _model_arg(value: Optional[str]) -> str:
-    if value is None:
-        return "default"
-    if not value.strip():
-        raise NiahError(
-            "--model is empty: give a hub id, a model folder or a .gguf file, or "
-            "leave --model out for the embedded model"
-        )
-    return value
 
 
 def _haystack_arg(value: str) -> str:
@@ -418,10 +347,10 @@ def _finish(
         outcome = ranks.NO_VERDICT
         _nothing_ran(result.records)
         outcome = ranks.BELOW
-        _gate(
+        gate(
             result.records,
             fail_under,
-            log=lambda **gate: ranks.record_gate(result.folder, **gate, **ends),
+            log=lambda **logged: ranks.record_gate(result.folder, **logged, **ends),
         )
     except typer.Exit as exc:  # no verdict, or below --fail-under: the records tell
         ranks.record_end(result.folder, status=exc.exit_code, outcome=outcome, **ends)
@@ -446,7 +375,7 @@ def _report_run(result, *, model: str, world: int, warm_up: str, exports: dict) 
         done=result.skipped_done,
         world=world,
     )
-    _print_summary(report.summary(result.records, header=header))
+    print_summary(report.summary(result.records, header=header))
     report.write_exports(result.records, exports, runs=[(result.folder, result.records)])
 
 
@@ -475,14 +404,6 @@ def _progress_options() -> tuple[float, float, int | None]:
         values.append(value)
     explicit = bool(os.environ.get("NIAH_LONG_TRIAL_S", "").strip())
     return values[0], values[1], 0 if explicit else None
-
-
-def _print_summary(summary) -> None:
-    """The one summary printer of `run` and `report` (niah.report.summary builds the lines)."""
-    for line in summary.lines:
-        typer.echo(line)
-    for line in summary.warnings:
-        typer.echo(line, err=True)
 
 
 def _warm_up_kept(result, warm_up: str) -> list[str]:
@@ -531,197 +452,7 @@ def _nothing_ran(records) -> None:
     raise typer.Exit(code=O.EXIT_NOTHING_RAN)
 
 
-def _check_fail_under(fail_under: Optional[float]) -> None:
-    if fail_under is not None and not 0 <= fail_under <= 1:
-        raise NiahError(f"--fail-under {fail_under:g} is outside [0, 1]: use a fraction like 0.9")
-
-
-def _gate(records, fail_under: Optional[float], *, log=None) -> None:
-    """Exit 1 below --fail-under; log(accuracy=, threshold=, passed=) records the outcome."""
-    from . import report
-
-    if fail_under is not None:
-        acc = report.accuracy(records) or 0.0
-        if log is not None:
-            log(accuracy=acc, threshold=fail_under, passed=acc >= fail_under)
-        line = report.fail_under_line(records, fail_under)
-        if line:
-            typer.echo(line)
-            raise typer.Exit(code=1)
-
-
-@app.command("report", cls=_Command)
-@_with_exports()
-def report_cmd(
-    runs: list[Path] = typer.Argument(..., help="Run folders made by niah run."),
-    compare: bool = typer.Option(
-        False, "--compare", help="Compare runs cell by cell (first is the baseline)."
-    ),
-    effective_threshold: float = typer.Option(
-        0.85,
-        "--effective-threshold",
-        help="Effective context: accuracy >= this x the shortest context's.",
-    ),
-    fail_under: Optional[float] = typer.Option(
-        None, "--fail-under", help="Exit 1 when accuracy is below this (0..1)."
-    ),
-    exports: Optional[dict] = None,  # --markdown, --csv...: one option per export (_with_exports)
-):
-    """Print and export reports of one or more run folders."""
-    try:
-        _check_fail_under(fail_under)
-        if not 0 < effective_threshold <= 1:
-            raise NiahError(
-                f"--effective-threshold {effective_threshold:g} is outside (0, 1]: "
-                "use a fraction like 0.85"
-            )
-        from .report import check_targets
-
-        check_targets(exports)
-        _report(
-            runs,
-            exports=exports,
-            compare=compare,
-            effective_threshold=effective_threshold,
-            fail_under=fail_under,
-        )
-    except NiahError as exc:
-        _fail(exc)
-
-
-def _report(
-    folders, *, exports: dict, compare: bool, effective_threshold: float, fail_under
-) -> None:
-    from . import report
-    from .report import pool
-
-    runs = pool.load_runs(folders, warn=lambda text: typer.echo(f"warning: {text}", err=True))
-    pool.check_poolable(runs, compare=compare)
-    if compare:
-        typer.echo(report.compare([(Path(run.name).name, run.records) for run in runs]))
-        records = pool.all_records(runs)
-    else:
-        records = pool.pooled(runs)
-        header = report.pooled_header([(run.name, run.records) for run in runs])
-        _print_summary(
-            report.summary(records, header=header, effective_threshold=effective_threshold)
-        )
-    report.write_exports(
-        records,
-        exports,
-        runs=[(run.name, run.records) for run in runs],
-        compare=compare,
-        effective_threshold=effective_threshold,
-    )
-    _check_ranks(runs, fail_under)
-    _gate(records, fail_under)
-
-
-def _check_ranks(runs, fail_under) -> None:
-    """A rank that died or failed (runs.jsonl: a start without an end, or an error end) fails
-    the --fail-under gate with one line; without the gate it is a warning."""
-    from .report import pool
-
-    for run in runs:
-        problems = pool.rank_problems(run)
-        if not problems:
-            continue
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        line = (
-            f"run folder {run.name!r}: {problems[0]}{more}: its trials may be missing; "
-            f"finish them with niah run --resume {run.name}"
-        )
-        if fail_under is not None:
-            typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(code=1)
-        typer.echo(f"warning: {line}", err=True)
-
-
-@app.command(cls=_Command)
-def convert(
-    gguf: Path = typer.Argument(..., help="The .gguf file to convert."),
-    out: Path = typer.Argument(..., help="New folder for the mlx-lm model."),
-    gguf_quant: str = typer.Option(
-        "auto",
-        "--gguf-quant",
-        help="Weights: auto (as stored where MLX reads the type, else q8), q8, q4 or f16.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
-):
-    """Write an mlx-lm model folder (safetensors, config.json, tokenizer) from a GGUF file."""
-    from .gguf.convert import convert as do_convert
-
-    try:
-        done = do_convert(gguf, out, quant=gguf_quant, force=force)
-    except NiahError as exc:
-        _fail(exc)
-    typer.echo(
-        f"wrote {done.folder} ({done.model_type}, weights {done.weights}): {', '.join(done.files)}"
-    )
-
-
-@app.command(cls=_Command)
-def doctor(
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Also size a run of this model."
-    ),
-    context: Optional[str] = typer.Option(
-        None, "--context", "-c", help="Context to size (with --model)."
-    ),
-    kv_bits: Optional[int] = typer.Option(None, "--kv-bits", help="Quantized KV bits for sizing."),
-):
-    """Check the installation: MLX, device, BLAS, mlx-lm, the embedded model; size a run."""
-    from .doctor import doctor_report
-
-    try:
-        if model is not None:
-            _model_arg(model)  # an empty --model is refused, not taken as no model
-        if context is not None and not context.strip():
-            raise NiahError("--context is empty: give a context to size, like --context 128k")
-        typer.echo(doctor_report(model=model, context=context, kv_bits=kv_bits))
-    except NiahError as exc:
-        _fail(exc)
-
-
-@sdpa_app.command("verify", cls=_Command)
-def sdpa_verify(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
-    long: bool = typer.Option(
-        True, "--long/--no-long", help="Include 128K/256K-key cases where memory allows."
-    ),
-):
-    """Check every route against the reference over the upstream proposal's test plan."""
-    from .verify import run_verify
-
-    ok = run_verify(quick=quick, long=long, echo=typer.echo)
-    raise typer.Exit(code=0 if ok else 1)
-
-
-@sdpa_app.command("bench", cls=_Command)
-def sdpa_bench(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes only (CPU-friendly)."),
-):
-    """Time stock against each route (niah.sdpa.bench; benchmarks/sdpa.py takes options)."""
-    from .sdpa.bench import run_bench
-
-    run_bench(quick=quick, echo=typer.echo)
-
-
-@cache_app.command("info", cls=_Command)
-def cache_info():
-    """Print the cache folder and its size (NIAH_CACHE_DIR moves it)."""
-    from .user_cache import describe
-
-    typer.echo(f"cache: {describe()}")
-
-
-@cache_app.command("clear", cls=_Command)
-def cache_clear():
-    """Delete everything in the cache folder (converted weights are rebuilt when needed)."""
-    from .user_cache import cache_root, clear
-
-    freed = clear()
-    typer.echo(f"cleared {cache_root()} ({freed / 1024**2:.1f} MiB freed)")
+register(app)  # report, convert, doctor, sdpa, cache (niah.commands), listed after run
 
 
 def main() -> None:

@@ -222,6 +222,45 @@ def plan(
     return tile, splits, split_len
 
 
+def _operands(q, k, *, mask, sinks, causal_shift, scale: float, split_len: int):
+    """The kernel's params (causal shift, scale bits, split length), mask and sinks arrays
+    (a placeholder where the build reads none)."""
+    qL, kL = q.shape[2], k.shape[2]
+    if isinstance(mask, str):
+        shift = kL - qL
+    elif mask is None and causal_shift is not None:
+        shift = int(causal_shift)
+    else:
+        shift = 0
+    params = mx.array([shift, _float_bits(scale), split_len], dtype=mx.int32)
+    if mask is not None and not isinstance(mask, str):  # flags_for's array mask
+        mask_arr = mx.broadcast_to(mask, (q.shape[0], q.shape[1], qL, kL))
+    else:
+        mask_arr = mx.zeros((1, 1, 1, 1), dtype=mx.bool_)
+    sinks_arr = sinks.astype(q.dtype) if sinks is not None else mx.zeros((1,), dtype=q.dtype)
+    return params, mask_arr, sinks_arr
+
+
+def _build_layout(q, *, tile: Tile, flags: Flags, splits: int, out_dtype):
+    """The forward kernel's template, output shapes and output dtypes: float32 partials per
+    split when the keys are split, else the output in out_dtype and the lse."""
+    B, Hq, qL, D = q.shape
+    template = [
+        ("T", q.dtype),
+        ("D", D),
+        ("MW", tile.mw),
+        ("MT", tile.mt),
+        ("BC", tile.bc),
+        ("CAUSAL", flags.causal),
+        ("MASK", flags.mask),
+        ("SINKS", flags.sinks),
+        ("SPLIT", flags.split),
+    ]
+    if flags.split:
+        return template, [(splits, B, Hq, qL, D), (splits, B * Hq * qL)], [mx.float32] * 2
+    return template, [(B, Hq, qL, D), (B, Hq, qL)], [out_dtype, mx.float32]
+
+
 def flash_attention_with_lse(
     q: mx.array,
     k: mx.array,
@@ -242,44 +281,21 @@ def flash_attention_with_lse(
     `vector_loads` picks Metal's build (NIAH_VECTOR_LOADS 1 or 0); CUDA ignores it."""
     out_dtype = out_dtype or q.dtype
     B, Hq, qL, D = q.shape
-    Hkv, kL = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
     if isinstance(mask, str) and mask != "causal":
         raise ValueError(f"unknown mask {mask!r}: use 'causal', an array or None")
     tile, splits, split_len = plan(
         q_shape=q.shape, k_shape=k.shape, backend_name=backend_name, tile=tile, splits=splits
     )
     flags = flags_for(mask=mask, sinks=sinks, causal_shift=causal_shift, split=splits > 1)
-    if isinstance(mask, str):
-        shift = kL - qL
-    elif mask is None and causal_shift is not None:
-        shift = int(causal_shift)
-    else:
-        shift = 0
-    params = mx.array([shift, _float_bits(scale), split_len], dtype=mx.int32)
-    if flags.mask:
-        mask_arr = mx.broadcast_to(mask, (B, Hq, qL, kL))
-    else:
-        mask_arr = mx.zeros((1, 1, 1, 1), dtype=mx.bool_)
-    sinks_arr = sinks.astype(q.dtype) if sinks is not None else mx.zeros((1,), dtype=q.dtype)
+    params, mask_arr, sinks_arr = _operands(
+        q, k, mask=mask, sinks=sinks, causal_shift=causal_shift, scale=scale, split_len=split_len
+    )
     rows = (Hq // Hkv) * qL
     row_tiles = math.ceil(rows / tile.rows)
-    template = [
-        ("T", q.dtype),
-        ("D", D),
-        ("MW", tile.mw),
-        ("MT", tile.mt),
-        ("BC", tile.bc),
-        ("CAUSAL", flags.causal),
-        ("MASK", flags.mask),
-        ("SINKS", flags.sinks),
-        ("SPLIT", flags.split),
-    ]
-    if flags.split:
-        out_shapes = [(splits, B, Hq, qL, D), (splits, B * Hq * qL)]
-        out_dtypes = [mx.float32, mx.float32]
-    else:
-        out_shapes = [(B, Hq, qL, D), (B, Hq, qL)]
-        out_dtypes = [out_dtype, mx.float32]
+    template, out_shapes, out_dtypes = _build_layout(
+        q, tile=tile, flags=flags, splits=splits, out_dtype=out_dtype
+    )
     extra = {"stream": stream} if stream is not None else {}
     kern = _fwd_kernel(backend_name, tile, D, vector_loads=vector_loads)
     out, lse = kern(
@@ -294,14 +310,13 @@ def flash_attention_with_lse(
     if not flags.split:
         return out, lse
     comb = _combine_kernel(backend_name)
-    total = B * Hq * qL * D
-    out, lse2 = comb(
+    out, lse = comb(
         inputs=[out, lse, sinks_arr],
         template=[("O", out_dtype), ("D", D), ("SINKS", flags.sinks)],
-        grid=(total, 1, 1),
+        grid=(B * Hq * qL * D, 1, 1),
         threadgroup=(256, 1, 1),
         output_shapes=[(B, Hq, qL, D), (B, Hq, qL)],
         output_dtypes=[out_dtype, mx.float32],
         **extra,
     )
-    return out, lse2
+    return out, lse

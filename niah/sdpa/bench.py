@@ -124,12 +124,22 @@ def run_bench(
         mx.clear_cache()
 
 
+def _shape_inputs(shape: Shape, shapes: ShapeSet, *, dtype):
+    """Seeded random q, k, v of one shape, evaluated."""
+    import mlx.core as mx
+
+    mx.random.seed(0)
+    q = mx.random.normal((1, shapes.Hq, shape.qL, shapes.D)).astype(dtype)
+    k = mx.random.normal((1, shapes.Hkv, shape.kL, shapes.D)).astype(dtype)
+    v = mx.random.normal((1, shapes.Hkv, shape.kL, shapes.D)).astype(dtype)
+    mx.eval(q, k, v)
+    return q, k, v
+
+
 def _shape_rows(
     shape: Shape, shapes: ShapeSet, *, routes, dtype, chunk: int, q_block: int, gpu: bool
 ) -> list[str]:
     """One table row per route (stock first) for one shape."""
-    import mlx.core as mx
-
     from .dispatch import (
         STOCK_SDPA,
         ChunkConfig,
@@ -141,11 +151,7 @@ def _shape_rows(
     )
     from .fused import chunk_attention_fn
 
-    mx.random.seed(0)
-    q = mx.random.normal((1, shapes.Hq, shape.qL, shapes.D)).astype(dtype)
-    k = mx.random.normal((1, shapes.Hkv, shape.kL, shapes.D)).astype(dtype)
-    v = mx.random.normal((1, shapes.Hkv, shape.kL, shapes.D)).astype(dtype)
-    mx.eval(q, k, v)
+    q, k, v = _shape_inputs(shape, shapes, dtype=dtype)
     mask = "causal" if shape.causal else None
     scale = shapes.D**-0.5
     config = ChunkConfig(threshold=0, chunk_size=chunk, q_block=q_block)

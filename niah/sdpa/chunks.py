@@ -34,6 +34,19 @@ def _slice_mask_rows(mask, start: int, stop: int):
     return mask[..., start:stop, :]
 
 
+def _one_chunk(fn, q, kc, vc, *, scale, mask, sinks, span, causal_shift, extra):
+    """One key chunk's (out, lse): `span` is (start, stop, kL) of the chunk's keys;
+    `causal_shift` is None without a causal mask, else the chunk's own shift (row i sees
+    chunk key j when j <= i + shift)."""
+    start, stop, kL = span
+    if causal_shift is None:
+        masked = _slice_mask_keys(mask, start, stop, kL)
+        return fn(q, kc, vc, scale=scale, mask=masked, sinks=sinks, **extra)
+    if causal_shift >= stop - start - 1:  # every row sees the whole chunk
+        return fn(q, kc, vc, scale=scale, mask=None, sinks=sinks, **extra)
+    return fn(q, kc, vc, scale=scale, mask=None, sinks=sinks, causal_shift=causal_shift, **extra)
+
+
 def kv_chunks(
     q,
     k,
@@ -67,33 +80,18 @@ def kv_chunks(
         stop = min(start + chunk_size, kL)
         if causal and start > (qL - 1) + shift_total:
             break  # no row sees these keys
-        kc, vc = k[:, :, start:stop], v[:, :, start:stop]
-        chunk_sinks = sinks if start == 0 else None
-        if causal:
-            shift = shift_total - start
-            if shift >= stop - start - 1:  # every row sees the whole chunk
-                out, lse = fn(q, kc, vc, scale=scale, mask=None, sinks=chunk_sinks, **extra)
-            else:
-                out, lse = fn(
-                    q,
-                    kc,
-                    vc,
-                    scale=scale,
-                    mask=None,
-                    sinks=chunk_sinks,
-                    causal_shift=shift,
-                    **extra,
-                )
-        else:
-            out, lse = fn(
-                q,
-                kc,
-                vc,
-                scale=scale,
-                mask=_slice_mask_keys(mask, start, stop, kL),
-                sinks=chunk_sinks,
-                **extra,
-            )
+        out, lse = _one_chunk(
+            fn,
+            q,
+            k[:, :, start:stop],
+            v[:, :, start:stop],
+            scale=scale,
+            mask=mask,
+            sinks=sinks if start == 0 else None,
+            span=(start, stop, kL),
+            causal_shift=shift_total - start if causal else None,
+            extra=extra,
+        )
         acc.add(out, lse)
         if evaluate:
             mx.eval(acc.out, acc.lse)

@@ -193,6 +193,32 @@ class FusedAttention:
             **extra,
         )
 
+    def _measure(self, inputs, *, key, splits: int, loads: str) -> tuple[float, float, bool]:
+        """The build's (max output error, max lse error, same infinite lse rows) against the
+        reference on one case."""
+        q, k, v, mask, sinks = inputs
+        backend_name, dtype_name, D, tile, _flags, out_name = key
+        extra = {} if out_name == dtype_name else {"out_dtype": getattr(mx, out_name)}
+        extra.update(_loads_option(loads))
+        out, lse = self.impl(
+            q,
+            k,
+            v,
+            scale=D**-0.5,
+            mask=mask,
+            sinks=sinks,
+            backend_name=backend_name,
+            tile=tile,
+            splits=splits,
+            **extra,
+        )
+        ref, ref_lse = attention_with_lse(q, k, v, scale=D**-0.5, mask=mask, sinks=sinks)
+        mx.eval(out, lse, ref, ref_lse)
+        err = mx.max(mx.abs(out.astype(mx.float32) - ref.astype(mx.float32))).item()
+        finite = mx.isfinite(ref_lse)
+        lse_err = mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item()
+        return err, lse_err, bool(mx.all(mx.isfinite(lse) == finite).item())
+
     def _self_test(self, key, *, loads: str = "") -> SelfTest:
         """Run the variant's build (`loads`: Metal's "vec" or "scalar"; "" on CUDA) on a small
         case against the reference."""
@@ -223,26 +249,9 @@ class FusedAttention:
             q, k, v, mask, sinks = _self_test_inputs(
                 dtype_name, D=D, G=G, Hkv=Hkv, qL=qL, kL=kL, flags=flags
             )
-            extra = {} if out_name == dtype_name else {"out_dtype": getattr(mx, out_name)}
-            extra.update(_loads_option(loads))
-            out, lse = self.impl(
-                q,
-                k,
-                v,
-                scale=D**-0.5,
-                mask=mask,
-                sinks=sinks,
-                backend_name=backend_name,
-                tile=tile,
-                splits=splits,
-                **extra,
+            err, lse_err, same_inf = self._measure(
+                (q, k, v, mask, sinks), key=key, splits=splits, loads=loads
             )
-            ref, ref_lse = attention_with_lse(q, k, v, scale=D**-0.5, mask=mask, sinks=sinks)
-            mx.eval(out, lse, ref, ref_lse)
-            err = mx.max(mx.abs(out.astype(mx.float32) - ref.astype(mx.float32))).item()
-            finite = mx.isfinite(ref_lse)
-            lse_err = mx.max(mx.where(finite, mx.abs(lse - ref_lse), 0.0)).item()
-            same_inf = bool(mx.all(mx.isfinite(lse) == finite).item())
         except Exception as exc:  # noqa: BLE001 - compile or launch failure: fall back
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return SelfTest(
