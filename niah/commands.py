@@ -90,6 +90,8 @@ def _report(
     runs = pool.load_runs(folders, warn=lambda text: typer.echo(f"warning: {text}", err=True))
     pool.check_poolable(runs, compare=compare)
     if compare:
+        for text in pool.compare_warnings(runs):
+            typer.echo(f"warning: {text}", err=True)
         typer.echo(report.compare([(Path(run.name).name, run.records) for run in runs]))
         records = pool.all_records(runs)
     else:
@@ -199,12 +201,18 @@ def cache_info():
     """Print the cache folder and its size (NIAH_CACHE_DIR moves it)."""
     from .user_cache import describe
 
-    typer.echo(f"cache: {describe()}")
+    try:
+        typer.echo(f"cache: {describe()}")
+    except NiahError as exc:
+        fail(exc)
 
 
 def cache_clear():
     """Delete everything in the cache folder (converted weights are rebuilt when needed)."""
     from .user_cache import cache_root, clear
 
-    freed = clear()
+    try:
+        freed = clear()
+    except NiahError as exc:
+        fail(exc)
     typer.echo(f"cleared {cache_root()} ({freed / 1024**2:.1f} MiB freed)")

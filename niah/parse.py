@@ -339,13 +339,18 @@ def config_value(name: str, value):
 
 
 def parse_assignments(texts, *, option: str) -> tuple[tuple[str, str], ...]:
-    """Repeated NAME=VALUE options as (name, value text) pairs, a later name replacing an
-    earlier one; a text without NAME= is refused."""
+    """Repeated NAME=VALUE options as (name, value text) pairs; a text without NAME= and a
+    name given twice are refused (a silent last-one-wins would hide a typo)."""
     pairs: dict[str, str] = {}
     for text in texts or ():
         name, eq, value = str(text).partition("=")
         name, value = name.strip(), value.strip()
         if not eq or not name or not value:
             raise NiahError(f"bad {option} {text!r}: write NAME=VALUE, like {option} hops=2")
+        if name in pairs:
+            raise NiahError(
+                f"{option} {name} is given twice ({name}={pairs[name]}, {name}={value}): "
+                "give each knob once"
+            )
         pairs[name] = value
     return tuple(pairs.items())

@@ -54,9 +54,22 @@ def cache_bytes(root: Path | None = None) -> int:
     return sum(folder_bytes(root / part) for part in PARTS)
 
 
+def checked_root() -> Path:
+    """cache_root(), refused with one line when it names something that is not a folder."""
+    from .errors import NiahError
+
+    root = cache_root()
+    if root.exists() and not root.is_dir():
+        raise NiahError(
+            f"the cache folder {str(root)!r} is a file, not a folder: point NIAH_CACHE_DIR at a "
+            "folder (or unset it)"
+        )
+    return root
+
+
 def describe(root: Path | None = None) -> str:
     """e.g. '/home/u/.cache/niah (1.6 GiB)': the folder and the size of niah's entries."""
-    root = root or cache_root()
+    root = root or checked_root()
     size = cache_bytes(root)
     shown = f"{size / 1024**3:.1f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
     return f"{root} ({shown})"
@@ -64,7 +77,7 @@ def describe(root: Path | None = None) -> str:
 
 def clear(root: Path | None = None) -> int:
     """Delete niah's entries (PARTS) in the cache folder; returns the bytes they held."""
-    root = root or cache_root()
+    root = root or checked_root()
     size = cache_bytes(root)
     for part in PARTS:
         path = root / part

@@ -85,6 +85,30 @@ def check_poolable(runs: list[LoadedRun], *, compare: bool) -> None:
         raise NiahError("--compare needs two or more run folders")
 
 
+def compare_warnings(runs: list[LoadedRun]) -> list[str]:
+    """What --compare sets side by side that measures different things: runs of other tasks
+    (or thinking modes, or haystacks) differ by design, not by a regression."""
+    out = []
+    for field, what in (
+        ("task", "tasks"),
+        ("thinking", "--thinking modes"),
+        ("haystack_digest", "haystacks"),
+    ):
+        seen = {
+            run.name: sorted(
+                {str(r.get(field, "single" if field == "task" else "?")) for r in run.records}
+            )
+            for run in runs
+        }
+        if len({tuple(v) for v in seen.values()}) > 1:
+            shown = "; ".join(f"{Path(n).name}: {', '.join(v)}" for n, v in seen.items())
+            out.append(
+                f"these runs ask different {what} ({shown}): a changed cell measures "
+                "that difference, not a regression"
+            )
+    return out
+
+
 def pooled(runs: list[LoadedRun]) -> list[dict]:
     """One experiment in several folders: a trial key is one needle, counted once (the
     latest record wins)."""

@@ -331,6 +331,8 @@ def problem(rec) -> str | None:
             or not math.isfinite(value)
         ):
             return f"{name} is not a finite number"
+        if value is not None and value < 0:  # times, counts, sizes and scores
+            return f"{name} is negative"
     for name in checked_fields("text"):
         if rec.get(name) is not None and not isinstance(rec[name], str):
             return f"{name} is not text"
