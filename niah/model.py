@@ -43,6 +43,22 @@ class ModelInfo:
     dtype_bytes: int = 0  # bytes of one activation element as the model computes
 
 
+def _attention_dims(model) -> dict:
+    """ModelInfo's layer and attention fields, read from the first layer's attention."""
+    layers = getattr(model, "layers", [])
+    attn = getattr(layers[0], "self_attn", None) if layers else None
+    n_heads = int(getattr(attn, "n_heads", 0) or 0)
+    head_dim = int(getattr(attn, "head_dim", 0) or 0)
+    if not head_dim and attn is not None and n_heads:
+        head_dim = int(model.args.hidden_size // n_heads)
+    return dict(
+        n_layers=len(layers),
+        n_kv_heads=int(getattr(attn, "n_kv_heads", 0) or 0),
+        head_dim=head_dim,
+        n_heads=n_heads,
+    )
+
+
 def _dims(model, compute_dtype: str) -> dict:
     """ModelInfo's width fields from a loaded mlx-lm model's args (0 where it has none)."""
     args = getattr(model, "args", None)
@@ -269,22 +285,12 @@ class ModelSession:
         self.compute_dtype = "float32"
         if backend() in ("cuda", "metal"):
             self.compute_dtype = cast_floats(self.model, "float16")
-        layers = getattr(self.model, "layers", [])
-        attn = getattr(layers[0], "self_attn", None) if layers else None
-        n_kv = int(getattr(attn, "n_kv_heads", 0) or 0)
-        n_heads = int(getattr(attn, "n_heads", 0) or 0)
-        head_dim = int(getattr(attn, "head_dim", 0) or 0)
-        if not head_dim and attn is not None and n_heads:
-            head_dim = int(self.model.args.hidden_size // n_heads)
         self.info = ModelInfo(
             name=name,
             source=kind,
             path=location,
             trained_context=int(trained) if trained else None,
-            n_layers=len(layers),
-            n_kv_heads=n_kv,
-            head_dim=head_dim,
-            n_heads=n_heads,
+            **_attention_dims(self.model),
             weight_bytes=_count_bytes(self.model),
             **_dims(self.model, self.compute_dtype),
             **extra,

@@ -19,6 +19,7 @@ from ..config import RunConfig, check_kv_group_size
 from ..errors import NiahError
 from ..haystack import PromptBuilder
 from ..tasks import answer_minimum, haystack_source, minimum_context, validate
+from .events import Progress  # noqa: F401 - the protocol, re-exported for front ends
 from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
 from .records import ERROR, SKIP
 from .trial import Sweep, run_group
@@ -33,22 +34,6 @@ class RunResult:
     ran: int = 0  # trials run by this call
     skipped_done: int = 0  # trials already on disk
     warnings: list[str] = field(default_factory=list)
-
-
-class Progress:
-    """Callbacks a front end can implement (all optional; this one does nothing)."""
-
-    def start(self, total: int) -> None: ...
-    def note(self, text: str) -> None: ...
-
-    def trial_start(self, spec: TrialSpec, estimate) -> None:
-        """A trial begins; estimate: its preflight.TimeEstimate here, or None (not probed)."""
-
-    def prefill(self, done: int, total: int) -> None:
-        """Prompt tokens of the trial in flight computed so far (mlx-lm's prompt progress)."""
-
-    def trial_done(self, record: dict) -> None: ...
-    def stop(self) -> None: ...
 
 
 class Interrupted(KeyboardInterrupt):

@@ -11,19 +11,17 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..config import RunConfig
 from ..errors import NiahError
 from ..generation import free_memory
 from ..haystack import PromptBuilder
 from ..tasks import TaskTrial, build_prompt, score_trial, trial_for
+from .events import Progress
 from .grid import TrialSpec, value_key
 from .records import NeedleRecord, TrialRecord
 from .reuse import match_fresh_layout, reuse_length, trim_to, trimmable
-
-if TYPE_CHECKING:
-    from .sweep import Progress
 
 
 class Writer(Protocol):

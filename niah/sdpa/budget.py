@@ -67,3 +67,13 @@ def plan_work(
         return WorkPlan(q_block=qL, chunk=max(floor_keys, aligned))
     per_row = attention_flops(B=B, Hq=Hq, qL=1, kL=floor_keys, D=D)
     return WorkPlan(q_block=max(1, min(qL, int(budget // per_row))), chunk=floor_keys)
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """The chunking settings as resolved (niah.sdpa.dispatch.resolve_config)."""
+
+    threshold: int
+    chunk_size: int
+    q_block: int
+    flop_budget: float = DEFAULT_FLOP_BUDGET  # per GPU command buffer on Metal

@@ -7,17 +7,12 @@ niah.sdpa.dispatch re-exports these names; it decides when this route runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import mlx.core as mx
 
 from .. import backend as _backend_mod
-from .budget import WorkPlan, plan_work
+from .budget import ChunkConfig, WorkPlan, plan_work
 from .merge import Accumulator
 from .reference import attention_with_lse
-
-if TYPE_CHECKING:  # dispatch imports this module: the name is for annotations only
-    from .dispatch import ChunkConfig
 
 
 def _slice_mask_keys(mask, start: int, stop: int, kL: int):

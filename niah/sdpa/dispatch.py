@@ -32,13 +32,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from dataclasses import dataclass
 
 import mlx.core as mx
 
 from .. import backend as _backend_mod
 from ..errors import NiahError
-from .budget import DEFAULT_FLOP_BUDGET
+from .budget import DEFAULT_FLOP_BUDGET, ChunkConfig  # noqa: F401 - ChunkConfig re-exported
 from .chunks import (  # noqa: F401
     _slice_mask_keys,
     _slice_mask_rows,
@@ -104,14 +103,6 @@ def _env_int(*names: str) -> int | None:
                 raise SettingError(f"{name}={raw!r} must be positive: set it like {name}=65536")
             return value
     return None
-
-
-@dataclass(frozen=True)
-class ChunkConfig:
-    threshold: int
-    chunk_size: int
-    q_block: int
-    flop_budget: float = DEFAULT_FLOP_BUDGET  # per GPU command buffer on Metal (budget.py)
 
 
 def _env_float(name: str) -> float | None:

@@ -4,14 +4,9 @@ niah.sdpa.dispatch falls back to the reference elsewhere."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import mlx.core as mx
 
-from .budget import attention_flops
-
-if TYPE_CHECKING:
-    from .dispatch import ChunkConfig
+from .budget import ChunkConfig, attention_flops
 
 # Head dims whose calls mx.fast serves with a fused kernel of its own (MLX 0.32's dispatch rules),
 # float16/bfloat16 only: Metal's full attention (more than 8 query rows) and its vector kernel
