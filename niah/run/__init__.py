@@ -24,7 +24,7 @@ _EXPORTS = {
     "check_contexts": "sweep",
     "warm_up_mode": "warmup",
     "WARM_UP_MODES": "warmup",
-    "prefill_block_lengths": "warmup",
+    "prefill_block_lengths": "calls",
     "TrialSpec": "grid",
     "build_grid": "grid",
     "assign_to_ranks": "grid",

@@ -39,6 +39,12 @@ def prefill_blocks(*, context: int, step: int, start: int = 0) -> list[Call]:
     return trial_calls(context=context, step=step, max_tokens=0, start=start)[:-1]
 
 
+def prefill_block_lengths(context: int, step: int) -> set[int]:
+    """Query lengths of the attention calls one trial makes (full prefill blocks, the last
+    partial block, single-token calls), read off trial_calls."""
+    return {rows for rows, _ in trial_calls(context=context, step=step, max_tokens=1)}
+
+
 def routed_calls(
     specs: Iterable, *, route: str, config, backend_name: str, max_tokens: int
 ) -> set[RoutedCall]:

@@ -34,18 +34,6 @@ def warm_up_mode(requested: str | None, backend_name: str) -> str:
     return {"cuda": "shapes", "metal": "once"}.get(backend_name, "off")
 
 
-def prefill_block_lengths(context: int, step: int) -> set[int]:
-    """Query lengths of the attention calls one trial makes: full prefill blocks, the last
-    partial block (the prompt's final token is computed alone, so it is (C - 1) % step long)
-    and single-token calls (final prompt token, decode)."""
-    lengths = {1}
-    if context > 1:
-        lengths.add(min(step, context - 1))
-        if (context - 1) % step:
-            lengths.add((context - 1) % step)
-    return lengths
-
-
 def _planned_calls(todo, info, *, route: str, config, name: str, max_tokens: int = 1) -> set:
     """The fused-kernel calls (shapes) these trials' kv-chunks calls will make, from the route
     the dispatcher gives each call (niah.run.calls)."""
