@@ -1,8 +1,8 @@
 """The time a user waits against the time niah measures: each row run in a fresh process.
 
 For every row, `python -m niah run <args> --out <temp folder>` runs in a new process; this
-prints the row's wall seconds, the sum of its trials' elapsed_s (trials.jsonl), the model load
-seconds and the warm-up seconds (runs.jsonl's "load" and "warm-up" events), and wall / trials.
+prints the row's wall seconds, the sum of its trials' elapsed_s (trials.jsonl), where the rest
+went (runs.jsonl's "phases" event, columns explained at COLUMNS), and wall / trials.
 Rows run in the order given, so the first one pays what a first niah process on the machine
 pays (docs/sdpa.md: what MLX keeps across processes).
 
@@ -37,7 +37,26 @@ QUICK_ROWS = [
     "smollm2 256::--context 256 --depth 0.5 --max-tokens 12",
     "smollm2 512::--context 512 --depth 0.5 --max-tokens 12",
 ]
-COLUMNS = ("row", "wall_s", "trials_s", "load_s", "warm_up_s", "wall/trials", "trials", "rc")
+COLUMNS = (
+    "row",
+    "wall_s",
+    "trials_s",
+    "startup",
+    "imports",
+    "load",
+    "probe",
+    "warm_up",
+    "loop",
+    "other",
+    "wall/trials",
+    "trials",
+    "rc",
+)
+# Where the wall time went (niah/run/phases.py; runs.jsonl's "phases" event): startup = niah's
+# imports and the CLI before the sweep; imports = mlx-lm, transformers (and torch where it is
+# installed); load = the model; probe = timing the device for estimates; warm_up; loop = the
+# trial loop minus the trials' own seconds (prompts, scoring, records); other = the rest of the
+# process (interpreter start, metadata, prepare, the report and exports, exit).
 
 
 @dataclass
@@ -51,20 +70,27 @@ class Result:
     label: str
     wall_s: float
     trials_s: float | None
-    load_s: float | None
-    warm_up_s: float | None
+    phases: dict[str, float]
     trials: int
     rc: int
     device: str = ""
 
+    def other(self) -> float:
+        """The wall time no shown column holds (metadata and prepare included)."""
+        shown = ("startup", "imports", "load", "probe", "warm-up", "trials")
+        return self.wall_s - sum(self.phases.get(k, 0.0) for k in shown)
+
     def cells(self) -> list[str]:
         ratio = f"{self.wall_s / self.trials_s:.2f}" if self.trials_s else "-"
+        p = self.phases
+        loop = p["trials"] - (self.trials_s or 0.0) if "trials" in p else None
         return [
             self.label,
             f"{self.wall_s:.1f}",
             _num(self.trials_s),
-            _num(self.load_s),
-            _num(self.warm_up_s),
+            *(_num(p.get(k)) for k in ("startup", "imports", "load", "probe", "warm-up")),
+            _num(loop),
+            _num(self.other() if p else None),
             ratio,
             str(self.trials),
             str(self.rc),
@@ -85,19 +111,16 @@ def parse_row(text: str, *, model: str | None = None) -> Row:
     return Row(label=label.strip(), args=shlex.split(args.replace("{model}", model or "")))
 
 
-def _events(folder: Path, name: str) -> list[dict]:
-    out = []
+def read_phases(folder: Path) -> dict[str, float]:
+    """The "phases" event(s) of every runs.jsonl under `folder`, summed per phase."""
+    total: dict[str, float] = {}
     for path in folder.rglob("runs.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
-            if entry.get("event") == name:
-                out.append(entry)
-    return out
-
-
-def _seconds(folder: Path, name: str) -> float | None:
-    found = [e["seconds"] for e in _events(folder, name) if e.get("seconds") is not None]
-    return round(sum(found), 3) if found else None
+            if entry.get("event") == "phases":
+                for name, seconds in entry["seconds"].items():
+                    total[name] = total.get(name, 0.0) + seconds
+    return total
 
 
 def read_run(folder: Path) -> tuple[float | None, int, str]:
@@ -126,8 +149,7 @@ def run_row(row: Row, *, python: str) -> Result:
             label=row.label,
             wall_s=wall,
             trials_s=trials_s,
-            load_s=_seconds(Path(tmp), "load"),
-            warm_up_s=_seconds(Path(tmp), "warm-up"),
+            phases=read_phases(Path(tmp)),
             trials=n,
             rc=proc.returncode,
             device=device,

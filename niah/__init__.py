@@ -19,4 +19,7 @@ docs/development.md#layout):
   device, the environment, and the checks around a run.
 """
 
+import time as _time
+
 __version__ = "0.1.0"
+IMPORTED_AT = _time.perf_counter()  # where the startup phase begins (niah.run.phases)

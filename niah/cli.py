@@ -265,6 +265,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
 
     from . import run as runner
     from .progress import TerminalProgress
+    from .run.phases import since_import
     from .run.ranks import group_info, launch_id
 
     interval, long_s, estimate_context = _progress_options()
@@ -292,6 +293,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
                     warm_up=warm_up,
                     launch=launch,
                     estimate_context=estimate_context,
+                    startup_s=since_import(),
                 )
             finally:
                 bar.stop()

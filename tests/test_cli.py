@@ -100,6 +100,14 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
         assert all(k in r for k in required)
         assert r["context_tokens"] == 1024 and r["verdict"] == "PASS" and r["sdpa_route"] == "stock"
         assert r["peak_memory_bytes"] > 0 and r["prefill_s"] > 0
+    # where the time went: one "phases" event, its trial loop holding the trials' own seconds
+    events = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    (phases,) = [e["seconds"] for e in events if e["event"] == "phases"]
+    assert set(phases) == {"startup", "metadata", "imports", "load", "prepare", "trials"}
+    assert phases["load"] > 0 and phases["imports"] >= 0 and phases["metadata"] >= 0
+    assert phases["trials"] >= sum(r["elapsed_s"] for r in recs) - 0.01
+    (load,) = [e for e in events if e["event"] == "load"]
+    assert load["seconds"] <= phases["load"] + 0.01
     # the same command again does nothing new
     again = _run("--context", "1k", "--depth", "0,0.5,1", "--out", str(out), "-q")
     assert "0 run, 3 already done" in again.stdout

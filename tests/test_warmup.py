@@ -162,7 +162,7 @@ def test_a_second_sweep_warms_only_shapes_new_to_the_process(
 @pytest.mark.slow
 def test_wall_benchmark_prints_its_columns_for_a_fresh_process(capsys, monkeypatch):
     """benchmarks/wall.py --quick with one tiny row: header lines, then one row whose trial sum
-    and load come from the run folder (runs.jsonl's "load" event)."""
+    and phases come from the run folder (runs.jsonl's "phases" event) and add up to the wall."""
     import importlib.util
     from pathlib import Path
 
@@ -180,7 +180,14 @@ def test_wall_benchmark_prints_its_columns_for_a_fresh_process(capsys, monkeypat
         "# device",
     ]
     assert lines[4].split() == list(wall.COLUMNS)
-    label, wall_s, trials_s, load_s, warm_s, ratio, trials, rc = lines[5].split()
-    assert label == "tiny" and trials == "1" and rc == "0" and warm_s == "-"  # CPU: no warm-up
-    assert float(load_s) > 0 and 0 < float(trials_s) < float(wall_s)
-    assert float(ratio) == pytest.approx(float(wall_s) / float(trials_s), rel=0.05)
+    cells = dict(zip(wall.COLUMNS, lines[5].split(), strict=True))
+    assert cells["row"] == "tiny" and cells["trials"] == "1" and cells["rc"] == "0"
+    assert cells["warm_up"] == "-" and cells["probe"] == "-"  # CPU, 256 tokens: neither runs
+    wall_s, trials_s = float(cells["wall_s"]), float(cells["trials_s"])
+    assert float(cells["load"]) > 0 and 0 < trials_s < wall_s
+    assert float(cells["startup"]) > 0 and float(cells["imports"]) >= 0
+    assert float(cells["wall/trials"]) == pytest.approx(wall_s / trials_s, rel=0.05)
+    # the columns add up to the wall time (each rounded to 0.01 s)
+    parts = ("trials_s", "startup", "imports", "load", "loop", "other")
+    assert sum(float(cells[k]) for k in parts) == pytest.approx(wall_s, abs=0.1)
+    assert 0 <= float(cells["loop"]) < trials_s and float(cells["other"]) > 0

@@ -21,6 +21,7 @@ from ..haystack import PromptBuilder
 from ..tasks import answer_minimum, haystack_source, minimum_context, validate
 from .events import Progress  # noqa: F401 - the protocol, re-exported for front ends
 from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
+from .phases import Phases
 from .records import ERROR, SKIP
 from .trial import Sweep, run_group
 from .warmup import warm_up, warm_up_mode
@@ -84,6 +85,7 @@ def run_sweep(
     warm_up: str | None = None,
     launch: str | None = None,
     estimate_context: int | None = None,
+    startup_s: float | None = None,
 ) -> RunResult:
     """Run every unfinished trial of `config`; returns all records of the run.
 
@@ -95,24 +97,31 @@ def run_sweep(
     logs the end of a sweep that returns).
     estimate_context: probe this device's speed once when a trial of this call has a context
     this long or longer, and hand each trial's time estimate to progress.trial_start (None:
-    the backend's default, DEFAULT_ESTIMATE_CONTEXT; 0: always)."""
+    the backend's default, DEFAULT_ESTIMATE_CONTEXT; 0: always).
+    startup_s: the seconds the process spent before this call (the CLI's startup), logged
+    with the other phases (niah.run.phases) in runs.jsonl's "phases" event."""
     from ..sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
     opened = session is None  # loaded by this call: its load goes in runs.jsonl
-    if session is None:  # the model's metadata answers these checks before weights load
-        meta = _metadata(config)
-        check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
-        if preflight:
-            check_grid_fits(config, meta)
-        session = _open_session(config, sharded=sharded, progress=progress)
+    phases = Phases()
+    if startup_s is not None:
+        phases.add("startup", startup_s)
+    if session is None:
+        session = _load(
+            config, sharded=sharded, progress=progress, preflight=preflight, phases=phases
+        )
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(
         config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size
     ) as state:
-        run = _prepare(config, session, folder=folder, progress=progress, rank=rank, state=state)
+        with phases.timed("prepare"):
+            run = _prepare(
+                config, session, folder=folder, progress=progress, rank=rank, state=state
+            )
+        run.phases = phases
         writes = not (sharded and rank)
         own_rank = rank if world > 1 and not sharded else None  # writes a file of its own
         lock = store.FolderLock(run.folder, rank=own_rank) if writes else contextlib.nullcontext()
@@ -168,6 +177,9 @@ def _run_mine(
     )
     with writer as run.writer:
         _run_all(run, todo, mode=mode, preflight=preflight)
+    if writes:
+        event = {**run.phases.event(), "rank": run.rank, "config_hash": run.chash}
+        store.append_run_log(run.folder, event)
     return mine, todo
 
 
@@ -183,7 +195,8 @@ def _throughput(run: Sweep, todo: list[TrialSpec], *, estimate_context: int | No
     from ..preflight import probe_throughput
 
     run.progress.note("timing this device for trial estimates ...")
-    return probe_throughput(run.session)
+    with run.phases.timed("probe"):
+        return probe_throughput(run.session)
 
 
 @contextlib.contextmanager
@@ -209,9 +222,11 @@ def _logs_failure(folder: Path, *, launch: str | None, rank: int | None):
 def _run_all(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) -> None:
     try:
         if todo and mode != "off":
-            warm_up(run, todo, mode=mode, preflight=preflight)
-        for group in prefix_groups(todo).values():
-            run_group(run, group, preflight=preflight)
+            with run.phases.timed("warm-up"):
+                warm_up(run, todo, mode=mode, preflight=preflight)
+        with run.phases.timed("trials"):
+            for group in prefix_groups(todo).values():
+                run_group(run, group, preflight=preflight)
     except KeyboardInterrupt:
         raise Interrupted(run.folder) from None
 
@@ -288,6 +303,20 @@ def _metadata(config: RunConfig):
     from ..model_meta import model_metadata
 
     return model_metadata(config.model, rope_scaling=config.rope_scaling)
+
+
+def _load(config: RunConfig, *, sharded: bool, progress: Progress, preflight: bool, phases):
+    """The model's metadata answers the context and memory checks before any weight loads;
+    then mlx-lm is imported and the model loaded (each timed as its own phase)."""
+    with phases.timed("metadata"):
+        meta = _metadata(config)
+        check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
+        if preflight:
+            check_grid_fits(config, meta)
+    with phases.timed("imports"):
+        import mlx_lm.generate  # noqa: F401 - transformers (and torch, if installed) with it
+    with phases.timed("load"):
+        return _open_session(config, sharded=sharded, progress=progress)
 
 
 def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):

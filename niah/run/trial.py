@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,7 @@ from ..haystack import PromptBuilder
 from ..tasks import TaskTrial, build_prompt, score_trial, trial_for
 from .events import Progress
 from .grid import TrialSpec, value_key
+from .phases import Phases
 from .records import NeedleRecord, TrialRecord
 from .reuse import match_fresh_layout, reuse_length, trim_to, trimmable
 
@@ -46,6 +47,7 @@ class Sweep:
     writer: Writer | None = None
     ran: int = 0
     throughput: object = None  # preflight.Throughput when trials get time estimates
+    phases: Phases = field(default_factory=Phases)  # where the sweep's time goes
 
 
 def task_trial(config: RunConfig, builder: PromptBuilder, spec: TrialSpec) -> TaskTrial:
