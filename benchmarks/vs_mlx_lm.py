@@ -9,6 +9,7 @@ round is a warm-up and is printed apart. Printed per context: whether the genera
 identical, and the median ratio niah / mlx-lm of prefill tokens/s and of decode tokens/s.
 
     python benchmarks/vs_mlx_lm.py [--model X.gguf] [--contexts 32k,128k] [--rounds 4]
+        [--max-tokens 32] [--no-eos]   # --no-eos: a fixed decode length on both sides
     python benchmarks/vs_mlx_lm.py --quick     # CI on the CPU: 256 and 1K tokens, 2 rounds
 
 Exits 1 when the tokens differ (the ratios are printed, not gated).
@@ -87,7 +88,8 @@ def _header(args) -> None:
     )
     print(
         f"# model {args.model or 'embedded default'}; prefill step {args.step}; "
-        f"max tokens {args.max_tokens}; rounds {args.rounds} (first is warm-up); "
+        f"max tokens {args.max_tokens}{' (end-of-sequence ignored)' if args.no_eos else ''}; "
+        f"rounds {args.rounds} (first is warm-up); "
         f"route {args.route}"
     )
 
@@ -142,6 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--route", default="auto")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--no-eos",
+        action="store_true",
+        help="decode exactly --max-tokens tokens on both sides (the shared tokenizer wrapper's "
+        "end-of-sequence ids cleared), so decode tokens/s is measured over the same count",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.contexts, args.rounds = "256,1k", 2
@@ -151,6 +159,8 @@ def main(argv=None) -> int:
 
     _header(args)
     session = ModelSession(args.model)
+    if args.no_eos:  # both sides read the same wrapper: they still decode alike
+        session.wrapper.eos_token_ids = set()
     builder = PromptBuilder(session.tokenizer)
     ok = all(
         [_context_rows(session, builder, parse_context(c), args) for c in args.contexts.split(",")]

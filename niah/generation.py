@@ -40,9 +40,12 @@ class Generation:
 
 
 def free_memory() -> None:
-    """Drop what nothing references any more and MLX's cached buffers."""
+    """Wait for queued work (a GPU returns a finished command's buffers when it completes, so
+    work still in flight would count in the next peak), then drop what nothing references any
+    more and MLX's cached buffers."""
     import mlx.core as mx
 
+    mx.synchronize()
     gc.collect()
     mx.clear_cache()
 

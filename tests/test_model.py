@@ -240,7 +240,10 @@ def test_warm_up_runs_once_per_run_outside_trial_times(session, tmp_path, monkey
     # one warm-up generation (a full block plus a partial one, 3 tokens), then the 2 trials
     assert calls[0] == (128 + 32, 3) and [c[1] for c in calls[1:]] == [8, 8]
     log = read_records(result.folder, "runs.jsonl")
-    assert [e["event"] for e in log] == ["start", "warm-up"]
+    assert [e["event"] for e in log] == ["start", "warm-up", "phases"]
+    # a session handed in: no startup, metadata, imports or load phase of this call
+    assert set(log[2]["seconds"]) == {"prepare", "warm-up", "trials"}
+    assert log[2]["seconds"]["warm-up"] >= log[1]["seconds"]
     entry = log[1]
     assert entry["event"] == "warm-up" and entry["seconds"] > 0
     assert entry["config_hash"] == result.records[0]["config_hash"]
@@ -295,7 +298,8 @@ def test_shapes_warm_up_runs_every_block_shape_the_trials_run(session, tmp_path,
     assert all(r["verdict"] == PASS for r in result.records)
     assert [r["prefix_reuse"] for r in result.records].count("reused") == 2
     log = read_records(result.folder, "runs.jsonl")
-    assert log[-1]["event"] == "warm-up" and log[-1]["mode"] == "shapes"
+    assert [e["event"] for e in log[-2:]] == ["warm-up", "phases"]
+    assert log[-2]["mode"] == "shapes"
     # the single short generation leaves shapes for the first trials to pay (the check can fail)
     cfg_once = dataclasses.replace(cfg, contexts=(300,), out=str(tmp_path / "once"))
     once, _, _ = _block_shapes_by_phase(session, cfg_once, monkeypatch, warm_up="once")
