@@ -9,7 +9,9 @@ round is a warm-up and is printed apart. Printed per context: whether the genera
 identical, and the median ratio niah / mlx-lm of prefill tokens/s and of decode tokens/s.
 
     python benchmarks/vs_mlx_lm.py [--model X.gguf] [--contexts 32k,128k] [--rounds 4]
-        [--max-tokens 32] [--no-eos]   # --no-eos: a fixed decode length on both sides
+        [--max-tokens 32] [--no-eos] [--self]
+    --no-eos: a fixed decode length on both sides; --self: mlx-lm in niah's place too (the
+    noise floor of the ratios on this machine)
     python benchmarks/vs_mlx_lm.py --quick     # CI on the CPU: 256 and 1K tokens, 2 rounds
 
 Exits 1 when the tokens differ (the ratios are printed, not gated).
@@ -91,6 +93,7 @@ def _header(args) -> None:
         f"max tokens {args.max_tokens}{' (end-of-sequence ignored)' if args.no_eos else ''}; "
         f"rounds {args.rounds} (first is warm-up); "
         f"route {args.route}"
+        + ("; --self: mlx-lm on both sides (noise floor)" if args.self else "")
     )
 
 
@@ -102,11 +105,14 @@ def _context_rows(session, builder, context: int, args) -> bool:
         order = ("niah", "mlx") if r % 2 == 0 else ("mlx", "niah")
         got = {}
         for side in order:
-            got[side] = (
-                _niah(session, ids, route=args.route, **kw)
-                if side == "niah"
-                else _mlx_lm(session, ids, **kw)
-            )
+            if side == "niah" and args.self:  # the noise floor: mlx-lm in niah's place
+                got[side] = (*_mlx_lm(session, ids, **kw), "mlx-lm itself", None)
+            else:
+                got[side] = (
+                    _niah(session, ids, route=args.route, **kw)
+                    if side == "niah"
+                    else _mlx_lm(session, ids, **kw)
+                )
         n_tok, n_pre, n_dec, route, _ = got["niah"]
         m_tok, m_pre, m_dec = got["mlx"]
         equal = n_tok == m_tok
@@ -144,6 +150,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--route", default="auto")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--self",
+        action="store_true",
+        help="mlx-lm against itself on both sides: the noise floor of the ratios",
+    )
     ap.add_argument(
         "--no-eos",
         action="store_true",
