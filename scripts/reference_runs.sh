@@ -96,8 +96,25 @@ for section in "$@"; do
       done
       niah_run qwen15-task-non-literal --model "$Q15" --task non-literal \
         --context 1k,4k,16k,32k,64k,128k --depth 0:1:0.25 --allow-beyond-trained ;;
-    wall)  # issue 22: what a user waits against what niah measures, fresh processes
-      NIAH_DEFAULT_GGUF="$SMOL" logged wall python3 benchmarks/wall.py --model "$Q15" ;;
+    wall)  # issue 22: what a user waits against what niah measures, fresh processes, run first
+      # on a fresh host (no MLX PTX cache), with a Python like the README's venv (no torch)
+      source scripts/device_python.sh
+      NIAH_DEFAULT_GGUF="$SMOL" logged wall-fresh "$PY" benchmarks/wall.py --model "$Q15" --python "$PY"
+      NIAH_DEFAULT_GGUF="$SMOL" logged wall-warm "$PY" benchmarks/wall.py --python "$PY" \
+        --row "smollm2 128K d0.5::--context 128k --depth 0.5" \
+        --row "qwen 128K x11::--model $Q15 --context 128k --depth 0:1:0.1"
+      NIAH_DEFAULT_GGUF="$SMOL" PYTHONPATH=/root/site:$PWD PYTHONPYCACHEPREFIX= logged wall-torch \
+        "$HOSTPY" benchmarks/wall.py --python "$HOSTPY" \
+        --row "smollm2 128K d0.5, torch installed::--context 128k --depth 0.5"
+      (cd /tmp/mlx && find . -type f -name '*.ptx' -printf '%TY-%Tm-%Td %TT %s %p\n' | sort) \
+        > "$OUT/logs/ptx-modules.txt" ;;
+    memory)  # issue 24: the same cell repeated, and the peak traced per generation
+      niah_run qwen15-peak-repeat --model "$Q15" --context 1k,4k,16k --depth 0.5 --samples 4
+      logged peak-trace python3 benchmarks/peak_trace.py "$Q15"
+      logged vs-mlx-lm-noeos python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+        --rounds 7 --max-tokens 128 --no-eos
+      logged vs-mlx-lm-self python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+        --rounds 5 --max-tokens 128 --no-eos --self ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
 done

@@ -141,15 +141,23 @@ def run_sweep(
                     preflight=preflight,
                     estimate_context=estimate_context,
                 )
+    return _result(run, skipped_done=len(mine) - len(todo), warnings=warnings)
+
+
+def _result(run: Sweep, *, skipped_done: int, warnings: list[str]) -> RunResult:
+    """Every record of the config in the folder (the latest per trial, in grid order)."""
+    config = run.config
     latest = store.latest_by_key(store.folder_records(run.folder))
     records = [latest[s.key] for s in build_grid(config) if s.key in latest]
-    warnings += _reuse_mismatch(records, prefix_reuse=config.prefix_reuse, folder=run.folder)
+    warnings = warnings + _reuse_mismatch(
+        records, prefix_reuse=config.prefix_reuse, folder=run.folder
+    )
     return RunResult(
         folder=run.folder,
         config=config,
         records=records,
         ran=run.ran,
-        skipped_done=len(mine) - len(todo),
+        skipped_done=skipped_done,
         warnings=warnings,
     )
 
