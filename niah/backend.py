@@ -9,14 +9,18 @@ architecture name such as ``applegpu_g13p`` (generation 13, the M1) to its Metal
 kernels use. `compute_units(backend_name)` is the GPU's count of SMs (CUDA) or cores (Metal),
 which sizes the fused kernel's key splits: read from the CUDA driver; a documented default where
 the device does not say (Metal: MLX does not report the core count), with the source recorded.
+`mlx_kernel_cache()` is where MLX's CUDA backend keeps the kernels it compiles at run time, and
+`cold_kernel_cache_note()` the line to print when it holds none yet (docs/sdpa.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -149,3 +153,31 @@ def _cuda_sm_count() -> int | None:
         return value.value or None
     except (OSError, AttributeError):
         return None
+
+
+def mlx_kernel_cache(*, environ=None) -> Path:
+    """The folder MLX's CUDA backend reads and writes the kernels it compiles with NVRTC:
+    $MLX_PTX_CACHE_DIR, else <temp dir>/mlx/<MLX version>/ptx, the temp dir found as C++'s
+    std::filesystem::temp_directory_path finds it (TMPDIR, TMP, TEMP, TEMPDIR, else /tmp)."""
+    env = os.environ if environ is None else environ
+    if env.get("MLX_PTX_CACHE_DIR"):
+        return Path(env["MLX_PTX_CACHE_DIR"])
+    tmp = next((env[k] for k in ("TMPDIR", "TMP", "TEMP", "TEMPDIR") if env.get(k)), "/tmp")
+    return Path(tmp) / "mlx" / mx.__version__ / "ptx"
+
+
+def cold_kernel_cache_note(backend_name: str, *, folder: Path) -> str | None:
+    """On CUDA, when MLX has compiled no kernel into `folder` yet (a machine's first MLX run,
+    or its temp dir cleared), the line saying why the first model call may take minutes;
+    None otherwise (Metal and the CPU ship their kernels built)."""
+    if backend_name != "cuda":
+        return None
+    try:
+        if any(folder.glob("*.ptx")):
+            return None
+    except OSError:
+        pass
+    return (
+        f"MLX compiles its CUDA kernels for this model on first use (none in {folder} yet): "
+        "the first model call may take minutes; later runs on this machine reuse them"
+    )

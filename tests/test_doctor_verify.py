@@ -3,6 +3,7 @@ broken route. Expected output follows the backend the suite runs on (CPU, CUDA o
 
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,38 @@ def test_sdpa_bench_runs_from_the_package(monkeypatch, tmp_path):
     if BACKEND == "cpu":
         assert labels[2::3] == ["kv-chunks/reference"] * 2
     assert all("failed" not in r for r in rows) and len(rows) == 6
+
+
+def test_mlx_kernel_cache_is_where_mlx_cuda_keeps_compiled_kernels(tmp_path):
+    """The folder MLX's CUDA backend compiles into (jit_module.cpp): MLX_PTX_CACHE_DIR, else
+    <temp dir>/mlx/<version>/ptx with the temp dir found as C++ finds it."""
+    import mlx.core as mx
+
+    from niah.backend import mlx_kernel_cache
+
+    assert mlx_kernel_cache(environ={"MLX_PTX_CACHE_DIR": "/x/ptx", "TMPDIR": "/t"}) == Path(
+        "/x/ptx"
+    )
+    assert mlx_kernel_cache(environ={"TMP": "/t2", "TEMP": "/t3"}) == Path(
+        f"/t2/mlx/{mx.__version__}/ptx"
+    )
+    assert mlx_kernel_cache(environ={}) == Path(f"/tmp/mlx/{mx.__version__}/ptx")
+
+
+def test_cold_kernel_cache_note_only_on_cuda_with_nothing_compiled(tmp_path):
+    """A machine's first CUDA run compiles MLX's kernels (minutes, docs/measured.md): say so
+    then, and only then (not on the CPU or Metal, not once a compiled module is there)."""
+    from niah.backend import cold_kernel_cache_note
+
+    folder = tmp_path / "ptx"
+    note = cold_kernel_cache_note("cuda", folder=folder)  # missing folder: cold
+    assert note == (
+        f"MLX compiles its CUDA kernels for this model on first use (none in {folder} yet): "
+        "the first model call may take minutes; later runs on this machine reuse them"
+    )
+    folder.mkdir()
+    assert cold_kernel_cache_note("cuda", folder=folder) == note  # empty folder: cold
+    (folder / "gather_float16_int32_1.ptx").write_text("")
+    assert cold_kernel_cache_note("cuda", folder=folder) is None
+    assert cold_kernel_cache_note("cpu", folder=tmp_path / "none") is None
+    assert cold_kernel_cache_note("metal", folder=tmp_path / "none") is None

@@ -462,3 +462,37 @@ def test_a_cache_not_reused_is_released_before_the_next_trial(
     )
     result = run_sweep(cfg, session=session, warm_up="off")
     assert len(result.records) == 3 and others == [0, 0, 0]
+
+
+def test_a_cold_cuda_kernel_cache_is_announced_before_the_first_model_call(
+    session, tmp_path, monkeypatch
+):
+    """The sweep says MLX will compile its CUDA kernels before anything runs the model, and
+    only when the run has trials to run (here the backend and MLX's cache folder are faked)."""
+    from niah.run import sweep as runner
+
+    monkeypatch.setattr(runner, "_backend_name", lambda: "cuda")
+    monkeypatch.setattr("niah.backend.mlx_kernel_cache", lambda: tmp_path / "ptx")
+    events = []
+
+    class Notes(runner.Progress):
+        def note(self, text):
+            events.append(("note", text))
+
+        def start(self, total):
+            events.append(("start", total))
+
+    real = session.generate
+    monkeypatch.setattr(
+        session, "generate", lambda *a, **k: events.append(("generate",)) or real(*a, **k)
+    )
+    cfg = RunConfig(
+        model="default", contexts=(256,), depths=(0.5,), max_tokens=8, out=str(tmp_path)
+    )
+    runner.run_sweep(cfg, session=session, warm_up="off", progress=Notes())
+    notes = [e for e in events if e[0] == "note" and "compiles its CUDA kernels" in e[1]]
+    assert len(notes) == 1 and events.index(notes[0]) < events.index(("generate",))
+    # the same folder again: nothing to run, nothing announced
+    events.clear()
+    runner.run_sweep(cfg, session=session, warm_up="off", progress=Notes())
+    assert not [e for e in events if e[0] == "note" and "compiles" in e[1]]

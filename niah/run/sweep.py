@@ -176,6 +176,7 @@ def _run_mine(
     mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
     done = store.finished_keys(run.folder)
     todo = [s for s in mine if s.key not in done]
+    _note_cold_kernels(run, todo)
     run.throughput = _throughput(run, todo, estimate_context=estimate_context)
     run.progress.start(len(todo))
     writer = (
@@ -189,6 +190,15 @@ def _run_mine(
         event = {**run.phases.event(), "rank": run.rank, "config_hash": run.chash}
         store.append_run_log(run.folder, event)
     return mine, todo
+
+
+def _note_cold_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
+    """Say so before the first model call when MLX will compile its CUDA kernels first."""
+    from ..backend import cold_kernel_cache_note, mlx_kernel_cache
+
+    note = cold_kernel_cache_note(_backend_name(), folder=mlx_kernel_cache()) if todo else None
+    if note:
+        run.progress.note(note)
 
 
 def _throughput(run: Sweep, todo: list[TrialSpec], *, estimate_context: int | None):
