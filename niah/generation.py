@@ -42,9 +42,12 @@ class Generation:
 def free_memory() -> None:
     """Wait for queued work (a GPU returns a finished command's buffers when it completes, so
     work still in flight would count in the next peak), then drop what nothing references any
-    more and MLX's cached buffers."""
+    more and MLX's cached buffers. mlx-lm prefills and decodes on a stream of its own and stops
+    with a step still queued there; mx.synchronize() alone waits for the default stream only."""
     import mlx.core as mx
+    from mlx_lm.generate import generation_stream
 
+    mx.synchronize(generation_stream)
     mx.synchronize()
     gc.collect()
     mx.clear_cache()

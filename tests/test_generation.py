@@ -63,3 +63,23 @@ def test_reuse_prefills_only_the_rest(session, prompts):
     again = session.generate(ids, cache=cache, reuse=256, max_tokens=4)
     assert again.reused == 256 and again.prefilled == len(ids) - 256
     assert again.token_ids == first.token_ids
+
+
+def test_free_memory_waits_for_mlx_lm_generation_stream(monkeypatch):
+    """mlx-lm prefills and decodes on a stream of its own (mlx_lm.generate.generation_stream)
+    and stops with one decode step still in flight; mx.synchronize() with no argument waits for
+    the default stream only, so free_memory must name mlx-lm's stream too."""
+    import mlx.core as mx
+    from mlx_lm.generate import generation_stream
+
+    from niah.generation import free_memory
+
+    real, waited = mx.synchronize, []
+
+    def spy(stream=None):
+        waited.append(stream)
+        return real() if stream is None else real(stream)
+
+    monkeypatch.setattr(mx, "synchronize", spy)
+    free_memory()
+    assert any(s is generation_stream for s in waited), waited

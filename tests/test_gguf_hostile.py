@@ -223,3 +223,25 @@ def test_tiny_gguf_converts(tmp_path):
     assert "model.safetensors" in names and "config.json" in names
     assert not [n for n in names if n.startswith(".")]
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("length", [2**40, 2**63, 2**64 - 1])
+@pytest.mark.parametrize("where", ["key", "vocabulary"])
+def test_a_string_length_past_the_file_says_truncated(tmp_path, length, where):
+    """A damaged length field (a key or a vocabulary entry claiming more bytes than the file
+    has) is the one-line truncated error, not an OverflowError or a MemoryError from reading
+    that many bytes."""
+    from niah.errors import NiahError
+    from niah.gguf.header import parse_header
+
+    def s(b: bytes, n: int | None = None) -> bytes:
+        return struct.pack("<Q", len(b) if n is None else n) + b
+
+    key = b"tokenizer.ggml.tokens"
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    body += s(key, length) if where == "key" else s(key)
+    body += struct.pack("<IIQ", 9, 8, 2) + s(b"ok") + s(b"abc", length)
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(body)
+    with pytest.raises(NiahError, match="is truncated"):
+        parse_header(path)

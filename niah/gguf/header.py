@@ -10,6 +10,7 @@ the tensor instead of garbage weights or a reshape error. `scalar` reads one met
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,12 @@ class _Reader:
 
     def __init__(self, f, path):
         self.f, self.path, self.buf, self.pos = f, path, f.read(1 << 20), 0
+        self.size = os.fstat(f.fileno()).st_size
 
     def need(self, n: int) -> None:
+        # a length or count past the end is a damaged file: never ask the OS for that many bytes
+        if self.pos + n > self.size:
+            raise NiahError(f"GGUF {str(self.path)!r} is truncated: download it again")
         while self.pos + n > len(self.buf):
             more = self.f.read(max(1 << 20, n))
             if not more:
