@@ -102,7 +102,9 @@ def test_end_to_end_1k_three_depths_all_pass(tmp_path, gguf_path):
         assert r["peak_memory_bytes"] > 0 and r["prefill_s"] > 0
     # where the time went: one "phases" event, its trial loop holding the trials' own seconds
     events = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
-    (phases,) = [e["seconds"] for e in events if e["event"] == "phases"]
+    (event,) = [e for e in events if e["event"] == "phases"]
+    phases = event["seconds"]
+    assert event["finished"] is True
     assert set(phases) == {"startup", "metadata", "imports", "load", "prepare", "trials"}
     assert phases["load"] > 0 and phases["imports"] >= 0 and phases["metadata"] >= 0
     assert phases["trials"] >= sum(r["elapsed_s"] for r in recs) - 0.01

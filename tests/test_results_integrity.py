@@ -360,6 +360,11 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
         "interrupted: finished trials are saved; run the same command again "
         f"or niah run --resume {folder} to finish the rest\n"
     )
+    # where the time went up to the interruption is logged, marked unfinished
+    log = read_records(folder, "runs.jsonl")
+    (phases,) = [e for e in log if e["event"] == "phases"]
+    assert phases["finished"] is False and phases["seconds"]["load"] > 0
+    assert "trials" in phases["seconds"]  # the loop it was in when Ctrl-C came
 
 
 def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):

@@ -11,7 +11,10 @@ Phases (seconds, a phase that did not happen is absent):
     warm-up   the warm-up before the first timed trial
     trials    the trial loop: prompts, trials (their elapsed_s), scoring, records
 The process's remaining wall time (interpreter start, the report and the exports, exit) is
-what benchmarks/wall.py shows as "other".
+what benchmarks/wall.py shows as "other". A sweep stopped by Ctrl-C or an error logs the phases
+it went through, marked "finished": false. `startup` is measured from the import of niah, so
+it means what it says for a `niah` process; a caller that imported niah long before (a test
+invoking the CLI in-process) passes its own figure or none.
 """
 
 from __future__ import annotations

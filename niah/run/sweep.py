@@ -184,12 +184,26 @@ def _run_mine(
         if writes
         else contextlib.nullcontext(_Discard())
     )
-    with writer as run.writer:
-        _run_all(run, todo, mode=mode, preflight=preflight)
-    if writes:
-        event = {**run.phases.event(), "rank": run.rank, "config_hash": run.chash}
-        store.append_run_log(run.folder, event)
+    finished = False
+    try:
+        with writer as run.writer:
+            _run_all(run, todo, mode=mode, preflight=preflight)
+        finished = True
+    finally:
+        if writes:
+            _log_phases(run, finished=finished)
     return mine, todo
+
+
+def _log_phases(run: Sweep, *, finished: bool) -> None:
+    """runs.jsonl's "phases" event; a sweep stopped by Ctrl-C or an error logs what it spent
+    so far ("finished": false), never letting that write hide the error in flight."""
+    event = {**run.phases.event(), "finished": finished, "rank": run.rank, "config_hash": run.chash}
+    if finished:
+        store.append_run_log(run.folder, event)
+        return
+    with contextlib.suppress(Exception):
+        store.append_run_log(run.folder, event)
 
 
 def _note_cold_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
