@@ -34,7 +34,7 @@ class ModelInfo:
     weights: str = "as stored"  # GGUF: "native", "q8/g64", "q4/g64" or "f16"
     quant_types: str = ""  # GGUF tensor types in the file, e.g. "F32,Q4_K,Q6_K"
     rope_scaling: dict | None = None
-    load_s: float = 0.0  # wall time of the load (read, convert, tokenizer)
+    load_s: float = 0.0  # wall time of the load (read, convert, tokenizer, dequantize or cast)
     load_peak_bytes: int = 0  # peak MLX memory during the load
     weight_cache: str = ""  # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
     hidden_size: int = 0  # model width (0: unknown); the memory preflight uses these
@@ -271,9 +271,6 @@ class ModelSession:
             folder = _hub_folder(location) if kind == "hub" else location
             name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope)
             name = location if kind == "hub" else name
-        extra.update(
-            load_s=round(time.perf_counter() - t0, 3), load_peak_bytes=int(mx.get_peak_memory())
-        )
         self.load_options = {"gguf_quant": gguf_quant, "rope_scaling": rope}
         self.eos_ids = set(self.wrapper.eos_token_ids)
         if dequantize is None:
@@ -285,6 +282,9 @@ class ModelSession:
         self.compute_dtype = "float32"
         if backend() in ("cuda", "metal"):
             self.compute_dtype = cast_floats(self.model, "float16")
+        extra.update(
+            load_s=round(time.perf_counter() - t0, 3), load_peak_bytes=int(mx.get_peak_memory())
+        )
         self.info = ModelInfo(
             name=name,
             source=kind,
