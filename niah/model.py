@@ -225,6 +225,12 @@ def cast_floats(model, dtype: str) -> str:
     return dtype
 
 
+def compute_dtype_for(backend_name: str) -> str:
+    """The dtype a session computes in on this backend: float16 on a GPU (see ModelSession),
+    float32 on the CPU. Run identities name it (niah.run.finished predicts it from this)."""
+    return "float16" if backend_name in ("cuda", "metal") else "float32"
+
+
 def _count_bytes(model) -> int:
     from mlx.utils import tree_flatten
 
@@ -279,9 +285,9 @@ class ModelSession:
         # GGUF norms arrive as float32 and promote every activation (and the KV cache) to
         # float32, which the GPU backends run through unfused attention. On a GPU, keep float
         # parameters in float16 so attention takes the fused kernels.
-        self.compute_dtype = "float32"
-        if backend() in ("cuda", "metal"):
-            self.compute_dtype = cast_floats(self.model, "float16")
+        self.compute_dtype = compute_dtype_for(backend())
+        if self.compute_dtype != "float32":
+            self.compute_dtype = cast_floats(self.model, self.compute_dtype)
         extra.update(
             load_s=round(time.perf_counter() - t0, 3), load_peak_bytes=int(mx.get_peak_memory())
         )

@@ -324,6 +324,48 @@ def test_second_run_on_a_locked_folder_is_refused(tmp_path):
     assert after.exit_code == 0 and "1 run, 1 already done" in after.stdout
 
 
+def test_a_finished_rerun_is_answered_without_loading_the_model(tmp_path, monkeypatch):
+    """The same command again, or --resume, on a folder holding every asked trial answers from
+    the folder: the same table, a start and an end logged, no model load (the load would be
+    the whole wait). A rerun asking one more cell loads and runs just that cell."""
+    from niah.model import ModelSession
+
+    out = tmp_path / "out"
+    first = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert first.exit_code == 0
+    folder = _only_folder(out)
+    loads = []
+    real_init = ModelSession.__init__
+
+    def counted(self, *a, **kw):
+        loads.append(1)
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(ModelSession, "__init__", counted)
+    again = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert again.exit_code == 0 and loads == []
+    assert again.stdout.replace("0 run, 1 already done", "1 run, 0 already done") == first.stdout
+    resumed = _cli("run", "--resume", folder, "-q")
+    assert resumed.exit_code == 0 and loads == [] and "0 run, 1 already done" in resumed.stdout
+    events = [e["event"] for e in read_records(folder, "runs.jsonl")]
+    assert events.count("start") == 3 and events.count("load") == 1
+    assert events.count("end") == 3 and events.count("phases") == 3
+    more = _cli("run", *SMALL, "--depth", "0,1", "--out", out)
+    assert more.exit_code == 0 and loads == [1] and "1 run, 1 already done" in more.stdout
+
+
+def test_a_rerun_on_another_identity_still_loads_and_is_refused(tmp_path, monkeypatch):
+    """The no-load answer needs the folder's own hash: a finished folder of another chunk
+    threshold (part of the identity) goes the normal way and --resume refuses it."""
+    out = tmp_path / "out"
+    assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
+    folder = _only_folder(out)
+    monkeypatch.setenv("NIAH_SDPA_CHUNK_THRESHOLD", "4096")
+    result = _cli("run", "--resume", folder, "-q")
+    assert result.exit_code == 2
+    assert "holds results of another configuration (sdpa_threshold" in result.stderr
+
+
 @pytest.mark.slow
 def test_skip_is_retried_on_a_machine_with_more_memory(tmp_path, monkeypatch):
     import niah.run.sweep
@@ -368,7 +410,7 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
 
 
 def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
-    from niah.run.sweep import _reuse_mismatch
+    from niah.run.reuse import reuse_mismatch as _reuse_mismatch
 
     recs = [
         {"prefix_reuse": "reused", "verdict": "PASS"},

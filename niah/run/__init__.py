@@ -7,6 +7,7 @@
     reuse.py    prefix reuse and KV-buffer layout, asking mlx-lm's cache objects
     records.py  TrialRecord: the schema of a trials.jsonl line, its checks and its docs
     phases.py   where a sweep's wall time goes: the "phases" event of runs.jsonl
+    finished.py a rerun with nothing left to run, answered from its folder without a load
     ranks.py    mlx.launch: rank and world, barrier, rank 0 gathers
 
 The names below are loaded on first use, so niah.store can import niah.run.records without

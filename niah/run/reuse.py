@@ -5,12 +5,17 @@ share (cut to a multiple of the prefill step) and prefills only the rest. A trim
 the buffer of the longest trial before it; MLX's CUDA attention plans per key length and
 buffer layout, so match_fresh_layout gives it the buffer a fresh cache holding the same tokens
 would have. That buffer length is found by running the cache kind's own update_and_fetch on a
-one-element-wide stand-in, never by copying mlx-lm's growth rule.
+one-element-wide stand-in, never by copying mlx-lm's growth rule. reuse_mismatch says when
+trials kept in a folder were timed with the other prefix-reuse setting.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from .records import ERROR, SKIP
 
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -130,3 +135,23 @@ def _resized(x, capacity: int, keep: int):
     out = mx.zeros((*x.shape[:2], capacity, x.shape[3]), dtype=x.dtype)
     out[..., :keep, :] = x[..., :keep, :]
     return out
+
+
+def reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) -> list[str]:
+    """Prefix reuse is not in the config hash (answers are equal with and without it), but
+    timings differ: say when trials kept from the folder ran with the other setting."""
+    # with reuse off, only a reused trial was timed differently (a fresh one prefilled it all)
+    other = [
+        r
+        for r in records
+        if r.get("verdict") not in (ERROR, SKIP)
+        and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")
+    ]
+    if not other:
+        return []
+    was = "off" if prefix_reuse else "on"
+    return [
+        f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
+        f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
+        "use another --out to time every trial with this setting"
+    ]

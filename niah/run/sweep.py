@@ -20,9 +20,10 @@ from ..errors import NiahError
 from ..haystack import PromptBuilder
 from ..tasks import answer_minimum, haystack_source, minimum_context, validate
 from .events import Progress  # noqa: F401 - the protocol, re-exported for front ends
+from .finished import sdpa_identity
 from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
 from .phases import Phases
-from .records import ERROR, SKIP
+from .reuse import reuse_mismatch
 from .trial import Sweep, run_group
 from .warmup import warm_up, warm_up_mode
 
@@ -110,9 +111,14 @@ def run_sweep(
     if startup_s is not None:
         phases.add("startup", startup_s)
     if session is None:
-        session = _load(
-            config, sharded=sharded, progress=progress, preflight=preflight, phases=phases
-        )
+        meta = _checked_metadata(config, preflight=preflight, phases=phases)
+        if world == 1:  # a rerun with nothing to run is answered without loading the model
+            quick = _answer_from_folder(
+                config, folder=folder, progress=progress, launch=launch, phases=phases, meta=meta
+            )
+            if quick is not None:
+                return quick
+        session = _load(config, sharded=sharded, progress=progress, phases=phases)
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(
         config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size
@@ -149,7 +155,7 @@ def _result(run: Sweep, *, skipped_done: int, warnings: list[str]) -> RunResult:
     config = run.config
     latest = store.latest_by_key(store.folder_records(run.folder))
     records = [latest[s.key] for s in build_grid(config) if s.key in latest]
-    warnings = warnings + _reuse_mismatch(
+    warnings = warnings + reuse_mismatch(
         records, prefix_reuse=config.prefix_reuse, folder=run.folder
     )
     return RunResult(
@@ -263,26 +269,6 @@ def _run_all(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) -
         raise Interrupted(run.folder) from None
 
 
-def _reuse_mismatch(records: list[dict], *, prefix_reuse: bool, folder: Path) -> list[str]:
-    """Prefix reuse is not in the config hash (answers are equal with and without it), but
-    timings differ: say when trials kept from the folder ran with the other setting."""
-    # with reuse off, only a reused trial was timed differently (a fresh one prefilled it all)
-    other = [
-        r
-        for r in records
-        if r.get("verdict") not in (ERROR, SKIP)
-        and r.get("prefix_reuse") == ("reused" if not prefix_reuse else "off")
-    ]
-    if not other:
-        return []
-    was = "off" if prefix_reuse else "on"
-    return [
-        f"{len(other)} trial{'s' if len(other) > 1 else ''} kept from {folder} ran with "
-        f"prefix reuse {was}: verdicts hold, but their times are not this setting's; "
-        "use another --out to time every trial with this setting"
-    ]
-
-
 def _backend_name() -> str:
     from ..backend import backend
 
@@ -337,18 +323,53 @@ def _metadata(config: RunConfig):
     return model_metadata(config.model, rope_scaling=config.rope_scaling)
 
 
-def _load(config: RunConfig, *, sharded: bool, progress: Progress, preflight: bool, phases):
-    """The model's metadata answers the context and memory checks before any weight loads;
-    then mlx-lm is imported and the model loaded (each timed as its own phase)."""
+def _checked_metadata(config: RunConfig, *, preflight: bool, phases):
+    """The model's metadata, which answers the context and memory checks before any weight
+    loads (timed as the metadata phase)."""
     with phases.timed("metadata"):
         meta = _metadata(config)
         check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
         if preflight:
             check_grid_fits(config, meta)
+    return meta
+
+
+def _load(config: RunConfig, *, sharded: bool, progress: Progress, phases):
+    """Import mlx-lm, then load the model (each timed as its own phase)."""
     with phases.timed("imports"):
         import mlx_lm.generate  # noqa: F401 - transformers (and torch, if installed) with it
     with phases.timed("load"):
         return _open_session(config, sharded=sharded, progress=progress)
+
+
+def _answer_from_folder(config: RunConfig, *, folder, progress, launch, phases, meta):
+    """The result of a rerun whose folder already holds every asked cell finished
+    (niah.run.finished), without loading the model; None when the sweep has work to do."""
+    from ..model import device_description
+    from .finished import finished_run
+
+    with phases.timed("prepare"):
+        found = finished_run(config, folder=folder)
+    if found is None:
+        return None
+    run = Sweep(
+        config=config,
+        session=None,
+        folder=found.folder,
+        builder=None,
+        chash=found.config_hash,
+        identity=found.identity,
+        device=device_description(),
+        rank=None,
+        progress=progress,
+        route=config.sdpa,
+        phases=phases,
+    )
+    with store.FolderLock(run.folder):
+        _claim(run, launch=launch)
+        _log_phases(run, finished=True)
+    warnings = check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
+    return _result(run, skipped_done=found.cells, warnings=warnings)
 
 
 def _open_session(config: RunConfig, *, sharded: bool, progress: Progress):
@@ -433,12 +454,7 @@ def _prepare(config: RunConfig, session, *, folder, progress, rank, state) -> Sw
         thinking=config.thinking,
     )
     _check_task(config, builder)
-    sdpa = {
-        "route": config.sdpa,
-        "threshold": state.config.threshold,
-        "chunk_size": state.config.chunk_size,  # and the work per Metal command buffer:
-        "flop_budget": state.config.flop_budget,
-    }  # it sets Metal's chunks and query blocks
+    sdpa = sdpa_identity(config, state.config)  # the settings niah.run.finished predicts
     info = session.info
     identity = run_identity(
         model_path=info.path,
