@@ -409,6 +409,27 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
     assert "trials" in phases["seconds"]  # the loop it was in when Ctrl-C came
 
 
+def test_ctrl_c_during_the_device_probe_logs_phases_and_names_the_folder(tmp_path, monkeypatch):
+    """The probe (timing the device for trial estimates) is a phase of the sweep like the
+    trial loop: Ctrl-C there logs the phases so far, unfinished, and names the run folder."""
+    import niah.preflight
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(niah.preflight, "probe_throughput", interrupt)
+    monkeypatch.setenv("NIAH_LONG_TRIAL_S", "1")  # probe whatever the contexts
+    out = tmp_path / "out"
+    result = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert result.exit_code == 130
+    folder = _only_folder(out)
+    assert f"niah run --resume {folder} to finish the rest" in result.stderr
+    log = read_records(folder, "runs.jsonl")
+    (phases,) = [e for e in log if e["event"] == "phases"]
+    assert phases["finished"] is False and "probe" in phases["seconds"]
+    assert [e["event"] for e in log][-2:] == ["phases", "end"]
+
+
 def test_reuse_mismatch_names_trials_timed_with_the_other_setting(tmp_path):
     from niah.run.reuse import reuse_mismatch as _reuse_mismatch
 

@@ -182,19 +182,23 @@ def _run_mine(
     mine = assign_to_ranks(grid, world)[rank or 0] if world > 1 and not sharded else grid
     done = store.finished_keys(run.folder)
     todo = [s for s in mine if s.key not in done]
-    _note_cold_kernels(run, todo)
-    run.throughput = _throughput(run, todo, estimate_context=estimate_context)
-    run.progress.start(len(todo))
     writer = (
         store.TrialWriter(run.folder, rank=own_rank)
         if writes
         else contextlib.nullcontext(_Discard())
     )
     finished = False
-    try:
+    try:  # the device probe is a phase too: Ctrl-C there logs and names the folder as well
+        _note_cold_kernels(run, todo)
+        run.throughput = _throughput(run, todo, estimate_context=estimate_context)
+        run.progress.start(len(todo))
         with writer as run.writer:
             _run_all(run, todo, mode=mode, preflight=preflight)
         finished = True
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(run.folder) from None
     finally:
         if writes:
             _log_phases(run, finished=finished)
