@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import default_model_path, hub_offline
@@ -302,7 +302,8 @@ class ModelSession:
             **extra,
         )
         if shard_group is not None and shard_group.size() > 1:
-            self._shard(shard_group)
+            self._shard(shard_group)  # part of the load: its seconds count there too
+            self.info = replace(self.info, load_s=round(time.perf_counter() - t0, 3))
 
     def _load_gguf(self, location: str, *, gguf_quant: str, rope: str, on_progress=None):
         from .config import rope_scaling_config

@@ -496,3 +496,19 @@ def test_a_cold_cuda_kernel_cache_is_announced_before_the_first_model_call(
     events.clear()
     runner.run_sweep(cfg, session=session, warm_up="off", progress=Notes())
     assert not [e for e in events if e[0] == "note" and "compiles" in e[1]]
+
+
+def test_a_sharded_load_counts_the_shard_step_in_its_seconds(gguf_path, monkeypatch):
+    """--shard tensor splits the layers after the weights load; the load's seconds (the load
+    event, 'loaded X in Y s') left that step out while the phases' load counted it."""
+    import time
+
+    class TwoRanks:
+        def size(self):
+            return 2
+
+    monkeypatch.setattr(ModelSession, "_shard", lambda self, group: time.sleep(0.5))
+    t0 = time.perf_counter()
+    session = ModelSession(gguf_path, shard_group=TwoRanks())
+    whole = time.perf_counter() - t0
+    assert whole - 0.25 <= session.info.load_s <= whole  # the 0.5 s step is inside

@@ -249,6 +249,12 @@ def test_identity_covers_model_backend_dtype_sdpa_and_versions(tmp_path, monkeyp
     third = _cli("run", *SMALL, "--depth", "0", "--out", out)
     assert third.exit_code == 0 and "1 run, 0 already done" in third.stdout
     assert len(list(out.iterdir())) == 3
+    # and the query block of the q-split route and of the fallback for a failed fused kernel
+    monkeypatch.delenv("NIAH_SDPA_FLOP_BUDGET")
+    monkeypatch.setenv("NIAH_SDPA_Q_BLOCK", "64")
+    fourth = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert fourth.exit_code == 0 and "1 run, 0 already done" in fourth.stdout
+    assert len(list(out.iterdir())) == 4
 
 
 @pytest.mark.slow

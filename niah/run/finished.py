@@ -39,8 +39,9 @@ def sdpa_identity(config: RunConfig, chunks) -> dict:
         "route": config.sdpa,
         "threshold": chunks.threshold,
         "chunk_size": chunks.chunk_size,  # and the work per Metal command buffer:
-        "flop_budget": chunks.flop_budget,
-    }  # it sets Metal's chunks and query blocks
+        "flop_budget": chunks.flop_budget,  # it sets Metal's chunks and query blocks
+        "q_block": chunks.q_block,  # query rows per call of the q-split route and fallback
+    }
 
 
 def finished_run(config: RunConfig, *, folder: Path | None) -> Finished | None:
