@@ -11,6 +11,11 @@ MODELS="${MODELS:-/root/models}"
 COMMIT="${NIAH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 mkdir -p "$OUT/runs" "$OUT/logs"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# On the GPU host every niah process runs on a Python like the README's venv (no torch, which
+# transformers would import: 13 s more per process); elsewhere on python3.
+if [ -z "${PY:-}" ]; then
+  if [ -d /root/site ]; then source scripts/device_python.sh; else PY=python3; fi
+fi
 Q15="$MODELS/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 Q05="$MODELS/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 GEMMA="$MODELS/gemma-3-270m-q4_k_m.gguf"
@@ -19,7 +24,7 @@ SMOL="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
 logged() {  # name command... : run it, keep its output with a provenance header
   local name=$1; shift
   local device
-  device=$(python3 -c 'from niah.model import device_description; print(device_description())' 2>/dev/null)
+  device=$("$PY" -c 'from niah.model import device_description; print(device_description())' 2>/dev/null)
   {
     echo "# command: $*"
     echo "# commit: $COMMIT"
@@ -30,19 +35,28 @@ logged() {  # name command... : run it, keep its output with a provenance header
   } | tee "$OUT/logs/$name.txt"
 }
 
+timed() {  # command... : run it, then print its wall seconds
+  local t0 rc
+  t0=$(date +%s.%N)
+  "$@"
+  rc=$?
+  echo "wall_s $("$PY" -c "print(round($(date +%s.%N) - $t0, 2))")"
+  return $rc
+}
+
 niah_run() {  # name niah-run-args...
   local name=$1; shift
-  logged "$name" python3 -m niah run "$@" --out "$OUT/runs/$name" -q
+  logged "$name" "$PY" -m niah run "$@" --out "$OUT/runs/$name" -q
 }
 
 for section in "$@"; do
   case "$section" in
     kernels)
-      logged kernel-tests python3 -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py
-      logged sdpa-verify python3 -m niah sdpa verify
-      logged new-shapes python3 benchmarks/new_shapes.py ;;
+      logged kernel-tests "$PY" -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py
+      logged sdpa-verify "$PY" -m niah sdpa verify
+      logged new-shapes "$PY" benchmarks/new_shapes.py ;;
     sdpa-bench)
-      logged sdpa-bench python3 benchmarks/sdpa.py --routes kv-chunks ;;
+      logged sdpa-bench "$PY" benchmarks/sdpa.py --routes kv-chunks ;;
     qwen15)
       niah_run qwen15-curve --model "$Q15" --context 4k,8k,16k,32k,64k,128k --depth 0:1:0.1 \
         --allow-beyond-trained ;;
@@ -71,15 +85,24 @@ for section in "$@"; do
         --depth 0:1:0.25 --no-prefix-reuse --allow-beyond-trained
       niah_run qwen15-warm-default --model "$Q15" --context 4k,8k,16k,32k,64k,128k \
         --depth 0:1:0.25 --allow-beyond-trained
-      logged first-cell python3 benchmarks/first_cell.py "$OUT/runs/qwen15-warm-no-reuse"/* \
+      logged first-cell "$PY" benchmarks/first_cell.py "$OUT/runs/qwen15-warm-no-reuse"/* \
         "$OUT/runs/qwen15-warm-default"/* ;;
     smollm2-128k)
       niah_run smollm2-128k-auto --model "$SMOL" --context 128k --depth 0.5 --allow-beyond-trained
       niah_run smollm2-128k-chunked --model "$SMOL" --context 128k --depth 0.5 --sdpa chunked \
         --allow-beyond-trained ;;
     vs-mlx-lm)  # issue 24: a niah trial against mlx-lm's own generation, same process
-      logged vs-mlx-lm python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
-        --rounds 4 ;;
+      logged vs-mlx-lm "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+        --rounds 9 --max-tokens 256 --no-eos ;;
+    vs-mlx-lm-self)  # the noise floor of those ratios: mlx-lm on both sides
+      logged vs-mlx-lm-self "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+        --rounds 9 --max-tokens 256 --no-eos --self ;;
+    smollm2-curve)  # the embedded model's accuracy curve past its 8K, 2 samples per cell
+      niah_run smollm2-curve --model "$SMOL" --context 1k,2k,4k,8k,16k,32k --depth 0:1:0.25 \
+        --samples 2 --allow-beyond-trained ;;
+    refusal)  # issue 24: a past-trained refusal of the 1.5B GGUF, before any weight loads
+      logged refusal timed "$PY" -m niah run --model "$Q15" --context 128k --depth 0.5 \
+        --refuse-beyond-trained --out "$OUT/runs/refusal" ;;
     calibration)  # issue 24: measured peaks per route, context, prefill step and KV bits
       niah_run qwen15-calib-stock --model "$Q15" --context 1k,4k,16k,32k,64k,128k --depth 0.5 \
         --samples 2 --no-prefix-reuse --sdpa stock --allow-beyond-trained
@@ -110,10 +133,10 @@ for section in "$@"; do
         > "$OUT/logs/ptx-modules.txt" ;;
     memory)  # issue 24: the same cell repeated, and the peak traced per generation
       niah_run qwen15-peak-repeat --model "$Q15" --context 1k,4k,16k --depth 0.5 --samples 4
-      logged peak-trace python3 benchmarks/peak_trace.py "$Q15"
-      logged vs-mlx-lm-noeos python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+      logged peak-trace "$PY" benchmarks/peak_trace.py "$Q15"
+      logged vs-mlx-lm-noeos "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
         --rounds 7 --max-tokens 128 --no-eos
-      logged vs-mlx-lm-self python3 benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
+      logged vs-mlx-lm-self "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
         --rounds 5 --max-tokens 128 --no-eos --self ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
