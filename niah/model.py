@@ -249,12 +249,15 @@ class ModelSession:
         gguf_quant: str = "auto",
         rope_scaling: str = "model",
         on_progress=None,
+        tokenizer=None,
     ):
         """Load `spec`; dequantize=None dequantizes on the CPU backend only (see above).
 
         gguf_quant: weight mode for GGUF files (niah.gguf.read.QUANT_MODES). rope_scaling:
         "model", "none", "yarn:F" or "linear:F" (niah.config.parse_rope_scaling).
         on_progress(done, total, what): called while a GGUF's tensors are converted.
+        tokenizer: this model's tokenizer wrapper, built before the load (load_tokenizer), so
+        the load does not build it again.
         """
         import os
 
@@ -271,11 +274,15 @@ class ModelSession:
         extra = {}
         if kind == "gguf":
             name, trained, extra = self._load_gguf(
-                location, gguf_quant=gguf_quant, rope=rope, on_progress=on_progress
+                location,
+                gguf_quant=gguf_quant,
+                rope=rope,
+                on_progress=on_progress,
+                wrapper=tokenizer,
             )
         else:
             folder = _hub_folder(location) if kind == "hub" else location
-            name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope)
+            name, trained, extra = self._load_mlx(folder, spec=spec, rope=rope, wrapper=tokenizer)
             name = location if kind == "hub" else name
         self.load_options = {"gguf_quant": gguf_quant, "rope_scaling": rope}
         self.eos_ids = set(self.wrapper.eos_token_ids)
@@ -305,7 +312,9 @@ class ModelSession:
             self._shard(shard_group)  # part of the load: its seconds count there too
             self.info = replace(self.info, load_s=round(time.perf_counter() - t0, 3))
 
-    def _load_gguf(self, location: str, *, gguf_quant: str, rope: str, on_progress=None):
+    def _load_gguf(
+        self, location: str, *, gguf_quant: str, rope: str, on_progress=None, wrapper=None
+    ):
         from .config import rope_scaling_config
         from .gguf import load_gguf_model
         from .gguf.header import parse_header
@@ -318,9 +327,13 @@ class ModelSession:
             trained = meta.get(f"{arch}.context_length")
             scaling = rope_scaling_config(rope, trained_context=int(trained) if trained else None)
         self.model, self.tokenizer, g = load_gguf_model(
-            location, quant=gguf_quant, rope_scaling=scaling, on_progress=on_progress
+            location,
+            quant=gguf_quant,
+            rope_scaling=scaling,
+            on_progress=on_progress,
+            tokenizer=wrapper._tokenizer if wrapper is not None else None,
         )
-        self.wrapper = wrap_tokenizer(self.tokenizer)
+        self.wrapper = wrapper if wrapper is not None else wrap_tokenizer(self.tokenizer)
         extra = dict(
             digest=g.digest,
             weights=g.weights,
@@ -330,10 +343,11 @@ class ModelSession:
         )
         return Path(location).name, g.trained_context, extra
 
-    def _load_mlx(self, folder: str, *, spec, rope: str):
+    def _load_mlx(self, folder: str, *, spec, rope: str, wrapper=None):
         import json
 
         from mlx_lm import load
+        from mlx_lm.utils import load_model
 
         from .config import rope_scaling_config
 
@@ -343,7 +357,10 @@ class ModelSession:
             trained = cfg.get("max_position_embeddings")
             overrides = {"rope_scaling": rope_scaling_config(rope, trained_context=trained)}
         try:
-            self.model, wrapper = load(folder, model_config=overrides)
+            if wrapper is None:
+                self.model, wrapper = load(folder, model_config=overrides)
+            else:  # mlx-lm's load without its tokenizer, which was built before
+                self.model, _ = load_model(Path(folder), model_config=overrides)
         except Exception as exc:
             raise NiahError(
                 f"cannot load model {spec!r} with mlx-lm ({type(exc).__name__}: "
@@ -425,6 +442,30 @@ class ModelSession:
             max_tokens=max_tokens,
             on_prefill=on_prefill,
         )
+
+
+def load_tokenizer(spec: str | None):
+    """The tokenizer wrapper of --model `spec` alone, before any weight loads (from a GGUF's
+    header, or a local MLX folder's tokenizer files, as the load builds it), so checks that
+    need tokens answer first; None for a hub id, or when it cannot be built here (the load
+    then builds it, and reports what is wrong)."""
+    kind, location = resolve_model(spec)
+    try:
+        if kind == "gguf":
+            from .gguf.header import parse_header
+            from .gguf.tokenizer import build_tokenizer, wrap_tokenizer
+
+            return wrap_tokenizer(build_tokenizer(parse_header(location).meta))
+        if kind == "mlx":
+            import json
+
+            from mlx_lm.utils import load_tokenizer as mlx_lm_tokenizer
+
+            config = json.loads((Path(location) / "config.json").read_text())
+            return mlx_lm_tokenizer(Path(location), eos_token_ids=config.get("eos_token_id"))
+    except Exception:  # noqa: BLE001 - the load reports it with its own message
+        return None
+    return None
 
 
 def device_description() -> str:

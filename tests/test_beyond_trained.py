@@ -243,3 +243,58 @@ def test_exports_mark_trials_past_the_trained_length(tmp_path):
     assert "<pattern" in (tmp_path / "h.svg").read_text()  # the hatch of the beyond rows
     heatmap([recs[0]], tmp_path / "plain.svg")
     assert "<pattern" not in (tmp_path / "plain.svg").read_text()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["-c", "50"],
+            "error: context 50 is too short for the template, needle and question (93 tokens "
+            "at least): use a longer --context\n",
+        ),
+        (
+            ["-c", "256", "--max-tokens", "2"],
+            "error: --max-tokens 2 cannot hold the answer (8 tokens for the number value "
+            "asked): use --max-tokens 8 or more, with room to spare\n",
+        ),
+    ],
+)
+def test_task_that_cannot_fit_is_refused_from_the_tokenizer_before_any_weight_loads(
+    tmp_path, monkeypatch, gguf_path, args, message
+):
+    """A context too short for the prompt's template or a --max-tokens too small for the answer
+    needs the tokenizer, not the weights: it is refused before the load (it cost a whole load)."""
+    _no_weights(monkeypatch)
+    out = tmp_path / "out"
+    result = invoke(["run", *args, "-d", "0.5", "-o", str(out), "-q"])
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
+    assert not out.exists()
+
+
+def test_the_load_reuses_the_tokenizer_built_for_the_checks(monkeypatch, gguf_path):
+    """The tokenizer built before the load for the task's checks is the session's: the GGUF's
+    vocabulary is not turned into a tokenizer twice."""
+    import niah.gguf.load
+    import niah.model
+    from niah.config import RunConfig
+    from niah.run.phases import Phases
+    from niah.run.sweep import _load
+
+    built = []
+    real = niah.gguf.load.build_tokenizer
+
+    def counting(meta):
+        built.append(1)
+        return real(meta)
+
+    monkeypatch.setattr(niah.gguf.load, "build_tokenizer", counting)
+    monkeypatch.setattr("niah.gguf.tokenizer.build_tokenizer", counting)
+    phases = Phases()
+    config = RunConfig(model=str(gguf_path), contexts=(1024,), depths=(0.5,))
+    from niah.run.events import Progress
+
+    session = _load(config, sharded=False, progress=Progress(), phases=phases)
+    assert len(built) == 1
+    assert session.wrapper is not None and session.tokenizer is session.wrapper._tokenizer
+    assert {"imports", "metadata", "load"} <= set(phases.seconds)

@@ -185,12 +185,14 @@ def load_gguf_model(
     quant: str = DEFAULT_QUANT,
     rope_scaling: dict | None | str = "model",
     on_progress=None,
+    tokenizer=None,
 ):
     """Load (model, hf_tokenizer, info) from a GGUF file.
 
     quant: see niah.gguf.read.QUANT_MODES. rope_scaling: "model" keeps the file's own
     setting; None removes it; a dict (mlx-lm's rope_scaling) replaces it.
     on_progress(done, total, what): called while tensors are converted (read_gguf).
+    tokenizer: the file's tokenizer, built before (build_tokenizer); None builds it here.
     """
     import mlx.core as mx
 
@@ -205,7 +207,7 @@ def load_gguf_model(
     _load_weights(model, mapped, path=path, model_type=args["model_type"])
     mx.eval(model.parameters())
     model.eval()
-    tokenizer = build_tokenizer(raw.meta)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(raw.meta)
     info = GGUFInfo(
         architecture=arch,
         trained_context=int(args["max_position_embeddings"]),

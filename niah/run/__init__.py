@@ -1,6 +1,7 @@
 """Running a sweep: the grid, the warm-up, prefix reuse, one trial and the record it makes.
 
     sweep.py    orchestration: session, run folder and lock, this call's trials, results
+    checks.py   the checks before a run: trained length, memory, task against the tokenizer
     grid.py     the cells asked (kept as asked when grids share a folder) -> TrialSpecs, ranks
     trial.py    one trial: needles, prompt, memory preflight, generate, score -> TrialRecord
     warmup.py   one-time costs before the first timed trial (modes auto/off/once/shapes)
@@ -23,7 +24,7 @@ _EXPORTS = {
     "RunResult": "sweep",
     "Progress": "sweep",
     "Interrupted": "sweep",
-    "check_contexts": "sweep",
+    "check_contexts": "checks",
     "warm_up_mode": "warmup",
     "WARM_UP_MODES": "warmup",
     "prefill_block_lengths": "calls",
