@@ -457,11 +457,12 @@ def load_tokenizer(spec: str | None):
 
             return wrap_tokenizer(build_tokenizer(parse_header(location).meta))
         if kind == "mlx":
-            import json
-
+            from mlx_lm.utils import load_config
             from mlx_lm.utils import load_tokenizer as mlx_lm_tokenizer
 
-            config = json.loads((Path(location) / "config.json").read_text())
+            # mlx-lm's own config reader, as its load: generation_config.json's eos_token_id
+            # replaces config.json's (an instruct model's end of turn is often only there)
+            config = load_config(Path(location))
             return mlx_lm_tokenizer(Path(location), eos_token_ids=config.get("eos_token_id"))
     except Exception:  # noqa: BLE001 - the load reports it with its own message
         return None

@@ -1,0 +1,36 @@
+"""Hostile review 7: the tokenizer built before the load, and reruns answered from a folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from niah.model import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def mlx_folder(gguf_path, tmp_path_factory):
+    """An MLX model folder (weights, config.json, tokenizer files) of the embedded GGUF."""
+    from niah.gguf.convert import convert
+
+    folder = tmp_path_factory.mktemp("mlx") / "smol"
+    convert(gguf_path, folder)
+    return folder
+
+
+def test_early_tokenizer_takes_generation_configs_eos_as_mlx_lm_load_does(mlx_folder, tmp_path):
+    """mlx-lm's load reads eos_token_id from generation_config.json over config.json's (an
+    instruct model's end of turn is often there only); the tokenizer built before the load,
+    which the session keeps, must stop on the same tokens, or answers run past the turn."""
+    import shutil
+
+    from mlx_lm.utils import load_config
+    from mlx_lm.utils import load_tokenizer as mlx_lm_tokenizer
+
+    folder = tmp_path / "gen"
+    shutil.copytree(mlx_folder, folder)
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
+    wanted = mlx_lm_tokenizer(folder, eos_token_ids=load_config(folder)["eos_token_id"])
+    assert set(wanted.eos_token_ids) == {2, 7}
+    assert set(load_tokenizer(str(folder)).eos_token_ids) == {2, 7}
