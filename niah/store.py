@@ -204,6 +204,17 @@ class FolderLock:
         self._handles.clear()
 
 
+def _end_partial_line(path: Path, fh) -> None:
+    """A crash mid-write leaves a partial last line: end it (through `fh`, open for appending)
+    so the next line starts on its own (the partial one is then skipped as corrupt)."""
+    if path.stat().st_size:
+        with open(path, "rb") as tail:
+            tail.seek(-1, os.SEEK_END)
+            if tail.read(1) != b"\n":
+                fh.write("\n")
+                fh.flush()
+
+
 class TrialWriter:
     """Appends one record per line and flushes to disk after each."""
 
@@ -212,14 +223,7 @@ class TrialWriter:
         self.path = Path(folder) / name
         try:
             self._fh = open(self.path, "a", encoding="utf-8")
-            # A crash mid-write leaves a partial last line: end it so the next record starts
-            # on a line of its own (the partial one is then skipped as corrupt).
-            if self.path.stat().st_size:
-                with open(self.path, "rb") as fh:
-                    fh.seek(-1, os.SEEK_END)
-                    if fh.read(1) != b"\n":
-                        self._fh.write("\n")
-                        self._fh.flush()
+            _end_partial_line(self.path, self._fh)
         except OSError as exc:
             raise NiahError(
                 f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out"
@@ -257,6 +261,7 @@ def append_run_log(folder: Path, entry: dict) -> None:
     path = Path(folder) / RUN_LOG
     try:
         with open(path, "a", encoding="utf-8") as fh:
+            _end_partial_line(path, fh)
             fh.write(dumps(entry) + "\n")
     except OSError as exc:
         raise NiahError(
@@ -266,11 +271,21 @@ def append_run_log(folder: Path, entry: dict) -> None:
 
 
 def read_run_log(folder: Path) -> list[dict]:
-    """The events of runs.jsonl (start, warm-up), oldest first; none when it is absent."""
+    """The events of runs.jsonl (start, warm-up), oldest first; none when it is absent. A
+    line cut by a run killed mid-write is skipped: an event it held is missing, as an end
+    event of a killed run is (the gate then names that run unfinished), never a traceback."""
     path = Path(folder) / RUN_LOG
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def written_at(rec: dict) -> float:

@@ -34,3 +34,25 @@ def test_early_tokenizer_takes_generation_configs_eos_as_mlx_lm_load_does(mlx_fo
     wanted = mlx_lm_tokenizer(folder, eos_token_ids=load_config(folder)["eos_token_id"])
     assert set(wanted.eos_token_ids) == {2, 7}
     assert set(load_tokenizer(str(folder)).eos_token_ids) == {2, 7}
+
+
+def test_a_runs_log_cut_mid_line_is_skipped_and_not_glued_to_the_next_event(tmp_path):
+    """A run killed while it appended to runs.jsonl leaves a partial last line: the next run
+    ends it before its own events (not glued into one corrupt line), and every reader (the
+    rerun's warm-up note, niah report) skips it, never a traceback."""
+    from conftest import invoke, read_records
+
+    out = tmp_path / "out"
+    small = ["run", "-c", "256", "-d", "0.5", "--max-tokens", "8", "-o", out, "-q"]
+    assert invoke(small).exit_code == 0
+    (folder,) = out.iterdir()
+    log = folder / "runs.jsonl"
+    log.write_text(log.read_text()[:-20])  # the last event cut mid-line
+    again = invoke(small)
+    assert again.exit_code == 0, again.output
+    assert "Traceback" not in again.output
+    lines = log.read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines[-3:]] == ["start", "phases", "end"]
+    report = invoke(["report", folder])
+    assert report.exit_code == 0, report.output
+    assert read_records(folder)  # the trial is still there
