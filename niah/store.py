@@ -43,16 +43,8 @@ def prepare_folder(
     """
     config_hash = config_hash or config.hash()
     path = Path(folder) / CONFIG_FILE
-    if path.is_file():
-        old = load_run(folder)
-        if old.config_hash and old.config_hash != config_hash:
-            from .identity import describe_difference
-
-            what = describe_difference(old.identity or {}, identity or {}) or "the run options"
-            raise NiahError(
-                f"{str(folder)!r} holds results of another configuration ({what}): "
-                "start a new run without --resume, or give another --out"
-            )
+    old = refuse_other_config(folder, config_hash=config_hash, identity=identity)
+    if old is not None:
         config = merge_grids(old.config, config)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -71,6 +63,25 @@ def prepare_folder(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
             "choose a writable --out"
         ) from None
+
+
+def refuse_other_config(
+    folder: Path, *, config_hash: str, identity: dict | None
+) -> StoredRun | None:
+    """The run a folder holds (None where it holds none yet); refused with one line when it
+    holds results of another configuration than `config_hash`."""
+    if not (Path(folder) / CONFIG_FILE).is_file():
+        return None
+    old = load_run(folder)
+    if old.config_hash and old.config_hash != config_hash:
+        from .identity import describe_difference
+
+        what = describe_difference(old.identity or {}, identity or {}) or "the run options"
+        raise NiahError(
+            f"{str(folder)!r} holds results of another configuration ({what}): "
+            "start a new run without --resume, or give another --out"
+        )
+    return old
 
 
 def _config_data(folder: Path) -> dict:

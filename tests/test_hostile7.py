@@ -56,3 +56,29 @@ def test_a_runs_log_cut_mid_line_is_skipped_and_not_glued_to_the_next_event(tmp_
     report = invoke(["report", folder])
     assert report.exit_code == 0, report.output
     assert read_records(folder)  # the trial is still there
+
+
+def test_resume_on_another_identity_is_refused_before_any_weight_loads(tmp_path, monkeypatch):
+    """The identity a load would give is known before the load (niah.run.finished): --resume
+    of a folder holding another configuration's results is refused then, with the line the
+    loaded run gives, not after a model load spent for nothing."""
+    from conftest import invoke
+
+    from niah.model import ModelSession
+
+    out = tmp_path / "out"
+    small = ["run", "-c", "256", "-d", "0.5", "--max-tokens", "8", "-o", out, "-q"]
+    assert invoke(small).exit_code == 0
+    (folder,) = out.iterdir()
+
+    def fail(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ModelSession, "__init__", fail)
+    monkeypatch.setenv("NIAH_SDPA_Q_BLOCK", "64")
+    result = invoke(["run", "--resume", folder, "-q"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: {str(folder)!r} holds results of another configuration (sdpa_q_block "
+        "1024 -> 64): start a new run without --resume, or give another --out\n",
+    )

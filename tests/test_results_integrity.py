@@ -360,9 +360,9 @@ def test_a_finished_rerun_is_answered_without_loading_the_model(tmp_path, monkey
     assert more.exit_code == 0 and loads == [1] and "1 run, 1 already done" in more.stdout
 
 
-def test_a_rerun_on_another_identity_still_loads_and_is_refused(tmp_path, monkeypatch):
-    """The no-load answer needs the folder's own hash: a finished folder of another chunk
-    threshold (part of the identity) goes the normal way and --resume refuses it."""
+def test_a_rerun_on_another_identity_is_refused(tmp_path, monkeypatch):
+    """The no-load answer needs the folder's own hash: --resume of a finished folder of another
+    chunk threshold (part of the identity) is refused (before any load: test_hostile7.py)."""
     out = tmp_path / "out"
     assert _cli("run", *SMALL, "--depth", "0", "--out", out).exit_code == 0
     folder = _only_folder(out)

@@ -6,14 +6,14 @@ the wait. `finished_run` computes the configuration's hash the way a loaded sess
 (niah.run.sweep._prepare): the model file's digest (cached by niah.digest_store), the haystack,
 the backend, the compute dtype the session would pick and the SDPA settings as resolved. Only a
 folder whose config.json holds exactly that hash, and every asked cell finished, is answered
-from disk; any difference (another model file, backend, library or niah version, a cell left
-to run) returns None and the sweep loads and checks as always. Hub models always load (their
+from disk; a cell left to run returns None and the sweep loads. A folder holding another
+hash (another model file, backend, library or niah version) is refused here with the line the
+loaded run would give, not after a load spent for nothing. Hub models always load (their
 files are resolved by the load itself).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +68,10 @@ def finished_run(config: RunConfig, *, folder: Path | None) -> Finished | None:
     chash = config.hash(identity)
     name = Path(location).name
     folder = Path(folder) if folder else store.run_folder(config, name, config_hash=chash)
-    try:
-        recorded = json.loads((folder / store.CONFIG_FILE).read_text()).get("config_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if recorded != chash:
+    # a folder of another configuration is refused here, as the loaded run would refuse it
+    # (niah.store.prepare_folder) after a load spent for nothing
+    stored = store.refuse_other_config(folder, config_hash=chash, identity=identity)
+    if stored is None or stored.config_hash != chash:
         return None
     done = store.finished_keys(folder)
     asked = build_grid(config)
