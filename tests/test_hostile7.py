@@ -82,3 +82,22 @@ def test_resume_on_another_identity_is_refused_before_any_weight_loads(tmp_path,
         f"error: {str(folder)!r} holds results of another configuration (sdpa_q_block "
         "1024 -> 64): start a new run without --resume, or give another --out\n",
     )
+
+
+def test_a_finished_rerun_is_answered_where_no_trial_would_fit(tmp_path, monkeypatch):
+    """The grid's memory check refuses a grid none of whose trials fits before a load; a
+    rerun with nothing left to run loads nothing and runs nothing, so it is answered from its
+    folder on a machine with less memory too (the folder copied from a larger one)."""
+    from conftest import invoke
+
+    from niah import preflight
+
+    out = tmp_path / "out"
+    small = ["run", "-c", "256", "-d", "0.5", "--max-tokens", "8", "-o", out, "-q"]
+    assert invoke(small).exit_code == 0
+    monkeypatch.setattr(preflight, "working_set_bytes", lambda: 64 * 1024**2)
+    refused = invoke(["run", "-c", "256,512", *small[3:]])  # a trial to run: refused as before
+    assert refused.exit_code == 2 and "no trial of this grid fits in memory" in refused.stderr
+    again = invoke(small)
+    assert again.exit_code == 0, again.stderr
+    assert "0 run, 1 already done" in again.stdout

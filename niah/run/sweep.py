@@ -89,14 +89,10 @@ def run_sweep(
     if startup_s is not None:
         phases.add("startup", startup_s)
     if session is None:
-        meta = _checked_metadata(config, preflight=preflight, phases=phases)
-        if world == 1:  # a rerun with nothing to run is answered without loading the model
-            quick = _answer_from_folder(
-                config, folder=folder, progress=progress, launch=launch, phases=phases, meta=meta
-            )
-            if quick is not None:
-                return quick
-        session = _load(config, sharded=sharded, progress=progress, phases=phases)
+        where = dict(folder=folder, progress=progress, launch=launch, phases=phases)
+        session, quick = _session_or_answer(config, preflight=preflight, world=world, **where)
+        if quick is not None:  # a rerun with nothing to run, answered without a load
+            return quick
     warnings = check_contexts(config, session.info.trained_context, max_tokens=config.max_tokens)
     with patched(
         config.sdpa, threshold=config.chunk_threshold, chunk_size=config.chunk_size
@@ -264,14 +260,30 @@ def _metadata(config: RunConfig):
     return model_metadata(config.model, rope_scaling=config.rope_scaling)
 
 
-def _checked_metadata(config: RunConfig, *, preflight: bool, phases):
-    """The model's metadata, which answers the context and memory checks before any weight
-    loads (timed as the metadata phase)."""
+def _session_or_answer(config, *, folder, progress, launch, phases, preflight, world):
+    """(session, None) for a sweep with trials to run, the model loaded after the checks made
+    before any weight loads; (None, result) for a rerun with nothing left to run, answered
+    from its folder (niah.run.finished) without a load."""
+    meta = _checked_metadata(config, phases=phases)
+    if world == 1:
+        quick = _answer_from_folder(
+            config, folder=folder, progress=progress, launch=launch, phases=phases, meta=meta
+        )
+        if quick is not None:
+            return None, quick
+    if preflight:  # only a sweep with trials to run needs memory for one
+        with phases.timed("metadata"):
+            check_grid_fits(config, meta)
+    sharded = config.shard == "tensor" and world > 1
+    return _load(config, sharded=sharded, progress=progress, phases=phases), None
+
+
+def _checked_metadata(config: RunConfig, *, phases):
+    """The model's metadata, which answers the context checks before any weight loads and the
+    memory check after a finished rerun is answered (timed as the metadata phase)."""
     with phases.timed("metadata"):
         meta = _metadata(config)
         check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
-        if preflight:
-            check_grid_fits(config, meta)
     return meta
 
 
