@@ -101,3 +101,26 @@ def test_a_finished_rerun_is_answered_where_no_trial_would_fit(tmp_path, monkeyp
     again = invoke(small)
     assert again.exit_code == 0, again.stderr
     assert "0 run, 1 already done" in again.stdout
+
+
+def test_a_kv_group_size_that_does_not_divide_the_head_is_refused_before_any_load(
+    tmp_path, monkeypatch
+):
+    """The head size is in the model's metadata: --kv-group-size that does not divide it is
+    refused before the load, not after a whole load spent for nothing."""
+    from conftest import invoke
+
+    from niah.model import ModelSession
+
+    def fail(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ModelSession, "__init__", fail)
+    out = tmp_path / "out"
+    args = ["-c", "256", "-d", "0.5", "--max-tokens", "8", "--kv-bits", "4"]
+    result = invoke(["run", *args, "--kv-group-size", "128", "-o", out, "-q"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --kv-group-size 128 does not divide the model's head size 64: use 32 or 64\n",
+    )
+    assert not out.exists()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import store
-from ..config import RunConfig
+from ..config import RunConfig, check_kv_group_size
 from .checks import check_contexts, check_grid_fits, check_session, check_task, prompt_builder
 from .events import Progress  # noqa: F401 - the protocol, re-exported for front ends
 from .finished import sdpa_identity
@@ -279,11 +279,13 @@ def _session_or_answer(config, *, folder, progress, launch, phases, preflight, w
 
 
 def _checked_metadata(config: RunConfig, *, phases):
-    """The model's metadata, which answers the context checks before any weight loads and the
-    memory check after a finished rerun is answered (timed as the metadata phase)."""
+    """The model's metadata, which answers the context and KV group checks before any weight
+    loads and the memory check after a finished rerun is answered (metadata phase)."""
     with phases.timed("metadata"):
         meta = _metadata(config)
         check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
+        if any(config.kv_bits):  # the quantized cache groups along the head (check_session)
+            check_kv_group_size(config.kv_group_size, head_dim=meta.head_dim)
     return meta
 
 
