@@ -4,7 +4,8 @@ settings, versions) that together with the RunConfig decide a trial's verdict an
 
 `run_identity` gathers them into one flat dict of strings; `config_hash` (through
 `RunConfig.hash(identity=...)`) folds it and the config into the run's config hash, so a result is never reused or pooled across a changed model
-file, an edited haystack, another device or another version.
+file, an edited haystack, another backend or another version (the backend, not the card: each
+record names its device, and the report headers name every device a folder holds).
 """
 
 from __future__ import annotations

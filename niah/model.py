@@ -34,7 +34,7 @@ class ModelInfo:
     weights: str = "as stored"  # GGUF: "native", "q8/g64", "q4/g64" or "f16"
     quant_types: str = ""  # GGUF tensor types in the file, e.g. "F32,Q4_K,Q6_K"
     rope_scaling: dict | None = None
-    load_s: float = 0.0  # wall time of the load (read, convert, tokenizer, dequantize or cast)
+    load_s: float = 0.0  # wall time of the load (read, convert, tokenizer unless built before, dequantize or cast)
     load_peak_bytes: int = 0  # peak MLX memory during the load
     weight_cache: str = ""  # GGUF weight cache: "hit", "stored", "rebuilt", "off", ...
     hidden_size: int = 0  # model width (0: unknown); the memory preflight uses these
@@ -449,6 +449,9 @@ def load_tokenizer(spec: str | None):
     header, or a local MLX folder's tokenizer files, as the load builds it), so checks that
     need tokens answer first; None for a hub id, or when it cannot be built here (the load
     then builds it, and reports what is wrong)."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as ModelSession: one error line
     kind, location = resolve_model(spec)
     try:
         if kind == "gguf":

@@ -459,3 +459,19 @@ def test_resume_takes_every_export_along(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["run", *(e.example for e in report.EXPORTS.values() if e.option != "--parquet")]
     )
+
+
+def test_header_names_every_device_a_folder_holds(tmp_path):
+    """A folder resumed on another card of the same backend holds both cards' records (the
+    identity holds the backend): the header named only the first record's device."""
+
+    def other_card(recs):
+        return [
+            dict(r, device="cpu (another processor)") if i % 2 else r for i, r in enumerate(recs)
+        ]
+
+    folder = _copy_with(tmp_path, "two-cards", other_card)
+    result = _report(folder)
+    assert result.exit_code == 0, result.output
+    first = read_records(REF)[0]["device"]
+    assert f"· device {first} + cpu (another processor)\n" in result.stdout

@@ -77,13 +77,19 @@ def run_header(
     return [
         f"Run folder: {folder}",
         f"Model: {records[0]['model'] if records else model} · device "
-        f"{records[0]['device'] if records else '?'} · {counts}",
+        f"{devices(records)} · {counts}",
     ]
+
+
+def devices(records: list[dict]) -> str:
+    """Every device the records name, in the order first met ('?' for none): a folder resumed
+    on another card of the same backend holds both, and the header must not name only one."""
+    names = list(dict.fromkeys(str(r.get("device", "?")) for r in records))
+    return " + ".join(names) if names else "?"
 
 
 def pooled_header(runs: list[tuple[str, list[dict]]]) -> list[str]:
     """`niah report`'s header: one line per run folder."""
     return [
-        f"Run: {name} · model {recs[0]['model']} · device {recs[0]['device']}"
-        for name, recs in runs
+        f"Run: {name} · model {recs[0]['model']} · device {devices(recs)}" for name, recs in runs
     ]
