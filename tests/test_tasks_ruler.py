@@ -315,3 +315,25 @@ def test_cli_variable_tracking_with_two_hops(tmp_path, gguf_path):
         assert len(chain) == 3  # 2 hops after the first
     targets = {n["key"] for n in rec["needles"] if n["role"] == "target"}
     assert set(rec["value"].split(", ")) == targets and len(targets) == 3
+
+
+@pytest.mark.parametrize("rule,top", [("common", 10), ("frequent", 3)])
+def test_answer_phrasing_is_never_a_list_word(rule, top):
+    """The generated words never equal a common English word, so an answer's own phrasing
+    ("I think ... as we see") costs nothing: coded words of one or two letters ("a", "i",
+    "as") and one-syllable pseudo-words ("no", "we", "so") used to fall in the vocabulary,
+    failing a right answer."""
+    from niah.scoring import score_words
+    from niah.tasks.wordlists import WordList
+
+    for s in range(40):
+        wl = WordList(rule=rule, seed_key=f"phrasing-{s}", top=top)
+        words = list(wl.answer())
+        response = (
+            f"I think it is {', '.join(words)}, as we can see in the list; no other word "
+            "comes close, so that is my answer and it is a sure one."
+        )
+        got = score_words(
+            response, values=words, targets=[True] * top, kind="words", vocabulary=wl.vocabulary()
+        )
+        assert got.verdict == "PASS", (s, sorted(set(response.lower().split()) & wl.vocabulary()))

@@ -37,6 +37,20 @@ _ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fl gr pl st tr sh ch".sp
 _VOWELS = "a e i o u ai ea ou".split()
 _CODAS = ["", "", "n", "r", "l", "s", "m", "t"]
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Common English words (and the questions' own words) a list never holds, so an answer's
+# phrasing ("I think it is ..., as we see") is never read as naming a list word: random coded
+# words of one or two letters, and one-syllable pseudo-words, would otherwise hit "a", "i",
+# "as", "no", "we", ...
+ENGLISH = frozenset(
+    """a i o am an as at be by do go he if in is it me my no of oh ok on or so to up us we ye
+    all and any are but can did for got had has her him his how its let may not now one our
+    out see she the too two was way who why yes yet you also been both come does done each
+    from have here just like list made make many more most much must name only over said
+    same some sure such take than that them then they this very want well were what when
+    with word your about above after again being could every first found these think those
+    three times where which while would answer coded common count words counted frequent
+    appear appears number numbered other close comes""".split()
+)
 
 
 def _pseudo_word(rng: random.Random, syllables: int) -> str:
@@ -76,7 +90,8 @@ class WordList:
 
     def words(self) -> tuple[list[str], list[str]]:
         """(ranked words, fillers): the answer is the first `top` ranked words."""
-        rng, taken = random.Random(f"niah-words-{self.rule}-{self.seed_key}"), set()
+        rng = random.Random(f"niah-words-{self.rule}-{self.seed_key}")
+        taken = set(ENGLISH)
         if self.rule == COMMON:
             ranked = _distinct(
                 lambda: _pseudo_word(rng, rng.choice((2, 2, 3))), self.top + RARE_POOL, taken
