@@ -70,6 +70,11 @@ def report_cmd(
         from .report import check_targets
 
         check_targets(exports)
+        if compare and exports.get("heatmap") is not None:
+            raise NiahError(
+                "--heatmap draws one run, and --compare sets runs side by side: use --html "
+                "for the comparison, or report each folder on its own for its heatmap"
+            )
         _report(
             runs,
             exports=exports,
@@ -108,7 +113,24 @@ def _report(
         effective_threshold=effective_threshold,
     )
     _check_ranks(runs, fail_under)
-    gate(records, fail_under)
+    if compare:  # each run gated on its own trials: pooled, a baseline would carry a candidate
+        _gate_each(runs, fail_under)
+    else:
+        gate(records, fail_under)
+
+
+def _gate_each(runs, fail_under) -> None:
+    """--fail-under with --compare: one line per run below it (named), then exit 1."""
+    from .report import fail_under_line
+
+    if fail_under is None:
+        return
+    lines = [(Path(run.name).name, fail_under_line(run.records, fail_under)) for run in runs]
+    for name, line in lines:
+        if line:
+            typer.echo(f"{name}: {line}")
+    if any(line for _, line in lines):
+        raise typer.Exit(code=1)
 
 
 def _check_ranks(runs, fail_under) -> None:

@@ -475,3 +475,33 @@ def test_header_names_every_device_a_folder_holds(tmp_path):
     assert result.exit_code == 0, result.output
     first = read_records(REF)[0]["device"]
     assert f"· device {first} + cpu (another processor)\n" in result.stdout
+
+
+def test_compare_never_pools_the_runs_it_compares(tmp_path):
+    """--compare sets runs side by side: the gate and the table exports used to pool them, so
+    a candidate at 78% passed --fail-under 0.85 on the baseline's 100% (pooled 89%), and the
+    Markdown export printed one cell of both runs ('3/4') under one title."""
+
+    def worse(recs):
+        for r in recs[:4]:
+            r.update(verdict="FAIL", score=0.0, response="no idea")
+        return recs
+
+    other = _copy_with(tmp_path, "other", worse)
+    result = _report(REF, other, "--compare", "--fail-under", "0.85")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "other: accuracy 77.8% over 18 trials is below --fail-under 85.0%"
+    )
+    assert _report(REF, other, "--compare", "--fail-under", "0.75").exit_code == 0
+    md = tmp_path / "c.md"
+    assert _report(REF, other, "--compare", "--markdown", md).exit_code == 0
+    text = md.read_text()
+    assert "### smollm2-cpu-2026-11-27" in text and "### other" in text
+    assert text.count("Total: 18 trials") == 2 and "/4 [" not in text  # 2 samples a cell
+    refused = _report(REF, other, "--compare", "--heatmap", tmp_path / "h.png")
+    assert refused.exit_code == 2 and not (tmp_path / "h.png").exists()
+    assert (
+        refused.output.startswith("error: --heatmap draws one run")
+        and len(refused.output.splitlines()) == 1
+    )

@@ -103,8 +103,13 @@ def write_parquet(records: list[dict], path, *, runs, **options) -> None:
         raise NiahError("Parquet export needs pyarrow: pip install pyarrow") from None
 
 
-def write_markdown(records: list[dict], path, *, runs, **options) -> None:
-    Path(path).write_text(format_markdown(records, title=", ".join(run_names(runs))))
+def write_markdown(records: list[dict], path, *, runs, compare: bool = False, **options) -> None:
+    """The table of the records; with --compare one table per run (never one of them pooled)."""
+    if compare:
+        text = "\n".join(format_markdown(recs, title=Path(name).name) for name, recs in runs)
+    else:
+        text = format_markdown(records, title=", ".join(run_names(runs)))
+    Path(path).write_text(text)
 
 
 def write_heatmap(records: list[dict], path, *, runs, **options) -> None:
