@@ -505,3 +505,30 @@ def test_compare_never_pools_the_runs_it_compares(tmp_path):
         refused.output.startswith("error: --heatmap draws one run")
         and len(refused.output.splitlines()) == 1
     )
+
+
+def test_junit_names_every_trial_apart(tmp_path):
+    """A folder of several KV settings (--kv-bits 4,8) holds two trials per (context, depth,
+    sample): JUnit named both 'context=1024 depth=0 sample=0', so a CI page keyed on the name
+    showed one of them (a FAIL could hide behind a PASS). The name carries the row label the
+    table shows (kv4, win..., step... when several), and --compare's runs their config."""
+
+    def kv_axis(recs):
+        quantized = [
+            dict(r, key=r["key"].replace("-kvfp-", "-kv4-"), kv_bits=4, verdict="FAIL", score=0.0)
+            for r in recs
+        ]
+        return recs + quantized
+
+    folder = _copy_with(tmp_path, "kv", kv_axis)
+    out = tmp_path / "j.xml"
+    assert _report(folder, "--junit", out).exit_code == 0
+    cases = ET.parse(out).getroot().find("testsuite").findall("testcase")
+    names = [(c.get("classname"), c.get("name")) for c in cases]
+    assert len(cases) == 36 and len(set(names)) == 36
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert len(failed) == 18 and all(n.endswith(" kv4") for n in failed)
+    other = _copy_with(tmp_path, "other", lambda recs: recs)
+    assert _report(REF, other, "--compare", "--junit", out).exit_code == 0
+    cases = ET.parse(out).getroot().find("testsuite").findall("testcase")
+    assert len({(c.get("classname"), c.get("name")) for c in cases}) == 36

@@ -116,8 +116,8 @@ def write_heatmap(records: list[dict], path, *, runs, **options) -> None:
     heatmap(records, path, title=f"{records[0]['model']}" if records else None)
 
 
-def write_junit(records: list[dict], path, *, runs, **options) -> None:
-    junit(records, path)
+def write_junit(records: list[dict], path, *, runs, compare: bool = False, **options) -> None:
+    junit(records, path, runs=runs if compare else None)
 
 
 def write_html(

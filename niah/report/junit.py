@@ -1,15 +1,25 @@
 """JUnit XML for CI: one testsuite, one testcase per trial; FAIL and NULL are failures carrying
 the answer, ERROR an error, SKIP skipped. A trial past the model's trained length carries the
-property beyond_trained=true and a note in its system-out, so a CI page shows why it may fail."""
+property beyond_trained=true and a note in its system-out, so a CI page shows why it may fail.
+A testcase is named by its cell, sample and the row label of the table (KV settings, prefill
+step), and under --compare its classname names its run folder: no two trials share a name."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..scoring import ERROR, FAIL, NULL, SKIP
 from .stats import trial_seconds
+from .tables import row_label
 
 
-def junit(records: list[dict], path, *, name: str = "niah") -> None:
-    """Write the XML into `path` (not atomic: exports.write_exports makes it so)."""
+def junit(records: list[dict], path, *, name: str = "niah", runs=None) -> None:
+    """Write the XML into `path` (not atomic: exports.write_exports makes it so). `runs`: the
+    (folder, records) pairs of --compare, whose testcases carry their folder's name."""
+    origins = [None] * len(records)
+    if runs is not None:
+        records = [r for _, recs in runs for r in recs]
+        origins = [Path(folder).name for folder, recs in runs for _ in recs]
     import xml.etree.ElementTree as ET
 
     failures = sum(r["verdict"] in (FAIL, NULL) for r in records)
@@ -25,12 +35,15 @@ def junit(records: list[dict], path, *, name: str = "niah") -> None:
         skipped=str(skipped),
         time=f"{total_s:.3f}",
     )
-    for r in records:
+    show_step = len({r.get("prefill_step") for r in records}) > 1
+    for r, origin in zip(records, origins):
+        label = row_label(r, show_step=show_step)  # the table's row label: KV settings, step
         case = ET.SubElement(
             suite,
             "testcase",
-            classname=f"{name}.{r['model']}",
-            name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}",
+            classname=f"{name}.{r['model']}" + (f".{origin}" if origin else ""),
+            name=f"context={r['context']} depth={r['depth']:g} sample={r['sample']}"
+            + (f" {label}" if label else ""),
             time=f"{trial_seconds(r):.3f}",
         )
         if r.get("beyond_trained"):  # properties first, system-out last (JUnit's order)
