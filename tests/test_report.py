@@ -532,3 +532,25 @@ def test_junit_names_every_trial_apart(tmp_path):
     assert _report(REF, other, "--compare", "--junit", out).exit_code == 0
     cases = ET.parse(out).getroot().find("testsuite").findall("testcase")
     assert len({(c.get("classname"), c.get("name")) for c in cases}) == 36
+
+
+def test_a_failed_trial_never_reads_as_100_percent(tmp_path):
+    """Percentages were rounded to whole numbers, so 215 PASS and 1 FAIL printed 'accuracy
+    100%' (and a cell scored 0.996 'FAIL 100%'): a rate short of 1 (or above 0) keeps the
+    decimals that tell it from 100% (or 0%)."""
+
+    def many(recs):
+        out = [
+            dict(r, key=f"{r['key']}-{i}", sample=r["sample"] + 2 * i)
+            for i in range(12)
+            for r in recs
+        ]
+        out[0].update(verdict="FAIL", score=0.0, response="no idea")
+        return out
+
+    folder = _copy_with(tmp_path, "many", many)
+    result = _report(folder)
+    assert result.exit_code == 0, result.output
+    total = next(line for line in result.stdout.splitlines() if line.startswith("Total:"))
+    assert "215 PASS, 1 FAIL; accuracy 99.5%;" in total
+    assert report.tables.percent(0.0004) == "0.04%" and report.tables.percent(1.0) == "100%"

@@ -4,7 +4,7 @@ change against the first run (the baseline), and whether the verdict changed."""
 from __future__ import annotations
 
 from .stats import accuracy
-from .tables import Cell, align, cells, num, row_name
+from .tables import Cell, align, cells, num, percent, row_name
 
 
 def compare(runs: list[tuple[str, list[dict]]]) -> str:
@@ -33,7 +33,7 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
         missing += status.startswith("missing")
         rows.append([row_name(ctx, label), f"{depth * 100:.4g}%", *verds, *deltas, status])
     summary = [
-        f"{name}: accuracy {acc:.0%}" if (acc := accuracy(recs)) is not None else f"{name}: -"
+        f"{name}: accuracy {percent(acc)}" if (acc := accuracy(recs)) is not None else f"{name}: -"
         for name, recs in runs
     ]
     return "\n".join(

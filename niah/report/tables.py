@@ -40,6 +40,17 @@ class Cell:
 BEYOND_MARK = "†"
 
 
+def percent(x: float) -> str:
+    """A rate as a percentage, whole where that tells it apart, with the decimals that keep
+    a rate short of 1 from reading 100% (and one above 0 from reading 0%)."""
+    for digits in range(4):
+        text = f"{x:.{digits}%}"
+        value = float(text[:-1])
+        if not (x < 1 and value >= 100) and not (x > 0 and value == 0):
+            return text
+    return text
+
+
 def num(x: float) -> str:
     """A pass count: 3 when whole, 2.50 otherwise."""
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.2f}"
@@ -114,7 +125,7 @@ def fmt_seconds(s: float) -> str:
 
 def _cell_text(c: Cell, *, samples: int) -> str:
     if samples == 1 and len(c.verdicts) == 1:
-        partial = f" {c.passed:.0%}" if c.n and 0 < c.passed < 1 else ""
+        partial = f" {percent(c.passed)}" if c.n and 0 < c.passed < 1 else ""
         return f"{c.verdicts[0]}{partial} ({fmt_seconds(c.seconds)})"
     if c.n == 0:
         return f"SKIP ({fmt_seconds(c.seconds)})"
@@ -143,7 +154,7 @@ def table_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         row = [row_name(ctx, label, beyond=beyond)] + [
             _cell_text(by_depth[d], samples=samples) if d in by_depth else "-" for d in depths
         ]
-        row.append(f"{passed / n:.0%}" if n else "-")
+        row.append(percent(passed / n) if n else "-")
         rows.append(row)
     return header, rows
 
@@ -183,7 +194,7 @@ def totals_line(records: list[dict]) -> str:
     parts = [f"{counts[v]} {v}" for v in verdicts if counts[v] or v in (PASS, FAIL)]
     acc = accuracy(records)
     total_s = sum(map(trial_seconds, records))
-    acc_text = f"{acc:.0%}" if acc is not None else "-"
+    acc_text = percent(acc) if acc is not None else "-"
     return (
         f"Total: {len(records)} trials, {', '.join(parts)}; accuracy {acc_text}; "
         f"{fmt_seconds(total_s)}"
@@ -205,7 +216,7 @@ def cut_answers_line(records: list[dict]) -> str | None:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"
+    return "-" if x is None else percent(x)
 
 
 def task_table(records: list[dict], *, threshold: float | None = None) -> str:
