@@ -554,3 +554,15 @@ def test_a_failed_trial_never_reads_as_100_percent(tmp_path):
     total = next(line for line in result.stdout.splitlines() if line.startswith("Total:"))
     assert "215 PASS, 1 FAIL; accuracy 99.5%;" in total
     assert report.tables.percent(0.0004) == "0.04%" and report.tables.percent(1.0) == "100%"
+
+
+def test_fail_under_line_never_reads_a_rate_as_its_threshold():
+    """One decimal printed 1999 PASS + 1 FAIL against --fail-under 0.9996 as 'accuracy 100.0%
+    ... is below --fail-under 100.0%': the line uses the decimals that tell them apart."""
+    from niah.report import fail_under_line
+
+    records = [{"verdict": "PASS", "score": 1.0}] * 1999 + [{"verdict": "FAIL", "score": 0.0}]
+    assert fail_under_line(records, 0.9996) == (
+        "accuracy 99.95% over 2000 trials is below --fail-under 99.96%"
+    )
+    assert fail_under_line(records[:10] + records[-1:], 0.95).startswith("accuracy 90.9% over")

@@ -63,7 +63,8 @@ def fail_under_line(records: list[dict], fail_under: float) -> str | None:
     what = f"{len(scored)} trial{'s' if len(scored) != 1 else ''}"
     if beyond:
         what += f" ({beyond} beyond the trained length)"
-    return f"accuracy {acc:.1%} over {what} is below --fail-under {fail_under:.1%}"
+    digits = next((d for d in range(1, 7) if f"{acc:.{d}%}" != f"{fail_under:.{d}%}"), 6)
+    return f"accuracy {acc:.{digits}%} over {what} is below --fail-under {fail_under:.{digits}%}"
 
 
 def run_header(
