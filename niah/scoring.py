@@ -189,12 +189,14 @@ def score_names(
     """Rule ``names`` (variable tracking): the target chain's variable names (`keys` of the
     target needles) found as whole words, over the larger of their number and the distinct
     names offered: a distractor chain's name, or a made-up name of the same form (five
-    capitals), counts wrong."""
+    capitals) that the scored answer gives (thinking set aside), counts wrong."""
     names = [k.lower() for k in keys]
     expected = list(dict.fromkeys(k for k, t in zip(names, targets) if t))
     text, offered = _listed(response, expected=expected, known=set(names))
     raw = _THINK_BLOCK.sub(" ", unicodedata.normalize("NFKC", response or ""))
-    offered = tuple(dict.fromkeys(offered + tuple(m.lower() for m in _NAME.findall(raw))))
+    scored = set(_WORD.findall(text))  # a made-up name counts where the scored answer says it
+    made_up = tuple(m.lower() for m in _NAME.findall(raw) if m.lower() in scored)
+    offered = tuple(dict.fromkeys(offered + made_up))
     verdict, score = _fraction(expected, offered, text)
     return TaskScore(verdict, score, tuple(k in offered for k in names))
 

@@ -95,6 +95,11 @@ def test_variable_tracking_scoring(builder):
     invented = _score(trial, prompt, ", ".join(names) + ", QQQQQ")
     assert invented["verdict"] == "FAIL"
     assert _score(trial, prompt, "  ")["verdict"] == "NULL"
+    # names weighed in reasoning that the answer sets aside (before a stray </think>, or in a
+    # <think> never closed after the answer) are not offered: only the scored answer counts
+    for thought in (f"QQQQQ? {distractor}? </think> ", f"{', '.join(names)} <think> QQQQQ "):
+        text = thought + ", ".join(names) if "</think>" in thought else thought
+        assert _score(trial, prompt, text)["verdict"] == "PASS", text
 
 
 @pytest.mark.parametrize("task", ["common-words", "frequent-words"])
