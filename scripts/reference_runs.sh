@@ -5,8 +5,14 @@
 # provenance header (command, commit, device, date), to $OUT/logs/<name>.txt. Models are read
 # from $MODELS (default /root/models, where ../shared/gpu/stage puts them on the GPU host).
 # NIAH_COMMIT names the commit the working tree was taken from (the host has no .git).
+# BUNDLE=FILE: runs and logs go to a scratch folder instead, and after every section all of
+# them are packed into FILE (one tar, rewritten section by section): the GPU host returns only
+# a few files per command, and a command cut by its time limit still returns the sections done.
 set -uo pipefail
 OUT="${OUT:-$PWD/out}"
+if [ -n "${BUNDLE:-}" ]; then
+  OUT=$(mktemp -d /tmp/niah-ref.XXXXXX)
+fi
 MODELS="${MODELS:-/root/models}"
 COMMIT="${NIAH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 mkdir -p "$OUT/runs" "$OUT/logs"
@@ -140,4 +146,7 @@ for section in "$@"; do
         --rounds 5 --max-tokens 128 --no-eos --self ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
+  if [ -n "${BUNDLE:-}" ]; then
+    tar cf "$BUNDLE.part" -C "$OUT" runs logs && mv "$BUNDLE.part" "$BUNDLE"
+  fi
 done
