@@ -132,9 +132,11 @@ for section in "$@"; do
       NIAH_DEFAULT_GGUF="$SMOL" logged wall-warm "$PY" benchmarks/wall.py --python "$PY" \
         --row "smollm2 128K d0.5::--context 128k --depth 0.5" \
         --row "qwen 128K x11::--model $Q15 --context 128k --depth 0:1:0.1"
-      NIAH_DEFAULT_GGUF="$SMOL" PYTHONPATH=/root/site:$PWD PYTHONPYCACHEPREFIX= logged wall-torch \
-        "$HOSTPY" benchmarks/wall.py --python "$HOSTPY" \
-        --row "smollm2 128K d0.5, torch installed::--context 128k --depth 0.5"
+      if [ -n "${WALL_TORCH:-}" ]; then  # the host's own Python, torch installed
+        NIAH_DEFAULT_GGUF="$SMOL" PYTHONPATH=/root/site:$PWD PYTHONPYCACHEPREFIX= logged \
+          wall-torch "$HOSTPY" benchmarks/wall.py --python "$HOSTPY" \
+          --row "smollm2 128K d0.5, torch installed::--context 128k --depth 0.5"
+      fi
       (cd /tmp/mlx && find . -type f -name '*.ptx' -printf '%TY-%Tm-%Td %TT %s %p\n' | sort) \
         > "$OUT/logs/ptx-modules.txt" ;;
     memory)  # issue 24: the same cell repeated, and the peak traced per generation
