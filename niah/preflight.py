@@ -183,6 +183,7 @@ def estimate(
     kv_of = dict(kv_bits=kv_bits, kv_group_size=kv_group_size, dtype_bytes=dims.dtype_bytes)
     growth = kv_bytes(info, tokens=slots - last, **kv_of) * layers_alive // max(info.n_layers, 1)
     kv = kv_bytes(info, tokens=slots, **kv_of) + growth
+    dequantized = backend == "cuda" and kv_bits is not None  # niah.sdpa.dequantized_dispatch
     attention = attention_bytes(
         info,
         dims,
@@ -190,8 +191,12 @@ def estimate(
         keys=context,
         route=route,
         chunk_size=chunk_size,
-        fused=backend in ("metal", "cuda") and kv_bits is None,
+        fused=backend in ("metal", "cuda") and (kv_bits is None or dequantized),
     )
+    if dequantized:
+        attention += dequantized_kv_bytes(
+            info, keys=context, layers=layers_alive, dtype_bytes=dims.dtype_bytes
+        )
     other = (
         activation_bytes(dims, rows=rows, layers=layers_alive) + logits_bytes(dims) + OTHER_FIXED
     )
@@ -202,6 +207,12 @@ def estimate(
         other=other,
         working_set=working_set or working_set_bytes(),
     )
+
+
+def dequantized_kv_bytes(info, *, keys: int, layers: int, dtype_bytes: int) -> int:
+    """On CUDA a quantized cache's K and V are dequantized for each attention call: one
+    layer's worth per layer alive at once."""
+    return 2 * keys * max(info.n_kv_heads, 1) * info.head_dim * dtype_bytes * layers
 
 
 def activation_bytes(dims: Dims, *, rows: int, layers: int) -> int:

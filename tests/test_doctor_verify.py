@@ -306,3 +306,29 @@ def test_cold_kernel_cache_note_only_on_cuda_with_nothing_compiled(tmp_path):
     assert cold_kernel_cache_note("cuda", folder=folder) is None
     assert cold_kernel_cache_note("cpu", folder=tmp_path / "none") is None
     assert cold_kernel_cache_note("metal", folder=tmp_path / "none") is None
+
+
+def test_quantized_cache_on_cuda_is_estimated_as_dequantized_attention():
+    """On CUDA a --kv-bits trial attends over dequantized K/V (niah.sdpa.dequantized_dispatch):
+    fused attention, plus one layer's dequantized K and V per layer alive; elsewhere mlx-lm's
+    quantized attention holds unfused scores."""
+    from niah.model import ModelInfo
+    from niah.preflight import UNFUSED_SCORE_BYTES, estimate
+
+    info = ModelInfo(
+        name="m",
+        source="gguf",
+        path="m",
+        trained_context=32768,
+        n_layers=28,
+        n_kv_heads=2,
+        head_dim=128,
+        n_heads=12,
+        weight_bytes=1024**3,
+    )
+    kw = dict(context=32768, route="stock", prefill_step=2048, kv_bits=8, working_set=1 << 40)
+    cuda = estimate(info, backend="cuda", **kw)
+    assert cuda.attention == 2 * 32768 * 2 * 128 * 2 * 28  # float16 K and V, 28 layers alive
+    assert estimate(info, backend="cuda", **{**kw, "kv_bits": None}).attention == 0
+    cpu = estimate(info, backend="cpu", **kw)
+    assert cpu.attention == UNFUSED_SCORE_BYTES * 12 * 2048 * 32768  # a full block

@@ -160,11 +160,8 @@ def test_quantized_kv_axis_is_recorded(session, tmp_path):
 
     if backend() == "cuda":
         # MLX 0.32's CUDA quantized_matmul lacks the shapes mlx-lm's quantized-KV attention
-        # uses (measured on the H100): the trial is recorded as ERROR and the run goes on.
-        assert result.records[0]["verdict"] == PASS
-        assert result.records[1]["verdict"] == "ERROR"
-        assert "quantized_matmul" in result.records[1]["error"]
-        return
+        # uses (measured on the H100): niah attends over the dequantized K/V there
+        assert result.records[1]["sdpa_route"].startswith("dequantized-")
     assert all(r["verdict"] == PASS for r in result.records), [
         (r["response"], r.get("error")) for r in result.records
     ]

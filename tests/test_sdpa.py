@@ -1,6 +1,8 @@
 """niah.sdpa against a float64 NumPy reference: dtypes, head dims, GQA, masks, sinks, odd
 lengths, chunk boundaries; merge semantics; routing and environment overrides; patching."""
 
+from collections import Counter
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -175,13 +177,24 @@ def test_quantized_kv_path_is_chunked():
     cache = QuantizedKVCache(group_size=64, bits=8)
     if backend() == "cuda":
         # MLX 0.32's CUDA quantized_matmul has no kernel for these attention shapes (measured on
-        # the H100): mlx-lm's own stock path fails the same way, so there is nothing to compare.
+        # the H100): mlx-lm's own path fails, and niah's attends over the dequantized K/V
         with pytest.raises(RuntimeError, match="quantized_matmul"):
             mx.eval(
                 base.quantized_scaled_dot_product_attention(
                     q * 1, qk, qv, scale=0.125, mask="causal", group_size=64, bits=8
                 )
             )
+        with sdpa.patched("chunked", threshold=256, chunk_size=200) as state:
+            out = base.scaled_dot_product_attention(
+                q, qk, qv, cache=cache, scale=0.125, mask="causal"
+            )
+        assert state.summary().startswith("dequantized-kv-chunks"), state.routes
+        ref = mx.fast.scaled_dot_product_attention(
+            *(x.astype(mx.float32) for x in (q, mx.dequantize(*qk), mx.dequantize(*qv))),
+            scale=0.125,
+            mask="causal",
+        )
+        assert mx.abs(out - ref).max().item() < 1e-2
         return
     ref = base.quantized_scaled_dot_product_attention(
         q * 1,
@@ -402,3 +415,41 @@ def test_sdpa_uses_the_fused_kernels_without_being_handed_them(monkeypatch):
     assert len(launches) == 3 and state.summary() == "kv-chunks/fused"
     ref, _ = attention_with_lse(q, k, k, scale=0.125, mask="causal")
     assert mx.abs(out.astype(mx.float32) - ref.astype(mx.float32)).max().item() < 4e-3
+
+
+@pytest.mark.parametrize("route", ["auto", "stock", "chunked"])
+@pytest.mark.parametrize("mask", ["causal", None, "bool"])
+@pytest.mark.parametrize("qL,kL", [(1, 777), (37, 900), (128, 128)])
+def test_dequantized_route_matches_mlx_lm_quantized_attention(route, mask, qL, kL):
+    """The CUDA route for a quantized KV cache (dequantized_dispatch) against mlx-lm's own
+    quantized attention, run here on the CPU, where MLX's quantized matmul takes every shape;
+    GQA 4:1, odd lengths, key chunks of 200 past 256 keys."""
+    from mlx_lm.models import base
+
+    mx.random.seed(3)
+    q = mx.random.normal((1, 8, qL, 64))
+    k = mx.random.normal((1, 2, kL, 64))
+    v = mx.random.normal((1, 2, kL, 64))
+    m = mask
+    if mask == "bool":
+        m = mx.random.uniform(shape=(1, 1, qL, kL)) > 0.3
+    qk, qv = mx.quantize(k, group_size=64, bits=8), mx.quantize(v, group_size=64, bits=8)
+    ref = base.quantized_scaled_dot_product_attention(
+        q * 1, qk, qv, scale=0.125, mask=m, group_size=64, bits=8
+    )
+    log = Counter()
+    out = dispatch.quantized_dispatch(
+        q,
+        qk,
+        qv,
+        scale=0.125,
+        mask=m,
+        route=route,
+        config=dispatch.resolve_config(threshold=256, chunk_size=200),
+        log=log,
+        backend_name="cuda",
+    )
+    assert mx.abs(out - ref).max().item() < 1e-4
+    assert log and all(name.startswith("dequantized-") for name in log), log
+    chunked = route != "stock" and kL >= 256  # the threshold
+    assert any("kv-chunks" in name for name in log) == chunked, log

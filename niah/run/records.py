@@ -132,7 +132,9 @@ class TrialRecord:
     # attention route and versions
     sdpa_route: str | None = _field(
         'what attention ran: "stock", "q-split", '
-        '"kv-chunks/fused", "kv-chunks/reference", joined with "+"'
+        '"kv-chunks/fused", "kv-chunks/reference", joined with "+"; with a quantized KV '
+        'cache prefixed "quantized-" (mlx-lm\'s quantized attention) or "dequantized-" (CUDA: '
+        "attention over the dequantized K/V)"
     )
     sdpa_option: str = _field("the --sdpa option asked (auto, stock, chunked)")
     mlx_version: str | None = _field("MLX version")

@@ -425,6 +425,32 @@ def scaled_dot_product_attention(
     return dispatch(q, k, v, scale=scale, mask=mask, sinks=sinks, config=config, **extra)
 
 
+def dequantized_dispatch(
+    q,
+    qk,
+    qv,
+    *,
+    scale: float,
+    mask=None,
+    group_size: int = 64,
+    bits: int = 8,
+    route: str = "auto",
+    config: ChunkConfig | None = None,
+    log: Counter | None = None,
+) -> mx.array:
+    """Attention over mlx-lm's quantized K/V triples computed on their dequantized values
+    (what a quantized matmul multiplies by), through dispatch's routes; each route is logged
+    as dequantized-<route>."""
+    k = mx.dequantize(*qk, group_size=group_size, bits=bits).astype(q.dtype)
+    v = mx.dequantize(*qv, group_size=group_size, bits=bits).astype(q.dtype)
+    inner: Counter = Counter()
+    out = dispatch(q, k, v, scale=scale, mask=mask, route=route, config=config, log=inner)
+    if log is not None:
+        for name, n in inner.items():
+            log["dequantized-" + name] += n
+    return out
+
+
 def quantized_dispatch(
     q,
     qk,
@@ -438,9 +464,25 @@ def quantized_dispatch(
     config: ChunkConfig | None = None,
     log: Counter | None = None,
     stock=None,
+    backend_name: str | None = None,
 ) -> mx.array:
-    """mlx-lm's quantized-KV attention, key-chunked past the threshold."""
+    """mlx-lm's quantized-KV attention, key-chunked past the threshold. On CUDA the cached
+    K/V are dequantized and attention runs on the plain routes (dequantized_dispatch): MLX's
+    CUDA quantized matmul has no kernel for the odd shapes of a prefill's last block."""
     config = config or resolve_config()
+    if (backend_name or _backend_mod.backend()) == "cuda":
+        return dequantized_dispatch(
+            q,
+            qk,
+            qv,
+            scale=scale,
+            mask=mask,
+            group_size=group_size,
+            bits=bits,
+            route=route,
+            config=config,
+            log=log,
+        )
     kL = qk[0].shape[-2]
     name = choose_route(qL=q.shape[2], kL=kL, route=route, config=config)
     if name != "kv-chunks" and kL >= config.threshold and route != "stock":
