@@ -118,6 +118,9 @@ for section in "$@"; do
         --no-prefix-reuse --kv-bits 8 --allow-beyond-trained
       niah_run qwen15-calib-step8k --model "$Q15" --context 32k,128k --depth 0.5 --samples 2 \
         --no-prefix-reuse --prefill-step 8192 --allow-beyond-trained ;;
+    calibration-kv8)  # --kv-bits 8 alone (on CUDA: attention over the dequantized K/V)
+      niah_run qwen15-calib-kv8 --model "$Q15" --context 1k,4k,16k,32k,64k,128k --depth 0.5 \
+        --samples 2 --no-prefix-reuse --kv-bits 8 --allow-beyond-trained ;;
     ruler)  # issue 21: the new task families at 4K-128K
       for task in variable-tracking common-words frequent-words; do
         niah_run "qwen15-task-$task" --model "$Q15" --task "$task" --context 4k,16k,32k,64k,128k \
