@@ -10,8 +10,8 @@ Writing: into a fresh temporary folder beside the entries, data first (flushed t
 manifest last, then one rename onto the entry's name. A rename onto an existing entry fails,
 so of two processes converting the same file at once one entry wins and the other's folder is
 dropped; a reader never sees half an entry. Reading: the manifest must parse and name this
-key, every file must have the manifest's size and sha256 (niah.digest_store: hashed once per
-file, not at every load), and mx.load must return the tensors listed. Anything else (missing
+key, every file must have the manifest's size and full sha256 (never a sampled fingerprint, at
+any size; niah.digest_store: hashed once per file, not at every load), and mx.load must return the tensors listed. Anything else (missing
 or truncated file, damaged manifest) counts as corrupt: the entry is moved aside, deleted and
 rebuilt by the caller, never used. NIAH_WEIGHT_CACHE=0 turns the cache off.
 """
@@ -26,8 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..digest_store import remember
-from ..identity import file_digest
+from ..digest_store import cached_digest, remember
 from ..user_cache import WEIGHTS, cache_root, enabled
 
 FORMAT = 1
@@ -77,11 +76,24 @@ def _read_manifest(folder: Path, key: str) -> dict | None:
     return manifest
 
 
+def _content_sha256(path: Path) -> str:
+    """The full sha256 of an entry's file, remembered by niah.digest_store. Not
+    niah.identity.file_digest: above 2 GiB that is a head-and-tail fingerprint, which never
+    equals the manifest's sha256 and would not see a byte changed in between."""
+    resolved = str(path.resolve())
+    st = os.stat(resolved)
+    digest = cached_digest(resolved, st, lambda: _sha256(Path(resolved)))
+    if digest.startswith("sampled-"):  # remembered by an older niah's check
+        digest = _sha256(Path(resolved))
+        remember(resolved, digest, st=st)
+    return digest
+
+
 def _files_intact(folder: Path, files: dict) -> bool:
     for name, want in files.items():
         path = folder / name
         try:
-            if os.stat(path).st_size != want["size"] or file_digest(path) != want["sha256"]:
+            if os.stat(path).st_size != want["size"] or _content_sha256(path) != want["sha256"]:
                 return False
         except (OSError, KeyError, TypeError):
             return False
