@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import invoke
 
 gguf = pytest.importorskip("gguf")
 
@@ -72,3 +73,22 @@ def test_large_entry_with_a_byte_changed_mid_file_is_rebuilt(kquant, cache_dir, 
         fh.write(bytes([byte[0] ^ 0xFF]))
     assert read_gguf(kquant).cache == "rebuilt"
     assert read_gguf(kquant).cache == "hit"
+
+
+def test_cache_clear_deletes_only_niahs_entries_in_weights(kquant, cache_dir):
+    """NIAH_CACHE_DIR pointed at a folder whose weights/ holds the user's own files: clear
+    removed the whole weights/ folder, theirs included."""
+    read_gguf(kquant)
+    weights = cache_dir / "weights"
+    (weights / "my-model.safetensors").write_bytes(b"user data")
+    (weights / "checkpoints").mkdir()
+    (weights / "checkpoints" / "step-100.bin").write_bytes(b"user data")
+    (weights / "0123456789abcdef0123456789abcdef.txt").write_text("a user file, hex name")
+    (cache_dir / "digests.sqlite3.d").mkdir()
+    result = invoke(["cache", "clear"])
+    assert result.exit_code == 0, result.output
+    left = sorted(p.name for p in weights.iterdir())
+    assert left == ["0123456789abcdef0123456789abcdef.txt", "checkpoints", "my-model.safetensors"]
+    assert (weights / "checkpoints" / "step-100.bin").read_bytes() == b"user data"
+    assert (cache_dir / "digests.sqlite3.d").is_dir()
+    assert "(0.0 MiB)" in invoke(["cache", "info"]).output
