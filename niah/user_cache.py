@@ -6,7 +6,8 @@ remembered file digests (niah.digest_store, digests.sqlite3). Deleting them is a
 run then converts and hashes again. `niah cache info` / `niah cache clear` and `niah doctor`
 use this module; they count and delete only niah's own entries (`owned`: the digest store's
 files, and under weights/ the entry folders, named by their 32-digit key, and niah's
-temporary and trash folders), never anything else a mistyped NIAH_CACHE_DIR may point at.
+temporary and trash folders), never anything else a mistyped NIAH_CACHE_DIR may point at. A
+part that cannot be deleted (read-only folder) is one line naming it, after the rest went.
 """
 
 from __future__ import annotations
@@ -94,15 +95,35 @@ def describe(root: Path | None = None) -> str:
     return f"{root} ({shown})"
 
 
+def _remove(path: Path) -> None:
+    """Delete one of niah's entries; the first OSError is raised."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def clear(root: Path | None = None) -> int:
-    """Delete niah's entries (`owned`) in the cache folder; returns the bytes they held."""
+    """Delete niah's entries (`owned`) in the cache folder; returns the bytes they held.
+    Every entry that can go goes; one that cannot is a NiahError naming it."""
+    from .errors import NiahError
+
     root = root or checked_root()
-    size = cache_bytes(root)
+    size, failed = cache_bytes(root), []
     for part in owned(root):
-        if part.is_dir() and not part.is_symlink():
-            shutil.rmtree(part, ignore_errors=True)
-        else:
-            part.unlink(missing_ok=True)
+        try:
+            _remove(part)
+        except FileNotFoundError:
+            pass  # removed meanwhile (another process's trash, a finished temp)
+        except OSError as exc:
+            failed.append((part, exc))
+    if failed:
+        part, exc = failed[0]
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise NiahError(
+            f"cannot delete {str(part)!r}{more} in the cache folder ({exc.strerror or exc}): "
+            f"make {str(root)!r} writable and run niah cache clear again"
+        )
     try:
         (root / WEIGHTS).rmdir()  # only when empty: a folder of the user's files stays
     except OSError:

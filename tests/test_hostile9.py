@@ -8,6 +8,7 @@ under tmp_path; NIAH_CACHE_DIR points there.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -73,6 +74,33 @@ def test_large_entry_with_a_byte_changed_mid_file_is_rebuilt(kquant, cache_dir, 
         fh.write(bytes([byte[0] ^ 0xFF]))
     assert read_gguf(kquant).cache == "rebuilt"
     assert read_gguf(kquant).cache == "hit"
+
+
+def _refuse(monkeypatch, code: int, *names: str) -> None:
+    """Make os.<name> raise OSError(code) for every name: a read-only or full file system."""
+
+    def refused(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(args[0]) if args else "")
+
+    for name in names:
+        monkeypatch.setattr(os, name, refused)
+
+
+def test_cache_clear_on_a_read_only_folder_says_so_in_one_line(kquant, cache_dir, monkeypatch):
+    """A read-only cache folder gave a traceback (the digest store's unlink) or, for weights/,
+    'cleared ... freed' while every entry stayed."""
+    monkeypatch.setattr(digest_store, "MIN_BYTES", 0)
+    read_gguf(kquant)
+    assert (cache_dir / "digests.sqlite3").is_file()
+    _refuse(monkeypatch, errno.EROFS, "unlink", "rmdir", "rename", "remove")
+    result = invoke(["cache", "clear"])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Read-only file system" in lines[0], result.output
+    assert str(cache_dir) in lines[0] and "freed" not in result.output
+    monkeypatch.undo()
+    assert _entry(cache_dir).is_dir()
 
 
 def test_cache_clear_deletes_only_niahs_entries_in_weights(kquant, cache_dir):
