@@ -1,12 +1,15 @@
 """The results store: one JSON line per finished trial, appended and flushed at once.
 
 A run folder holds ``config.json`` (the RunConfig) and ``trials.jsonl`` (or
-``trials.rank<N>.jsonl`` per rank in a distributed run). Reading skips a corrupt line with a
-warning and keeps the rest, so a crash mid-write never loses finished trials.
+``trials.rank<N>.jsonl`` per rank in a distributed run). A line is appended whole or not at
+all: a write that fails (a full disk) is cut back off the file and ends the run with one line.
+A process killed mid-write can still leave half a line: reading skips a corrupt line with a
+warning and keeps the rest, and the next append ends it first, so no finished trial is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -215,26 +218,34 @@ class FolderLock:
         self._handles.clear()
 
 
-def _end_partial_line(path: Path, fh) -> None:
-    """A crash mid-write leaves a partial last line: end it (through `fh`, open for appending)
-    so the next line starts on its own (the partial one is then skipped as corrupt)."""
-    if path.stat().st_size:
-        with open(path, "rb") as tail:
-            tail.seek(-1, os.SEEK_END)
-            if tail.read(1) != b"\n":
-                fh.write("\n")
-                fh.flush()
+def append_whole(fd: int, data: bytes) -> None:
+    """Append `data` (whole lines) to the file open as `fd` (O_RDWR | O_APPEND) and flush it
+    to disk, or leave the file as it was: on an error (a full disk, after a short write) the
+    file is cut back to its size before and the OSError raised. A partial last line left by
+    a killed writer is ended first, so the new line starts on its own."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    if start and os.pread(fd, 1, start - 1) != b"\n":
+        data = b"\n" + data
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 class TrialWriter:
-    """Appends one record per line and flushes to disk after each."""
+    """Appends one record per line and flushes to disk after each; a record that cannot be
+    written whole (a full disk) leaves no part of it behind and ends the run with one line."""
 
     def __init__(self, folder: Path, *, rank: int | None = None):
         name = "trials.jsonl" if rank is None else f"trials.rank{rank}.jsonl"
         self.path = Path(folder) / name
         try:
-            self._fh = open(self.path, "a", encoding="utf-8")
-            _end_partial_line(self.path, self._fh)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:
             raise NiahError(
                 f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out"
@@ -249,12 +260,19 @@ class TrialWriter:
                 f"trial {record.get('key')} holds a number JSON cannot store "
                 "(NaN or infinity): check the run options (e.g. --rope-scaling)"
             ) from None
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            append_whole(self._fd, (line + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise NiahError(
+                f"cannot write {str(self.path)!r} ({exc.strerror or exc}): every trial before "
+                f"this one is kept; free space, then finish with niah run --resume "
+                f"{str(self.path.parent)!r}"
+            ) from None
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -271,9 +289,11 @@ def append_run_log(folder: Path, entry: dict) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
     path = Path(folder) / RUN_LOG
     try:
-        with open(path, "a", encoding="utf-8") as fh:
-            _end_partial_line(path, fh)
-            fh.write(dumps(entry) + "\n")
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            append_whole(fd, (dumps(entry) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise NiahError(
             f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "

@@ -120,3 +120,87 @@ def test_cache_clear_deletes_only_niahs_entries_in_weights(kquant, cache_dir):
     assert (weights / "checkpoints" / "step-100.bin").read_bytes() == b"user data"
     assert (cache_dir / "digests.sqlite3.d").is_dir()
     assert "(0.0 MiB)" in invoke(["cache", "info"]).output
+
+
+FULL_DISK_WRITER = r"""
+import json, resource, signal, sys, warnings
+from pathlib import Path
+from niah.errors import NiahError
+from niah.store import TrialWriter, read_trials
+
+folder, limit = Path(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+def rec(i):
+    return {"key": f"k{i}", "context": 1024, "sample": i, "depth": 0.5, "verdict": "PASS",
+            "response": "y" * 700}
+
+out = {"written": 0}
+writer = TrialWriter(folder)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the disk is full from here
+try:
+    for i in range(100):
+        writer.write(rec(i))
+        out["written"] += 1
+except BaseException as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+try:
+    writer.close()
+except BaseException as exc:
+    out["close"] = f"{type(exc).__name__}: {exc}"
+out["tail"] = (folder / "trials.jsonl").read_bytes()[-1:].decode()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed: resume appends
+with TrialWriter(folder) as writer:
+    writer.write(rec(999))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out["keys"] = [r["key"] for r in read_trials(folder)]
+out["warnings"] = [str(w.message) for w in caught]
+print(json.dumps(out))
+"""
+
+
+def test_a_full_disk_while_appending_a_trial_is_one_line_and_keeps_every_trial(tmp_path):
+    """The disk filling up mid-record (a short write, then an error: here the file-size
+    limit, as a full disk does) gave a traceback, raised again on close, and left half a
+    line in trials.jsonl. Now: one line, the file cut back to its last whole record, and a
+    later append (--resume) adds after it with nothing skipped."""
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(folder), str(8 * 1024)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert 0 < out["written"] < 100
+    assert out["error"].startswith("NiahError: cannot write ")
+    assert "trials.jsonl" in out["error"] and "--resume" in out["error"]
+    assert "close" not in out and out["tail"] == "\n"
+    written = [f"k{i}" for i in range(out["written"])]
+    assert out["keys"] == written + ["k999"] and out["warnings"] == []
+
+
+def test_half_a_line_left_by_a_killed_writer_is_ended_before_the_next_record(tmp_path):
+    """SIGKILL mid-write leaves half a record: the next append starts on a line of its own
+    (the half line is skipped with a warning, the new record kept)."""
+    from niah.store import TrialWriter, append_run_log, read_run_log, read_trials
+
+    (tmp_path / "trials.jsonl").write_text('{"key": "k0", "context": 1024, "sam')
+    (tmp_path / "runs.jsonl").write_text('{"event": "sta')
+    rec = {"key": "k1", "context": 1024, "sample": 0, "depth": 0.5, "verdict": "PASS"}
+    with TrialWriter(tmp_path) as writer:
+        writer.write(rec)
+    append_run_log(tmp_path, {"event": "start"})
+    with pytest.warns(UserWarning, match="skipped 1 corrupt line"):
+        assert [r["key"] for r in read_trials(tmp_path)] == ["k1"]
+    assert [e["event"] for e in read_run_log(tmp_path)] == ["start"]
