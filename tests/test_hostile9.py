@@ -204,3 +204,46 @@ def test_half_a_line_left_by_a_killed_writer_is_ended_before_the_next_record(tmp
     with pytest.warns(UserWarning, match="skipped 1 corrupt line"):
         assert [r["key"] for r in read_trials(tmp_path)] == ["k1"]
     assert [e["event"] for e in read_run_log(tmp_path)] == ["start"]
+
+
+def _no_entries(cache_dir: Path) -> bool:
+    weights = cache_dir / "weights"
+    return not weights.is_dir() or not [p for p in weights.iterdir()]
+
+
+def test_gguf_rewritten_while_converted_is_refused_and_not_cached(kquant, cache_dir):
+    """A file rewritten in place while its tensors were read gave tensors of both versions,
+    stored in the weight cache under the first version's digest."""
+    import time
+
+    from niah.errors import NiahError
+
+    def rewrite_once(done, total, what):
+        if done == 1:
+            time.sleep(0.05)  # past the file system's timestamp granularity
+            write_kquant_gguf(kquant, seed=1)  # same layout and size, other weights
+
+    with pytest.raises(NiahError, match="changed while niah read it"):
+        read_gguf(kquant, on_progress=rewrite_once)
+    assert _no_entries(cache_dir)
+    assert read_gguf(kquant).cache == "stored"  # the file as it is now reads fine
+
+
+def test_gguf_replaced_between_digest_and_load_is_refused(tmp_path, cache_dir, monkeypatch):
+    """A native file (read by mx.load) replaced after its digest was taken: the run would be
+    identified by one file and measure another."""
+    from niah.errors import NiahError
+    from niah.gguf import read as gguf_read
+
+    native = write_kquant_gguf(tmp_path / "native.gguf", types=("Q8_0",))
+    other = write_kquant_gguf(tmp_path / "other.gguf", types=("Q8_0",), seed=1)
+    digest = gguf_read.file_digest
+
+    def digest_then_replace(path):
+        value = digest(path)
+        os.replace(other, native)
+        return value
+
+    monkeypatch.setattr(gguf_read, "file_digest", digest_then_replace)
+    with pytest.raises(NiahError, match="changed while niah read it"):
+        read_gguf(native)

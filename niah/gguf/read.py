@@ -17,13 +17,18 @@ converted once: the result is kept in the weight cache (niah.gguf.cache) under `
 and later reads load it from there. The K-quants and Q5_0/Q8_0 are dequantized with MLX ops
 (niah.gguf.dequant, equal to gguf's numpy results; F32/F16 too), other types with gguf's
 numpy code, so only those need the gguf package.
+
+A file written or replaced while it is read (a download or llama-quantize still running, a
+copy over it) is refused with one line: its stat before the read must still hold after it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..digest_store import stat_key
 from ..errors import NiahError
 from ..identity import file_digest
 from . import cache as weight_cache
@@ -70,11 +75,35 @@ def _check_file(path: Path) -> None:
 def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None) -> RawGGUF:
     """Tensors and metadata of `path`, with weights in the `quant` mode (see the module doc).
 
-    on_progress(done, total, what), when given, is called as tensors are converted."""
+    on_progress(done, total, what), when given, is called as tensors are converted. A file
+    written or replaced while it is read is refused (`check_unchanged`), never returned as
+    a mix of two versions nor kept in the weight cache."""
     if quant not in QUANT_MODES:
         raise NiahError(f"unknown --gguf-quant {quant!r}: use one of {', '.join(QUANT_MODES)}")
     path = Path(path)
     _check_file(path)
+    before = stat_key(os.stat(path))
+    raw = _read(path, quant=quant, on_progress=on_progress, before=before)
+    check_unchanged(path, before)
+    return raw
+
+
+def check_unchanged(path: Path, before: tuple) -> None:
+    """Refuse `path` when its (size, mtime, inode, ctime) is no longer `before`: it was
+    written or replaced meanwhile. A same-size rewrite within one tick of the file system's
+    clock (a few ms) is not seen; the digest store has the same limit."""
+    try:
+        now = stat_key(os.stat(path))
+    except OSError:
+        now = None
+    if now != before:
+        raise NiahError(
+            f"GGUF {str(path)!r} changed while niah read it (written or replaced meanwhile): "
+            "wait until it is written completely, then run again"
+        )
+
+
+def _read(path: Path, *, quant: str, on_progress, before: tuple) -> RawGGUF:
     header = parse_header(path)
     check_layout(path, header)
     types = {}
@@ -92,7 +121,14 @@ def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None)
         raw.digest, raw.cache = digest, "off"
         return raw
     return _read_cached(
-        path, header, native=native, mode=mode, types=types, digest=digest, on_progress=on_progress
+        path,
+        header,
+        native=native,
+        mode=mode,
+        types=types,
+        digest=digest,
+        on_progress=on_progress,
+        before=before,
     )
 
 
@@ -121,7 +157,7 @@ def cache_key(*, digest: str, weights: str) -> str:
 
 
 def _read_cached(
-    path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress
+    path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress, before
 ) -> RawGGUF:
     key = cache_key(digest=digest, weights=_mode_name(mode))
     entry, status = weight_cache.lookup(key)
@@ -136,6 +172,7 @@ def _read_cached(
             cache="hit",
         )
     raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
+    check_unchanged(path, before)  # a mix of two versions never enters the cache
     stored = weight_cache.store(
         key,
         weight_cache.Entry(raw.tensors, raw.quantized),
