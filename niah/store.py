@@ -10,6 +10,7 @@ warning and keeps the rest, and the next append ends it first, so no finished tr
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -158,7 +159,8 @@ class FolderLock:
 
     A plain run holds the folder's lock exclusively; each rank of an mlx.launch group holds it
     shared (ranks of one group run together) plus its own rank's lock exclusively. A second
-    process that cannot take its lock gets one line naming the holder. The lock goes with the
+    process that cannot take its lock gets one line naming the holder; a lock refused for
+    another reason (no lock support, I/O error) says that reason, never blaming a run. The lock goes with the
     process, so a killed run never leaves a stale lock behind.
     """
 
@@ -180,20 +182,30 @@ class FolderLock:
             ) from None
         try:
             fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise NiahError(
-                f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
-                "to finish, or give another --out"
-            ) from None
+            raise self._refusal(exc, holder) from None
         if mode == fcntl.LOCK_EX:
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
         self._handles.append(fh)
+
+    def _refusal(self, exc: OSError, holder: str) -> NiahError:
+        """Why the lock was refused: another run only when it is held (EWOULDBLOCK); any
+        other error (no lock support, I/O error) says what it was."""
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return NiahError(
+                f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
+                "to finish, or give another --out"
+            )
+        return NiahError(
+            f"cannot lock output folder {str(self.folder)!r} ({exc.strerror or exc}): choose "
+            "a writable --out on a file system with file locks (a local disk)"
+        )
 
     def __enter__(self):
         import fcntl

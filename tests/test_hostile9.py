@@ -247,3 +247,55 @@ def test_gguf_replaced_between_digest_and_load_is_refused(tmp_path, cache_dir, m
     monkeypatch.setattr(gguf_read, "file_digest", digest_then_replace)
     with pytest.raises(NiahError, match="changed while niah read it"):
         read_gguf(native)
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EROFS, errno.EACCES, errno.EIO])
+def test_a_lock_that_fails_for_another_reason_does_not_blame_another_run(
+    tmp_path, monkeypatch, code
+):
+    """flock failing for any reason was reported as 'another niah run (...) is writing to'
+    the folder, with no other run anywhere: the user waits for nothing."""
+    import fcntl
+
+    from niah.errors import NiahError
+    from niah.store import FolderLock
+
+    def refused(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    with pytest.raises(NiahError) as caught:
+        with FolderLock(tmp_path / "run"):
+            pass
+    message = str(caught.value)
+    assert "another" not in message and os.strerror(code) in message, message
+    assert str(tmp_path / "run") in message
+
+
+def test_a_lock_held_by_another_process_names_it(tmp_path):
+    """The one case that blames another run: the lock really is held (here by a child)."""
+    import subprocess
+    import sys
+
+    from niah.errors import NiahError
+    from niah.store import FolderLock
+
+    folder = tmp_path / "run"
+    hold = (
+        "import sys, time; from niah.store import FolderLock\n"
+        "with FolderLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(NiahError, match=rf"another niah run \(pid {child.pid} on "):
+            with FolderLock(folder):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    with FolderLock(folder):  # a killed holder leaves no stale lock
+        pass
