@@ -50,23 +50,32 @@ def prepare_folder(
     old = refuse_other_config(folder, config_hash=config_hash, identity=identity)
     if old is not None:
         config = merge_grids(old.config, config)
+    data = config.to_dict()
+    data["config_hash"] = config_hash
+    if identity:
+        data["identity"] = identity
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        probe = Path(folder) / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-        data = config.to_dict()
-        data["config_hash"] = config_hash
-        if identity:
-            data["identity"] = identity
-        tmp = Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
-        os.replace(tmp, path)
+        _write_then_rename(Path(folder) / f".write-test-{os.getpid()}", "ok", None)
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+        _write_then_rename(Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp", text, path)
     except OSError as exc:
         raise NiahError(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
             "choose a writable --out"
         ) from None
+
+
+def _write_then_rename(tmp: Path, text: str, target: Path | None) -> None:
+    """Write `text` to `tmp`, then rename it onto `target` (None: delete it, a write probe);
+    `tmp` never stays behind, also when the write fails (a full disk)."""
+    try:
+        tmp.write_text(text)
+        if target is not None:
+            os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def refuse_other_config(

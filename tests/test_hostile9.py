@@ -299,3 +299,68 @@ def test_a_lock_held_by_another_process_names_it(tmp_path):
         child.wait()
     with FolderLock(folder):  # a killed holder leaves no stale lock
         pass
+
+
+PREPARE_ON_FULL_DISK = r"""
+import resource, signal, sys
+from niah.config import RunConfig
+from niah.errors import NiahError
+from niah.store import prepare_folder
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+try:
+    prepare_folder(sys.argv[1], RunConfig(model="default"))
+except NiahError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("limit", [1, 200])  # the write probe fails; then config.json's temp
+def test_a_run_folder_on_a_full_disk_keeps_no_temporary_files(tmp_path, limit):
+    """prepare_folder's write probe (.write-test-<pid>) and config.json's temporary copy
+    stayed in the run folder when the disk was full, one more per attempt."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE_ON_FULL_DISK, str(folder), str(limit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("cannot write to output folder"), done.stdout
+    assert sorted(p.name for p in folder.iterdir()) == []
+
+
+def test_weight_cache_temporaries_of_a_failed_or_killed_write_do_not_accumulate(
+    kquant, cache_dir, monkeypatch
+):
+    """A write that fails (full disk) removes its temporary folder; a .trash- folder left by a
+    process killed while deleting a corrupt entry (a whole entry's size) is removed by the
+    next store, whatever its age; a fresh .tmp- folder (another process writing) is kept."""
+    import mlx.core as mx
+
+    save = mx.save_safetensors
+
+    def save_then_fail(path, *args, **kwargs):
+        save(path, *args, **kwargs)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+        raise RuntimeError("[save_safetensors] No space left on device")
+
+    monkeypatch.setattr(mx, "save_safetensors", save_then_fail)
+    assert read_gguf(kquant).cache == "unwritable"
+    assert _no_entries(cache_dir)
+    monkeypatch.setattr(mx, "save_safetensors", save)
+    weights = cache_dir / "weights"
+    (weights / ".trash-0123456789ab").mkdir()
+    (weights / ".trash-0123456789ab" / "weights.safetensors").write_bytes(b"x" * 4096)
+    busy = weights / f".tmp-{'a' * 16}-{os.getpid()}-01234567"
+    busy.mkdir()
+    assert read_gguf(kquant, quant="q4").cache == "stored"
+    assert sorted(p.name for p in weights.iterdir() if p.name.startswith(".")) == [busy.name]

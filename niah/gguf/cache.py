@@ -9,7 +9,9 @@ same key always means the same arrays as a fresh conversion.
 Writing: into a fresh temporary folder beside the entries, data first (flushed to disk), the
 manifest last, then one rename onto the entry's name. A rename onto an existing entry fails,
 so of two processes converting the same file at once one entry wins and the other's folder is
-dropped; a reader never sees half an entry. Reading: the manifest must parse and name this
+dropped; a reader never sees half an entry. A write that fails (a full disk) removes its
+temporary folder; folders left by killed processes are removed by the next store
+(`_remove_stale_temps`). Reading: the manifest must parse and name this
 key, every file must have the manifest's size and full sha256 (never a sampled fingerprint, at
 any size; niah.digest_store: hashed once per file, not at every load), and mx.load must return the tensors listed. Anything else (missing
 or truncated file, damaged manifest) counts as corrupt: the entry is moved aside, deleted and
@@ -155,6 +157,11 @@ def _fsync(path: Path) -> None:
 
 
 def _remove_stale_temps(root: Path) -> None:
+    """Delete what killed processes left: .trash- folders (entries renamed aside to be
+    deleted: no one reads them, so at any age) and .tmp- folders older than STALE_TEMP_S
+    (a younger one may be another process's write in progress)."""
+    for old in root.glob(".trash-*"):
+        shutil.rmtree(old, ignore_errors=True)
     now = time.time()
     for old in root.glob(".tmp-*"):
         try:
