@@ -364,3 +364,21 @@ def test_weight_cache_temporaries_of_a_failed_or_killed_write_do_not_accumulate(
     busy.mkdir()
     assert read_gguf(kquant, quant="q4").cache == "stored"
     assert sorted(p.name for p in weights.iterdir() if p.name.startswith(".")) == [busy.name]
+
+
+def test_an_entry_replaced_by_a_link_is_unlinked_never_followed(kquant, cache_dir, tmp_path):
+    """An entry that is a link to the user's folder fails its check: the link goes (it stayed
+    as a .trash- link for ever), the folder it points at and its files stay."""
+    import shutil
+
+    read_gguf(kquant)
+    entry = _entry(cache_dir)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "precious.txt").write_text("mine")
+    shutil.rmtree(entry)
+    entry.symlink_to(theirs)
+    assert read_gguf(kquant).cache == "rebuilt"
+    assert (theirs / "precious.txt").read_text() == "mine"
+    assert [p.name for p in (cache_dir / "weights").iterdir()] == [entry.name]
+    assert not entry.is_symlink()

@@ -53,6 +53,14 @@ def cache_enabled() -> bool:
     return enabled("NIAH_WEIGHT_CACHE")
 
 
+def _delete(path: Path) -> None:
+    """Delete a folder of niah's; a link put in its place is unlinked (never followed)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _discard(folder: Path) -> None:
     """Remove an entry atomically: renamed aside first, so no reader sees it half-deleted."""
     trash = folder.parent / f".trash-{secrets.token_hex(6)}"
@@ -60,7 +68,7 @@ def _discard(folder: Path) -> None:
         os.rename(folder, trash)
     except OSError:
         return  # another process removed or replaced it first
-    shutil.rmtree(trash, ignore_errors=True)
+    _delete(trash)
 
 
 def _read_manifest(folder: Path, key: str) -> dict | None:
@@ -161,7 +169,7 @@ def _remove_stale_temps(root: Path) -> None:
     deleted: no one reads them, so at any age) and .tmp- folders older than STALE_TEMP_S
     (a younger one may be another process's write in progress)."""
     for old in root.glob(".trash-*"):
-        shutil.rmtree(old, ignore_errors=True)
+        _delete(old)
     now = time.time()
     for old in root.glob(".tmp-*"):
         try:
