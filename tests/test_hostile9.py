@@ -382,3 +382,43 @@ def test_an_entry_replaced_by_a_link_is_unlinked_never_followed(kquant, cache_di
     assert (theirs / "precious.txt").read_text() == "mine"
     assert [p.name for p in (cache_dir / "weights").iterdir()] == [entry.name]
     assert not entry.is_symlink()
+
+
+CUT_WHILE_CONVERTED = r"""
+import sys
+from pathlib import Path
+from test_weight_cache import write_kquant_gguf
+from niah.errors import NiahError
+from niah.gguf.read import read_gguf
+
+path = write_kquant_gguf(Path(sys.argv[1]))
+
+def cut(done, total, what):  # a download or copy starting over the file
+    if done == 1:
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size // 3)
+
+try:
+    read_gguf(path, quant="q8", on_progress=cut)
+except NiahError as exc:
+    print(exc)
+"""
+
+
+def test_gguf_cut_short_while_converted_is_one_line_not_a_bus_error(tmp_path, cache_dir):
+    """The tensors were read through a memory map: a file truncated meanwhile killed the
+    process with SIGBUS ('Bus error', no message, exit 135)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", CUT_WHILE_CONVERTED, str(tmp_path / "cut.gguf")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "changed while niah read it" in done.stdout
+    assert _no_entries(cache_dir)

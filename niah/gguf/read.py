@@ -97,10 +97,31 @@ def check_unchanged(path: Path, before: tuple) -> None:
     except OSError:
         now = None
     if now != before:
-        raise NiahError(
-            f"GGUF {str(path)!r} changed while niah read it (written or replaced meanwhile): "
-            "wait until it is written completely, then run again"
-        )
+        raise _changed(path)
+
+
+def _changed(path: Path) -> NiahError:
+    return NiahError(
+        f"GGUF {str(path)!r} changed while niah read it (written or replaced meanwhile): "
+        "wait until it is written completely, then run again"
+    )
+
+
+def _tensor_bytes(fh, t, *, path: Path):
+    """Tensor `t`'s bytes, read from the open file `fh`. Not a memory map: a file cut short
+    while mapped kills the process (SIGBUS); a short read here is one line instead."""
+    import numpy as np
+
+    n = t.nbytes or 0
+    buf = np.empty(n, dtype=np.uint8)
+    view, got = memoryview(buf), 0
+    fh.seek(t.offset)
+    while got < n:
+        step = fh.readinto(view[got:])
+        if not step:
+            raise _changed(path)
+        got += step
+    return buf
 
 
 def _read(path: Path, *, quant: str, on_progress, before: tuple) -> RawGGUF:
@@ -268,15 +289,15 @@ def _gguf_dequantizer(path: Path, types: dict):
 
 
 def _dequantize(t, data, *, path: Path, types: dict):
-    """One tensor as a float32 MLX array of its shape: MLX ops where niah.gguf.dequant has
-    the type, else gguf's numpy code."""
+    """One tensor (`data`: its bytes) as a float32 MLX array of its shape: MLX ops where
+    niah.gguf.dequant has the type, else gguf's numpy code."""
     import importlib.metadata as md
 
     import mlx.core as mx
     import numpy as np
 
     try:
-        blocks = t.raw(data)
+        blocks = t.raw(data, base=t.offset)
         arr = mlx_dequantize(blocks, t.type_name, t.shape)
         if arr is not None:
             return arr
@@ -300,19 +321,19 @@ def _dequantize(t, data, *, path: Path, types: dict):
 def _read_with_gguf(path: Path, header, *, quant: str, types: dict, on_progress=None) -> RawGGUF:
     """Every tensor dequantized from its GGML blocks, weights stored in the `quant` mode."""
     import mlx.core as mx
-    import numpy as np
 
     raw = RawGGUF(tensors={}, meta=header.meta, types=types, weights=_mode_name(quant))
-    data = np.memmap(path, dtype=np.uint8, mode="r")
     total = len(header.tensors)
-    for done, t in enumerate(header.tensors, 1):
-        arr = _dequantize(t, data, path=path, types=types)
-        mx.eval(arr)
-        if arr.ndim == 2 and t.name.endswith(".weight"):
-            _store(raw, t.name, arr, quant)
-        else:
-            raw.tensors[t.name] = arr
-        if on_progress is not None:
-            on_progress(done, total, "converting weights")
-    del data
+    with open(path, "rb", buffering=0) as fh:
+        for done, t in enumerate(header.tensors, 1):
+            data = _tensor_bytes(fh, t, path=path)
+            arr = _dequantize(t, data, path=path, types=types)
+            mx.eval(arr)
+            del data
+            if arr.ndim == 2 and t.name.endswith(".weight"):
+                _store(raw, t.name, arr, quant)
+            else:
+                raw.tensors[t.name] = arr
+            if on_progress is not None:
+                on_progress(done, total, "converting weights")
     return raw
