@@ -422,3 +422,36 @@ def test_gguf_cut_short_while_converted_is_one_line_not_a_bus_error(tmp_path, ca
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert "changed while niah read it" in done.stdout
     assert _no_entries(cache_dir)
+
+
+def test_large_gguf_changed_mid_file_gets_a_new_entry_not_the_old_conversion(
+    kquant, cache_dir, large_files
+):
+    """Over 2 GiB the GGUF's digest is a fingerprint of its size, head and tail: a tensor
+    changed in between (same size) kept the weight cache key, and the old file's converted
+    tensors were returned as this file's."""
+    import mlx.core as mx
+
+    first = read_gguf(kquant)
+    size = kquant.stat().st_size
+    with open(kquant, "r+b") as fh:  # inside a tensor's blocks, far from head and tail
+        fh.seek(size // 2)
+        chunk = bytearray(fh.read(64))
+        fh.seek(size // 2)
+        fh.write(bytes(b ^ 0x11 for b in chunk))
+    second = read_gguf(kquant)
+    assert second.cache == "stored"
+    changed = [n for n in first.tensors if not mx.array_equal(first.tensors[n], second.tensors[n])]
+    assert changed
+
+
+def test_a_large_entry_is_hashed_once_when_written_not_again_at_each_load(
+    kquant, cache_dir, large_files, monkeypatch
+):
+    """The whole sha256 computed while storing an entry is what the next load's check finds."""
+    assert read_gguf(kquant).cache == "stored"
+    hashed = []
+    whole = identity._hash_file
+    monkeypatch.setattr(identity, "_hash_file", lambda *a, **k: hashed.append(a) or whole(*a, **k))
+    assert read_gguf(kquant).cache == "hit"
+    assert [a for a in hashed if "weights" in a[0]] == []

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..digest_store import cached_digest, remember
+from ..identity import full_file_digest, remember_full_digest
 from ..user_cache import WEIGHTS, cache_root, enabled
 
 FORMAT = 1
@@ -86,24 +86,11 @@ def _read_manifest(folder: Path, key: str) -> dict | None:
     return manifest
 
 
-def _content_sha256(path: Path) -> str:
-    """The full sha256 of an entry's file, remembered by niah.digest_store. Not
-    niah.identity.file_digest: above 2 GiB that is a head-and-tail fingerprint, which never
-    equals the manifest's sha256 and would not see a byte changed in between."""
-    resolved = str(path.resolve())
-    st = os.stat(resolved)
-    digest = cached_digest(resolved, st, lambda: _sha256(Path(resolved)))
-    if digest.startswith("sampled-"):  # remembered by an older niah's check
-        digest = _sha256(Path(resolved))
-        remember(resolved, digest, st=st)
-    return digest
-
-
 def _files_intact(folder: Path, files: dict) -> bool:
     for name, want in files.items():
         path = folder / name
         try:
-            if os.stat(path).st_size != want["size"] or _content_sha256(path) != want["sha256"]:
+            if os.stat(path).st_size != want["size"] or full_file_digest(path) != want["sha256"]:
                 return False
         except (OSError, KeyError, TypeError):
             return False
@@ -222,5 +209,8 @@ def store(key: str, entry: Entry, *, source: dict) -> str:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     for name, want in files.items():
-        remember(str((root / key / name).resolve()), want["sha256"])
+        try:
+            remember_full_digest(root / key / name, want["sha256"])
+        except OSError:
+            pass  # removed meanwhile (`niah cache clear`): the next lookup hashes it
     return "stored"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..digest_store import stat_key
 from ..errors import NiahError
-from ..identity import file_digest
+from ..identity import file_digest, full_file_digest
 from . import cache as weight_cache
 from .dequant import dequantize as mlx_dequantize
 from .header import check_layout, parse_header
@@ -180,7 +180,9 @@ def cache_key(*, digest: str, weights: str) -> str:
 def _read_cached(
     path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress, before
 ) -> RawGGUF:
-    key = cache_key(digest=digest, weights=_mode_name(mode))
+    # the whole file's sha256, never the > 2 GiB fingerprint `digest` may be: a tensor
+    # changed between head and tail must not find the old file's conversion
+    key = cache_key(digest=full_file_digest(path), weights=_mode_name(mode))
     entry, status = weight_cache.lookup(key)
     if entry is not None:
         return RawGGUF(
