@@ -181,14 +181,7 @@ class FolderLock:
         import fcntl
         import socket
 
-        path = self.folder / name
-        try:
-            fh = open(path, "a+", encoding="utf-8")
-        except OSError as exc:
-            raise NiahError(
-                f"cannot write to output folder {str(self.folder)!r} "
-                f"({exc.strerror or exc}): choose a writable --out"
-            ) from None
+        fh = self._open(self.folder / name)
         try:
             fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
         except OSError as exc:
@@ -202,6 +195,31 @@ class FolderLock:
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
         self._handles.append(fh)
+
+    def _open(self, path: Path):
+        """The lock file, opened for reading and writing (created when missing). A link or
+        anything but a plain file is refused: its holder line would overwrite the file a
+        link points at (a run folder unpacked from elsewhere)."""
+        import stat
+
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            if path.is_symlink():
+                raise NiahError(
+                    f"{str(path)!r} is a link, not niah's lock file: delete it (niah makes "
+                    "its own) and run again"
+                ) from None
+            raise NiahError(
+                f"cannot write to output folder {str(self.folder)!r} "
+                f"({exc.strerror or exc}): choose a writable --out"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NiahError(
+                f"{str(path)!r} is not a plain file, not niah's lock file: delete it and run again"
+            )
+        return os.fdopen(fd, "r+", encoding="utf-8")
 
     def _refusal(self, exc: OSError, holder: str) -> NiahError:
         """Why the lock was refused: another run only when it is held (EWOULDBLOCK); any

@@ -455,3 +455,22 @@ def test_a_large_entry_is_hashed_once_when_written_not_again_at_each_load(
     monkeypatch.setattr(identity, "_hash_file", lambda *a, **k: hashed.append(a) or whole(*a, **k))
     assert read_gguf(kquant).cache == "hit"
     assert [a for a in hashed if "weights" in a[0]] == []
+
+
+@pytest.mark.parametrize("name", [".lock", ".lock.rank1"])
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, name):
+    """A run folder received from elsewhere (a tarball) whose .lock is a link: taking the lock
+    truncated the file it points at and wrote 'pid N on host' into it."""
+    from niah.errors import NiahError
+    from niah.store import FolderLock
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's own file")
+    (folder / name).symlink_to(victim)
+    with pytest.raises(NiahError, match="is a link") as caught:
+        with FolderLock(folder, rank=1 if "rank" in name else None):
+            pass
+    assert "another" not in str(caught.value)
+    assert victim.read_text() == "the user's own file"
