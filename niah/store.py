@@ -276,6 +276,21 @@ def append_whole(fd: int, data: bytes) -> None:
         raise
 
 
+def open_for_append(path: Path) -> int:
+    """A descriptor appending to `path` (created when missing). A link there is refused
+    with one line, never followed: a run folder unpacked from elsewhere must not make niah
+    append records to a file of the user's it points at."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        if Path(path).is_symlink():
+            raise NiahError(
+                f"{str(path)!r} is a link: niah writes only files of its own there; move the "
+                "link out of the run folder (or copy what it points at in its place)"
+            ) from None
+        raise
+
+
 class TrialWriter:
     """Appends one record per line and flushes to disk after each; a record that cannot be
     written whole (a full disk) leaves no part of it behind and ends the run with one line."""
@@ -284,7 +299,7 @@ class TrialWriter:
         name = "trials.jsonl" if rank is None else f"trials.rank{rank}.jsonl"
         self.path = Path(folder) / name
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            self._fd = open_for_append(self.path)
         except OSError as exc:
             raise NiahError(
                 f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out"
@@ -328,7 +343,7 @@ def append_run_log(folder: Path, entry: dict) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
     path = Path(folder) / RUN_LOG
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = open_for_append(path)
         try:
             append_whole(fd, (dumps(entry) + "\n").encode("utf-8"))
         finally:

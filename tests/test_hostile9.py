@@ -474,3 +474,25 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, nam
             pass
     assert "another" not in str(caught.value)
     assert victim.read_text() == "the user's own file"
+
+
+@pytest.mark.parametrize("name", ["trials.jsonl", "runs.jsonl"])
+def test_a_record_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, name):
+    """trials.jsonl or runs.jsonl as a link (a folder unpacked from elsewhere): records and
+    run events were appended to whatever file it points at."""
+    from niah.errors import NiahError
+    from niah.store import TrialWriter, append_run_log
+
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's own file\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / name).symlink_to(victim)
+    rec = {"key": "k1", "context": 1024, "sample": 0, "depth": 0.5, "verdict": "PASS"}
+    with pytest.raises(NiahError, match="is a link"):
+        if name == "trials.jsonl":
+            with TrialWriter(folder) as writer:
+                writer.write(rec)
+        else:
+            append_run_log(folder, {"event": "start"})
+    assert victim.read_text() == "the user's own file\n"
