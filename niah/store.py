@@ -339,12 +339,17 @@ RUN_LOG = "runs.jsonl"
 
 
 def append_run_log(folder: Path, entry: dict) -> None:
-    """One line per run event with a one-time cost (warm-up): kept out of every trial."""
+    """One line per run event with a one-time cost (warm-up): kept out of every trial.
+    Appended under the file's own lock: the ranks of a group share it."""
+    import fcntl
+
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
     path = Path(folder) / RUN_LOG
     try:
         fd = open_for_append(path)
         try:
+            with contextlib.suppress(OSError):  # a cut-back must not cut another's line
+                fcntl.flock(fd, fcntl.LOCK_EX)
             append_whole(fd, (dumps(entry) + "\n").encode("utf-8"))
         finally:
             os.close(fd)

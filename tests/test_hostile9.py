@@ -496,3 +496,32 @@ def test_a_record_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, n
         else:
             append_run_log(folder, {"event": "start"})
     assert victim.read_text() == "the user's own file\n"
+
+
+def test_a_failed_run_log_append_does_not_cut_another_ranks_line(tmp_path, monkeypatch):
+    """The ranks of a group append to one runs.jsonl: a rank whose append failed (full disk)
+    cut the file back to its size before, removing a line another rank wrote meanwhile."""
+    import threading
+    import time
+
+    from niah.errors import NiahError
+    from niah.store import append_run_log, read_run_log
+
+    append_run_log(tmp_path, {"event": "start", "rank": 0})
+    real_write, main = os.write, threading.get_ident()
+    other = threading.Thread(target=append_run_log, args=(tmp_path, {"event": "end", "rank": 1}))
+
+    def write_then_fill(fd, data):
+        if threading.get_ident() != main:
+            return real_write(fd, data)
+        other.start()  # rank 1 appends while rank 0 is mid-write
+        time.sleep(0.3)
+        real_write(fd, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", write_then_fill)
+    with pytest.raises(NiahError, match="No space left"):
+        append_run_log(tmp_path, {"event": "warm-up", "rank": 0})
+    other.join(5)
+    events = [(e["event"], e["rank"]) for e in read_run_log(tmp_path)]
+    assert events == [("start", 0), ("end", 1)]
