@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 WEIGHTS = "weights"  # niah.gguf.cache's entries
@@ -79,7 +80,16 @@ def checked_root() -> Path:
     from .errors import NiahError
 
     root = cache_root()
-    if root.exists() and not root.is_dir():
+    try:
+        is_file = stat.S_ISDIR(os.stat(root).st_mode) is False
+    except FileNotFoundError:
+        is_file = False  # made when first written
+    except OSError as exc:  # a name too long, a folder above it that may not be entered
+        raise NiahError(
+            f"the cache folder {str(root)!r} cannot be used ({exc.strerror or exc}): point "
+            "NIAH_CACHE_DIR at a folder you can write (or unset it)"
+        ) from None
+    if is_file:
         raise NiahError(
             f"the cache folder {str(root)!r} is a file, not a folder: point NIAH_CACHE_DIR at a "
             "folder (or unset it)"

@@ -525,3 +525,19 @@ def test_a_failed_run_log_append_does_not_cut_another_ranks_line(tmp_path, monke
     other.join(5)
     events = [(e["event"], e["rank"]) for e in read_run_log(tmp_path)]
     assert events == [("start", 0), ("end", 1)]
+
+
+def test_a_cache_folder_the_system_cannot_use_is_one_line_and_a_run_without_cache(
+    kquant, tmp_path, monkeypatch
+):
+    """A NIAH_CACHE_DIR whose name is too long (or, for a user, inside a folder they may not
+    enter: EACCES) raised a traceback from Path.exists in `niah cache info/clear` and in a
+    GGUF load that looks up the weight cache."""
+    monkeypatch.setenv("NIAH_CACHE_DIR", str(tmp_path / ("a" * 300) / "cache"))
+    for command in ("info", "clear"):
+        result = invoke(["cache", command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: the cache folder ") and "too long" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    raw = read_gguf(kquant)
+    assert raw.cache == "unwritable" and raw.tensors

@@ -114,7 +114,9 @@ def lookup(key: str) -> tuple[Entry | None, str]:
     """(entry, "hit") when an intact entry exists; (None, "miss") when none does; (None,
     "corrupt") when one existed but failed a check and was removed."""
     folder = weights_dir() / key
-    if not folder.exists():
+    try:
+        os.stat(folder)
+    except OSError:  # none, or a cache folder the system refuses (the store then says so)
         return None, "miss"
     manifest = _read_manifest(folder, key)
     entry = None
@@ -206,8 +208,7 @@ def store(key: str, entry: Entry, *, source: dict) -> str:
     except (OSError, RuntimeError):  # mlx reports write failures as RuntimeError
         return "unwritable"
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # renamed away, or never made: nothing to do
     for name, want in files.items():
         try:
             remember_full_digest(root / key / name, want["sha256"])
