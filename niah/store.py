@@ -83,7 +83,7 @@ def refuse_other_config(
 ) -> StoredRun | None:
     """The run a folder holds (None where it holds none yet); refused with one line when it
     holds results of another configuration than `config_hash`."""
-    if not (Path(folder) / CONFIG_FILE).is_file():
+    if not os.path.isfile(Path(folder) / CONFIG_FILE):
         return None
     old = load_run(folder)
     if old.config_hash and old.config_hash != config_hash:
@@ -99,7 +99,7 @@ def refuse_other_config(
 
 def _config_data(folder: Path) -> dict:
     path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.isfile(path):  # False (not a traceback) for a name too long
         raise NiahError(
             f"{str(folder)!r} is not a niah run folder (no {CONFIG_FILE}): "
             "give a folder made by niah run"

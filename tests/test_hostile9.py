@@ -541,3 +541,16 @@ def test_a_cache_folder_the_system_cannot_use_is_one_line_and_a_run_without_cach
         assert len(result.stderr.strip().splitlines()) == 1
     raw = read_gguf(kquant)
     assert raw.cache == "unwritable" and raw.tensors
+
+
+def test_a_run_folder_name_too_long_is_one_line(tmp_path):
+    """Path.is_file / is_dir / exists raise on a name too long: `niah report`, `niah run
+    --resume` and a new run's folder check (refuse_other_config) gave tracebacks."""
+    from niah.store import refuse_other_config
+
+    folder = tmp_path / ("a" * 300)
+    for args in (["report", folder], ["run", "--resume", folder]):
+        result = invoke(args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert refuse_other_config(folder / "run", config_hash="x", identity=None) is None
