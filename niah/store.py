@@ -169,8 +169,8 @@ class FolderLock:
     A plain run holds the folder's lock exclusively; each rank of an mlx.launch group holds it
     shared (ranks of one group run together) plus its own rank's lock exclusively. A second
     process that cannot take its lock gets one line naming the holder; a lock refused for
-    another reason (no lock support, I/O error) says that reason, never blaming a run. The lock goes with the
-    process, so a killed run never leaves a stale lock behind.
+    another reason (no lock support, I/O error) says that reason, never blaming a run. The
+    lock goes with the process, so a killed run never leaves a stale lock behind.
     """
 
     def __init__(self, folder: Path, *, rank: int | None = None):

@@ -11,11 +11,12 @@ manifest last, then one rename onto the entry's name. A rename onto an existing 
 so of two processes converting the same file at once one entry wins and the other's folder is
 dropped; a reader never sees half an entry. A write that fails (a full disk) removes its
 temporary folder; folders left by killed processes are removed by the next store
-(`_remove_stale_temps`). Reading: the manifest must parse and name this
-key, every file must have the manifest's size and full sha256 (never a sampled fingerprint, at
-any size; niah.digest_store: hashed once per file, not at every load), and mx.load must return the tensors listed. Anything else (missing
-or truncated file, damaged manifest) counts as corrupt: the entry is moved aside, deleted and
-rebuilt by the caller, never used. NIAH_WEIGHT_CACHE=0 turns the cache off.
+(`_remove_stale_temps`). Reading: the manifest must parse and name this key, every file must
+have the manifest's size and whole-file sha256 (never identity's sampled fingerprint of files
+over 2 GiB; niah.digest_store: hashed once per file, not at every load), and mx.load must
+return the tensors listed. Anything else (missing or truncated file, damaged manifest) counts
+as corrupt: the entry is moved aside, deleted and rebuilt by the caller, never used; an entry
+that is a link is unlinked, never followed. NIAH_WEIGHT_CACHE=0 turns the cache off.
 """
 
 from __future__ import annotations
