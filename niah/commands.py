@@ -230,7 +230,7 @@ def cache_info():
 
 
 def cache_clear():
-    """Delete everything in the cache folder (converted weights are rebuilt when needed)."""
+    """Delete niah's own entries in the cache folder, nothing else (rebuilt when needed)."""
     from .user_cache import cache_root, clear
 
     try:

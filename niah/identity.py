@@ -26,11 +26,12 @@ SAMPLE_BYTES = 64 * 1024**2
 _BLOCK = 4 * 1024**2
 
 
-def _hash_file(path: str, size: int) -> str:
-    """sha256 of a file (or of size + first and last SAMPLE_BYTES above FULL_HASH_LIMIT)."""
+def _hash_file(path: str, size: int, *, whole: bool = False) -> str:
+    """sha256 of a file (or of size + first and last SAMPLE_BYTES above FULL_HASH_LIMIT,
+    unless `whole`)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if size <= FULL_HASH_LIMIT:
+        if whole or size <= FULL_HASH_LIMIT:
             for block in iter(lambda: fh.read(_BLOCK), b""):
                 h.update(block)
             return h.hexdigest()
@@ -50,6 +51,35 @@ def file_digest(path: str | Path) -> str:
     resolved = str(Path(path).resolve())
     st = os.stat(resolved)
     return cached_digest(resolved, st, lambda: _hash_file(resolved, st.st_size))
+
+
+def full_file_digest(path: str | Path) -> str:
+    """The sha256 of the whole file at any size, for what must never take one content for
+    another (the weight cache's keys and entries): file_digest fingerprints a file over
+    FULL_HASH_LIMIT by its size, head and tail. Remembered by niah.digest_store too (under
+    the path + "#sha256" where file_digest's row holds the fingerprint)."""
+    from .digest_store import cached_digest
+
+    resolved = str(Path(path).resolve())
+    st = os.stat(resolved)
+    if st.st_size <= FULL_HASH_LIMIT:
+        return file_digest(resolved)
+    compute = lambda: _hash_file(resolved, st.st_size, whole=True)  # noqa: E731
+    return cached_digest(_full_key(resolved, st.st_size), st, compute)
+
+
+def _full_key(resolved: str, size: int) -> str:
+    return resolved if size <= FULL_HASH_LIMIT else f"{resolved}#sha256"
+
+
+def remember_full_digest(path: str | Path, digest: str) -> None:
+    """Store `digest`, the whole sha256 of a file this process has just written and hashed,
+    where full_file_digest looks for it."""
+    from .digest_store import remember
+
+    resolved = str(Path(path).resolve())
+    st = os.stat(resolved)
+    remember(_full_key(resolved, st.st_size), digest, st=st)
 
 
 def tree_digest(path: str | Path, *, suffixes: tuple[str, ...] | None = None) -> str:

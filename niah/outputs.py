@@ -49,12 +49,12 @@ def check_out(out: str) -> None:
 
 def listing(folder: Path) -> set | None:
     """The names in a folder, or None when it does not exist."""
-    return set(os.listdir(folder)) if folder.is_dir() else None
+    return set(os.listdir(folder)) if os.path.isdir(folder) else None
 
 
 def existing_ancestor(path: Path) -> Path:
     """The path itself or its nearest parent that exists."""
-    while not path.exists() and path != path.parent:
+    while not os.path.exists(path) and path != path.parent:  # False for a name too long
         path = path.parent
     return path
 

@@ -1,12 +1,16 @@
 """The results store: one JSON line per finished trial, appended and flushed at once.
 
 A run folder holds ``config.json`` (the RunConfig) and ``trials.jsonl`` (or
-``trials.rank<N>.jsonl`` per rank in a distributed run). Reading skips a corrupt line with a
-warning and keeps the rest, so a crash mid-write never loses finished trials.
+``trials.rank<N>.jsonl`` per rank in a distributed run). A line is appended whole or not at
+all: a write that fails (a full disk) is cut back off the file and ends the run with one line.
+A process killed mid-write can still leave half a line: reading skips a corrupt line with a
+warning and keeps the rest, and the next append ends it first, so no finished trial is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -46,18 +50,15 @@ def prepare_folder(
     old = refuse_other_config(folder, config_hash=config_hash, identity=identity)
     if old is not None:
         config = merge_grids(old.config, config)
+    data = config.to_dict()
+    data["config_hash"] = config_hash
+    if identity:
+        data["identity"] = identity
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        probe = Path(folder) / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-        data = config.to_dict()
-        data["config_hash"] = config_hash
-        if identity:
-            data["identity"] = identity
-        tmp = Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
-        os.replace(tmp, path)
+        _write_then_rename(Path(folder) / f".write-test-{os.getpid()}", "ok", None)
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+        _write_then_rename(Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp", text, path)
     except OSError as exc:
         raise NiahError(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
@@ -65,12 +66,24 @@ def prepare_folder(
         ) from None
 
 
+def _write_then_rename(tmp: Path, text: str, target: Path | None) -> None:
+    """Write `text` to `tmp`, then rename it onto `target` (None: delete it, a write probe);
+    `tmp` never stays behind, also when the write fails (a full disk)."""
+    try:
+        tmp.write_text(text)
+        if target is not None:
+            os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def refuse_other_config(
     folder: Path, *, config_hash: str, identity: dict | None
 ) -> StoredRun | None:
     """The run a folder holds (None where it holds none yet); refused with one line when it
     holds results of another configuration than `config_hash`."""
-    if not (Path(folder) / CONFIG_FILE).is_file():
+    if not os.path.isfile(Path(folder) / CONFIG_FILE):
         return None
     old = load_run(folder)
     if old.config_hash and old.config_hash != config_hash:
@@ -86,7 +99,7 @@ def refuse_other_config(
 
 def _config_data(folder: Path) -> dict:
     path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.isfile(path):  # False (not a traceback) for a name too long
         raise NiahError(
             f"{str(folder)!r} is not a niah run folder (no {CONFIG_FILE}): "
             "give a folder made by niah run"
@@ -155,8 +168,9 @@ class FolderLock:
 
     A plain run holds the folder's lock exclusively; each rank of an mlx.launch group holds it
     shared (ranks of one group run together) plus its own rank's lock exclusively. A second
-    process that cannot take its lock gets one line naming the holder. The lock goes with the
-    process, so a killed run never leaves a stale lock behind.
+    process that cannot take its lock gets one line naming the holder; a lock refused for
+    another reason (no lock support, I/O error) says that reason, never blaming a run. The
+    lock goes with the process, so a killed run never leaves a stale lock behind.
     """
 
     def __init__(self, folder: Path, *, rank: int | None = None):
@@ -167,30 +181,58 @@ class FolderLock:
         import fcntl
         import socket
 
-        path = self.folder / name
-        try:
-            fh = open(path, "a+", encoding="utf-8")
-        except OSError as exc:
-            raise NiahError(
-                f"cannot write to output folder {str(self.folder)!r} "
-                f"({exc.strerror or exc}): choose a writable --out"
-            ) from None
+        fh = self._open(self.folder / name)
         try:
             fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise NiahError(
-                f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
-                "to finish, or give another --out"
-            ) from None
+            raise self._refusal(exc, holder) from None
         if mode == fcntl.LOCK_EX:
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
         self._handles.append(fh)
+
+    def _open(self, path: Path):
+        """The lock file, opened for reading and writing (created when missing). A link or
+        anything but a plain file is refused: its holder line would overwrite the file a
+        link points at (a run folder unpacked from elsewhere)."""
+        import stat
+
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            if path.is_symlink():
+                raise NiahError(
+                    f"{str(path)!r} is a link, not niah's lock file: delete it (niah makes "
+                    "its own) and run again"
+                ) from None
+            raise NiahError(
+                f"cannot write to output folder {str(self.folder)!r} "
+                f"({exc.strerror or exc}): choose a writable --out"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NiahError(
+                f"{str(path)!r} is not a plain file, not niah's lock file: delete it and run again"
+            )
+        return os.fdopen(fd, "r+", encoding="utf-8")
+
+    def _refusal(self, exc: OSError, holder: str) -> NiahError:
+        """Why the lock was refused: another run only when it is held (EWOULDBLOCK); any
+        other error (no lock support, I/O error) says what it was."""
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return NiahError(
+                f"another niah run ({holder}) is writing to {str(self.folder)!r}: wait for it "
+                "to finish, or give another --out"
+            )
+        return NiahError(
+            f"cannot lock output folder {str(self.folder)!r} ({exc.strerror or exc}): choose "
+            "a writable --out on a file system with file locks (a local disk)"
+        )
 
     def __enter__(self):
         import fcntl
@@ -215,26 +257,49 @@ class FolderLock:
         self._handles.clear()
 
 
-def _end_partial_line(path: Path, fh) -> None:
-    """A crash mid-write leaves a partial last line: end it (through `fh`, open for appending)
-    so the next line starts on its own (the partial one is then skipped as corrupt)."""
-    if path.stat().st_size:
-        with open(path, "rb") as tail:
-            tail.seek(-1, os.SEEK_END)
-            if tail.read(1) != b"\n":
-                fh.write("\n")
-                fh.flush()
+def append_whole(fd: int, data: bytes) -> None:
+    """Append `data` (whole lines) to the file open as `fd` (O_RDWR | O_APPEND) and flush it
+    to disk, or leave the file as it was: on an error (a full disk, after a short write) the
+    file is cut back to its size before and the OSError raised. A partial last line left by
+    a killed writer is ended first, so the new line starts on its own."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    if start and os.pread(fd, 1, start - 1) != b"\n":
+        data = b"\n" + data
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
+def open_for_append(path: Path) -> int:
+    """A descriptor appending to `path` (created when missing). A link there is refused
+    with one line, never followed: a run folder unpacked from elsewhere must not make niah
+    append records to a file of the user's it points at."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        if Path(path).is_symlink():
+            raise NiahError(
+                f"{str(path)!r} is a link: niah writes only files of its own there; move the "
+                "link out of the run folder (or copy what it points at in its place)"
+            ) from None
+        raise
 
 
 class TrialWriter:
-    """Appends one record per line and flushes to disk after each."""
+    """Appends one record per line and flushes to disk after each; a record that cannot be
+    written whole (a full disk) leaves no part of it behind and ends the run with one line."""
 
     def __init__(self, folder: Path, *, rank: int | None = None):
         name = "trials.jsonl" if rank is None else f"trials.rank{rank}.jsonl"
         self.path = Path(folder) / name
         try:
-            self._fh = open(self.path, "a", encoding="utf-8")
-            _end_partial_line(self.path, self._fh)
+            self._fd = open_for_append(self.path)
         except OSError as exc:
             raise NiahError(
                 f"cannot write {str(self.path)!r} ({exc.strerror}): choose a writable --out"
@@ -249,12 +314,19 @@ class TrialWriter:
                 f"trial {record.get('key')} holds a number JSON cannot store "
                 "(NaN or infinity): check the run options (e.g. --rope-scaling)"
             ) from None
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            append_whole(self._fd, (line + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise NiahError(
+                f"cannot write {str(self.path)!r} ({exc.strerror or exc}): every trial before "
+                f"this one is kept; free space, then finish with niah run --resume "
+                f"{str(self.path.parent)!r}"
+            ) from None
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -267,13 +339,20 @@ RUN_LOG = "runs.jsonl"
 
 
 def append_run_log(folder: Path, entry: dict) -> None:
-    """One line per run event with a one-time cost (warm-up): kept out of every trial."""
+    """One line per run event with a one-time cost (warm-up): kept out of every trial.
+    Appended under the file's own lock: the ranks of a group share it."""
+    import fcntl
+
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **entry}
     path = Path(folder) / RUN_LOG
     try:
-        with open(path, "a", encoding="utf-8") as fh:
-            _end_partial_line(path, fh)
-            fh.write(dumps(entry) + "\n")
+        fd = open_for_append(path)
+        try:
+            with contextlib.suppress(OSError):  # a cut-back must not cut another's line
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            append_whole(fd, (dumps(entry) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise NiahError(
             f"cannot write {str(path)!r} ({exc.strerror or exc}): move it out of the "

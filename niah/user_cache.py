@@ -4,19 +4,25 @@ The folder is NIAH_CACHE_DIR when set, else $XDG_CACHE_HOME/niah, else ~/.cache/
 things niah can always rebuild: converted GGUF weights (niah.gguf.cache, under weights/) and
 remembered file digests (niah.digest_store, digests.sqlite3). Deleting them is always safe; a
 run then converts and hashes again. `niah cache info` / `niah cache clear` and `niah doctor`
-use this module; they count and delete only the entries named in PARTS, never anything else
-a mistyped NIAH_CACHE_DIR may point at.
+use this module; they count and delete only niah's own entries (`owned`: the digest store's
+files, and under weights/ the entry folders, named by their 32-digit key, and niah's
+temporary and trash folders), never anything else a mistyped NIAH_CACHE_DIR may point at. A
+part that cannot be deleted (read-only folder) is one line naming it, after the rest went.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 WEIGHTS = "weights"  # niah.gguf.cache's entries
 DIGESTS = "digests.sqlite3"  # niah.digest_store's database
-PARTS = (WEIGHTS, DIGESTS, f"{DIGESTS}-journal", f"{DIGESTS}-wal", f"{DIGESTS}-shm")
+DIGEST_FILES = (DIGESTS, f"{DIGESTS}-journal", f"{DIGESTS}-wal", f"{DIGESTS}-shm")
+# weights/ entries niah.gguf.cache writes: <key>, .tmp-<key[:16]>-<pid>-<hex>, .trash-<hex>
+WEIGHT_ENTRY = re.compile(r"[0-9a-f]{32}|\.tmp-[0-9a-f]{16}-\d+-[0-9a-f]{8}|\.trash-[0-9a-f]{12}")
 
 
 def cache_root() -> Path:
@@ -49,9 +55,24 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+def owned(root: Path) -> list[Path]:
+    """niah's own entries in the cache folder: the digest store's files (or links) and the
+    weight cache's folders (not links) in weights/; nothing else found there."""
+    parts = [root / name for name in DIGEST_FILES]
+    parts = [p for p in parts if p.is_symlink() or p.is_file()]
+    try:
+        listed = sorted(os.scandir(root / WEIGHTS), key=lambda e: e.name)
+    except OSError:
+        return parts
+    for entry in listed:
+        if WEIGHT_ENTRY.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            parts.append(Path(entry.path))
+    return parts
+
+
 def cache_bytes(root: Path | None = None) -> int:
     root = root or cache_root()
-    return sum(folder_bytes(root / part) for part in PARTS)
+    return sum(folder_bytes(part) for part in owned(root))
 
 
 def checked_root() -> Path:
@@ -59,7 +80,16 @@ def checked_root() -> Path:
     from .errors import NiahError
 
     root = cache_root()
-    if root.exists() and not root.is_dir():
+    try:
+        is_file = stat.S_ISDIR(os.stat(root).st_mode) is False
+    except FileNotFoundError:
+        is_file = False  # made when first written
+    except OSError as exc:  # a name too long, a folder above it that may not be entered
+        raise NiahError(
+            f"the cache folder {str(root)!r} cannot be used ({exc.strerror or exc}): point "
+            "NIAH_CACHE_DIR at a folder you can write (or unset it)"
+        ) from None
+    if is_file:
         raise NiahError(
             f"the cache folder {str(root)!r} is a file, not a folder: point NIAH_CACHE_DIR at a "
             "folder (or unset it)"
@@ -75,14 +105,37 @@ def describe(root: Path | None = None) -> str:
     return f"{root} ({shown})"
 
 
+def _remove(path: Path) -> None:
+    """Delete one of niah's entries; the first OSError is raised."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def clear(root: Path | None = None) -> int:
-    """Delete niah's entries (PARTS) in the cache folder; returns the bytes they held."""
+    """Delete niah's entries (`owned`) in the cache folder; returns the bytes they held.
+    Every entry that can go goes; one that cannot is a NiahError naming it."""
+    from .errors import NiahError
+
     root = root or checked_root()
-    size = cache_bytes(root)
-    for part in PARTS:
-        path = root / part
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
-            path.unlink(missing_ok=True)
+    size, failed = cache_bytes(root), []
+    for part in owned(root):
+        try:
+            _remove(part)
+        except FileNotFoundError:
+            pass  # removed meanwhile (another process's trash, a finished temp)
+        except OSError as exc:
+            failed.append((part, exc))
+    if failed:
+        part, exc = failed[0]
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise NiahError(
+            f"cannot delete {str(part)!r}{more} in the cache folder ({exc.strerror or exc}): "
+            f"make {str(root)!r} writable and run niah cache clear again"
+        )
+    try:
+        (root / WEIGHTS).rmdir()  # only when empty: a folder of the user's files stays
+    except OSError:
+        pass
     return size

@@ -9,11 +9,14 @@ same key always means the same arrays as a fresh conversion.
 Writing: into a fresh temporary folder beside the entries, data first (flushed to disk), the
 manifest last, then one rename onto the entry's name. A rename onto an existing entry fails,
 so of two processes converting the same file at once one entry wins and the other's folder is
-dropped; a reader never sees half an entry. Reading: the manifest must parse and name this
-key, every file must have the manifest's size and sha256 (niah.digest_store: hashed once per
-file, not at every load), and mx.load must return the tensors listed. Anything else (missing
-or truncated file, damaged manifest) counts as corrupt: the entry is moved aside, deleted and
-rebuilt by the caller, never used. NIAH_WEIGHT_CACHE=0 turns the cache off.
+dropped; a reader never sees half an entry. A write that fails (a full disk) removes its
+temporary folder; folders left by killed processes are removed by the next store
+(`_remove_stale_temps`). Reading: the manifest must parse and name this key, every file must
+have the manifest's size and whole-file sha256 (never identity's sampled fingerprint of files
+over 2 GiB; niah.digest_store: hashed once per file, not at every load), and mx.load must
+return the tensors listed. Anything else (missing or truncated file, damaged manifest) counts
+as corrupt: the entry is moved aside, deleted and rebuilt by the caller, never used; an entry
+that is a link is unlinked, never followed. NIAH_WEIGHT_CACHE=0 turns the cache off.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..digest_store import remember
-from ..identity import file_digest
+from ..identity import full_file_digest, remember_full_digest
 from ..user_cache import WEIGHTS, cache_root, enabled
 
 FORMAT = 1
@@ -52,6 +54,14 @@ def cache_enabled() -> bool:
     return enabled("NIAH_WEIGHT_CACHE")
 
 
+def _delete(path: Path) -> None:
+    """Delete a folder of niah's; a link put in its place is unlinked (never followed)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _discard(folder: Path) -> None:
     """Remove an entry atomically: renamed aside first, so no reader sees it half-deleted."""
     trash = folder.parent / f".trash-{secrets.token_hex(6)}"
@@ -59,7 +69,7 @@ def _discard(folder: Path) -> None:
         os.rename(folder, trash)
     except OSError:
         return  # another process removed or replaced it first
-    shutil.rmtree(trash, ignore_errors=True)
+    _delete(trash)
 
 
 def _read_manifest(folder: Path, key: str) -> dict | None:
@@ -81,7 +91,7 @@ def _files_intact(folder: Path, files: dict) -> bool:
     for name, want in files.items():
         path = folder / name
         try:
-            if os.stat(path).st_size != want["size"] or file_digest(path) != want["sha256"]:
+            if os.stat(path).st_size != want["size"] or full_file_digest(path) != want["sha256"]:
                 return False
         except (OSError, KeyError, TypeError):
             return False
@@ -105,7 +115,9 @@ def lookup(key: str) -> tuple[Entry | None, str]:
     """(entry, "hit") when an intact entry exists; (None, "miss") when none does; (None,
     "corrupt") when one existed but failed a check and was removed."""
     folder = weights_dir() / key
-    if not folder.exists():
+    try:
+        os.stat(folder)
+    except OSError:  # none, or a cache folder the system refuses (the store then says so)
         return None, "miss"
     manifest = _read_manifest(folder, key)
     entry = None
@@ -143,6 +155,11 @@ def _fsync(path: Path) -> None:
 
 
 def _remove_stale_temps(root: Path) -> None:
+    """Delete what killed processes left: .trash- folders (entries renamed aside to be
+    deleted: no one reads them, so at any age) and .tmp- folders older than STALE_TEMP_S
+    (a younger one may be another process's write in progress)."""
+    for old in root.glob(".trash-*"):
+        _delete(old)
     now = time.time()
     for old in root.glob(".tmp-*"):
         try:
@@ -192,8 +209,10 @@ def store(key: str, entry: Entry, *, source: dict) -> str:
     except (OSError, RuntimeError):  # mlx reports write failures as RuntimeError
         return "unwritable"
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # renamed away, or never made: nothing to do
     for name, want in files.items():
-        remember(str((root / key / name).resolve()), want["sha256"])
+        try:
+            remember_full_digest(root / key / name, want["sha256"])
+        except OSError:
+            pass  # removed meanwhile (`niah cache clear`): the next lookup hashes it
     return "stored"

@@ -113,14 +113,16 @@ class TensorEntry:
         _, block, size = GGML_TYPES[self.type_id]
         return math.prod(self.dims) // block * size
 
-    def raw(self, data):
-        """The tensor's bytes as the gguf package's dequantize expects them."""
+    def raw(self, data, *, base: int = 0):
+        """The tensor's bytes as the gguf package's dequantize expects them, from `data`
+        holding the file's bytes from offset `base` on."""
         if self.type_id not in GGML_TYPES:
             raise KeyError(self.type_id)
         _, block, size = GGML_TYPES[self.type_id]
         rows = math.prod(self.dims[1:])
         nbytes = self.dims[0] // block * size
-        return data[self.offset : self.offset + rows * nbytes].reshape(rows, nbytes)
+        start = self.offset - base
+        return data[start : start + rows * nbytes].reshape(rows, nbytes)
 
 
 @dataclass(frozen=True)

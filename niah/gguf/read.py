@@ -17,15 +17,20 @@ converted once: the result is kept in the weight cache (niah.gguf.cache) under `
 and later reads load it from there. The K-quants and Q5_0/Q8_0 are dequantized with MLX ops
 (niah.gguf.dequant, equal to gguf's numpy results; F32/F16 too), other types with gguf's
 numpy code, so only those need the gguf package.
+
+A file written or replaced while it is read (a download or llama-quantize still running, a
+copy over it) is refused with one line: its stat before the read must still hold after it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..digest_store import stat_key
 from ..errors import NiahError
-from ..identity import file_digest
+from ..identity import file_digest, full_file_digest
 from . import cache as weight_cache
 from .dequant import dequantize as mlx_dequantize
 from .header import check_layout, parse_header
@@ -70,11 +75,56 @@ def _check_file(path: Path) -> None:
 def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None) -> RawGGUF:
     """Tensors and metadata of `path`, with weights in the `quant` mode (see the module doc).
 
-    on_progress(done, total, what), when given, is called as tensors are converted."""
+    on_progress(done, total, what), when given, is called as tensors are converted. A file
+    written or replaced while it is read is refused (`check_unchanged`), never returned as
+    a mix of two versions nor kept in the weight cache."""
     if quant not in QUANT_MODES:
         raise NiahError(f"unknown --gguf-quant {quant!r}: use one of {', '.join(QUANT_MODES)}")
     path = Path(path)
     _check_file(path)
+    before = stat_key(os.stat(path))
+    raw = _read(path, quant=quant, on_progress=on_progress, before=before)
+    check_unchanged(path, before)
+    return raw
+
+
+def check_unchanged(path: Path, before: tuple) -> None:
+    """Refuse `path` when its (size, mtime, inode, ctime) is no longer `before`: it was
+    written or replaced meanwhile. A same-size rewrite within one tick of the file system's
+    clock (a few ms) is not seen; the digest store has the same limit."""
+    try:
+        now = stat_key(os.stat(path))
+    except OSError:
+        now = None
+    if now != before:
+        raise _changed(path)
+
+
+def _changed(path: Path) -> NiahError:
+    return NiahError(
+        f"GGUF {str(path)!r} changed while niah read it (written or replaced meanwhile): "
+        "wait until it is written completely, then run again"
+    )
+
+
+def _tensor_bytes(fh, t, *, path: Path):
+    """Tensor `t`'s bytes, read from the open file `fh`. Not a memory map: a file cut short
+    while mapped kills the process (SIGBUS); a short read here is one line instead."""
+    import numpy as np
+
+    n = t.nbytes or 0
+    buf = np.empty(n, dtype=np.uint8)
+    view, got = memoryview(buf), 0
+    fh.seek(t.offset)
+    while got < n:
+        step = fh.readinto(view[got:])
+        if not step:
+            raise _changed(path)
+        got += step
+    return buf
+
+
+def _read(path: Path, *, quant: str, on_progress, before: tuple) -> RawGGUF:
     header = parse_header(path)
     check_layout(path, header)
     types = {}
@@ -92,7 +142,14 @@ def read_gguf(path: str | Path, *, quant: str = DEFAULT_QUANT, on_progress=None)
         raw.digest, raw.cache = digest, "off"
         return raw
     return _read_cached(
-        path, header, native=native, mode=mode, types=types, digest=digest, on_progress=on_progress
+        path,
+        header,
+        native=native,
+        mode=mode,
+        types=types,
+        digest=digest,
+        on_progress=on_progress,
+        before=before,
     )
 
 
@@ -121,9 +178,11 @@ def cache_key(*, digest: str, weights: str) -> str:
 
 
 def _read_cached(
-    path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress
+    path: Path, header, *, native: bool, mode: str, types: dict, digest: str, on_progress, before
 ) -> RawGGUF:
-    key = cache_key(digest=digest, weights=_mode_name(mode))
+    # the whole file's sha256, never the > 2 GiB fingerprint `digest` may be: a tensor
+    # changed between head and tail must not find the old file's conversion
+    key = cache_key(digest=full_file_digest(path), weights=_mode_name(mode))
     entry, status = weight_cache.lookup(key)
     if entry is not None:
         return RawGGUF(
@@ -136,6 +195,7 @@ def _read_cached(
             cache="hit",
         )
     raw = _convert(path, header, native=native, mode=mode, types=types, on_progress=on_progress)
+    check_unchanged(path, before)  # a mix of two versions never enters the cache
     stored = weight_cache.store(
         key,
         weight_cache.Entry(raw.tensors, raw.quantized),
@@ -231,15 +291,15 @@ def _gguf_dequantizer(path: Path, types: dict):
 
 
 def _dequantize(t, data, *, path: Path, types: dict):
-    """One tensor as a float32 MLX array of its shape: MLX ops where niah.gguf.dequant has
-    the type, else gguf's numpy code."""
+    """One tensor (`data`: its bytes) as a float32 MLX array of its shape: MLX ops where
+    niah.gguf.dequant has the type, else gguf's numpy code."""
     import importlib.metadata as md
 
     import mlx.core as mx
     import numpy as np
 
     try:
-        blocks = t.raw(data)
+        blocks = t.raw(data, base=t.offset)
         arr = mlx_dequantize(blocks, t.type_name, t.shape)
         if arr is not None:
             return arr
@@ -263,19 +323,19 @@ def _dequantize(t, data, *, path: Path, types: dict):
 def _read_with_gguf(path: Path, header, *, quant: str, types: dict, on_progress=None) -> RawGGUF:
     """Every tensor dequantized from its GGML blocks, weights stored in the `quant` mode."""
     import mlx.core as mx
-    import numpy as np
 
     raw = RawGGUF(tensors={}, meta=header.meta, types=types, weights=_mode_name(quant))
-    data = np.memmap(path, dtype=np.uint8, mode="r")
     total = len(header.tensors)
-    for done, t in enumerate(header.tensors, 1):
-        arr = _dequantize(t, data, path=path, types=types)
-        mx.eval(arr)
-        if arr.ndim == 2 and t.name.endswith(".weight"):
-            _store(raw, t.name, arr, quant)
-        else:
-            raw.tensors[t.name] = arr
-        if on_progress is not None:
-            on_progress(done, total, "converting weights")
-    del data
+    with open(path, "rb", buffering=0) as fh:
+        for done, t in enumerate(header.tensors, 1):
+            data = _tensor_bytes(fh, t, path=path)
+            arr = _dequantize(t, data, path=path, types=types)
+            mx.eval(arr)
+            del data
+            if arr.ndim == 2 and t.name.endswith(".weight"):
+                _store(raw, t.name, arr, quant)
+            else:
+                raw.tensors[t.name] = arr
+            if on_progress is not None:
+                on_progress(done, total, "converting weights")
     return raw

@@ -4,6 +4,7 @@ different experiments are refused unless compared side by side."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ def load_runs(folders: list[Path], *, warn: Callable[[str], None]) -> list[Loade
     they are found. Refuses a missing folder or one without finished trials."""
     loaded = []
     for folder in folders:
-        if not Path(folder).is_dir():
+        if not os.path.isdir(folder):  # False (not a traceback) for a name too long
             raise NiahError(
                 f"run folder {str(folder)!r} does not exist: give a folder made by niah run"
             )
