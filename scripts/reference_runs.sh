@@ -142,6 +142,10 @@ for section in "$@"; do
       fi
       (cd /tmp/mlx && find . -type f -name '*.ptx' -printf '%TY-%Tm-%Td %TT %s %p\n' | sort) \
         > "$OUT/logs/ptx-modules.txt" ;;
+    wall-qwen)  # issue 22: the Qwen rows alone, on a host that has run niah (run another first)
+      logged wall-warm-qwen "$PY" benchmarks/wall.py --python "$PY" \
+        --row "qwen 128K x11::--model $Q15 --context 128k --depth 0:1:0.1" \
+        --row "qwen 4K/32K/128K x3::--model $Q15 --context 4k,32k,128k --depth 0,0.5,1" ;;
     memory)  # issue 24: the same cell repeated, and the peak traced per generation
       niah_run qwen15-peak-repeat --model "$Q15" --context 1k,4k,16k --depth 0.5 --samples 4
       logged peak-trace "$PY" benchmarks/peak_trace.py "$Q15"
