@@ -183,7 +183,7 @@ def estimate(
     kv_of = dict(kv_bits=kv_bits, kv_group_size=kv_group_size, dtype_bytes=dims.dtype_bytes)
     growth = kv_bytes(info, tokens=slots - last, **kv_of) * layers_alive // max(info.n_layers, 1)
     kv = kv_bytes(info, tokens=slots, **kv_of) + growth
-    dequantized = backend == "cuda" and kv_bits is not None  # niah.sdpa.dequantized_dispatch
+    dequantized = backend == "cuda" and kv_bits is not None  # niah.sdpa.quantized
     attention = attention_bytes(
         info,
         dims,

@@ -309,7 +309,7 @@ def test_cold_kernel_cache_note_only_on_cuda_with_nothing_compiled(tmp_path):
 
 
 def test_quantized_cache_on_cuda_is_estimated_as_dequantized_attention():
-    """On CUDA a --kv-bits trial attends over dequantized K/V (niah.sdpa.dequantized_dispatch):
+    """On CUDA a --kv-bits trial attends over dequantized K/V (niah.sdpa.quantized):
     fused attention, plus one layer's dequantized K and V per layer alive; elsewhere mlx-lm's
     quantized attention holds unfused scores."""
     from niah.model import ModelInfo

@@ -11,6 +11,7 @@ from niah import sdpa
 from niah.backend import backend
 from niah.sdpa import dispatch
 from niah.sdpa.dispatch import kv_chunks, q_split
+from niah.sdpa.quantized import quantized_dispatch
 from niah.verify import Case, check_case, make_inputs, numpy_reference
 
 ON_GPU = backend() != "cpu"
@@ -438,7 +439,7 @@ def test_dequantized_route_matches_mlx_lm_quantized_attention(route, mask, qL, k
         q * 1, qk, qv, scale=0.125, mask=m, group_size=64, bits=8
     )
     log = Counter()
-    out = dispatch.quantized_dispatch(
+    out = quantized_dispatch(
         q,
         qk,
         qv,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from .dispatch import ChunkConfig, dispatch, quantized_dispatch, resolve_config
+from .dispatch import ChunkConfig, dispatch, resolve_config
+from .quantized import quantized_dispatch
 
 
 @dataclass
