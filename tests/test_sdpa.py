@@ -191,7 +191,14 @@ def test_quantized_kv_path_is_chunked():
             )
         assert state.summary().startswith("dequantized-kv-chunks"), state.routes
         ref = mx.fast.scaled_dot_product_attention(
-            *(x.astype(mx.float32) for x in (q, mx.dequantize(*qk), mx.dequantize(*qv))),
+            *(
+                x.astype(mx.float32)
+                for x in (
+                    q,
+                    mx.dequantize(*qk, group_size=64, bits=8),
+                    mx.dequantize(*qv, group_size=64, bits=8),
+                )
+            ),
             scale=0.125,
             mask="causal",
         )

@@ -105,16 +105,6 @@ def match_fresh_layout(cache, *, step: int) -> None:
             c.keys, c.values = (_resized(x, cap, c.offset) for x in (c.keys, c.values))
 
 
-def holds_placeholders(caches, *, step: int) -> bool:
-    """Whether caches of these kinds keep tokens in plain array buffers, so that
-    placeholder_cache can make ones holding placeholder tokens (rotating and quantized kinds
-    cannot; a quantized one refuses the one-element-wide stand-in outright)."""
-    try:
-        return all(fresh_capacity(step, step=step, kind=type(c)) for c in caches)
-    except Exception:  # noqa: BLE001 - a kind that cannot take the stand-in holds none
-        return False
-
-
 def placeholder_cache(template, *, tokens: int, step: int):
     """Warm-up only: caches of `template`'s kinds and shapes that hold `tokens` placeholder
     tokens in a fresh cache's layout, so a generate with reuse=tokens runs the block shapes a

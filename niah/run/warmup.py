@@ -9,27 +9,16 @@ backend (warm_up_mode).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from .. import store
 from ..errors import NiahError
 from ..values import needle_value
 from .calls import planned_kernel_calls, prefill_blocks
 from .grid import TrialSpec, prefix_groups, value_key
-from .reuse import fresh_capacity, holds_placeholders, placeholder_cache
+from .reuse import fresh_capacity, placeholder_cache
 from .trial import Sweep, estimate, free_memory
 
 WARM_UP_MODES = ("auto", "off", "once", "shapes")
-
-
-@dataclass
-class Tally:
-    """What the shapes warm-up did: shapes new to this process, shapes already warm, and
-    (layers run, layers) when long prompts ran through the leading layers only."""
-
-    new: int = 0
-    warm: int = 0
-    layers: tuple[int, int] | None = None
 
 
 def warm_up_mode(requested: str | None, backend_name: str) -> str:
@@ -142,7 +131,7 @@ def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
         )
     except Exception as exc:  # noqa: BLE001 - timing honesty only; the run goes on
         run.progress.note(f"fused kernel warm-up skipped: {type(exc).__name__}: {exc}")
-    tally = Tally()
+    counts = [0, 0]  # shapes new, shapes already warm
     for (kv_bits, max_kv, step), group in prefix_groups(todo).items():
         cache_kw = {
             "kv_bits": kv_bits,
@@ -152,7 +141,7 @@ def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
         try:
             if mode == "shapes":
                 fits = [s for s in group if not preflight or estimate(run, s).fits]
-                _warm_shapes(run, fits, step=step, cache_kw=cache_kw, tally=tally)
+                _warm_shapes(run, fits, step=step, cache_kw=cache_kw, counts=counts)
             else:
                 _warm_once(run, group, step=step, cache_kw=cache_kw)
         except NiahError:
@@ -164,15 +153,11 @@ def warm_up(run: Sweep, todo: list[TrialSpec], *, mode: str, preflight: bool) ->
     seconds = time.perf_counter() - t0
     event = {"event": "warm-up", "mode": mode, "seconds": round(seconds, 3)}
     if mode == "shapes":
-        event.update(shapes_new=tally.new, shapes_warm=tally.warm)
-        if tally.layers:
-            event["layers"] = list(tally.layers)
+        event.update(shapes_new=counts[0], shapes_warm=counts[1])
     store.append_run_log(
         run.folder, {**event, "device": run.device, "rank": run.rank, "config_hash": run.chash}
     )
-    did = f"{tally.new} shapes new, {tally.warm} already warm; " if mode == "shapes" else ""
-    if tally.layers:
-        did += "long blocks through {} of {} layers; ".format(*tally.layers)
+    did = f"{counts[0]} shapes new, {counts[1]} already warm; " if mode == "shapes" else ""
     run.progress.note(f"warm-up ({mode}): {did}{seconds:.1f} s (kept out of trial times)")
 
 
@@ -208,17 +193,17 @@ def _block_shapes(context: int, *, step: int, settings: tuple, start: int = 0) -
 
 
 def _warm_shapes(
-    run: Sweep, group: list[TrialSpec], *, step: int, cache_kw: dict, tally: Tally
+    run: Sweep, group: list[TrialSpec], *, step: int, cache_kw: dict, counts: list
 ) -> None:
     """Every prefill block shape the trials will run that this process has not run yet
-    (warmed_shapes), counted in `tally`.
+    (warmed_shapes); counts[0] += shapes new, counts[1] += shapes already warm.
 
     A trial's blocks are full steps at key lengths step, 2*step, ... (the same in every
     context, and in reused trials, whose caches match_fresh_layout gives a fresh cache's
-    buffer) and one last partial block per context; so the largest context's full blocks run
-    once when one of them is new (_warm_full_blocks), then each context's last block whose
-    shape is new runs on placeholder caches holding the tokens before it. Caches that cannot
-    hold placeholders (rotating, quantized) prefill each such context's whole prompt."""
+    buffer) and one last partial block per context; so the largest context is prefilled once
+    when a full block is new, then each context's last block whose shape is new runs on
+    placeholder caches holding the tokens before it. Caches that cannot hold placeholders
+    (rotating, quantized) prefill each such context's whole prompt."""
     contexts = sorted({s.context for s in group}, reverse=True)
     if not contexts:
         return
@@ -226,17 +211,17 @@ def _warm_shapes(
     settings = (run.route, run.state.config, tuple(sorted(cache_kw.items())))
     needed = {c: _block_shapes(c, step=step, settings=settings) for c in contexts}
     wanted = set().union(*needed.values())
-    tally.new += len(wanted - warmed)
-    tally.warm += len(wanted & warmed)
+    counts[0] += len(wanted - warmed)
+    counts[1] += len(wanted & warmed)
     if wanted <= warmed:
         return
     ids = run.builder.build(context=contexts[0], depth=0.5, value=_value(run, group[0])).ids
     full = {s for s in needed[contexts[0]] if s[1] == step}
     template = None
     if full - warmed:
-        template, layers = _warm_full_blocks(run, ids, step=step, cache_kw=cache_kw)
-        warmed.update(full if layers else needed[contexts[0]])
-        tally.layers = layers or tally.layers
+        template = run.session.make_cache(**cache_kw)
+        _warm_generate(run, ids.tolist(), cache=template, step=step)
+        warmed.update(needed[contexts[0]])
     for context in contexts:
         start = ((context - 1) // step) * step
         last = _block_shapes(context, step=step, settings=settings, start=start)
@@ -248,32 +233,6 @@ def _warm_shapes(
             cache, start, last = run.session.make_cache(**cache_kw), 0, needed[context]
         _warm_generate(run, ids[:context].tolist(), cache=cache, reuse=start, step=step)
         warmed.update(last)
-
-
-def _warm_full_blocks(run: Sweep, ids, *, step: int, cache_kw: dict):
-    """Run the full prefill blocks of the largest context (ids). Where the model's layers come
-    in a few kinds (niah.run.layers) and its caches can hold placeholders: one block, the final
-    token and decode through every layer (every kernel variant), then the whole prompt through
-    the fewest leading layers holding each kind (every attention plan), a fraction of a full
-    prefill; else the whole prompt through every layer. Returns (a cache holding tokens, and
-    (layers run, layers) when only the leading layers ran the whole prompt, else None)."""
-    from .layers import first_layers, leading_layers
-
-    template = run.session.make_cache(**cache_kw)
-    n = leading_layers(run.session.model, template)
-    if n is None or not holds_placeholders(template, step=step) or len(ids) <= step + 1:
-        _warm_generate(run, ids.tolist(), cache=template, step=step)
-        return template, None
-    _warm_generate(run, ids[: step + 1].tolist(), cache=template, step=step)
-    try:
-        with first_layers(run.session.model, n):
-            part = run.session.make_cache(**cache_kw)[:n]
-            _warm_generate(run, ids.tolist(), cache=part, step=step)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run a prefix of its layers
-        run.progress.note(f"warm-up through {n} layers failed ({type(exc).__name__}): all layers")
-        _warm_generate(run, ids.tolist(), cache=run.session.make_cache(**cache_kw), step=step)
-        return template, None
-    return template, (n, len(template))
 
 
 def _template(run: Sweep, ids, *, cache_kw: dict):
