@@ -22,6 +22,7 @@ FOLDERS = [
 FOLDERS += [
     (f"smollm2-calib-cpu-2026-12-04-{kind}", SMOLLM2) for kind in ("stock", "chunked", "kv8")
 ]
+FOLDERS += [("qwen15-calib-kv8-h100-2026-12-05", QWEN15)]  # CUDA: the dequantized route
 
 
 def _calibration():
