@@ -61,6 +61,12 @@ for section in "$@"; do
       logged kernel-tests "$PY" -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py
       logged sdpa-verify "$PY" -m niah sdpa verify
       logged new-shapes "$PY" benchmarks/new_shapes.py ;;
+    verify)  # the kernels section without its tests (about 4 minutes on an H100)
+      logged sdpa-verify "$PY" -m niah sdpa verify
+      logged new-shapes "$PY" benchmarks/new_shapes.py ;;
+    quantized-tests)  # the quantized-KV tests, which are not GPU-marked, on the GPU's stream
+      logged quantized-tests "$PY" -m pytest -q tests/test_sdpa.py tests/test_model.py \
+        -k "quantized or dequantized or kv" ;;
     sdpa-bench)
       logged sdpa-bench "$PY" benchmarks/sdpa.py --routes kv-chunks ;;
     qwen15)

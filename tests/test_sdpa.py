@@ -430,8 +430,9 @@ def test_sdpa_uses_the_fused_kernels_without_being_handed_them(monkeypatch):
 @pytest.mark.parametrize("qL,kL", [(1, 777), (37, 900), (128, 128)])
 def test_dequantized_route_matches_mlx_lm_quantized_attention(route, mask, qL, kL):
     """The CUDA route for a quantized KV cache (dequantized_dispatch) against mlx-lm's own
-    quantized attention, run here on the CPU, where MLX's quantized matmul takes every shape;
-    GQA 4:1, odd lengths, key chunks of 200 past 256 keys."""
+    quantized attention, the reference always on the CPU stream, where MLX's quantized matmul
+    takes every shape (on the CUDA stream it has no kernel for most of these: measured on the
+    H100); GQA 4:1, odd lengths, key chunks of 200 past 256 keys."""
     from mlx_lm.models import base
 
     mx.random.seed(3)
@@ -442,9 +443,11 @@ def test_dequantized_route_matches_mlx_lm_quantized_attention(route, mask, qL, k
     if mask == "bool":
         m = mx.random.uniform(shape=(1, 1, qL, kL)) > 0.3
     qk, qv = mx.quantize(k, group_size=64, bits=8), mx.quantize(v, group_size=64, bits=8)
-    ref = base.quantized_scaled_dot_product_attention(
-        q * 1, qk, qv, scale=0.125, mask=m, group_size=64, bits=8
-    )
+    with mx.stream(mx.cpu):
+        ref = base.quantized_scaled_dot_product_attention(
+            q * 1, qk, qv, scale=0.125, mask=m, group_size=64, bits=8
+        )
+        mx.eval(ref)
     log = Counter()
     out = quantized_dispatch(
         q,
@@ -457,7 +460,7 @@ def test_dequantized_route_matches_mlx_lm_quantized_attention(route, mask, qL, k
         log=log,
         backend_name="cuda",
     )
-    assert mx.abs(out - ref).max().item() < 1e-4
+    assert mx.abs(out - ref).max().item() < (1e-3 if ON_GPU else 1e-4)
     assert log and all(name.startswith("dequantized-") for name in log), log
     chunked = route != "stock" and kL >= 256  # the threshold
     assert any("kv-chunks" in name for name in log) == chunked, log
