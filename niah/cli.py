@@ -19,6 +19,7 @@ from . import options as O
 from .cli_common import (
     Command,
     Group,
+    StopSignal,
     check_fail_under,
     fail,
     gate,
@@ -64,7 +65,7 @@ def _main(
 RUN_EPILOG = (
     "Exit codes: 0 done; 1 accuracy below --fail-under, or no trial reached a verdict "
     "(every one SKIP or ERROR: the first reasons are printed); 2 bad input; "
-    "130 interrupted."
+    "130 interrupted (Ctrl-C), 143 stopped by SIGTERM: either keeps every finished trial."
 )
 
 
@@ -280,8 +281,9 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
     )
     out = Path(cfg.out)
     before, existed = listing(out), existing_ancestor(out)
+    stop = StopSignal()
     try:
-        with _w.catch_warnings(record=True) as caught:
+        with stop, _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
             try:
                 result = runner.run_sweep(
@@ -301,11 +303,11 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
     except KeyboardInterrupt as exc:
         where = getattr(exc, "folder", None)
         typer.echo(
-            "interrupted: finished trials are saved; run the same command again or "
+            f"{stop.word}: finished trials are saved; run the same command again or "
             f"niah run --resume {where if where else '<run folder>'} to finish the rest",
             err=True,
         )
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=stop.exit_code) from None
     except NiahError:
         if folder is None:
             remove_unstarted(out, before, existed=existed)

@@ -1,9 +1,12 @@
 """What every `niah` command shares: typer command classes that hide flag types, the
 export options (one per registry entry), the one-line error exit, the --model check, the
-summary printer and the --fail-under gate."""
+summary printer, the --fail-under gate, and SIGTERM stopping a run the way Ctrl-C does."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -111,3 +114,38 @@ def gate(records, fail_under: Optional[float], *, log=None) -> None:
         if line:
             typer.echo(line)
             raise typer.Exit(code=1)
+
+
+@dataclass
+class StopSignal:
+    """While entered, SIGTERM (`timeout`, a cancelled CI job, `kill`) raises KeyboardInterrupt
+    in the main thread, so a run stops as on Ctrl-C: finished trials stay saved, the phases so
+    far are logged and the folder to resume is named. Python's default would end the process
+    with none of that. A second SIGTERM ends the process at once. `received` is the signal
+    number once one came; `exit_code` is 128 + it (143), or 130 for Ctrl-C."""
+
+    received: Optional[int] = None
+    _previous: object = None
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        signal.signal(signum, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.received if self.received else 130
+
+    @property
+    def word(self) -> str:
+        return "stopped by SIGTERM" if self.received else "interrupted"

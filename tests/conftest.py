@@ -116,6 +116,7 @@ SMOKE = (  # real-model tests the default run keeps: one per path a user takes f
     "tests/test_results_integrity.py::test_second_run_on_a_locked_folder_is_refused",
     "tests/test_results_integrity.py::test_skip_is_retried_on_a_machine_with_more_memory",
     "tests/test_results_integrity.py::test_ctrl_c_names_the_run_folder",
+    "tests/test_results_integrity.py::test_sigterm_stops_like_ctrl_c_and_the_resume_runs_exactly_the_rest",
     "tests/test_haystack.py::test_cli_depth_is_the_requested_depth[cjk-no-ends]",
     "tests/test_haystack.py::test_cli_haystack_with_the_needle_phrase_is_refused",
     "tests/test_tasks.py::test_cli_every_task_records_every_needle[multi-key]",

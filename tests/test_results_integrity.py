@@ -415,6 +415,46 @@ def test_ctrl_c_names_the_run_folder(tmp_path, monkeypatch):
     assert "trials" in phases["seconds"]  # the loop it was in when Ctrl-C came
 
 
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_resume_runs_exactly_the_rest(tmp_path, monkeypatch):
+    """`timeout`, a cancelled CI job or `kill` send SIGTERM, whose default ended the process
+    with no word, no phases and no folder named. Here a real SIGTERM arrives during the second
+    trial: the first stays saved, the run says what stopped it and exits 143, and the resume
+    runs the other two trials, none twice."""
+    import os
+    import signal
+
+    from niah.model import ModelSession
+
+    real, calls = ModelSession.generate, []
+
+    def terminated_in_second_trial(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(ModelSession, "generate", terminated_in_second_trial)
+    out = tmp_path / "out"
+    result = _cli("run", *SMALL, "--depth", "0,0.5,1", "--warm-up", "off", "--out", out)
+    assert result.exit_code == 143, result.output
+    folder = _only_folder(out)
+    assert result.stderr == (
+        "stopped by SIGTERM: finished trials are saved; run the same command again "
+        f"or niah run --resume {folder} to finish the rest\n"
+    )
+    assert [r["depth"] for r in read_records(folder)] == [0.0]
+    log = read_records(folder, "runs.jsonl")
+    (phases,) = [e for e in log if e["event"] == "phases"]
+    assert phases["finished"] is False and "trials" in phases["seconds"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored after the run
+
+    monkeypatch.setattr(ModelSession, "generate", real)
+    again = _cli("run", "--resume", folder, "-q")
+    assert again.exit_code == 0 and "2 run, 1 already done" in again.stdout
+    assert sorted(r["depth"] for r in read_records(folder)) == [0.0, 0.5, 1.0]
+
+
 def test_ctrl_c_during_the_device_probe_logs_phases_and_names_the_folder(tmp_path, monkeypatch):
     """The probe (timing the device for trial estimates) is a phase of the sweep like the
     trial loop: Ctrl-C there logs the phases so far, unfinished, and names the run folder."""
