@@ -75,6 +75,23 @@ def _dims(model, compute_dtype: str) -> dict:
     )
 
 
+def config_text_settings(cfg) -> dict:
+    """An MLX model's config.json as its text model sees it: a VLM's text_config (Gemma 3,
+    Mistral 3...) holds the text model's settings over the top level's."""
+    if not isinstance(cfg, dict):
+        return {}
+    text = cfg.get("text_config")
+    return {**cfg, **text} if isinstance(text, dict) else cfg
+
+
+def config_trained_context(cfg) -> int | None:
+    """The trained length an MLX model's config.json gives (its text model's
+    max_position_embeddings), None when it gives none: what both the checks before the load
+    (niah.model_meta) and every trial's beyond_trained read."""
+    value = config_text_settings(cfg).get("max_position_embeddings")
+    return int(value) if isinstance(value, (int, float)) and value else None
+
+
 def resolve_model(spec: str | None) -> tuple[str, str]:
     """(kind, location) for a --model value: ("gguf", path), ("mlx", folder) or ("hub", id)."""
     if spec in (None, "", "default"):
@@ -352,9 +369,11 @@ class ModelSession:
         from .config import rope_scaling_config
 
         overrides = None
+        try:
+            trained = config_trained_context(json.loads((Path(folder) / "config.json").read_text()))
+        except (OSError, ValueError):
+            trained = None  # mlx-lm's load below says what is wrong with the folder
         if rope != "model":
-            cfg = json.loads((Path(folder) / "config.json").read_text())
-            trained = cfg.get("max_position_embeddings")
             overrides = {"rope_scaling": rope_scaling_config(rope, trained_context=trained)}
         try:
             if wrapper is None:
@@ -370,7 +389,7 @@ class ModelSession:
         self.tokenizer, self.wrapper = wrapper._tokenizer, wrapper
         args = getattr(self.model, "args", None)
         extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
-        return Path(folder).name, getattr(args, "max_position_embeddings", None), extra
+        return Path(folder).name, trained, extra
 
     def _shard(self, group) -> None:
         """Tensor-parallel: split every layer's heads and MLP across the group (mlx-lm's

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NiahError
-from .model import _hub_folder, resolve_model
+from .model import _hub_folder, config_text_settings, config_trained_context, resolve_model
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
             f"cannot read {str(folder / 'config.json')!r} ({exc}): give an MLX "
             "model folder made by mlx_lm.convert"
         ) from None
-    cfg = {**cfg, **cfg.get("text_config", {})} if isinstance(cfg, dict) else {}
+    trained = config_trained_context(cfg)
+    cfg = config_text_settings(cfg)
 
     def whole(key, default=0):
         value = cfg.get(key, default)
@@ -99,7 +100,7 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
         name=name,
         source=source,
         path=path,
-        trained_context=whole("max_position_embeddings", None),
+        trained_context=trained,
         n_layers=whole("num_hidden_layers"),
         n_heads=heads,
         n_kv_heads=whole("num_key_value_heads", heads),

@@ -4,7 +4,7 @@ past the model's trained length (every report, the gate, doctor)."""
 from __future__ import annotations
 
 import pytest
-from conftest import invoke
+from conftest import invoke, read_records
 from test_beyond_trained import _no_weights
 
 
@@ -27,3 +27,50 @@ def test_kv_bits_with_max_kv_size_is_refused_before_any_weight_loads(
     )
     assert not out.exists()
 
+
+def _tiny_gemma3_vlm_folder(folder, tokenizer, *, trained: int):
+    """An MLX folder of mlx-lm's gemma3 (the Gemma 3 VLMs' model type: the text model's
+    settings under text_config), one tiny layer of random weights, SmolLM2's tokenizer."""
+    import json
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import gemma3
+
+    config = {
+        "model_type": "gemma3",
+        "vocab_size": len(tokenizer),
+        "text_config": {
+            "model_type": "gemma3_text",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "sliding_window": 64,
+            "sliding_window_pattern": 1,
+            "max_position_embeddings": trained,
+        },
+    }
+    folder.mkdir()
+    model = gemma3.Model(gemma3.ModelArgs.from_dict(json.loads(json.dumps(config))))
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (folder / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def test_a_vlm_folders_trials_mark_the_trained_length_the_checks_read(tmp_path, gguf_tokenizer):
+    """Gemma 3 VLM folders keep max_position_embeddings under text_config: the checks before the
+    load read it there (--refuse-beyond-trained refused by it), but every trial's
+    trained_context and beyond_trained came from the loaded model's top-level args, which
+    have none: no trial of such a model was marked past its trained length, in any report."""
+    folder = _tiny_gemma3_vlm_folder(tmp_path / "g3", gguf_tokenizer, trained=256)
+    args = ["run", "-m", str(folder), "-c", "300", "-d", "0.5", "--max-tokens", "10", "-q"]
+    refused = invoke([*args, "--refuse-beyond-trained", "-o", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "trained length of 256 tokens" in refused.stderr
+    result = invoke([*args, "-o", str(tmp_path / "out")])
+    (rec,) = read_records(next((tmp_path / "out").iterdir()))
+    assert (rec["trained_context"], rec["beyond_trained"]) == (256, True), result.output
+    assert "300†" in result.stdout
