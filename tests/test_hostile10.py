@@ -74,3 +74,30 @@ def test_a_vlm_folders_trials_mark_the_trained_length_the_checks_read(tmp_path, 
     (rec,) = read_records(next((tmp_path / "out").iterdir()))
     assert (rec["trained_context"], rec["beyond_trained"]) == (256, True), result.output
     assert "300†" in result.stdout
+
+
+def test_doctor_counts_the_answer_tokens_past_the_trained_length():
+    """`niah run -c 8k` on SmolLM2 (trained 8192) marks every trial (8192 + 32 answer tokens),
+    and doctor, sizing the same run with the same 32 answer tokens, said nothing of it."""
+    result = invoke(["doctor", "--model", "default", "--context", "8k"])
+    assert result.exit_code == 0
+    assert (
+        "  context: 8K = 8192 tokens (plus 32 answer tokens, beyond trained length: runs "
+        "marked; --refuse-beyond-trained refuses it)"
+    ) in result.stdout.splitlines()
+    assert (
+        "  context: 8160 = 8160 tokens"
+        in invoke(["doctor", "--model", "default", "--context", "8160"]).stdout.splitlines()
+    )
+
+
+@pytest.mark.parametrize("bits", ["7", "1", "0", "-4"])
+def test_doctor_refuses_the_kv_bits_run_refuses_before_any_weight_loads(
+    monkeypatch, gguf_path, bits
+):
+    """doctor --kv-bits 7 sized a 7-bit KV cache mlx-lm cannot make ("fits"), and -4 came
+    back as an error only after the model load."""
+    _no_weights(monkeypatch)
+    result = invoke(["doctor", "--model", "default", "--context", "1k", "--kv-bits", bits])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"error: bad --kv-bits value '{bits}': use 2, 3, 4, 5, 6, 8\n"
