@@ -101,3 +101,45 @@ def test_doctor_refuses_the_kv_bits_run_refuses_before_any_weight_loads(
     result = invoke(["doctor", "--model", "default", "--context", "1k", "--kv-bits", bits])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"error: bad --kv-bits value '{bits}': use 2, 3, 4, 5, 6, 8\n"
+
+
+def _forged_run(folder, *, beyond_from: int | None = None, fail_at: int | None = None):
+    """The committed SmolLM2 CPU run (1K-4K, trained 8192) copied to `folder`, its trials from
+    `beyond_from` on recorded as a model trained to `beyond_from` would record them, and those
+    at `fail_at` (depth 50%) failed."""
+    import json
+    import shutil
+
+    from test_beyond_trained import REF
+
+    shutil.copytree(REF, folder)
+    lines = []
+    for line in (folder / "trials.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if beyond_from is not None and r["context"] >= beyond_from:
+            r.update(trained_context=beyond_from, beyond_trained=True)
+        if r["context"] == fail_at and r["depth"] == 0.5:
+            r.update(verdict="FAIL", score=0.0)
+        lines.append(json.dumps(r))
+    (folder / "trials.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_compare_marks_each_runs_cells_past_its_trained_length(tmp_path):
+    """--compare printed no mark at all: a run whose 4K trials were past its model's trained
+    length read like one within it, side by side with a run that was not."""
+    a = _forged_run(tmp_path / "a", beyond_from=4096, fail_at=4096)
+    b = _forged_run(tmp_path / "b")
+    result = invoke(["report", "--compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[7:] == [
+        "4K       0%     PASS/PASS†  PASS/PASS  +0%",
+        "4K       50%    FAIL/FAIL†  PASS/PASS  +100%  yes",
+        "4K       100%   PASS/PASS†  PASS/PASS  +0%",
+        "a: † past the model's trained length (4096 tokens, with --max-tokens): 6 of 18 "
+        "trials, measured as asked",
+        "",
+        "a: accuracy 89%; b: accuracy 100%; 1 cell(s) changed verdict",
+    ]
+    unmarked = invoke(["report", "--compare", str(b), str(b)]).stdout
+    assert "†" not in unmarked
