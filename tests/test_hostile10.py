@@ -143,3 +143,35 @@ def test_compare_marks_each_runs_cells_past_its_trained_length(tmp_path):
     ]
     unmarked = invoke(["report", "--compare", str(b), str(b)]).stdout
     assert "†" not in unmarked
+
+
+def test_a_record_without_beyond_trained_is_marked_alike_in_every_report(tmp_path):
+    """Trials whose records lack beyond_trained (another tool's, or edited) but say their
+    trained length: the HTML page marked 4K from trained_context while the table, the gate
+    line and JUnit left every row unmarked. Every report now judges them alike, with the
+    answer tokens where the record has them."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    folder = _forged_run(tmp_path / "old")
+    rows = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
+    for r in rows:
+        del r["beyond_trained"]
+        r["trained_context"] = 2048 if r["context"] != 1024 else 1040
+        r["max_tokens"] = 32 if r["context"] == 2048 else r.pop("max_tokens", None)
+    (folder / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    junit, html = tmp_path / "j.xml", tmp_path / "r.html"
+    result = invoke(["report", str(folder), "--junit", str(junit), "--html", str(html)])
+    assert result.exit_code == 0, result.output
+    names = [line.split()[0] for line in result.stdout.splitlines()[3:6]]
+    assert names == ["1K", "2K†", "4K†"]  # 1024 + no answer budget known: within 1040
+    assert "† past the model's trained length (2048 tokens, with --max-tokens): 12 of 18" in (
+        result.stdout
+    )
+    cases = ET.parse(junit).getroot().iter("testcase")
+    marked = [any(p.get("name") == "beyond_trained" for p in c.iter("property")) for c in cases]
+    assert sum(marked) == 12
+    page = html.read_text()
+    data = json.loads(page.split('id="niah-data">')[1].split("</script>")[0])
+    trials = [t for g in data["runs"][0]["groups"] for t in g["trials"]]
+    assert sorted({t["context"] for t in trials if t["beyond_trained"]}) == [2048, 4096]
