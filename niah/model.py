@@ -86,10 +86,13 @@ def config_text_settings(cfg) -> dict:
 
 def config_trained_context(cfg) -> int | None:
     """The trained length an MLX model's config.json gives (its text model's
-    max_position_embeddings), None when it gives none: what both the checks before the load
-    (niah.model_meta) and every trial's beyond_trained read."""
+    max_position_embeddings), None when it gives none or no length (0, negative, infinite):
+    what both the checks before the load (niah.model_meta) and every trial's beyond_trained
+    read."""
     value = config_text_settings(cfg).get("max_position_embeddings")
-    return int(value) if isinstance(value, (int, float)) and value else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if 0 < value < float("inf") else None  # -1, 0, inf, NaN: none known
 
 
 def resolve_model(spec: str | None) -> tuple[str, str]:

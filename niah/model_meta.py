@@ -91,7 +91,8 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
 
     def whole(key, default=0):
         value = cfg.get(key, default)
-        return int(value) if isinstance(value, (int, float)) and value else default
+        whole_number = isinstance(value, (int, float)) and 0 < value < float("inf")
+        return int(value) if whole_number else default
 
     heads = whole("num_attention_heads")
     hidden = whole("hidden_size")

@@ -175,3 +175,42 @@ def test_a_record_without_beyond_trained_is_marked_alike_in_every_report(tmp_pat
     data = json.loads(page.split('id="niah-data">')[1].split("</script>")[0])
     trials = [t for g in data["runs"][0]["groups"] for t in g["trials"]]
     assert sorted({t["context"] for t in trials if t["beyond_trained"]}) == [2048, 4096]
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "1e400"])
+def test_an_absurd_trained_length_in_config_json_is_no_trained_length(
+    tmp_path, gguf_tokenizer, raw
+):
+    """max_position_embeddings -1 was taken as a trained length (every context refused as
+    'beyond the model's trained length of -1 tokens', or run marked), and 1e400 (JSON's
+    infinity) raised an OverflowError traceback before the load."""
+    import re
+
+    from niah.model_meta import model_metadata
+
+    folder = _tiny_gemma3_vlm_folder(tmp_path / "g3", gguf_tokenizer, trained=256)
+    config = folder / "config.json"
+    text = re.sub(
+        r'"max_position_embeddings": \d+', f'"max_position_embeddings": {raw}', config.read_text()
+    )
+    config.write_text(text)
+    assert model_metadata(str(folder)).trained_context is None
+    result = invoke(
+        [
+            "run",
+            "-m",
+            str(folder),
+            "-c",
+            "300",
+            "--refuse-beyond-trained",
+            "-o",
+            str(tmp_path / "out"),
+            "-q",
+            "--max-tokens",
+            "10",
+            "-d",
+            "0.5",
+        ]
+    )
+    assert "Traceback" not in result.output and "trained length" not in result.stderr
+    assert result.exit_code in (0, 2) and len(result.stderr.splitlines()) <= 1, result.stderr
