@@ -7,6 +7,8 @@ import pytest
 from conftest import invoke, read_records
 from test_beyond_trained import _no_weights
 
+from niah.sdpa.quantized import quantized_dispatch
+
 
 @pytest.mark.parametrize("kv,window", [("4", "512"), ("none,8", "1024"), ("2", "256,4096")])
 def test_kv_bits_with_max_kv_size_is_refused_before_any_weight_loads(
@@ -214,3 +216,48 @@ def test_an_absurd_trained_length_in_config_json_is_no_trained_length(
     )
     assert "Traceback" not in result.output and "trained length" not in result.stderr
     assert result.exit_code in (0, 2) and len(result.stderr.splitlines()) <= 1, result.stderr
+
+
+def test_preflight_covers_the_quantized_key_chunks_of_one_call():
+    """On Metal and the CPU a --kv-bits trial past the threshold runs mlx-lm's quantized
+    attention per key chunk, with no query blocks: one call held about 8.3 bytes per (head,
+    query, key) of a chunk, and the estimate counted the reference route's 6 (SmolLM2's
+    heads, a 2048-row prefill block, 4096-key chunks: 630 MB measured, 453 MB estimated)."""
+    from types import SimpleNamespace
+
+    import mlx.core as mx
+
+    from niah.preflight import estimate
+    from niah.sdpa.budget import ChunkConfig
+
+    info = SimpleNamespace(
+        n_layers=1, n_heads=9, n_kv_heads=3, head_dim=64, weight_bytes=0, vocab_size=0
+    )
+    qL, kL, chunk = 2048, 8192, 4096
+    mx.random.seed(0)
+    q = mx.random.normal((1, 9, qL, 64))
+    qk = mx.quantize(mx.random.normal((1, 3, kL, 64)), group_size=64, bits=4)
+    qv = mx.quantize(mx.random.normal((1, 3, kL, 64)), group_size=64, bits=4)
+    mx.eval(q, qk, qv)
+    config = ChunkConfig(threshold=1024, chunk_size=chunk, q_block=1024, flop_budget=1e11)
+    with mx.stream(mx.cpu):
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        out = quantized_dispatch(
+            q, qk, qv, scale=0.125, mask="causal", group_size=64, bits=4, config=config
+        )
+        mx.eval(out)
+        measured = mx.get_peak_memory() - base
+    est = estimate(
+        info,
+        context=kL,
+        route="kv-chunks",
+        prefill_step=qL,
+        kv_bits=4,
+        kv_group_size=64,
+        chunk_size=chunk,
+        backend="cpu",
+        working_set=1 << 40,
+    )
+    assert measured <= est.attention <= 1.25 * measured, (measured, est.attention)
