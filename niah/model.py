@@ -95,6 +95,24 @@ def config_trained_context(cfg) -> int | None:
     return int(value) if 0 < value < float("inf") else None  # -1, 0, inf, NaN: none known
 
 
+def rope_overrides(cfg, scaling) -> dict:
+    """mlx-lm's model_config overrides that give the text model `scaling`: a VLM's text
+    model is built from its text_config alone, so the override goes there."""
+    text = cfg.get("text_config") if isinstance(cfg, dict) else None
+    if isinstance(text, dict):
+        return {"text_config": {**text, "rope_scaling": scaling}}
+    return {"rope_scaling": scaling}
+
+
+def text_rope_scaling(model):
+    """The RoPE scaling the loaded model's text model runs with (a VLM's text_config's)."""
+    args = getattr(model, "args", None)
+    text = getattr(args, "text_config", None)
+    if isinstance(text, dict) and text.get("rope_scaling") is not None:
+        return text["rope_scaling"]
+    return getattr(args, "rope_scaling", None)
+
+
 def resolve_model(spec: str | None) -> tuple[str, str]:
     """(kind, location) for a --model value: ("gguf", path), ("mlx", folder) or ("hub", id)."""
     if spec in (None, "", "default"):
@@ -373,11 +391,13 @@ class ModelSession:
 
         overrides = None
         try:
-            trained = config_trained_context(json.loads((Path(folder) / "config.json").read_text()))
+            cfg = json.loads((Path(folder) / "config.json").read_text())
         except (OSError, ValueError):
-            trained = None  # mlx-lm's load below says what is wrong with the folder
+            cfg = {}  # mlx-lm's load below says what is wrong with the folder
+        trained = config_trained_context(cfg)
         if rope != "model":
-            overrides = {"rope_scaling": rope_scaling_config(rope, trained_context=trained)}
+            scaling = rope_scaling_config(rope, trained_context=trained)
+            overrides = rope_overrides(cfg, scaling)
         try:
             if wrapper is None:
                 self.model, wrapper = load(folder, model_config=overrides)
@@ -390,8 +410,7 @@ class ModelSession:
                 "is an MLX model"
             ) from None
         self.tokenizer, self.wrapper = wrapper._tokenizer, wrapper
-        args = getattr(self.model, "args", None)
-        extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
+        extra = dict(rope_scaling=text_rope_scaling(self.model))
         return Path(folder).name, trained, extra
 
     def _shard(self, group) -> None:

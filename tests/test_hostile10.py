@@ -261,3 +261,19 @@ def test_preflight_covers_the_quantized_key_chunks_of_one_call():
         working_set=1 << 40,
     )
     assert measured <= est.attention <= 1.25 * measured, (measured, est.attention)
+
+
+def test_rope_scaling_reaches_a_vlm_folders_text_model(tmp_path, gguf_tokenizer):
+    """--rope-scaling yarn:4 on a Gemma 3 VLM folder went into the top-level config, which its
+    text model is not built from: the trials ran unscaled while recording rope_scaling
+    'yarn:4' (and a null rope_scaling_config, without a word)."""
+    from niah.model import ModelSession
+
+    folder = _tiny_gemma3_vlm_folder(tmp_path / "g3", gguf_tokenizer, trained=256)
+    session = ModelSession(str(folder), rope_scaling="yarn:4")
+    expected = {"factor": 4.0, "original_max_position_embeddings": 256, "type": "yarn"}
+    assert session.model.language_model.args.rope_scaling == expected
+    args = ["run", "-m", str(folder), "-c", "200", "-d", "0.5", "--max-tokens", "10", "-q"]
+    invoke([*args, "--rope-scaling", "yarn:4", "-o", str(tmp_path / "out")])
+    (rec,) = read_records(next((tmp_path / "out").iterdir()))
+    assert (rec["rope_scaling"], rec["rope_scaling_config"]) == ("yarn:4", expected)
