@@ -192,6 +192,10 @@ def doctor(
             model_arg(model)  # an empty --model is refused, not taken as no model
         if context is not None and not context.strip():
             raise NiahError("--context is empty: give a context to size, like --context 128k")
+        if kv_bits is not None:  # refused as `niah run` refuses it, before the model loads
+            from .config import KV_BITS, parse_int_list
+
+            parse_int_list(str(kv_bits), what="--kv-bits", allowed=KV_BITS)
         typer.echo(doctor_report(model=model, context=context, kv_bits=kv_bits))
     except NiahError as exc:
         fail(exc)

@@ -158,8 +158,9 @@ def _planned_run_lines(
         f"heads, head dim {mi.head_dim}, trained context {mi.trained_context or '?'})",
         f"  context: {format_context(ctx)} = {ctx} tokens"
         + (
-            " (beyond trained length: runs marked; --refuse-beyond-trained refuses it)"
-            if mi.trained_context and ctx > mi.trained_context
+            f" (plus {DEFAULT_MAX_TOKENS} answer tokens, beyond trained length: runs marked; "
+            "--refuse-beyond-trained refuses it)"
+            if mi.trained_context and ctx + DEFAULT_MAX_TOKENS > mi.trained_context
             else ""
         ),
         f"  weights: {_gib(mi.weight_bytes)}; KV cache: "

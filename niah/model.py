@@ -75,6 +75,44 @@ def _dims(model, compute_dtype: str) -> dict:
     )
 
 
+def config_text_settings(cfg) -> dict:
+    """An MLX model's config.json as its text model sees it: a VLM's text_config (Gemma 3,
+    Mistral 3...) holds the text model's settings over the top level's."""
+    if not isinstance(cfg, dict):
+        return {}
+    text = cfg.get("text_config")
+    return {**cfg, **text} if isinstance(text, dict) else cfg
+
+
+def config_trained_context(cfg) -> int | None:
+    """The trained length an MLX model's config.json gives (its text model's
+    max_position_embeddings), None when it gives none or no length (0, negative, infinite):
+    what both the checks before the load (niah.model_meta) and every trial's beyond_trained
+    read."""
+    value = config_text_settings(cfg).get("max_position_embeddings")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if 0 < value < float("inf") else None  # -1, 0, inf, NaN: none known
+
+
+def rope_overrides(cfg, scaling) -> dict:
+    """mlx-lm's model_config overrides that give the text model `scaling`: a VLM's text
+    model is built from its text_config alone, so the override goes there."""
+    text = cfg.get("text_config") if isinstance(cfg, dict) else None
+    if isinstance(text, dict):
+        return {"text_config": {**text, "rope_scaling": scaling}}
+    return {"rope_scaling": scaling}
+
+
+def text_rope_scaling(model):
+    """The RoPE scaling the loaded model's text model runs with (a VLM's text_config's)."""
+    args = getattr(model, "args", None)
+    text = getattr(args, "text_config", None)
+    if isinstance(text, dict) and text.get("rope_scaling") is not None:
+        return text["rope_scaling"]
+    return getattr(args, "rope_scaling", None)
+
+
 def resolve_model(spec: str | None) -> tuple[str, str]:
     """(kind, location) for a --model value: ("gguf", path), ("mlx", folder) or ("hub", id)."""
     if spec in (None, "", "default"):
@@ -352,10 +390,14 @@ class ModelSession:
         from .config import rope_scaling_config
 
         overrides = None
-        if rope != "model":
+        try:
             cfg = json.loads((Path(folder) / "config.json").read_text())
-            trained = cfg.get("max_position_embeddings")
-            overrides = {"rope_scaling": rope_scaling_config(rope, trained_context=trained)}
+        except (OSError, ValueError):
+            cfg = {}  # mlx-lm's load below says what is wrong with the folder
+        trained = config_trained_context(cfg)
+        if rope != "model":
+            scaling = rope_scaling_config(rope, trained_context=trained)
+            overrides = rope_overrides(cfg, scaling)
         try:
             if wrapper is None:
                 self.model, wrapper = load(folder, model_config=overrides)
@@ -368,9 +410,8 @@ class ModelSession:
                 "is an MLX model"
             ) from None
         self.tokenizer, self.wrapper = wrapper._tokenizer, wrapper
-        args = getattr(self.model, "args", None)
-        extra = dict(rope_scaling=getattr(args, "rope_scaling", None))
-        return Path(folder).name, getattr(args, "max_position_embeddings", None), extra
+        extra = dict(rope_scaling=text_rope_scaling(self.model))
+        return Path(folder).name, trained, extra
 
     def _shard(self, group) -> None:
         """Tensor-parallel: split every layer's heads and MLP across the group (mlx-lm's

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NiahError
-from .model import _hub_folder, resolve_model
+from .model import _hub_folder, config_text_settings, config_trained_context, resolve_model
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,13 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
             f"cannot read {str(folder / 'config.json')!r} ({exc}): give an MLX "
             "model folder made by mlx_lm.convert"
         ) from None
-    cfg = {**cfg, **cfg.get("text_config", {})} if isinstance(cfg, dict) else {}
+    trained = config_trained_context(cfg)
+    cfg = config_text_settings(cfg)
 
     def whole(key, default=0):
         value = cfg.get(key, default)
-        return int(value) if isinstance(value, (int, float)) and value else default
+        whole_number = isinstance(value, (int, float)) and 0 < value < float("inf")
+        return int(value) if whole_number else default
 
     heads = whole("num_attention_heads")
     hidden = whole("hidden_size")
@@ -99,7 +101,7 @@ def _config_meta(folder: Path, *, name: str, source: str, path: str, weights: bo
         name=name,
         source=source,
         path=path,
-        trained_context=whole("max_position_embeddings", None),
+        trained_context=trained,
         n_layers=whole("num_hidden_layers"),
         n_heads=heads,
         n_kv_heads=whole("num_key_value_heads", heads),

@@ -35,6 +35,9 @@ PROBE_BLOCK = 128  # prompt tokens per probe pass
 PROBE_KEYS = 1024  # filler keys in the cache for the attention probe
 UNFUSED_SCORE_BYTES = 6  # unfused attention, per (head, query, key): float32 scores and
 # half as much again for the softmax's temporaries (calibrated)
+QUANTIZED_SCORE_BYTES = 9  # a key chunk of mlx-lm's quantized attention (niah.sdpa.quantized,
+# Metal and CPU with --kv-bits), per (head, query, key): float32 scores, their masked copy and
+# the exponentials, with no query blocks (8.2-8.4 measured per call on the CPU)
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ def estimate(
         route=route,
         chunk_size=chunk_size,
         fused=backend in ("metal", "cuda") and (kv_bits is None or dequantized),
+        quantized=kv_bits is not None and not dequantized,
     )
     if dequantized:
         attention += dequantized_kv_bytes(
@@ -223,19 +227,24 @@ def activation_bytes(dims: Dims, *, rows: int, layers: int) -> int:
 
 
 def attention_bytes(
-    info, dims: Dims, *, rows: int, keys: int, route: str, chunk_size: int, fused: bool
+    info,
+    dims: Dims,
+    *,
+    rows: int,
+    keys: int,
+    route: str,
+    chunk_size: int,
+    fused: bool,
+    quantized: bool = False,
 ) -> int:
     """Attention temporaries of one layer's block: the chunked route holds a chunk of scores
-    per query head; a fused kernel keeps stock scores on chip; unfused stock attention holds
-    one layer's whole score matrix and its softmax temporaries."""
+    per query head (over a quantized cache, mlx-lm's attention on the chunk: more of them);
+    a fused kernel keeps stock scores on chip; unfused stock attention holds one layer's whole
+    score matrix and its softmax temporaries."""
     heads = max(info.n_heads, 1)
     if "kv-chunks" in route:
-        return (
-            heads
-            * rows
-            * min(chunk_size, keys)
-            * (dims.dtype_bytes if fused else UNFUSED_SCORE_BYTES)
-        )
+        per = QUANTIZED_SCORE_BYTES if quantized else UNFUSED_SCORE_BYTES
+        return heads * rows * min(chunk_size, keys) * (dims.dtype_bytes if fused else per)
     if fused:
         return 0
     return UNFUSED_SCORE_BYTES * heads * rows * keys

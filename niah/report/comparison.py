@@ -1,10 +1,12 @@
 """Runs side by side (`niah report --compare`): per cell, each run's verdicts, the accuracy
-change against the first run (the baseline), and whether the verdict changed."""
+change against the first run (the baseline), and whether the verdict changed. A run's cell past
+its model's trained length carries BEYOND_MARK (runs of other models or answer budgets may
+differ there), and a line per such run under the table says so."""
 
 from __future__ import annotations
 
 from .stats import accuracy
-from .tables import Cell, align, cells, num, percent, row_name
+from .tables import BEYOND_MARK, Cell, align, cells, num, percent, row_name, trained_legend
 
 
 def compare(runs: list[tuple[str, list[dict]]]) -> str:
@@ -31,14 +33,20 @@ def compare(runs: list[tuple[str, list[dict]]]) -> str:
         status = _compare_status(found, verds)
         changed += status == "yes"
         missing += status.startswith("missing")
-        rows.append([row_name(ctx, label), f"{depth * 100:.4g}%", *verds, *deltas, status])
+        shown = [
+            v + (BEYOND_MARK if c is not None and c.beyond else "")
+            for v, (_, c) in zip(verds, found)
+        ]
+        rows.append([row_name(ctx, label), f"{depth * 100:.4g}%", *shown, *deltas, status])
     summary = [
         f"{name}: accuracy {percent(acc)}" if (acc := accuracy(recs)) is not None else f"{name}: -"
         for name, recs in runs
     ]
+    legends = [f"{name}: {text}" for name, recs in runs if (text := trained_legend(recs))]
     return "\n".join(
         [
             align(header, rows),
+            *legends,
             "",
             "; ".join(summary)
             + f"; {changed} cell(s) changed verdict"

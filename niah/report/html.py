@@ -23,7 +23,7 @@ from ..errors import NiahError
 from ..scoring import VERDICTS
 from ..store import latest_by_key, read_run_log, written_at
 from .stats import accuracy, effective_context, trial_score, wilson
-from .tables import row_label
+from .tables import beyond_trained, row_label
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_EFFECTIVE_THRESHOLD = 0.85
@@ -204,6 +204,7 @@ def _groups(records: list[dict]) -> list[dict]:
 
 def _trial(r: dict) -> dict:
     out = {k: r[k] for k in TRIAL_FIELDS if _shown(r.get(k))}
+    out["beyond_trained"] = beyond_trained(r)  # the tables' judgement, the field or not
     out["score"] = trial_score(r) if r.get("verdict") != "SKIP" else None
     needles = r.get("needles")
     if isinstance(needles, list):

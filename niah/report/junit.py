@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..scoring import ERROR, FAIL, NULL, SKIP
 from .stats import trial_seconds
-from .tables import row_label
+from .tables import beyond_trained, row_label
 
 
 def junit(records: list[dict], path, *, name: str = "niah", runs=None) -> None:
@@ -46,7 +46,7 @@ def junit(records: list[dict], path, *, name: str = "niah", runs=None) -> None:
             + (f" {label}" if label else ""),
             time=f"{trial_seconds(r):.3f}",
         )
-        if r.get("beyond_trained"):  # properties first, system-out last (JUnit's order)
+        if beyond_trained(r):  # properties first, system-out last (JUnit's order)
             _beyond_properties(case, r)
         if r["verdict"] in (FAIL, NULL):
             el = ET.SubElement(
@@ -57,7 +57,7 @@ def junit(records: list[dict], path, *, name: str = "niah", runs=None) -> None:
             ET.SubElement(case, "error", message=r.get("error") or "error")
         elif r["verdict"] == SKIP:
             ET.SubElement(case, "skipped", message=r.get("error") or "skipped")
-        if r.get("beyond_trained"):
+        if beyond_trained(r):
             ET.SubElement(case, "system-out").text = (
                 f"context {r['context']} plus up to {r.get('max_tokens', '?')} answer tokens "
                 f"is past the model's trained length of {r.get('trained_context', '?')} tokens"

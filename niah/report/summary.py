@@ -11,7 +11,14 @@ from ..config import format_context
 from ..scoring import SKIP
 from .plausibility import suspect
 from .stats import accuracy, effective_context
-from .tables import cut_answers_line, format_table, task_lines, totals_line, trained_legend
+from .tables import (
+    beyond_trained,
+    cut_answers_line,
+    format_table,
+    task_lines,
+    totals_line,
+    trained_legend,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ def fail_under_line(records: list[dict], fail_under: float) -> str | None:
     if acc >= fail_under:
         return None
     scored = [r for r in records if r["verdict"] != SKIP]
-    beyond = sum(bool(r.get("beyond_trained")) for r in scored)
+    beyond = sum(map(beyond_trained, scored))
     what = f"{len(scored)} trial{'s' if len(scored) != 1 else ''}"
     if beyond:
         what += f" ({beyond} beyond the trained length)"

@@ -76,9 +76,23 @@ def row_name(context: int, label: str, *, beyond: bool = False) -> str:
     )
 
 
+def beyond_trained(r: dict) -> bool:
+    """Whether a trial ran past its model's trained length: its record's beyond_trained. A
+    record without the field (another tool's, or edited) is judged from its trained_context,
+    context and max_tokens as niah judges it (the context alone where it has no max_tokens),
+    so that every report, and the HTML page, marks the same trials."""
+    if "beyond_trained" in r:
+        return bool(r["beyond_trained"])
+    trained, context = r.get("trained_context"), r.get("context")
+    if not isinstance(trained, int) or trained <= 0 or not isinstance(context, int):
+        return False
+    answer = r.get("max_tokens")
+    return context + (answer if isinstance(answer, int) else 0) > trained
+
+
 def trained_legend(records: list[dict]) -> str | None:
     """The line under a table whose rows carry BEYOND_MARK; None when no trial is beyond."""
-    beyond = [r for r in records if r.get("beyond_trained")]
+    beyond = [r for r in records if beyond_trained(r)]
     if not beyond:
         return None
     lengths = sorted({r["trained_context"] for r in beyond if r.get("trained_context")})
@@ -109,7 +123,7 @@ def cells(records: list[dict]) -> list[Cell]:
                 passed=sum(map(trial_score, scored)),
                 verdicts=tuple(r["verdict"] for r in rs),
                 seconds=sum(map(trial_seconds, rs)) / len(rs),
-                beyond=any(r.get("beyond_trained") for r in rs),
+                beyond=any(map(beyond_trained, rs)),
             )
         )
     return out
@@ -228,7 +242,7 @@ def task_table(records: list[dict], *, threshold: float | None = None) -> str:
     for r in records:
         by_task.setdefault(r.get("task") or "single", []).append(r)
     contexts = sorted({r["context"] for r in records})
-    beyond = {r["context"] for r in records if r.get("beyond_trained")}
+    beyond = {r["context"] for r in records if beyond_trained(r)}
     header = ["Task", *(format_context(c) + (BEYOND_MARK if c in beyond else "") for c in contexts)]
     header += ["Effective"] if threshold else []
     rows = []

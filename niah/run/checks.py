@@ -33,6 +33,19 @@ def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 
     ]
 
 
+def check_kv_settings(config: RunConfig) -> None:
+    """A quantized KV cache (--kv-bits) and a rotating one (--max-kv-size) cannot meet in one
+    trial (mlx-lm has no quantized rotating cache), and the grid crosses the two lists: refuse
+    any pair of them before the model loads, not at the first such trial after it."""
+    if any(b is not None for b in config.kv_bits) and any(
+        m is not None for m in config.max_kv_size
+    ):
+        raise NiahError(
+            "--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
+            "quantized rotating cache): sweep them separately"
+        )
+
+
 def check_grid_fits(config: RunConfig, meta, *, working_set: int | None = None) -> None:
     """Refuse a grid none of whose trials fits in memory, before any weight loads: each trial
     through niah.preflight.estimate, the per-trial check, with the weights as stored (a load

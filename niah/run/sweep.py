@@ -16,7 +16,14 @@ from pathlib import Path
 
 from .. import store
 from ..config import RunConfig, check_kv_group_size
-from .checks import check_contexts, check_grid_fits, check_session, check_task, prompt_builder
+from .checks import (
+    check_contexts,
+    check_grid_fits,
+    check_kv_settings,
+    check_session,
+    check_task,
+    prompt_builder,
+)
 from .events import Progress  # noqa: F401 - the protocol, re-exported for front ends
 from .finished import sdpa_identity
 from .grid import TrialSpec, assign_to_ranks, build_grid, prefix_groups
@@ -282,6 +289,7 @@ def _checked_metadata(config: RunConfig, *, phases):
     """The model's metadata, which answers the context and KV group checks before any weight
     loads and the memory check after a finished rerun is answered (metadata phase)."""
     with phases.timed("metadata"):
+        check_kv_settings(config)
         meta = _metadata(config)
         check_contexts(config, meta.trained_context, max_tokens=config.max_tokens)
         if any(config.kv_bits):  # the quantized cache groups along the head (check_session)
