@@ -20,6 +20,7 @@ from .parse import (  # noqa: F401
     MAX_RANGE_VALUES,
     MAX_ROPE_FACTOR,
     ROPE_KINDS,
+    check_kv_cache,
     check_kv_group_size,
     check_needle_template,
     config_value,
@@ -195,6 +196,13 @@ class RunConfig:
         from .identity import config_hash
 
         return config_hash(self.hashed_fields(), identity)
+
+
+def past_trained(context: int, *, max_tokens: int, trained: int | None) -> bool:
+    """Whether a trial runs past the model's trained length: its prompt plus the tokens it
+    may decode exceed it. An unknown trained length (None or 0) marks nothing. The one rule
+    behind every trial's beyond_trained, the checks before the load and niah doctor."""
+    return bool(trained) and context + max_tokens > trained
 
 
 _TASK_DEFAULTS = {"task": DEFAULT_TASK, "needles": 1, "keys": ()}

@@ -130,7 +130,13 @@ def _planned_run_lines(
 ) -> list[str]:
     """[planned run]: the model's shape, KV memory, fit, SDPA route and the time of one trial
     (a default prefill step and answer budget, from a probe of the model on this device)."""
-    from .config import DEFAULT_MAX_TOKENS, DEFAULT_PREFILL_STEP, format_context, parse_context
+    from .config import (
+        DEFAULT_MAX_TOKENS,
+        DEFAULT_PREFILL_STEP,
+        format_context,
+        parse_context,
+        past_trained,
+    )
     from .model import ModelSession
     from .preflight import estimate, estimate_seconds, kv_bytes, probe_throughput
     from .sdpa.dispatch import choose_route, resolve_config
@@ -160,7 +166,7 @@ def _planned_run_lines(
         + (
             f" (plus {DEFAULT_MAX_TOKENS} answer tokens, beyond trained length: runs marked; "
             "--refuse-beyond-trained refuses it)"
-            if mi.trained_context and ctx + DEFAULT_MAX_TOKENS > mi.trained_context
+            if past_trained(ctx, max_tokens=DEFAULT_MAX_TOKENS, trained=mi.trained_context)
             else ""
         ),
         f"  weights: {_gib(mi.weight_bytes)}; KV cache: "

@@ -446,11 +446,9 @@ class ModelSession:
             make_prompt_cache,
         )
 
-        if kv_bits is not None and max_kv_size is not None:
-            raise NiahError(
-                "--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
-                "quantized rotating cache): sweep them separately"
-            )
+        from .config import check_kv_cache
+
+        check_kv_cache(kv_bits, max_kv_size)
         caches = make_prompt_cache(self.model, max_kv_size=max_kv_size)
         out = []
         for c in caches:

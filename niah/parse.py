@@ -148,6 +148,16 @@ def parse_int_list(
     return tuple(dict.fromkeys(out))
 
 
+def check_kv_cache(kv_bits: int | None, max_kv_size: int | None) -> None:
+    """A quantized KV cache (--kv-bits) and a rotating one (--max-kv-size) do not combine:
+    mlx-lm has no quantized rotating cache."""
+    if kv_bits is not None and max_kv_size is not None:
+        raise NiahError(
+            "--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
+            "quantized rotating cache): sweep them separately"
+        )
+
+
 def check_kv_group_size(size: int, *, head_dim: int | None = None) -> None:
     """The quantized KV cache's group size: one mx.quantize accepts and, once the model is
     known, one that divides its head size (keys and values are quantized along it)."""

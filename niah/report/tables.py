@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import format_context
+from ..config import format_context, past_trained
 from ..scoring import ERROR, FAIL, NULL, PASS, SKIP
 from .stats import (
     BASE_CONTEXT,
@@ -87,7 +87,9 @@ def beyond_trained(r: dict) -> bool:
     if not isinstance(trained, int) or trained <= 0 or not isinstance(context, int):
         return False
     answer = r.get("max_tokens")
-    return context + (answer if isinstance(answer, int) else 0) > trained
+    return past_trained(
+        context, max_tokens=answer if isinstance(answer, int) else 0, trained=trained
+    )
 
 
 def trained_legend(records: list[dict]) -> str | None:

@@ -6,7 +6,7 @@ be built alone), and a loaded session against the config.
 
 from __future__ import annotations
 
-from ..config import RunConfig, check_kv_group_size
+from ..config import RunConfig, check_kv_cache, check_kv_group_size, past_trained
 from ..errors import NiahError
 from ..haystack import PromptBuilder
 from ..tasks import answer_minimum, haystack_source, minimum_context, validate
@@ -17,9 +17,9 @@ def check_contexts(config: RunConfig, trained: int | None, *, max_tokens: int = 
     """Contexts beyond the trained length run and are marked (each trial records
     beyond_trained); with --refuse-beyond-trained they are refused. A context counts as beyond
     when the prompt plus the tokens it may decode exceed the trained length. Returns notes."""
-    if trained is None:
-        return []
-    beyond = sorted(c for c in config.contexts if c + max_tokens > trained)
+    beyond = sorted(
+        c for c in config.contexts if past_trained(c, max_tokens=max_tokens, trained=trained)
+    )
     if beyond and config.refuse_beyond_trained:
         raise NiahError(
             f"context {max(beyond)} plus up to {max_tokens} answer tokens is beyond the model's "
@@ -37,13 +37,8 @@ def check_kv_settings(config: RunConfig) -> None:
     """A quantized KV cache (--kv-bits) and a rotating one (--max-kv-size) cannot meet in one
     trial (mlx-lm has no quantized rotating cache), and the grid crosses the two lists: refuse
     any pair of them before the model loads, not at the first such trial after it."""
-    if any(b is not None for b in config.kv_bits) and any(
-        m is not None for m in config.max_kv_size
-    ):
-        raise NiahError(
-            "--kv-bits and --max-kv-size cannot be combined (mlx-lm has no "
-            "quantized rotating cache): sweep them separately"
-        )
+    bits = next((b for b in config.kv_bits if b is not None), None)
+    check_kv_cache(bits, next((m for m in config.max_kv_size if m is not None), None))
 
 
 def check_grid_fits(config: RunConfig, meta, *, working_set: int | None = None) -> None:

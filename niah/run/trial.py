@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..config import RunConfig
+from ..config import RunConfig, past_trained
 from ..errors import NiahError
 from ..generation import free_memory
 from ..haystack import PromptBuilder
@@ -126,7 +126,7 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         max_kv_size=spec.max_kv_size,
         prefill_step=spec.prefill_step,
         trained_context=trained,
-        beyond_trained=bool(trained and spec.context + config.max_tokens > trained),
+        beyond_trained=past_trained(spec.context, max_tokens=config.max_tokens, trained=trained),
         n_layers=info.n_layers,
         n_heads=info.n_heads,
         n_kv_heads=info.n_kv_heads,
