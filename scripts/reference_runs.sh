@@ -57,11 +57,9 @@ niah_run() {  # name niah-run-args...
 
 for section in "$@"; do
   case "$section" in
-    kernels)
-      logged kernel-tests "$PY" -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py
-      logged sdpa-verify "$PY" -m niah sdpa verify
-      logged new-shapes "$PY" benchmarks/new_shapes.py ;;
-    verify)  # the kernels section without its tests (about 4 minutes on an H100)
+    kernels)  # the kernel tests, then on into verify (;& falls through)
+      logged kernel-tests "$PY" -m pytest -q -x -m "cuda or gpu" tests/test_kernels.py tests/test_sdpa.py ;&
+    verify)  # alone: the kernels section without its tests (about 4 minutes on an H100)
       logged sdpa-verify "$PY" -m niah sdpa verify
       logged new-shapes "$PY" benchmarks/new_shapes.py ;;
     quantized-tests)  # the quantized-KV tests, which are not GPU-marked, on the GPU's stream
