@@ -2,7 +2,8 @@
 
 The folder is NIAH_CACHE_DIR when set, else $XDG_CACHE_HOME/niah, else ~/.cache/niah. It holds
 things niah can always rebuild: converted GGUF weights (niah.gguf.cache, under weights/) and
-remembered file digests (niah.digest_store, digests.sqlite3). Deleting them is always safe; a
+remembered file digests (niah.digest_store, digests.sqlite3) and the CUDA kernel families
+compiled ahead (niah.kernel_fill, kernel-fill.json). Deleting them is always safe; a
 run then converts and hashes again. `niah cache info` / `niah cache clear` and `niah doctor`
 use this module; they count and delete only niah's own entries (`owned`: the digest store's
 files, and under weights/ the entry folders, named by their 32-digit key, and niah's
@@ -21,6 +22,7 @@ from pathlib import Path
 WEIGHTS = "weights"  # niah.gguf.cache's entries
 DIGESTS = "digests.sqlite3"  # niah.digest_store's database
 DIGEST_FILES = (DIGESTS, f"{DIGESTS}-journal", f"{DIGESTS}-wal", f"{DIGESTS}-shm")
+KERNEL_FILL = "kernel-fill.json"  # niah.kernel_fill's record of the CUDA kernels it compiled
 # weights/ entries niah.gguf.cache writes: <key>, .tmp-<key[:16]>-<pid>-<hex>, .trash-<hex>
 WEIGHT_ENTRY = re.compile(r"[0-9a-f]{32}|\.tmp-[0-9a-f]{16}-\d+-[0-9a-f]{8}|\.trash-[0-9a-f]{12}")
 
@@ -56,9 +58,9 @@ def folder_bytes(path: Path) -> int:
 
 
 def owned(root: Path) -> list[Path]:
-    """niah's own entries in the cache folder: the digest store's files (or links) and the
-    weight cache's folders (not links) in weights/; nothing else found there."""
-    parts = [root / name for name in DIGEST_FILES]
+    """niah's own entries in the cache folder: the digest store's files (or links), the kernel
+    fill's record and the weight cache's folders (not links) in weights/; nothing else."""
+    parts = [root / name for name in (*DIGEST_FILES, KERNEL_FILL)]
     parts = [p for p in parts if p.is_symlink() or p.is_file()]
     try:
         listed = sorted(os.scandir(root / WEIGHTS), key=lambda e: e.name)

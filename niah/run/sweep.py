@@ -198,12 +198,36 @@ def _log_phases(run: Sweep, *, finished: bool) -> None:
 
 
 def _note_cold_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
-    """Say so before the first model call when MLX will compile its CUDA kernels first."""
+    """On CUDA, before the first model call: compile in parallel processes the kernels that
+    call would compile one by one (niah.kernel_fill; NIAH_KERNEL_FILL=0 turns it off), and say
+    what that did; or, with it off, say so when MLX will compile its kernels first."""
     from ..backend import cold_kernel_cache_note, mlx_kernel_cache
+    from ..user_cache import enabled
 
-    note = cold_kernel_cache_note(_backend_name(), folder=mlx_kernel_cache()) if todo else None
-    if note:
-        run.progress.note(note)
+    if not todo or _backend_name() != "cuda":
+        return
+    folder = mlx_kernel_cache()
+    if not enabled("NIAH_KERNEL_FILL"):
+        note = cold_kernel_cache_note("cuda", folder=folder)
+        if note:
+            run.progress.note(note)
+        return
+    from ..kernel_fill import fill, kernel_specs
+
+    def starting(n: int) -> None:
+        run.progress.note(
+            f"CUDA kernels: compiling {n} kernel families in parallel processes into {folder} "
+            "(a machine's first MLX run; later runs reuse them) ..."
+        )
+
+    with run.phases.timed("warm-up"):
+        result = fill(kernel_specs(run.session.model), folder=folder, on_start=starting)
+    if result.started:
+        failed = f", {result.failed} failed (the first model call compiles those)"
+        run.progress.note(
+            f"CUDA kernels: {result.started} families compiled in parallel processes in "
+            f"{result.seconds:.1f} s{failed if result.failed else ''}"
+        )
 
 
 def _throughput(run: Sweep, todo: list[TrialSpec], *, estimate_context: int | None):

@@ -1,0 +1,112 @@
+"""The same cell repeated: does a trial's peak memory read the same each time, and where does it
+rise? Prints, per trial, MLX's peak active memory after each prefill block (mlx-lm's prompt
+progress callback) and after the decode, then per cell the spread of the final peaks.
+
+    python benchmarks/peak_repeat.py MODEL [--contexts 4k,16k] [--kv-bits none,8]
+        [--repeats 6] [--cache-limit-zero]
+
+--cache-limit-zero sets MLX's buffer-cache limit to 0 for the whole process (every freed buffer
+goes back to the device at once), to tell a peak raised by reused, larger cached buffers from
+one raised by buffers that in-flight GPU work still holds. MLX_MAX_OPS_PER_BUFFER and
+MLX_USE_CUDA_GRAPHS in the environment change how much work the CUDA backend batches per graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _traced(original, log):
+    """niah.generation.generate with its prompt progress callback recording the peak so far."""
+    import mlx.core as mx
+
+    def traced(*args, **kwargs):
+        inner, blocks = kwargs.get("on_prefill"), []
+
+        def on_prefill(done, total):
+            blocks.append((done, mx.get_peak_memory()))
+            if inner is not None:
+                inner(done, total)
+
+        kwargs["on_prefill"] = on_prefill
+        gen = original(*args, **kwargs)
+        log.append((gen.prefilled, blocks, gen.peak_memory_bytes))
+        return gen
+
+    return traced
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3f}"
+
+
+def _cell(session, model: str, context: int, kv_bits, repeats: int, log: list) -> None:
+    from niah.config import RunConfig
+    from niah.run import run_sweep
+
+    cfg = RunConfig(
+        model=model,
+        contexts=(context,),
+        depths=(0.5,),
+        samples=repeats,
+        prefix_reuse=False,
+        kv_bits=(kv_bits,),
+        refuse_beyond_trained=False,
+        out=f"/tmp/peak-repeat-{context}-{kv_bits}-{os.getpid()}",
+    )
+    start = len(log)
+    run_sweep(cfg, session=session, warm_up="off")
+    peaks = []
+    for prefilled, blocks, peak in log[start:]:
+        if prefilled != context:
+            continue  # the run's own probe or warm-up generations
+        trace = " ".join(f"{done}:{_gib(p)}" for done, p in blocks)
+        print(f"  ctx {context} kv {kv_bits}: blocks {trace} | final {_gib(peak)}", flush=True)
+        peaks.append(peak)
+    if peaks:
+        spread = max(peaks) / min(peaks) - 1
+        print(
+            f"cell ctx {context} kv {kv_bits}: {len(peaks)} trials, peak {_gib(min(peaks))}-"
+            f"{_gib(max(peaks))} GiB, spread {100 * spread:.1f}%",
+            flush=True,
+        )
+
+
+def main() -> None:
+    import mlx.core as mx
+
+    import niah.generation as generation
+    import niah.model as model
+    from niah.blas import ensure_fast_blas
+    from niah.model import ModelSession
+    from niah.parse import parse_contexts
+
+    ensure_fast_blas()
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--contexts", default="4k,16k")
+    ap.add_argument("--kv-bits", default="none,8")
+    ap.add_argument("--repeats", type=int, default=6)
+    ap.add_argument("--cache-limit-zero", action="store_true")
+    args = ap.parse_args()
+    if args.cache_limit_zero:
+        mx.set_cache_limit(0)
+    env = {
+        k: os.environ[k]
+        for k in ("MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS")
+        if k in os.environ
+    }
+    print(f"# device {mx.default_device()}, cache limit zero {args.cache_limit_zero}, env {env}")
+    log: list = []
+    generation.generate = model.generate = _traced(generation.generate, log)
+    session = ModelSession(args.model)
+    bits = [None if b == "none" else int(b) for b in args.kv_bits.split(",")]
+    for context in parse_contexts(args.contexts):
+        for kv in bits:
+            _cell(session, args.model, context, kv, args.repeats, log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Filling MLX's CUDA kernel cache in parallel before a model's first forward pass.
+
+MLX's CUDA backend compiles some kernels with NVRTC the first time a process calls them (the
+quantized matmuls of quantized layers, the gathers of an embedding lookup) and keeps what it
+compiled in a folder later processes read (niah.backend.mlx_kernel_cache). Inside one process
+those compiles run one after another, under one lock, in the model's first forward pass.
+Separate processes compile in parallel: `fill` starts one child process per kernel family the
+model's quantized layers and embedding will call (a family: the inputs that pick MLX's kernel
+and name its module: dtype, bits, group size, mode and the shape alignments that choose the
+kernel), each calling that kernel once on random inputs of the layer's shape, and waits for
+them; the first forward pass then reads the folder. What a child cannot do (it fails, or the
+family guess misses a variant) the forward pass compiles itself, as it would have anyway.
+
+A fill is remembered in niah's cache folder (kernel-fill.json: per kernel folder and MLX
+version, the families filled and the files they left), so a later run starts no child while
+those files are still there; a folder cleared (a reboot emptying /tmp) is filled again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .user_cache import KERNEL_FILL as MARKER  # in niah's cache folder
+
+QMM_ROWS = 64  # a prefill block's row count as MLX tiles it (64 rows and more: one variant)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel call to compile: a quantized matmul (kind "qmm") of an (n, k) weight, or a
+    gather (kind "gather") from a table of `dtype` with indices of `index`."""
+
+    kind: str
+    dtype: str
+    bits: int = 0
+    group_size: int = 0
+    mode: str = "affine"
+    n: int = 0
+    k: int = 0
+    index: str = "int32"
+
+    def family(self) -> str:
+        """The key of the kernel module this call compiles (calls with one key share it)."""
+        if self.kind == "gather":
+            return f"gather-{self.dtype}-{self.index}"
+        wide = self.n % 128 == 0
+        aligned = self.k % max(64, self.group_size) == 0
+        return (
+            f"qmm-{self.dtype}-b{self.bits}-g{self.group_size}-{self.mode}"
+            f"-n{'128' if wide else 'odd'}-k{'aligned' if aligned else 'residue'}"
+        )
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What a fill did: families compiled by children (and how many of those failed), families
+    already filled by an earlier run, the wall time and the kernel folder."""
+
+    started: int
+    failed: int
+    remembered: int
+    seconds: float
+    folder: str
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _layer_spec(module, compute: str) -> KernelSpec | None:
+    """The quantized matmul a QuantizedLinear or QuantizedEmbedding (as a tied output layer)
+    runs, or None for other modules."""
+    scales = getattr(module, "scales", None)
+    bits, group = getattr(module, "bits", None), getattr(module, "group_size", None)
+    if scales is None or bits is None or group is None or scales.ndim != 2:
+        return None
+    n, k = int(module.weight.shape[0]), int(scales.shape[1]) * int(group)
+    mode = str(getattr(module, "mode", "affine"))
+    return KernelSpec("qmm", compute, bits=int(bits), group_size=int(group), mode=mode, n=n, k=k)
+
+
+def kernel_specs(model) -> list[KernelSpec]:
+    """One call per kernel family the model's forward passes will compile: its quantized
+    matmuls, and the gathers of its embedding lookup (int32 prompt ids, uint32 sampled ids)."""
+    import mlx.core as mx
+
+    compute, tables = "float16", set()
+    for _, module in model.named_modules():
+        scales = getattr(module, "scales", None)
+        if scales is not None and scales.dtype in (mx.float16, mx.bfloat16, mx.float32):
+            compute = _dtype_name(scales.dtype)
+            break
+    specs: dict[str, KernelSpec] = {}
+    for name, module in model.named_modules():
+        spec = _layer_spec(module, compute)
+        if spec is not None:
+            specs.setdefault(spec.family(), spec)
+        if name.endswith("embed_tokens"):
+            tables.add("uint32" if getattr(module, "scales", None) is not None else compute)
+            tables.add(compute)
+    for table in sorted(tables):
+        for index in ("int32", "uint32"):
+            spec = KernelSpec("gather", table, index=index)
+            specs.setdefault(spec.family(), spec)
+    return [specs[key] for key in sorted(specs)]
+
+
+def run_spec(spec: KernelSpec) -> None:
+    """Call the kernel once on random inputs (what a child process does)."""
+    import mlx.core as mx
+
+    dtype = getattr(mx, spec.dtype)
+    if spec.kind == "gather":
+        table = mx.zeros((256, 64), dtype=dtype)
+        ids = (mx.arange(QMM_ROWS) % 256).astype(getattr(mx, spec.index))[None]
+        mx.eval(table[ids])
+        return
+    per_word = 32 // spec.bits
+    w = mx.random.randint(0, 2**31 - 1, (spec.n, spec.k // per_word)).astype(mx.uint32)
+    groups = (spec.n, spec.k // spec.group_size)
+    scales = mx.random.uniform(shape=groups).astype(dtype) * 0.01
+    biases = mx.zeros(groups, dtype=dtype) if spec.mode == "affine" else None
+    x = mx.random.normal((QMM_ROWS, spec.k)).astype(dtype)
+    out = mx.quantized_matmul(
+        x,
+        w,
+        scales,
+        biases,
+        transpose=True,
+        group_size=spec.group_size,
+        bits=spec.bits,
+        mode=spec.mode,
+    )
+    mx.eval(out)
+
+
+def _marker_path() -> Path:
+    from .user_cache import cache_root
+
+    return cache_root() / MARKER
+
+
+def _marker_key(folder: Path) -> str:
+    import mlx.core as mx
+
+    return f"{folder}|{mx.__version__}"
+
+
+def _read_marker() -> dict:
+    try:
+        data = json.loads(_marker_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remembered(entry: dict, family: str, folder: Path) -> bool:
+    """True when an earlier fill did this family and every file it left is still there."""
+    files = entry.get(family)
+    return isinstance(files, list) and all((folder / str(f)).is_file() for f in files)
+
+
+def _listing(folder: Path) -> set[str]:
+    try:
+        return {p.name for p in folder.iterdir() if p.is_file()}
+    except OSError:
+        return set()
+
+
+def _start(spec: KernelSpec) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "niah.kernel_fill", json.dumps(asdict(spec))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list[KernelSpec]:
+    """Run one child per spec, at most `jobs` at once; the specs whose child succeeded."""
+    pending, running, done = list(specs), [], []
+    deadline = time.monotonic() + timeout
+    while pending or running:
+        while pending and len(running) < jobs:
+            spec = pending.pop(0)
+            running.append((spec, _start(spec)))
+        spec, child = running.pop(0)
+        try:
+            if child.wait(timeout=max(0.1, deadline - time.monotonic())) == 0:
+                done.append(spec)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return done
+
+
+def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
+    data = _read_marker()
+    entry = data.get(key) if isinstance(data.get(key), dict) else {}
+    for family in families:
+        entry[family] = sorted(new_files)
+    data[key] = entry
+    path = _marker_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{MARKER}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # remembering is an optimisation: the next run fills again
+
+
+def fill(
+    specs: list[KernelSpec],
+    *,
+    folder: Path,
+    jobs: int | None = None,
+    timeout: float = 900.0,
+    on_start: Callable[[int], None] | None = None,
+) -> FillResult:
+    """Compile, in parallel child processes, the families of `specs` no earlier fill left in
+    `folder` (MLX's kernel folder, niah.backend.mlx_kernel_cache), and remember them.
+    on_start(n): called before n children start (not called when none has to)."""
+    t0 = time.perf_counter()
+    key = _marker_key(folder)
+    entry = _read_marker().get(key)
+    entry = entry if isinstance(entry, dict) else {}
+    todo = [s for s in specs if not _remembered(entry, s.family(), folder)]
+    if not todo:
+        return FillResult(0, 0, len(specs), 0.0, str(folder))
+    if on_start is not None:
+        on_start(len(todo))
+    before = _listing(folder)
+    jobs = jobs or max(1, min(len(todo), os.cpu_count() or 1, 8))
+    done = _run_children(todo, jobs=jobs, timeout=timeout)
+    if done:
+        _save_marker(key, [s.family() for s in done], _listing(folder) - before)
+    seconds = time.perf_counter() - t0
+    return FillResult(
+        len(todo), len(todo) - len(done), len(specs) - len(todo), seconds, str(folder)
+    )
+
+
+if __name__ == "__main__":  # a child: python -m niah.kernel_fill '<KernelSpec as JSON>'
+    run_spec(KernelSpec(**json.loads(sys.argv[1])))
