@@ -31,7 +31,7 @@ def _traced(original, log):
 
         kwargs["on_prefill"] = on_prefill
         gen = original(*args, **kwargs)
-        log.append((gen.prefilled, blocks, gen.peak_memory_bytes))
+        log.append((gen.prefilled, blocks, gen.peak_memory_bytes, gen.prefill_s))
         return gen
 
     return traced
@@ -58,11 +58,15 @@ def _cell(session, model: str, context: int, kv_bits, repeats: int, log: list) -
     start = len(log)
     run_sweep(cfg, session=session, warm_up="off")
     peaks = []
-    for prefilled, blocks, peak in log[start:]:
+    for prefilled, blocks, peak, prefill_s in log[start:]:
         if prefilled != context:
             continue  # the run's own probe or warm-up generations
         trace = " ".join(f"{done}:{_gib(p)}" for done, p in blocks)
-        print(f"  ctx {context} kv {kv_bits}: blocks {trace} | final {_gib(peak)}", flush=True)
+        print(
+            f"  ctx {context} kv {kv_bits}: blocks {trace} | final {_gib(peak)} | "
+            f"prefill {prefill_s:.3f} s",
+            flush=True,
+        )
         peaks.append(peak)
     if peaks:
         spread = max(peaks) / min(peaks) - 1

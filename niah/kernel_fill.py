@@ -86,17 +86,27 @@ def _layer_spec(module, compute: str) -> KernelSpec | None:
     return KernelSpec("qmm", compute, bits=int(bits), group_size=int(group), mode=mode, n=n, k=k)
 
 
+def _compute_dtype(model) -> str:
+    """The dtype activations run in: a quantized layer's scales', else the first floating
+    parameter's."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    floats = (mx.float16, mx.bfloat16, mx.float32)
+    for _, module in model.named_modules():
+        scales = getattr(module, "scales", None)
+        if scales is not None and scales.dtype in floats:
+            return _dtype_name(scales.dtype)
+    for _, a in tree_flatten(model.parameters()):
+        if a.dtype in floats:
+            return _dtype_name(a.dtype)
+    return "float16"
+
+
 def kernel_specs(model) -> list[KernelSpec]:
     """One call per kernel family the model's forward passes will compile: its quantized
     matmuls, and the gathers of its embedding lookup (int32 prompt ids, uint32 sampled ids)."""
-    import mlx.core as mx
-
-    compute, tables = "float16", set()
-    for _, module in model.named_modules():
-        scales = getattr(module, "scales", None)
-        if scales is not None and scales.dtype in (mx.float16, mx.bfloat16, mx.float32):
-            compute = _dtype_name(scales.dtype)
-            break
+    compute, tables = _compute_dtype(model), set()
     specs: dict[str, KernelSpec] = {}
     for name, module in model.named_modules():
         spec = _layer_spec(module, compute)
