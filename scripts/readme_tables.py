@@ -89,11 +89,20 @@ _MEDIAN = re.compile(
 )
 
 
+_CELL = re.compile(
+    r"^cell ctx (\d+) kv (\w+): (\d+) trials, peak ([\d.]+)-([\d.]+) GiB, spread ([\d.]+)%", re.M
+)
+
+
 def _text_table(text: str) -> list[str]:
-    """A Markdown table from output printed as plain columns: benchmarks/vs_mlx_lm.py's median
-    lines, or a header row of names (benchmarks/wall.py) and rows split by two or more spaces."""
+    """A Markdown table from output printed as plain columns: benchmarks/peak_repeat.py's cell
+    lines, benchmarks/vs_mlx_lm.py's median lines, or a header row of names (benchmarks/wall.py) and rows split by two or more spaces."""
+    cells = _CELL.findall(text)  # benchmarks/peak_repeat.py
     medians = _MEDIAN.findall(text)
-    if medians:
+    if cells:
+        rows = [["context", "KV bits", "trials", "lowest peak GiB", "highest peak GiB", "spread"]]
+        rows += [[c, k, n, lo, hi, f"{s}%"] for c, k, n, lo, hi, s in cells]
+    elif medians:
         rows = [["context", "prefill tok/s niah / mlx-lm", "decode tok/s niah / mlx-lm", "tokens"]]
         rows += [list(m) for m in medians]
     else:

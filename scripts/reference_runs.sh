@@ -63,8 +63,8 @@ for section in "$@"; do
       logged sdpa-verify "$PY" -m niah sdpa verify
       logged new-shapes "$PY" benchmarks/new_shapes.py ;;
     quantized-tests)  # the quantized-KV tests, which are not GPU-marked, on the GPU's stream
-      logged quantized-tests "$PY" -m pytest -q tests/test_sdpa.py tests/test_model.py \
-        -k "quantized or dequantized or kv" ;;
+      NIAH_TEST_GGUF="$SMOL" logged quantized-tests "$PY" -m pytest -q tests/test_sdpa.py \
+        tests/test_model.py tests/test_kernel_fill.py -k "quantized or dequantized or kv or kernel_fill" ;;
     sdpa-bench)
       logged sdpa-bench "$PY" benchmarks/sdpa.py --routes kv-chunks ;;
     qwen15)
@@ -157,6 +157,21 @@ for section in "$@"; do
         --rounds 7 --max-tokens 128 --no-eos
       logged vs-mlx-lm-self "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
         --rounds 5 --max-tokens 128 --no-eos --self ;;
+    kernel-fill)  # issue 22: a fresh machine's headline row with and without niah.kernel_fill,
+      # each in an empty MLX kernel folder and niah cache (run first on a fresh host)
+      MLX_PTX_CACHE_DIR=/tmp/fresh-fill NIAH_CACHE_DIR=/tmp/nc-fill NIAH_DEFAULT_GGUF="$SMOL" \
+        logged wall-fresh-fill "$PY" benchmarks/wall.py --python "$PY"
+      MLX_PTX_CACHE_DIR=/tmp/fresh-nofill NIAH_CACHE_DIR=/tmp/nc-nofill NIAH_KERNEL_FILL=0 \
+        NIAH_DEFAULT_GGUF="$SMOL" logged wall-fresh-nofill "$PY" benchmarks/wall.py --python "$PY" ;;
+    memory-batch)  # issue 24: a repeated cell's peak under MLX's default CUDA graph batching and
+      # with ten operations per graph, and what that costs against mlx-lm
+      logged peak-repeat-default "$PY" benchmarks/peak_repeat.py "$Q15" --contexts 4k,16k,32k --repeats 4
+      MLX_MAX_OPS_PER_BUFFER=10 logged peak-repeat-ops10 "$PY" benchmarks/peak_repeat.py "$Q15" \
+        --contexts 4k,16k,32k --repeats 4
+      logged vs-mlx-lm-default "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 4k,32k \
+        --rounds 3 --max-tokens 64 --no-eos
+      MLX_MAX_OPS_PER_BUFFER=10 logged vs-mlx-lm-ops10 "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" \
+        --contexts 4k,32k --rounds 3 --max-tokens 64 --no-eos ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
   if [ -n "${BUNDLE:-}" ]; then
