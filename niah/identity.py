@@ -186,6 +186,18 @@ def haystack_digest(source: str) -> str:
     return f"builtin:{source}"
 
 
+# MLX settings read from the environment that change how MLX batches GPU work, and with it a
+# trial's time and peak memory (docs/measured.md: the CUDA peak spread), not its answer
+MLX_ENV = ("MLX_MAX_MB_PER_BUFFER", "MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS")
+
+
+def mlx_env(environ=None) -> str | None:
+    """The MLX_ENV variables set here, as "NAME=VALUE" joined by spaces; None when none is."""
+    env = os.environ if environ is None else environ
+    parts = [f"{k}={env[k]}" for k in MLX_ENV if env.get(k, "") != ""]
+    return " ".join(parts) or None
+
+
 def run_identity(
     *,
     model_path: str,
@@ -205,6 +217,8 @@ def run_identity(
     }
     ident.update({f"sdpa_{k}": str(v) for k, v in sorted(sdpa.items())})
     ident.update({f"{k}_version": v for k, v in library_versions().items()})
+    if mlx_env():  # only when set: the hash of a run made without them stays what it was
+        ident["mlx_env"] = mlx_env()
     return ident
 
 

@@ -172,6 +172,12 @@ for section in "$@"; do
         --rounds 3 --max-tokens 64 --no-eos
       MLX_MAX_OPS_PER_BUFFER=10 logged vs-mlx-lm-ops10 "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" \
         --contexts 4k,32k --rounds 3 --max-tokens 64 --no-eos ;;
+    memory-repeat)  # issue 24: one cell repeated through `niah run`, under MLX's default CUDA
+      # batching and with ten operations per graph (recorded as mlx_env in every trial)
+      niah_run qwen15-peak-default --model "$Q15" --context 4k,16k,32k --depth 0.5 --samples 4 \
+        --no-prefix-reuse
+      MLX_MAX_OPS_PER_BUFFER=10 niah_run qwen15-peak-ops10 --model "$Q15" --context 4k,16k,32k \
+        --depth 0.5 --samples 4 --no-prefix-reuse ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
   if [ -n "${BUNDLE:-}" ]; then

@@ -128,3 +128,12 @@ def test_memory_reason_parts_add_up_to_its_total():
     total = float(re.search(r"needs about (\d+\.\d) GiB", head).group(1))
     parts = [float(p) for p in re.findall(r"(?:weights|KV|attention|activations) (\d+\.\d)", head)]
     assert len(parts) == 4 and math.isclose(sum(parts), total, abs_tol=1e-9), est.reason()
+
+
+def test_mlx_env_names_the_batching_variables_set_and_nothing_else():
+    from niah.identity import mlx_env
+
+    assert mlx_env({}) is None
+    assert mlx_env({"MLX_MAX_OPS_PER_BUFFER": "", "MLX_METAL_DEBUG": "1"}) is None
+    env = {"MLX_USE_CUDA_GRAPHS": "0", "MLX_MAX_OPS_PER_BUFFER": "10", "HOME": "/root"}
+    assert mlx_env(env) == "MLX_MAX_OPS_PER_BUFFER=10 MLX_USE_CUDA_GRAPHS=0"

@@ -255,6 +255,21 @@ def test_identity_covers_model_backend_dtype_sdpa_and_versions(tmp_path, monkeyp
     fourth = _cli("run", *SMALL, "--depth", "0", "--out", out)
     assert fourth.exit_code == 0 and "1 run, 0 already done" in fourth.stdout
     assert len(list(out.iterdir())) == 4
+    # and MLX's GPU batching (it changes a CUDA trial's time and peak memory): recorded in the
+    # identity and in every record, only when set, so runs made without it keep their hash
+    assert "mlx_env" not in ident and "mlx_env" not in _records(folder)[0]
+    monkeypatch.delenv("NIAH_SDPA_Q_BLOCK")
+    monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "10")
+    fifth = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert fifth.exit_code == 0 and "1 run, 0 already done" in fifth.stdout
+    (batched,) = [p for p in out.iterdir() if "mlx_env" in (p / "config.json").read_text()]
+    assert json.loads((batched / "config.json").read_text())["identity"]["mlx_env"] == (
+        "MLX_MAX_OPS_PER_BUFFER=10"
+    )
+    assert [r["mlx_env"] for r in _records(batched)] == ["MLX_MAX_OPS_PER_BUFFER=10"]
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
+    again = _cli("run", *SMALL, "--depth", "0", "--out", out)
+    assert again.exit_code == 0 and "0 run, 1 already done" in again.stdout  # the first folder
 
 
 @pytest.mark.slow

@@ -139,6 +139,12 @@ class TrialRecord:
     sdpa_option: str = _field("the --sdpa option asked (auto, stock, chunked)")
     mlx_version: str | None = _field("MLX version")
     mlx_lm_version: str | None = _field("mlx-lm version")
+    mlx_env: str | None = _field(
+        "MLX settings from the environment that change how GPU work is batched, and with it "
+        "time and peak memory (MLX_MAX_OPS_PER_BUFFER, MLX_MAX_MB_PER_BUFFER, "
+        'MLX_USE_CUDA_GRAPHS), as "NAME=VALUE" joined by spaces; absent when none is set',
+        when="records made with one of those variables set",
+    )
     niah_version: str | None = _field("niah version")
     model_digest: str | None = _field("sha256 of a GGUF file; null for folders and hub ids")
     haystack_digest: str | None = _field("digest of the haystack text")

@@ -113,6 +113,7 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         sdpa_option=config.sdpa,
         mlx_version=identity.get("mlx_version"),
         mlx_lm_version=identity.get("mlx_lm_version"),
+        **({"mlx_env": identity["mlx_env"]} if identity.get("mlx_env") else {}),
         niah_version=identity.get("niah_version"),
         model_digest=identity.get("model_digest"),
         haystack_digest=identity.get("haystack_digest"),
