@@ -58,6 +58,7 @@ def doctor_report(
 
     lines.append("[cache]")
     lines.append(f"  folder: {describe()}; clear it with: niah cache clear")
+    lines.append(f"  CUDA kernels: {_cuda_kernels_line(be)}")
 
     lines.append("[embedded model]")
     path = default_model_path()
@@ -68,6 +69,16 @@ def doctor_report(
     if model or context:
         lines += _planned_run_lines(model=model, context=context, kv_bits=kv_bits, backend_name=be)
     return "\n".join(lines)
+
+
+def _cuda_kernels_line(backend_name: str) -> str:
+    """MLX's CUDA kernel folder as the kernel fill sees it (niah.kernel_fill.describe)."""
+    if backend_name != "cuda":
+        return f"not used on this backend ({backend_name})"
+    from .backend import mlx_kernel_cache
+    from .kernel_fill import describe as describe_fill
+
+    return describe_fill(mlx_kernel_cache())
 
 
 def _mlx_lines(mx, *, backend_name: str) -> list[str]:

@@ -257,5 +257,21 @@ def fill(
     )
 
 
+def describe(folder: Path) -> str:
+    """One line for niah doctor: how many compiled modules MLX's kernel folder holds and how many
+    kernel families niah's fills left there (for this MLX version)."""
+    try:
+        modules = sum(1 for p in folder.glob("*.ptx"))
+    except OSError:
+        modules = 0
+    entry = _read_marker().get(_marker_key(folder))
+    filled = sum(
+        1
+        for family in (entry if isinstance(entry, dict) else {})
+        if _remembered(entry, family, folder)
+    )
+    return f"{modules} compiled modules in {folder}; {filled} kernel families filled by niah"
+
+
 if __name__ == "__main__":  # a child: python -m niah.kernel_fill '<KernelSpec as JSON>'
     run_spec(KernelSpec(**json.loads(sys.argv[1])))

@@ -33,11 +33,13 @@ def test_doctor_prints_every_section():
         "-> fits",
         "sdpa route (auto): prefill step stock, decode stock",
         "estimated time of one trial: about ",
+        "  CUDA kernels: ",
     ):
         assert field in out, field
     if BACKEND == "cpu" and sys.platform.startswith("linux"):
         assert "(fast)" in out  # OpenBLAS is preloaded in the test process
         assert "  gpu: none (MLX runs on the CPU)" in out.splitlines()
+        assert "  CUDA kernels: not used on this backend (cpu)" in out.splitlines()
     else:
         assert "not used on this backend" in out
         assert "  gpu architecture: " in out

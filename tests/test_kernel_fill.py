@@ -111,3 +111,15 @@ def test_children_that_outlive_the_timeout_are_killed_and_counted(cache_dir, tmp
     spec = KernelSpec("gather", "float32", index="int32")
     result = fill([spec], folder=tmp_path, timeout=0.5)
     assert (result.started, result.failed) == (1, 1) and result.seconds < 10
+
+
+def test_describe_counts_modules_and_the_families_still_filled(cache_dir, tmp_path):
+    from niah.kernel_fill import describe
+
+    folder = tmp_path / "ptx"
+    assert describe(folder) == f"0 compiled modules in {folder}; 0 kernel families filled by niah"
+    folder.mkdir()
+    (folder / "a.ptx").write_text("x")
+    specs = kernel_specs(_quantized())[:2]
+    fill(specs, folder=folder)
+    assert describe(folder) == f"1 compiled modules in {folder}; 2 kernel families filled by niah"
