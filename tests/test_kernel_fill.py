@@ -123,3 +123,12 @@ def test_describe_counts_modules_and_the_families_still_filled(cache_dir, tmp_pa
     specs = kernel_specs(_quantized())[:2]
     fill(specs, folder=folder)
     assert describe(folder) == f"1 compiled modules in {folder}; 2 kernel families filled by niah"
+
+
+@pytest.mark.parametrize("n", [1, 200, 511, 512, 640, 151936, 49153, 50257])
+def test_a_child_weight_keeps_the_kernel_choosing_remainder_and_stays_small(n):
+    from niah.kernel_fill import _child_rows
+
+    rows = _child_rows(n)
+    assert rows % 128 == n % 128 and (rows % 128 == 0) == (n % 128 == 0)
+    assert rows <= max(n, 1) and rows < 512 + 128
