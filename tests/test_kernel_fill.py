@@ -132,3 +132,54 @@ def test_a_child_weight_keeps_the_kernel_choosing_remainder_and_stays_small(n):
     rows = _child_rows(n)
     assert rows % 128 == n % 128 and (rows % 128 == 0) == (n % 128 == 0)
     assert rows <= max(n, 1) and rows < 512 + 128
+
+
+class _Notes:
+    def __init__(self):
+        self.lines = []
+
+    def note(self, line):
+        self.lines.append(line)
+
+
+def _run_on_cuda(monkeypatch, tmp_path):
+    """The sweep's step before the first model call, with the backend named CUDA (the children
+    then run their kernels on the CPU) and MLX's kernel folder in tmp_path."""
+    from types import SimpleNamespace
+
+    from niah.run import sweep
+    from niah.run.phases import Phases
+
+    monkeypatch.setattr(sweep, "_backend_name", lambda: "cuda")
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "ptx"))
+    session = SimpleNamespace(model=_quantized())
+    return SimpleNamespace(session=session, progress=_Notes(), phases=Phases())
+
+
+def test_the_sweep_fills_once_and_says_so(cache_dir, tmp_path, monkeypatch):
+    from niah.run.sweep import _prepare_cuda_kernels
+
+    run = _run_on_cuda(monkeypatch, tmp_path)
+    _prepare_cuda_kernels(run, ["a trial"])
+    first, done = run.progress.lines
+    assert first == (
+        f"CUDA kernels: compiling 7 kernel families in parallel processes into {tmp_path / 'ptx'} "
+        "(a machine's first MLX run; later runs reuse them) ..."
+    )
+    assert done.startswith("CUDA kernels: 7 families compiled in parallel processes in ")
+    assert "warm-up" in run.phases.seconds
+    _prepare_cuda_kernels(run, ["a trial"])  # remembered: no child, no line
+    assert len(run.progress.lines) == 2
+    _prepare_cuda_kernels(run, [])  # nothing to run: nothing done
+    assert len(run.progress.lines) == 2
+
+
+def test_with_the_fill_off_the_sweep_only_warns_of_a_cold_folder(cache_dir, tmp_path, monkeypatch):
+    from niah.run.sweep import _prepare_cuda_kernels
+
+    monkeypatch.setenv("NIAH_KERNEL_FILL", "0")
+    run = _run_on_cuda(monkeypatch, tmp_path)
+    _prepare_cuda_kernels(run, ["a trial"])
+    (line,) = run.progress.lines
+    assert line.startswith("MLX compiles its CUDA kernels for this model on first use")
+    assert not (cache_dir / "kernel-fill.json").exists()

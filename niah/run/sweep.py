@@ -170,7 +170,7 @@ def _run_mine(
     )
     finished = False
     try:  # the device probe is a phase too: Ctrl-C there logs and names the folder as well
-        _note_cold_kernels(run, todo)
+        _prepare_cuda_kernels(run, todo)
         run.throughput = _throughput(run, todo, estimate_context=estimate_context)
         run.progress.start(len(todo))
         with writer as run.writer:
@@ -197,7 +197,7 @@ def _log_phases(run: Sweep, *, finished: bool) -> None:
         store.append_run_log(run.folder, event)
 
 
-def _note_cold_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
+def _prepare_cuda_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
     """On CUDA, before the first model call: compile in parallel processes the kernels that
     call would compile one by one (niah.kernel_fill; NIAH_KERNEL_FILL=0 turns it off), and say
     what that did; or, with it off, say so when MLX will compile its kernels first."""
