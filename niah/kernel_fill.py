@@ -132,11 +132,13 @@ def run_spec(spec: KernelSpec) -> None:
         ids = (mx.arange(QMM_ROWS) % 256).astype(getattr(mx, spec.index))[None]
         mx.eval(table[ids])
         return
-    per_word = 32 // spec.bits
-    w = mx.random.randint(0, 2**31 - 1, (spec.n, spec.k // per_word)).astype(mx.uint32)
+    # MLX packs a row's k values of `bits` bits into k * bits / 32 words (3, 5 and 6 bits
+    # straddle words); the floating-point modes (mxfp4, nvfp4, ...) keep uint8 scales, no biases
+    w = mx.random.randint(0, 2**31 - 1, (spec.n, spec.k * spec.bits // 32)).astype(mx.uint32)
     groups = (spec.n, spec.k // spec.group_size)
-    scales = mx.random.uniform(shape=groups).astype(dtype) * 0.01
-    biases = mx.zeros(groups, dtype=dtype) if spec.mode == "affine" else None
+    affine = spec.mode == "affine"
+    scales = (mx.random.uniform(shape=groups) * 0.01).astype(dtype if affine else mx.uint8)
+    biases = mx.zeros(groups, dtype=dtype) if affine else None
     x = mx.random.normal((QMM_ROWS, spec.k)).astype(dtype)
     out = mx.quantized_matmul(
         x,
