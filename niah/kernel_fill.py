@@ -105,14 +105,19 @@ def _compute_dtype(model) -> str:
 
 def kernel_specs(model) -> list[KernelSpec]:
     """One call per kernel family the model's forward passes will compile: its quantized
-    matmuls, and the gathers of its embedding lookup (int32 prompt ids, uint32 sampled ids)."""
+    matmuls, and the gathers of its embedding lookups (int32 prompt ids, uint32 sampled ids):
+    any Embedding or QuantizedEmbedding, whatever its name (wte, tok_embeddings), and any
+    module named embed_tokens."""
+    import mlx.nn as nn
+
     compute, tables = _compute_dtype(model), set()
+    embeddings = (nn.Embedding, nn.QuantizedEmbedding)
     specs: dict[str, KernelSpec] = {}
     for name, module in model.named_modules():
         spec = _layer_spec(module, compute)
         if spec is not None:
             specs.setdefault(spec.family(), spec)
-        if name.endswith("embed_tokens"):
+        if name.endswith("embed_tokens") or isinstance(module, embeddings):
             tables.add("uint32" if getattr(module, "scales", None) is not None else compute)
             tables.add(compute)
     for table in sorted(tables):

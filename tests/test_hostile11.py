@@ -25,3 +25,13 @@ def test_a_child_can_call_the_kernel_of_every_bits_and_mode(bits, group, mode):
     layer = nn.QuantizedLinear(2048, 256, bias=False, group_size=group, bits=bits, mode=mode)
     (spec,) = [s for s in kernel_specs(_Layers([layer])) if s.kind == "qmm"]
     run_spec(spec)
+
+
+def test_embeddings_not_named_embed_tokens_get_their_gathers():
+    class Gpt2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(512, 128)
+
+    families = [s.family() for s in kernel_specs(Gpt2())]
+    assert families == ["gather-float32-int32", "gather-float32-uint32"]
