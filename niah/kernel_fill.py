@@ -18,6 +18,7 @@ those files are still there; a folder cleared (a reboot emptying /tmp) is filled
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -173,7 +174,7 @@ def _marker_key(folder: Path) -> str:
 def _read_marker() -> dict:
     try:
         data = json.loads(_marker_path().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -200,13 +201,17 @@ def _start(spec: KernelSpec) -> subprocess.Popen:
 
 
 def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list[KernelSpec]:
-    """Run one child per spec, at most `jobs` at once; the specs whose child succeeded."""
+    """Run one child per spec, at most `jobs` at once; the specs whose child succeeded (a
+    child that cannot start, no process to spare, is one that failed)."""
     pending, running, done = list(specs), [], []
     deadline = time.monotonic() + timeout
     while pending or running:
         while pending and len(running) < jobs:
             spec = pending.pop(0)
-            running.append((spec, _start(spec)))
+            with contextlib.suppress(OSError):
+                running.append((spec, _start(spec)))
+        if not running:
+            continue
         spec, child = running.pop(0)
         try:
             if child.wait(timeout=max(0.1, deadline - time.monotonic())) == 0:

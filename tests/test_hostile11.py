@@ -6,7 +6,15 @@ from __future__ import annotations
 import mlx.nn as nn
 import pytest
 
-from niah.kernel_fill import kernel_specs, run_spec
+from niah import kernel_fill
+from niah.kernel_fill import KernelSpec, fill, kernel_specs, run_spec
+from niah.user_cache import KERNEL_FILL
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIAH_CACHE_DIR", str(tmp_path / "niah"))
+    return tmp_path / "niah"
 
 
 class _Layers(nn.Module):
@@ -35,3 +43,20 @@ def test_embeddings_not_named_embed_tokens_get_their_gathers():
 
     families = [s.family() for s in kernel_specs(Gpt2())]
     assert families == ["gather-float32-int32", "gather-float32-uint32"]
+
+
+def test_a_child_that_cannot_start_is_a_failed_family_not_a_crashed_run(
+    cache_dir, tmp_path, monkeypatch
+):
+    def refuse(spec):
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork at its limit
+
+    monkeypatch.setattr(kernel_fill, "_start", refuse)
+    result = fill([KernelSpec("gather", "float32")], folder=tmp_path)
+    assert (result.started, result.failed) == (1, 1)
+
+
+def test_a_deeply_nested_record_is_ignored(cache_dir, tmp_path):
+    cache_dir.mkdir(parents=True)
+    (cache_dir / KERNEL_FILL).write_text("[" * 200_000)
+    assert fill([KernelSpec("gather", "float32")], folder=tmp_path).started == 1
