@@ -229,13 +229,14 @@ def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
         entry[family] = sorted(new_files)
     data[key] = entry
     path = _marker_path()
+    tmp = path.with_name(f".{MARKER}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{MARKER}.{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
-    except OSError:
-        pass  # remembering is an optimisation: the next run fills again
+    except OSError:  # remembering is an optimisation: the next run fills again
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk, a folder where the record goes: no stray file left
 
 
 def fill(

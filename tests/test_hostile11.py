@@ -3,6 +3,8 @@ batching settings): what a model, the cache folder or the environment can do to 
 
 from __future__ import annotations
 
+import os
+
 import mlx.nn as nn
 import pytest
 
@@ -60,3 +62,10 @@ def test_a_deeply_nested_record_is_ignored(cache_dir, tmp_path):
     cache_dir.mkdir(parents=True)
     (cache_dir / KERNEL_FILL).write_text("[" * 200_000)
     assert fill([KernelSpec("gather", "float32")], folder=tmp_path).started == 1
+
+
+def test_a_record_that_cannot_be_replaced_leaves_no_temporary_file(cache_dir, tmp_path):
+    (cache_dir / KERNEL_FILL).mkdir(parents=True)  # a folder where the record goes
+    for _ in range(2):
+        fill([KernelSpec("gather", "float32")], folder=tmp_path / "ptx")
+    assert sorted(os.listdir(cache_dir)) == [KERNEL_FILL]
