@@ -222,21 +222,44 @@ def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list
     return done
 
 
-def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
-    data = _read_marker()
-    entry = data.get(key) if isinstance(data.get(key), dict) else {}
-    for family in families:
-        entry[family] = sorted(new_files)
-    data[key] = entry
-    path = _marker_path()
-    tmp = path.with_name(f".{MARKER}.{os.getpid()}")
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive flock on `folder` itself (no lock file to leave); held by nothing
+    where the folder cannot be opened or locked (no fcntl, a file system without flock)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:  # remembering is an optimisation: the next run fills again
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
         with contextlib.suppress(OSError):
-            tmp.unlink()  # a full disk, a folder where the record goes: no stray file left
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
+    """Add `families` to the record under `key`; read and replaced under a lock on the cache
+    folder, so processes filling at once (ranks, parallel runs) keep each other's families."""
+    path = _marker_path()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        data = _read_marker()
+        entry = data.get(key) if isinstance(data.get(key), dict) else {}
+        for family in families:
+            entry[family] = sorted(new_files)
+        data[key] = entry
+        tmp = path.with_name(f".{MARKER}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:  # remembering is an optimisation: the next run fills again
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a full disk, a folder where the record goes: no stray file
 
 
 def fill(

@@ -3,7 +3,11 @@ batching settings): what a model, the cache folder or the environment can do to 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlx.nn as nn
 import pytest
@@ -11,6 +15,8 @@ import pytest
 from niah import kernel_fill
 from niah.kernel_fill import KernelSpec, fill, kernel_specs, run_spec
 from niah.user_cache import KERNEL_FILL
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -69,3 +75,18 @@ def test_a_record_that_cannot_be_replaced_leaves_no_temporary_file(cache_dir, tm
     for _ in range(2):
         fill([KernelSpec("gather", "float32")], folder=tmp_path / "ptx")
     assert sorted(os.listdir(cache_dir)) == [KERNEL_FILL]
+
+
+SAVER = """
+import sys
+from niah import kernel_fill
+for j in range(40):
+    kernel_fill._save_marker("k", [f"{sys.argv[1]}-{j}"], set())
+"""
+
+
+def test_processes_recording_at_once_keep_each_others_families(cache_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    savers = [subprocess.Popen([sys.executable, "-c", SAVER, str(i)], env=env) for i in range(4)]
+    assert [p.wait() for p in savers] == [0] * 4
+    assert len(json.loads((cache_dir / KERNEL_FILL).read_text())["k"]) == 160
