@@ -12,8 +12,9 @@ them; the first forward pass then reads the folder. What a child cannot do (it f
 family guess misses a variant) the forward pass compiles itself, as it would have anyway.
 
 A fill is remembered in niah's cache folder (kernel-fill.json: per kernel folder and MLX
-version, the families filled and the files they left), so a later run starts no child while
-those files are still there; a folder cleared (a reboot emptying /tmp) is filled again.
+version, the families filled and the files they left, or the folder's files where they left
+none because MLX had compiled them before), so a later run starts no child while those files
+are still there; a folder cleared (a reboot emptying /tmp) is filled again.
 """
 
 from __future__ import annotations
@@ -285,8 +286,9 @@ def fill(
     before = _listing(folder)
     jobs = jobs or max(1, min(len(todo), os.cpu_count() or 1, 8))
     done = _run_children(todo, jobs=jobs, timeout=timeout)
-    if done:
-        _save_marker(key, [s.family() for s in done], _listing(folder) - before)
+    if done:  # files they left; none when MLX had them already: then the files there
+        after = _listing(folder)
+        _save_marker(key, [s.family() for s in done], (after - before) or after)
     seconds = time.perf_counter() - t0
     return FillResult(
         len(todo), len(todo) - len(done), len(specs) - len(todo), seconds, str(folder)

@@ -90,3 +90,18 @@ def test_processes_recording_at_once_keep_each_others_families(cache_dir):
     savers = [subprocess.Popen([sys.executable, "-c", SAVER, str(i)], env=env) for i in range(4)]
     assert [p.wait() for p in savers] == [0] * 4
     assert len(json.loads((cache_dir / KERNEL_FILL).read_text())["k"]) == 160
+
+
+def test_families_whose_files_were_there_already_are_filled_again_once_those_go(
+    cache_dir, tmp_path
+):
+    # kernels MLX compiled before this niah (or another process) leave no new file: the
+    # record must still notice the folder being cleared
+    folder = tmp_path / "ptx"
+    folder.mkdir()
+    (folder / "gather_float32.ptx").write_text("compiled by an earlier run")
+    spec = KernelSpec("gather", "float32")
+    assert fill([spec], folder=folder).started == 1
+    assert fill([spec], folder=folder).started == 0
+    (folder / "gather_float32.ptx").unlink()  # a reboot emptied /tmp
+    assert fill([spec], folder=folder).started == 1
