@@ -192,9 +192,11 @@ MLX_ENV = ("MLX_MAX_MB_PER_BUFFER", "MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAP
 
 
 def mlx_env(environ=None) -> str | None:
-    """The MLX_ENV variables set here, as "NAME=VALUE" joined by spaces; None when none is."""
+    """The MLX_ENV variables set here, as "NAME=VALUE" joined by spaces; None when none is.
+    Set but empty counts: MLX reads these with atoi, so an empty value is 0 (a commit per op,
+    CUDA graphs off), not MLX's default."""
     env = os.environ if environ is None else environ
-    parts = [f"{k}={env[k]}" for k in MLX_ENV if env.get(k, "") != ""]
+    parts = [f"{k}={env[k]}" for k in MLX_ENV if k in env]
     return " ".join(parts) or None
 
 

@@ -105,3 +105,12 @@ def test_families_whose_files_were_there_already_are_filled_again_once_those_go(
     assert fill([spec], folder=folder).started == 0
     (folder / "gather_float32.ptx").unlink()  # a reboot emptied /tmp
     assert fill([spec], folder=folder).started == 1
+
+
+@pytest.mark.parametrize("name", ["MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS"])
+def test_a_batching_variable_set_empty_is_recorded(name):
+    # MLX reads these with atoi: set but empty is 0 (a commit per op; CUDA graphs off),
+    # not MLX's default, so such a run must not pool with one made without it
+    from niah.identity import mlx_env
+
+    assert mlx_env({name: ""}) == f"{name}="
