@@ -234,11 +234,17 @@ def config_hash(fields: dict, identity: dict | None = None) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def _shown(key: str, value) -> str:
+    """A value as describe_difference shows it: cut to 16 characters (a digest's start), but
+    mlx_env whole (its "NAME=VALUE" differ past the first 16)."""
+    return str(value) if key == "mlx_env" else str(value)[:16]
+
+
 def describe_difference(old: dict, new: dict) -> str:
     """'model_digest 1a2b.. -> 3c4d..' for the first keys that differ (for one-line errors)."""
     keys = sorted(set(old) | set(new))
     diffs = [
-        f"{k} {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}"
+        f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}"
         for k in keys
         if old.get(k) != new.get(k)
     ]

@@ -114,3 +114,21 @@ def test_a_batching_variable_set_empty_is_recorded(name):
     from niah.identity import mlx_env
 
     assert mlx_env({name: ""}) == f"{name}="
+
+
+def test_resume_under_other_batching_names_the_values_that_differ(tmp_path, monkeypatch):
+    # the refusal cut every value to 16 characters: "mlx_env MLX_MAX_OPS_PER_ ->
+    # MLX_MAX_OPS_PER_" named no value at all
+    from conftest import invoke
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "10")
+    small = ["run", "-c", "256", "-d", "0.5", "--max-tokens", "8", "-o", out, "-q"]
+    assert invoke(small).exit_code == 0
+    (folder,) = out.iterdir()
+    monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "20")
+    result = invoke(["run", "--resume", folder, "-q"])
+    assert result.exit_code == 2
+    assert "(mlx_env MLX_MAX_OPS_PER_BUFFER=10 -> MLX_MAX_OPS_PER_BUFFER=20)" in result.stderr, (
+        result.stderr
+    )
