@@ -192,9 +192,11 @@ MLX_ENV = ("MLX_MAX_MB_PER_BUFFER", "MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAP
 
 
 def mlx_env(environ=None) -> str | None:
-    """The MLX_ENV variables set here, as "NAME=VALUE" joined by spaces; None when none is."""
+    """The MLX_ENV variables set here, as "NAME=VALUE" joined by spaces; None when none is.
+    Set but empty counts: MLX reads these with atoi, so an empty value is 0 (a commit per op,
+    CUDA graphs off), not MLX's default."""
     env = os.environ if environ is None else environ
-    parts = [f"{k}={env[k]}" for k in MLX_ENV if env.get(k, "") != ""]
+    parts = [f"{k}={env[k]}" for k in MLX_ENV if k in env]
     return " ".join(parts) or None
 
 
@@ -232,11 +234,17 @@ def config_hash(fields: dict, identity: dict | None = None) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def _shown(key: str, value) -> str:
+    """A value as describe_difference shows it: cut to 16 characters (a digest's start), but
+    mlx_env whole (its "NAME=VALUE" differ past the first 16)."""
+    return str(value) if key == "mlx_env" else str(value)[:16]
+
+
 def describe_difference(old: dict, new: dict) -> str:
     """'model_digest 1a2b.. -> 3c4d..' for the first keys that differ (for one-line errors)."""
     keys = sorted(set(old) | set(new))
     diffs = [
-        f"{k} {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}"
+        f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}"
         for k in keys
         if old.get(k) != new.get(k)
     ]

@@ -12,12 +12,14 @@ them; the first forward pass then reads the folder. What a child cannot do (it f
 family guess misses a variant) the forward pass compiles itself, as it would have anyway.
 
 A fill is remembered in niah's cache folder (kernel-fill.json: per kernel folder and MLX
-version, the families filled and the files they left), so a later run starts no child while
-those files are still there; a folder cleared (a reboot emptying /tmp) is filled again.
+version, the families filled and the files they left, or the folder's files where they left
+none because MLX had compiled them before), so a later run starts no child while those files
+are still there; a folder cleared (a reboot emptying /tmp) is filled again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -105,14 +107,19 @@ def _compute_dtype(model) -> str:
 
 def kernel_specs(model) -> list[KernelSpec]:
     """One call per kernel family the model's forward passes will compile: its quantized
-    matmuls, and the gathers of its embedding lookup (int32 prompt ids, uint32 sampled ids)."""
+    matmuls, and the gathers of its embedding lookups (int32 prompt ids, uint32 sampled ids):
+    any Embedding or QuantizedEmbedding, whatever its name (wte, tok_embeddings), and any
+    module named embed_tokens."""
+    import mlx.nn as nn
+
     compute, tables = _compute_dtype(model), set()
+    embeddings = (nn.Embedding, nn.QuantizedEmbedding)
     specs: dict[str, KernelSpec] = {}
     for name, module in model.named_modules():
         spec = _layer_spec(module, compute)
         if spec is not None:
             specs.setdefault(spec.family(), spec)
-        if name.endswith("embed_tokens"):
+        if name.endswith("embed_tokens") or isinstance(module, embeddings):
             tables.add("uint32" if getattr(module, "scales", None) is not None else compute)
             tables.add(compute)
     for table in sorted(tables):
@@ -141,12 +148,14 @@ def run_spec(spec: KernelSpec) -> None:
         ids = (mx.arange(QMM_ROWS) % 256).astype(getattr(mx, spec.index))[None]
         mx.eval(table[ids])
         return
-    per_word = 32 // spec.bits
+    # MLX packs a row's k values of `bits` bits into k * bits / 32 words (3, 5 and 6 bits
+    # straddle words); the floating-point modes (mxfp4, nvfp4, ...) keep uint8 scales, no biases
     n = _child_rows(spec.n)
-    w = mx.random.randint(0, 2**31 - 1, (n, spec.k // per_word)).astype(mx.uint32)
+    w = mx.random.randint(0, 2**31 - 1, (n, spec.k * spec.bits // 32)).astype(mx.uint32)
     groups = (n, spec.k // spec.group_size)
-    scales = mx.random.uniform(shape=groups).astype(dtype) * 0.01
-    biases = mx.zeros(groups, dtype=dtype) if spec.mode == "affine" else None
+    affine = spec.mode == "affine"
+    scales = (mx.random.uniform(shape=groups) * 0.01).astype(dtype if affine else mx.uint8)
+    biases = mx.zeros(groups, dtype=dtype) if affine else None
     x = mx.random.normal((QMM_ROWS, spec.k)).astype(dtype)
     out = mx.quantized_matmul(
         x,
@@ -176,7 +185,7 @@ def _marker_key(folder: Path) -> str:
 def _read_marker() -> dict:
     try:
         data = json.loads(_marker_path().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -203,13 +212,17 @@ def _start(spec: KernelSpec) -> subprocess.Popen:
 
 
 def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list[KernelSpec]:
-    """Run one child per spec, at most `jobs` at once; the specs whose child succeeded."""
+    """Run one child per spec, at most `jobs` at once; the specs whose child succeeded (a
+    child that cannot start, no process to spare, is one that failed)."""
     pending, running, done = list(specs), [], []
     deadline = time.monotonic() + timeout
     while pending or running:
         while pending and len(running) < jobs:
             spec = pending.pop(0)
-            running.append((spec, _start(spec)))
+            with contextlib.suppress(OSError):
+                running.append((spec, _start(spec)))
+        if not running:
+            continue
         spec, child = running.pop(0)
         try:
             if child.wait(timeout=max(0.1, deadline - time.monotonic())) == 0:
@@ -220,20 +233,44 @@ def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list
     return done
 
 
-def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
-    data = _read_marker()
-    entry = data.get(key) if isinstance(data.get(key), dict) else {}
-    for family in families:
-        entry[family] = sorted(new_files)
-    data[key] = entry
-    path = _marker_path()
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive flock on `folder` itself (no lock file to leave); held by nothing
+    where the folder cannot be opened or locked (no fcntl, a file system without flock)."""
     try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
+    """Add `families` to the record under `key`; read and replaced under a lock on the cache
+    folder, so processes filling at once (ranks, parallel runs) keep each other's families."""
+    path = _marker_path()
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        data = _read_marker()
+        entry = data.get(key) if isinstance(data.get(key), dict) else {}
+        for family in families:
+            entry[family] = sorted(new_files)
+        data[key] = entry
         tmp = path.with_name(f".{MARKER}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # remembering is an optimisation: the next run fills again
+        try:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:  # remembering is an optimisation: the next run fills again
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a full disk, a folder where the record goes: no stray file
 
 
 def fill(
@@ -259,8 +296,9 @@ def fill(
     before = _listing(folder)
     jobs = jobs or max(1, min(len(todo), os.cpu_count() or 1, 8))
     done = _run_children(todo, jobs=jobs, timeout=timeout)
-    if done:
-        _save_marker(key, [s.family() for s in done], _listing(folder) - before)
+    if done:  # files they left; none when MLX had them already: then the files there
+        after = _listing(folder)
+        _save_marker(key, [s.family() for s in done], (after - before) or after)
     seconds = time.perf_counter() - t0
     return FillResult(
         len(todo), len(todo) - len(done), len(specs) - len(todo), seconds, str(folder)

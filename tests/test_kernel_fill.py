@@ -183,3 +183,18 @@ def test_with_the_fill_off_the_sweep_only_warns_of_a_cold_folder(cache_dir, tmp_
     (line,) = run.progress.lines
     assert line.startswith("MLX compiles its CUDA kernels for this model on first use")
     assert not (cache_dir / "kernel-fill.json").exists()
+
+
+def test_a_fill_that_raises_is_one_line_and_the_run_goes_on(cache_dir, tmp_path, monkeypatch):
+    from niah.run import sweep
+
+    run = _run_on_cuda(monkeypatch, tmp_path)
+
+    def broken(model):
+        raise ValueError("a module of a shape nobody foresaw")
+
+    monkeypatch.setattr(kernel_fill, "kernel_specs", broken)
+    sweep._prepare_cuda_kernels(run, ["a trial"])
+    assert run.progress.lines == [
+        "CUDA kernel fill skipped: ValueError: a module of a shape nobody foresaw"
+    ]

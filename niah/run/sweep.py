@@ -221,7 +221,11 @@ def _prepare_cuda_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
         )
 
     with run.phases.timed("warm-up"):
-        result = fill(kernel_specs(run.session.model), folder=folder, on_start=starting)
+        try:
+            result = fill(kernel_specs(run.session.model), folder=folder, on_start=starting)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: the model call compiles anyway
+            run.progress.note(f"CUDA kernel fill skipped: {type(exc).__name__}: {exc}")
+            return
     if result.started:
         failed = f", {result.failed} failed (the first model call compiles those)"
         run.progress.note(
