@@ -84,11 +84,9 @@ def run_group(run: Sweep, group: list[TrialSpec], *, preflight: bool) -> None:
         run.ran += 1
 
 
-def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> TrialRecord:
-    """The record of a trial before it runs (SKIP and ERROR keep every field of it)."""
-    config, info, identity = run.config, run.session.info, run.identity
-    trained = info.trained_context
-    needles = [
+def _needle_records(trial: TaskTrial, prompt) -> list[NeedleRecord]:
+    """The record's `needles`: each needle where the prompt placed it, not yet scored."""
+    return [
         NeedleRecord(
             key=n.key,
             value=n.value,
@@ -100,6 +98,12 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         )
         for n, p in zip(trial.needles, prompt.placements)
     ]
+
+
+def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> TrialRecord:
+    """The record of a trial before it runs (SKIP and ERROR keep every field of it)."""
+    config, info, identity = run.config, run.session.info, run.identity
+    trained = info.trained_context
     return TrialRecord.begin(
         key=spec.key,
         model=info.name,
@@ -142,7 +146,7 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         rank=run.rank,
         task=trial.task,
         needle_boundary=prompt.boundary,
-        needles=needles,
+        needles=_needle_records(trial, prompt),
         thinking=config.thinking,
         max_tokens=config.max_tokens,
     )
