@@ -211,25 +211,43 @@ def _start(spec: KernelSpec) -> subprocess.Popen:
     )
 
 
-def _run_children(specs: list[KernelSpec], *, jobs: int, timeout: float) -> list[KernelSpec]:
+def _run_children(
+    specs: list[KernelSpec],
+    *,
+    jobs: int,
+    timeout: float,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[KernelSpec]:
     """Run one child per spec, at most `jobs` at once; the specs whose child succeeded (a
-    child that cannot start, no process to spare, is one that failed)."""
-    pending, running, done = list(specs), [], []
+    child that cannot start, no process to spare, is one that failed; one still running at
+    the timeout is killed). on_done(finished, total) as each child ends, in the order they end."""
+    pending, running, done, finished = list(specs), [], [], 0
     deadline = time.monotonic() + timeout
     while pending or running:
         while pending and len(running) < jobs:
             spec = pending.pop(0)
-            with contextlib.suppress(OSError):
+            try:
                 running.append((spec, _start(spec)))
-        if not running:
-            continue
-        spec, child = running.pop(0)
-        try:
-            if child.wait(timeout=max(0.1, deadline - time.monotonic())) == 0:
-                done.append(spec)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            except OSError:
+                finished += 1
+                if on_done is not None:
+                    on_done(finished, len(specs))
+        still = []
+        for spec, child in running:
+            code = child.poll()
+            if code is None and time.monotonic() > deadline:
+                child.kill()
+                code = child.wait()
+            if code is None:
+                still.append((spec, child))
+                continue
+            done += [spec] if code == 0 else []
+            finished += 1
+            if on_done is not None:
+                on_done(finished, len(specs))
+        running = still
+        if running:
+            time.sleep(0.05)
     return done
 
 
@@ -280,10 +298,12 @@ def fill(
     jobs: int | None = None,
     timeout: float = 900.0,
     on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[int, int], None] | None = None,
 ) -> FillResult:
     """Compile, in parallel child processes, the families of `specs` no earlier fill left in
     `folder` (MLX's kernel folder, niah.backend.mlx_kernel_cache), and remember them.
-    on_start(n): called before n children start (not called when none has to)."""
+    on_start(n): called before n children start (not called when none has to);
+    on_done(finished, n): as each of them ends."""
     t0 = time.perf_counter()
     key = _marker_key(folder)
     entry = _read_marker().get(key)
@@ -295,7 +315,7 @@ def fill(
         on_start(len(todo))
     before = _listing(folder)
     jobs = jobs or max(1, min(len(todo), os.cpu_count() or 1, 8))
-    done = _run_children(todo, jobs=jobs, timeout=timeout)
+    done = _run_children(todo, jobs=jobs, timeout=timeout, on_done=on_done)
     if done:  # files they left; none when MLX had them already: then the files there
         after = _listing(folder)
         _save_marker(key, [s.family() for s in done], (after - before) or after)

@@ -161,7 +161,10 @@ def test_the_sweep_fills_once_and_says_so(cache_dir, tmp_path, monkeypatch):
 
     run = _run_on_cuda(monkeypatch, tmp_path)
     _prepare_cuda_kernels(run, ["a trial"])
-    first, done = run.progress.lines
+    first, *steps, done = run.progress.lines
+    assert [line.split(" (")[0] for line in steps] == [
+        f"CUDA kernels: {i}/7 families done" for i in range(1, 8)
+    ]
     assert first == (
         f"CUDA kernels: compiling 7 kernel families in parallel processes into {tmp_path / 'ptx'} "
         "(a machine's first MLX run; later runs reuse them) ..."
@@ -169,9 +172,9 @@ def test_the_sweep_fills_once_and_says_so(cache_dir, tmp_path, monkeypatch):
     assert done.startswith("CUDA kernels: 7 families compiled in parallel processes in ")
     assert "warm-up" in run.phases.seconds
     _prepare_cuda_kernels(run, ["a trial"])  # remembered: no child, no line
-    assert len(run.progress.lines) == 2
+    assert len(run.progress.lines) == 9
     _prepare_cuda_kernels(run, [])  # nothing to run: nothing done
-    assert len(run.progress.lines) == 2
+    assert len(run.progress.lines) == 9
 
 
 def test_with_the_fill_off_the_sweep_only_warns_of_a_cold_folder(cache_dir, tmp_path, monkeypatch):
@@ -198,3 +201,28 @@ def test_a_fill_that_raises_is_one_line_and_the_run_goes_on(cache_dir, tmp_path,
     assert run.progress.lines == [
         "CUDA kernel fill skipped: ValueError: a module of a shape nobody foresaw"
     ]
+
+
+def test_children_are_reported_as_they_end_not_as_they_started(cache_dir, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    slow = KernelSpec("gather", "float32", index="int32")
+    quick = KernelSpec("gather", "float32", index="uint32")
+
+    def start(spec):
+        pause = 3 if spec == slow else 0
+        return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({pause})"])
+
+    monkeypatch.setattr(kernel_fill, "_start", start)
+    import time
+
+    ended, t0 = [], time.monotonic()
+    result = fill(
+        [slow, quick], folder=tmp_path, on_done=lambda n, total: ended.append(time.monotonic() - t0)
+    )
+    # the quick child is reported when it ends, not after the slow one started before it
+    assert len(ended) == 2 and ended[0] < 2.0 <= 2.5 <= ended[1]
+    assert (result.started, result.failed) == (2, 0)
+    record = json.loads((cache_dir / KERNEL_FILL).read_text())
+    assert set(next(iter(record.values()))) == {slow.family(), quick.family()}

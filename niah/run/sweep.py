@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,9 +221,17 @@ def _prepare_cuda_kernels(run: Sweep, todo: list[TrialSpec]) -> None:
             "(a machine's first MLX run; later runs reuse them) ..."
         )
 
+    t0 = time.perf_counter()
+
+    def finished(done: int, total: int) -> None:
+        run.progress.note(
+            f"CUDA kernels: {done}/{total} families done ({time.perf_counter() - t0:.0f} s)"
+        )
+
     with run.phases.timed("warm-up"):
         try:
-            result = fill(kernel_specs(run.session.model), folder=folder, on_start=starting)
+            specs = kernel_specs(run.session.model)
+            result = fill(specs, folder=folder, on_start=starting, on_done=finished)
         except Exception as exc:  # noqa: BLE001 - an optimisation: the model call compiles anyway
             run.progress.note(f"CUDA kernel fill skipped: {type(exc).__name__}: {exc}")
             return
