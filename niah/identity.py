@@ -219,8 +219,8 @@ def run_identity(
     }
     ident.update({f"sdpa_{k}": str(v) for k, v in sorted(sdpa.items())})
     ident.update({f"{k}_version": v for k, v in library_versions().items()})
-    if mlx_env():  # only when set: the hash of a run made without them stays what it was
-        ident["mlx_env"] = mlx_env()
+    if env := mlx_env():  # only when set: the hash of a run made without them stays as it was
+        ident["mlx_env"] = env
     return ident
 
 

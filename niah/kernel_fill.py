@@ -190,6 +190,13 @@ def _read_marker() -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _entry(data: dict, key: str) -> dict:
+    """The record's entry for one kernel folder and MLX version; empty where it is none or
+    not a mapping (a hand-edited or foreign file)."""
+    entry = data.get(key)
+    return entry if isinstance(entry, dict) else {}
+
+
 def _remembered(entry: dict, family: str, folder: Path) -> bool:
     """True when an earlier fill did this family and every file it left is still there."""
     files = entry.get(family)
@@ -273,22 +280,21 @@ def _locked(folder: Path):
 def _save_marker(key: str, families: list[str], new_files: set[str]) -> None:
     """Add `families` to the record under `key`; read and replaced under a lock on the cache
     folder, so processes filling at once (ranks, parallel runs) keep each other's families."""
+    from .store import write_then_rename  # not at the top: a child process needs none of it
+
     path = _marker_path()
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.parent):
         data = _read_marker()
-        entry = data.get(key) if isinstance(data.get(key), dict) else {}
+        entry = _entry(data, key)
         for family in families:
             entry[family] = sorted(new_files)
         data[key] = entry
-        tmp = path.with_name(f".{MARKER}.{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:  # remembering is an optimisation: the next run fills again
-            with contextlib.suppress(OSError):
-                tmp.unlink()  # a full disk, a folder where the record goes: no stray file
+        text = json.dumps(data, indent=1, sort_keys=True)
+        # remembering is an optimisation: where the write fails the next run fills again
+        with contextlib.suppress(OSError):
+            write_then_rename(path.with_name(f".{MARKER}.{os.getpid()}"), text, path)
 
 
 def fill(
@@ -306,8 +312,7 @@ def fill(
     on_done(finished, n): as each of them ends."""
     t0 = time.perf_counter()
     key = _marker_key(folder)
-    entry = _read_marker().get(key)
-    entry = entry if isinstance(entry, dict) else {}
+    entry = _entry(_read_marker(), key)
     todo = [s for s in specs if not _remembered(entry, s.family(), folder)]
     if not todo:
         return FillResult(0, 0, len(specs), 0.0, str(folder))
@@ -332,12 +337,8 @@ def describe(folder: Path) -> str:
         modules = sum(1 for p in folder.glob("*.ptx"))
     except OSError:
         modules = 0
-    entry = _read_marker().get(_marker_key(folder))
-    filled = sum(
-        1
-        for family in (entry if isinstance(entry, dict) else {})
-        if _remembered(entry, family, folder)
-    )
+    entry = _entry(_read_marker(), _marker_key(folder))
+    filled = sum(1 for family in entry if _remembered(entry, family, folder))
     return f"{modules} compiled modules in {folder}; {filled} kernel families filled by niah"
 
 

@@ -56,9 +56,9 @@ def prepare_folder(
         data["identity"] = identity
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        _write_then_rename(Path(folder) / f".write-test-{os.getpid()}", "ok", None)
+        write_then_rename(Path(folder) / f".write-test-{os.getpid()}", "ok", None)
         text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
-        _write_then_rename(Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp", text, path)
+        write_then_rename(Path(folder) / f"{CONFIG_FILE}.{os.getpid()}.tmp", text, path)
     except OSError as exc:
         raise NiahError(
             f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}): "
@@ -66,7 +66,7 @@ def prepare_folder(
         ) from None
 
 
-def _write_then_rename(tmp: Path, text: str, target: Path | None) -> None:
+def write_then_rename(tmp: Path, text: str, target: Path | None) -> None:
     """Write `text` to `tmp`, then rename it onto `target` (None: delete it, a write probe);
     `tmp` never stays behind, also when the write fails (a full disk)."""
     try:

@@ -21,7 +21,7 @@ from ..tasks import TaskTrial, build_prompt, score_trial, trial_for
 from .events import Progress
 from .grid import TrialSpec, value_key
 from .phases import Phases
-from .records import NeedleRecord, TrialRecord
+from .records import ABSENT, NeedleRecord, TrialRecord
 from .reuse import match_fresh_layout, reuse_length, trim_to, trimmable
 
 
@@ -117,7 +117,7 @@ def begin_record(run: Sweep, spec: TrialSpec, prompt, trial: TaskTrial) -> Trial
         sdpa_option=config.sdpa,
         mlx_version=identity.get("mlx_version"),
         mlx_lm_version=identity.get("mlx_lm_version"),
-        **({"mlx_env": identity["mlx_env"]} if identity.get("mlx_env") else {}),
+        mlx_env=identity.get("mlx_env", ABSENT),
         niah_version=identity.get("niah_version"),
         model_digest=identity.get("model_digest"),
         haystack_digest=identity.get("haystack_digest"),
