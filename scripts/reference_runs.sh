@@ -157,12 +157,15 @@ for section in "$@"; do
         --rounds 7 --max-tokens 128 --no-eos
       logged vs-mlx-lm-self "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 32k,128k \
         --rounds 5 --max-tokens 128 --no-eos --self ;;
-    kernel-fill)  # issue 22: a fresh machine's headline row with and without niah.kernel_fill,
-      # each in an empty MLX kernel folder and niah cache (run first on a fresh host)
+    kernel-fill | kernel-fill-only)  # issue 22: a fresh machine's headline row with and
+      # without niah.kernel_fill, each in an empty MLX kernel folder and niah cache (run first
+      # on a fresh host); kernel-fill-only: the row with the fill alone
       MLX_PTX_CACHE_DIR=/tmp/fresh-fill NIAH_CACHE_DIR=/tmp/nc-fill NIAH_DEFAULT_GGUF="$SMOL" \
         logged wall-fresh-fill "$PY" benchmarks/wall.py --python "$PY"
-      MLX_PTX_CACHE_DIR=/tmp/fresh-nofill NIAH_CACHE_DIR=/tmp/nc-nofill NIAH_KERNEL_FILL=0 \
-        NIAH_DEFAULT_GGUF="$SMOL" logged wall-fresh-nofill "$PY" benchmarks/wall.py --python "$PY" ;;
+      if [ "$section" = kernel-fill ]; then
+        MLX_PTX_CACHE_DIR=/tmp/fresh-nofill NIAH_CACHE_DIR=/tmp/nc-nofill NIAH_KERNEL_FILL=0 \
+          NIAH_DEFAULT_GGUF="$SMOL" logged wall-fresh-nofill "$PY" benchmarks/wall.py --python "$PY"
+      fi ;;
     memory-batch)  # issue 24: a repeated cell's peak under MLX's default CUDA graph batching and
       # with ten operations per graph, and what that costs against mlx-lm
       logged peak-repeat-default "$PY" benchmarks/peak_repeat.py "$Q15" --contexts 4k,16k,32k --repeats 4
@@ -178,6 +181,25 @@ for section in "$@"; do
         --no-prefix-reuse
       MLX_MAX_OPS_PER_BUFFER=10 niah_run qwen15-peak-ops10 --model "$Q15" --context 4k,16k,32k \
         --depth 0.5 --samples 4 --no-prefix-reuse ;;
+    memory-mb)  # issue 24: MLX's byte limit per CUDA graph (MLX_MAX_MB_PER_BUFFER, 1000 on
+      # H100/H200) instead of its op limit: does the peak repeat, and what does decode pay
+      for mb in 100 25; do
+        MLX_MAX_MB_PER_BUFFER=$mb logged peak-repeat-mb$mb "$PY" benchmarks/peak_repeat.py "$Q15" \
+          --contexts 4k,16k,32k --repeats 4
+      done
+      logged vs-mlx-lm-default "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" --contexts 4k,32k \
+        --rounds 3 --max-tokens 64 --no-eos
+      for mb in 100 25; do
+        MLX_MAX_MB_PER_BUFFER=$mb logged vs-mlx-lm-mb$mb "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" \
+          --contexts 4k,32k --rounds 3 --max-tokens 64 --no-eos
+      done ;;
+    warm-profile)  # issue 22: the warm 128K x 11 row, then the same run under cProfile
+      logged wall-warm-qwen "$PY" benchmarks/wall.py --python "$PY" \
+        --row "qwen 128K x11::--model $Q15 --context 128k --depth 0:1:0.1"
+      "$PY" -m cProfile -o "$OUT/logs/warm.prof" -m niah run --model "$Q15" --context 128k \
+        --depth 0:1:0.1 --out "$OUT/runs/warm-profile" -q
+      logged warm-profile "$PY" -c "import pstats; s = pstats.Stats('$OUT/logs/warm.prof'); \
+s.sort_stats('cumulative').print_stats(60); s.sort_stats('tottime').print_stats(25)" ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
   if [ -n "${BUNDLE:-}" ]; then
