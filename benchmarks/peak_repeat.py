@@ -7,8 +7,9 @@ progress callback) and after the decode, then per cell the spread of the final p
 
 --cache-limit-zero sets MLX's buffer-cache limit to 0 for the whole process (every freed buffer
 goes back to the device at once), to tell a peak raised by reused, larger cached buffers from
-one raised by buffers that in-flight GPU work still holds. MLX_MAX_OPS_PER_BUFFER and
-MLX_USE_CUDA_GRAPHS in the environment change how much work the CUDA backend batches per graph.
+one raised by buffers that in-flight GPU work still holds. MLX_MAX_OPS_PER_BUFFER,
+MLX_MAX_MB_PER_BUFFER and MLX_USE_CUDA_GRAPHS in the environment change how much work the CUDA
+backend batches per graph; the header line shows those set.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     import niah.generation as generation
     import niah.model as model
     from niah.blas import ensure_fast_blas
+    from niah.identity import mlx_env
     from niah.model import ModelSession
     from niah.parse import parse_contexts
 
@@ -97,11 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cache_limit_zero:
         mx.set_cache_limit(0)
-    env = {
-        k: os.environ[k]
-        for k in ("MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS")
-        if k in os.environ
-    }
+    env = mlx_env() or "{}"
     print(f"# device {mx.default_device()}, cache limit zero {args.cache_limit_zero}, env {env}")
     log: list = []
     generation.generate = model.generate = _traced(generation.generate, log)

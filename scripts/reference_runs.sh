@@ -33,6 +33,7 @@ logged() {  # name command... : run it, keep its output with a provenance header
   device=$("$PY" -c 'from niah.model import device_description; print(device_description())' 2>/dev/null)
   {
     echo "# command: $*"
+    env | grep '^MLX_\(MAX_OPS\|MAX_MB\|USE_CUDA\)' | sed 's/^/# env: /'
     echo "# commit: $COMMIT"
     echo "# device: $device"
     echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
