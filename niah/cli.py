@@ -106,6 +106,7 @@ def run(
     fail_under: O.FailUnder = None,
     quiet: O.Quiet = False,
     warm_up: O.WarmUp = C.DEFAULT_WARM_UP,
+    repeatable_memory: O.RepeatableMemory = False,
     exports: Optional[dict] = None,  # --csv, --junit...: one option per export (with_exports)
 ):
     """Run a needle-in-a-haystack sweep and print the contexts x depths table."""
@@ -145,6 +146,8 @@ def _start(ctx, p: dict) -> None:
 
     # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
     resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
+    if cfg.repeatable_memory:  # before any GPU work: MLX reads the variable once
+        _apply_repeatable_memory()
     _run(
         cfg,
         folder=folder,
@@ -153,6 +156,15 @@ def _start(ctx, p: dict) -> None:
         exports=p["exports"],
         warm_up=p["warm_up"],
     )
+
+
+def _apply_repeatable_memory() -> None:
+    from .backend import backend
+    from .environment import apply_repeatable_memory
+
+    note = apply_repeatable_memory(backend())
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _config(p: dict) -> C.RunConfig:
@@ -194,6 +206,7 @@ def _config(p: dict) -> C.RunConfig:
         max_kv_size=_optional_ints(p["max_kv_size"], what="--max-kv-size", example="4096,8192"),
         refuse_beyond_trained=p["refuse_beyond_trained"],
         prefix_reuse=p["prefix_reuse"],
+        repeatable_memory=p["repeatable_memory"],
         shard=p["shard"],
         gguf_quant=p["gguf_quant"],
         rope_scaling=p["rope_scaling"],

@@ -99,6 +99,9 @@ class RunConfig:
     # Older folders' config.json may hold allow_beyond_trained: from_dict ignores it.
     refuse_beyond_trained: bool = False
     prefix_reuse: bool = True
+    # --repeatable-memory: on CUDA, MLX_MAX_MB_PER_BUFFER=100 (niah.environment); what it
+    # changes is in the run identity and every trial as mlx_env, so the field is not hashed
+    repeatable_memory: bool = False
     shard: str = DEFAULT_SHARD  # "tensor": one model sharded across the mlx.launch group
     gguf_quant: str = DEFAULT_GGUF_QUANT  # GGUF weights: auto, q8, q4, f16 (niah.gguf.read)
     rope_scaling: str = DEFAULT_ROPE_SCALING  # "model" (as shipped), "none", "yarn:F", "linear:F"
@@ -119,6 +122,7 @@ class RunConfig:
         "cells",
         "prefix_reuse",
         "refuse_beyond_trained",
+        "repeatable_memory",
         "shard",
     )
 

@@ -1,5 +1,6 @@
 """What the environment says: where the embedded default model is, and whether the hub is
-offline. The only reads of environment variables outside config parsing and sdpa.dispatch."""
+offline; and the one variable niah sets for MLX itself, for --repeatable-memory. The only reads
+of environment variables outside config parsing, identity.mlx_env and sdpa.dispatch."""
 
 from __future__ import annotations
 
@@ -32,3 +33,36 @@ def default_model_path() -> str | None:
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE is set to a true value: the hub is not asked, only the local cache."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+# --repeatable-memory: the inputs' megabytes after which MLX's CUDA backend closes a CUDA graph.
+# MLX's own limit is 1000 on H100/H200 (its ops limit, 100, usually comes first); a buffer is
+# held until the graph that used it completes, so how much a trial holds at its peak depends on
+# how far the GPU lags behind the CPU. With 100 a repeated cell reads the same peak
+# (docs/method.md, "Peak memory on CUDA").
+GRAPH_MB_VAR = "MLX_MAX_MB_PER_BUFFER"
+REPEATABLE_GRAPH_MB = "100"
+
+
+def apply_repeatable_memory(backend: str, environ=None) -> str | None:
+    """Set MLX_MAX_MB_PER_BUFFER for --repeatable-memory on CUDA, before the process's first
+    GPU work (MLX reads it once, when it makes the stream's command encoder); the run identity
+    and every trial then record it (identity.mlx_env). Returns a note for the user when the
+    option changes nothing on this backend. A different value already set is refused: the
+    record would name a setting the option did not choose."""
+    from .errors import NiahError
+
+    env = os.environ if environ is None else environ
+    if backend != "cuda":
+        return (
+            f"--repeatable-memory changes nothing on the {backend} backend (it bounds MLX's "
+            "CUDA graphs); peaks here are MLX's defaults"
+        )
+    have = env.get(GRAPH_MB_VAR)
+    if have is not None and have != REPEATABLE_GRAPH_MB:
+        raise NiahError(
+            f"--repeatable-memory sets {GRAPH_MB_VAR}={REPEATABLE_GRAPH_MB}, but the environment "
+            f"has {GRAPH_MB_VAR}={have!r}: unset it, or drop --repeatable-memory"
+        )
+    env[GRAPH_MB_VAR] = REPEATABLE_GRAPH_MB
+    return None

@@ -185,6 +185,17 @@ ChunkSize = Annotated[
 ]
 # --prefix-reuse sits with the KV cache (it trims the cache between trials), so that no panel
 # holds two long flag columns: at 80 columns rich would cut them.
+RepeatableMemory = Annotated[
+    bool,
+    _opt(
+        "--repeatable-memory",
+        panel=P_RUN,
+        help="On CUDA, close MLX's CUDA graphs at 100 MB of inputs "
+        "(MLX_MAX_MB_PER_BUFFER=100, recorded in every trial) so a repeated cell reads "
+        "the same peak memory; MLX's own batching holds more, and a varying amount. "
+        "Nothing changes on Metal or the CPU.",
+    ),
+]
 PrefixReuse = Annotated[
     bool,
     _opt(

@@ -278,7 +278,7 @@ CONFIG_KINDS = {
     "texts": (("keys",), "a list of strings"),
     "params": (("task_params",), "a list of [name, positive number] pairs"),
     "int?": (("chunk_threshold", "chunk_size"), "a whole number or null"),
-    "bool": (("refuse_beyond_trained", "prefix_reuse"), "true or false"),
+    "bool": (("refuse_beyond_trained", "prefix_reuse", "repeatable_memory"), "true or false"),
     "ints": (("contexts", "prefill_steps"), "a non-empty list of positive whole numbers"),
     "ints?": (("kv_bits", "max_kv_size"), "a non-empty list of whole numbers or nulls"),
     "depths": (("depths",), "a non-empty list of numbers in [0, 1]"),

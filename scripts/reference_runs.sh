@@ -201,6 +201,20 @@ for section in "$@"; do
         --depth 0:1:0.1 --out "$OUT/runs/warm-profile" -q
       logged warm-profile "$PY" -c "import pstats; s = pstats.Stats('$OUT/logs/warm.prof'); \
 s.sort_stats('cumulative').print_stats(60); s.sort_stats('tottime').print_stats(25)" ;;
+    memory-repeatable)  # issue 24: one cell repeated through `niah run`, under MLX's defaults
+      # and with --repeatable-memory (MLX_MAX_MB_PER_BUFFER=100, recorded in every trial), then
+      # mlx-lm's and niah's timings under each, in alternating processes
+      for name in default repeatable; do
+        flag=(); [ "$name" = repeatable ] && flag=(--repeatable-memory)
+        niah_run "qwen15-peak-$name" --model "$Q15" --context 4k,16k,32k --depth 0.5 --samples 4 \
+          --kv-bits none,8 --no-prefix-reuse "${flag[@]}"
+      done
+      for round in 1 2; do
+        logged "vs-mlx-lm-default-$round" "$PY" benchmarks/vs_mlx_lm.py --model "$Q15" \
+          --contexts 4k,32k --rounds 4 --max-tokens 128 --no-eos
+        MLX_MAX_MB_PER_BUFFER=100 logged "vs-mlx-lm-mb100-$round" "$PY" benchmarks/vs_mlx_lm.py \
+          --model "$Q15" --contexts 4k,32k --rounds 4 --max-tokens 128 --no-eos
+      done ;;
     *) echo "unknown section '$section'" >&2; exit 2 ;;
   esac
   if [ -n "${BUNDLE:-}" ]; then

@@ -137,3 +137,31 @@ def test_mlx_env_names_the_batching_variables_set_and_nothing_else():
     assert mlx_env({"MLX_METAL_DEBUG": "1"}) is None
     env = {"MLX_USE_CUDA_GRAPHS": "0", "MLX_MAX_OPS_PER_BUFFER": "10", "HOME": "/root"}
     assert mlx_env(env) == "MLX_MAX_OPS_PER_BUFFER=10 MLX_USE_CUDA_GRAPHS=0"
+
+
+def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_name_it():
+    import pytest
+
+    from niah.environment import apply_repeatable_memory
+    from niah.errors import NiahError
+    from niah.identity import mlx_env
+
+    env = {"HOME": "/root"}
+    assert apply_repeatable_memory("cuda", env) is None
+    assert env == {"HOME": "/root", "MLX_MAX_MB_PER_BUFFER": "100"}
+    assert mlx_env(env) == "MLX_MAX_MB_PER_BUFFER=100"  # what the identity and trials record
+    assert apply_repeatable_memory("cuda", env) is None  # already 100 (a resume): kept
+    for other in ("cpu", "metal"):
+        untouched = {"MLX_MAX_MB_PER_BUFFER": "7"}
+        assert apply_repeatable_memory(other, untouched) == (
+            f"--repeatable-memory changes nothing on the {other} backend (it bounds MLX's "
+            "CUDA graphs); peaks here are MLX's defaults"
+        )
+        assert untouched == {"MLX_MAX_MB_PER_BUFFER": "7"}
+    for have in ("1000", ""):  # another value, or empty (MLX reads 0): not silently replaced
+        with pytest.raises(NiahError) as err:
+            apply_repeatable_memory("cuda", {"MLX_MAX_MB_PER_BUFFER": have})
+        assert str(err.value) == (
+            "--repeatable-memory sets MLX_MAX_MB_PER_BUFFER=100, but the environment has "
+            f"MLX_MAX_MB_PER_BUFFER={have!r}: unset it, or drop --repeatable-memory"
+        )

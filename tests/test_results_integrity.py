@@ -537,3 +537,21 @@ def test_no_prefix_reuse_into_a_folder_timed_with_reuse_warns(tmp_path):
         f"warning: 1 trial kept from {folder} ran with prefix reuse on: verdicts hold, but their "
         "times are not this setting's; use another --out to time every trial with this setting\n"
     )
+
+
+def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_cpu(tmp_path):
+    out = tmp_path / "out"
+    note = (
+        "note: --repeatable-memory changes nothing on the cpu backend (it bounds MLX's CUDA "
+        "graphs); peaks here are MLX's defaults\n"
+    )
+    first = _cli("run", *SMALL, "--depth", "0", "--repeatable-memory", "--out", out)
+    assert first.exit_code == 0 and first.stderr.startswith(note), first.stderr
+    folder = _only_folder(out)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["repeatable_memory"] is True and "mlx_env" not in cfg["identity"]
+    resumed = _cli("run", "--resume", folder, "-q")  # the folder's option is applied again
+    assert resumed.exit_code == 0 and resumed.stderr.startswith(note), resumed.stderr
+    assert "0 run, 1 already done" in resumed.stdout
+    plain = _cli("run", *SMALL, "--depth", "0", "--out", out)  # on the CPU: the same measurement
+    assert plain.exit_code == 0 and "0 run, 1 already done" in plain.stdout and not plain.stderr
