@@ -4,6 +4,11 @@ progress callback) and after the decode, then per cell the spread of the final p
 
     python benchmarks/peak_repeat.py MODEL [--contexts 4k,16k] [--kv-bits none,8]
         [--repeats 6] [--cache-limit-zero]
+    python benchmarks/peak_repeat.py --runs RUN_FOLDER [RUN_FOLDER ...]
+
+--runs reads `niah run` folders instead (a cell repeated with --samples and
+--no-prefix-reuse): the same cell lines from their records' peaks, with each cell's median
+prefill and decode tokens/s, under the folder's recorded mlx_env.
 
 --cache-limit-zero sets MLX's buffer-cache limit to 0 for the whole process (every freed buffer
 goes back to the device at once), to tell a peak raised by reused, larger cached buffers from
@@ -78,7 +83,48 @@ def _cell(session, model: str, context: int, kv_bits, repeats: int, log: list) -
         )
 
 
+def _median(values: list) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _print_runs(folders: list[str]) -> None:
+    """The cell lines of `niah run` folders, from their records (verdicts SKIP and ERROR,
+    which have no peak, left out)."""
+    from pathlib import Path
+
+    from niah.store import folder_records, latest_by_key
+
+    for folder in folders:
+        records = [
+            r
+            for r in latest_by_key(folder_records(Path(folder))).values()
+            if r.get("peak_memory_bytes")
+        ]
+        envs = sorted({r.get("mlx_env") or "{}" for r in records})
+        print(f"# run folder {Path(folder).name}: {len(records)} trials, mlx_env {' / '.join(envs)}")
+        cells: dict = {}
+        for r in records:
+            cells.setdefault((r["context"], r.get("kv_bits")), []).append(r)
+        for (context, kv_bits), rs in sorted(cells.items(), key=lambda c: (c[0][0], c[0][1] or 0)):
+            peaks = [r["peak_memory_bytes"] for r in rs]
+            print(
+                f"cell ctx {context} kv {kv_bits}: {len(rs)} trials, peak {_gib(min(peaks))}-"
+                f"{_gib(max(peaks))} GiB, spread {100 * (max(peaks) / min(peaks) - 1):.1f}% | "
+                f"median prefill {_median([r['prefill_tps'] for r in rs]):.0f} tok/s, decode "
+                f"{_median([r['decode_tps'] for r in rs]):.1f} tok/s"
+            )
+
+
 def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["--runs"]:
+        if len(sys.argv) < 3:
+            raise SystemExit("--runs needs one or more niah run folders")
+        _print_runs(sys.argv[2:])
+        return
     import mlx.core as mx
 
     import niah.generation as generation

@@ -90,7 +90,9 @@ _MEDIAN = re.compile(
 
 
 _CELL = re.compile(
-    r"^cell ctx (\d+) kv (\w+): (\d+) trials, peak ([\d.]+)-([\d.]+) GiB, spread ([\d.]+)%", re.M
+    r"^cell ctx (\d+) kv (\w+): (\d+) trials, peak ([\d.]+)-([\d.]+) GiB, spread ([\d.]+)%"
+    r"(?: \| median prefill (\d+) tok/s, decode ([\d.]+) tok/s)?",
+    re.M,
 )
 
 
@@ -101,7 +103,11 @@ def _text_table(text: str) -> list[str]:
     medians = _MEDIAN.findall(text)
     if cells:
         rows = [["context", "KV bits", "trials", "lowest peak GiB", "highest peak GiB", "spread"]]
-        rows += [[c, k, n, lo, hi, f"{s}%"] for c, k, n, lo, hi, s in cells]
+        rows += [[c, k, n, lo, hi, f"{s}%"] for c, k, n, lo, hi, s, *_ in cells]
+        if all(c[6] for c in cells):  # --runs: each cell's median speeds too
+            rows[0] += ["median prefill tok/s", "median decode tok/s"]
+            for row, cell in zip(rows[1:], cells):
+                row += [cell[6], cell[7]]
     elif medians:
         rows = [["context", "prefill tok/s niah / mlx-lm", "decode tok/s niah / mlx-lm", "tokens"]]
         rows += [list(m) for m in medians]
