@@ -77,8 +77,10 @@ def bench_block(path: Path) -> str:
     if missing:
         raise SystemExit(f"{path}: raw output lacks its {', '.join(missing)} header")
     table = [line for line in text.splitlines() if line.startswith("|")] or _text_table(text)
+    env = dict.fromkeys(re.findall(r"^# env: (\S+)", text, re.M))  # MLX_* set for the command
+    command = " ".join([*env, meta["command"]])
     head = (
-        f"Raw output `{path.relative_to(ROOT)}` · `{meta['command']}` · commit "
+        f"Raw output `{path.relative_to(ROOT)}` · `{command}` · commit "
         f"{meta['commit']} · {meta['device']} · {meta['date']}"
     )
     return "\n".join([head, "", *table]) + "\n"
