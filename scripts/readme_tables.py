@@ -52,9 +52,11 @@ def report_block(folder: Path) -> str:
         {f"MLX {r.get('mlx_version')}, mlx-lm {r.get('mlx_lm_version')}" for r in records}
     )
     days = sorted({str(r.get("time", ""))[:10] for r in records})
+    envs = sorted({r["mlx_env"] for r in records if r.get("mlx_env")})
     lines = [
         f"Run folder `{folder.relative_to(ROOT)}` · model `{records[0]['model']}` · "
         f"{', '.join(devices)} · {'; '.join(versions)} · "
+        f"{''.join(e + ' · ' for e in envs)}"
         f"{days[0]}{' to ' + days[-1] if days[-1] != days[0] else ''}"
     ]
     lines += [f"Command: `{c}`" for c in commands] or [

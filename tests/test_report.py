@@ -566,3 +566,22 @@ def test_fail_under_line_never_reads_a_rate_as_its_threshold():
         "accuracy 99.95% over 2000 trials is below --fail-under 99.96%"
     )
     assert fail_under_line(records[:10] + records[-1:], 0.95).startswith("accuracy 90.9% over")
+
+
+def test_headers_name_the_mlx_batching_a_run_was_made_under():
+    """A GPU folder made with --repeatable-memory (MLX_MAX_MB_PER_BUFFER=100 in every record)
+    says so in `niah report`'s header and in `niah run`'s; a folder without says nothing."""
+    from niah.report.summary import run_header
+
+    folder = ROOT / "results" / "reference" / "qwen15-peak-repeatable-h100-2026-12-06"
+    first = _report(folder).stdout.splitlines()[0]
+    assert first == (
+        f"Run: {folder} · model qwen2.5-coder-1.5b-instruct-q4_k_m.gguf · device cuda "
+        "(NVIDIA H100 80GB HBM3) · MLX_MAX_MB_PER_BUFFER=100"
+    )
+    assert _report(REF).stdout.splitlines()[0].endswith("· device cpu (AMD EPYC)")
+    records = read_records(folder)
+    assert run_header(records, folder=folder, model="m", ran=0, done=24)[1] == (
+        "Model: qwen2.5-coder-1.5b-instruct-q4_k_m.gguf · device cuda (NVIDIA H100 80GB HBM3) · "
+        "MLX_MAX_MB_PER_BUFFER=100 · 0 run, 24 already done"
+    )

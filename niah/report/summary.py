@@ -85,7 +85,7 @@ def run_header(
     return [
         f"Run folder: {folder}",
         f"Model: {records[0]['model'] if records else model} · device "
-        f"{devices(records)} · {counts}",
+        f"{devices(records)}{mlx_settings(records)} · {counts}",
     ]
 
 
@@ -96,8 +96,16 @@ def devices(records: list[dict]) -> str:
     return " + ".join(names) if names else "?"
 
 
+def mlx_settings(records: list[dict]) -> str:
+    """' · NAME=VALUE' for the MLX batching settings the records were made under (mlx_env:
+    they change a GPU trial's peak memory and time, e.g. --repeatable-memory); '' when none."""
+    envs = list(dict.fromkeys(r["mlx_env"] for r in records if r.get("mlx_env")))
+    return f" · {' + '.join(envs)}" if envs else ""
+
+
 def pooled_header(runs: list[tuple[str, list[dict]]]) -> list[str]:
     """`niah report`'s header: one line per run folder."""
     return [
-        f"Run: {name} · model {recs[0]['model']} · device {devices(recs)}" for name, recs in runs
+        f"Run: {name} · model {recs[0]['model']} · device {devices(recs)}{mlx_settings(recs)}"
+        for name, recs in runs
     ]
