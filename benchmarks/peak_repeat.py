@@ -103,7 +103,9 @@ def _print_runs(folders: list[str]) -> None:
             if r.get("peak_memory_bytes")
         ]
         envs = sorted({r.get("mlx_env") or "{}" for r in records})
-        print(f"# run folder {Path(folder).name}: {len(records)} trials, mlx_env {' / '.join(envs)}")
+        print(
+            f"# run folder {Path(folder).name}: {len(records)} trials, mlx_env {' / '.join(envs)}"
+        )
         cells: dict = {}
         for r in records:
             cells.setdefault((r["context"], r.get("kv_bits")), []).append(r)
