@@ -147,7 +147,7 @@ def _start(ctx, p: dict) -> None:
     # NIAH_SDPA_* are read here too, so a bad value is one line before the model loads
     resolve_config(threshold=cfg.chunk_threshold, chunk_size=cfg.chunk_size)
     if cfg.repeatable_memory:  # before any GPU work: MLX reads the variable once
-        _apply_repeatable_memory()
+        _apply_repeatable_memory(folder)
     _run(
         cfg,
         folder=folder,
@@ -158,11 +158,11 @@ def _start(ctx, p: dict) -> None:
     )
 
 
-def _apply_repeatable_memory() -> None:
+def _apply_repeatable_memory(folder) -> None:
     from .backend import backend
     from .environment import apply_repeatable_memory
 
-    note = apply_repeatable_memory(backend())
+    note = apply_repeatable_memory(backend(), folder=folder)
     if note:
         typer.echo(f"note: {note}", err=True)
 

@@ -44,25 +44,50 @@ GRAPH_MB_VAR = "MLX_MAX_MB_PER_BUFFER"
 REPEATABLE_GRAPH_MB = "100"
 
 
-def apply_repeatable_memory(backend: str, environ=None) -> str | None:
+def apply_repeatable_memory(backend: str, *, environ=None, folder=None) -> str | None:
     """Set MLX_MAX_MB_PER_BUFFER for --repeatable-memory on CUDA, before the process's first
     GPU work (MLX reads it once, when it makes the stream's command encoder); the run identity
     and every trial then record it (identity.mlx_env). Returns a note for the user when the
     option changes nothing on this backend. A different value already set is refused: the
-    record would name a setting the option did not choose."""
+    record would name a setting the option did not choose. `folder`: the run folder being
+    resumed, whose config asked for the option (named in the refusal)."""
     from .errors import NiahError
+    from .identity import mlx_env
 
     env = os.environ if environ is None else environ
     if backend != "cuda":
+        settings = mlx_env(env)
+        peaks = f"under the environment's {settings}" if settings else "MLX's defaults"
         return (
             f"--repeatable-memory changes nothing on the {backend} backend (it bounds MLX's "
-            "CUDA graphs); peaks here are MLX's defaults"
+            f"CUDA graphs); peaks here are {peaks}"
         )
     have = env.get(GRAPH_MB_VAR)
     if have is not None and have != REPEATABLE_GRAPH_MB:
+        if folder is not None:
+            raise NiahError(
+                f"run folder {str(folder)!r} was made with --repeatable-memory "
+                f"({GRAPH_MB_VAR}={REPEATABLE_GRAPH_MB}), but the environment has "
+                f"{GRAPH_MB_VAR}={have!r}: unset {GRAPH_MB_VAR} and resume again"
+            )
         raise NiahError(
             f"--repeatable-memory sets {GRAPH_MB_VAR}={REPEATABLE_GRAPH_MB}, but the environment "
             f"has {GRAPH_MB_VAR}={have!r}: unset it, or drop --repeatable-memory"
         )
     env[GRAPH_MB_VAR] = REPEATABLE_GRAPH_MB
     return None
+
+
+def check_repeatable_memory(backend: str, *, environ=None) -> None:
+    """A sweep of a config that asked for --repeatable-memory, started on CUDA without
+    MLX_MAX_MB_PER_BUFFER=100 in the environment (run_sweep called directly, not through
+    `niah run`): refused, so no record claims a peak the option did not shape."""
+    from .errors import NiahError
+
+    env = os.environ if environ is None else environ
+    if backend == "cuda" and env.get(GRAPH_MB_VAR) != REPEATABLE_GRAPH_MB:
+        raise NiahError(
+            f"this run asks for --repeatable-memory, but {GRAPH_MB_VAR} is not "
+            f"{REPEATABLE_GRAPH_MB} here: start the process with {GRAPH_MB_VAR}="
+            f"{REPEATABLE_GRAPH_MB} set, or run it through `niah run`"
+        )

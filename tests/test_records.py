@@ -147,21 +147,46 @@ def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_nam
     from niah.identity import mlx_env
 
     env = {"HOME": "/root"}
-    assert apply_repeatable_memory("cuda", env) is None
+    assert apply_repeatable_memory("cuda", environ=env) is None
     assert env == {"HOME": "/root", "MLX_MAX_MB_PER_BUFFER": "100"}
     assert mlx_env(env) == "MLX_MAX_MB_PER_BUFFER=100"  # what the identity and trials record
-    assert apply_repeatable_memory("cuda", env) is None  # already 100 (a resume): kept
+    assert apply_repeatable_memory("cuda", environ=env) is None  # already 100 (a resume): kept
     for other in ("cpu", "metal"):
-        untouched = {"MLX_MAX_MB_PER_BUFFER": "7"}
-        assert apply_repeatable_memory(other, untouched) == (
+        assert apply_repeatable_memory(other, environ={}) == (
             f"--repeatable-memory changes nothing on the {other} backend (it bounds MLX's "
             "CUDA graphs); peaks here are MLX's defaults"
+        )
+        untouched = {"MLX_MAX_MB_PER_BUFFER": "7"}  # Metal batches by it too: said, not "defaults"
+        assert apply_repeatable_memory(other, environ=untouched) == (
+            f"--repeatable-memory changes nothing on the {other} backend (it bounds MLX's "
+            "CUDA graphs); peaks here are under the environment's MLX_MAX_MB_PER_BUFFER=7"
         )
         assert untouched == {"MLX_MAX_MB_PER_BUFFER": "7"}
     for have in ("1000", ""):  # another value, or empty (MLX reads 0): not silently replaced
         with pytest.raises(NiahError) as err:
-            apply_repeatable_memory("cuda", {"MLX_MAX_MB_PER_BUFFER": have})
+            apply_repeatable_memory("cuda", environ={"MLX_MAX_MB_PER_BUFFER": have})
         assert str(err.value) == (
             "--repeatable-memory sets MLX_MAX_MB_PER_BUFFER=100, but the environment has "
             f"MLX_MAX_MB_PER_BUFFER={have!r}: unset it, or drop --repeatable-memory"
+        )
+        with pytest.raises(NiahError) as err:  # a resumed folder: its name, and the one fix
+            apply_repeatable_memory(
+                "cuda", environ={"MLX_MAX_MB_PER_BUFFER": have}, folder="results/run-ab12"
+            )
+        assert str(err.value) == (
+            "run folder 'results/run-ab12' was made with --repeatable-memory "
+            "(MLX_MAX_MB_PER_BUFFER=100), but the environment has "
+            f"MLX_MAX_MB_PER_BUFFER={have!r}: unset MLX_MAX_MB_PER_BUFFER and resume again"
+        )
+    # a sweep started without `niah run` (run_sweep directly) under another value: refused
+    from niah.environment import check_repeatable_memory
+
+    check_repeatable_memory("cuda", environ={"MLX_MAX_MB_PER_BUFFER": "100"})
+    check_repeatable_memory("cpu", environ={})
+    for env in ({}, {"MLX_MAX_MB_PER_BUFFER": "1000"}):
+        with pytest.raises(NiahError) as err:
+            check_repeatable_memory("cuda", environ=env)
+        assert str(err.value) == (
+            "this run asks for --repeatable-memory, but MLX_MAX_MB_PER_BUFFER is not 100 here: "
+            "start the process with MLX_MAX_MB_PER_BUFFER=100 set, or run it through `niah run`"
         )

@@ -539,19 +539,36 @@ def test_no_prefix_reuse_into_a_folder_timed_with_reuse_warns(tmp_path):
     )
 
 
-def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_cpu(tmp_path):
-    out = tmp_path / "out"
+def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_cpu(
+    tmp_path, monkeypatch
+):
+    from niah.backend import backend
+    from niah.identity import MLX_ENV
+
+    for name in MLX_ENV:  # none set (the note says MLX's defaults); restored afterwards even
+        monkeypatch.setenv(name, "x")  # where the option sets one (on CUDA)
+        monkeypatch.delenv(name)
+    here = backend()
     note = (
-        "note: --repeatable-memory changes nothing on the cpu backend (it bounds MLX's CUDA "
+        f"note: --repeatable-memory changes nothing on the {here} backend (it bounds MLX's CUDA "
         "graphs); peaks here are MLX's defaults\n"
+        if here != "cuda"
+        else ""
     )
+    out = tmp_path / "out"
     first = _cli("run", *SMALL, "--depth", "0", "--repeatable-memory", "--out", out)
     assert first.exit_code == 0 and first.stderr.startswith(note), first.stderr
     folder = _only_folder(out)
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["repeatable_memory"] is True and "mlx_env" not in cfg["identity"]
+    assert cfg["repeatable_memory"] is True
+    assert ("mlx_env" in cfg["identity"]) == (here == "cuda")
     resumed = _cli("run", "--resume", folder, "-q")  # the folder's option is applied again
     assert resumed.exit_code == 0 and resumed.stderr.startswith(note), resumed.stderr
     assert "0 run, 1 already done" in resumed.stdout
-    plain = _cli("run", *SMALL, "--depth", "0", "--out", out)  # on the CPU: the same measurement
-    assert plain.exit_code == 0 and "0 run, 1 already done" in plain.stdout and not plain.stderr
+    if here == "cuda":
+        return  # below: the same folder without the option, the same measurement on cpu/metal
+    plain = _cli("run", *SMALL, "--depth", "0,1", "--out", out)  # adds a depth to it
+    assert plain.exit_code == 0 and "1 run, 1 already done" in plain.stdout and not plain.stderr
+    merged = json.loads((folder / "config.json").read_text())
+    assert merged["repeatable_memory"] is True  # the folder's choice survives the merge
+    assert merged["depths"] == [0.0, 1.0]

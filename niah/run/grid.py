@@ -83,7 +83,16 @@ def merge_grids(old: RunConfig, new: RunConfig) -> RunConfig:
     contexts = tuple(dict.fromkeys(old.contexts + new.contexts))
     depths = tuple(sorted({f"{d:.6g}": d for d in new.depths + old.depths}.values()))
     samples = max(old.samples, new.samples)
-    axes = dataclasses.replace(new, contexts=contexts, depths=depths, samples=samples, cells=None)
+    # a folder once made with --repeatable-memory keeps it, so a resume measures under it too
+    repeatable = old.repeatable_memory or new.repeatable_memory
+    axes = dataclasses.replace(
+        new,
+        contexts=contexts,
+        depths=depths,
+        samples=samples,
+        cells=None,
+        repeatable_memory=repeatable,
+    )
     full = sorted(asked_cells(axes), key=_cell_key) == sorted(merged, key=_cell_key)
     return dataclasses.replace(axes, cells=None if full else tuple(merged))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import store
 from ..config import RunConfig, check_kv_group_size
+from ..environment import check_repeatable_memory
 from .checks import (
     check_contexts,
     check_grid_fits,
@@ -90,6 +91,8 @@ def run_sweep(
     from ..sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
+    if config.repeatable_memory:
+        check_repeatable_memory(_backend_name())
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
     opened = session is None  # loaded by this call: its load goes in runs.jsonl
