@@ -89,33 +89,63 @@ def _median(values: list) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def _run_cells(folder) -> dict:
+    """A `niah run` folder's trials with a peak, by (context, kv_bits); SystemExit with one line
+    when the folder is not one cell repeated (another depth, prefill step or max-kv in a cell,
+    or a trial that reused a prefix: their peaks are not the same measurement)."""
+    from pathlib import Path
+
+    from niah.store import folder_records, latest_by_key
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"{folder}: not a niah run folder (no config.json): pass a run folder")
+    records = [
+        r for r in latest_by_key(folder_records(path)).values() if r.get("peak_memory_bytes")
+    ]
+    if not records:
+        raise SystemExit(f"{folder}: no trial with a peak memory: run the cell first")
+    cells: dict = {}
+    for r in records:
+        if r.get("prefix_reuse") == "reused":
+            raise SystemExit(
+                f"{folder}: a trial reused a cached prefix: rerun with --no-prefix-reuse"
+            )
+        cells.setdefault((r["context"], r.get("kv_bits")), []).append(r)
+    for (context, kv_bits), rs in cells.items():
+        for field in ("depth", "prefill_step", "max_kv_size"):
+            if len({r.get(field) for r in rs}) > 1:
+                raise SystemExit(
+                    f"{folder}: cell ctx {context} kv {kv_bits} has more than one {field}: "
+                    "pass a folder that repeats one cell (one depth, step and max-kv, --samples N)"
+                )
+    return cells
+
+
+def _median_text(values: list, fmt: str) -> str:
+    present = [v for v in values if v is not None]
+    return format(_median(present), fmt) if present else "-"
+
+
 def _print_runs(folders: list[str]) -> None:
     """The cell lines of `niah run` folders, from their records (verdicts SKIP and ERROR,
     which have no peak, left out)."""
     from pathlib import Path
 
-    from niah.store import folder_records, latest_by_key
-
     for folder in folders:
-        records = [
-            r
-            for r in latest_by_key(folder_records(Path(folder))).values()
-            if r.get("peak_memory_bytes")
-        ]
+        cells = _run_cells(folder)
+        records = [r for rs in cells.values() for r in rs]
         envs = sorted({r.get("mlx_env") or "{}" for r in records})
         print(
             f"# run folder {Path(folder).name}: {len(records)} trials, mlx_env {' / '.join(envs)}"
         )
-        cells: dict = {}
-        for r in records:
-            cells.setdefault((r["context"], r.get("kv_bits")), []).append(r)
         for (context, kv_bits), rs in sorted(cells.items(), key=lambda c: (c[0][0], c[0][1] or 0)):
             peaks = [r["peak_memory_bytes"] for r in rs]
             print(
                 f"cell ctx {context} kv {kv_bits}: {len(rs)} trials, peak {_gib(min(peaks))}-"
                 f"{_gib(max(peaks))} GiB, spread {100 * (max(peaks) / min(peaks) - 1):.1f}% | "
-                f"median prefill {_median([r['prefill_tps'] for r in rs]):.0f} tok/s, decode "
-                f"{_median([r['decode_tps'] for r in rs]):.1f} tok/s"
+                f"median prefill {_median_text([r.get('prefill_tps') for r in rs], '.0f')} "
+                f"tok/s, decode {_median_text([r.get('decode_tps') for r in rs], '.1f')} tok/s"
             )
 
 

@@ -79,7 +79,12 @@ def bench_block(path: Path) -> str:
     if missing:
         raise SystemExit(f"{path}: raw output lacks its {', '.join(missing)} header")
     table = [line for line in text.splitlines() if line.startswith("|")] or _text_table(text)
-    env = dict.fromkeys(re.findall(r"^# env: (\S+)", text, re.M))  # MLX_* set for the command
+    # MLX_* set for the command: every NAME=VALUE at the start of an env line (a note after)
+    env = dict.fromkeys(
+        pair
+        for line in re.findall(r"^# env: (.*)$", text, re.M)
+        for pair in re.match(r"((?:[A-Z_][A-Z0-9_]*=\S*\s*)*)", line).group(1).split()
+    )
     command = " ".join([*env, meta["command"]])
     head = (
         f"Raw output `{path.relative_to(ROOT)}` · `{command}` · commit "

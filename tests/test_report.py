@@ -585,3 +585,43 @@ def test_headers_name_the_mlx_batching_a_run_was_made_under():
         "Model: qwen2.5-coder-1.5b-instruct-q4_k_m.gguf · device cuda (NVIDIA H100 80GB HBM3) · "
         "MLX_MAX_MB_PER_BUFFER=100 · 0 run, 24 already done"
     )
+
+
+def _peak_runs(*folders):
+    import subprocess
+    import sys
+
+    args = [sys.executable, str(ROOT / "benchmarks" / "peak_repeat.py"), "--runs", *folders]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
+    """benchmarks/peak_repeat.py --runs prints a cell's spread only over trials of one
+    measurement: a swept depth, or a trial that reused a cached prefix, is refused in one line."""
+    reference = ROOT / "results" / "reference"
+    ok = _peak_runs(str(reference / "qwen15-peak-repeatable-h100-2026-12-06"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[1] == (
+        "cell ctx 4096 kv None: 4 trials, peak 3.084-3.084 GiB, spread 0.0% | median prefill "
+        "55412 tok/s, decode 271.5 tok/s"
+    )
+    swept = reference / "gemma3-270m-curve-h100-2026-11-28"
+    refused = _peak_runs(str(swept))
+    assert refused.returncode == 1 and refused.stderr == (
+        f"{swept}: cell ctx 4096 kv None has more than one depth: pass a folder that repeats "
+        "one cell (one depth, step and max-kv, --samples N)\n"
+    )
+    reused = tmp_path / "reused"
+    shutil.copytree(reference / "qwen15-peak-repeatable-h100-2026-12-06", reused)
+    lines = (reused / "trials.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["prefix_reuse"] = "reused"
+    (reused / "trials.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    refused = _peak_runs(str(reused))
+    assert refused.returncode == 1 and refused.stderr == (
+        f"{reused}: a trial reused a cached prefix: rerun with --no-prefix-reuse\n"
+    )
+    missing = _peak_runs(str(tmp_path / "nothing"))
+    assert missing.returncode == 1 and missing.stderr == (
+        f"{tmp_path / 'nothing'}: not a niah run folder (no config.json): pass a run folder\n"
+    )
