@@ -44,13 +44,25 @@ GRAPH_MB_VAR = "MLX_MAX_MB_PER_BUFFER"
 REPEATABLE_GRAPH_MB = "100"
 
 
-def apply_repeatable_memory(backend: str, *, environ=None, folder=None) -> str | None:
+def mlx_has_allocated() -> bool:
+    """MLX has held memory in this process (active, cached or at a peak): it may have made its
+    command encoder, and read its batching variables, already."""
+    import mlx.core as mx
+
+    return bool(mx.get_active_memory() or mx.get_cache_memory() or mx.get_peak_memory())
+
+
+def apply_repeatable_memory(
+    backend: str, *, environ=None, folder=None, started: bool | None = None
+) -> str | None:
     """Set MLX_MAX_MB_PER_BUFFER for --repeatable-memory on CUDA, before the process's first
     GPU work (MLX reads it once, when it makes the stream's command encoder); the run identity
     and every trial then record it (identity.mlx_env). Returns a note for the user when the
     option changes nothing on this backend. A different value already set is refused: the
     record would name a setting the option did not choose. `folder`: the run folder being
-    resumed, whose config asked for the option (named in the refusal)."""
+    resumed, whose config asked for the option (named in the refusal). `started`: whether MLX
+    has already worked in this process (None: mlx_has_allocated()); setting the variable then
+    would change nothing MLX does, only what the records say, so it is refused."""
     from .errors import NiahError
     from .identity import mlx_env
 
@@ -73,6 +85,11 @@ def apply_repeatable_memory(backend: str, *, environ=None, folder=None) -> str |
         raise NiahError(
             f"--repeatable-memory sets {GRAPH_MB_VAR}={REPEATABLE_GRAPH_MB}, but the environment "
             f"has {GRAPH_MB_VAR}={have!r}: unset it, or drop --repeatable-memory"
+        )
+    if have is None and (mlx_has_allocated() if started is None else started):
+        raise NiahError(
+            f"--repeatable-memory sets {GRAPH_MB_VAR} before MLX's first GPU work, but MLX has "
+            "already run in this process: start a new process for this run"
         )
     env[GRAPH_MB_VAR] = REPEATABLE_GRAPH_MB
     return None

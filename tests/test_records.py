@@ -147,10 +147,18 @@ def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_nam
     from niah.identity import mlx_env
 
     env = {"HOME": "/root"}
-    assert apply_repeatable_memory("cuda", environ=env) is None
+    with pytest.raises(NiahError) as err:  # MLX already worked here: setting it is too late
+        apply_repeatable_memory("cuda", environ=env, started=True)
+    assert str(err.value) == (
+        "--repeatable-memory sets MLX_MAX_MB_PER_BUFFER before MLX's first GPU work, but MLX "
+        "has already run in this process: start a new process for this run"
+    )
+    assert env == {"HOME": "/root"}
+    assert apply_repeatable_memory("cuda", environ=env, started=False) is None
     assert env == {"HOME": "/root", "MLX_MAX_MB_PER_BUFFER": "100"}
     assert mlx_env(env) == "MLX_MAX_MB_PER_BUFFER=100"  # what the identity and trials record
-    assert apply_repeatable_memory("cuda", environ=env) is None  # already 100 (a resume): kept
+    # already 100 (a resume in the process that set it): kept
+    assert apply_repeatable_memory("cuda", environ=env, started=True) is None
     for other in ("cpu", "metal"):
         assert apply_repeatable_memory(other, environ={}) == (
             f"--repeatable-memory changes nothing on the {other} backend (it bounds MLX's "
