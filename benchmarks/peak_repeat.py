@@ -89,36 +89,46 @@ def _median(values: list) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+CELL_FIELDS = ("depth", "prefill_step", "max_kv_size", "device")  # one of each in a cell
+
+
 def _run_cells(folder) -> dict:
     """A `niah run` folder's trials with a peak, by (context, kv_bits); SystemExit with one line
-    when the folder is not one cell repeated (another depth, prefill step or max-kv in a cell,
-    or a trial that reused a prefix: their peaks are not the same measurement)."""
+    when the folder is not one cell repeated (another depth, prefill step, max-kv or card in a
+    cell, or a trial run with prefix reuse on: its cache held the previous trial's prefix, so
+    its peak is not the same measurement) or cannot be read."""
     from pathlib import Path
 
+    from niah.errors import NiahError
     from niah.store import folder_records, latest_by_key
 
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise SystemExit(f"{folder}: not a niah run folder (no config.json): pass a run folder")
-    records = [
-        r for r in latest_by_key(folder_records(path)).values() if r.get("peak_memory_bytes")
-    ]
+    try:
+        found = latest_by_key(folder_records(path)).values()
+    except NiahError as exc:
+        raise SystemExit(f"{folder}: {exc}") from None
+    records = [r for r in found if r.get("peak_memory_bytes")]
     if not records:
         raise SystemExit(f"{folder}: no trial with a peak memory: run the cell first")
     cells: dict = {}
     for r in records:
-        if r.get("prefix_reuse") == "reused":
-            raise SystemExit(
-                f"{folder}: a trial reused a cached prefix: rerun with --no-prefix-reuse"
-            )
         cells.setdefault((r["context"], r.get("kv_bits")), []).append(r)
     for (context, kv_bits), rs in cells.items():
-        for field in ("depth", "prefill_step", "max_kv_size"):
+        for field in CELL_FIELDS:
             if len({r.get(field) for r in rs}) > 1:
                 raise SystemExit(
                     f"{folder}: cell ctx {context} kv {kv_bits} has more than one {field}: "
-                    "pass a folder that repeats one cell (one depth, step and max-kv, --samples N)"
+                    "pass a folder that repeats one cell (one depth, step, max-kv and device, "
+                    "--samples N)"
                 )
+    for r in records:
+        if r.get("prefix_reuse") != "off":
+            raise SystemExit(
+                f"{folder}: a trial ran with prefix reuse on (prefix_reuse "
+                f"{r.get('prefix_reuse')}): rerun with --no-prefix-reuse"
+            )
     return cells
 
 
@@ -132,8 +142,8 @@ def _print_runs(folders: list[str]) -> None:
     which have no peak, left out)."""
     from pathlib import Path
 
-    for folder in folders:
-        cells = _run_cells(folder)
+    every = [(folder, _run_cells(folder)) for folder in folders]  # all read before a line
+    for folder, cells in every:
         records = [r for rs in cells.values() for r in rs]
         envs = sorted({r.get("mlx_env") or "{}" for r in records})
         print(
@@ -155,6 +165,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--runs"]:
         if len(sys.argv) < 3:
             raise SystemExit("--runs needs one or more niah run folders")
+        import warnings  # a skipped record (a corrupt line): one line on stderr
+
+        warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
         _print_runs(sys.argv[2:])
         return
     import mlx.core as mx

@@ -89,12 +89,25 @@ def refuse_other_config(
     if old.config_hash and old.config_hash != config_hash:
         from .identity import describe_difference
 
-        what = describe_difference(old.identity or {}, identity or {}) or "the run options"
+        before, now = old.identity or {}, identity or {}
+        if {k for k in set(before) | set(now) if before.get(k) != now.get(k)} == {"mlx_env"}:
+            raise NiahError(_other_mlx_env(folder, before.get("mlx_env"), now.get("mlx_env")))
+        what = describe_difference(before, now) or "the run options"
         raise NiahError(
             f"{str(folder)!r} holds results of another configuration ({what}): "
             "start a new run without --resume, or give another --out"
         )
     return old
+
+
+def _other_mlx_env(folder: Path, made: str | None, here: str | None) -> str:
+    """The refusal of a folder whose trials ran under other MLX batching variables than this
+    process has (identity.mlx_env): the one fix is the environment it was made under."""
+    unset = "none of MLX's batching variables set"
+    return (
+        f"{str(folder)!r} was made under {made or unset}, but this process has {here or unset}: "
+        "run again under the environment the folder was made under, or give another --out"
+    )
 
 
 def _config_data(folder: Path) -> dict:

@@ -100,7 +100,7 @@ _MEDIAN = re.compile(
 
 _CELL = re.compile(
     r"^cell ctx (\d+) kv (\w+): (\d+) trials, peak ([\d.]+)-([\d.]+) GiB, spread ([\d.]+)%"
-    r"(?: \| median prefill (\d+) tok/s, decode ([\d.]+) tok/s)?",
+    r"(?: \| median prefill (\d+|-) tok/s, decode ([\d.]+|-) tok/s)?",  # '-': none timed
     re.M,
 )
 

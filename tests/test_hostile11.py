@@ -129,6 +129,15 @@ def test_resume_under_other_batching_names_the_values_that_differ(tmp_path, monk
     monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "20")
     result = invoke(["run", "--resume", folder, "-q"])
     assert result.exit_code == 2
-    assert "(mlx_env MLX_MAX_OPS_PER_BUFFER=10 -> MLX_MAX_OPS_PER_BUFFER=20)" in result.stderr, (
-        result.stderr
+    assert result.stderr == (  # both values, and the one fix: the environment it was made under
+        f"error: {str(folder)!r} was made under MLX_MAX_OPS_PER_BUFFER=10, but this process has "
+        "MLX_MAX_OPS_PER_BUFFER=20: run again under the environment the folder was made under, "
+        "or give another --out\n"
+    )
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")  # exported by hand, then forgotten
+    result = invoke(["run", "--resume", folder, "-q"])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {str(folder)!r} was made under MLX_MAX_OPS_PER_BUFFER=10, but this process has "
+        "none of MLX's batching variables set: run again under the environment the folder was "
+        "made under, or give another --out\n"
     )

@@ -177,3 +177,33 @@ def test_the_example_task_row_is_a_valid_task(tmp_path):
     row = re.search(r"## Add a task\n.*?```json\n(.*?)\n```", text, flags=re.S).group(1)
     (tmp_path / "tasks.jsonl").write_text(row + "\n")
     assert list(load_specs(tmp_path / "tasks.jsonl")) == ["two-keys"]
+
+
+def test_bench_block_keeps_every_env_setting_and_cells_without_a_decode_speed(
+    tmp_path, monkeypatch
+):
+    # peak_repeat --runs prints '-' for a cell none of whose trials decoded: the cell keeps its
+    # speed columns; every MLX_* line of the header goes into the command shown
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "# command: python benchmarks/peak_repeat.py --runs x\n"
+        "# env: MLX_MAX_MB_PER_BUFFER=100\n"
+        "# env: MLX_MAX_OPS_PER_BUFFER=10 MLX_USE_CUDA_GRAPHS=0 (set for the probe)\n"
+        "# commit: abc1234\n# device: cuda (NVIDIA H100)\n# date: 2026-12-06\n"
+        "cell ctx 4096 kv None: 4 trials, peak 3.084-3.084 GiB, spread 0.0% | median prefill "
+        "55412 tok/s, decode - tok/s\n"
+        "cell ctx 8192 kv 8: 2 trials, peak 3.100-3.200 GiB, spread 3.2% | median prefill "
+        "- tok/s, decode 150.5 tok/s\n"
+    )
+    monkeypatch.setattr(TOOL, "ROOT", tmp_path)  # raw outputs are named from the checkout
+    block = TOOL.bench_block(raw).splitlines()
+    assert (
+        block[0].startswith("Raw output `")
+        and "`MLX_MAX_MB_PER_BUFFER=100 MLX_MAX_OPS_PER_BUFFER=10 MLX_USE_CUDA_GRAPHS=0 python "
+        in (block[0])
+    )
+    assert block[2].endswith("| median prefill tok/s | median decode tok/s |")
+    assert block[4:] == [
+        "| 4096 | None | 4 | 3.084 | 3.084 | 0.0% | 55412 | - |",
+        "| 8192 | 8 | 2 | 3.100 | 3.200 | 3.2% | - | 150.5 |",
+    ]

@@ -3,6 +3,7 @@ schema's one home, its generated docs, the committed folders read back through i
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -154,11 +155,17 @@ def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_nam
         "has already run in this process: start a new process for this run"
     )
     assert env == {"HOME": "/root"}
+    with pytest.raises(NiahError):  # started with it, then it was taken away before MLX ran
+        apply_repeatable_memory("cuda", environ=env, started=True, inherited=True)
     assert apply_repeatable_memory("cuda", environ=env, started=False) is None
     assert env == {"HOME": "/root", "MLX_MAX_MB_PER_BUFFER": "100"}
     assert mlx_env(env) == "MLX_MAX_MB_PER_BUFFER=100"  # what the identity and trials record
-    # already 100 (a resume in the process that set it): kept
-    assert apply_repeatable_memory("cuda", environ=env, started=True) is None
+    # already 100: kept where MLX has not run yet, or the process started with it ...
+    assert apply_repeatable_memory("cuda", environ=env, started=False, inherited=False) is None
+    assert apply_repeatable_memory("cuda", environ=env, started=True, inherited=True) is None
+    with pytest.raises(NiahError) as err:  # ... not when set by hand after MLX ran
+        apply_repeatable_memory("cuda", environ=env, started=True, inherited=False)
+    assert "but MLX has already run in this process: start a new process" in str(err.value)
     for other in ("cpu", "metal"):
         assert apply_repeatable_memory(other, environ={}) == (
             f"--repeatable-memory changes nothing on the {other} backend (it bounds MLX's "
@@ -189,8 +196,17 @@ def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_nam
     # a sweep started without `niah run` (run_sweep directly) under another value: refused
     from niah.environment import check_repeatable_memory
 
-    check_repeatable_memory("cuda", environ={"MLX_MAX_MB_PER_BUFFER": "100"})
-    check_repeatable_memory("cpu", environ={})
+    hundred = {"MLX_MAX_MB_PER_BUFFER": "100"}
+    check_repeatable_memory("cuda", environ=hundred, started=False, inherited=False)
+    check_repeatable_memory("cuda", environ=hundred, started=True, inherited=True)
+    check_repeatable_memory("cpu", environ={}, started=True, inherited=False)
+    with pytest.raises(NiahError) as err:  # set in a notebook after MLX ran: MLX kept its own
+        check_repeatable_memory("cuda", environ=hundred, started=True, inherited=False)
+    assert str(err.value) == (
+        "this run asks for --repeatable-memory, but MLX_MAX_MB_PER_BUFFER=100 was set after MLX "
+        "had run in this process, so MLX may not use it: start the process with "
+        "MLX_MAX_MB_PER_BUFFER=100 set, or run it through `niah run`"
+    )
     for env in ({}, {"MLX_MAX_MB_PER_BUFFER": "1000"}):
         with pytest.raises(NiahError) as err:
             check_repeatable_memory("cuda", environ=env)
@@ -198,3 +214,22 @@ def test_repeatable_memory_sets_mlx_graph_limit_on_cuda_only_and_the_records_nam
             "this run asks for --repeatable-memory, but MLX_MAX_MB_PER_BUFFER is not 100 here: "
             "start the process with MLX_MAX_MB_PER_BUFFER=100 set, or run it through `niah run`"
         )
+
+
+def test_mlx_has_allocated_and_started_with_see_what_mlx_and_the_process_started_with():
+    # what --repeatable-memory's refusals rest on, in fresh processes (this one has run MLX)
+    import subprocess
+    import sys
+
+    code = (
+        "import os, mlx.core as mx\n"
+        "from niah.environment import mlx_has_allocated, started_with\n"
+        "os.environ['MLX_X'] = '1'\n"  # set after the start: not what the process started with
+        "print(mlx_has_allocated(), started_with('MLX_Y', '100'), started_with('MLX_X', '1'))\n"
+        "mx.eval(mx.ones(8) + 1)\n"
+        "print(mlx_has_allocated())\n"
+    )
+    env = {**os.environ, "MLX_Y": "100"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "False", "True"]

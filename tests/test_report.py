@@ -597,7 +597,8 @@ def _peak_runs(*folders):
 
 def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
     """benchmarks/peak_repeat.py --runs prints a cell's spread only over trials of one
-    measurement: a swept depth, or a trial that reused a cached prefix, is refused in one line."""
+    measurement: a swept depth, step, max-kv or card, or a trial run with prefix reuse on, is
+    refused in one line, as is a folder it cannot read, before any cell is printed."""
     reference = ROOT / "results" / "reference"
     ok = _peak_runs(str(reference / "qwen15-peak-repeatable-h100-2026-12-06"))
     assert ok.returncode == 0, ok.stderr
@@ -609,7 +610,7 @@ def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
     refused = _peak_runs(str(swept))
     assert refused.returncode == 1 and refused.stderr == (
         f"{swept}: cell ctx 4096 kv None has more than one depth: pass a folder that repeats "
-        "one cell (one depth, step and max-kv, --samples N)\n"
+        "one cell (one depth, step, max-kv and device, --samples N)\n"
     )
     reused = tmp_path / "reused"
     shutil.copytree(reference / "qwen15-peak-repeatable-h100-2026-12-06", reused)
@@ -619,8 +620,38 @@ def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
     (reused / "trials.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     refused = _peak_runs(str(reused))
     assert refused.returncode == 1 and refused.stderr == (
-        f"{reused}: a trial reused a cached prefix: rerun with --no-prefix-reuse\n"
+        f"{reused}: a trial ran with prefix reuse on (prefix_reuse reused): rerun with "
+        "--no-prefix-reuse\n"
     )
+    for field, value in [  # each a different measurement within one cell
+        ("prefix_reuse", "fresh"),  # prefix reuse on: its cache held the last trial's prefix
+        ("prefill_step", 512),
+        ("max_kv_size", 8192),
+        ("device", "cuda (NVIDIA H200)"),  # resumed on another card of the same backend
+    ]:
+        first = json.loads(lines[0])
+        first[field] = value
+        (reused / "trials.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+        refused = _peak_runs(str(reused))
+        assert refused.returncode == 1 and not refused.stdout, field
+        assert refused.stderr == (
+            f"{reused}: a trial ran with prefix reuse on (prefix_reuse fresh): rerun with "
+            "--no-prefix-reuse\n"
+            if field == "prefix_reuse"
+            else f"{reused}: cell ctx 4096 kv None has more than one {field}: pass a folder that "
+            "repeats one cell (one depth, step, max-kv and device, --samples N)\n"
+        )
+    (reused / "trials.jsonl").write_text("")  # a run folder whose trials have not run
+    empty = _peak_runs(
+        str(ok_folder := reference / "qwen15-peak-repeatable-h100-2026-12-06"), str(reused)
+    )
+    assert empty.returncode == 1 and not empty.stdout, empty.stdout  # nothing half printed
+    assert empty.stderr == f"{reused}: no trial with a peak memory: run the cell first\n"
+    (reused / "config.json").write_text("{not json")
+    broken = _peak_runs(str(reused))
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1, broken.stderr
+    assert broken.stderr.startswith(f"{reused}: ") and "not a valid niah config" in broken.stderr
+    assert ok_folder.is_dir()
     missing = _peak_runs(str(tmp_path / "nothing"))
     assert missing.returncode == 1 and missing.stderr == (
         f"{tmp_path / 'nothing'}: not a niah run folder (no config.json): pass a run folder\n"

@@ -556,12 +556,16 @@ def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_
         else ""
     )
     out = tmp_path / "out"
+    from niah.environment import mlx_has_allocated
+
+    too_late = here == "cuda" and mlx_has_allocated()  # earlier tests ran MLX in this process
     first = _cli("run", *SMALL, "--depth", "0", "--repeatable-memory", "--out", out)
-    if here == "cuda" and first.exit_code != 0:  # earlier tests ran MLX in this process
-        assert first.stderr == (
+    if too_late:  # the variable would name a setting MLX never read: refused, nothing written
+        assert first.exit_code == 2 and first.stderr == (
             "error: --repeatable-memory sets MLX_MAX_MB_PER_BUFFER before MLX's first GPU "
             "work, but MLX has already run in this process: start a new process for this run\n"
         )
+        assert not out.exists() or not any(out.iterdir())
         return
     assert first.exit_code == 0 and first.stderr.startswith(note), first.stderr
     folder = _only_folder(out)
@@ -573,8 +577,39 @@ def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_
     assert "0 run, 1 already done" in resumed.stdout
     if here == "cuda":
         return  # below: the same folder without the option, the same measurement on cpu/metal
+    import niah.backend
+
+    monkeypatch.setattr(niah.backend, "backend", lambda: "cuda")  # the CLI's check, as on CUDA
+    monkeypatch.setenv("MLX_MAX_MB_PER_BUFFER", "1000")
+    other = _cli("run", "--resume", folder, "-q")
+    assert other.exit_code == 2 and other.stderr == (
+        f"error: run folder {str(folder)!r} was made with --repeatable-memory "
+        "(MLX_MAX_MB_PER_BUFFER=100), but the environment has MLX_MAX_MB_PER_BUFFER='1000': "
+        "unset MLX_MAX_MB_PER_BUFFER and resume again\n"
+    )
+    monkeypatch.undo()  # back to this backend, none of the variables set
+    for name in MLX_ENV:
+        monkeypatch.delenv(name, raising=False)
     plain = _cli("run", *SMALL, "--depth", "0,1", "--out", out)  # adds a depth to it
     assert plain.exit_code == 0 and "1 run, 1 already done" in plain.stdout and not plain.stderr
     merged = json.loads((folder / "config.json").read_text())
     assert merged["repeatable_memory"] is True  # the folder's choice survives the merge
     assert merged["depths"] == [0.0, 1.0]
+
+
+def test_run_sweep_on_cuda_refuses_repeatable_memory_the_process_did_not_set(tmp_path, monkeypatch):
+    # run_sweep called directly (not through `niah run`, which sets the variable): on CUDA the
+    # records would claim MLX_MAX_MB_PER_BUFFER=100 for a peak made under MLX's defaults
+    import niah.run.sweep as sweep
+    from niah.config import RunConfig
+    from niah.errors import NiahError
+
+    monkeypatch.setattr(sweep, "_backend_name", lambda: "cuda")
+    monkeypatch.delenv("MLX_MAX_MB_PER_BUFFER", raising=False)
+    out = tmp_path / "out"
+    cfg = RunConfig(
+        model="any.gguf", contexts=(256,), depths=(0.5,), repeatable_memory=True, out=str(out)
+    )
+    with pytest.raises(NiahError, match="MLX_MAX_MB_PER_BUFFER is not 100 here"):
+        sweep.run_sweep(cfg)
+    assert not out.exists()  # refused before any folder or weight
