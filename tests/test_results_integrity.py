@@ -573,10 +573,17 @@ def test_repeatable_memory_is_kept_for_resume_and_said_to_change_nothing_on_the_
     assert cfg["repeatable_memory"] is True
     assert ("mlx_env" in cfg["identity"]) == (here == "cuda")
     resumed = _cli("run", "--resume", folder, "-q")  # the folder's option is applied again
+    if here == "cuda":
+        # MLX has run in this process now, which did not start with the value: niah cannot show
+        # MLX read it, so the resume is refused here (from a shell it runs: scripts/
+        # repeatable_memory_probe.sh, step 4)
+        assert resumed.exit_code == 2 and resumed.stderr == (
+            "error: --repeatable-memory sets MLX_MAX_MB_PER_BUFFER before MLX's first GPU "
+            "work, but MLX has already run in this process: start a new process for this run\n"
+        )
+        return  # below: the same folder without the option, the same measurement on cpu/metal
     assert resumed.exit_code == 0 and resumed.stderr.startswith(note), resumed.stderr
     assert "0 run, 1 already done" in resumed.stdout
-    if here == "cuda":
-        return  # below: the same folder without the option, the same measurement on cpu/metal
     import niah.backend
 
     monkeypatch.setattr(niah.backend, "backend", lambda: "cuda")  # the CLI's check, as on CUDA
