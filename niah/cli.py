@@ -309,6 +309,7 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
                     launch=launch,
                     estimate_context=estimate_context,
                     startup_s=since_import(),
+                    memory_set_first=cfg.repeatable_memory,  # set (or refused) before MLX ran
                 )
             finally:
                 bar.stop()

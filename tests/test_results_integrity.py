@@ -620,3 +620,39 @@ def test_run_sweep_on_cuda_refuses_repeatable_memory_the_process_did_not_set(tmp
     with pytest.raises(NiahError, match="MLX_MAX_MB_PER_BUFFER is not 100 here"):
         sweep.run_sweep(cfg)
     assert not out.exists()  # refused before any folder or weight
+
+
+def test_mlx_work_after_niah_run_set_repeatable_memory_does_not_refuse_the_sweep(tmp_path):
+    # `niah run` sets the variable before MLX first runs; a multi-rank launch then agrees on its
+    # id through MLX (a CPU-stream all_sum) before the sweep starts. run_sweep's check must not
+    # read that as "set after MLX ran" (it refused every mlx.launch run with the option on CUDA).
+    # A fresh process, with both checks told the backend is CUDA; the model runs on this one.
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import mlx.core as mx
+import niah.environment as E
+import niah.run.ranks as R
+import niah.run.sweep as S
+apply, check = E.apply_repeatable_memory, S.check_repeatable_memory
+E.apply_repeatable_memory = lambda backend, **kw: apply("cuda", **kw)
+S.check_repeatable_memory = lambda backend, **kw: check("cuda", **kw)
+def launch_id(world):
+    mx.eval(mx.ones(4, stream=mx.cpu) + 1)
+    return "0" * 12
+R.launch_id = launch_id
+sys.argv = ["niah", "run", *{[*SMALL, "--depth", "0.5", "--repeatable-memory"]!r},
+            "--out", {str(tmp_path / "out")!r}]
+from niah.cli import main
+main()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    (record,) = _records(_only_folder(tmp_path / "out"))
+    assert record["mlx_env"] == "MLX_MAX_MB_PER_BUFFER=100"

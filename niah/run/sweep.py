@@ -74,6 +74,7 @@ def run_sweep(
     launch: str | None = None,
     estimate_context: int | None = None,
     startup_s: float | None = None,
+    memory_set_first: bool = False,
 ) -> RunResult:
     """Run every unfinished trial of `config`; returns all records of the run.
 
@@ -87,12 +88,15 @@ def run_sweep(
     this long or longer, and hand each trial's time estimate to progress.trial_start (None:
     the backend's default, DEFAULT_ESTIMATE_CONTEXT; 0: always).
     startup_s: the seconds the process spent before this call (the CLI's startup), logged
-    with the other phases (niah.run.phases) in runs.jsonl's "phases" event."""
+    with the other phases (niah.run.phases) in runs.jsonl's "phases" event.
+    memory_set_first: the caller set --repeatable-memory's variable (apply_repeatable_memory)
+    before MLX first ran in this process, as `niah run` does, so MLX work since then (a
+    multi-rank launch agreeing on its id) does not make the check refuse."""
     from ..sdpa import patched
 
     mode = warm_up_mode(warm_up, _backend_name())
     if config.repeatable_memory:
-        check_repeatable_memory(_backend_name())
+        check_repeatable_memory(_backend_name(), started=False if memory_set_first else None)
     progress = progress or Progress()
     sharded = config.shard == "tensor" and world > 1
     opened = session is None  # loaded by this call: its load goes in runs.jsonl
