@@ -272,26 +272,33 @@ def _echo_warnings(caught) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = "auto") -> None:
-    import warnings as _w
-
+def _progress_bar(*, quiet: bool, rank: int):
+    """The terminal's progress on rank 0, nothing on the other ranks."""
     from rich.console import Console
 
     from . import run as runner
     from .progress import TerminalProgress
+
+    if rank:
+        return runner.Progress()
+    interval, long_s, _ = _progress_options()
+    console = Console(stderr=True)
+    return TerminalProgress(
+        quiet=quiet, console=console, line_interval_s=interval, long_trial_s=long_s
+    )
+
+
+def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = "auto") -> None:
+    import warnings as _w
+
+    from . import run as runner
     from .run.phases import since_import
     from .run.ranks import group_info, launch_id
 
-    interval, long_s, estimate_context = _progress_options()
+    _, _, estimate_context = _progress_options()
     rank, world = group_info()
     launch = launch_id(world)
-    bar = (
-        TerminalProgress(
-            quiet=quiet, console=Console(stderr=True), line_interval_s=interval, long_trial_s=long_s
-        )
-        if not rank
-        else runner.Progress()
-    )
+    bar = _progress_bar(quiet=quiet, rank=rank)
     out = Path(cfg.out)
     before, existed = listing(out), existing_ancestor(out)
     stop = StopSignal()
