@@ -110,6 +110,12 @@ def _run_cells(folder) -> dict:
     except NiahError as exc:
         raise SystemExit(f"{folder}: {exc}") from None
     records = [r for r in found if r.get("peak_memory_bytes")]
+    for r in records:
+        if type(r["peak_memory_bytes"]) is not int or r["peak_memory_bytes"] < 0:
+            raise SystemExit(
+                f"{folder}: trial {r.get('key')} has peak_memory_bytes "
+                f"{r['peak_memory_bytes']!r}, not a byte count: pass a folder niah run wrote"
+            )
     if not records:
         raise SystemExit(f"{folder}: no trial with a peak memory: run the cell first")
     cells: dict = {}
@@ -127,7 +133,7 @@ def _run_cells(folder) -> dict:
         if r.get("prefix_reuse") != "off":
             raise SystemExit(
                 f"{folder}: a trial ran with prefix reuse on (prefix_reuse "
-                f"{r.get('prefix_reuse')}): rerun with --no-prefix-reuse"
+                f"{r.get('prefix_reuse')}): rerun with --no-prefix-reuse into a new --out"
             )
     return cells
 

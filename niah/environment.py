@@ -62,7 +62,9 @@ def started_with(name: str, value: str) -> bool:
         start = Path("/proc/self/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"{name}={value}".encode() in start
+    key = f"{name}=".encode()
+    first = next((entry for entry in start if entry.startswith(key)), None)  # what getenv reads
+    return first == key + value.encode()
 
 
 def _too_late(*, started: bool | None, inherited: bool | None) -> bool:

@@ -106,7 +106,8 @@ def _other_mlx_env(folder: Path, made: str | None, here: str | None) -> str:
     unset = "none of MLX's batching variables set"
     return (
         f"{str(folder)!r} was made under {made or unset}, but this process has {here or unset}: "
-        "run again under the environment the folder was made under, or give another --out"
+        "resume under the environment the folder was made under, or start a new run without "
+        "--resume into another --out"
     )
 
 

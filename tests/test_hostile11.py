@@ -131,13 +131,13 @@ def test_resume_under_other_batching_names_the_values_that_differ(tmp_path, monk
     assert result.exit_code == 2
     assert result.stderr == (  # both values, and the one fix: the environment it was made under
         f"error: {str(folder)!r} was made under MLX_MAX_OPS_PER_BUFFER=10, but this process has "
-        "MLX_MAX_OPS_PER_BUFFER=20: run again under the environment the folder was made under, "
-        "or give another --out\n"
+        "MLX_MAX_OPS_PER_BUFFER=20: resume under the environment the folder was made under, "
+        "or start a new run without --resume into another --out\n"
     )
     monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")  # exported by hand, then forgotten
     result = invoke(["run", "--resume", folder, "-q"])
     assert result.exit_code == 2 and result.stderr == (
         f"error: {str(folder)!r} was made under MLX_MAX_OPS_PER_BUFFER=10, but this process has "
-        "none of MLX's batching variables set: run again under the environment the folder was "
-        "made under, or give another --out\n"
+        "none of MLX's batching variables set: resume under the environment the folder was "
+        "made under, or start a new run without --resume into another --out\n"
     )

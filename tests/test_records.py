@@ -233,3 +233,29 @@ def test_mlx_has_allocated_and_started_with_see_what_mlx_and_the_process_started
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", "True", "False", "True"]
+
+
+def test_repeatable_memory_check_with_its_defaults_reads_mlx_and_the_starting_environment():
+    # check_repeatable_memory with no injected answers, as run_sweep calls it, in fresh
+    # processes: a value set by hand after MLX ran is refused; one the process started with
+    # (the first entry of its name, which getenv reads) is accepted
+    import subprocess
+    import sys
+
+    code = (
+        "import os, mlx.core as mx\n"
+        "from niah.environment import check_repeatable_memory\n"
+        "mx.eval(mx.ones(8) + 1)\n"
+        "os.environ['MLX_MAX_MB_PER_BUFFER'] = '100'\n"
+        "try:\n"
+        "    check_repeatable_memory('cuda')\n"
+        "    print('accepted')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
+    for start, expected in [(None, "NiahError"), ("100", "accepted"), ("1000", "NiahError")]:
+        env = base if start is None else {**base, "MLX_MAX_MB_PER_BUFFER": start}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == expected, start

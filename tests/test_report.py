@@ -621,7 +621,7 @@ def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
     refused = _peak_runs(str(reused))
     assert refused.returncode == 1 and refused.stderr == (
         f"{reused}: a trial ran with prefix reuse on (prefix_reuse reused): rerun with "
-        "--no-prefix-reuse\n"
+        "--no-prefix-reuse into a new --out\n"
     )
     for field, value in [  # each a different measurement within one cell
         ("prefix_reuse", "fresh"),  # prefix reuse on: its cache held the last trial's prefix
@@ -636,11 +636,24 @@ def test_peak_repeat_reads_only_folders_that_repeat_one_cell(tmp_path):
         assert refused.returncode == 1 and not refused.stdout, field
         assert refused.stderr == (
             f"{reused}: a trial ran with prefix reuse on (prefix_reuse fresh): rerun with "
-            "--no-prefix-reuse\n"
+            "--no-prefix-reuse into a new --out\n"
             if field == "prefix_reuse"
             else f"{reused}: cell ctx 4096 kv None has more than one {field}: pass a folder that "
             "repeats one cell (one depth, step, max-kv and device, --samples N)\n"
         )
+    first = json.loads(lines[0])
+    first["peak_memory_bytes"] = "abc"  # edited by hand: one line, not a traceback
+    (reused / "trials.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    edited = _peak_runs(str(reused))
+    assert (
+        edited.returncode == 1
+        and not edited.stdout
+        and edited.stderr
+        == (
+            f"{reused}: trial {first['key']} has peak_memory_bytes 'abc', not a byte count: pass a "
+            "folder niah run wrote\n"
+        )
+    )
     (reused / "trials.jsonl").write_text("")  # a run folder whose trials have not run
     empty = _peak_runs(
         str(ok_folder := reference / "qwen15-peak-repeatable-h100-2026-12-06"), str(reused)
