@@ -272,8 +272,9 @@ def _echo_warnings(caught) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def _progress_bar(*, quiet: bool, rank: int):
-    """The terminal's progress on rank 0, nothing on the other ranks."""
+def _progress_bar(*, quiet: bool, rank: int, interval: float, long_s: float):
+    """The terminal's progress on rank 0 (_progress_options' interval and long-trial
+    seconds), nothing on the other ranks."""
     from rich.console import Console
 
     from . import run as runner
@@ -281,7 +282,6 @@ def _progress_bar(*, quiet: bool, rank: int):
 
     if rank:
         return runner.Progress()
-    interval, long_s, _ = _progress_options()
     console = Console(stderr=True)
     return TerminalProgress(
         quiet=quiet, console=console, line_interval_s=interval, long_trial_s=long_s
@@ -295,10 +295,10 @@ def _run(cfg, *, folder, quiet: bool, fail_under, exports: dict, warm_up: str = 
     from .run.phases import since_import
     from .run.ranks import group_info, launch_id
 
-    _, _, estimate_context = _progress_options()
+    interval, long_s, estimate_context = _progress_options()
     rank, world = group_info()
     launch = launch_id(world)
-    bar = _progress_bar(quiet=quiet, rank=rank)
+    bar = _progress_bar(quiet=quiet, rank=rank, interval=interval, long_s=long_s)
     out = Path(cfg.out)
     before, existed = listing(out), existing_ancestor(out)
     stop = StopSignal()

@@ -240,12 +240,14 @@ def _shown(key: str, value) -> str:
     return str(value) if key == "mlx_env" else str(value)[:16]
 
 
+def differing_keys(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two identities (absent counts as None), sorted."""
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def describe_difference(old: dict, new: dict) -> str:
     """'model_digest 1a2b.. -> 3c4d..' for the first keys that differ (for one-line errors)."""
-    keys = sorted(set(old) | set(new))
     diffs = [
-        f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}"
-        for k in keys
-        if old.get(k) != new.get(k)
+        f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}" for k in differing_keys(old, new)
     ]
     return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")

@@ -87,10 +87,10 @@ def refuse_other_config(
         return None
     old = load_run(folder)
     if old.config_hash and old.config_hash != config_hash:
-        from .identity import describe_difference
+        from .identity import describe_difference, differing_keys
 
         before, now = old.identity or {}, identity or {}
-        if {k for k in set(before) | set(now) if before.get(k) != now.get(k)} == {"mlx_env"}:
+        if differing_keys(before, now) == ["mlx_env"]:
             raise NiahError(_other_mlx_env(folder, before.get("mlx_env"), now.get("mlx_env")))
         what = describe_difference(before, now) or "the run options"
         raise NiahError(
